@@ -1,0 +1,43 @@
+/**
+ * `npm run token -- --role admin [--sub alice] [--minutes 60]`: prints a JWT signed with
+ * SECRET_KEY (from the environment or .dev.vars) for local use.
+ */
+import { existsSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { ConfigError, loadConfig } from '../src/env'
+import { signToken } from '../src/lib/auth'
+import { type Role, roles } from '../src/lib/context'
+
+if (existsSync('.dev.vars')) process.loadEnvFile('.dev.vars')
+const { values } = parseArgs({
+  options: {
+    role: { type: 'string', default: 'admin' },
+    sub: { type: 'string' },
+    minutes: { type: 'string' },
+    tv: { type: 'string' },
+  },
+})
+try {
+  const config = loadConfig(process.env)
+  if (!config.secretKey)
+    throw new ConfigError(
+      'SECRET_KEY is not set (environment or .dev.vars); the token must be signed with the server’s key.',
+    )
+  const role = values.role as Role
+  if (!roles.includes(role)) throw new ConfigError(`--role must be one of ${roles.join(', ')}`)
+  if (role === 'agent' && (!values.sub || !values.tv)) {
+    throw new ConfigError(
+      'an agent token needs --sub <agentId> and --tv <tokenVersion>; better, use POST /api/v1/agents/{id}/token',
+    )
+  }
+  const minutes = values.minutes ? Number(values.minutes) : config.accessTokenExpireMinutes
+  const token = await signToken(
+    config,
+    { sub: values.sub ?? `local-${role}`, role, ...(values.tv ? { tv: Number(values.tv) } : {}) },
+    minutes,
+  )
+  console.log(token)
+} catch (err) {
+  console.error(err instanceof Error ? err.message : String(err))
+  process.exit(1)
+}

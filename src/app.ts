@@ -1,0 +1,168 @@
+import { swaggerUI } from '@hono/swagger-ui'
+import type { Context } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import { cors } from 'hono/cors'
+import { HTTPException } from 'hono/http-exception'
+import { requestId } from 'hono/request-id'
+import { secureHeaders } from 'hono/secure-headers'
+import { pgErrorCode } from './db/tx'
+import type { AppBindings, AppDeps } from './lib/context'
+import { createRouter } from './lib/create-app'
+import { ApiError, type ErrorCode, type ProblemExtras, problemBody } from './lib/errors'
+import { agentsRouter } from './routes/agents/agents.index'
+import { healthRouter } from './routes/health/health.index'
+import { tasksRouter } from './routes/tasks/tasks.index'
+
+/**
+ * Builds the whole service from its dependencies. Imports nothing runtime-specific:
+ * Node, Bun and Workers entry points build `deps` their own way and serve `app.fetch`.
+ */
+export function createApp(deps: AppDeps) {
+  const app = createRouter()
+  const { config } = deps
+
+  app.use(requestId())
+  app.use(async (c, next) => {
+    c.set('deps', deps)
+    c.set('logger', deps.logger.child({ requestId: c.var.requestId }))
+    const started = performance.now()
+    await next()
+    const ms = Math.round((performance.now() - started) * 10) / 10
+    const status = c.res.status
+    const line = { method: c.req.method, route: c.req.routePath, path: c.req.path, status, durationMs: ms }
+    if (status >= 500) c.var.logger.error('request', line)
+    else if (c.req.path.startsWith('/health')) c.var.logger.debug('request', line)
+    else c.var.logger.info('request', line)
+  })
+  app.use(secureHeaders({ crossOriginResourcePolicy: false }))
+  if (config.corsOrigins.length > 0) {
+    app.use(
+      '/api/*',
+      cors({
+        origin: config.corsOrigins.includes('*') ? '*' : config.corsOrigins,
+        allowHeaders: ['Authorization', 'Content-Type', 'If-Match', 'Idempotency-Key', 'X-Request-Id'],
+        exposeHeaders: ['ETag', 'Location', 'X-Request-Id', 'Retry-After'],
+        maxAge: 600,
+      }),
+    )
+  }
+  app.use('/api/*', async (c, next) => {
+    if (['POST', 'PUT', 'PATCH'].includes(c.req.method)) {
+      const hasBody = (c.req.header('content-length') ?? '0') !== '0' || c.req.header('transfer-encoding') !== undefined
+      const type = c.req.header('content-type') ?? ''
+      if (hasBody && !/^application\/([\w.-]+\+)?json\s*(;|$)/i.test(type)) {
+        throw new ApiError('unsupported_media_type', `Send the body as application/json (got "${type || 'none'}").`)
+      }
+    }
+    await next()
+  })
+  app.use(
+    '/api/*',
+    bodyLimit({
+      maxSize: config.maxBodyBytes,
+      onError: () => {
+        throw new ApiError('payload_too_large', `The body exceeds ${config.maxBodyBytes} bytes (MAX_BODY_BYTES).`)
+      },
+    }),
+  )
+
+  const routes = app.route('/', healthRouter).route('/api/v1', agentsRouter).route('/api/v1', tasksRouter)
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
+    type: 'http',
+    scheme: 'bearer',
+    bearerFormat: 'JWT',
+    description: 'HS256 JWT with sub, role (admin|operator|viewer|agent) and exp.',
+  })
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: {
+      title: config.appName,
+      version: config.appVersion,
+      description:
+        'Control plane for fleets of worker agents. Errors are application/problem+json with a stable `code`.',
+    },
+    tags: [
+      { name: 'Agents', description: 'Registration, heartbeats, status' },
+      { name: 'Tasks', description: 'Creation, placement, reports, cancel, retry' },
+      { name: 'Health', description: 'Probes (no token needed)' },
+    ],
+  })
+  app.get(
+    '/docs',
+    swaggerUI({
+      url: '/openapi.json',
+      title: `${config.appName} API`,
+      persistAuthorization: true,
+      // Served by this app when the runtime can read the vendored files, else from the CDN.
+      ...(deps.assets ? { baseUrl: '/docs/vendor' } : {}),
+    }),
+  )
+  if (deps.assets) {
+    const assets = deps.assets
+    app.get('/docs/vendor/swagger-ui-dist/:file', async (c) => {
+      const asset = await assets(c.req.param('file'))
+      if (!asset) throw new ApiError('not_found', 'No such asset.')
+      c.header('Content-Type', asset.contentType)
+      c.header('Cache-Control', 'public, max-age=86400')
+      return c.body(typeof asset.body === 'string' ? asset.body : new Uint8Array(asset.body))
+    })
+  }
+  app.get('/', (c) =>
+    c.json({
+      name: config.appName,
+      version: config.appVersion,
+      docs: '/docs',
+      openapi: '/openapi.json',
+      health: '/health',
+      api: '/api/v1',
+    }),
+  )
+
+  app.notFound((c) => problem(c, 'not_found', `No route for ${c.req.method} ${c.req.path}.`))
+  app.onError((err, c) => toProblem(err, c))
+
+  return routes
+}
+
+export type App = ReturnType<typeof createApp>
+
+function problem(c: Context<AppBindings>, code: ErrorCode, detail?: string, extras: ProblemExtras = {}) {
+  const body = problemBody(code, detail, extras, c.req.path)
+  const res = c.json({ ...body, requestId: c.var.requestId }, body.status)
+  res.headers.set('Content-Type', 'application/problem+json')
+  if (code === 'unauthorized') res.headers.set('WWW-Authenticate', 'Bearer')
+  return res
+}
+
+const httpStatusCodes: Record<number, ErrorCode> = {
+  400: 'bad_request',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  413: 'payload_too_large',
+  415: 'unsupported_media_type',
+  429: 'rate_limited',
+}
+
+function toProblem(err: Error, c: Context<AppBindings>) {
+  if (err instanceof ApiError) return problem(c, err.code, err.detail, err.extras)
+  if (err instanceof HTTPException) {
+    if (err.status === 400 && /json/i.test(err.message))
+      return problem(c, 'malformed_json', 'The body is not valid JSON.')
+    const code = httpStatusCodes[err.status]
+    if (code) return problem(c, code, err.message || undefined)
+  }
+  const sqlState = pgErrorCode(err)
+  if (sqlState === '23505') return problem(c, 'conflict', 'A unique value is already taken.')
+  if (sqlState?.startsWith('22')) return problem(c, 'validation_failed', 'A value is out of range for its field.')
+  if (sqlState === '40001' || sqlState === '40P01' || sqlState === '57014' || sqlState?.startsWith('08')) {
+    c.var.logger.warn('database busy or unreachable', { sqlState, error: err.message })
+    const res = problem(c, 'service_unavailable', 'The database is busy or unreachable; try again.')
+    res.headers.set('Retry-After', '1')
+    return res
+  }
+  const logger = c.var.logger ?? c.var.deps?.logger
+  logger?.error('unhandled error', { error: err.message, stack: err.stack, sqlState })
+  return problem(c, 'internal_error', 'Something went wrong on our side; the request id names it in our logs.')
+}

@@ -1,0 +1,140 @@
+import { sql } from 'drizzle-orm'
+import {
+  bigint,
+  boolean,
+  check,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  real,
+  smallint,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core'
+
+import type { AgentStatus, Provider, TaskStatus } from '../services/model'
+
+const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' })
+
+export type Labels = Record<string, string>
+export type TaskError = { code: string; message: string }
+
+/**
+ * Ids are UUIDv7, made by the app: they sort by creation time, so "oldest first" and the
+ * list cursors use the primary key and need no extra index.
+ */
+export const agents = pgTable(
+  'agents',
+  {
+    id: uuid('id').primaryKey(),
+    name: text('name').notNull(),
+    description: text('description'),
+    provider: text('provider').$type<Provider>().notNull(),
+    region: text('region'),
+    capabilities: text('capabilities').array().notNull().default(sql`'{}'::text[]`),
+    labels: jsonb('labels').$type<Labels>().notNull().default({}),
+    maxConcurrentTasks: integer('max_concurrent_tasks').notNull().default(1),
+    /** Tasks assigned to or running on this agent; kept in the same transaction as every task move. */
+    activeTasks: integer('active_tasks').notNull().default(0),
+    status: text('status').$type<AgentStatus>().notNull().default('offline'),
+    lastHeartbeatAt: ts('last_heartbeat_at'),
+    lastMetrics: jsonb('last_metrics').$type<Record<string, unknown>>(),
+    /** Agent tokens carry it as `tv`; rotating the token bumps it, so older tokens stop working. */
+    tokenVersion: integer('token_version').notNull().default(1),
+    version: integer('version').notNull().default(1),
+    createdAt: ts('created_at').notNull(),
+    updatedAt: ts('updated_at').notNull(),
+  },
+  (t) => [
+    uniqueIndex('agents_name_key').on(t.name),
+    index('agents_status_idx').on(t.status, t.id),
+    index('agents_provider_idx').on(t.provider, t.id),
+    index('agents_region_idx').on(t.region, t.id),
+    index('agents_capabilities_idx').using('gin', t.capabilities),
+    index('agents_heartbeat_idx').on(t.lastHeartbeatAt).where(sql`status <> 'offline'`),
+    check('agents_active_tasks_check', sql`active_tasks >= 0`),
+    check('agents_max_concurrent_check', sql`max_concurrent_tasks >= 1`),
+  ],
+)
+
+export const tasks = pgTable(
+  'tasks',
+  {
+    id: uuid('id').primaryKey(),
+    name: text('name').notNull(),
+    type: text('type').notNull(),
+    payload: jsonb('payload').$type<unknown>().notNull().default({}),
+    priority: smallint('priority').notNull().default(5),
+    reqCapabilities: text('req_capabilities').array().notNull().default(sql`'{}'::text[]`),
+    reqProvider: text('req_provider').$type<Provider>(),
+    reqRegion: text('req_region'),
+    reqLabels: jsonb('req_labels').$type<Labels>().notNull().default({}),
+    reqAgentId: uuid('req_agent_id'),
+    /** The agent holding the task now (assigned/running) or that last held it. No FK: history outlives agents. */
+    agentId: uuid('agent_id'),
+    status: text('status').$type<TaskStatus>().notNull().default('pending'),
+    /** Bumped on every assignment; the fence an agent's report must echo. */
+    attempt: integer('attempt').notNull().default(0),
+    maxAttempts: integer('max_attempts').notNull().default(3),
+    /** Runs that ended failed or timed_out through the task's own fault (agent losses excluded). */
+    failures: integer('failures').notNull().default(0),
+    lostCount: integer('lost_count').notNull().default(0),
+    timeoutSeconds: integer('timeout_seconds').notNull().default(300),
+    scheduledAt: ts('scheduled_at'),
+    /** Not placed before this time: max(createdAt, scheduledAt), or the end of a retry backoff. */
+    availableAt: ts('available_at').notNull(),
+    idempotencyKey: text('idempotency_key'),
+    cancelRequested: boolean('cancel_requested').notNull().default(false),
+    progress: real('progress'),
+    result: jsonb('result').$type<unknown>(),
+    error: jsonb('error').$type<TaskError>(),
+    version: integer('version').notNull().default(1),
+    createdAt: ts('created_at').notNull(),
+    assignedAt: ts('assigned_at'),
+    startedAt: ts('started_at'),
+    finishedAt: ts('finished_at'),
+    updatedAt: ts('updated_at').notNull(),
+  },
+  (t) => [
+    uniqueIndex('tasks_idempotency_key_key').on(t.idempotencyKey),
+    index('tasks_status_idx').on(t.status, t.id),
+    index('tasks_agent_idx').on(t.agentId, t.id),
+    // An agent's live work (heartbeat, capacity checks, agent loss).
+    index('tasks_agent_active_idx').on(t.agentId).where(sql`status IN ('assigned', 'running')`),
+    index('tasks_type_idx').on(t.type, t.id),
+    index('tasks_priority_idx').on(t.priority, t.id),
+    // The queue: pending tasks by priority (high first), then age (UUIDv7 order).
+    index('tasks_pending_queue_idx').on(t.priority.desc(), t.id).where(sql`status = 'pending'`),
+    index('tasks_running_started_idx').on(t.startedAt).where(sql`status = 'running'`),
+    index('tasks_assigned_at_idx').on(t.assignedAt).where(sql`status = 'assigned'`),
+    check('tasks_priority_check', sql`priority BETWEEN 1 AND 10`),
+    check('tasks_attempt_check', sql`attempt >= 0`),
+  ],
+)
+
+export const events = pgTable(
+  'events',
+  {
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    type: text('type').notNull(),
+    agentId: uuid('agent_id'),
+    taskId: uuid('task_id'),
+    data: jsonb('data').$type<Record<string, unknown>>().notNull().default({}),
+    createdAt: ts('created_at').notNull(),
+  },
+  (t) => [
+    index('events_task_idx').on(t.taskId, t.id),
+    index('events_agent_idx').on(t.agentId, t.id),
+    index('events_type_idx').on(t.type, t.id),
+    index('events_created_at_idx').on(t.createdAt),
+  ],
+)
+
+export const schema = { agents, tasks, events }
+
+export type AgentRow = typeof agents.$inferSelect
+export type TaskRow = typeof tasks.$inferSelect
+export type EventRow = typeof events.$inferSelect

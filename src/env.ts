@@ -1,0 +1,136 @@
+import { z } from 'zod'
+
+/**
+ * Every setting the service reads, validated once per entry point. Nothing else reads
+ * `process.env` or Worker bindings: entry points call `loadConfig` and hand the typed
+ * result to `createApp`.
+ */
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off', ''])
+  .transform((v) => ['true', '1', 'yes', 'on'].includes(v))
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
+
+const csv = z.string().transform((v) =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
+)
+
+export const environments = ['development', 'test', 'staging', 'production'] as const
+
+const schema = z
+  .object({
+    APP_NAME: z.string().min(1).default('AgenticCP Agent'),
+    APP_VERSION: z.string().min(1).default('0.1.0'),
+    DEBUG: bool.default(false),
+    ENVIRONMENT: z.enum(environments).default('development'),
+    HOST: z.string().min(1).default('0.0.0.0'),
+    PORT: int(0, 65535).default(8000),
+    DATABASE_URL: z.string().default(''),
+    REDIS_URL: z.string().default(''),
+    SECRET_KEY: z
+      .string()
+      .default('')
+      .refine((v) => v === '' || v.length >= 32, 'must be at least 32 characters'),
+    ALGORITHM: z.enum(['HS256', 'HS384', 'HS512']).default('HS256'),
+    ACCESS_TOKEN_EXPIRE_MINUTES: int(1, 525_600).default(60),
+    AGENT_TOKEN_EXPIRE_MINUTES: int(1, 5_256_000).default(525_600),
+    HEARTBEAT_INTERVAL_SECONDS: int(1, 3600).default(30),
+    HEARTBEAT_TIMEOUT_SECONDS: int(2, 86_400).default(90),
+    MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
+    CORS_ORIGINS: csv.default([]),
+    LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+    LOG_FORMAT: z.enum(['json', 'text', '']).default(''),
+  })
+  .superRefine((v, ctx) => {
+    if (v.ENVIRONMENT === 'production' && v.SECRET_KEY === '') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['SECRET_KEY'],
+        message: 'is required when ENVIRONMENT=production',
+      })
+    }
+    if (v.HEARTBEAT_TIMEOUT_SECONDS <= v.HEARTBEAT_INTERVAL_SECONDS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['HEARTBEAT_TIMEOUT_SECONDS'],
+        message: 'must be greater than HEARTBEAT_INTERVAL_SECONDS',
+      })
+    }
+  })
+
+export type Environment = (typeof environments)[number]
+
+export interface Config {
+  appName: string
+  appVersion: string
+  debug: boolean
+  environment: Environment
+  host: string
+  port: number
+  databaseUrl: string
+  redisUrl: string
+  /** Empty only in development/test when the entry point generates one for the process. */
+  secretKey: string
+  algorithm: 'HS256' | 'HS384' | 'HS512'
+  accessTokenExpireMinutes: number
+  agentTokenExpireMinutes: number
+  heartbeatIntervalSeconds: number
+  heartbeatTimeoutSeconds: number
+  maxBodyBytes: number
+  corsOrigins: string[]
+  logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent'
+  logFormat: 'json' | 'text'
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/** Keys this module knows; used to pick them out of a larger environment. */
+export const configKeys = Object.keys(schema.shape)
+
+/**
+ * Parses settings from a flat string record (process.env or Worker bindings).
+ * Throws a ConfigError whose message is one line per bad setting, naming it.
+ */
+export function loadConfig(source: Record<string, string | undefined>): Config {
+  const picked: Record<string, string> = {}
+  for (const key of configKeys) {
+    const value = source[key]
+    if (typeof value === 'string' && value !== '') picked[key] = value
+  }
+  const parsed = schema.safeParse(picked)
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => {
+      const key = String(issue.path[0] ?? 'config')
+      const shown = key === 'SECRET_KEY' ? '' : picked[key] !== undefined ? ` (got "${picked[key]}")` : ''
+      return `invalid setting ${key}${shown}: ${issue.message}`
+    })
+    throw new ConfigError(lines.join('\n'))
+  }
+  const v = parsed.data
+  return {
+    appName: v.APP_NAME,
+    appVersion: v.APP_VERSION,
+    debug: v.DEBUG,
+    environment: v.ENVIRONMENT,
+    host: v.HOST,
+    port: v.PORT,
+    databaseUrl: v.DATABASE_URL,
+    redisUrl: v.REDIS_URL,
+    secretKey: v.SECRET_KEY,
+    algorithm: v.ALGORITHM,
+    accessTokenExpireMinutes: v.ACCESS_TOKEN_EXPIRE_MINUTES,
+    agentTokenExpireMinutes: v.AGENT_TOKEN_EXPIRE_MINUTES,
+    heartbeatIntervalSeconds: v.HEARTBEAT_INTERVAL_SECONDS,
+    heartbeatTimeoutSeconds: v.HEARTBEAT_TIMEOUT_SECONDS,
+    maxBodyBytes: v.MAX_BODY_BYTES,
+    corsOrigins: v.CORS_ORIGINS,
+    logLevel: v.LOG_LEVEL,
+    logFormat: v.LOG_FORMAT === '' ? (v.ENVIRONMENT === 'development' ? 'text' : 'json') : v.LOG_FORMAT,
+  }
+}

@@ -1,0 +1,88 @@
+import { z } from '@hono/zod-openapi'
+import { createMiddleware } from 'hono/factory'
+import { sign, verify } from 'hono/jwt'
+import type { Config } from '../env'
+import { findAgentAuth } from '../services/agents'
+import { type AppBindings, type Principal, type Role, roles } from './context'
+import { ApiError } from './errors'
+
+/**
+ * The token contract (another system sharing SECRET_KEY may mint these):
+ * HS256/384/512 JWT with `sub`, `role` (admin|operator|viewer|agent) and `exp`.
+ * Agent tokens have `sub` = the agent id and `tv` = the agent's token version; asking for a
+ * fresh token bumps the version, so every earlier token of that agent stops working.
+ */
+const claimsSchema = z.object({
+  sub: z.string().min(1).max(200),
+  role: z.enum(roles),
+  exp: z.number(),
+  tv: z.number().int().optional(),
+})
+
+export type Claims = z.infer<typeof claimsSchema>
+
+export async function signToken(
+  config: Pick<Config, 'secretKey' | 'algorithm'>,
+  claims: { sub: string; role: Role; tv?: number },
+  expiresInMinutes: number,
+): Promise<string> {
+  const iat = Math.floor(Date.now() / 1000)
+  return sign({ ...claims, iat, exp: iat + expiresInMinutes * 60 }, config.secretKey, config.algorithm)
+}
+
+function bearer(header: string | undefined): string {
+  if (!header) throw new ApiError('unauthorized', 'Missing bearer token.')
+  const m = /^Bearer\s+([A-Za-z0-9\-_=]+\.[A-Za-z0-9\-_=]+\.?[A-Za-z0-9\-_.+/=]*)\s*$/i.exec(header)
+  if (!m?.[1]) throw new ApiError('unauthorized', 'Authorization must be "Bearer <token>".')
+  return m[1]
+}
+
+/** Verifies the bearer token and sets `principal`; agent tokens are checked against the live agent row. */
+export const authenticate = createMiddleware<AppBindings>(async (c, next) => {
+  const { config, database } = c.var.deps
+  const token = bearer(c.req.header('authorization'))
+  let payload: unknown
+  try {
+    payload = await verify(token, config.secretKey, config.algorithm)
+  } catch {
+    throw new ApiError('unauthorized', 'The token is invalid or expired.')
+  }
+  const claims = claimsSchema.safeParse(payload)
+  if (!claims.success) throw new ApiError('unauthorized', 'The token lacks valid sub, role or exp claims.')
+  const { sub, role, tv } = claims.data
+  const principal: Principal = { sub, role }
+  if (role === 'agent') {
+    const agent = z.uuid().safeParse(sub).success ? await findAgentAuth(database.db, sub) : undefined
+    if (!agent) throw new ApiError('unauthorized', 'The agent of this token no longer exists.')
+    if (tv !== agent.tokenVersion) throw new ApiError('unauthorized', 'This agent token was replaced by a newer one.')
+    principal.agentId = agent.id
+  }
+  c.set('principal', principal)
+  await next()
+})
+
+const writers: Role[] = ['admin', 'operator']
+const readers: Role[] = ['admin', 'operator', 'viewer']
+
+/** Allows only the given roles; 403 for the rest. */
+export function requireRole(...allowed: Role[]) {
+  return createMiddleware<AppBindings>(async (c, next) => {
+    const p = c.var.principal
+    if (!allowed.includes(p.role)) {
+      throw new ApiError('forbidden', `Role "${p.role}" may not do this; allowed: ${allowed.join(', ')}.`)
+    }
+    await next()
+  })
+}
+
+export const canWrite = requireRole(...writers)
+export const canRead = requireRole(...readers)
+
+/** For routes an agent may call about itself: refuses an agent token acting for another agent. */
+export function assertSelfOrStaff(p: Principal, agentId: string, staff: Role[] = writers): void {
+  if (p.role === 'agent') {
+    if (p.agentId !== agentId) throw new ApiError('forbidden', 'An agent token may act only for its own agent.')
+    return
+  }
+  if (!staff.includes(p.role)) throw new ApiError('forbidden', `Role "${p.role}" may not do this.`)
+}

@@ -1,0 +1,45 @@
+import type { OpenAPIHono, RouteConfig, RouteHandler } from '@hono/zod-openapi'
+import type { Context } from 'hono'
+import type { Database } from '../db/client'
+import type { Config } from '../env'
+import type { Clock } from './clock'
+import type { Logger } from './logger'
+
+export const roles = ['admin', 'operator', 'viewer', 'agent'] as const
+export type Role = (typeof roles)[number]
+
+export interface Principal {
+  sub: string
+  role: Role
+  /** For role `agent`: the agent id (same as `sub`). */
+  agentId?: string
+}
+
+/** Serves a vendored static file (Swagger UI assets); absent on runtimes without a filesystem. */
+export type AssetLoader = (name: string) => Promise<{ body: Uint8Array | string; contentType: string } | null>
+
+/** Everything the app needs, built once by an entry point and handed in. */
+export interface AppDeps {
+  config: Config
+  database: Database
+  clock: Clock
+  logger: Logger
+  assets?: AssetLoader
+  /** Process start, for `uptimeSeconds`. */
+  startedAt?: Date
+}
+
+export interface AppBindings {
+  Variables: {
+    deps: AppDeps
+    requestId: string
+    principal: Principal
+    logger: Logger
+  }
+}
+
+export type AppOpenAPI = OpenAPIHono<AppBindings>
+export type AppRouteHandler<R extends RouteConfig> = RouteHandler<R, AppBindings>
+
+/** What services take from a request: the database and the clock. */
+export const serviceDeps = (c: Context<AppBindings>) => ({ db: c.var.deps.database.db, clock: c.var.deps.clock })

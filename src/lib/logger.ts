@@ -1,0 +1,64 @@
+/**
+ * A small structured logger: JSON lines in production, readable text in development.
+ * Fields named like secrets are never written.
+ */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
+export type LogFields = Record<string, unknown>
+
+export interface Logger {
+  debug(msg: string, fields?: LogFields): void
+  info(msg: string, fields?: LogFields): void
+  warn(msg: string, fields?: LogFields): void
+  error(msg: string, fields?: LogFields): void
+  child(fields: LogFields): Logger
+}
+
+const order: Record<LogLevel | 'silent', number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 }
+const secretish = /token|secret|password|authorization|cookie|database_url|redis_url/i
+
+function scrub(fields: LogFields): LogFields {
+  const out: LogFields = {}
+  for (const [k, v] of Object.entries(fields)) {
+    if (v === undefined) continue
+    out[k] = secretish.test(k) ? '[redacted]' : v instanceof Error ? { name: v.name, message: v.message } : v
+  }
+  return out
+}
+
+export interface LoggerOptions {
+  level: LogLevel | 'silent'
+  format: 'json' | 'text'
+  write?: (line: string, level: LogLevel) => void
+}
+
+const defaultWrite = (line: string, level: LogLevel) => {
+  if (level === 'error' || level === 'warn') console.error(line)
+  else console.log(line)
+}
+
+export function createLogger(opts: LoggerOptions, base: LogFields = {}): Logger {
+  const write = opts.write ?? defaultWrite
+  const min = order[opts.level]
+  const emit = (level: LogLevel, msg: string, fields?: LogFields) => {
+    if (order[level] < min) return
+    const all = scrub({ ...base, ...fields })
+    const time = new Date().toISOString()
+    if (opts.format === 'json') {
+      write(JSON.stringify({ time, level, msg, ...all }), level)
+    } else {
+      const rest = Object.entries(all)
+        .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+        .join(' ')
+      write(`${time} ${level.toUpperCase().padEnd(5)} ${msg}${rest ? ` ${rest}` : ''}`, level)
+    }
+  }
+  return {
+    debug: (m, f) => emit('debug', m, f),
+    info: (m, f) => emit('info', m, f),
+    warn: (m, f) => emit('warn', m, f),
+    error: (m, f) => emit('error', m, f),
+    child: (fields) => createLogger(opts, { ...base, ...fields }),
+  }
+}
+
+export const silentLogger: Logger = createLogger({ level: 'silent', format: 'json' })

@@ -1,0 +1,98 @@
+import type { Context } from 'hono'
+import { assertSelfOrStaff, signToken } from '../../lib/auth'
+import { type AppBindings, type AppRouteHandler, serviceDeps as svc } from '../../lib/context'
+import * as agents from '../../services/agents'
+import { etagOf, toAgentDto, toTaskDto } from '../../services/model'
+import type {
+  CreateRoute,
+  GetRoute,
+  HeartbeatRoute,
+  ListRoute,
+  RemoveRoute,
+  SetStatusRoute,
+  TokenRoute,
+  UpdateRoute,
+} from './agents.routes'
+
+async function agentToken(c: Context<AppBindings>, agentId: string, tokenVersion: number) {
+  const { config } = c.var.deps
+  const token = await signToken(
+    config,
+    { sub: agentId, role: 'agent', tv: tokenVersion },
+    config.agentTokenExpireMinutes,
+  )
+  const expiresAt = new Date(Date.now() + config.agentTokenExpireMinutes * 60_000).toISOString()
+  return { token, expiresAt }
+}
+
+export const create: AppRouteHandler<CreateRoute> = async (c) => {
+  const row = await agents.createAgent(svc(c), c.req.valid('json'))
+  const { token } = await agentToken(c, row.id, row.tokenVersion)
+  c.header('Location', `/api/v1/agents/${row.id}`)
+  c.header('ETag', etagOf(row.version))
+  return c.json({ ...toAgentDto(row), token }, 201)
+}
+
+export const list: AppRouteHandler<ListRoute> = async (c) => {
+  const q = c.req.valid('query')
+  const result = await agents.listAgents(svc(c).db, { ...q, capabilities: q.capability })
+  return c.json({ items: result.items.map(toAgentDto), nextCursor: result.nextCursor }, 200)
+}
+
+export const get: AppRouteHandler<GetRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  assertSelfOrStaff(c.var.principal, id, ['admin', 'operator', 'viewer'])
+  const row = await agents.getAgent(svc(c).db, id)
+  c.header('ETag', etagOf(row.version))
+  return c.json(toAgentDto(row), 200)
+}
+
+export const update: AppRouteHandler<UpdateRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  const row = await agents.updateAgent(svc(c), id, c.req.valid('json'), c.req.valid('header')['if-match'])
+  c.header('ETag', etagOf(row.version))
+  return c.json(toAgentDto(row), 200)
+}
+
+export const setStatus: AppRouteHandler<SetStatusRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  const principal = c.var.principal
+  assertSelfOrStaff(principal, id)
+  const row = await agents.setAgentStatus(
+    svc(c),
+    id,
+    c.req.valid('json').status,
+    principal,
+    c.req.valid('header')['if-match'],
+  )
+  c.header('ETag', etagOf(row.version))
+  return c.json(toAgentDto(row), 200)
+}
+
+export const remove: AppRouteHandler<RemoveRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  await agents.deleteAgent(svc(c), id, c.req.valid('query').force, c.req.valid('header')['if-match'])
+  return c.body(null, 204)
+}
+
+export const token: AppRouteHandler<TokenRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  assertSelfOrStaff(c.var.principal, id)
+  const version = await agents.rotateAgentToken(svc(c), id)
+  return c.json(await agentToken(c, id, version), 201)
+}
+
+export const heartbeat: AppRouteHandler<HeartbeatRoute> = async (c) => {
+  const input = c.req.valid('json')
+  assertSelfOrStaff(c.var.principal, input.agentId)
+  const result = await agents.heartbeat(svc(c), input)
+  return c.json(
+    {
+      agent: toAgentDto(result.agent),
+      assignments: result.assignments.map((t) => toTaskDto(t)),
+      cancellations: result.cancellations,
+      heartbeatIntervalSeconds: c.var.deps.config.heartbeatIntervalSeconds,
+    },
+    200,
+  )
+}

@@ -1,0 +1,180 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import { authenticate, canRead, canWrite, requireRole } from '../../lib/auth'
+import { errorResponses as E } from '../../lib/errors'
+import { jsonBody as body, jsonContent as json, security } from '../../lib/route-helpers'
+import {
+  Agent,
+  AgentInput,
+  AgentListQuery,
+  AgentStatusInput,
+  AgentToken,
+  AgentWithToken,
+  etagHeader,
+  HeartbeatInput,
+  HeartbeatResponse,
+  IdParam,
+  IfMatchHeader,
+  page,
+} from '../schemas'
+
+const tags = ['Agents']
+
+export const create = createRoute({
+  method: 'post',
+  path: '/agents',
+  operationId: 'createAgent',
+  summary: 'Register an agent',
+  description:
+    'Registers an agent (status offline until its first heartbeat) and returns it with a one-time agent token.',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  request: { body: body(AgentInput) },
+  responses: {
+    201: json(AgentWithToken, 'The agent, with its token'),
+    ...E.common,
+    ...E.conflict,
+    ...E.body,
+  },
+})
+
+export const list = createRoute({
+  method: 'get',
+  path: '/agents',
+  operationId: 'listAgents',
+  summary: 'List agents',
+  tags,
+  security,
+  middleware: [authenticate, canRead] as const,
+  request: { query: AgentListQuery },
+  responses: { 200: json(page(Agent, 'AgentPage'), 'A page of agents'), ...E.common },
+})
+
+export const heartbeat = createRoute({
+  method: 'post',
+  path: '/agents/heartbeat',
+  operationId: 'agentHeartbeat',
+  summary: 'Record a heartbeat and get work',
+  description:
+    'Records the beat (an offline agent comes back online) and answers with the tasks assigned to the agent and not yet started, and the tasks it must stop.',
+  tags,
+  security,
+  middleware: [authenticate, requireRole('admin', 'operator', 'agent')] as const,
+  request: { body: body(HeartbeatInput) },
+  responses: {
+    200: json(HeartbeatResponse, 'The agent and its work'),
+    ...E.common,
+    ...E.notFound,
+    ...E.conflict,
+    ...E.body,
+  },
+})
+
+export const get = createRoute({
+  method: 'get',
+  path: '/agents/{id}',
+  operationId: 'getAgent',
+  summary: 'Get an agent',
+  tags,
+  security,
+  middleware: [authenticate] as const,
+  request: { params: IdParam },
+  responses: {
+    200: { ...json(Agent, 'The agent'), headers: etagHeader },
+    ...E.common,
+    ...E.notFound,
+  },
+})
+
+export const update = createRoute({
+  method: 'put',
+  path: '/agents/{id}',
+  operationId: 'updateAgent',
+  summary: 'Replace an agent’s settings',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  request: { params: IdParam, headers: IfMatchHeader, body: body(AgentInput) },
+  responses: {
+    200: { ...json(Agent, 'The updated agent'), headers: etagHeader },
+    ...E.common,
+    ...E.notFound,
+    ...E.conflict,
+    ...E.precondition,
+    ...E.body,
+  },
+})
+
+export const setStatus = createRoute({
+  method: 'patch',
+  path: '/agents/{id}/status',
+  operationId: 'setAgentStatus',
+  summary: 'Set an agent’s status',
+  description: 'Only online agents get tasks; draining, maintenance and error take nothing new.',
+  tags,
+  security,
+  middleware: [authenticate, requireRole('admin', 'operator', 'agent')] as const,
+  request: { params: IdParam, headers: IfMatchHeader, body: body(AgentStatusInput) },
+  responses: {
+    200: { ...json(Agent, 'The agent'), headers: etagHeader },
+    ...E.common,
+    ...E.notFound,
+    ...E.conflict,
+    ...E.precondition,
+    ...E.body,
+  },
+})
+
+export const remove = createRoute({
+  method: 'delete',
+  path: '/agents/{id}',
+  operationId: 'deleteAgent',
+  summary: 'Deregister an agent',
+  description: '409 while it holds assigned or running tasks, unless force=true, which puts them back to pending.',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  request: {
+    params: IdParam,
+    headers: IfMatchHeader,
+    query: z.object({
+      force: z
+        .enum(['true', 'false'])
+        .default('false')
+        .transform((v) => v === 'true'),
+    }),
+  },
+  responses: {
+    204: { description: 'Deregistered' },
+    ...E.common,
+    ...E.notFound,
+    ...E.conflict,
+    ...E.precondition,
+  },
+})
+
+export const token = createRoute({
+  method: 'post',
+  path: '/agents/{id}/token',
+  operationId: 'rotateAgentToken',
+  summary: 'Issue a fresh agent token',
+  description: 'Every token issued earlier for this agent stops working.',
+  tags,
+  security,
+  middleware: [authenticate, requireRole('admin', 'operator', 'agent')] as const,
+  request: { params: IdParam },
+  responses: {
+    201: json(AgentToken, 'The new token'),
+    ...E.common,
+    ...E.notFound,
+  },
+})
+
+export type CreateRoute = typeof create
+export type ListRoute = typeof list
+export type HeartbeatRoute = typeof heartbeat
+export type GetRoute = typeof get
+export type UpdateRoute = typeof update
+export type SetStatusRoute = typeof setStatus
+export type RemoveRoute = typeof remove
+export type TokenRoute = typeof token

@@ -1,0 +1,262 @@
+import { z } from '@hono/zod-openapi'
+import { agentStatuses, pendingReasons, providers, reportStatuses, taskStatuses } from '../services/model'
+
+/** Shared request and response schemas: the API contract in one place. */
+
+export const IdParam = z.object({
+  id: z.uuid().openapi({ param: { name: 'id', in: 'path' }, example: '0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d' }),
+})
+
+const timestamp = z.iso.datetime().openapi({ example: '2026-11-24T15:00:00.000Z' })
+const nullableTimestamp = timestamp.nullable()
+
+const token = (what: string, max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$/, `${what}: letters, digits and . _ : / @ + - only`)
+
+export const Capability = token('capability', 64).openapi({ example: 'gpu' })
+export const Labels = z
+  .record(
+    z
+      .string()
+      .min(1)
+      .max(63)
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, 'label key: letters, digits, . _ / -'),
+    z.string().max(256),
+  )
+  .refine((l) => Object.keys(l).length <= 32, 'at most 32 labels')
+  .openapi({ example: { zone: 'a', tier: 'spot' } })
+
+export const Provider = z.enum(providers).openapi({ example: 'aws' })
+export const AgentStatus = z.enum(agentStatuses)
+export const TaskStatus = z.enum(taskStatuses)
+
+export const AgentInput = z
+  .strictObject({
+    name: z
+      .string()
+      .min(1)
+      .max(128)
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._:@ -]*$/, 'letters, digits, space and . _ : @ - only, starting alphanumeric')
+      .openapi({ example: 'aws-use1-worker-01' }),
+    description: z.string().max(1000).nullish(),
+    provider: Provider,
+    region: z.string().min(1).max(64).nullish().openapi({ example: 'us-east-1' }),
+    capabilities: z.array(Capability).max(64).default([]),
+    labels: Labels.default({}),
+    maxConcurrentTasks: z.number().int().min(1).max(1000).default(1),
+  })
+  .openapi('AgentInput')
+
+export const Agent = z
+  .object({
+    id: z.uuid(),
+    name: z.string(),
+    description: z.string().nullable(),
+    provider: Provider,
+    region: z.string().nullable(),
+    capabilities: z.array(z.string()),
+    labels: z.record(z.string(), z.string()),
+    maxConcurrentTasks: z.number().int(),
+    status: AgentStatus,
+    activeTasks: z.number().int(),
+    lastHeartbeatAt: nullableTimestamp,
+    lastMetrics: z.record(z.string(), z.unknown()).nullable(),
+    version: z.number().int(),
+    createdAt: timestamp,
+    updatedAt: timestamp,
+  })
+  .openapi('Agent')
+
+export const AgentWithToken = Agent.extend({
+  token: z
+    .string()
+    .openapi({ description: 'An agent-scoped JWT, shown once. POST /agents/{id}/token makes a fresh one.' }),
+}).openapi('AgentWithToken')
+
+export const AgentToken = z.object({ token: z.string(), expiresAt: timestamp }).openapi('AgentToken')
+
+export const AgentStatusInput = z
+  .strictObject({
+    status: z.enum(['online', 'draining', 'maintenance', 'error']).openapi({
+      description: 'Operators may set online, draining, maintenance or error; an agent online, draining or error.',
+    }),
+  })
+  .openapi('AgentStatusInput')
+
+export const HeartbeatInput = z
+  .strictObject({
+    agentId: z.uuid(),
+    status: z.enum(['online', 'draining', 'error']).optional(),
+    metrics: z
+      .record(z.string().max(100), z.unknown())
+      .refine((m) => Object.keys(m).length <= 100, 'at most 100 metrics')
+      .optional()
+      .openapi({ example: { cpu: 0.42, memoryMb: 2048 } }),
+    runningTaskIds: z.array(z.uuid()).max(1000).optional(),
+  })
+  .openapi('HeartbeatInput')
+
+const Requirements = z
+  .strictObject({
+    capabilities: z.array(Capability).max(64).default([]),
+    provider: Provider.nullish(),
+    region: z.string().min(1).max(64).nullish(),
+    labels: Labels.default({}),
+    agentId: z.uuid().nullish(),
+  })
+  .openapi('Requirements')
+
+const taskFields = {
+  name: z.string().min(1).max(200).openapi({ example: 'nightly-report' }),
+  type: token('type', 100).openapi({ example: 'report.generate' }),
+  payload: z
+    .unknown()
+    .default({})
+    .openapi({ description: 'Any JSON value the agent needs.', example: { day: '2026-11-24' } }),
+  priority: z.number().int().min(1).max(10).default(5).openapi({ description: '1–10, higher first' }),
+  requirements: Requirements.default({ capabilities: [], labels: {} }),
+  maxAttempts: z.number().int().min(1).max(100).default(3),
+  timeoutSeconds: z.number().int().min(1).max(604_800).default(300),
+  scheduledAt: z.iso
+    .datetime({ offset: true })
+    .nullish()
+    .transform((v) => (v ? new Date(v) : null))
+    .openapi({ type: 'string', format: 'date-time', description: 'Not placed before this time.' }),
+}
+
+export const TaskCreateInput = z
+  .strictObject({
+    ...taskFields,
+    idempotencyKey: z
+      .string()
+      .min(1)
+      .max(255)
+      .optional()
+      .openapi({ description: 'Or the Idempotency-Key header: a repeat returns the first task with 200.' }),
+  })
+  .openapi('TaskCreateInput')
+
+export const TaskUpdateInput = z.strictObject(taskFields).openapi('TaskUpdateInput')
+
+export const Task = z
+  .object({
+    id: z.uuid(),
+    name: z.string(),
+    type: z.string(),
+    payload: z.unknown(),
+    priority: z.number().int(),
+    requirements: z.object({
+      capabilities: z.array(z.string()),
+      provider: z.string().nullable(),
+      region: z.string().nullable(),
+      labels: z.record(z.string(), z.string()),
+      agentId: z.uuid().nullable(),
+    }),
+    agentId: z.uuid().nullable(),
+    status: TaskStatus,
+    attempt: z.number().int().openapi({ description: 'Bumped on every assignment; a report must echo it.' }),
+    maxAttempts: z.number().int(),
+    failures: z.number().int().openapi({ description: 'Runs that failed or timed out (lost agents excluded).' }),
+    lostCount: z.number().int(),
+    timeoutSeconds: z.number().int(),
+    scheduledAt: nullableTimestamp,
+    idempotencyKey: z.string().nullable(),
+    cancelRequested: z.boolean(),
+    pendingReason: z.enum(pendingReasons).nullable(),
+    progress: z.number().nullable(),
+    result: z.unknown(),
+    error: z.object({ code: z.string(), message: z.string() }).nullable(),
+    version: z.number().int(),
+    createdAt: timestamp,
+    assignedAt: nullableTimestamp,
+    startedAt: nullableTimestamp,
+    finishedAt: nullableTimestamp,
+    updatedAt: timestamp,
+  })
+  .openapi('Task')
+
+export const TaskStatusReport = z
+  .strictObject({
+    status: z.enum(reportStatuses),
+    attempt: z.number().int().min(0).openapi({ description: 'The attempt the agent ran (from the assignment).' }),
+    progress: z.number().min(0).max(100).optional(),
+    result: z.unknown().optional(),
+    error: z
+      .strictObject({ code: z.string().min(1).max(100).optional(), message: z.string().min(1).max(4000) })
+      .optional(),
+  })
+  .openapi('TaskStatusReport')
+
+export const ExecuteInput = z.strictObject({ taskId: z.uuid(), agentId: z.uuid().optional() }).openapi('ExecuteInput')
+
+export const HeartbeatResponse = z
+  .object({
+    agent: Agent,
+    assignments: z.array(Task).openapi({ description: 'Tasks assigned to this agent and not yet started.' }),
+    cancellations: z.array(z.uuid()).openapi({
+      description: 'Tasks to stop: running ones with a cancel request, and reported ones this agent no longer holds.',
+    }),
+    heartbeatIntervalSeconds: z.number().int(),
+  })
+  .openapi('HeartbeatResponse')
+
+export const paging = {
+  limit: z.coerce.number().int().min(1).max(100).default(50),
+  cursor: z.string().max(512).optional().openapi({ description: 'nextCursor of the previous page' }),
+  order: z.enum(['asc', 'desc']).default('desc').openapi({ description: 'By creation time' }),
+}
+
+export const page = <T extends z.ZodType>(item: T, name: string) =>
+  z.object({ items: z.array(item), nextCursor: z.string().nullable() }).openapi(name)
+
+const csvOf = <T extends readonly [string, ...string[]]>(values: T) =>
+  z
+    .string()
+    .transform((s) =>
+      s
+        .split(',')
+        .map((v) => v.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(z.enum(values)).min(1))
+
+export const AgentListQuery = z.object({
+  status: AgentStatus.optional(),
+  provider: Provider.optional(),
+  region: z.string().max(64).optional(),
+  capability: z
+    .string()
+    .max(1000)
+    .transform((s) =>
+      s
+        .split(',')
+        .map((v) => v.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(Capability).max(64))
+    .optional()
+    .openapi({ type: 'string', description: 'Comma-separated; agents having all of them' }),
+  ...paging,
+})
+
+export const TaskListQuery = z.object({
+  status: csvOf(taskStatuses)
+    .optional()
+    .openapi({ type: 'string', description: 'One status or a comma-separated list' }),
+  agentId: z.uuid().optional(),
+  type: z.string().max(100).optional(),
+  priority: z.coerce.number().int().min(1).max(10).optional(),
+  ...paging,
+})
+
+export const IfMatchHeader = z.object({
+  'if-match': z.string().max(200).optional().openapi({ description: 'ETag from a GET; 412 when it no longer matches' }),
+})
+
+export const etagHeader = {
+  ETag: { description: 'The resource version, for If-Match', schema: { type: 'string' as const } },
+}

@@ -1,0 +1,94 @@
+import { type AppRouteHandler, serviceDeps as svc } from '../../lib/context'
+import { ApiError } from '../../lib/errors'
+import { etagOf, toTaskDto } from '../../services/model'
+import { placeTask } from '../../services/placement'
+import * as tasks from '../../services/tasks'
+import type {
+  CancelRoute,
+  CreateRoute,
+  ExecuteRoute,
+  GetRoute,
+  ListRoute,
+  RemoveRoute,
+  ReportStatusRoute,
+  RetryRoute,
+  UpdateRoute,
+} from './tasks.routes'
+
+export const create: AppRouteHandler<CreateRoute> = async (c) => {
+  const { idempotencyKey: inBody, ...input } = c.req.valid('json')
+  const inHeader = c.req.valid('header')['idempotency-key']
+  if (inBody && inHeader && inBody !== inHeader) {
+    throw new ApiError('validation_failed', 'The Idempotency-Key header and body idempotencyKey differ.', {
+      errors: [{ path: 'body.idempotencyKey', message: 'differs from the Idempotency-Key header' }],
+    })
+  }
+  const { task, created } = await tasks.createTask(svc(c), input, inBody ?? inHeader)
+  c.header('Location', `/api/v1/tasks/${task.id}`)
+  c.header('ETag', etagOf(task.version))
+  const dto = toTaskDto(task)
+  return created ? c.json(dto, 201) : c.json(dto, 200)
+}
+
+export const list: AppRouteHandler<ListRoute> = async (c) => {
+  const q = c.req.valid('query')
+  const p = c.var.principal
+  if (p.role === 'agent') {
+    if (q.agentId && q.agentId !== p.agentId) throw new ApiError('forbidden', 'An agent token sees only its own tasks.')
+    q.agentId = p.agentId
+  }
+  const result = await tasks.listTasks(svc(c).db, q, c.var.deps.clock.now())
+  return c.json(
+    { items: result.items.map((t) => toTaskDto(t, result.reasons.get(t.id))), nextCursor: result.nextCursor },
+    200,
+  )
+}
+
+export const get: AppRouteHandler<GetRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  const { task, pendingReason } = await tasks.getTask(svc(c).db, id, c.var.deps.clock.now())
+  const p = c.var.principal
+  if (p.role === 'agent' && task.agentId !== p.agentId) {
+    throw new ApiError('forbidden', 'An agent token sees only the tasks it holds.')
+  }
+  c.header('ETag', etagOf(task.version))
+  return c.json(toTaskDto(task, pendingReason), 200)
+}
+
+export const update: AppRouteHandler<UpdateRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  const row = await tasks.updateTask(svc(c), id, c.req.valid('json'), c.req.valid('header')['if-match'])
+  c.header('ETag', etagOf(row.version))
+  return c.json(toTaskDto(row), 200)
+}
+
+export const reportStatus: AppRouteHandler<ReportStatusRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  const row = await tasks.reportTaskStatus(svc(c), id, c.var.principal, c.req.valid('json'))
+  c.header('ETag', etagOf(row.version))
+  return c.json(toTaskDto(row), 200)
+}
+
+export const remove: AppRouteHandler<RemoveRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  await tasks.deleteTask(svc(c), id, c.req.valid('header')['if-match'])
+  return c.body(null, 204)
+}
+
+export const execute: AppRouteHandler<ExecuteRoute> = async (c) => {
+  const { taskId, agentId } = c.req.valid('json')
+  const { task } = await placeTask(svc(c), taskId, agentId)
+  return c.json(toTaskDto(task), 200)
+}
+
+export const cancel: AppRouteHandler<CancelRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  const { task, accepted } = await tasks.cancelTask(svc(c), id)
+  return accepted ? c.json(toTaskDto(task), 202) : c.json(toTaskDto(task), 200)
+}
+
+export const retry: AppRouteHandler<RetryRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  const row = await tasks.retryTask(svc(c), id)
+  return c.json(toTaskDto(row), 200)
+}

@@ -1,0 +1,195 @@
+import { createRoute, z } from '@hono/zod-openapi'
+import { authenticate, canWrite, requireRole } from '../../lib/auth'
+import { errorResponses as E } from '../../lib/errors'
+import { jsonBody as body, jsonContent as json, security } from '../../lib/route-helpers'
+import {
+  ExecuteInput,
+  etagHeader,
+  IdParam,
+  IfMatchHeader,
+  page,
+  Task,
+  TaskCreateInput,
+  TaskListQuery,
+  TaskStatusReport,
+  TaskUpdateInput,
+} from '../schemas'
+
+const tags = ['Tasks']
+
+export const create = createRoute({
+  method: 'post',
+  path: '/tasks',
+  operationId: 'createTask',
+  summary: 'Create a task',
+  description:
+    'Creates a pending task. With an idempotency key (body `idempotencyKey` or `Idempotency-Key` header) a repeat returns the existing task with 200.',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  request: {
+    headers: z.object({ 'idempotency-key': z.string().min(1).max(255).optional() }),
+    body: body(TaskCreateInput),
+  },
+  responses: {
+    201: { ...json(Task, 'Created'), headers: etagHeader },
+    200: { ...json(Task, 'The task an earlier request with this idempotency key created'), headers: etagHeader },
+    ...E.common,
+    ...E.body,
+  },
+})
+
+export const list = createRoute({
+  method: 'get',
+  path: '/tasks',
+  operationId: 'listTasks',
+  summary: 'List tasks',
+  description: 'An agent token sees only the tasks it holds or held.',
+  tags,
+  security,
+  middleware: [authenticate] as const,
+  request: { query: TaskListQuery },
+  responses: { 200: json(page(Task, 'TaskPage'), 'A page of tasks'), ...E.common },
+})
+
+export const execute = createRoute({
+  method: 'post',
+  path: '/tasks/execute',
+  operationId: 'executeTask',
+  summary: 'Place a pending task now',
+  description:
+    'Assigns the task to `agentId` when given (409 agent_cannot_take_task with reasons when it cannot), else to the best fitting agent (409 no_agent_available with reasons when none fits; the task stays pending).',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  request: { body: body(ExecuteInput) },
+  responses: {
+    200: json(Task, 'The assigned task'),
+    ...E.common,
+    ...E.notFound,
+    ...E.conflict,
+    ...E.body,
+  },
+})
+
+export const get = createRoute({
+  method: 'get',
+  path: '/tasks/{id}',
+  operationId: 'getTask',
+  summary: 'Get a task',
+  description: 'A pending task carries `pendingReason`.',
+  tags,
+  security,
+  middleware: [authenticate] as const,
+  request: { params: IdParam },
+  responses: {
+    200: { ...json(Task, 'The task'), headers: etagHeader },
+    ...E.common,
+    ...E.notFound,
+  },
+})
+
+export const update = createRoute({
+  method: 'put',
+  path: '/tasks/{id}',
+  operationId: 'updateTask',
+  summary: 'Replace a pending task’s definition',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  request: { params: IdParam, headers: IfMatchHeader, body: body(TaskUpdateInput) },
+  responses: {
+    200: { ...json(Task, 'The updated task'), headers: etagHeader },
+    ...E.common,
+    ...E.notFound,
+    ...E.conflict,
+    ...E.precondition,
+    ...E.body,
+  },
+})
+
+export const reportStatus = createRoute({
+  method: 'patch',
+  path: '/tasks/{id}/status',
+  operationId: 'reportTaskStatus',
+  summary: 'Report a task’s progress or outcome',
+  description:
+    'How an agent reports. Fenced: the caller must be the agent holding the task (or an operator/admin) and `attempt` must be the task’s current attempt, else 409 stale_attempt.',
+  tags,
+  security,
+  middleware: [authenticate, requireRole('admin', 'operator', 'agent')] as const,
+  request: { params: IdParam, body: body(TaskStatusReport) },
+  responses: {
+    200: { ...json(Task, 'The task after the report'), headers: etagHeader },
+    ...E.common,
+    ...E.notFound,
+    ...E.conflict,
+    ...E.body,
+  },
+})
+
+export const remove = createRoute({
+  method: 'delete',
+  path: '/tasks/{id}',
+  operationId: 'deleteTask',
+  summary: 'Delete a task',
+  description: '409 while it is running: cancel it first.',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  request: { params: IdParam, headers: IfMatchHeader },
+  responses: {
+    204: { description: 'Deleted' },
+    ...E.common,
+    ...E.notFound,
+    ...E.conflict,
+    ...E.precondition,
+  },
+})
+
+export const cancel = createRoute({
+  method: 'post',
+  path: '/tasks/{id}/cancel',
+  operationId: 'cancelTask',
+  summary: 'Cancel a task',
+  description:
+    'A pending or assigned task is cancelled at once (200). A running one gets `cancelRequested` (202); its agent learns it from its next heartbeat and reports it cancelled.',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  request: { params: IdParam },
+  responses: {
+    200: json(Task, 'Cancelled'),
+    202: json(Task, 'Cancel requested; the agent ends the task'),
+    ...E.common,
+    ...E.notFound,
+    ...E.conflict,
+  },
+})
+
+export const retry = createRoute({
+  method: 'post',
+  path: '/tasks/{id}/retry',
+  operationId: 'retryTask',
+  summary: 'Retry a failed, cancelled or timed-out task',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  request: { params: IdParam },
+  responses: {
+    200: json(Task, 'Back to pending'),
+    ...E.common,
+    ...E.notFound,
+    ...E.conflict,
+  },
+})
+
+export type CreateRoute = typeof create
+export type ListRoute = typeof list
+export type ExecuteRoute = typeof execute
+export type GetRoute = typeof get
+export type UpdateRoute = typeof update
+export type ReportStatusRoute = typeof reportStatus
+export type RemoveRoute = typeof remove
+export type CancelRoute = typeof cancel
+export type RetryRoute = typeof retry

@@ -1,0 +1,152 @@
+/**
+ * Node and Bun entry point: loads settings (environment, then `.dev.vars`), connects the
+ * database (embedded PGlite by default, migrating it), serves the app, and shuts down
+ * gracefully on SIGTERM/SIGINT: stop accepting, finish in-flight requests, close the db.
+ */
+import { existsSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { createApp } from './app'
+import { connectDatabase } from './db/connect'
+import { type Config, ConfigError, loadConfig } from './env'
+import { signToken } from './lib/auth'
+import { systemClock } from './lib/clock'
+import type { AssetLoader } from './lib/context'
+import { createLogger, type Logger } from './lib/logger'
+
+declare const Bun:
+  | {
+      serve(opts: { port: number; hostname: string; fetch: (req: Request) => Response | Promise<Response> }): {
+        port: number
+        stop(closeActive?: boolean): Promise<void> | void
+      }
+    }
+  | undefined
+
+function settings(): Config {
+  if (existsSync('.dev.vars')) process.loadEnvFile('.dev.vars')
+  try {
+    return loadConfig(process.env)
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`Cannot start: ${err.message}`)
+      process.exit(1)
+    }
+    throw err
+  }
+}
+
+/** Swagger UI's files from the installed swagger-ui-dist, so /docs works without internet. */
+function swaggerAssets(): AssetLoader | undefined {
+  let dir: string
+  try {
+    dir = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'))
+  } catch {
+    return undefined
+  }
+  const types: Record<string, string> = {
+    'swagger-ui.css': 'text/css; charset=utf-8',
+    'swagger-ui-bundle.js': 'text/javascript; charset=utf-8',
+    'swagger-ui-standalone-preset.js': 'text/javascript; charset=utf-8',
+    'favicon-32x32.png': 'image/png',
+  }
+  const cache = new Map<string, Uint8Array>()
+  return async (name) => {
+    const contentType = types[name]
+    if (!contentType) return null
+    let body = cache.get(name)
+    if (!body) {
+      body = new Uint8Array(await readFile(join(dir, name)))
+      cache.set(name, body)
+    }
+    return { body, contentType }
+  }
+}
+
+async function main() {
+  let config = settings()
+  const logger: Logger = createLogger({
+    level: config.logLevel === 'silent' ? 'silent' : config.logLevel,
+    format: config.logFormat,
+  })
+  let devToken: string | undefined
+  if (!config.secretKey) {
+    // Development only (production refuses to start without SECRET_KEY, see env.ts).
+    const bytes = crypto.getRandomValues(new Uint8Array(32))
+    config = { ...config, secretKey: Buffer.from(bytes).toString('base64url') }
+    devToken = await signToken(config, { sub: 'dev-admin', role: 'admin' }, config.accessTokenExpireMinutes)
+  }
+
+  // PGlite is migrated here; a Postgres server is migrated by `npm run db:migrate` (readiness tells).
+  const database = await connectDatabase(config.databaseUrl)
+  logger.info('database connected', { driver: database.driver })
+  const app = createApp({
+    config,
+    database,
+    clock: systemClock,
+    logger,
+    assets: swaggerAssets(),
+    startedAt: new Date(),
+  })
+
+  let close: () => Promise<void>
+  let port: number
+  if (typeof Bun !== 'undefined') {
+    const server = Bun.serve({ port: config.port, hostname: config.host, fetch: app.fetch })
+    port = server.port
+    close = async () => {
+      await server.stop(false)
+    }
+  } else {
+    const { serve } = await import('@hono/node-server')
+    const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
+      const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s))
+    })
+    const address = server.address()
+    port = typeof address === 'object' && address ? address.port : config.port
+    close = () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        // Idle keep-alive sockets would hold close() open; in-flight requests still finish.
+        if ('closeIdleConnections' in server) server.closeIdleConnections()
+      })
+  }
+
+  const shown = config.host === '0.0.0.0' ? 'localhost' : config.host
+  logger.info(`${config.appName} ${config.appVersion} listening`, {
+    url: `http://${shown}:${port}`,
+    docs: `http://${shown}:${port}/docs`,
+    environment: config.environment,
+    runtime: typeof Bun !== 'undefined' ? 'bun' : `node ${process.version}`,
+  })
+  if (devToken) {
+    console.log(
+      `\nNo SECRET_KEY set: using a random one for this process. An admin token (valid ${config.accessTokenExpireMinutes} min):\n\n  ${devToken}\n\nPaste it under "Authorize" at http://${shown}:${port}/docs\n`,
+    )
+  }
+
+  let stopping = false
+  const shutdown = async (signal: string) => {
+    if (stopping) return
+    stopping = true
+    logger.info('shutting down', { signal })
+    const force = setTimeout(() => {
+      logger.error('shutdown took over 10 s; exiting')
+      process.exit(1)
+    }, 10_000)
+    force.unref?.()
+    await close()
+    await database.close()
+    clearTimeout(force)
+    logger.info('stopped')
+    process.exit(0)
+  }
+  process.on('SIGTERM', () => void shutdown('SIGTERM'))
+  process.on('SIGINT', () => void shutdown('SIGINT'))
+}
+
+main().catch((err) => {
+  console.error(`Cannot start: ${err instanceof Error ? err.message : String(err)}`)
+  process.exit(1)
+})

@@ -1,0 +1,302 @@
+import { and, asc, desc, eq, lt, sql } from 'drizzle-orm'
+import type { Executor, Tx } from '../db/client'
+import { rowsOf } from '../db/client'
+import { type AgentRow, agents, type Labels, type TaskRow, tasks } from '../db/schema'
+import { withTx } from '../db/tx'
+import { ApiError } from '../lib/errors'
+import type { ServiceDeps } from './agents'
+import { getAgent } from './agents'
+import type { PendingReason } from './model'
+
+/**
+ * Placement: which agent takes which pending task. The rule (DESIGN.md): a task fits an
+ * agent that is online, has a free slot, holds every required capability and matches
+ * provider, region, labels and agentId where the task names them. Tasks go by priority
+ * (high first), then age; among fitting agents the least loaded wins.
+ *
+ * Correctness under concurrency comes from row locks, never process memory: the tasks
+ * and agents a placement touches are locked (`FOR UPDATE`, `SKIP LOCKED` where another
+ * placement may hold them), and one statement writes every assignment of a batch, bumps
+ * the agents' load and appends the events.
+ */
+
+export type TaskReq = Pick<TaskRow, 'id' | 'reqCapabilities' | 'reqProvider' | 'reqRegion' | 'reqLabels' | 'reqAgentId'>
+export type AgentFit = Pick<
+  AgentRow,
+  'id' | 'status' | 'provider' | 'region' | 'capabilities' | 'labels' | 'maxConcurrentTasks' | 'activeTasks'
+>
+
+function labelsContain(have: Labels, want: Labels): boolean {
+  for (const [k, v] of Object.entries(want)) if (have[k] !== v) return false
+  return true
+}
+
+/** Why `agent` cannot take `task` (empty when it can). */
+export function misfits(task: TaskReq, agent: AgentFit): string[] {
+  const out: string[] = []
+  if (agent.status !== 'online') out.push(`agent is ${agent.status}, not online`)
+  if (agent.activeTasks >= agent.maxConcurrentTasks) {
+    out.push(`agent has no free slot (${agent.activeTasks}/${agent.maxConcurrentTasks})`)
+  }
+  const missing = task.reqCapabilities.filter((c) => !agent.capabilities.includes(c))
+  if (missing.length) out.push(`agent lacks capabilities: ${missing.join(', ')}`)
+  if (task.reqProvider && task.reqProvider !== agent.provider) {
+    out.push(`task needs provider ${task.reqProvider}, agent is ${agent.provider}`)
+  }
+  if (task.reqRegion && task.reqRegion !== agent.region) {
+    out.push(`task needs region ${task.reqRegion}, agent is in ${agent.region ?? 'no region'}`)
+  }
+  if (!labelsContain(agent.labels, task.reqLabels)) out.push('agent labels do not match the required labels')
+  if (task.reqAgentId && task.reqAgentId !== agent.id) out.push(`task is pinned to agent ${task.reqAgentId}`)
+  return out
+}
+
+/** SQL: agent row `agents` satisfies the static requirements of a task (capacity and status aside). */
+function matchesTaskSql(t: TaskReq) {
+  return and(
+    sql`${agents.capabilities} @> ${pgTextArray(t.reqCapabilities)}::text[]`,
+    t.reqProvider ? eq(agents.provider, t.reqProvider) : undefined,
+    t.reqRegion ? eq(agents.region, t.reqRegion) : undefined,
+    Object.keys(t.reqLabels).length ? sql`${agents.labels} @> ${JSON.stringify(t.reqLabels)}::jsonb` : undefined,
+    t.reqAgentId ? eq(agents.id, t.reqAgentId) : undefined,
+  )
+}
+
+/** A Postgres text[] literal, one bound parameter whatever the length. */
+export function pgTextArray(values: readonly string[]): string {
+  return `{${values.map((v) => `"${v.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`).join(',')}}`
+}
+
+export interface Assignment {
+  taskId: string
+  agentId: string
+}
+
+export interface AssignedRow {
+  id: string
+  agent_id: string
+  attempt: number
+}
+
+/**
+ * Writes a batch of assignments in one statement: moves the tasks to assigned (bumping
+ * the attempt, the fence for the agent's reports), adds the load to each agent and appends
+ * a `task.assigned` event per task. The caller holds row locks on every task and agent
+ * named; the `status = 'pending'` guard makes a stale pair a no-op rather than a double
+ * assignment.
+ */
+export async function writeAssignments(tx: Executor, now: Date, pairs: Assignment[]): Promise<AssignedRow[]> {
+  if (pairs.length === 0) return []
+  const payload = JSON.stringify(pairs.map((p) => ({ id: p.taskId, agent_id: p.agentId })))
+  return rowsOf<AssignedRow>(
+    tx,
+    sql`
+    WITH v AS (
+      SELECT * FROM jsonb_to_recordset(${payload}::jsonb) AS v(id uuid, agent_id uuid)
+    ), upd AS (
+      UPDATE tasks t
+         SET status = 'assigned', agent_id = v.agent_id, attempt = t.attempt + 1,
+             assigned_at = ${now}, started_at = NULL, progress = NULL,
+             version = t.version + 1, updated_at = ${now}
+        FROM v
+       WHERE t.id = v.id AND t.status = 'pending'
+      RETURNING t.id, t.agent_id, t.attempt
+    ), load AS (
+      UPDATE agents a SET active_tasks = a.active_tasks + c.n
+        FROM (SELECT agent_id, count(*)::int AS n FROM upd GROUP BY agent_id) c
+       WHERE a.id = c.agent_id
+      RETURNING a.id
+    ), ev AS (
+      INSERT INTO events (type, agent_id, task_id, data, created_at)
+      SELECT 'task.assigned', agent_id, id,
+             jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt), ${now}
+        FROM upd ORDER BY id
+      RETURNING 1
+    )
+    SELECT id, agent_id, attempt FROM upd`,
+  )
+}
+
+/**
+ * Greedy matching in memory: tasks in the order given (priority, then age), each onto
+ * the least-loaded fitting agent that still has a slot. A task nothing fits is skipped,
+ * so it never blocks the tasks behind it. Agents' load is updated as it goes.
+ */
+export function matchTasks(list: TaskReq[], pool: AgentFit[]): Assignment[] {
+  const out: Assignment[] = []
+  const byCap = new Map<string, AgentFit[]>()
+  for (const a of pool) {
+    for (const c of a.capabilities) {
+      const posting = byCap.get(c)
+      if (posting) posting.push(a)
+      else byCap.set(c, [a])
+    }
+  }
+  for (const t of list) {
+    let candidates = pool
+    for (const c of t.reqCapabilities) {
+      const posting = byCap.get(c) ?? []
+      if (posting.length < candidates.length) candidates = posting
+    }
+    let best: AgentFit | undefined
+    for (const a of candidates) {
+      if (a.activeTasks >= a.maxConcurrentTasks) continue
+      if (best && !lessLoaded(a, best)) continue
+      if (misfits(t, a).length === 0) best = a
+    }
+    if (best) {
+      best.activeTasks += 1
+      out.push({ taskId: t.id, agentId: best.id })
+    }
+  }
+  return out
+}
+
+function lessLoaded(a: AgentFit, b: AgentFit): boolean {
+  if (a.activeTasks !== b.activeTasks) return a.activeTasks < b.activeTasks
+  const fa = a.maxConcurrentTasks - a.activeTasks
+  const fb = b.maxConcurrentTasks - b.activeTasks
+  if (fa !== fb) return fa > fb
+  return a.id < b.id
+}
+
+const agentFitColumns = {
+  id: agents.id,
+  status: agents.status,
+  provider: agents.provider,
+  region: agents.region,
+  capabilities: agents.capabilities,
+  labels: agents.labels,
+  maxConcurrentTasks: agents.maxConcurrentTasks,
+  activeTasks: agents.activeTasks,
+}
+
+/** Locks the least-loaded online agent with a free slot that fits `task`, or none. */
+async function lockBestAgent(tx: Tx, task: TaskReq): Promise<AgentFit | undefined> {
+  const query = () =>
+    tx
+      .select(agentFitColumns)
+      .from(agents)
+      .where(and(eq(agents.status, 'online'), lt(agents.activeTasks, agents.maxConcurrentTasks), matchesTaskSql(task)))
+      .orderBy(asc(agents.activeTasks), desc(sql`${agents.maxConcurrentTasks} - ${agents.activeTasks}`), asc(agents.id))
+      .limit(1)
+  // Prefer an agent nobody else is placing onto; wait only when every fitting one is busy being placed.
+  const [free] = await query().for('update', { skipLocked: true })
+  if (free) return free
+  const [waited] = await query().for('update')
+  return waited
+}
+
+/** Why nothing can take `task` now: one line per requirement no online agent meets, or capacity. */
+export async function explainNoFit(db: Executor, task: TaskReq): Promise<{ reason: PendingReason; details: string[] }> {
+  const has = (cond: ReturnType<typeof sql>) => sql<number>`count(*) FILTER (WHERE ${cond})::int`
+  const online = sql`${agents.status} = 'online'`
+  const match = matchesTaskSql(task) ?? sql`true`
+  const [c] = await db
+    .select({
+      online: has(online),
+      caps: has(sql`${online} AND ${agents.capabilities} @> ${pgTextArray(task.reqCapabilities)}::text[]`),
+      provider: has(sql`${online} AND ${task.reqProvider ? eq(agents.provider, task.reqProvider) : sql`true`}`),
+      region: has(sql`${online} AND ${task.reqRegion ? eq(agents.region, task.reqRegion) : sql`true`}`),
+      labels: has(sql`${online} AND ${agents.labels} @> ${JSON.stringify(task.reqLabels)}::jsonb`),
+      pinned: has(sql`${online} AND ${task.reqAgentId ? eq(agents.id, task.reqAgentId) : sql`true`}`),
+      fitting: has(sql`${online} AND ${match}`),
+      free: has(sql`${online} AND ${match} AND ${agents.activeTasks} < ${agents.maxConcurrentTasks}`),
+    })
+    .from(agents)
+  if (!c) return { reason: 'no_matching_agent', details: ['no agents'] }
+  if (c.free > 0) return { reason: 'queued', details: [`${c.free} fitting agent(s) have a free slot`] }
+  if (c.fitting > 0) {
+    return { reason: 'agents_busy', details: [`all ${c.fitting} fitting online agent(s) are at capacity`] }
+  }
+  const details: string[] = []
+  if (c.online === 0) details.push('no agent is online')
+  else {
+    if (c.caps === 0) details.push(`no online agent has capabilities: ${task.reqCapabilities.join(', ')}`)
+    if (c.provider === 0) details.push(`no online agent on provider ${task.reqProvider}`)
+    if (c.region === 0) details.push(`no online agent in region ${task.reqRegion}`)
+    if (c.labels === 0) details.push(`no online agent has labels ${JSON.stringify(task.reqLabels)}`)
+    if (c.pinned === 0) details.push(`pinned agent ${task.reqAgentId} is not online`)
+    if (details.length === 0) details.push('no online agent meets all requirements together')
+  }
+  return { reason: 'no_matching_agent', details }
+}
+
+/**
+ * Places one pending task now (POST /tasks/execute): on `agentId` when given, else on
+ * the best fitting agent. Refuses with 409 and the reasons when nothing fits; the task
+ * then stays pending, unchanged.
+ */
+export async function placeTask(
+  { db, clock }: ServiceDeps,
+  taskId: string,
+  agentId?: string,
+): Promise<{ task: TaskRow; attempt: number }> {
+  const now = clock.now()
+  return withTx(db, async (tx) => {
+    const [task] = await tx.select().from(tasks).where(eq(tasks.id, taskId)).for('update')
+    if (!task) throw new ApiError('not_found', `No task with id ${taskId}.`)
+    if (task.status !== 'pending') {
+      throw new ApiError('invalid_transition', `The task is ${task.status}; only a pending task can be placed.`, {
+        allowed: [],
+      })
+    }
+    let target: AgentFit | undefined
+    if (agentId) {
+      const agent = await getAgent(tx, agentId, true)
+      const why = misfits(task, agent)
+      if (why.length) {
+        throw new ApiError('agent_cannot_take_task', `Agent ${agent.name} cannot take this task.`, { reasons: why })
+      }
+      target = agent
+    } else {
+      target = await lockBestAgent(tx, task)
+      if (!target) {
+        const { details } = await explainNoFit(tx, task)
+        throw new ApiError('no_agent_available', 'No agent can take this task now; it stays pending.', {
+          reasons: details,
+        })
+      }
+    }
+    const [row] = await writeAssignments(tx, now, [{ taskId, agentId: target.id }])
+    if (!row) throw new Error('assignment of a locked pending task wrote nothing')
+    const [updated] = await tx.select().from(tasks).where(eq(tasks.id, taskId))
+    if (!updated) throw new Error('task vanished inside its transaction')
+    return { task: updated, attempt: row.attempt }
+  })
+}
+
+/**
+ * Why each pending task is waiting, for a page of tasks in one query:
+ * scheduled (scheduledAt ahead) · backoff (retry delay ahead) · no_matching_agent ·
+ * agents_busy (fitting agents all full) · queued (a fitting agent has a free slot; the next
+ * placement takes it).
+ */
+export async function pendingReasonsFor(db: Executor, list: TaskRow[], now: Date): Promise<Map<string, PendingReason>> {
+  const out = new Map<string, PendingReason>()
+  const open: string[] = []
+  for (const t of list) {
+    if (t.status !== 'pending') continue
+    if (t.scheduledAt && t.scheduledAt > now) out.set(t.id, 'scheduled')
+    else if (t.availableAt > now) out.set(t.id, 'backoff')
+    else open.push(t.id)
+  }
+  if (open.length === 0) return out
+  const rows = await rowsOf<{ id: string; free: boolean; fitting: boolean }>(
+    db,
+    sql`
+    SELECT t.id,
+      EXISTS (SELECT 1 FROM agents a WHERE a.status = 'online' AND ${fitsSql} AND a.active_tasks < a.max_concurrent_tasks) AS free,
+      EXISTS (SELECT 1 FROM agents a WHERE a.status = 'online' AND ${fitsSql}) AS fitting
+    FROM tasks t WHERE t.id IN (SELECT jsonb_array_elements_text(${JSON.stringify(open)}::jsonb)::uuid)`,
+  )
+  for (const r of rows) out.set(r.id, r.free ? 'queued' : r.fitting ? 'agents_busy' : 'no_matching_agent')
+  return out
+}
+
+/** The fit rule between aliases `a` (agents) and `t` (tasks), for set-based queries. */
+export const fitsSql = sql.raw(`(a.capabilities @> t.req_capabilities
+  AND (t.req_provider IS NULL OR a.provider = t.req_provider)
+  AND (t.req_region IS NULL OR a.region = t.req_region)
+  AND a.labels @> t.req_labels
+  AND (t.req_agent_id IS NULL OR a.id = t.req_agent_id))`)

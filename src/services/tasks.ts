@@ -1,0 +1,371 @@
+import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm'
+import { v7 as uuidv7 } from 'uuid'
+import type { Db, Tx } from '../db/client'
+import { agents, type Labels, type TaskError, type TaskRow, tasks } from '../db/schema'
+import { withTx } from '../db/tx'
+import type { Principal } from '../lib/context'
+import { ApiError } from '../lib/errors'
+import { decodeCursor, page, type SortOrder } from '../lib/pagination'
+import type { ServiceDeps } from './agents'
+import { type NewEvent, recordEvents } from './events'
+import {
+  allowedReports,
+  ifMatchOk,
+  type PendingReason,
+  type Provider,
+  type ReportStatus,
+  type TaskStatus,
+  taskMoves,
+} from './model'
+import { pendingReasonsFor } from './placement'
+
+export interface TaskInput {
+  name: string
+  type: string
+  payload: unknown
+  priority: number
+  requirements: {
+    capabilities: string[]
+    provider?: Provider | null
+    region?: string | null
+    labels: Labels
+    agentId?: string | null
+  }
+  maxAttempts: number
+  timeoutSeconds: number
+  scheduledAt?: Date | null
+}
+
+function fields(input: TaskInput, now: Date) {
+  const scheduledAt = input.scheduledAt ?? null
+  return {
+    name: input.name,
+    type: input.type,
+    payload: input.payload ?? {},
+    priority: input.priority,
+    reqCapabilities: [...new Set(input.requirements.capabilities)],
+    reqProvider: input.requirements.provider ?? null,
+    reqRegion: input.requirements.region ?? null,
+    reqLabels: input.requirements.labels,
+    reqAgentId: input.requirements.agentId ?? null,
+    maxAttempts: input.maxAttempts,
+    timeoutSeconds: input.timeoutSeconds,
+    scheduledAt,
+    availableAt: scheduledAt && scheduledAt > now ? scheduledAt : now,
+  }
+}
+
+async function lockTask(tx: Tx, id: string): Promise<TaskRow> {
+  const [row] = await tx.select().from(tasks).where(eq(tasks.id, id)).for('update')
+  if (!row) throw new ApiError('not_found', `No task with id ${id}.`)
+  return row
+}
+
+function refuse(task: TaskRow, what: string): never {
+  throw new ApiError('invalid_transition', `The task is ${task.status}; ${what}.`, {
+    allowed: [...taskMoves[task.status]],
+  })
+}
+
+function checkVersion(row: TaskRow, ifMatch: string | undefined) {
+  if (!ifMatchOk(ifMatch, row.version)) {
+    throw new ApiError('precondition_failed', `If-Match does not match the current version ("${row.version}").`)
+  }
+}
+
+async function releaseSlot(tx: Tx, agentId: string | null) {
+  if (!agentId) return
+  await tx
+    .update(agents)
+    .set({ activeTasks: sql`greatest(${agents.activeTasks} - 1, 0)` })
+    .where(eq(agents.id, agentId))
+}
+
+/**
+ * Creates a task. With an idempotency key, a repeat returns the task the first call made
+ * (`created: false`) instead of a second one, also when two such calls race.
+ */
+export async function createTask(
+  { db, clock }: ServiceDeps,
+  input: TaskInput,
+  idempotencyKey?: string,
+): Promise<{ task: TaskRow; created: boolean }> {
+  const now = clock.now()
+  return withTx(db, async (tx) => {
+    const [row] = await tx
+      .insert(tasks)
+      .values({
+        id: uuidv7(),
+        ...fields(input, now),
+        idempotencyKey: idempotencyKey ?? null,
+        status: 'pending',
+        createdAt: now,
+        updatedAt: now,
+      })
+      .onConflictDoNothing({ target: tasks.idempotencyKey })
+      .returning()
+    if (row) {
+      await recordEvents(tx, now, [
+        { type: 'task.created', taskId: row.id, data: { name: row.name, type: row.type, priority: row.priority } },
+      ])
+      return { task: row, created: true }
+    }
+    const [existing] = await tx
+      .select()
+      .from(tasks)
+      .where(eq(tasks.idempotencyKey, idempotencyKey ?? ''))
+    if (!existing) throw new ApiError('conflict', 'The idempotency key is in use by a task being deleted; try again.')
+    return { task: existing, created: false }
+  })
+}
+
+export async function getTask(
+  db: Db,
+  id: string,
+  now: Date,
+): Promise<{ task: TaskRow; pendingReason: PendingReason | null }> {
+  const [row] = await db.select().from(tasks).where(eq(tasks.id, id))
+  if (!row) throw new ApiError('not_found', `No task with id ${id}.`)
+  const reasons = await pendingReasonsFor(db, [row], now)
+  return { task: row, pendingReason: reasons.get(row.id) ?? null }
+}
+
+export interface TaskFilters {
+  status?: TaskStatus[]
+  agentId?: string
+  type?: string
+  priority?: number
+  limit: number
+  cursor?: string
+  order: SortOrder
+}
+
+export async function listTasks(db: Db, f: TaskFilters, now: Date) {
+  const after = decodeCursor(f.cursor, f.order)
+  const rows = await db
+    .select()
+    .from(tasks)
+    .where(
+      and(
+        f.status?.length ? inArray(tasks.status, f.status) : undefined,
+        f.agentId ? eq(tasks.agentId, f.agentId) : undefined,
+        f.type ? eq(tasks.type, f.type) : undefined,
+        f.priority ? eq(tasks.priority, f.priority) : undefined,
+        after ? (f.order === 'asc' ? gt(tasks.id, after) : lt(tasks.id, after)) : undefined,
+      ),
+    )
+    .orderBy(f.order === 'asc' ? asc(tasks.id) : desc(tasks.id))
+    .limit(f.limit + 1)
+  const result = page(rows, f.limit, f.order)
+  const reasons = await pendingReasonsFor(db, result.items, now)
+  return { ...result, reasons }
+}
+
+export async function updateTask({ db, clock }: ServiceDeps, id: string, input: TaskInput, ifMatch?: string) {
+  const now = clock.now()
+  return withTx(db, async (tx) => {
+    const current = await lockTask(tx, id)
+    checkVersion(current, ifMatch)
+    if (current.status !== 'pending') refuse(current, 'only a pending task can be edited')
+    const [row] = await tx
+      .update(tasks)
+      .set({ ...fields(input, now), version: sql`${tasks.version} + 1`, updatedAt: now })
+      .where(eq(tasks.id, id))
+      .returning()
+    if (!row) throw new ApiError('not_found', `No task with id ${id}.`)
+    await recordEvents(tx, now, [{ type: 'task.updated', taskId: id, data: { version: row.version } }])
+    return row
+  })
+}
+
+export async function deleteTask({ db, clock }: ServiceDeps, id: string, ifMatch?: string) {
+  const now = clock.now()
+  await withTx(db, async (tx) => {
+    const current = await lockTask(tx, id)
+    checkVersion(current, ifMatch)
+    if (current.status === 'running') refuse(current, 'cancel it before deleting it')
+    if (current.status === 'assigned') await releaseSlot(tx, current.agentId)
+    await tx.delete(tasks).where(eq(tasks.id, id))
+    await recordEvents(tx, now, [
+      { type: 'task.deleted', taskId: id, agentId: current.agentId, data: { status: current.status } },
+    ])
+  })
+}
+
+export interface StatusReport {
+  status: ReportStatus
+  attempt: number
+  progress?: number
+  result?: unknown
+  error?: { code?: string; message: string }
+}
+
+/**
+ * An agent's report on a task. Fenced: only the agent holding the task, reporting the
+ * task's current attempt, may move it; anything else is 409 stale_attempt, so a late
+ * report from an earlier attempt or a lost agent cannot overwrite a newer one.
+ * Repeating the report that ended the task is answered with the task, unchanged.
+ */
+export async function reportTaskStatus({ db, clock }: ServiceDeps, id: string, by: Principal, report: StatusReport) {
+  const now = clock.now()
+  return withTx(db, async (tx) => {
+    const task = await lockTask(tx, id)
+    if (by.role === 'agent' && task.agentId !== by.agentId) {
+      throw new ApiError('stale_attempt', 'This agent does not hold the task (it was requeued or reassigned).', {
+        attempt: task.attempt,
+      })
+    }
+    if (report.attempt !== task.attempt) {
+      throw new ApiError(
+        'stale_attempt',
+        `Attempt ${report.attempt} is not the task's current attempt ${task.attempt}.`,
+        {
+          attempt: task.attempt,
+        },
+      )
+    }
+    if (report.status === task.status && task.status !== 'running' && task.finishedAt) return task
+    const allowed = allowedReports(task)
+    if (!allowed.includes(report.status)) {
+      throw new ApiError(
+        'invalid_transition',
+        `A ${task.status} task cannot be reported ${report.status}${
+          report.status === 'cancelled' && task.status === 'running' ? ' (no cancel was requested)' : ''
+        }.`,
+        { allowed },
+      )
+    }
+    const set: Partial<typeof tasks.$inferInsert> = {}
+    const evs: NewEvent[] = []
+    const base = { taskId: id, agentId: task.agentId }
+    switch (report.status) {
+      case 'running':
+        if (task.status === 'assigned') {
+          Object.assign(set, { status: 'running', startedAt: now, progress: report.progress ?? null })
+          evs.push({ ...base, type: 'task.started', data: { from: 'assigned', to: 'running', attempt: task.attempt } })
+        } else {
+          Object.assign(set, { progress: report.progress ?? task.progress })
+          evs.push({
+            ...base,
+            type: 'task.progress',
+            data: { progress: report.progress ?? null, attempt: task.attempt },
+          })
+        }
+        break
+      case 'completed':
+        Object.assign(set, { status: 'completed', finishedAt: now, progress: 100, result: report.result ?? null })
+        evs.push({
+          ...base,
+          type: 'task.completed',
+          data: { from: task.status, to: 'completed', attempt: task.attempt },
+        })
+        break
+      case 'failed': {
+        const error: TaskError = { code: report.error?.code ?? 'failed', message: report.error?.message ?? 'failed' }
+        Object.assign(set, {
+          status: 'failed',
+          finishedAt: now,
+          error,
+          failures: task.failures + 1,
+          ...(report.result !== undefined ? { result: report.result } : {}),
+        })
+        evs.push({
+          ...base,
+          type: 'task.failed',
+          data: { from: task.status, to: 'failed', attempt: task.attempt, error },
+        })
+        break
+      }
+      case 'cancelled':
+        Object.assign(set, { status: 'cancelled', finishedAt: now })
+        evs.push({ ...base, type: 'task.cancelled', data: { from: 'running', to: 'cancelled', attempt: task.attempt } })
+        break
+    }
+    if (report.status !== 'running') await releaseSlot(tx, task.agentId)
+    const [row] = await tx
+      .update(tasks)
+      .set({ ...set, version: sql`${tasks.version} + 1`, updatedAt: now })
+      .where(eq(tasks.id, id))
+      .returning()
+    if (!row) throw new ApiError('not_found', `No task with id ${id}.`)
+    await recordEvents(tx, now, evs)
+    return row
+  })
+}
+
+/**
+ * Cancels a task: pending or assigned ones end at once (`accepted: false`); a running one
+ * gets `cancelRequested` and ends when its agent reports it cancelled (`accepted: true`).
+ */
+export async function cancelTask(
+  { db, clock }: ServiceDeps,
+  id: string,
+): Promise<{ task: TaskRow; accepted: boolean }> {
+  const now = clock.now()
+  return withTx(db, async (tx) => {
+    const task = await lockTask(tx, id)
+    if (task.status === 'running') {
+      if (task.cancelRequested) return { task, accepted: true }
+      const [row] = await tx
+        .update(tasks)
+        .set({ cancelRequested: true, version: sql`${tasks.version} + 1`, updatedAt: now })
+        .where(eq(tasks.id, id))
+        .returning()
+      await recordEvents(tx, now, [
+        { type: 'task.cancel_requested', taskId: id, agentId: task.agentId, data: { attempt: task.attempt } },
+      ])
+      return { task: row ?? task, accepted: true }
+    }
+    if (task.status !== 'pending' && task.status !== 'assigned') refuse(task, 'it can no longer be cancelled')
+    if (task.status === 'assigned') await releaseSlot(tx, task.agentId)
+    const [row] = await tx
+      .update(tasks)
+      .set({ status: 'cancelled', finishedAt: now, version: sql`${tasks.version} + 1`, updatedAt: now })
+      .where(eq(tasks.id, id))
+      .returning()
+    await recordEvents(tx, now, [
+      { type: 'task.cancelled', taskId: id, agentId: task.agentId, data: { from: task.status, to: 'cancelled' } },
+    ])
+    return { task: row ?? task, accepted: false }
+  })
+}
+
+/**
+ * Puts a failed, cancelled or timed-out task back to pending by hand. The retry budget
+ * starts afresh (`failures` and `lostCount` reset); `attempt` keeps counting, so reports
+ * from earlier runs stay fenced off.
+ */
+export async function retryTask({ db, clock }: ServiceDeps, id: string): Promise<TaskRow> {
+  const now = clock.now()
+  return withTx(db, async (tx) => {
+    const task = await lockTask(tx, id)
+    if (!['failed', 'cancelled', 'timed_out'].includes(task.status)) {
+      refuse(task, 'only failed, cancelled or timed-out tasks can be retried')
+    }
+    const [row] = await tx
+      .update(tasks)
+      .set({
+        status: 'pending',
+        agentId: null,
+        failures: 0,
+        lostCount: 0,
+        cancelRequested: false,
+        progress: null,
+        result: null,
+        error: null,
+        assignedAt: null,
+        startedAt: null,
+        finishedAt: null,
+        availableAt: now,
+        version: sql`${tasks.version} + 1`,
+        updatedAt: now,
+      })
+      .where(eq(tasks.id, id))
+      .returning()
+    if (!row) throw new ApiError('not_found', `No task with id ${id}.`)
+    await recordEvents(tx, now, [
+      { type: 'task.requeued', taskId: id, data: { from: task.status, to: 'pending', reason: 'manual_retry' } },
+    ])
+    return row
+  })
+}
