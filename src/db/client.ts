@@ -18,6 +18,8 @@ export interface Database {
   db: Db
   driver: DriverName
   close(): Promise<void>
+  /** PGlite only: the data directory as a tarball, to start copies from (tests). */
+  dumpDataDir?(): Promise<Blob>
 }
 
 /** Rows of a raw `execute`: every driver we use answers with `{ rows }`. */

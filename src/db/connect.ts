@@ -55,5 +55,10 @@ export async function connectDatabase(url: string, opts: ConnectOptions = {}): P
     const { migrate } = await import('drizzle-orm/pglite/migrator')
     await migrate(db, { migrationsFolder, migrationsSchema: MIGRATIONS_SCHEMA, migrationsTable: MIGRATIONS_TABLE })
   }
-  return { db: db as unknown as Db, driver: 'pglite', close: () => client.close() }
+  return {
+    db: db as unknown as Db,
+    driver: 'pglite',
+    close: () => client.close(),
+    dumpDataDir: () => client.dumpDataDir('none'),
+  }
 }

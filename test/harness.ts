@@ -1,0 +1,166 @@
+import { readFileSync } from 'node:fs'
+import pg from 'pg'
+import { inject } from 'vitest'
+import { createApp } from '../src/app'
+import type { Database } from '../src/db/client'
+import { connectDatabase } from '../src/db/connect'
+import { type Config, loadConfig } from '../src/env'
+import { signToken } from '../src/lib/auth'
+import { ManualClock } from '../src/lib/clock'
+import type { Role } from '../src/lib/context'
+import { silentLogger } from '../src/lib/logger'
+import { withDatabase } from './global-setup'
+
+export const SECRET = 'test-secret-that-is-at-least-32-characters-long'
+
+let counter = 0
+/** A name no other test uses, so tests never depend on each other's data. */
+export const unique = (prefix = 'n') => `${prefix}-${process.pid}-${Date.now().toString(36)}-${++counter}`
+
+export const onPostgres = () => inject('pgAdminUrl') !== ''
+
+/**
+ * A fresh, migrated database for one test file: a copy of the run's PGlite snapshot, or a
+ * new Postgres database made from the run's template.
+ */
+export async function freshDatabase(opts: { migrated?: boolean } = {}): Promise<Database> {
+  const migrated = opts.migrated ?? true
+  const adminUrl = inject('pgAdminUrl')
+  if (adminUrl) {
+    const name = `${inject('pgRunPrefix')}_${process.pid}_${++counter}`
+    const admin = new pg.Client({ connectionString: adminUrl })
+    await admin.connect()
+    try {
+      await admin.query(
+        migrated ? `CREATE DATABASE ${name} TEMPLATE ${inject('pgRunPrefix')}_tpl` : `CREATE DATABASE ${name}`,
+      )
+    } finally {
+      await admin.end()
+    }
+    return connectDatabase(withDatabase(adminUrl, name), { poolMax: 20 })
+  }
+  if (!migrated) return connectDatabase('memory://', { migrate: false })
+  const snapshot = readFileSync(inject('pgliteSnapshot'))
+  return connectDatabase('memory://', { loadDataDir: new Blob([snapshot]) })
+}
+
+export interface CallOptions {
+  token?: string | null
+  body?: unknown
+  /** Sent as is, no JSON encoding (for malformed bodies). */
+  raw?: string
+  headers?: Record<string, string>
+}
+
+export interface CallResult {
+  status: number
+  headers: Headers
+  // Tests read arbitrary response fields; the API's own types are checked by tsc in src/.
+  // biome-ignore lint/suspicious/noExplicitAny: response bodies are asserted field by field
+  body: any
+}
+
+export type Harness = Awaited<ReturnType<typeof createHarness>>
+
+export async function createHarness(overrides: Record<string, string> = {}, db?: Database) {
+  const database = db ?? (await freshDatabase())
+  const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'))
+  const config: Config = loadConfig({
+    ENVIRONMENT: 'test',
+    SECRET_KEY: SECRET,
+    LOG_LEVEL: 'silent',
+    ...overrides,
+  })
+  const app = createApp({ config, database, clock, logger: silentLogger, startedAt: new Date() })
+
+  const tokens = new Map<string, string>()
+  async function token(role: Exclude<Role, 'agent'>, sub = `test-${role}`): Promise<string> {
+    const key = `${role}:${sub}`
+    let t = tokens.get(key)
+    if (!t) {
+      t = await signToken(config, { sub, role }, 60)
+      tokens.set(key, t)
+    }
+    return t
+  }
+
+  async function call(method: string, path: string, opts: CallOptions = {}): Promise<CallResult> {
+    const headers: Record<string, string> = { ...opts.headers }
+    const auth = opts.token === undefined ? await token('admin') : opts.token
+    if (auth) headers.authorization = `Bearer ${auth}`
+    let body: string | undefined
+    if (opts.raw !== undefined) body = opts.raw
+    else if (opts.body !== undefined) {
+      body = JSON.stringify(opts.body)
+      headers['content-type'] ??= 'application/json'
+    }
+    const res = await app.request(path, { method, headers, body })
+    const text = await res.text()
+    let parsed: unknown = text
+    if (text && /json/.test(res.headers.get('content-type') ?? '')) parsed = JSON.parse(text)
+    return { status: res.status, headers: res.headers, body: parsed }
+  }
+
+  /** Registers an agent and (by default) heartbeats it online; returns the agent and its token. */
+  async function agent(input: Record<string, unknown> = {}, opts: { online?: boolean } = {}) {
+    const res = await call('POST', '/api/v1/agents', {
+      body: { name: unique('agent'), provider: 'aws', region: 'us-east-1', maxConcurrentTasks: 2, ...input },
+    })
+    if (res.status !== 201) throw new Error(`agent create failed: ${res.status} ${JSON.stringify(res.body)}`)
+    const { token: agentToken, ...rest } = res.body
+    if (opts.online ?? true) {
+      const hb = await call('POST', '/api/v1/agents/heartbeat', { token: agentToken, body: { agentId: rest.id } })
+      if (hb.status !== 200) throw new Error(`heartbeat failed: ${hb.status} ${JSON.stringify(hb.body)}`)
+      return { ...hb.body.agent, token: agentToken as string }
+    }
+    return { ...rest, token: agentToken as string }
+  }
+
+  async function task(input: Record<string, unknown> = {}) {
+    const res = await call('POST', '/api/v1/tasks', { body: { name: unique('task'), type: 'test.run', ...input } })
+    if (res.status !== 201) throw new Error(`task create failed: ${res.status} ${JSON.stringify(res.body)}`)
+    return res.body
+  }
+
+  /** Creates a task and places it on `agentId` (or the best agent). */
+  async function assignedTask(agentId?: string, input: Record<string, unknown> = {}) {
+    const t = await task(input)
+    const res = await call('POST', '/api/v1/tasks/execute', { body: { taskId: t.id, ...(agentId ? { agentId } : {}) } })
+    if (res.status !== 200) throw new Error(`execute failed: ${res.status} ${JSON.stringify(res.body)}`)
+    return res.body
+  }
+
+  async function report(taskId: string, agentToken: string, body: Record<string, unknown>) {
+    return call('PATCH', `/api/v1/tasks/${taskId}/status`, { token: agentToken, body })
+  }
+
+  async function events(filter: { taskId?: string; agentId?: string }) {
+    const { events: table } = await import('../src/db/schema')
+    const { and, asc, eq } = await import('drizzle-orm')
+    return database.db
+      .select()
+      .from(table)
+      .where(
+        and(
+          filter.taskId ? eq(table.taskId, filter.taskId) : undefined,
+          filter.agentId ? eq(table.agentId, filter.agentId) : undefined,
+        ),
+      )
+      .orderBy(asc(table.id))
+  }
+
+  return {
+    app,
+    config,
+    clock,
+    database,
+    token,
+    call,
+    agent,
+    task,
+    assignedTask,
+    report,
+    events,
+    close: () => database.close(),
+  }
+}
