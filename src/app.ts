@@ -1,11 +1,12 @@
 import { swaggerUI } from '@hono/swagger-ui'
+import { DrizzleQueryError } from 'drizzle-orm'
 import type { Context } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
 import { requestId } from 'hono/request-id'
 import { secureHeaders } from 'hono/secure-headers'
-import { pgErrorCode } from './db/tx'
+import { describeError, isDatabaseUnavailable, pgErrorCode } from './db/tx'
 import type { AppBindings, AppDeps } from './lib/context'
 import { createRouter } from './lib/create-app'
 import { ApiError, type ErrorCode, type ProblemExtras, problemBody } from './lib/errors'
@@ -156,13 +157,15 @@ function toProblem(err: Error, c: Context<AppBindings>) {
   const sqlState = pgErrorCode(err)
   if (sqlState === '23505') return problem(c, 'conflict', 'A unique value is already taken.')
   if (sqlState?.startsWith('22')) return problem(c, 'validation_failed', 'A value is out of range for its field.')
-  if (sqlState === '40001' || sqlState === '40P01' || sqlState === '57014' || sqlState?.startsWith('08')) {
-    c.var.logger.warn('database busy or unreachable', { sqlState, error: err.message })
+  if (sqlState === '40001' || sqlState === '40P01' || sqlState === '57014' || isDatabaseUnavailable(err)) {
+    c.var.logger.warn('database busy or unreachable', { sqlState, error: describeError(err) })
     const res = problem(c, 'service_unavailable', 'The database is busy or unreachable; try again.')
     res.headers.set('Retry-After', '1')
     return res
   }
   const logger = c.var.logger ?? c.var.deps?.logger
-  logger?.error('unhandled error', { error: err.message, stack: err.stack, sqlState })
+  // A failed query's stack repeats its message, bound values included: leave it out.
+  const stack = err instanceof DrizzleQueryError ? undefined : err.stack
+  logger?.error('unhandled error', { error: describeError(err), stack, sqlState })
   return problem(c, 'internal_error', 'Something went wrong on our side; the request id names it in our logs.')
 }

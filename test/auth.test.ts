@@ -1,0 +1,145 @@
+import { sign } from 'hono/jwt'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createHarness, type Harness, SECRET } from './harness'
+
+let h: Harness
+beforeAll(async () => {
+  h = await createHarness()
+})
+afterAll(async () => {
+  await h.close()
+})
+
+const now = () => Math.floor(Date.now() / 1000)
+const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url')
+
+describe('401: no, bad, expired, unsigned or revoked tokens', () => {
+  const cases: [string, () => Promise<string | null>][] = [
+    ['no token', async () => null],
+    ['garbage', async () => 'not-a-jwt'],
+    ['wrong secret', () => sign({ sub: 'x', role: 'admin', exp: now() + 60 }, 'another-secret-another-secret-xx')],
+    ['expired', () => sign({ sub: 'x', role: 'admin', exp: now() - 10 }, SECRET)],
+    ['alg none', async () => `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ sub: 'x', role: 'admin', exp: now() + 60 })}.`],
+    ['no exp', () => sign({ sub: 'x', role: 'admin' }, SECRET)],
+    ['unknown role', () => sign({ sub: 'x', role: 'root', exp: now() + 60 }, SECRET)],
+    ['no sub', () => sign({ role: 'admin', exp: now() + 60 }, SECRET)],
+    ['other algorithm', () => sign({ sub: 'x', role: 'admin', exp: now() + 60 }, SECRET, 'HS512')],
+    ['agent token for a non-uuid', () => sign({ sub: 'x', role: 'agent', tv: 1, exp: now() + 60 }, SECRET)],
+    [
+      'agent token for an unknown agent',
+      () => sign({ sub: '0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d', role: 'agent', tv: 1, exp: now() + 60 }, SECRET),
+    ],
+  ]
+  for (const [name, make] of cases) {
+    it(name, async () => {
+      const res = await h.call('GET', '/api/v1/agents', { token: await make() })
+      expect(res.status).toBe(401)
+      expect(res.body.code).toBe('unauthorized')
+      expect(res.headers.get('www-authenticate')).toBe('Bearer')
+    })
+  }
+
+  it('an agent token without the current token version', async () => {
+    const a = await h.agent()
+    const forged = await sign({ sub: a.id, role: 'agent', exp: now() + 60 }, SECRET)
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`, { token: forged })).status).toBe(401)
+  })
+
+  it('checks the token before the body, so a bad body without a token is 401', async () => {
+    const res = await h.call('POST', '/api/v1/tasks', { token: null, body: { nonsense: true } })
+    expect(res.status).toBe(401)
+  })
+
+  it('accepts a token minted by another system sharing the secret', async () => {
+    const external = await sign({ sub: 'ci-bot', role: 'operator', exp: now() + 60 }, SECRET)
+    expect((await h.call('POST', '/api/v1/tasks', { token: external, body: { name: 'x', type: 'y' } })).status).toBe(201)
+  })
+})
+
+describe('roles', () => {
+  it('a viewer reads everything and writes nothing (403, nothing changed)', async () => {
+    const viewer = await h.token('viewer')
+    const a = await h.agent()
+    const t = await h.task()
+    for (const [method, path] of [
+      ['GET', '/api/v1/agents'],
+      ['GET', `/api/v1/agents/${a.id}`],
+      ['GET', '/api/v1/tasks'],
+      ['GET', `/api/v1/tasks/${t.id}`],
+    ] as const) {
+      expect((await h.call(method, path, { token: viewer })).status, `${method} ${path}`).toBe(200)
+    }
+    const writes: [string, string, unknown][] = [
+      ['POST', '/api/v1/agents', { name: 'v', provider: 'aws' }],
+      ['PUT', `/api/v1/agents/${a.id}`, { name: 'v', provider: 'aws' }],
+      ['PATCH', `/api/v1/agents/${a.id}/status`, { status: 'draining' }],
+      ['DELETE', `/api/v1/agents/${a.id}`, undefined],
+      ['POST', `/api/v1/agents/${a.id}/token`, undefined],
+      ['POST', '/api/v1/agents/heartbeat', { agentId: a.id }],
+      ['POST', '/api/v1/tasks', { name: 'v', type: 'v' }],
+      ['PUT', `/api/v1/tasks/${t.id}`, { name: 'v', type: 'v' }],
+      ['PATCH', `/api/v1/tasks/${t.id}/status`, { status: 'running', attempt: 0 }],
+      ['DELETE', `/api/v1/tasks/${t.id}`, undefined],
+      ['POST', '/api/v1/tasks/execute', { taskId: t.id }],
+      ['POST', `/api/v1/tasks/${t.id}/cancel`, undefined],
+      ['POST', `/api/v1/tasks/${t.id}/retry`, undefined],
+    ]
+    for (const [method, path, body] of writes) {
+      const res = await h.call(method, path, { token: viewer, body })
+      expect(res.status, `${method} ${path}`).toBe(403)
+      expect(res.body.code).toBe('forbidden')
+    }
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`)).body).toMatchObject({ name: a.name, status: 'online' })
+    expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body).toMatchObject({ name: t.name, status: 'pending' })
+  })
+
+  it('an operator manages agents and tasks', async () => {
+    const op = await h.token('operator')
+    const res = await h.call('POST', '/api/v1/agents', { token: op, body: { name: `op-${Date.now()}`, provider: 'ncp' } })
+    expect(res.status).toBe(201)
+    const t = await h.call('POST', '/api/v1/tasks', { token: op, body: { name: 'x', type: 'y' } })
+    expect(t.status).toBe(201)
+    expect((await h.call('DELETE', `/api/v1/tasks/${t.body.id}`, { token: op })).status).toBe(204)
+  })
+
+  it('an agent acts only as itself: its heartbeat, its record, its tasks', async () => {
+    const a = await h.agent()
+    const b = await h.agent()
+    const mine = await h.assignedTask(a.id)
+    const theirs = await h.assignedTask(b.id)
+
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`, { token: a.token })).status).toBe(200)
+    expect((await h.call('GET', `/api/v1/agents/${b.id}`, { token: a.token })).status).toBe(403)
+    expect((await h.call('GET', '/api/v1/agents', { token: a.token })).status).toBe(403)
+    expect((await h.call('GET', `/api/v1/tasks/${mine.id}`, { token: a.token })).status).toBe(200)
+    expect((await h.call('GET', `/api/v1/tasks/${theirs.id}`, { token: a.token })).status).toBe(403)
+
+    const list = await h.call('GET', '/api/v1/tasks', { token: a.token })
+    expect(list.status).toBe(200)
+    expect(list.body.items.map((t: { id: string }) => t.id)).toEqual([mine.id])
+    expect((await h.call('GET', `/api/v1/tasks?agentId=${b.id}`, { token: a.token })).status).toBe(403)
+
+    const other = await h.report(theirs.id, a.token, { status: 'running', attempt: 1 })
+    expect(other.status).toBe(409)
+    expect(other.body.code).toBe('stale_attempt')
+    expect((await h.call('GET', `/api/v1/tasks/${theirs.id}`)).body.status).toBe('assigned')
+
+    for (const [method, path, body] of [
+      ['POST', '/api/v1/tasks', { name: 'x', type: 'y' }],
+      ['POST', '/api/v1/agents', { name: 'x', provider: 'aws' }],
+      ['POST', `/api/v1/tasks/${mine.id}/cancel`, undefined],
+      ['DELETE', `/api/v1/agents/${a.id}`, undefined],
+      ['PATCH', `/api/v1/agents/${b.id}/status`, { status: 'draining' }],
+    ] as const) {
+      expect((await h.call(method, path, { token: a.token, body })).status, `${method} ${path}`).toBe(403)
+    }
+  })
+})
+
+describe('public routes', () => {
+  it('health, probes, the OpenAPI document and the docs need no token', async () => {
+    for (const path of ['/health', '/health/liveness', '/health/readiness', '/health/database', '/health/redis', '/openapi.json', '/docs', '/']) {
+      expect((await h.call('GET', path, { token: null })).status, path).toBe(200)
+    }
+  })
+})
