@@ -19,7 +19,10 @@ describe('401: no, bad, expired, unsigned or revoked tokens', () => {
     ['garbage', async () => 'not-a-jwt'],
     ['wrong secret', () => sign({ sub: 'x', role: 'admin', exp: now() + 60 }, 'another-secret-another-secret-xx')],
     ['expired', () => sign({ sub: 'x', role: 'admin', exp: now() - 10 }, SECRET)],
-    ['alg none', async () => `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ sub: 'x', role: 'admin', exp: now() + 60 })}.`],
+    [
+      'alg none',
+      async () => `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ sub: 'x', role: 'admin', exp: now() + 60 })}.`,
+    ],
     ['no exp', () => sign({ sub: 'x', role: 'admin' }, SECRET)],
     ['unknown role', () => sign({ sub: 'x', role: 'root', exp: now() + 60 }, SECRET)],
     ['no sub', () => sign({ role: 'admin', exp: now() + 60 }, SECRET)],
@@ -52,7 +55,9 @@ describe('401: no, bad, expired, unsigned or revoked tokens', () => {
 
   it('accepts a token minted by another system sharing the secret', async () => {
     const external = await sign({ sub: 'ci-bot', role: 'operator', exp: now() + 60 }, SECRET)
-    expect((await h.call('POST', '/api/v1/tasks', { token: external, body: { name: 'x', type: 'y' } })).status).toBe(201)
+    expect((await h.call('POST', '/api/v1/tasks', { token: external, body: { name: 'x', type: 'y' } })).status).toBe(
+      201,
+    )
   })
 })
 
@@ -95,7 +100,10 @@ describe('roles', () => {
 
   it('an operator manages agents and tasks', async () => {
     const op = await h.token('operator')
-    const res = await h.call('POST', '/api/v1/agents', { token: op, body: { name: `op-${Date.now()}`, provider: 'ncp' } })
+    const res = await h.call('POST', '/api/v1/agents', {
+      token: op,
+      body: { name: `op-${Date.now()}`, provider: 'ncp' },
+    })
     expect(res.status).toBe(201)
     const t = await h.call('POST', '/api/v1/tasks', { token: op, body: { name: 'x', type: 'y' } })
     expect(t.status).toBe(201)
@@ -138,7 +146,16 @@ describe('roles', () => {
 
 describe('public routes', () => {
   it('health, probes, the OpenAPI document and the docs need no token', async () => {
-    for (const path of ['/health', '/health/liveness', '/health/readiness', '/health/database', '/health/redis', '/openapi.json', '/docs', '/']) {
+    for (const path of [
+      '/health',
+      '/health/liveness',
+      '/health/readiness',
+      '/health/database',
+      '/health/redis',
+      '/openapi.json',
+      '/docs',
+      '/',
+    ]) {
       expect((await h.call('GET', path, { token: null })).status, path).toBe(200)
     }
   })

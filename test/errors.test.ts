@@ -19,7 +19,11 @@ async function rowCounts() {
   return { agents: a?.n, tasks: t?.n, events: e?.n }
 }
 
-function expectProblem(res: { status: number; headers: Headers; body: Record<string, unknown> }, status: number, code: string) {
+function expectProblem(
+  res: { status: number; headers: Headers; body: Record<string, unknown> },
+  status: number,
+  code: string,
+) {
   expect(res.status).toBe(status)
   expect(res.headers.get('content-type')).toContain('application/problem+json')
   expect(res.body).toMatchObject({ status, code, title: expect.any(String), detail: expect.any(String) })
@@ -30,12 +34,18 @@ function expectProblem(res: { status: number; headers: Headers; body: Record<str
 
 describe('bad input', () => {
   it('400 for malformed JSON', async () => {
-    const res = await h.call('POST', '/api/v1/tasks', { raw: '{"name": "x",', headers: { 'content-type': 'application/json' } })
+    const res = await h.call('POST', '/api/v1/tasks', {
+      raw: '{"name": "x",',
+      headers: { 'content-type': 'application/json' },
+    })
     expectProblem(res, 400, 'malformed_json')
   })
 
   it('415 for a body that is not JSON', async () => {
-    const res = await h.call('POST', '/api/v1/tasks', { raw: 'name=x', headers: { 'content-type': 'application/x-www-form-urlencoded' } })
+    const res = await h.call('POST', '/api/v1/tasks', {
+      raw: 'name=x',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    })
     expectProblem(res, 415, 'unsupported_media_type')
     const none = await h.call('POST', '/api/v1/tasks', { raw: '{"name":"x","type":"y"}' })
     expectProblem(none, 415, 'unsupported_media_type')
@@ -115,7 +125,9 @@ describe('bad input', () => {
       { status: 'failed', attempt: 0, error: { message: '' } },
       { name: 'ok', type: 't', requirements: { labels: { ['k'.repeat(100)]: 'v' } } },
       { name: 'ok', type: 't', scheduledAt: '2026-13-45T99:99:99Z' },
-      JSON.parse('{"__proto__": {"polluted": true}, "name": "p", "type": "t", "payload": {"constructor": {"prototype": {"x": 1}}}}'),
+      JSON.parse(
+        '{"__proto__": {"polluted": true}, "name": "p", "type": "t", "payload": {"constructor": {"prototype": {"x": 1}}}}',
+      ),
     ]
     const targets: [string, string][] = [
       ['POST', '/api/v1/agents'],
@@ -143,7 +155,12 @@ describe('bad input', () => {
   })
 
   it('refuses malformed path ids and query values with 422, not 500', async () => {
-    for (const path of ['/api/v1/tasks/1', '/api/v1/agents/%00', "/api/v1/tasks/'; drop table tasks;--", '/api/v1/tasks?limit=abc']) {
+    for (const path of [
+      '/api/v1/tasks/1',
+      '/api/v1/agents/%00',
+      "/api/v1/tasks/'; drop table tasks;--",
+      '/api/v1/tasks?limit=abc',
+    ]) {
       const res = await h.call('GET', path)
       expect(res.status, path).toBe(422)
     }

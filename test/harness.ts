@@ -44,6 +44,22 @@ export async function freshDatabase(opts: { migrated?: boolean } = {}): Promise<
   return connectDatabase('memory://', { loadDataDir: new Blob([snapshot]) })
 }
 
+/** Postgres only: a new database for this run (dropped by the global teardown), as a URL. */
+export async function freshPostgresUrl(migrated = true): Promise<string> {
+  const adminUrl = inject('pgAdminUrl')
+  const name = `${inject('pgRunPrefix')}_${process.pid}_${++counter}`
+  const admin = new pg.Client({ connectionString: adminUrl })
+  await admin.connect()
+  try {
+    await admin.query(
+      migrated ? `CREATE DATABASE ${name} TEMPLATE ${inject('pgRunPrefix')}_tpl` : `CREATE DATABASE ${name}`,
+    )
+  } finally {
+    await admin.end()
+  }
+  return withDatabase(adminUrl, name)
+}
+
 export interface CallOptions {
   token?: string | null
   body?: unknown

@@ -27,7 +27,11 @@ describe('POST /api/v1/tasks/execute', () => {
     expect(res.body).toMatchObject({ status: 'assigned', agentId: idle.id, attempt: 1 })
     expect(res.body.assignedAt).toBe(h.clock.now().toISOString())
     const ev = (await h.events({ taskId: t.id })).at(-1)
-    expect(ev).toMatchObject({ type: 'task.assigned', agentId: idle.id, data: { from: 'pending', to: 'assigned', attempt: 1 } })
+    expect(ev).toMatchObject({
+      type: 'task.assigned',
+      agentId: idle.id,
+      data: { from: 'pending', to: 'assigned', attempt: 1 },
+    })
   })
 
   it('matches provider, region, labels and a pinned agent', async () => {

@@ -50,7 +50,8 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   for (let i = 0; i < 5 && e && typeof e === 'object'; i++) {
     if (e instanceof DrizzleQueryError && !(e.cause && typeof e.cause === 'object' && 'code' in e.cause)) return true
     const { code } = e as { code?: unknown }
-    if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EPIPE|EAI_AGAIN)$/.test(code)) return true
+    if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EPIPE|EAI_AGAIN)$/.test(code))
+      return true
     e = (e as { cause?: unknown }).cause
   }
   return false

@@ -1,0 +1,115 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { request } from 'node:http'
+import { describe, expect, it } from 'vitest'
+import { freshPostgresUrl, onPostgres } from './harness'
+
+/** The real entry point (src/server.ts) as a child process, as `npm start` runs it. */
+function start(env: Record<string, string>) {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', LOG_FORMAT: 'json', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  let err = ''
+  child.stdout?.on('data', (d) => {
+    out += d
+  })
+  child.stderr?.on('data', (d) => {
+    err += d
+  })
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  const listening = new Promise<string>((resolve, reject) => {
+    const timer = setInterval(() => {
+      const m = /"url":"(http:\/\/[^"]+)"/.exec(out)
+      if (m?.[1]) {
+        clearInterval(timer)
+        resolve(m[1])
+      }
+    }, 50)
+    void exited.then((code) => {
+      clearInterval(timer)
+      reject(new Error(`server exited ${code}: ${err || out}`))
+    })
+  })
+  listening.catch(() => {}) // refusal tests only wait for the exit
+  return { child, listening, exited, output: () => ({ out, err }) }
+}
+
+async function stopped(child: ChildProcess, exited: Promise<number | null>) {
+  if (child.exitCode === null) child.kill('SIGKILL')
+  await exited
+}
+
+describe.each(onPostgres() ? ['embedded', 'postgres'] : ['embedded'])('npm start (%s database)', (kind) => {
+  it('serves the API and docs offline, then shuts down gracefully on SIGTERM, finishing in-flight requests', async () => {
+    const databaseUrl = kind === 'postgres' ? await freshPostgresUrl() : 'memory://'
+    const s = start({ DATABASE_URL: databaseUrl, ENVIRONMENT: 'development' })
+    try {
+      const url = await s.listening
+      const token = /\n {2}(ey[\w.-]+)\n/.exec(s.output().out)?.[1]
+      expect(token, 'the dev admin token is printed').toBeTruthy()
+
+      const health = await fetch(`${url}/health`)
+      expect(health.status).toBe(200)
+      expect((await health.json()).checks.database.driver).toBe(kind === 'postgres' ? 'node-postgres' : 'pglite')
+      const docs = await (await fetch(`${url}/docs`)).text()
+      expect(docs).toContain('/docs/vendor/swagger-ui-dist/swagger-ui-bundle.js')
+      const css = await fetch(`${url}/docs/vendor/swagger-ui-dist/swagger-ui.css`)
+      expect(css.status).toBe(200)
+      expect(css.headers.get('content-type')).toContain('text/css')
+
+      // A request whose body is still arriving when SIGTERM lands must still be answered.
+      const body = JSON.stringify({ name: 'in-flight', type: 'shutdown.test' })
+      const answered = new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = request(
+          `${url}/api/v1/tasks`,
+          {
+            method: 'POST',
+            headers: {
+              authorization: `Bearer ${token}`,
+              'content-type': 'application/json',
+              'content-length': Buffer.byteLength(body),
+            },
+          },
+          (res) => {
+            let text = ''
+            res.on('data', (d) => {
+              text += d
+            })
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, text }))
+          },
+        )
+        req.on('error', reject)
+        req.write(body.slice(0, 10))
+        setTimeout(() => {
+          s.child.kill('SIGTERM')
+          setTimeout(() => req.end(body.slice(10)), 300)
+        }, 200)
+      })
+      const res = await answered
+      expect(res.status).toBe(201)
+      expect(JSON.parse(res.text).name).toBe('in-flight')
+      expect(await s.exited).toBe(0)
+      expect(s.output().out).toContain('"msg":"stopped"')
+      await expect(fetch(`${url}/health/liveness`)).rejects.toThrow()
+    } finally {
+      await stopped(s.child, s.exited)
+    }
+  })
+})
+
+describe('refusing to start', () => {
+  it('in production without SECRET_KEY, naming the setting', async () => {
+    const s = start({ ENVIRONMENT: 'production', DATABASE_URL: 'memory://' })
+    expect(await s.exited).toBe(1)
+    expect(s.output().err).toMatch(/SECRET_KEY: is required when ENVIRONMENT=production/)
+  })
+
+  it('on a bad value, in one line naming it', async () => {
+    const s = start({ PORT: 'eighty' })
+    expect(await s.exited).toBe(1)
+    const lines = s.output().err.trim().split('\n')
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toMatch(/^Cannot start: invalid setting PORT/)
+  })
+})
