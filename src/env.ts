@@ -135,7 +135,8 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     heartbeatTimeoutSeconds: v.HEARTBEAT_TIMEOUT_SECONDS,
     maxBodyBytes: v.MAX_BODY_BYTES,
     corsOrigins: v.CORS_ORIGINS,
-    logLevel: v.LOG_LEVEL,
+    // DEBUG=true turns on debug logs unless LOG_LEVEL says otherwise.
+    logLevel: v.DEBUG && picked.LOG_LEVEL === undefined ? 'debug' : v.LOG_LEVEL,
     logFormat: v.LOG_FORMAT === '' ? (v.ENVIRONMENT === 'development' ? 'text' : 'json') : v.LOG_FORMAT,
   }
 }

@@ -57,6 +57,12 @@ describe('loadConfig', () => {
     expect((err as Error).message).not.toContain('short-secret')
   })
 
+  it('DEBUG turns on debug logs unless LOG_LEVEL is given', () => {
+    expect(loadConfig({ DEBUG: '1' }).logLevel).toBe('debug')
+    expect(loadConfig({ DEBUG: '1', LOG_LEVEL: 'warn' }).logLevel).toBe('warn')
+    expect(() => loadConfig({ DEBUG: 'maybe' })).toThrow(/invalid setting DEBUG/)
+  })
+
   it('refuses production without SECRET_KEY, naming it', () => {
     expect(() => loadConfig({ ENVIRONMENT: 'production' })).toThrow(
       /SECRET_KEY: is required when ENVIRONMENT=production/,

@@ -1,4 +1,5 @@
 import { eq } from 'drizzle-orm'
+import { testClient } from 'hono/testing'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { tasks } from '../src/db/schema'
 import { createHarness, type Harness, unique } from './harness'
@@ -444,5 +445,26 @@ describe('PATCH /api/v1/tasks/{id}/status (agent reports)', () => {
       'body.status',
     ])
     expect((await h.report(unknownId, a.token, { status: 'running', attempt: 1 })).status).toBe(404)
+  })
+})
+
+describe('typed client', () => {
+  it('testClient infers request and response types from the routes', async () => {
+    const client = testClient(h.app)
+    const headers = { authorization: `Bearer ${await h.token('operator')}` }
+    const created = await client.api.v1.tasks.$post(
+      { json: { name: 'typed', type: 'typed.client' }, header: {} },
+      { headers },
+    )
+    expect(created.status).toBe(201)
+    if (created.status !== 201) return
+    const task = await created.json()
+    const got = await client.api.v1.tasks[':id'].$get({ param: { id: task.id } }, { headers })
+    expect(got.status).toBe(200)
+    if (got.status !== 200) return
+    const body = await got.json()
+    // `body.status` is typed as the TaskStatus union; the comparison below type-checks only if so.
+    const status: 'pending' | 'assigned' | 'running' | 'completed' | 'failed' | 'cancelled' | 'timed_out' = body.status
+    expect(status).toBe('pending')
   })
 })
