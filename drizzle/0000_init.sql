@@ -28,6 +28,13 @@ CREATE TABLE "events" (
 	"created_at" timestamp with time zone NOT NULL
 );
 --> statement-breakpoint
+CREATE TABLE "scheduler_state" (
+	"id" integer PRIMARY KEY DEFAULT 1 NOT NULL,
+	"last_run_at" timestamp with time zone,
+	"last_summary" jsonb,
+	"runs" bigint DEFAULT 0 NOT NULL
+);
+--> statement-breakpoint
 CREATE TABLE "tasks" (
 	"id" uuid PRIMARY KEY NOT NULL,
 	"name" text NOT NULL,
@@ -50,6 +57,9 @@ CREATE TABLE "tasks" (
 	"available_at" timestamp with time zone NOT NULL,
 	"idempotency_key" text,
 	"cancel_requested" boolean DEFAULT false NOT NULL,
+	"cancel_requested_at" timestamp with time zone,
+	"deadline_at" timestamp with time zone,
+	"auto_retry" boolean DEFAULT false NOT NULL,
 	"progress" real,
 	"result" jsonb,
 	"error" jsonb,

@@ -12,6 +12,7 @@ import { createRouter } from './lib/create-app'
 import { ApiError, type ErrorCode, type ProblemExtras, problemBody } from './lib/errors'
 import { agentsRouter } from './routes/agents/agents.index'
 import { healthRouter } from './routes/health/health.index'
+import { schedulerRouter } from './routes/scheduler/scheduler.index'
 import { tasksRouter } from './routes/tasks/tasks.index'
 
 /**
@@ -86,6 +87,7 @@ export function createApp(deps: AppDeps) {
     tags: [
       { name: 'Agents', description: 'Registration, heartbeats, status' },
       { name: 'Tasks', description: 'Creation, placement, reports, cancel, retry' },
+      { name: 'Scheduler', description: 'The sweep: expiry, timeouts, retries, placement' },
       { name: 'Health', description: 'Probes (no token needed)' },
     ],
   })

@@ -45,6 +45,13 @@ const schema = z
     AGENT_TOKEN_EXPIRE_MINUTES: int(1, 5_256_000).default(525_600),
     HEARTBEAT_INTERVAL_SECONDS: int(1, 3600).default(30),
     HEARTBEAT_TIMEOUT_SECONDS: int(2, 86_400).default(90),
+    ASSIGN_TIMEOUT_SECONDS: int(1, 86_400).default(60),
+    CANCEL_GRACE_SECONDS: int(1, 86_400).default(60),
+    RETRY_BACKOFF_BASE_SECONDS: int(0, 3600).default(5),
+    RETRY_BACKOFF_MAX_SECONDS: int(0, 86_400).default(300),
+    MAX_LOST_COUNT: int(1, 1000).default(5),
+    SWEEP_INTERVAL_SECONDS: int(0, 3600).default(5),
+    SWEEP_BATCH_SIZE: int(100, 100_000).default(10_000),
     MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
     CORS_ORIGINS: csv.default([]),
     LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
@@ -56,6 +63,13 @@ const schema = z
         code: 'custom',
         path: ['SECRET_KEY'],
         message: 'is required when ENVIRONMENT=production',
+      })
+    }
+    if (v.RETRY_BACKOFF_MAX_SECONDS < v.RETRY_BACKOFF_BASE_SECONDS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['RETRY_BACKOFF_MAX_SECONDS'],
+        message: 'must be at least RETRY_BACKOFF_BASE_SECONDS',
       })
     }
     if (v.HEARTBEAT_TIMEOUT_SECONDS <= v.HEARTBEAT_INTERVAL_SECONDS) {
@@ -85,6 +99,18 @@ export interface Config {
   agentTokenExpireMinutes: number
   heartbeatIntervalSeconds: number
   heartbeatTimeoutSeconds: number
+  /** Assigned tasks not started within this go back to pending. */
+  assignTimeoutSeconds: number
+  /** A running task whose cancel its agent has not confirmed within this becomes cancelled. */
+  cancelGraceSeconds: number
+  retryBackoffBaseSeconds: number
+  retryBackoffMaxSeconds: number
+  /** How many times a task may lose its agent before it stays failed. */
+  maxLostCount: number
+  /** In-process sweep timer (Node, Bun); 0 turns it off. */
+  sweepIntervalSeconds: number
+  /** Most pending tasks one placement batch considers. */
+  sweepBatchSize: number
   maxBodyBytes: number
   corsOrigins: string[]
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent'
@@ -133,6 +159,13 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     agentTokenExpireMinutes: v.AGENT_TOKEN_EXPIRE_MINUTES,
     heartbeatIntervalSeconds: v.HEARTBEAT_INTERVAL_SECONDS,
     heartbeatTimeoutSeconds: v.HEARTBEAT_TIMEOUT_SECONDS,
+    assignTimeoutSeconds: v.ASSIGN_TIMEOUT_SECONDS,
+    cancelGraceSeconds: v.CANCEL_GRACE_SECONDS,
+    retryBackoffBaseSeconds: v.RETRY_BACKOFF_BASE_SECONDS,
+    retryBackoffMaxSeconds: v.RETRY_BACKOFF_MAX_SECONDS,
+    maxLostCount: v.MAX_LOST_COUNT,
+    sweepIntervalSeconds: v.SWEEP_INTERVAL_SECONDS,
+    sweepBatchSize: v.SWEEP_BATCH_SIZE,
     maxBodyBytes: v.MAX_BODY_BYTES,
     corsOrigins: v.CORS_ORIGINS,
     // DEBUG=true turns on debug logs unless LOG_LEVEL says otherwise.

@@ -14,6 +14,7 @@ import { signToken } from './lib/auth'
 import { systemClock } from './lib/clock'
 import type { AssetLoader } from './lib/context'
 import { createLogger, type Logger } from './lib/logger'
+import { startSweepTimer } from './services/scheduler'
 
 declare const Bun:
   | {
@@ -113,19 +114,22 @@ async function main() {
       })
   }
 
+  const stopSweeps = startSweepTimer({ db: database.db, clock: systemClock, config }, logger)
+
   const shown = config.host === '0.0.0.0' ? 'localhost' : config.host
-  logger.info(`${config.appName} ${config.appVersion} listening`, {
-    url: `http://${shown}:${port}`,
-    docs: `http://${shown}:${port}/docs`,
-    environment: config.environment,
-    runtime: typeof Bun !== 'undefined' ? 'bun' : `node ${process.version}`,
-  })
   if (devToken) {
     console.log(
       `\nNo SECRET_KEY set: using a random one for this process. An admin token (valid ${config.accessTokenExpireMinutes} min):\n\n  ${devToken}\n\nPaste it under "Authorize" at http://${shown}:${port}/docs\n`,
     )
   }
 
+  logger.info(`${config.appName} ${config.appVersion} listening`, {
+    url: `http://${shown}:${port}`,
+    docs: `http://${shown}:${port}/docs`,
+    environment: config.environment,
+    runtime: typeof Bun !== 'undefined' ? 'bun' : `node ${process.version}`,
+    sweepIntervalSeconds: config.sweepIntervalSeconds,
+  })
   let stopping = false
   const shutdown = async (signal: string) => {
     if (stopping) return
@@ -137,6 +141,7 @@ async function main() {
     }, 10_000)
     force.unref?.()
     await close()
+    await stopSweeps()
     await database.close()
     clearTimeout(force)
     logger.info('stopped')

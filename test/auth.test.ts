@@ -65,7 +65,7 @@ describe('roles', () => {
   it('a viewer reads everything and writes nothing (403, nothing changed)', async () => {
     const viewer = await h.token('viewer')
     const a = await h.agent()
-    const t = await h.task()
+    const t = await h.pendingTask()
     for (const [method, path] of [
       ['GET', '/api/v1/agents'],
       ['GET', `/api/v1/agents/${a.id}`],

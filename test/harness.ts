@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import pg from 'pg'
-import { inject } from 'vitest'
+import { expect, inject } from 'vitest'
 import { createApp } from '../src/app'
 import type { Database } from '../src/db/client'
 import { connectDatabase } from '../src/db/connect'
@@ -117,10 +117,26 @@ export async function createHarness(overrides: Record<string, string> = {}, db?:
     return { status: res.status, headers: res.headers, body: parsed }
   }
 
+  /**
+   * A label value unique to the running test. Helper-made agents carry it and helper-made
+   * tasks require it, so one test's tasks are never placed on another test's agents.
+   */
+  const scopes = new Map<string, string>()
+  function scope(): string {
+    const name = expect.getState().currentTestName ?? 'none'
+    let s = scopes.get(name)
+    if (!s) {
+      s = unique('scope')
+      scopes.set(name, s)
+    }
+    return s
+  }
+
   /** Registers an agent and (by default) heartbeats it online; returns the agent and its token. */
   async function agent(input: Record<string, unknown> = {}, opts: { online?: boolean } = {}) {
+    const labels = { scope: scope(), ...(input.labels as Record<string, string> | undefined) }
     const res = await call('POST', '/api/v1/agents', {
-      body: { name: unique('agent'), provider: 'aws', region: 'us-east-1', maxConcurrentTasks: 2, ...input },
+      body: { name: unique('agent'), provider: 'aws', region: 'us-east-1', maxConcurrentTasks: 2, ...input, labels },
     })
     if (res.status !== 201) throw new Error(`agent create failed: ${res.status} ${JSON.stringify(res.body)}`)
     const { token: agentToken, ...rest } = res.body
@@ -132,15 +148,23 @@ export async function createHarness(overrides: Record<string, string> = {}, db?:
     return { ...rest, token: agentToken as string }
   }
 
+  /** Creates a task (placed at once if one of this test's agents fits and has a slot). */
   async function task(input: Record<string, unknown> = {}) {
-    const res = await call('POST', '/api/v1/tasks', { body: { name: unique('task'), type: 'test.run', ...input } })
+    const req = (input.requirements ?? {}) as Record<string, unknown>
+    const requirements = { ...req, labels: { scope: scope(), ...(req.labels as Record<string, string> | undefined) } }
+    const res = await call('POST', '/api/v1/tasks', {
+      body: { name: unique('task'), type: 'test.run', ...input, requirements },
+    })
     if (res.status !== 201) throw new Error(`task create failed: ${res.status} ${JSON.stringify(res.body)}`)
     return res.body
   }
 
-  /** Creates a task and places it on `agentId` (or the best agent). */
+  /** A task that stays pending (scheduled far ahead) until something places it explicitly. */
+  const pendingTask = (input: Record<string, unknown> = {}) => task({ scheduledAt: '2099-01-01T00:00:00Z', ...input })
+
+  /** Creates a task and places it with execute on `agentId` (or the best agent). */
   async function assignedTask(agentId?: string, input: Record<string, unknown> = {}) {
-    const t = await task(input)
+    const t = await pendingTask(input)
     const res = await call('POST', '/api/v1/tasks/execute', { body: { taskId: t.id, ...(agentId ? { agentId } : {}) } })
     if (res.status !== 200) throw new Error(`execute failed: ${res.status} ${JSON.stringify(res.body)}`)
     return res.body
@@ -174,7 +198,9 @@ export async function createHarness(overrides: Record<string, string> = {}, db?:
     call,
     agent,
     task,
+    pendingTask,
     assignedTask,
+    scope,
     report,
     events,
     close: () => database.close(),

@@ -21,7 +21,7 @@ describe('POST /api/v1/tasks/execute', () => {
     await h.agent({ capabilities: ['other'], maxConcurrentTasks: 10 }) // does not fit
     await h.assignedTask(busy.id, { requirements: { capabilities: [cap] } })
 
-    const t = await h.task({ requirements: { capabilities: [cap] } })
+    const t = await h.pendingTask({ requirements: { capabilities: [cap] } })
     const res = await execute(t.id)
     expect(res.status).toBe(200)
     expect(res.body).toMatchObject({ status: 'assigned', agentId: idle.id, attempt: 1 })
@@ -39,11 +39,11 @@ describe('POST /api/v1/tasks/execute', () => {
     const gcp = await h.agent({ provider: 'gcp', region, labels: { tier: 'gold', zone: 'a' } })
     const aws = await h.agent({ provider: 'aws', region, labels: { tier: 'gold' } })
 
-    const byProvider = await h.task({ requirements: { provider: 'gcp', region } })
+    const byProvider = await h.pendingTask({ requirements: { provider: 'gcp', region } })
     expect((await execute(byProvider.id)).body.agentId).toBe(gcp.id)
-    const byLabels = await h.task({ requirements: { region, labels: { tier: 'gold', zone: 'a' } } })
+    const byLabels = await h.pendingTask({ requirements: { region, labels: { tier: 'gold', zone: 'a' } } })
     expect((await execute(byLabels.id)).body.agentId).toBe(gcp.id)
-    const pinned = await h.task({ requirements: { agentId: aws.id } })
+    const pinned = await h.pendingTask({ requirements: { agentId: aws.id } })
     expect((await execute(pinned.id)).body.agentId).toBe(aws.id)
   })
 
@@ -64,7 +64,7 @@ describe('POST /api/v1/tasks/execute', () => {
     const cap = unique('full')
     const a = await h.agent({ capabilities: [cap], maxConcurrentTasks: 1 })
     await h.assignedTask(a.id)
-    const t = await h.task({ requirements: { capabilities: [cap] } })
+    const t = await h.pendingTask({ requirements: { capabilities: [cap] } })
     const res = await execute(t.id)
     expect(res.status).toBe(409)
     expect(res.body.reasons).toEqual(['all 1 fitting online agent(s) are at capacity'])
@@ -73,7 +73,7 @@ describe('POST /api/v1/tasks/execute', () => {
   it('never places on a non-online agent', async () => {
     const cap = unique('status')
     const a = await h.agent({ capabilities: [cap] })
-    const t = await h.task({ requirements: { capabilities: [cap] } })
+    const t = await h.pendingTask({ requirements: { capabilities: [cap] } })
     for (const status of ['draining', 'maintenance', 'error']) {
       await h.call('PATCH', `/api/v1/agents/${a.id}/status`, { body: { status } })
       const res = await execute(t.id)
@@ -87,14 +87,14 @@ describe('POST /api/v1/tasks/execute', () => {
 
   it('on a named agent, refuses with the reasons when it cannot take the task', async () => {
     const a = await h.agent({ capabilities: ['cpu'], maxConcurrentTasks: 1, provider: 'aws' })
-    const t = await h.task({ requirements: { capabilities: ['gpu'], provider: 'azure' } })
+    const t = await h.pendingTask({ requirements: { capabilities: ['gpu'], provider: 'azure' } })
     const res = await execute(t.id, a.id)
     expect(res.status).toBe(409)
     expect(res.body.reasons).toEqual(['agent lacks capabilities: gpu', 'task needs provider azure, agent is aws'])
 
-    const ok = await h.task()
+    const ok = await h.pendingTask()
     expect((await execute(ok.id, a.id)).status).toBe(200)
-    const full = await h.task()
+    const full = await h.pendingTask()
     const res2 = await execute(full.id, a.id)
     expect(res2.body.reasons).toEqual(['agent has no free slot (1/1)'])
   })
@@ -106,7 +106,7 @@ describe('POST /api/v1/tasks/execute', () => {
     expect(res.status).toBe(409)
     expect(res.body.code).toBe('invalid_transition')
     expect((await execute('0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d')).status).toBe(404)
-    const p = await h.task()
+    const p = await h.pendingTask()
     expect((await execute(p.id, '0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d')).status).toBe(404)
   })
 
@@ -117,7 +117,7 @@ describe('POST /api/v1/tasks/execute', () => {
       await h.agent({ capabilities: [cap], maxConcurrentTasks: 3 }),
     ]
     const list = []
-    for (let i = 0; i < 8; i++) list.push(await h.task({ requirements: { capabilities: [cap] } }))
+    for (let i = 0; i < 8; i++) list.push(await h.pendingTask({ requirements: { capabilities: [cap] } }))
     // every task executed twice at once: 16 calls for 8 tasks and 5 slots
     const results = await Promise.all([...list, ...list].map((t) => execute(t.id)))
     const placed = results.filter((r) => r.status === 200)

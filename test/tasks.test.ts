@@ -100,8 +100,8 @@ describe('GET /api/v1/tasks', () => {
   it('filters by status (one or several), agentId, type and priority', async () => {
     const type = unique('type')
     const a = await h.agent({ maxConcurrentTasks: 5 })
-    const p1 = await h.task({ type, priority: 1 })
-    const p9 = await h.task({ type, priority: 9 })
+    const p1 = await h.pendingTask({ type, priority: 1 })
+    const p9 = await h.pendingTask({ type, priority: 9 })
     const assigned = await h.assignedTask(a.id, { type, priority: 5 })
     const running = await h.assignedTask(a.id, { type, priority: 5 })
     await h.report(running.id, a.token, { status: 'running', attempt: 1 })
@@ -146,10 +146,18 @@ describe('GET /api/v1/tasks/{id} and pendingReason', () => {
     expect(await reason(scheduled.id)).toBe('scheduled')
     expect(await reason(nobody.id)).toBe('no_matching_agent')
 
-    const a = await h.agent({ capabilities: [cap], maxConcurrentTasks: 1 })
-    expect(await reason(nobody.id)).toBe('queued')
+    // A fitting agent that is full: agents_busy.
+    // (made online by an operator, not a heartbeat, so nothing pulls `nobody` onto it)
+    const a = await h.agent({ capabilities: [cap], maxConcurrentTasks: 1 }, { online: false })
+    await h.call('PATCH', `/api/v1/agents/${a.id}/status`, { body: { status: 'online' } })
     await h.assignedTask(a.id, { requirements: { capabilities: [cap] } })
     expect(await reason(nobody.id)).toBe('agents_busy')
+
+    // A slot opens without a heartbeat or sweep yet (capacity raised): queued.
+    await h.call('PUT', `/api/v1/agents/${a.id}`, {
+      body: { name: a.name, provider: 'aws', capabilities: [cap], labels: a.labels, maxConcurrentTasks: 2 },
+    })
+    expect(await reason(nobody.id)).toBe('queued')
 
     // A retry backoff (set by the scheduler) reads as backoff.
     const later = new Date(h.clock.now().getTime() + 60_000)
@@ -453,7 +461,7 @@ describe('typed client', () => {
     const client = testClient(h.app)
     const headers = { authorization: `Bearer ${await h.token('operator')}` }
     const created = await client.api.v1.tasks.$post(
-      { json: { name: 'typed', type: 'typed.client' }, header: {} },
+      { json: { name: 'typed', type: 'typed.client', scheduledAt: '2099-01-01T00:00:00Z' }, header: {} },
       { headers },
     )
     expect(created.status).toBe(201)

@@ -16,6 +16,7 @@ import {
 } from 'drizzle-orm/pg-core'
 
 import type { AgentStatus, Provider, TaskStatus } from '../services/model'
+import type { SweepSummary } from '../services/scheduler'
 
 const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' })
 
@@ -88,6 +89,11 @@ export const tasks = pgTable(
     availableAt: ts('available_at').notNull(),
     idempotencyKey: text('idempotency_key'),
     cancelRequested: boolean('cancel_requested').notNull().default(false),
+    cancelRequestedAt: ts('cancel_requested_at'),
+    /** Running tasks: startedAt + timeoutSeconds, past which the sweep times the task out. */
+    deadlineAt: ts('deadline_at'),
+    /** Set when a failed/timed-out task has retries left; the sweep requeues it with backoff. */
+    autoRetry: boolean('auto_retry').notNull().default(false),
     progress: real('progress'),
     result: jsonb('result').$type<unknown>(),
     error: jsonb('error').$type<TaskError>(),
@@ -133,7 +139,15 @@ export const events = pgTable(
   ],
 )
 
-export const schema = { agents, tasks, events }
+/** One row: what the last sweep did, for GET /scheduler/status across instances. */
+export const schedulerState = pgTable('scheduler_state', {
+  id: integer('id').primaryKey().default(1),
+  lastRunAt: ts('last_run_at'),
+  lastSummary: jsonb('last_summary').$type<SweepSummary>(),
+  runs: bigint('runs', { mode: 'number' }).notNull().default(0),
+})
+
+export const schema = { agents, tasks, events, schedulerState }
 
 export type AgentRow = typeof agents.$inferSelect
 export type TaskRow = typeof tasks.$inferSelect

@@ -41,5 +41,9 @@ export interface AppBindings {
 export type AppOpenAPI = OpenAPIHono<AppBindings>
 export type AppRouteHandler<R extends RouteConfig> = RouteHandler<R, AppBindings>
 
-/** What services take from a request: the database and the clock. */
-export const serviceDeps = (c: Context<AppBindings>) => ({ db: c.var.deps.database.db, clock: c.var.deps.clock })
+/** What services take from a request: the database, the clock and the settings. */
+export const serviceDeps = (c: Context<AppBindings>) => ({
+  db: c.var.deps.database.db,
+  clock: c.var.deps.clock,
+  config: c.var.deps.config,
+})

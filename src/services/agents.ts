@@ -3,17 +3,13 @@ import { v7 as uuidv7 } from 'uuid'
 import type { Db, Executor } from '../db/client'
 import { type AgentRow, agents, type Labels, tasks } from '../db/schema'
 import { pgConstraint, pgErrorCode, withTx } from '../db/tx'
-import type { Clock } from '../lib/clock'
 import type { Principal } from '../lib/context'
 import { ApiError } from '../lib/errors'
 import { decodeCursor, page, type SortOrder } from '../lib/pagination'
+import type { ServiceDeps } from './deps'
 import { recordEvents } from './events'
 import { type AgentStatus, activeStatuses, ifMatchOk, type Provider } from './model'
-
-export interface ServiceDeps {
-  db: Db
-  clock: Clock
-}
+import { fillAgent } from './placement'
 
 export interface AgentInput {
   name: string
@@ -231,8 +227,10 @@ export async function deleteAgent({ db, clock }: ServiceDeps, id: string, force:
           agentId: null,
           assignedAt: null,
           startedAt: null,
+          deadlineAt: null,
           progress: null,
           cancelRequested: false,
+          cancelRequestedAt: null,
           availableAt: now,
           version: sql`${tasks.version} + 1`,
           updatedAt: now,
@@ -318,6 +316,9 @@ export async function heartbeat({ db, clock }: ServiceDeps, input: HeartbeatInpu
         },
       ])
     }
+    // An agent with free slots is given fitting pending tasks in this same answer.
+    const filled = await fillAgent(tx, now, agent, 'heartbeat')
+    agent.activeTasks += filled.length
     const held = await tx
       .select()
       .from(tasks)

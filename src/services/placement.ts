@@ -1,11 +1,11 @@
-import { and, asc, desc, eq, lt, sql } from 'drizzle-orm'
+import { and, asc, desc, eq, gt, isNull, lt, lte, or, sql } from 'drizzle-orm'
 import type { Executor, Tx } from '../db/client'
 import { rowsOf } from '../db/client'
 import { type AgentRow, agents, type Labels, type TaskRow, tasks } from '../db/schema'
 import { withTx } from '../db/tx'
 import { ApiError } from '../lib/errors'
-import type { ServiceDeps } from './agents'
 import { getAgent } from './agents'
+import type { ServiceDeps } from './deps'
 import type { PendingReason } from './model'
 
 /**
@@ -78,17 +78,25 @@ export interface AssignedRow {
   attempt: number
 }
 
+/** How a task reached its agent; recorded on the `task.assigned` event. */
+export type PlacedVia = 'execute' | 'create' | 'heartbeat' | 'sweep'
+
 /**
  * Writes a batch of assignments in one statement: moves the tasks to assigned (bumping
  * the attempt, the fence for the agent's reports), adds the load to each agent and appends
  * a `task.assigned` event per task. The caller holds row locks on every task and agent
  * named; the `status = 'pending'` guard makes a stale pair a no-op rather than a double
- * assignment.
+ * assignment, and an agent that would go past its slots aborts the whole batch.
  */
-export async function writeAssignments(tx: Executor, now: Date, pairs: Assignment[]): Promise<AssignedRow[]> {
+export async function writeAssignments(
+  tx: Executor,
+  now: Date,
+  pairs: Assignment[],
+  via: PlacedVia,
+): Promise<AssignedRow[]> {
   if (pairs.length === 0) return []
   const payload = JSON.stringify(pairs.map((p) => ({ id: p.taskId, agent_id: p.agentId })))
-  return rowsOf<AssignedRow>(
+  const [out] = await rowsOf<{ loaded: number; expected: number; rows: AssignedRow[] }>(
     tx,
     sql`
     WITH v AS (
@@ -96,7 +104,7 @@ export async function writeAssignments(tx: Executor, now: Date, pairs: Assignmen
     ), upd AS (
       UPDATE tasks t
          SET status = 'assigned', agent_id = v.agent_id, attempt = t.attempt + 1,
-             assigned_at = ${now}, started_at = NULL, progress = NULL,
+             assigned_at = ${now}, started_at = NULL, deadline_at = NULL, progress = NULL,
              version = t.version + 1, updated_at = ${now}
         FROM v
        WHERE t.id = v.id AND t.status = 'pending'
@@ -104,17 +112,24 @@ export async function writeAssignments(tx: Executor, now: Date, pairs: Assignmen
     ), load AS (
       UPDATE agents a SET active_tasks = a.active_tasks + c.n
         FROM (SELECT agent_id, count(*)::int AS n FROM upd GROUP BY agent_id) c
-       WHERE a.id = c.agent_id
+       WHERE a.id = c.agent_id AND a.status = 'online' AND a.active_tasks + c.n <= a.max_concurrent_tasks
       RETURNING a.id
     ), ev AS (
       INSERT INTO events (type, agent_id, task_id, data, created_at)
       SELECT 'task.assigned', agent_id, id,
-             jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt), ${now}
+             jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', ${via}::text), ${now}
         FROM upd ORDER BY id
       RETURNING 1
     )
-    SELECT id, agent_id, attempt FROM upd`,
+    SELECT (SELECT count(*)::int FROM load) AS loaded,
+           (SELECT count(DISTINCT agent_id)::int FROM upd) AS expected,
+           coalesce((SELECT json_agg(json_build_object('id', id, 'agent_id', agent_id, 'attempt', attempt)) FROM upd), '[]'::json) AS rows`,
   )
+  if (!out || out.loaded !== out.expected) {
+    // Never reached while callers hold their locks; if it is, nothing of this batch commits.
+    throw new Error(`placement would exceed an agent's slots (${out?.loaded}/${out?.expected} agents); batch aborted`)
+  }
+  return out.rows
 }
 
 /**
@@ -171,8 +186,11 @@ const agentFitColumns = {
   activeTasks: agents.activeTasks,
 }
 
-/** Locks the least-loaded online agent with a free slot that fits `task`, or none. */
-async function lockBestAgent(tx: Tx, task: TaskReq): Promise<AgentFit | undefined> {
+/**
+ * Locks the least-loaded online agent with a free slot that fits `task`, or none. Prefers
+ * an agent no other placement holds; with `wait`, waits for one when all are held.
+ */
+async function lockBestAgent(tx: Tx, task: TaskReq, wait: boolean): Promise<AgentFit | undefined> {
   const query = () =>
     tx
       .select(agentFitColumns)
@@ -180,9 +198,8 @@ async function lockBestAgent(tx: Tx, task: TaskReq): Promise<AgentFit | undefine
       .where(and(eq(agents.status, 'online'), lt(agents.activeTasks, agents.maxConcurrentTasks), matchesTaskSql(task)))
       .orderBy(asc(agents.activeTasks), desc(sql`${agents.maxConcurrentTasks} - ${agents.activeTasks}`), asc(agents.id))
       .limit(1)
-  // Prefer an agent nobody else is placing onto; wait only when every fitting one is busy being placed.
   const [free] = await query().for('update', { skipLocked: true })
-  if (free) return free
+  if (free || !wait) return free
   const [waited] = await query().for('update')
   return waited
 }
@@ -228,7 +245,7 @@ export async function explainNoFit(db: Executor, task: TaskReq): Promise<{ reaso
  * then stays pending, unchanged.
  */
 export async function placeTask(
-  { db, clock }: ServiceDeps,
+  { db, clock }: Pick<ServiceDeps, 'db' | 'clock'>,
   taskId: string,
   agentId?: string,
 ): Promise<{ task: TaskRow; attempt: number }> {
@@ -250,7 +267,7 @@ export async function placeTask(
       }
       target = agent
     } else {
-      target = await lockBestAgent(tx, task)
+      target = await lockBestAgent(tx, task, true)
       if (!target) {
         const { details } = await explainNoFit(tx, task)
         throw new ApiError('no_agent_available', 'No agent can take this task now; it stays pending.', {
@@ -258,7 +275,7 @@ export async function placeTask(
         })
       }
     }
-    const [row] = await writeAssignments(tx, now, [{ taskId, agentId: target.id }])
+    const [row] = await writeAssignments(tx, now, [{ taskId, agentId: target.id }], 'execute')
     if (!row) throw new Error('assignment of a locked pending task wrote nothing')
     const [updated] = await tx.select().from(tasks).where(eq(tasks.id, taskId))
     if (!updated) throw new Error('task vanished inside its transaction')
@@ -300,3 +317,114 @@ export const fitsSql = sql.raw(`(a.capabilities @> t.req_capabilities
   AND (t.req_region IS NULL OR a.region = t.req_region)
   AND a.labels @> t.req_labels
   AND (t.req_agent_id IS NULL OR a.id = t.req_agent_id))`)
+
+const taskReqColumns = {
+  id: tasks.id,
+  reqCapabilities: tasks.reqCapabilities,
+  reqProvider: tasks.reqProvider,
+  reqRegion: tasks.reqRegion,
+  reqLabels: tasks.reqLabels,
+  reqAgentId: tasks.reqAgentId,
+}
+
+/** SQL: task row `tasks` can run on this (already loaded) agent, capacity aside. */
+function fitsAgentSql(a: AgentFit) {
+  return and(
+    sql`${pgTextArray(a.capabilities)}::text[] @> ${tasks.reqCapabilities}`,
+    or(isNull(tasks.reqProvider), eq(tasks.reqProvider, a.provider)),
+    a.region ? or(isNull(tasks.reqRegion), eq(tasks.reqRegion, a.region)) : isNull(tasks.reqRegion),
+    sql`${JSON.stringify(a.labels)}::jsonb @> ${tasks.reqLabels}`,
+    or(isNull(tasks.reqAgentId), eq(tasks.reqAgentId, a.id)),
+  )
+}
+
+/**
+ * Gives a locked, online agent the best due pending tasks that fit it, up to its free
+ * slots (the heartbeat pull and the fast path on create). Tasks another placement holds
+ * are skipped, never waited for.
+ */
+export async function fillAgent(tx: Tx, now: Date, agent: AgentFit, via: PlacedVia): Promise<AssignedRow[]> {
+  const free = agent.maxConcurrentTasks - agent.activeTasks
+  if (agent.status !== 'online' || free <= 0) return []
+  const picked = await tx
+    .select({ id: tasks.id })
+    .from(tasks)
+    .where(and(eq(tasks.status, 'pending'), lte(tasks.availableAt, now), fitsAgentSql(agent)))
+    .orderBy(desc(tasks.priority), asc(tasks.id))
+    .limit(free)
+    .for('update', { skipLocked: true })
+  return writeAssignments(
+    tx,
+    now,
+    picked.map((t) => ({ taskId: t.id, agentId: agent.id })),
+    via,
+  )
+}
+
+/**
+ * Fast path for a task just created: if a fitting agent has a free slot, fill that agent
+ * from the queue now (the new task goes unless older or higher-priority tasks that fit
+ * the same agent come first). Never waits on a lock; the sweep is the safety net.
+ */
+export async function placeNewTask({ db, clock }: Pick<ServiceDeps, 'db' | 'clock'>, task: TaskRow): Promise<number> {
+  const now = clock.now()
+  if (task.status !== 'pending' || task.availableAt > now) return 0
+  return withTx(db, async (tx) => {
+    const agent = await lockBestAgent(tx, task, false)
+    if (!agent) return 0
+    return (await fillAgent(tx, now, agent, 'create')).length
+  })
+}
+
+/**
+ * Places due pending tasks (the sweep's last step): batches of up to `batchSize` tasks in
+ * queue order, each batch in its own transaction with its tasks and the free online agents
+ * locked `SKIP LOCKED` (so concurrent sweeps, executes and heartbeats take disjoint rows),
+ * matched in memory and written in one statement. Stops when no slot is left or the
+ * queue is exhausted; tasks nothing can take are passed over, never blocking the rest.
+ */
+export async function placePending(
+  { db, clock }: Pick<ServiceDeps, 'db' | 'clock'>,
+  batchSize: number,
+  maxTasks = Number.POSITIVE_INFINITY,
+): Promise<number> {
+  const now = clock.now()
+  let assigned = 0
+  let scanned = 0
+  let after: { priority: number; id: string } | undefined
+  while (scanned < maxTasks) {
+    const result = await withTx(db, async (tx) => {
+      const pool = await tx
+        .select(agentFitColumns)
+        .from(agents)
+        .where(and(eq(agents.status, 'online'), lt(agents.activeTasks, agents.maxConcurrentTasks)))
+        .for('update', { skipLocked: true })
+      if (pool.length === 0) return { placed: 0, batch: [] as { priority: number; id: string }[], noSlots: true }
+      const batch = await tx
+        .select({ ...taskReqColumns, priority: tasks.priority })
+        .from(tasks)
+        .where(
+          and(
+            eq(tasks.status, 'pending'),
+            lte(tasks.availableAt, now),
+            after
+              ? or(lt(tasks.priority, after.priority), and(eq(tasks.priority, after.priority), gt(tasks.id, after.id)))
+              : undefined,
+          ),
+        )
+        .orderBy(desc(tasks.priority), asc(tasks.id))
+        .limit(batchSize)
+        .for('update', { skipLocked: true })
+      const pairs = matchTasks(batch, pool)
+      const rows = await writeAssignments(tx, now, pairs, 'sweep')
+      const slotsLeft = pool.some((a) => a.activeTasks < a.maxConcurrentTasks)
+      return { placed: rows.length, batch, noSlots: !slotsLeft }
+    })
+    assigned += result.placed
+    scanned += result.batch.length
+    const last = result.batch.at(-1)
+    if (result.noSlots || result.batch.length < batchSize || !last) break
+    after = { priority: last.priority, id: last.id }
+  }
+  return assigned
+}

@@ -6,7 +6,7 @@ import { withTx } from '../db/tx'
 import type { Principal } from '../lib/context'
 import { ApiError } from '../lib/errors'
 import { decodeCursor, page, type SortOrder } from '../lib/pagination'
-import type { ServiceDeps } from './agents'
+import type { ServiceDeps } from './deps'
 import { type NewEvent, recordEvents } from './events'
 import {
   allowedReports,
@@ -17,7 +17,7 @@ import {
   type TaskStatus,
   taskMoves,
 } from './model'
-import { pendingReasonsFor } from './placement'
+import { pendingReasonsFor, placeNewTask } from './placement'
 
 export interface TaskInput {
   name: string
@@ -86,6 +86,19 @@ async function releaseSlot(tx: Tx, agentId: string | null) {
  * (`created: false`) instead of a second one, also when two such calls race.
  */
 export async function createTask(
+  deps: ServiceDeps,
+  input: TaskInput,
+  idempotencyKey?: string,
+): Promise<{ task: TaskRow; created: boolean }> {
+  const created = await insertTask(deps, input, idempotencyKey)
+  if (!created.created) return created
+  // Placed at once when a fitting agent has a free slot; the sweep is only the safety net.
+  if ((await placeNewTask(deps, created.task)) === 0) return created
+  const [fresh] = await deps.db.select().from(tasks).where(eq(tasks.id, created.task.id))
+  return { task: fresh ?? created.task, created: true }
+}
+
+async function insertTask(
   { db, clock }: ServiceDeps,
   input: TaskInput,
   idempotencyKey?: string,
@@ -241,7 +254,12 @@ export async function reportTaskStatus({ db, clock }: ServiceDeps, id: string, b
     switch (report.status) {
       case 'running':
         if (task.status === 'assigned') {
-          Object.assign(set, { status: 'running', startedAt: now, progress: report.progress ?? null })
+          Object.assign(set, {
+            status: 'running',
+            startedAt: now,
+            deadlineAt: new Date(now.getTime() + task.timeoutSeconds * 1000),
+            progress: report.progress ?? null,
+          })
           evs.push({ ...base, type: 'task.started', data: { from: 'assigned', to: 'running', attempt: task.attempt } })
         } else {
           Object.assign(set, { progress: report.progress ?? task.progress })
@@ -253,7 +271,13 @@ export async function reportTaskStatus({ db, clock }: ServiceDeps, id: string, b
         }
         break
       case 'completed':
-        Object.assign(set, { status: 'completed', finishedAt: now, progress: 100, result: report.result ?? null })
+        Object.assign(set, {
+          status: 'completed',
+          finishedAt: now,
+          deadlineAt: null,
+          progress: 100,
+          result: report.result ?? null,
+        })
         evs.push({
           ...base,
           type: 'task.completed',
@@ -265,8 +289,11 @@ export async function reportTaskStatus({ db, clock }: ServiceDeps, id: string, b
         Object.assign(set, {
           status: 'failed',
           finishedAt: now,
+          deadlineAt: null,
           error,
           failures: task.failures + 1,
+          // The sweep retries it after a backoff; a payload the agent cannot read never is.
+          autoRetry: task.failures + 1 < task.maxAttempts && error.code !== 'malformed_payload',
           ...(report.result !== undefined ? { result: report.result } : {}),
         })
         evs.push({
@@ -277,7 +304,7 @@ export async function reportTaskStatus({ db, clock }: ServiceDeps, id: string, b
         break
       }
       case 'cancelled':
-        Object.assign(set, { status: 'cancelled', finishedAt: now })
+        Object.assign(set, { status: 'cancelled', finishedAt: now, deadlineAt: null })
         evs.push({ ...base, type: 'task.cancelled', data: { from: 'running', to: 'cancelled', attempt: task.attempt } })
         break
     }
@@ -308,7 +335,7 @@ export async function cancelTask(
       if (task.cancelRequested) return { task, accepted: true }
       const [row] = await tx
         .update(tasks)
-        .set({ cancelRequested: true, version: sql`${tasks.version} + 1`, updatedAt: now })
+        .set({ cancelRequested: true, cancelRequestedAt: now, version: sql`${tasks.version} + 1`, updatedAt: now })
         .where(eq(tasks.id, id))
         .returning()
       await recordEvents(tx, now, [
@@ -349,7 +376,10 @@ export async function retryTask({ db, clock }: ServiceDeps, id: string): Promise
         agentId: null,
         failures: 0,
         lostCount: 0,
+        autoRetry: false,
         cancelRequested: false,
+        cancelRequestedAt: null,
+        deadlineAt: null,
         progress: null,
         result: null,
         error: null,

@@ -1,0 +1,19 @@
+import { serviceDeps } from '../../lib/context'
+import { createRouter } from '../../lib/create-app'
+import { runSweep, schedulerStatus } from '../../services/scheduler'
+import * as routes from './scheduler.routes'
+
+export const schedulerRouter = createRouter()
+  .openapi(routes.sweep, async (c) => c.json(await runSweep(serviceDeps(c)), 200))
+  .openapi(routes.status, async (c) => {
+    const row = await schedulerStatus(serviceDeps(c))
+    return c.json(
+      {
+        lastRunAt: row?.lastRunAt?.toISOString() ?? null,
+        lastSummary: row?.lastSummary ?? null,
+        runs: row?.runs ?? 0,
+        sweepIntervalSeconds: c.var.deps.config.sweepIntervalSeconds,
+      },
+      200,
+    )
+  })

@@ -1,0 +1,319 @@
+import { sql } from 'drizzle-orm'
+import { rowsOf, type Tx } from '../db/client'
+import { schedulerState } from '../db/schema'
+import { withTx } from '../db/tx'
+import type { ServiceDeps } from './deps'
+import { placePending } from './placement'
+
+/**
+ * The sweep: the safety net that finds silent agents, overdue tasks and due retries, and
+ * places whatever is pending. Called by the Workers cron, the Node/Bun timer and
+ * POST /scheduler/sweep. Every step is set-based (one statement per kind of change) and
+ * safe to run while other sweeps, executes, heartbeats and reports run:
+ * - steps 1–3 run in one transaction under an advisory lock, so one sweep at a time does
+ *   them (another finds the lock taken and skips them);
+ * - rows are locked `SKIP LOCKED`, so nothing waits on a row another request is changing;
+ *   such a row is simply left for the next sweep.
+ */
+
+export interface SweepSummary {
+  expiredAgents: number
+  requeued: number
+  timedOut: number
+  retried: number
+  cancelled: number
+  assigned: number
+  durationMs: number
+  /** Another sweep held the lock: steps 1–3 were left to it. */
+  skipped: boolean
+  startedAt: string
+}
+
+/** An arbitrary, fixed key for pg_try_advisory_xact_lock: "one sweep at a time". */
+const SWEEP_LOCK_KEY = 7_240_431_001
+
+type Count = { n: number }
+
+/**
+ * Step 1. Agents silent past HEARTBEAT_TIMEOUT_SECONDS go offline. Their assigned tasks
+ * return to pending (no attempt used); running ones fail with `agent_lost` (counted in
+ * lostCount, retried while under MAX_LOST_COUNT), or end cancelled if a cancel was asked.
+ * An agent is expired only when all its live tasks could be locked, so its load and its
+ * tasks always change together.
+ */
+async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps) {
+  const cutoff = new Date(now.getTime() - d.config.heartbeatTimeoutSeconds * 1000)
+  const [r] = await rowsOf<{ agents: number; requeued: number; failed: number; cancelled: number }>(
+    tx,
+    sql`
+    WITH silent AS (
+      SELECT id FROM agents
+       WHERE status <> 'offline' AND coalesce(last_heartbeat_at, updated_at) < ${cutoff}
+    ), held AS (
+      SELECT t.id, t.agent_id, t.status, t.cancel_requested FROM tasks t
+       WHERE t.agent_id IN (SELECT id FROM silent) AND t.status IN ('assigned', 'running')
+       FOR UPDATE SKIP LOCKED
+    ), locked AS (
+      SELECT a.id, a.status, a.active_tasks FROM agents a
+       WHERE a.id IN (SELECT id FROM silent)
+         AND a.status <> 'offline' AND coalesce(a.last_heartbeat_at, a.updated_at) < ${cutoff}
+       FOR UPDATE SKIP LOCKED
+    ), lost AS (
+      SELECT l.id, l.status FROM locked l
+       WHERE l.active_tasks = (SELECT count(*) FROM held h WHERE h.agent_id = l.id)
+    ), tk AS (
+      SELECT h.* FROM held h WHERE h.agent_id IN (SELECT id FROM lost)
+    ), ag AS (
+      UPDATE agents a SET status = 'offline', active_tasks = 0, version = a.version + 1, updated_at = ${now}
+        FROM lost WHERE a.id = lost.id
+      RETURNING a.id, lost.status AS was
+    ), requeue AS (
+      UPDATE tasks t SET status = 'pending', agent_id = NULL, assigned_at = NULL, available_at = ${now},
+             version = t.version + 1, updated_at = ${now}
+        FROM tk WHERE t.id = tk.id AND tk.status = 'assigned'
+      RETURNING t.id, tk.agent_id
+    ), cancel AS (
+      UPDATE tasks t SET status = 'cancelled', finished_at = ${now}, deadline_at = NULL,
+             version = t.version + 1, updated_at = ${now}
+        FROM tk WHERE t.id = tk.id AND tk.status = 'running' AND tk.cancel_requested
+      RETURNING t.id, tk.agent_id, t.attempt
+    ), fail AS (
+      UPDATE tasks t SET status = 'failed', finished_at = ${now}, deadline_at = NULL,
+             lost_count = t.lost_count + 1,
+             auto_retry = t.lost_count + 1 < ${d.config.maxLostCount},
+             error = jsonb_build_object('code', 'agent_lost', 'message', 'The agent stopped heartbeating while running the task.'),
+             version = t.version + 1, updated_at = ${now}
+        FROM tk WHERE t.id = tk.id AND tk.status = 'running' AND NOT tk.cancel_requested
+      RETURNING t.id, tk.agent_id, t.attempt, t.lost_count
+    ), ev AS (
+      INSERT INTO events (type, agent_id, task_id, data, created_at)
+      SELECT type, agent_id, task_id, data, ${now} FROM (
+        SELECT 1 AS k, 'agent.expired' AS type, id AS agent_id, NULL::uuid AS task_id,
+               jsonb_build_object('from', was, 'to', 'offline', 'lastHeartbeatBefore', ${cutoff}::timestamptz) AS data FROM ag
+        UNION ALL
+        SELECT 2, 'task.requeued', agent_id, id, jsonb_build_object('from', 'assigned', 'to', 'pending', 'reason', 'agent_lost') FROM requeue
+        UNION ALL
+        SELECT 2, 'task.cancelled', agent_id, id, jsonb_build_object('from', 'running', 'to', 'cancelled', 'attempt', attempt, 'reason', 'agent_lost') FROM cancel
+        UNION ALL
+        SELECT 2, 'task.failed', agent_id, id, jsonb_build_object('from', 'running', 'to', 'failed', 'attempt', attempt, 'lostCount', lost_count,
+               'error', jsonb_build_object('code', 'agent_lost')) FROM fail
+      ) e ORDER BY k, task_id
+      RETURNING 1
+    )
+    SELECT (SELECT count(*)::int FROM ag) AS agents, (SELECT count(*)::int FROM requeue) AS requeued,
+           (SELECT count(*)::int FROM fail) AS failed, (SELECT count(*)::int FROM cancel) AS cancelled`,
+  )
+  return r ?? { agents: 0, requeued: 0, failed: 0, cancelled: 0 }
+}
+
+/**
+ * Frees one slot per ended task on its agent, in the same statement as the move.
+ * `moved` is a CTE of tasks (id, agent_id) that left assigned/running.
+ */
+const releaseSql = (moved: string) =>
+  sql.raw(`load AS (
+      UPDATE agents a SET active_tasks = greatest(a.active_tasks - c.n, 0)
+        FROM (SELECT agent_id, count(*)::int AS n FROM ${moved} WHERE agent_id IS NOT NULL GROUP BY agent_id) c
+       WHERE a.id = c.agent_id
+      RETURNING 1
+    )`)
+
+/** Step 2a. A running task whose cancel its agent did not confirm within CANCEL_GRACE_SECONDS ends cancelled. */
+async function expireCancels(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
+  const cutoff = new Date(now.getTime() - d.config.cancelGraceSeconds * 1000)
+  const [r] = await rowsOf<Count>(
+    tx,
+    sql`
+    WITH due AS (
+      SELECT id FROM tasks WHERE status = 'running' AND cancel_requested AND cancel_requested_at < ${cutoff}
+       ORDER BY cancel_requested_at LIMIT ${limit} FOR UPDATE SKIP LOCKED
+    ), upd AS (
+      UPDATE tasks t SET status = 'cancelled', finished_at = ${now}, deadline_at = NULL,
+             version = t.version + 1, updated_at = ${now}
+        FROM due WHERE t.id = due.id
+      RETURNING t.id, t.agent_id, t.attempt
+    ), ${releaseSql('upd')}, ev AS (
+      INSERT INTO events (type, agent_id, task_id, data, created_at)
+      SELECT 'task.cancelled', agent_id, id,
+             jsonb_build_object('from', 'running', 'to', 'cancelled', 'attempt', attempt, 'reason', 'cancel_grace_expired'), ${now}
+        FROM upd ORDER BY id
+      RETURNING 1
+    )
+    SELECT count(*)::int AS n FROM upd`,
+  )
+  return r?.n ?? 0
+}
+
+/** Step 2b. Running tasks past their deadline (startedAt + timeoutSeconds) become timed_out. */
+async function timeOutRunning(tx: Tx, now: Date, limit: number) {
+  const [r] = await rowsOf<Count>(
+    tx,
+    sql`
+    WITH due AS (
+      SELECT id FROM tasks WHERE status = 'running' AND deadline_at < ${now}
+       ORDER BY deadline_at LIMIT ${limit} FOR UPDATE SKIP LOCKED
+    ), upd AS (
+      UPDATE tasks t SET status = 'timed_out', finished_at = ${now}, deadline_at = NULL,
+             failures = t.failures + 1, auto_retry = t.failures + 1 < t.max_attempts,
+             error = jsonb_build_object('code', 'timeout', 'message', 'The task ran past its timeoutSeconds (' || t.timeout_seconds || ' s).'),
+             version = t.version + 1, updated_at = ${now}
+        FROM due WHERE t.id = due.id
+      RETURNING t.id, t.agent_id, t.attempt
+    ), ${releaseSql('upd')}, ev AS (
+      INSERT INTO events (type, agent_id, task_id, data, created_at)
+      SELECT 'task.timed_out', agent_id, id, jsonb_build_object('from', 'running', 'to', 'timed_out', 'attempt', attempt), ${now}
+        FROM upd ORDER BY id
+      RETURNING 1
+    )
+    SELECT count(*)::int AS n FROM upd`,
+  )
+  return r?.n ?? 0
+}
+
+/** Step 2c. Assigned tasks not started within ASSIGN_TIMEOUT_SECONDS go back to pending for another agent. */
+async function requeueUnstarted(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
+  const cutoff = new Date(now.getTime() - d.config.assignTimeoutSeconds * 1000)
+  const [r] = await rowsOf<Count>(
+    tx,
+    sql`
+    WITH due AS (
+      SELECT id, agent_id FROM tasks WHERE status = 'assigned' AND assigned_at < ${cutoff}
+       ORDER BY assigned_at LIMIT ${limit} FOR UPDATE SKIP LOCKED
+    ), upd AS (
+      UPDATE tasks t SET status = 'pending', agent_id = NULL, assigned_at = NULL, available_at = ${now},
+             version = t.version + 1, updated_at = ${now}
+        FROM due WHERE t.id = due.id
+      RETURNING t.id, due.agent_id, t.attempt
+    ), ${releaseSql('upd')}, ev AS (
+      INSERT INTO events (type, agent_id, task_id, data, created_at)
+      SELECT 'task.requeued', agent_id, id,
+             jsonb_build_object('from', 'assigned', 'to', 'pending', 'attempt', attempt, 'reason', 'assign_timeout'), ${now}
+        FROM upd ORDER BY id
+      RETURNING 1
+    )
+    SELECT count(*)::int AS n FROM upd`,
+  )
+  return r?.n ?? 0
+}
+
+/**
+ * Step 3. Failed and timed-out tasks with retries left (marked `auto_retry` when they
+ * ended) return to pending after exponential backoff with jitter:
+ * min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_BASE_SECONDS · 2^(n−1)) · U(0.5, 1), where n
+ * counts the task's failures (or its agent losses, for `agent_lost`).
+ */
+async function scheduleRetries(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
+  const base = d.config.retryBackoffBaseSeconds
+  const cap = d.config.retryBackoffMaxSeconds
+  const [r] = await rowsOf<Count>(
+    tx,
+    sql`
+    WITH due AS (
+      SELECT id, least(${cap}::float8, ${base}::float8 * power(2, greatest(
+               CASE WHEN error->>'code' = 'agent_lost' THEN lost_count ELSE failures END, 1) - 1))
+             * (0.5 + random() / 2) AS delay
+        FROM tasks WHERE auto_retry AND status IN ('failed', 'timed_out')
+       LIMIT ${limit} FOR UPDATE SKIP LOCKED
+    ), upd AS (
+      UPDATE tasks t SET status = 'pending', auto_retry = false, agent_id = NULL,
+             available_at = ${now}::timestamptz + make_interval(secs => due.delay),
+             assigned_at = NULL, started_at = NULL, finished_at = NULL, progress = NULL, result = NULL,
+             version = t.version + 1, updated_at = ${now}
+        FROM due WHERE t.id = due.id
+      RETURNING t.id, t.attempt, due.delay, t.available_at
+    ), ev AS (
+      INSERT INTO events (type, task_id, data, created_at)
+      SELECT 'task.requeued', id,
+             jsonb_build_object('to', 'pending', 'attempt', attempt, 'reason', 'retry',
+                                'backoffSeconds', round(delay::numeric, 3), 'availableAt', available_at), ${now}
+        FROM upd ORDER BY id
+      RETURNING 1
+    )
+    SELECT count(*)::int AS n FROM upd`,
+  )
+  return r?.n ?? 0
+}
+
+export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSummary> {
+  const started = performance.now()
+  const now = at ?? deps.clock.now()
+  const clock = { now: () => now }
+  const limit = deps.config.sweepBatchSize
+  const recovery = await withTx(deps.db, async (tx) => {
+    const [lock] = await rowsOf<{ got: boolean }>(tx, sql`SELECT pg_try_advisory_xact_lock(${SWEEP_LOCK_KEY}) AS got`)
+    if (!lock?.got) return null
+    const lost = await expireSilentAgents(tx, now, deps)
+    const graceCancelled = await expireCancels(tx, now, deps, limit)
+    const timedOut = await timeOutRunning(tx, now, limit)
+    const unstarted = await requeueUnstarted(tx, now, deps, limit)
+    const retried = await scheduleRetries(tx, now, deps, limit)
+    return {
+      expiredAgents: lost.agents,
+      requeued: lost.requeued + unstarted,
+      timedOut,
+      retried,
+      cancelled: lost.cancelled + graceCancelled,
+    }
+  })
+  const assigned = await placePending({ db: deps.db, clock }, limit)
+  const summary: SweepSummary = {
+    expiredAgents: recovery?.expiredAgents ?? 0,
+    requeued: recovery?.requeued ?? 0,
+    timedOut: recovery?.timedOut ?? 0,
+    retried: recovery?.retried ?? 0,
+    cancelled: recovery?.cancelled ?? 0,
+    assigned,
+    durationMs: Math.round((performance.now() - started) * 10) / 10,
+    skipped: recovery === null,
+    startedAt: now.toISOString(),
+  }
+  await deps.db
+    .insert(schedulerState)
+    .values({ id: 1, lastRunAt: now, lastSummary: summary, runs: 1 })
+    .onConflictDoUpdate({
+      target: schedulerState.id,
+      set: { lastRunAt: now, lastSummary: summary, runs: sql`${schedulerState.runs} + 1` },
+    })
+  return summary
+}
+
+export async function schedulerStatus(deps: Pick<ServiceDeps, 'db'>) {
+  const [row] = await deps.db.select().from(schedulerState)
+  return row ?? null
+}
+
+/**
+ * The in-process sweep timer for Node and Bun (Workers use the cron trigger instead).
+ * Never runs two sweeps at once in this process; other instances are kept out by the
+ * sweep's advisory lock. Returns a stop function that waits for a sweep in progress.
+ */
+export function startSweepTimer(
+  deps: ServiceDeps,
+  log: {
+    info(msg: string, f?: Record<string, unknown>): void
+    debug(msg: string, f?: Record<string, unknown>): void
+    error(msg: string, f?: Record<string, unknown>): void
+  },
+): () => Promise<void> {
+  const seconds = deps.config.sweepIntervalSeconds
+  if (seconds <= 0) return async () => {}
+  let running: Promise<void> | null = null
+  const tick = () => {
+    if (running) return
+    running = runSweep(deps)
+      .then((s) => {
+        const busy = s.expiredAgents + s.requeued + s.timedOut + s.retried + s.cancelled + s.assigned > 0
+        ;(busy ? log.info : log.debug)('sweep', { ...s })
+      })
+      .catch((err: unknown) => log.error('sweep failed', { error: err instanceof Error ? err.message : String(err) }))
+      .finally(() => {
+        running = null
+      })
+  }
+  const timer = setInterval(tick, seconds * 1000)
+  ;(timer as { unref?: () => void }).unref?.()
+  return async () => {
+    clearInterval(timer)
+    await running
+  }
+}
