@@ -68,7 +68,11 @@ export function createApp(deps: AppDeps) {
     }),
   )
 
-  const routes = app.route('/', healthRouter).route('/api/v1', agentsRouter).route('/api/v1', tasksRouter)
+  const routes = app
+    .route('/', healthRouter)
+    .route('/api/v1', agentsRouter)
+    .route('/api/v1', tasksRouter)
+    .route('/api/v1', schedulerRouter)
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',

@@ -99,6 +99,8 @@ describe('OpenAPI document and docs', () => {
         'deleteTask',
         'cancelTask',
         'retryTask',
+        'runSweep',
+        'schedulerStatus',
         'health',
         'liveness',
         'readiness',

@@ -161,7 +161,7 @@ describe('GET /api/v1/tasks/{id} and pendingReason', () => {
 
     // A retry backoff (set by the scheduler) reads as backoff.
     const later = new Date(h.clock.now().getTime() + 60_000)
-    await h.database.db.update(tasks).set({ availableAt: later }).where(eq(tasks.id, nobody.id))
+    await h.database.db.update(tasks).set({ availableAt: later, attempt: 1 }).where(eq(tasks.id, nobody.id))
     expect(await reason(nobody.id)).toBe('backoff')
 
     const list = await h.call('GET', `/api/v1/tasks?status=pending&limit=100`)

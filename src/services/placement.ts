@@ -285,7 +285,7 @@ export async function placeTask(
 
 /**
  * Why each pending task is waiting, for a page of tasks in one query:
- * scheduled (scheduledAt ahead) · backoff (retry delay ahead) · no_matching_agent ·
+ * scheduled (scheduledAt ahead, never ran) · backoff (retry delay ahead) · no_matching_agent ·
  * agents_busy (fitting agents all full) · queued (a fitting agent has a free slot; the next
  * placement takes it).
  */
@@ -294,8 +294,8 @@ export async function pendingReasonsFor(db: Executor, list: TaskRow[], now: Date
   const open: string[] = []
   for (const t of list) {
     if (t.status !== 'pending') continue
-    if (t.scheduledAt && t.scheduledAt > now) out.set(t.id, 'scheduled')
-    else if (t.availableAt > now) out.set(t.id, 'backoff')
+    // A task that never ran waits for its scheduledAt; one that ran before waits out a retry backoff.
+    if (t.availableAt > now) out.set(t.id, t.attempt > 0 ? 'backoff' : 'scheduled')
     else open.push(t.id)
   }
   if (open.length === 0) return out
