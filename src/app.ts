@@ -162,7 +162,9 @@ function toProblem(err: Error, c: Context<AppBindings>) {
   }
   const sqlState = pgErrorCode(err)
   if (sqlState === '23505') return problem(c, 'conflict', 'A unique value is already taken.')
-  if (sqlState?.startsWith('22')) return problem(c, 'validation_failed', 'A value is out of range for its field.')
+  if (sqlState?.startsWith('22') || sqlState === '54001') {
+    return problem(c, 'validation_failed', 'A value is out of range for its field.')
+  }
   if (sqlState === '40001' || sqlState === '40P01' || sqlState === '57014' || isDatabaseUnavailable(err)) {
     c.var.logger.warn('database busy or unreachable', { sqlState, error: describeError(err) })
     const res = problem(c, 'service_unavailable', 'The database is busy or unreachable; try again.')

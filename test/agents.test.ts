@@ -38,6 +38,7 @@ describe('POST /api/v1/agents', () => {
       version: 1,
     })
     expect(res.body.token).toMatch(/^ey/)
+    expect(new Date(res.body.tokenExpiresAt).getTime()).toBeGreaterThan(Date.now() + 364 * 86_400_000)
     expect(res.headers.get('location')).toBe(`/api/v1/agents/${res.body.id}`)
     expect(res.headers.get('etag')).toBe('"1"')
     const evs = await h.events({ agentId: res.body.id })
@@ -329,12 +330,12 @@ describe('POST /api/v1/agents/{id}/token', () => {
     expect(fresh.status).toBe(200)
   })
 
-  it('lets an agent rotate its own token, not another’s', async () => {
+  it('is for operators: an agent token cannot renew itself or another', async () => {
     const a = await h.agent()
     const b = await h.agent()
     expect((await h.call('POST', `/api/v1/agents/${b.id}/token`, { token: a.token })).status).toBe(403)
-    const own = await h.call('POST', `/api/v1/agents/${a.id}/token`, { token: a.token })
-    expect(own.status).toBe(201)
+    expect((await h.call('POST', `/api/v1/agents/${a.id}/token`, { token: a.token })).status).toBe(403)
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`, { token: a.token })).status).toBe(200)
   })
 
   it('404s for an unknown agent', async () => {

@@ -120,7 +120,7 @@ describe('roles', () => {
     expect((await h.call('GET', `/api/v1/agents/${b.id}`, { token: a.token })).status).toBe(403)
     expect((await h.call('GET', '/api/v1/agents', { token: a.token })).status).toBe(403)
     expect((await h.call('GET', `/api/v1/tasks/${mine.id}`, { token: a.token })).status).toBe(200)
-    expect((await h.call('GET', `/api/v1/tasks/${theirs.id}`, { token: a.token })).status).toBe(403)
+    expect((await h.call('GET', `/api/v1/tasks/${theirs.id}`, { token: a.token })).status).toBe(404)
 
     const list = await h.call('GET', '/api/v1/tasks', { token: a.token })
     expect(list.status).toBe(200)

@@ -154,6 +154,25 @@ describe('bad input', () => {
     expect(await rowCounts()).toEqual(before)
   })
 
+  it('refuses JSON nested deeper than 32 levels with 422 (it would exhaust the stack), accepts 32', async () => {
+    const nest = (n: number) => '{"a":'.repeat(n) + '1' + '}'.repeat(n)
+    const deep = `{"name":"deep","type":"t","payload":${nest(20_000)}}`
+    const res = await h.call('POST', '/api/v1/tasks', { raw: deep, headers: { 'content-type': 'application/json' } })
+    expectProblem(res, 413, 'payload_too_large') // 100 KB over this file's 4 KiB limit
+    const big = await createHarness({}, h.database)
+    const refused = await big.call('POST', '/api/v1/tasks', {
+      raw: deep,
+      headers: { 'content-type': 'application/json' },
+    })
+    expect(refused.status).toBe(422)
+    expect(refused.body.errors[0]).toMatchObject({ path: 'body.payload', message: 'nested deeper than 32 levels' })
+    const ok = await big.call('POST', '/api/v1/tasks', {
+      raw: `{"name":"ok","type":"t","scheduledAt":"2099-01-01T00:00:00Z","payload":${nest(31)}}`,
+      headers: { 'content-type': 'application/json' },
+    })
+    expect(ok.status).toBe(201)
+  })
+
   it('refuses malformed path ids and query values with 422, not 500', async () => {
     for (const path of [
       '/api/v1/tasks/1',

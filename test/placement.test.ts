@@ -25,6 +25,7 @@ describe('POST /api/v1/tasks/execute', () => {
     const res = await execute(t.id)
     expect(res.status).toBe(200)
     expect(res.body).toMatchObject({ status: 'assigned', agentId: idle.id, attempt: 1 })
+    expect(res.headers.get('etag')).toBe(`"${res.body.version}"`)
     expect(res.body.assignedAt).toBe(h.clock.now().toISOString())
     const ev = (await h.events({ taskId: t.id })).at(-1)
     expect(ev).toMatchObject({
@@ -105,6 +106,7 @@ describe('POST /api/v1/tasks/execute', () => {
     const res = await execute(t.id)
     expect(res.status).toBe(409)
     expect(res.body.code).toBe('invalid_transition')
+    expect(res.body.allowed).toContain('running (report)')
     expect((await execute('0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d')).status).toBe(404)
     const p = await h.pendingTask()
     expect((await execute(p.id, '0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d')).status).toBe(404)

@@ -55,7 +55,7 @@ describe('POST /api/v1/tasks', () => {
     const res = await h.call('POST', '/api/v1/tasks', { body })
     expect(res.status).toBe(201)
     expect(res.body).toMatchObject({ ...body, requirements: { ...body.requirements, agentId: null } })
-    expect(res.body.pendingReason).toBeNull()
+    expect(res.body.pendingReason).toBe('scheduled')
   })
 
   it('returns the first task with 200 on a repeated idempotency key (body or header)', async () => {

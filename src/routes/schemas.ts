@@ -3,6 +3,25 @@ import { agentStatuses, pendingReasons, providers, reportStatuses, taskStatuses 
 
 /** Shared request and response schemas: the API contract in one place. */
 
+export const MAX_JSON_DEPTH = 32
+
+/** Nesting depth of a JSON value, giving up past `limit` (deep values are refused, not walked). */
+function depthOver(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]]
+  while (stack.length) {
+    const [v, d] = stack.pop() as [unknown, number]
+    if (v === null || typeof v !== 'object') continue
+    if (d > limit) return true
+    for (const child of Object.values(v)) stack.push([child, d + 1])
+  }
+  return false
+}
+
+/** Any JSON value, nested at most MAX_JSON_DEPTH levels (deeper ones would exhaust the stack). */
+export const JsonValue = z
+  .unknown()
+  .refine((v) => !depthOver(v, MAX_JSON_DEPTH), `nested deeper than ${MAX_JSON_DEPTH} levels`)
+
 export const IdParam = z.object({
   id: z.uuid().openapi({ param: { name: 'id', in: 'path' }, example: '0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d' }),
 })
@@ -92,7 +111,7 @@ export const HeartbeatInput = z
     agentId: z.uuid(),
     status: z.enum(['online', 'draining', 'error']).optional(),
     metrics: z
-      .record(z.string().max(100), z.unknown())
+      .record(z.string().max(100), JsonValue)
       .refine((m) => Object.keys(m).length <= 100, 'at most 100 metrics')
       .optional()
       .openapi({ example: { cpu: 0.42, memoryMb: 2048 } }),
@@ -113,10 +132,10 @@ const Requirements = z
 const taskFields = {
   name: z.string().min(1).max(200).openapi({ example: 'nightly-report' }),
   type: token('type', 100).openapi({ example: 'report.generate' }),
-  payload: z
-    .unknown()
-    .default({})
-    .openapi({ description: 'Any JSON value the agent needs.', example: { day: '2026-11-24' } }),
+  payload: JsonValue.default({}).openapi({
+    description: 'Any JSON value the agent needs.',
+    example: { day: '2026-11-24' },
+  }),
   priority: z.number().int().min(1).max(10).default(5).openapi({ description: '1–10, higher first' }),
   requirements: Requirements.default({ capabilities: [], labels: {} }),
   maxAttempts: z.number().int().min(1).max(100).default(3),
@@ -184,7 +203,7 @@ export const TaskStatusReport = z
     status: z.enum(reportStatuses),
     attempt: z.number().int().min(0).openapi({ description: 'The attempt the agent ran (from the assignment).' }),
     progress: z.number().min(0).max(100).optional(),
-    result: z.unknown().optional(),
+    result: JsonValue.optional(),
     error: z
       .strictObject({ code: z.string().min(1).max(100).optional(), message: z.string().min(1).max(4000) })
       .optional(),

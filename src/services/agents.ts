@@ -1,6 +1,6 @@
 import { and, arrayContains, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
-import type { Db, Executor } from '../db/client'
+import type { Db, Executor, Tx } from '../db/client'
 import { type AgentRow, agents, type Labels, tasks } from '../db/schema'
 import { pgConstraint, pgErrorCode, withTx } from '../db/tx'
 import type { Principal } from '../lib/context'
@@ -204,14 +204,19 @@ export async function setAgentStatus(
  */
 export async function deleteAgent({ db, clock }: ServiceDeps, id: string, force: boolean, ifMatch?: string) {
   const now = clock.now()
-  await withTx(db, async (tx) => {
-    const current = await getAgent(tx, id, true)
-    checkVersion(current, ifMatch)
-    const held = await tx
+  const lockHeld = (tx: Tx) =>
+    tx
       .select({ id: tasks.id, status: tasks.status })
       .from(tasks)
       .where(and(eq(tasks.agentId, id), inArray(tasks.status, [...activeStatuses])))
       .for('update')
+  await withTx(db, async (tx) => {
+    // Tasks before their agent, the order every report and cancel takes, so none deadlocks with this.
+    await lockHeld(tx)
+    const current = await getAgent(tx, id, true)
+    checkVersion(current, ifMatch)
+    // Re-read under the agent lock: a placement that committed in between is now visible.
+    const held = await lockHeld(tx)
     if (held.length > 0 && !force) {
       throw new ApiError(
         'agent_has_active_tasks',

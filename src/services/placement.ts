@@ -6,7 +6,7 @@ import { withTx } from '../db/tx'
 import { ApiError } from '../lib/errors'
 import { getAgent } from './agents'
 import type { ServiceDeps } from './deps'
-import type { PendingReason } from './model'
+import { type PendingReason, taskMoves } from './model'
 
 /**
  * Placement: which agent takes which pending task. The rule (DESIGN.md): a task fits an
@@ -255,7 +255,7 @@ export async function placeTask(
     if (!task) throw new ApiError('not_found', `No task with id ${taskId}.`)
     if (task.status !== 'pending') {
       throw new ApiError('invalid_transition', `The task is ${task.status}; only a pending task can be placed.`, {
-        allowed: [],
+        allowed: [...taskMoves[task.status]],
       })
     }
     let target: AgentFit | undefined

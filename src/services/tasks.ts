@@ -180,9 +180,12 @@ export async function updateTask({ db, clock }: ServiceDeps, id: string, input: 
     const current = await lockTask(tx, id)
     checkVersion(current, ifMatch)
     if (current.status !== 'pending') refuse(current, 'only a pending task can be edited')
+    const next = fields(input, now)
+    // Editing a task waiting out a retry backoff does not cut the backoff short.
+    if (current.attempt > 0 && current.availableAt > next.availableAt) next.availableAt = current.availableAt
     const [row] = await tx
       .update(tasks)
-      .set({ ...fields(input, now), version: sql`${tasks.version} + 1`, updatedAt: now })
+      .set({ ...next, version: sql`${tasks.version} + 1`, updatedAt: now })
       .where(eq(tasks.id, id))
       .returning()
     if (!row) throw new ApiError('not_found', `No task with id ${id}.`)

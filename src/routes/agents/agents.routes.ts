@@ -158,10 +158,11 @@ export const token = createRoute({
   path: '/agents/{id}/token',
   operationId: 'rotateAgentToken',
   summary: 'Issue a fresh agent token',
-  description: 'Every token issued earlier for this agent stops working.',
+  description:
+    'Every token issued earlier for this agent stops working. Operators only: a leaked agent token cannot renew itself.',
   tags,
   security,
-  middleware: [authenticate, requireRole('admin', 'operator', 'agent')] as const,
+  middleware: [authenticate, canWrite] as const,
   request: { params: IdParam },
   responses: {
     201: json(AgentToken, 'The new token'),

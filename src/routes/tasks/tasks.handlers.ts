@@ -1,7 +1,9 @@
-import { type AppRouteHandler, serviceDeps as svc } from '../../lib/context'
+import type { Context } from 'hono'
+import type { TaskRow } from '../../db/schema'
+import { type AppBindings, type AppRouteHandler, serviceDeps as svc } from '../../lib/context'
 import { ApiError } from '../../lib/errors'
-import { etagOf, toTaskDto } from '../../services/model'
-import { placeTask } from '../../services/placement'
+import { etagOf, type TaskDto, toTaskDto } from '../../services/model'
+import { pendingReasonsFor, placeTask } from '../../services/placement'
 import * as tasks from '../../services/tasks'
 import type {
   CancelRoute,
@@ -15,6 +17,13 @@ import type {
   UpdateRoute,
 } from './tasks.routes'
 
+/** The task as every route answers it: with its ETag, and why it waits when pending. */
+async function present(c: Context<AppBindings>, task: TaskRow): Promise<TaskDto> {
+  const reasons = await pendingReasonsFor(c.var.deps.database.db, [task], c.var.deps.clock.now())
+  c.header('ETag', etagOf(task.version))
+  return toTaskDto(task, reasons.get(task.id))
+}
+
 export const create: AppRouteHandler<CreateRoute> = async (c) => {
   const { idempotencyKey: inBody, ...input } = c.req.valid('json')
   const inHeader = c.req.valid('header')['idempotency-key']
@@ -25,8 +34,7 @@ export const create: AppRouteHandler<CreateRoute> = async (c) => {
   }
   const { task, created } = await tasks.createTask(svc(c), input, inBody ?? inHeader)
   c.header('Location', `/api/v1/tasks/${task.id}`)
-  c.header('ETag', etagOf(task.version))
-  const dto = toTaskDto(task)
+  const dto = await present(c, task)
   return created ? c.json(dto, 201) : c.json(dto, 200)
 }
 
@@ -48,9 +56,8 @@ export const get: AppRouteHandler<GetRoute> = async (c) => {
   const { id } = c.req.valid('param')
   const { task, pendingReason } = await tasks.getTask(svc(c).db, id, c.var.deps.clock.now())
   const p = c.var.principal
-  if (p.role === 'agent' && task.agentId !== p.agentId) {
-    throw new ApiError('forbidden', 'An agent token sees only the tasks it holds.')
-  }
+  // To an agent, another agent's task does not exist (its id tells nothing either way).
+  if (p.role === 'agent' && task.agentId !== p.agentId) throw new ApiError('not_found', `No task with id ${id}.`)
   c.header('ETag', etagOf(task.version))
   return c.json(toTaskDto(task, pendingReason), 200)
 }
@@ -58,15 +65,13 @@ export const get: AppRouteHandler<GetRoute> = async (c) => {
 export const update: AppRouteHandler<UpdateRoute> = async (c) => {
   const { id } = c.req.valid('param')
   const row = await tasks.updateTask(svc(c), id, c.req.valid('json'), c.req.valid('header')['if-match'])
-  c.header('ETag', etagOf(row.version))
-  return c.json(toTaskDto(row), 200)
+  return c.json(await present(c, row), 200)
 }
 
 export const reportStatus: AppRouteHandler<ReportStatusRoute> = async (c) => {
   const { id } = c.req.valid('param')
   const row = await tasks.reportTaskStatus(svc(c), id, c.var.principal, c.req.valid('json'))
-  c.header('ETag', etagOf(row.version))
-  return c.json(toTaskDto(row), 200)
+  return c.json(await present(c, row), 200)
 }
 
 export const remove: AppRouteHandler<RemoveRoute> = async (c) => {
@@ -78,17 +83,18 @@ export const remove: AppRouteHandler<RemoveRoute> = async (c) => {
 export const execute: AppRouteHandler<ExecuteRoute> = async (c) => {
   const { taskId, agentId } = c.req.valid('json')
   const { task } = await placeTask(svc(c), taskId, agentId)
-  return c.json(toTaskDto(task), 200)
+  return c.json(await present(c, task), 200)
 }
 
 export const cancel: AppRouteHandler<CancelRoute> = async (c) => {
   const { id } = c.req.valid('param')
   const { task, accepted } = await tasks.cancelTask(svc(c), id)
-  return accepted ? c.json(toTaskDto(task), 202) : c.json(toTaskDto(task), 200)
+  const dto = await present(c, task)
+  return accepted ? c.json(dto, 202) : c.json(dto, 200)
 }
 
 export const retry: AppRouteHandler<RetryRoute> = async (c) => {
   const { id } = c.req.valid('param')
   const row = await tasks.retryTask(svc(c), id)
-  return c.json(toTaskDto(row), 200)
+  return c.json(await present(c, row), 200)
 }

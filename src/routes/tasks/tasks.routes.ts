@@ -58,13 +58,13 @@ export const execute = createRoute({
   operationId: 'executeTask',
   summary: 'Place a pending task now',
   description:
-    'Assigns the task to `agentId` when given (409 agent_cannot_take_task with reasons when it cannot), else to the best fitting agent (409 no_agent_available with reasons when none fits; the task stays pending).',
+    'Assigns the task to `agentId` when given (409 agent_cannot_take_task with reasons when it cannot), else to the best fitting agent (409 no_agent_available with reasons when none fits; the task stays pending). An operator override: it places the task now even if its scheduledAt or retry backoff lies ahead.',
   tags,
   security,
   middleware: [authenticate, canWrite] as const,
   request: { body: body(ExecuteInput) },
   responses: {
-    200: json(Task, 'The assigned task'),
+    200: { ...json(Task, 'The assigned task'), headers: etagHeader },
     ...E.common,
     ...E.notFound,
     ...E.conflict,
@@ -159,8 +159,8 @@ export const cancel = createRoute({
   middleware: [authenticate, canWrite] as const,
   request: { params: IdParam },
   responses: {
-    200: json(Task, 'Cancelled'),
-    202: json(Task, 'Cancel requested; the agent ends the task'),
+    200: { ...json(Task, 'Cancelled'), headers: etagHeader },
+    202: { ...json(Task, 'Cancel requested; the agent ends the task'), headers: etagHeader },
     ...E.common,
     ...E.notFound,
     ...E.conflict,
@@ -177,7 +177,7 @@ export const retry = createRoute({
   middleware: [authenticate, canWrite] as const,
   request: { params: IdParam },
   responses: {
-    200: json(Task, 'Back to pending'),
+    200: { ...json(Task, 'Back to pending'), headers: etagHeader },
     ...E.common,
     ...E.notFound,
     ...E.conflict,
