@@ -10,6 +10,7 @@ import { describeError, isDatabaseUnavailable, pgErrorCode } from './db/tx'
 import type { AppBindings, AppDeps } from './lib/context'
 import { createRouter } from './lib/create-app'
 import { ApiError, type ErrorCode, type ProblemExtras, problemBody } from './lib/errors'
+import { LocalNotifier } from './lib/notifier'
 import { agentsRouter } from './routes/agents/agents.index'
 import { healthRouter } from './routes/health/health.index'
 import { schedulerRouter } from './routes/scheduler/scheduler.index'
@@ -19,7 +20,8 @@ import { tasksRouter } from './routes/tasks/tasks.index'
  * Builds the whole service from its dependencies. Imports nothing runtime-specific:
  * Node, Bun and Workers entry points build `deps` their own way and serve `app.fetch`.
  */
-export function createApp(deps: AppDeps) {
+export function createApp(input: AppDeps) {
+  const deps: AppDeps = { ...input, notifier: input.notifier ?? new LocalNotifier() }
   const app = createRouter()
   const { config } = deps
 

@@ -14,6 +14,7 @@ import { signToken } from './lib/auth'
 import { systemClock } from './lib/clock'
 import type { AssetLoader } from './lib/context'
 import { createLogger, type Logger } from './lib/logger'
+import { LocalNotifier } from './lib/notifier'
 import { startSweepTimer } from './services/scheduler'
 
 declare const Bun:
@@ -82,11 +83,13 @@ async function main() {
   // PGlite is migrated here; a Postgres server is migrated by `npm run db:migrate` (readiness tells).
   const database = await connectDatabase(config.databaseUrl)
   logger.info('database connected', { driver: database.driver })
+  const notifier = new LocalNotifier()
   const app = createApp({
     config,
     database,
     clock: systemClock,
     logger,
+    notifier,
     assets: swaggerAssets(),
     startedAt: new Date(),
   })
@@ -114,7 +117,7 @@ async function main() {
       })
   }
 
-  const stopSweeps = startSweepTimer({ db: database.db, clock: systemClock, config }, logger)
+  const stopSweeps = startSweepTimer({ db: database.db, clock: systemClock, config, notifier }, logger)
 
   const shown = config.host === '0.0.0.0' ? 'localhost' : config.host
   if (devToken) {
@@ -140,6 +143,7 @@ async function main() {
       process.exit(1)
     }, 10_000)
     force.unref?.()
+    notifier.close() // long-polling heartbeats answer now instead of holding the shutdown
     await close()
     await stopSweeps()
     await database.close()

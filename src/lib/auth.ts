@@ -20,6 +20,30 @@ const claimsSchema = z.object({
 })
 
 export type Claims = z.infer<typeof claimsSchema>
+const uuidSchema = z.uuid()
+
+const hashes = { HS256: 'SHA-256', HS384: 'SHA-384', HS512: 'SHA-512' } as const
+const keys = new Map<string, Promise<CryptoKey>>()
+
+/**
+ * The HMAC key, imported once per secret and algorithm: importing it on every request
+ * costs more than the signature check itself. (A cache of a pure function, not state.)
+ */
+function hmacKey({ secretKey, algorithm }: Pick<Config, 'secretKey' | 'algorithm'>): Promise<CryptoKey> {
+  const id = `${algorithm}:${secretKey}`
+  let key = keys.get(id)
+  if (!key) {
+    key = crypto.subtle.importKey(
+      'raw',
+      new TextEncoder().encode(secretKey),
+      { name: 'HMAC', hash: hashes[algorithm] },
+      false,
+      ['sign', 'verify'],
+    )
+    keys.set(id, key)
+  }
+  return key
+}
 
 export async function signToken(
   config: Pick<Config, 'secretKey' | 'algorithm'>,
@@ -27,7 +51,7 @@ export async function signToken(
   expiresInMinutes: number,
 ): Promise<string> {
   const iat = Math.floor(Date.now() / 1000)
-  return sign({ ...claims, iat, exp: iat + expiresInMinutes * 60 }, config.secretKey, config.algorithm)
+  return sign({ ...claims, iat, exp: iat + expiresInMinutes * 60 }, await hmacKey(config), config.algorithm)
 }
 
 function bearer(header: string | undefined): string {
@@ -43,7 +67,7 @@ export const authenticate = createMiddleware<AppBindings>(async (c, next) => {
   const token = bearer(c.req.header('authorization'))
   let payload: unknown
   try {
-    payload = await verify(token, config.secretKey, config.algorithm)
+    payload = await verify(token, await hmacKey(config), config.algorithm)
   } catch {
     throw new ApiError('unauthorized', 'The token is invalid or expired.')
   }
@@ -52,7 +76,7 @@ export const authenticate = createMiddleware<AppBindings>(async (c, next) => {
   const { sub, role, tv } = claims.data
   const principal: Principal = { sub, role }
   if (role === 'agent') {
-    const agent = z.uuid().safeParse(sub).success ? await findAgentAuth(database.db, sub) : undefined
+    const agent = uuidSchema.safeParse(sub).success ? await findAgentAuth(database.db, sub) : undefined
     if (!agent) throw new ApiError('unauthorized', 'The agent of this token no longer exists.')
     if (tv !== agent.tokenVersion) throw new ApiError('unauthorized', 'This agent token was replaced by a newer one.')
     principal.agentId = agent.id

@@ -4,6 +4,7 @@ import type { Database } from '../db/client'
 import type { Config } from '../env'
 import type { Clock } from './clock'
 import type { Logger } from './logger'
+import type { WorkNotifier } from './notifier'
 
 export const roles = ['admin', 'operator', 'viewer', 'agent'] as const
 export type Role = (typeof roles)[number]
@@ -25,6 +26,8 @@ export interface AppDeps {
   clock: Clock
   logger: Logger
   assets?: AssetLoader
+  /** Wakes long-polling heartbeats; createApp makes an in-process one when absent. */
+  notifier?: WorkNotifier
   /** Process start, for `uptimeSeconds`. */
   startedAt?: Date
 }
@@ -46,4 +49,5 @@ export const serviceDeps = (c: Context<AppBindings>) => ({
   db: c.var.deps.database.db,
   clock: c.var.deps.clock,
   config: c.var.deps.config,
+  notifier: c.var.deps.notifier,
 })

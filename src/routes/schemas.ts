@@ -116,6 +116,10 @@ export const HeartbeatInput = z
       .optional()
       .openapi({ example: { cpu: 0.42, memoryMb: 2048 } }),
     runningTaskIds: z.array(z.uuid()).max(1000).optional(),
+    waitSeconds: z.number().min(0).max(30).optional().openapi({
+      description:
+        'Long poll: with nothing to do, answer as soon as work lands on this agent, or after this many seconds.',
+    }),
   })
   .openapi('HeartbeatInput')
 

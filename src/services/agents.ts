@@ -1,6 +1,7 @@
 import { and, arrayContains, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
-import type { Db, Executor, Tx } from '../db/client'
+import { type Db, type Executor, rowsOf, type Tx } from '../db/client'
+import { queries } from '../db/prepared'
 import { type AgentRow, agents, type Labels, tasks } from '../db/schema'
 import { pgConstraint, pgErrorCode, withTx } from '../db/tx'
 import type { Principal } from '../lib/context'
@@ -104,10 +105,7 @@ export async function getAgent(db: Executor, id: string, lock = false): Promise<
 
 /** What authentication needs on every agent-token call. */
 export async function findAgentAuth(db: Db, id: string) {
-  const [row] = await db
-    .select({ id: agents.id, tokenVersion: agents.tokenVersion })
-    .from(agents)
-    .where(eq(agents.id, id))
+  const [row] = await queries(db).agentAuth.execute({ id })
   return row
 }
 
@@ -280,6 +278,8 @@ export interface HeartbeatInput {
   status?: 'online' | 'draining' | 'error'
   metrics?: Record<string, unknown>
   runningTaskIds?: string[]
+  /** Long poll: when there is nothing to do, wait up to this long for work to arrive. */
+  waitSeconds?: number
 }
 
 export interface HeartbeatResult {
@@ -289,52 +289,86 @@ export interface HeartbeatResult {
 }
 
 /**
- * Records a beat and tells the agent what to do: the tasks assigned to it and not yet
- * started, and the tasks it should stop (cancel requested, or ones it reports running
- * that it no longer holds).
+ * Records the beat in one statement: last heartbeat, metrics, and the status (an offline
+ * agent comes back online; a reported status applies, except over an operator's
+ * maintenance), with an `agent.status_changed` event when it changes.
  */
-export async function heartbeat({ db, clock }: ServiceDeps, input: HeartbeatInput): Promise<HeartbeatResult> {
-  const now = clock.now()
-  return withTx(db, async (tx) => {
-    const current = await getAgent(tx, input.agentId, true)
-    let next: AgentStatus = current.status
-    if (current.status !== 'maintenance') {
-      next = input.status ?? (current.status === 'offline' ? 'online' : current.status)
-    }
-    const [agent] = await tx
-      .update(agents)
-      .set({
-        status: next,
-        lastHeartbeatAt: now,
-        ...(input.metrics !== undefined ? { lastMetrics: input.metrics } : {}),
-        ...(next !== current.status ? { version: sql`${agents.version} + 1`, updatedAt: now } : {}),
-      })
-      .where(eq(agents.id, input.agentId))
-      .returning()
-    if (!agent) throw new ApiError('not_found', `No agent with id ${input.agentId}.`)
-    if (next !== current.status) {
-      await recordEvents(tx, now, [
-        {
-          type: 'agent.status_changed',
-          agentId: agent.id,
-          data: { from: current.status, to: next, by: 'heartbeat' },
-        },
-      ])
-    }
-    // An agent with free slots is given fitting pending tasks in this same answer.
-    const filled = await fillAgent(tx, now, agent, 'heartbeat')
-    agent.activeTasks += filled.length
-    const held = await tx
-      .select()
-      .from(tasks)
-      .where(and(eq(tasks.agentId, agent.id), inArray(tasks.status, [...activeStatuses])))
-      .orderBy(desc(tasks.priority), asc(tasks.id))
-    const assignments = held.filter((t) => t.status === 'assigned')
-    const heldIds = new Set(held.map((t) => t.id))
-    const cancellations = [
+async function recordBeat(db: Db, now: Date, input: HeartbeatInput): Promise<{ free: boolean }> {
+  const metrics = input.metrics === undefined ? null : JSON.stringify(input.metrics)
+  const [row] = await rowsOf<{ id: string; free: boolean }>(
+    db,
+    sql`
+    WITH cur AS (
+      SELECT id, status FROM agents WHERE id = ${input.agentId} FOR UPDATE
+    ), nxt AS (
+      SELECT id, status AS was,
+             CASE WHEN status = 'maintenance' THEN 'maintenance'
+                  ELSE coalesce(${input.status ?? null}::text, CASE WHEN status = 'offline' THEN 'online' ELSE status END)
+             END AS status
+        FROM cur
+    ), upd AS (
+      UPDATE agents a
+         SET status = nxt.status, last_heartbeat_at = ${now},
+             last_metrics = coalesce(${metrics}::jsonb, a.last_metrics),
+             version = a.version + CASE WHEN nxt.status <> nxt.was THEN 1 ELSE 0 END,
+             updated_at = CASE WHEN nxt.status <> nxt.was THEN ${now} ELSE a.updated_at END
+        FROM nxt WHERE a.id = nxt.id
+      RETURNING a.id, nxt.was, nxt.status, a.active_tasks < a.max_concurrent_tasks AS free
+    ), ev AS (
+      INSERT INTO events (type, agent_id, data, created_at)
+      SELECT 'agent.status_changed', id, jsonb_build_object('from', was, 'to', status, 'by', 'heartbeat'), ${now}
+        FROM upd WHERE status <> was
+      RETURNING 1
+    )
+    SELECT id, status = 'online' AND free AS free FROM upd`,
+  )
+  if (!row) throw new ApiError('not_found', `No agent with id ${input.agentId}.`)
+  return { free: row.free }
+}
+
+/** The agent's work as the heartbeat answers it: assigned-not-started tasks, and tasks to stop. */
+async function readWork(db: Db, input: HeartbeatInput): Promise<HeartbeatResult> {
+  const q = queries(db)
+  const [agent] = await q.agentById.execute({ id: input.agentId })
+  if (!agent) throw new ApiError('not_found', `No agent with id ${input.agentId}.`)
+  const held = await q.heldTasks.execute({ id: agent.id })
+  const heldIds = new Set(held.map((t) => t.id))
+  return {
+    agent,
+    assignments: held.filter((t) => t.status === 'assigned'),
+    cancellations: [
       ...held.filter((t) => t.status === 'running' && t.cancelRequested).map((t) => t.id),
       ...dedupe(input.runningTaskIds ?? []).filter((id) => !heldIds.has(id)),
-    ]
-    return { agent, assignments, cancellations }
-  })
+    ],
+  }
+}
+
+/** How often a waiting heartbeat re-reads the database even without a notification. */
+const WAIT_SLICE_MS = 2000
+
+/**
+ * Records a beat and tells the agent what to do: the tasks assigned to it and not yet
+ * started (an agent with free slots is first given fitting pending tasks), and the tasks
+ * it should stop (cancel requested, or ones it reports running that it no longer holds).
+ * With `waitSeconds`, an agent with nothing to do is answered as soon as work lands on it
+ * (or when the wait ends): a long poll instead of a busy poll.
+ */
+export async function heartbeat(
+  { db, clock, notifier }: ServiceDeps,
+  input: HeartbeatInput,
+  signal?: AbortSignal,
+): Promise<HeartbeatResult> {
+  let { free } = await recordBeat(db, clock.now(), input)
+  const until = Date.now() + (input.waitSeconds ?? 0) * 1000
+  for (;;) {
+    // Only an online agent with a free slot pulls work; a full or draining one skips the query.
+    if (free) await fillAgent(db, clock.now(), { agentId: input.agentId }, 'heartbeat')
+    const work = await readWork(db, input)
+    free = work.agent.status === 'online' && work.agent.activeTasks < work.agent.maxConcurrentTasks
+    const left = until - Date.now()
+    if (work.assignments.length > 0 || work.cancellations.length > 0 || left <= 0) return work
+    if (signal?.aborted || notifier?.closed) return work
+    if (notifier) await notifier.wait(input.agentId, Math.min(left, WAIT_SLICE_MS), signal)
+    else await new Promise((r) => setTimeout(r, Math.min(left, WAIT_SLICE_MS)))
+  }
 }

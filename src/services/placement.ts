@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, isNull, lt, lte, or, sql } from 'drizzle-orm'
+import { and, asc, desc, eq, gt, lt, lte, or, sql } from 'drizzle-orm'
 import type { Executor, Tx } from '../db/client'
 import { rowsOf } from '../db/client'
 import { type AgentRow, agents, type Labels, type TaskRow, tasks } from '../db/schema'
@@ -29,6 +29,16 @@ export type AgentFit = Pick<
 function labelsContain(have: Labels, want: Labels): boolean {
   for (const [k, v] of Object.entries(want)) if (have[k] !== v) return false
   return true
+}
+
+/** The hot-loop form of `misfits(task, agent).length === 0`. */
+function fits(task: TaskReq, agent: AgentFit): boolean {
+  if (agent.status !== 'online' || agent.activeTasks >= agent.maxConcurrentTasks) return false
+  if (task.reqProvider && task.reqProvider !== agent.provider) return false
+  if (task.reqRegion && task.reqRegion !== agent.region) return false
+  if (task.reqAgentId && task.reqAgentId !== agent.id) return false
+  for (const c of task.reqCapabilities) if (!agent.capabilities.includes(c)) return false
+  return labelsContain(agent.labels, task.reqLabels)
 }
 
 /** Why `agent` cannot take `task` (empty when it can). */
@@ -95,12 +105,15 @@ export async function writeAssignments(
   via: PlacedVia,
 ): Promise<AssignedRow[]> {
   if (pairs.length === 0) return []
-  const payload = JSON.stringify(pairs.map((p) => ({ id: p.taskId, agent_id: p.agentId })))
+  // Two uuid[] parameters: the planner sees their length (unnest's row estimate), so a
+  // batch of one joins by primary key instead of scanning the table.
+  const taskIds = `{${pairs.map((p) => p.taskId).join(',')}}`
+  const agentIds = `{${pairs.map((p) => p.agentId).join(',')}}`
   const [out] = await rowsOf<{ loaded: number; expected: number; rows: AssignedRow[] }>(
     tx,
     sql`
     WITH v AS (
-      SELECT * FROM jsonb_to_recordset(${payload}::jsonb) AS v(id uuid, agent_id uuid)
+      SELECT * FROM unnest(${taskIds}::uuid[], ${agentIds}::uuid[]) AS v(id, agent_id)
     ), upd AS (
       UPDATE tasks t
          SET status = 'assigned', agent_id = v.agent_id, attempt = t.attempt + 1,
@@ -157,7 +170,7 @@ export function matchTasks(list: TaskReq[], pool: AgentFit[]): Assignment[] {
     for (const a of candidates) {
       if (a.activeTasks >= a.maxConcurrentTasks) continue
       if (best && !lessLoaded(a, best)) continue
-      if (misfits(t, a).length === 0) best = a
+      if (fits(t, a)) best = a
     }
     if (best) {
       best.activeTasks += 1
@@ -167,8 +180,14 @@ export function matchTasks(list: TaskReq[], pool: AgentFit[]): Assignment[] {
   return out
 }
 
+/**
+ * Least loaded first (DESIGN.md). Ties go to the agent with fewer capabilities, which
+ * keeps specialised agents (gpu, arm…) free for the tasks only they can take, then to the
+ * one with more free slots.
+ */
 function lessLoaded(a: AgentFit, b: AgentFit): boolean {
   if (a.activeTasks !== b.activeTasks) return a.activeTasks < b.activeTasks
+  if (a.capabilities.length !== b.capabilities.length) return a.capabilities.length < b.capabilities.length
   const fa = a.maxConcurrentTasks - a.activeTasks
   const fb = b.maxConcurrentTasks - b.activeTasks
   if (fa !== fb) return fa > fb
@@ -186,6 +205,14 @@ const agentFitColumns = {
   activeTasks: agents.activeTasks,
 }
 
+/** `lessLoaded` as SQL ORDER BY terms. */
+const leastLoadedOrder = [
+  asc(agents.activeTasks),
+  asc(sql`cardinality(${agents.capabilities})`),
+  desc(sql`${agents.maxConcurrentTasks} - ${agents.activeTasks}`),
+  asc(agents.id),
+]
+
 /**
  * Locks the least-loaded online agent with a free slot that fits `task`, or none. Prefers
  * an agent no other placement holds; with `wait`, waits for one when all are held.
@@ -196,7 +223,7 @@ async function lockBestAgent(tx: Tx, task: TaskReq, wait: boolean): Promise<Agen
       .select(agentFitColumns)
       .from(agents)
       .where(and(eq(agents.status, 'online'), lt(agents.activeTasks, agents.maxConcurrentTasks), matchesTaskSql(task)))
-      .orderBy(asc(agents.activeTasks), desc(sql`${agents.maxConcurrentTasks} - ${agents.activeTasks}`), asc(agents.id))
+      .orderBy(...leastLoadedOrder)
       .limit(1)
   const [free] = await query().for('update', { skipLocked: true })
   if (free || !wait) return free
@@ -245,12 +272,12 @@ export async function explainNoFit(db: Executor, task: TaskReq): Promise<{ reaso
  * then stays pending, unchanged.
  */
 export async function placeTask(
-  { db, clock }: Pick<ServiceDeps, 'db' | 'clock'>,
+  { db, clock, notifier }: Pick<ServiceDeps, 'db' | 'clock' | 'notifier'>,
   taskId: string,
   agentId?: string,
 ): Promise<{ task: TaskRow; attempt: number }> {
   const now = clock.now()
-  return withTx(db, async (tx) => {
+  const out = await withTx(db, async (tx) => {
     const [task] = await tx.select().from(tasks).where(eq(tasks.id, taskId)).for('update')
     if (!task) throw new ApiError('not_found', `No task with id ${taskId}.`)
     if (task.status !== 'pending') {
@@ -281,6 +308,8 @@ export async function placeTask(
     if (!updated) throw new Error('task vanished inside its transaction')
     return { task: updated, attempt: row.attempt }
   })
+  if (out.task.agentId) notifier?.notify([out.task.agentId])
+  return out
 }
 
 /**
@@ -305,7 +334,7 @@ export async function pendingReasonsFor(db: Executor, list: TaskRow[], now: Date
     SELECT t.id,
       EXISTS (SELECT 1 FROM agents a WHERE a.status = 'online' AND ${fitsSql} AND a.active_tasks < a.max_concurrent_tasks) AS free,
       EXISTS (SELECT 1 FROM agents a WHERE a.status = 'online' AND ${fitsSql}) AS fitting
-    FROM tasks t WHERE t.id IN (SELECT jsonb_array_elements_text(${JSON.stringify(open)}::jsonb)::uuid)`,
+    FROM tasks t WHERE t.id = ANY(${`{${open.join(',')}}`}::uuid[])`,
   )
   for (const r of rows) out.set(r.id, r.free ? 'queued' : r.fitting ? 'agents_busy' : 'no_matching_agent')
   return out
@@ -327,38 +356,68 @@ const taskReqColumns = {
   reqAgentId: tasks.reqAgentId,
 }
 
-/** SQL: task row `tasks` can run on this (already loaded) agent, capacity aside. */
-function fitsAgentSql(a: AgentFit) {
-  return and(
-    sql`${pgTextArray(a.capabilities)}::text[] @> ${tasks.reqCapabilities}`,
-    or(isNull(tasks.reqProvider), eq(tasks.reqProvider, a.provider)),
-    a.region ? or(isNull(tasks.reqRegion), eq(tasks.reqRegion, a.region)) : isNull(tasks.reqRegion),
-    sql`${JSON.stringify(a.labels)}::jsonb @> ${tasks.reqLabels}`,
-    or(isNull(tasks.reqAgentId), eq(tasks.reqAgentId, a.id)),
-  )
-}
+/** Which agent `fillAgent` fills: a named one (waiting for its row), or the best free one for a task (never waiting). */
+export type FillTarget = { agentId: string } | { bestFor: TaskReq }
 
 /**
- * Gives a locked, online agent the best due pending tasks that fit it, up to its free
- * slots (the heartbeat pull and the fast path on create). Tasks another placement holds
- * are skipped, never waited for.
+ * Gives an agent the best due pending tasks that fit it, up to its free slots, in one
+ * statement (so it needs no transaction): the agent row is locked first (only if it is
+ * online with a free slot), the tasks are picked in queue order `SKIP LOCKED`, and the
+ * assignments, the agent's load and the events are written together. Used by the
+ * heartbeat pull (the agent's own row) and the fast path on create (the least-loaded
+ * fitting agent that no other request is filling right now).
  */
-export async function fillAgent(tx: Tx, now: Date, agent: AgentFit, via: PlacedVia): Promise<AssignedRow[]> {
-  const free = agent.maxConcurrentTasks - agent.activeTasks
-  if (agent.status !== 'online' || free <= 0) return []
-  const picked = await tx
-    .select({ id: tasks.id })
-    .from(tasks)
-    .where(and(eq(tasks.status, 'pending'), lte(tasks.availableAt, now), fitsAgentSql(agent)))
-    .orderBy(desc(tasks.priority), asc(tasks.id))
-    .limit(free)
-    .for('update', { skipLocked: true })
-  return writeAssignments(
-    tx,
-    now,
-    picked.map((t) => ({ taskId: t.id, agentId: agent.id })),
-    via,
+export async function fillAgent(db: Executor, now: Date, target: FillTarget, via: PlacedVia): Promise<AssignedRow[]> {
+  const free = and(eq(agents.status, 'online'), lt(agents.activeTasks, agents.maxConcurrentTasks))
+  const pickAgent =
+    'agentId' in target
+      ? db
+          .select({ id: agents.id })
+          .from(agents)
+          .where(and(eq(agents.id, target.agentId), free))
+          .for('update')
+      : db
+          .select({ id: agents.id })
+          .from(agents)
+          .where(and(free, matchesTaskSql(target.bestFor)))
+          .orderBy(...leastLoadedOrder)
+          .limit(1)
+          .for('update', { skipLocked: true })
+  const [out] = await rowsOf<{ rows: AssignedRow[] }>(
+    db,
+    sql`
+    WITH chosen AS (${pickAgent.getSQL()}
+    ), a AS (
+      SELECT ag.id, ag.provider, ag.region, ag.capabilities, ag.labels, ag.max_concurrent_tasks - ag.active_tasks AS free
+        FROM agents ag JOIN chosen ON chosen.id = ag.id
+    ), picked AS (
+      SELECT t.id, a.id AS agent_id FROM tasks t, a
+       WHERE t.status = 'pending' AND t.available_at <= ${now} AND ${fitsSql}
+       ORDER BY t.priority DESC, t.id
+       LIMIT (SELECT free FROM a)
+         FOR UPDATE OF t SKIP LOCKED
+    ), upd AS (
+      UPDATE tasks t
+         SET status = 'assigned', agent_id = picked.agent_id, attempt = t.attempt + 1,
+             assigned_at = ${now}, started_at = NULL, deadline_at = NULL, progress = NULL,
+             version = t.version + 1, updated_at = ${now}
+        FROM picked
+       WHERE t.id = picked.id
+      RETURNING t.id, t.agent_id, t.attempt
+    ), load AS (
+      UPDATE agents SET active_tasks = active_tasks + (SELECT count(*) FROM upd)
+       WHERE id = (SELECT id FROM a) AND EXISTS (SELECT 1 FROM upd)
+      RETURNING 1
+    ), ev AS (
+      INSERT INTO events (type, agent_id, task_id, data, created_at)
+      SELECT 'task.assigned', agent_id, id,
+             jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', ${via}::text), ${now}
+        FROM upd ORDER BY id
+      RETURNING 1
+    )
+    SELECT coalesce((SELECT json_agg(json_build_object('id', id, 'agent_id', agent_id, 'attempt', attempt)) FROM upd), '[]'::json) AS rows`,
   )
+  return out?.rows ?? []
 }
 
 /**
@@ -366,14 +425,13 @@ export async function fillAgent(tx: Tx, now: Date, agent: AgentFit, via: PlacedV
  * from the queue now (the new task goes unless older or higher-priority tasks that fit
  * the same agent come first). Never waits on a lock; the sweep is the safety net.
  */
-export async function placeNewTask({ db, clock }: Pick<ServiceDeps, 'db' | 'clock'>, task: TaskRow): Promise<number> {
+export async function placeNewTask(
+  { db, clock }: Pick<ServiceDeps, 'db' | 'clock'>,
+  task: TaskRow,
+): Promise<AssignedRow[]> {
   const now = clock.now()
-  if (task.status !== 'pending' || task.availableAt > now) return 0
-  return withTx(db, async (tx) => {
-    const agent = await lockBestAgent(tx, task, false)
-    if (!agent) return 0
-    return (await fillAgent(tx, now, agent, 'create')).length
-  })
+  if (task.status !== 'pending' || task.availableAt > now) return []
+  return fillAgent(db, now, { bestFor: task }, 'create')
 }
 
 /**
@@ -384,7 +442,7 @@ export async function placeNewTask({ db, clock }: Pick<ServiceDeps, 'db' | 'cloc
  * queue is exhausted; tasks nothing can take are passed over, never blocking the rest.
  */
 export async function placePending(
-  { db, clock }: Pick<ServiceDeps, 'db' | 'clock'>,
+  { db, clock, notifier }: Pick<ServiceDeps, 'db' | 'clock' | 'notifier'>,
   batchSize: number,
   maxTasks = Number.POSITIVE_INFINITY,
 ): Promise<number> {
@@ -392,7 +450,9 @@ export async function placePending(
   let assigned = 0
   let scanned = 0
   let after: { priority: number; id: string } | undefined
+  const pending: string[] = []
   while (scanned < maxTasks) {
+    pending.length = 0
     const result = await withTx(db, async (tx) => {
       const pool = await tx
         .select(agentFitColumns)
@@ -417,11 +477,13 @@ export async function placePending(
         .for('update', { skipLocked: true })
       const pairs = matchTasks(batch, pool)
       const rows = await writeAssignments(tx, now, pairs, 'sweep')
+      pending.push(...rows.map((r) => r.agent_id))
       const slotsLeft = pool.some((a) => a.activeTasks < a.maxConcurrentTasks)
       return { placed: rows.length, batch, noSlots: !slotsLeft }
     })
     assigned += result.placed
     scanned += result.batch.length
+    notifier?.notify(pending)
     const last = result.batch.at(-1)
     if (result.noSlots || result.batch.length < batchSize || !last) break
     after = { priority: last.priority, id: last.id }

@@ -255,7 +255,7 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
       cancelled: lost.cancelled + graceCancelled,
     }
   })
-  const assigned = await placePending({ db: deps.db, clock }, limit)
+  const assigned = await placePending({ db: deps.db, clock, notifier: deps.notifier }, limit)
   const summary: SweepSummary = {
     expiredAgents: recovery?.expiredAgents ?? 0,
     requeued: recovery?.requeued ?? 0,

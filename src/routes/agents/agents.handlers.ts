@@ -84,7 +84,7 @@ export const token: AppRouteHandler<TokenRoute> = async (c) => {
 export const heartbeat: AppRouteHandler<HeartbeatRoute> = async (c) => {
   const input = c.req.valid('json')
   assertSelfOrStaff(c.var.principal, input.agentId)
-  const result = await agents.heartbeat(svc(c), input)
+  const result = await agents.heartbeat(svc(c), input, c.req.raw.signal)
   return c.json(
     {
       agent: toAgentDto(result.agent),

@@ -1,0 +1,311 @@
+/**
+ * `npm run bench [-- sweep|lifecycle]`: prints one `key=value` line per figure.
+ *
+ * Database: PGlite in memory by default; with DATABASE_URL=postgres://… a scratch
+ * database is created on that server for the run and dropped afterwards.
+ *
+ * - sweep: 1,000 online agents × 10 slots (a spread of capabilities and providers) and
+ *   10,000 pending tasks of mixed priority and requirements, one sweep; then the same
+ *   fleet with 100,000 pending tasks, to show how the cost grows with the queue.
+ * - lifecycle: the real server (src/server.ts) in a child process, 100 simulated agents
+ *   over HTTP heartbeating, starting and completing tasks that a producer creates;
+ *   completed tasks per second and create→assigned latency percentiles.
+ * Every phase is bounded in count and time and stops by itself.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { cpus } from 'node:os'
+import { sql } from 'drizzle-orm'
+import pg from 'pg'
+import { type Database, rowsOf } from '../src/db/client'
+import { connectDatabase, isPostgresUrl } from '../src/db/connect'
+import { loadConfig } from '../src/env'
+import { signToken } from '../src/lib/auth'
+import { ManualClock } from '../src/lib/clock'
+import { runSweep } from '../src/services/scheduler'
+
+if (existsSync('.dev.vars')) process.loadEnvFile('.dev.vars')
+const only = process.argv[2]
+const baseUrl = process.env.DATABASE_URL ?? ''
+const onPostgres = isPostgresUrl(baseUrl)
+
+function line(name: string, fields: Record<string, string | number>) {
+  console.log(
+    [
+      name,
+      ...Object.entries(fields).map(
+        ([k, v]) => `${k}=${typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(3) : v}`,
+      ),
+    ].join(' '),
+  )
+}
+
+/** A scratch database: a new Postgres database on DATABASE_URL's server, or PGlite in memory. */
+async function scratch(): Promise<{ database: Database; url: string; drop: () => Promise<void> }> {
+  if (!onPostgres) {
+    const database = await connectDatabase('memory://')
+    return { database, url: 'memory://', drop: () => database.close() }
+  }
+  const name = `act_bench_${process.pid}_${Date.now().toString(36)}`
+  const admin = new pg.Client({ connectionString: baseUrl })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${name}`)
+  const u = new URL(baseUrl)
+  u.pathname = `/${name}`
+  const url = u.toString()
+  const database = await connectDatabase(url, { migrate: true, poolMax: 10 })
+  return {
+    database,
+    url,
+    drop: async () => {
+      await database.close()
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      await admin.end()
+    },
+  }
+}
+
+const PROVIDERS = ['aws', 'azure', 'gcp', 'ncp', 'oci', 'alibaba', 'onprem', 'other']
+
+/**
+ * 1,000 agents: all have cpu and docker, every other one gpu, every fourth arm; providers
+ * round-robin. Tasks: 50 % no requirement, 30 % docker, 15 % gpu, 5 % arm on one provider;
+ * priorities 1–10. Every task fits some agent, so with 10,000 slots one sweep can place
+ * all of the first 10,000.
+ */
+async function seed(db: Database['db'], now: Date, agentCount: number, taskCount: number) {
+  await db.execute(sql`TRUNCATE agents, tasks, events, scheduler_state`)
+  await db.execute(sql`
+    INSERT INTO agents (id, name, provider, region, capabilities, labels, max_concurrent_tasks, status,
+                        last_heartbeat_at, created_at, updated_at)
+    SELECT gen_random_uuid(), 'bench-' || i, (${sql.raw(`ARRAY[${PROVIDERS.map((p) => `'${p}'`).join(',')}]`)})[1 + i % 8],
+           'region-' || (i % 4),
+           ARRAY['cpu', 'docker'] || CASE WHEN i % 2 = 0 THEN ARRAY['gpu'] ELSE ARRAY[]::text[] END
+                                  || CASE WHEN i % 4 = 0 THEN ARRAY['arm'] ELSE ARRAY[]::text[] END,
+           '{}'::jsonb, 10, 'online', ${now}, ${now}, ${now}
+      FROM generate_series(1, ${agentCount}) AS i`)
+  await db.execute(sql`
+    INSERT INTO tasks (id, name, type, priority, req_capabilities, req_provider, available_at, created_at, updated_at)
+    SELECT gen_random_uuid(), 'bench-task-' || i, 'bench', 1 + (i * 7919) % 10,
+           CASE WHEN i % 20 < 10 THEN ARRAY[]::text[]
+                WHEN i % 20 < 16 THEN ARRAY['docker']
+                WHEN i % 20 < 19 THEN ARRAY['gpu']
+                ELSE ARRAY['arm'] END,
+           CASE WHEN i % 20 = 19 THEN (${sql.raw(`ARRAY[${PROVIDERS.map((p) => `'${p}'`).join(',')}]`)})[1 + (i / 20) % 2 * 4] END,
+           ${now}, ${now}, ${now}
+      FROM generate_series(1, ${taskCount}) AS i`)
+  await db.execute(sql`ANALYZE agents`)
+  await db.execute(sql`ANALYZE tasks`)
+}
+
+async function benchSweep() {
+  const { database, drop } = await scratch()
+  try {
+    const config = loadConfig({ ENVIRONMENT: 'test', SECRET_KEY: 'b'.repeat(32), SWEEP_BATCH_SIZE: '10000' })
+    const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'))
+    for (const tasks of [10_000, 100_000]) {
+      await seed(database.db, clock.now(), 1000, tasks)
+      const started = performance.now()
+      const s = await runSweep({ db: database.db, clock, config })
+      const seconds = (performance.now() - started) / 1000
+      const [check] = await rowsOf<{ assigned: number; over: number }>(
+        database.db,
+        sql`SELECT (SELECT count(*)::int FROM tasks WHERE status = 'assigned') AS assigned,
+                   (SELECT count(*)::int FROM agents WHERE active_tasks > max_concurrent_tasks) AS over`,
+      )
+      if (check?.assigned !== s.assigned || check.over !== 0) throw new Error(`inconsistent: ${JSON.stringify(check)}`)
+      line('sweep', {
+        driver: database.driver,
+        agents: 1000,
+        slots: 10_000,
+        pending: tasks,
+        assigned: s.assigned,
+        seconds,
+        assignments_per_sec: Math.round(s.assigned / seconds),
+      })
+    }
+  } finally {
+    await drop()
+  }
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net')
+  return new Promise((resolve) => {
+    const srv = createServer().listen(0, '127.0.0.1', () => {
+      const address = srv.address()
+      srv.close(() => resolve(typeof address === 'object' && address ? address.port : 0))
+    })
+  })
+}
+
+/** The real server in a child process (request logging off: LOG_LEVEL=warn); resolves once it answers. */
+async function startServer(url: string, secret: string): Promise<{ child: ChildProcess; base: string }> {
+  const port = await freePort()
+  // BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the server.
+  const extra = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  const child = spawn(process.execPath, [...extra, '--import', 'tsx', 'src/server.ts'], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      DATABASE_URL: url,
+      SECRET_KEY: secret,
+      ENVIRONMENT: 'production',
+      LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'warn',
+      SWEEP_INTERVAL_SECONDS: '1',
+      HEARTBEAT_INTERVAL_SECONDS: '5',
+    },
+    stdio: ['ignore', process.env.BENCH_SERVER_LOG_LEVEL ? 'pipe' : 'inherit', 'inherit'],
+  })
+  if (process.env.BENCH_SERVER_LOG_LEVEL)
+    child.stdout?.pipe((await import('node:fs')).createWriteStream('/tmp/bench-server.log'))
+  const base = `http://127.0.0.1:${port}`
+  const deadline = Date.now() + 60_000
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`server exited ${child.exitCode}`)
+    try {
+      if ((await fetch(`${base}/health/readiness`)).ok) return { child, base }
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  child.kill('SIGKILL')
+  throw new Error('server did not become ready in 60 s')
+}
+
+const percentile = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN
+}
+
+async function benchLifecycle() {
+  const AGENTS = 100
+  const SLOTS = 4
+  const TASKS = Number(process.env.BENCH_LIFECYCLE_TASKS ?? 4000)
+  const IN_FLIGHT = 48
+  const LIMIT_MS = 150_000
+  const secret = 's'.repeat(40)
+  const { database, url, drop } = await scratch()
+  // PGlite lives inside the server process; the scratch handle here only served the migration.
+  if (!onPostgres) await database.close()
+  const { child, base } = await startServer(url, secret)
+  const stopAt = Date.now() + LIMIT_MS
+  try {
+    const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
+    const api = async (path: string, init: { method?: string; token?: string; body?: unknown } = {}) => {
+      const res = await fetch(`${base}${path}`, {
+        method: init.method ?? 'GET',
+        headers: { authorization: `Bearer ${init.token ?? admin}`, 'content-type': 'application/json' },
+        body: init.body === undefined ? undefined : JSON.stringify(init.body),
+      })
+      const text = await res.text()
+      return { status: res.status, body: text ? JSON.parse(text) : null }
+    }
+
+    const agents: { id: string; token: string }[] = []
+    for (let i = 0; i < AGENTS; i++) {
+      const r = await api('/api/v1/agents', {
+        method: 'POST',
+        body: { name: `sim-${i}`, provider: PROVIDERS[i % 8], capabilities: ['cpu'], maxConcurrentTasks: SLOTS },
+      })
+      agents.push({ id: r.body.id, token: r.body.token })
+    }
+
+    type Work = { id: string; attempt: number; createdAt: string; assignedAt: string }
+    /**
+     * One phase: a producer creates `count` tasks (closed loop with IN_FLIGHT requests, or
+     * open loop at `ratePerSec`), while every agent long-polls for work, starts it and
+     * completes it. Returns throughput and create→assigned latencies (server timestamps).
+     */
+    const phase = async (count: number, ratePerSec?: number) => {
+      const latencies: number[] = []
+      let completed = 0
+      let created = 0
+      let errors = 0
+      const started = performance.now()
+      const create = async () => {
+        created++
+        const r = await api('/api/v1/tasks', { method: 'POST', body: { name: 'lc', type: 'bench.lifecycle' } })
+        if (r.status !== 201) errors++
+      }
+      const producer = async () => {
+        if (ratePerSec) {
+          const inflight: Promise<void>[] = []
+          while (created < count && Date.now() < stopAt) {
+            inflight.push(create())
+            await new Promise((r) => setTimeout(r, 1000 / ratePerSec))
+          }
+          await Promise.all(inflight)
+          return
+        }
+        const worker = async () => {
+          while (created < count && Date.now() < stopAt) await create()
+        }
+        await Promise.all(Array.from({ length: IN_FLIGHT }, worker))
+      }
+      const agentLoop = async (a: { id: string; token: string }) => {
+        while (completed < count && Date.now() < stopAt) {
+          // Long poll: the server answers as soon as work lands on this agent.
+          const hb = await api('/api/v1/agents/heartbeat', {
+            method: 'POST',
+            token: a.token,
+            body: { agentId: a.id, waitSeconds: 2 },
+          })
+          const work: Work[] = hb.body?.assignments ?? []
+          await Promise.all(
+            work.map(async (t) => {
+              latencies.push(new Date(t.assignedAt).getTime() - new Date(t.createdAt).getTime())
+              const path = `/api/v1/tasks/${t.id}/status`
+              const run = await api(path, {
+                method: 'PATCH',
+                token: a.token,
+                body: { status: 'running', attempt: t.attempt },
+              })
+              const done = await api(path, {
+                method: 'PATCH',
+                token: a.token,
+                body: { status: 'completed', attempt: t.attempt, result: { ok: true } },
+              })
+              if (run.status === 200 && done.status === 200) completed++
+              else errors++
+            }),
+          )
+        }
+      }
+      await Promise.all([producer(), ...agents.map(agentLoop)])
+      return { created, completed, errors, seconds: (performance.now() - started) / 1000, latencies }
+    }
+
+    // 1. Throughput: the producer as fast as the server takes it (a backlog may build).
+    const full = await phase(TASKS)
+    const perSec = full.completed / full.seconds
+    // 2. Latency while agents have free slots: an open-loop producer at half that rate.
+    const rate = Math.max(5, Math.round(perSec / 2))
+    const calm = await phase(Math.min(TASKS, rate * 10), rate)
+    line('lifecycle', {
+      driver: onPostgres ? 'node-postgres' : 'pglite',
+      agents: AGENTS,
+      slots_per_agent: SLOTS,
+      tasks: full.created,
+      completed: full.completed,
+      errors: full.errors + calm.errors,
+      seconds: full.seconds,
+      completed_per_sec: Math.round(perSec),
+      backlog_create_to_assigned_p50_ms: percentile(full.latencies, 50),
+      backlog_create_to_assigned_p99_ms: percentile(full.latencies, 99),
+      free_slots_rate_per_sec: rate,
+      create_to_assigned_p50_ms: percentile(calm.latencies, 50),
+      create_to_assigned_p99_ms: percentile(calm.latencies, 99),
+      cpus: cpus().length,
+    })
+  } finally {
+    child.kill('SIGTERM')
+    await new Promise((r) => child.once('exit', r))
+    if (onPostgres) await drop()
+  }
+}
+
+if (!only || only === 'sweep') await benchSweep()
+if (!only || only === 'lifecycle') await benchLifecycle()
