@@ -6,6 +6,7 @@ import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
 import { requestId } from 'hono/request-id'
 import { secureHeaders } from 'hono/secure-headers'
+import type { Database } from './db/client'
 import { describeError, isDatabaseUnavailable, pgErrorCode } from './db/tx'
 import type { AppBindings, AppDeps } from './lib/context'
 import { createRouter } from './lib/create-app'
@@ -20,15 +21,22 @@ import { tasksRouter } from './routes/tasks/tasks.index'
  * Builds the whole service from its dependencies. Imports nothing runtime-specific:
  * Node, Bun and Workers entry points build `deps` their own way and serve `app.fetch`.
  */
-export function createApp(input: AppDeps) {
-  const deps: AppDeps = { ...input, notifier: input.notifier ?? new LocalNotifier() }
+export interface AppInput extends Omit<AppDeps, 'database'> {
+  /** The database, or (Workers) a function giving each request its own. */
+  database: Database | ((c: Context) => Database)
+}
+
+export function createApp(input: AppInput) {
+  const { database, ...rest } = input
+  const shared = { ...rest, notifier: input.notifier ?? new LocalNotifier() }
+  const fixed: AppDeps | undefined = typeof database === 'function' ? undefined : { ...shared, database }
   const app = createRouter()
-  const { config } = deps
+  const { config } = shared
 
   app.use(requestId())
   app.use(async (c, next) => {
-    c.set('deps', deps)
-    c.set('logger', deps.logger.child({ requestId: c.var.requestId }))
+    c.set('deps', fixed ?? { ...shared, database: (database as (c: Context) => Database)(c) })
+    c.set('logger', shared.logger.child({ requestId: c.var.requestId }))
     const started = performance.now()
     await next()
     const ms = Math.round((performance.now() - started) * 10) / 10
@@ -104,11 +112,11 @@ export function createApp(input: AppDeps) {
       title: `${config.appName} API`,
       persistAuthorization: true,
       // Served by this app when the runtime can read the vendored files, else from the CDN.
-      ...(deps.assets ? { baseUrl: '/docs/vendor' } : {}),
+      ...(shared.assets ? { baseUrl: '/docs/vendor' } : {}),
     }),
   )
-  if (deps.assets) {
-    const assets = deps.assets
+  if (shared.assets) {
+    const assets = shared.assets
     app.get('/docs/vendor/swagger-ui-dist/:file', async (c) => {
       const asset = await assets(c.req.param('file'))
       if (!asset) throw new ApiError('not_found', 'No such asset.')

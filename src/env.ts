@@ -36,6 +36,11 @@ const schema = z
     PORT: int(0, 65535).default(8000),
     DATABASE_URL: z.string().default(''),
     REDIS_URL: z.string().default(''),
+    NEON_WS_PROXY: z
+      .string()
+      .regex(/^[\w.-]+:\d+$/, 'must be host:port')
+      .or(z.literal(''))
+      .default(''),
     SECRET_KEY: z
       .string()
       .default('')
@@ -92,6 +97,8 @@ export interface Config {
   port: number
   databaseUrl: string
   redisUrl: string
+  /** Workers only, local and CI: host:port of a WebSocket→TCP proxy to a plain Postgres. */
+  neonWsProxy: string
   /** Empty only in development/test when the entry point generates one for the process. */
   secretKey: string
   algorithm: 'HS256' | 'HS384' | 'HS512'
@@ -153,6 +160,7 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     port: v.PORT,
     databaseUrl: v.DATABASE_URL,
     redisUrl: v.REDIS_URL,
+    neonWsProxy: v.NEON_WS_PROXY,
     secretKey: v.SECRET_KEY,
     algorithm: v.ALGORITHM,
     accessTokenExpireMinutes: v.ACCESS_TOKEN_EXPIRE_MINUTES,

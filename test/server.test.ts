@@ -1,11 +1,17 @@
 import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { request } from 'node:http'
 import { describe, expect, it } from 'vitest'
 import { freshPostgresUrl, onPostgres } from './harness'
 
-/** The real entry point (src/server.ts) as a child process, as `npm start` runs it. */
-function start(env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+const bunBin = 'node_modules/.bin/bun'
+const runtimes = existsSync(bunBin) ? (['node', 'bun'] as const) : (['node'] as const)
+
+/** The real entry point (src/server.ts) as a child process, as `npm start` (or `bun src/server.ts`) runs it. */
+function start(env: Record<string, string>, runtime: 'node' | 'bun' = 'node') {
+  const [cmd, args] =
+    runtime === 'bun' ? [bunBin, ['src/server.ts']] : [process.execPath, ['--import', 'tsx', 'src/server.ts']]
+  const child = spawn(cmd, args, {
     env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', LOG_FORMAT: 'json', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -40,12 +46,17 @@ async function stopped(child: ChildProcess, exited: Promise<number | null>) {
   await exited
 }
 
-describe.each(onPostgres() ? ['embedded', 'postgres'] : ['embedded'])('npm start (%s database)', (kind) => {
+const cases = runtimes.flatMap((runtime) =>
+  (onPostgres() ? ['embedded', 'postgres'] : ['embedded']).map((kind) => [runtime, kind] as const),
+)
+
+describe.each(cases)('the server under %s (%s database)', (runtime, kind) => {
   it('serves the API and docs offline, then shuts down gracefully on SIGTERM, finishing in-flight requests', async () => {
     const databaseUrl = kind === 'postgres' ? await freshPostgresUrl() : 'memory://'
-    const s = start({ DATABASE_URL: databaseUrl, ENVIRONMENT: 'development' })
+    const s = start({ DATABASE_URL: databaseUrl, ENVIRONMENT: 'development' }, runtime)
     try {
       const url = await s.listening
+      expect(s.output().out).toContain(runtime === 'bun' ? '"runtime":"bun"' : '"runtime":"node v')
       const token = /\n {2}(ey[\w.-]+)\n/.exec(s.output().out)?.[1]
       expect(token, 'the dev admin token is printed').toBeTruthy()
 

@@ -1,0 +1,85 @@
+/**
+ * Cloudflare Workers entry: the same app as Node and Bun, on the Neon serverless driver.
+ * Settings come from `[vars]` and secrets (DATABASE_URL, SECRET_KEY, REDIS_URL), validated
+ * once per isolate. Workers may not share I/O objects between requests, so every request
+ * and every cron run gets its own database pool, closed with `waitUntil` once the answer
+ * is out. The cron trigger runs the same sweep as the Node/Bun timer.
+ */
+import type { ExecutionContext, ExportedHandler, ScheduledController } from '@cloudflare/workers-types'
+import type { Context } from 'hono'
+import { createApp } from './app'
+import type { Database } from './db/client'
+import { neonDatabase } from './db/neon'
+import { type Config, loadConfig } from './env'
+import { systemClock } from './lib/clock'
+import { createLogger, type Logger } from './lib/logger'
+import { runSweep } from './services/scheduler'
+
+export type Env = Record<string, string | undefined>
+
+// workers-types and the DOM lib describe the same Request/Response with different types;
+// these two casts bridge them at the edge and nowhere else.
+type CfResponse = Awaited<ReturnType<NonNullable<ExportedHandler<Env>['fetch']>>>
+const toCf = (res: Response) => res as unknown as CfResponse
+
+type Isolate = { config: Config; logger: Logger; app: ReturnType<typeof createApp> }
+let isolate: Isolate | undefined
+
+function boot(env: Env): Isolate {
+  if (isolate) return isolate
+  // No in-process timer on Workers: the cron trigger runs the sweep.
+  const config = { ...loadConfig(env), sweepIntervalSeconds: 0 }
+  if (!config.secretKey)
+    throw new Error('invalid setting SECRET_KEY: required on Workers (wrangler secret put SECRET_KEY)')
+  if (!config.databaseUrl.startsWith('postgres')) {
+    throw new Error('invalid setting DATABASE_URL: a postgres:// URL is required on Workers')
+  }
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat })
+  const app = createApp({
+    config,
+    logger,
+    clock: systemClock,
+    startedAt: new Date(),
+    // Per request: the pool fetch() made for it, handed over in the Hono env.
+    database: (c: Context) => (c.env as { database: Database }).database,
+  })
+  isolate = { config, logger, app }
+  return isolate
+}
+
+export default {
+  async fetch(request, env, ctx) {
+    let booted: Isolate
+    try {
+      booted = boot(env)
+    } catch (err) {
+      // A bad setting: say which, without leaking values, and keep answering so probes see it.
+      const detail = err instanceof Error ? err.message : 'invalid configuration'
+      return toCf(
+        new Response(JSON.stringify({ title: 'Misconfigured', status: 503, detail }), {
+          status: 503,
+          headers: { 'content-type': 'application/problem+json' },
+        }),
+      )
+    }
+    const database = neonDatabase(booted.config.databaseUrl, booted.config.neonWsProxy)
+    try {
+      return toCf(await booted.app.fetch(request as unknown as Request, { database }, ctx))
+    } finally {
+      ctx.waitUntil(database.close())
+    }
+  },
+
+  async scheduled(_controller: ScheduledController, env: Env, ctx: ExecutionContext) {
+    const { config, logger } = boot(env)
+    const database = neonDatabase(config.databaseUrl, config.neonWsProxy)
+    ctx.waitUntil(
+      runSweep({ db: database.db, clock: systemClock, config })
+        .then((s) => logger.info('sweep', { ...s, trigger: 'cron' }))
+        .catch((err: unknown) =>
+          logger.error('sweep failed', { error: err instanceof Error ? err.message : String(err) }),
+        )
+        .finally(() => database.close()),
+    )
+  },
+} satisfies ExportedHandler<Env>

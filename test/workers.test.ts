@@ -1,0 +1,168 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { createServer } from 'node:net'
+import { sign } from 'hono/jwt'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { freshPostgresUrl, onPostgres } from './harness'
+
+/**
+ * The Worker (src/worker.ts) under `wrangler dev` (workerd, offline), reaching this
+ * machine's Postgres through the Neon driver and scripts/ws-proxy.ts, driven over HTTP.
+ * Runs when TEST_WORKERS=1 and the suite is on Postgres (CI does both).
+ */
+const enabled = onPostgres() && process.env.TEST_WORKERS === '1'
+const SECRET = 'workers-e2e-secret-at-least-32-characters'
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = createServer().listen(0, '127.0.0.1', () => {
+      const a = srv.address()
+      srv.close(() => resolve(typeof a === 'object' && a ? a.port : 0))
+    })
+  })
+}
+
+const children: ChildProcess[] = []
+function run(cmd: string, args: string[], env: Record<string, string> = {}) {
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout?.on('data', (d) => {
+    out += d
+  })
+  child.stderr?.on('data', (d) => {
+    out += d
+  })
+  children.push(child)
+  return { child, output: () => out }
+}
+
+async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
+  const end = Date.now() + ms
+  for (;;) {
+    try {
+      const v = await f()
+      if (v !== undefined) return v
+    } catch {
+      // not yet
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 250))
+  }
+}
+
+let base = ''
+let wranglerOut: () => string = () => ''
+beforeAll(async () => {
+  if (!enabled) return
+  const databaseUrl = await freshPostgresUrl()
+  const proxyPort = await freePort()
+  const port = await freePort()
+  run(process.execPath, ['--import', 'tsx', 'scripts/ws-proxy.ts', '--port', String(proxyPort)])
+  const w = run(
+    process.execPath,
+    [
+      'node_modules/wrangler/bin/wrangler.js',
+      'dev',
+      '--ip',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--test-scheduled',
+      '--show-interactive-dev-session=false',
+      '--var',
+      `DATABASE_URL:${databaseUrl}`,
+      '--var',
+      `SECRET_KEY:${SECRET}`,
+      '--var',
+      `NEON_WS_PROXY:127.0.0.1:${proxyPort}`,
+      '--var',
+      'ENVIRONMENT:test',
+    ],
+    {
+      WRANGLER_SEND_METRICS: 'false',
+      CLOUDFLARE_CF_FETCH_ENABLED: 'false',
+      XDG_CONFIG_HOME: `${process.cwd()}/.config`,
+      CI: '1',
+    },
+  )
+  wranglerOut = w.output
+  base = `http://127.0.0.1:${port}`
+  await until('wrangler dev', async () => ((await fetch(`${base}/health/liveness`)).ok ? true : undefined), 90_000)
+}, 120_000)
+
+afterAll(async () => {
+  for (const c of children) c.kill('SIGTERM')
+  await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))))
+})
+
+describe.runIf(enabled)('on Cloudflare Workers (wrangler dev, Neon driver)', () => {
+  const now = () => Math.floor(Date.now() / 1000)
+  const call = async (method: string, path: string, token: string | null, body?: unknown) => {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: {
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+    const text = await res.text()
+    return { status: res.status, body: text ? JSON.parse(text) : null }
+  }
+
+  it('serves health, the API and the cron sweep end to end', async () => {
+    const admin = await sign({ sub: 'e2e', role: 'admin', exp: now() + 600 }, SECRET)
+
+    const health = await call('GET', '/health', null)
+    expect(health.status).toBe(200)
+    expect(health.body.checks.database).toMatchObject({ status: 'ok', driver: 'neon', migrations: 'applied' })
+    expect((await call('GET', '/openapi.json', null)).body.openapi).toBe('3.1.0')
+
+    // An agent that exists but is not online yet, and a task nothing can take now.
+    const agent = await call('POST', '/api/v1/agents', admin, {
+      name: 'edge-1',
+      provider: 'other',
+      maxConcurrentTasks: 2,
+    })
+    expect(agent.status).toBe(201)
+    const task = await call('POST', '/api/v1/tasks', admin, { name: 'via-cron', type: 'e2e' })
+    expect(task.body).toMatchObject({ status: 'pending', pendingReason: 'no_matching_agent' })
+
+    // Online by an operator (no heartbeat, so no pull): only the cron sweep can place the task.
+    await call('PATCH', `/api/v1/agents/${agent.body.id}/status`, admin, { status: 'online' })
+    const fired = await fetch(`${base}/__scheduled?cron=*+*+*+*+*`)
+    expect(fired.status).toBe(200)
+    const placed = await until('the cron sweep to place the task', async () => {
+      const t = await call('GET', `/api/v1/tasks/${task.body.id}`, admin)
+      return t.body.status === 'assigned' ? t.body : undefined
+    })
+    expect(placed).toMatchObject({ agentId: agent.body.id, attempt: 1 })
+    const status = await call('GET', '/api/v1/scheduler/status', admin)
+    expect(status.body).toMatchObject({ runs: 1, sweepIntervalSeconds: 0, lastSummary: { assigned: 1 } })
+
+    // The agent heartbeats, starts and completes it.
+    const hb = await call('POST', '/api/v1/agents/heartbeat', agent.body.token, { agentId: agent.body.id })
+    expect(hb.body.assignments.map((t: { id: string }) => t.id)).toEqual([task.body.id])
+    const path = `/api/v1/tasks/${task.body.id}/status`
+    expect((await call('PATCH', path, agent.body.token, { status: 'running', attempt: 1 })).status).toBe(200)
+    const stale = await call('PATCH', path, agent.body.token, { status: 'completed', attempt: 0 })
+    expect(stale.body.code).toBe('stale_attempt')
+    const done = await call('PATCH', path, agent.body.token, { status: 'completed', attempt: 1, result: { ok: 1 } })
+    expect(done.body).toMatchObject({ status: 'completed', result: { ok: 1 } })
+
+    // Cancel: a running task gets a request, the agent ends it.
+    const second = await call('POST', '/api/v1/tasks', admin, { name: 'to-cancel', type: 'e2e' })
+    expect(second.body.status).toBe('assigned') // placed at once: the agent has a free slot
+    await call('PATCH', `/api/v1/tasks/${second.body.id}/status`, agent.body.token, { status: 'running', attempt: 1 })
+    const cancel = await call('POST', `/api/v1/tasks/${second.body.id}/cancel`, admin)
+    expect(cancel.status).toBe(202)
+    const told = await call('POST', '/api/v1/agents/heartbeat', agent.body.token, { agentId: agent.body.id })
+    expect(told.body.cancellations).toEqual([second.body.id])
+    const ended = await call('PATCH', `/api/v1/tasks/${second.body.id}/status`, agent.body.token, {
+      status: 'cancelled',
+      attempt: 1,
+    })
+    expect(ended.body.status).toBe('cancelled')
+    expect((await call('GET', `/api/v1/agents/${agent.body.id}`, admin)).body.activeTasks).toBe(0)
+    expect(wranglerOut()).toContain('"trigger":"cron"')
+  }, 120_000)
+})
