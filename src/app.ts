@@ -11,6 +11,7 @@ import { describeError, isDatabaseUnavailable, pgErrorCode } from './db/tx'
 import type { AppBindings, AppDeps } from './lib/context'
 import { createRouter } from './lib/create-app'
 import { ApiError, type ErrorCode, type ProblemExtras, problemBody } from './lib/errors'
+import { type Kv, MemoryKv } from './lib/kv'
 import { LocalNotifier } from './lib/notifier'
 import { agentsRouter } from './routes/agents/agents.index'
 import { healthRouter } from './routes/health/health.index'
@@ -21,21 +22,29 @@ import { tasksRouter } from './routes/tasks/tasks.index'
  * Builds the whole service from its dependencies. Imports nothing runtime-specific:
  * Node, Bun and Workers entry points build `deps` their own way and serve `app.fetch`.
  */
-export interface AppInput extends Omit<AppDeps, 'database'> {
+export interface AppInput extends Omit<AppDeps, 'database' | 'kv'> {
   /** The database, or (Workers) a function giving each request its own. */
   database: Database | ((c: Context) => Database)
+  /** Redis-backed or in-process services (default in-process), or a function per request. */
+  kv?: Kv | ((c: Context) => Kv)
 }
 
 export function createApp(input: AppInput) {
-  const { database, ...rest } = input
+  const { database, kv = new MemoryKv(), ...rest } = input
   const shared = { ...rest, notifier: input.notifier ?? new LocalNotifier() }
-  const fixed: AppDeps | undefined = typeof database === 'function' ? undefined : { ...shared, database }
+  const fixed: AppDeps | undefined =
+    typeof database !== 'function' && typeof kv !== 'function' ? { ...shared, database, kv } : undefined
+  const resolve = (c: Context): AppDeps => ({
+    ...shared,
+    database: typeof database === 'function' ? database(c) : database,
+    kv: typeof kv === 'function' ? kv(c) : kv,
+  })
   const app = createRouter()
   const { config } = shared
 
   app.use(requestId())
   app.use(async (c, next) => {
-    c.set('deps', fixed ?? { ...shared, database: (database as (c: Context) => Database)(c) })
+    c.set('deps', fixed ?? resolve(c))
     c.set('logger', shared.logger.child({ requestId: c.var.requestId }))
     const started = performance.now()
     await next()
@@ -148,6 +157,7 @@ function problem(c: Context<AppBindings>, code: ErrorCode, detail?: string, extr
   const body = problemBody(code, detail, extras, c.req.path)
   const res = c.json({ ...body, requestId: c.var.requestId }, body.status)
   res.headers.set('Content-Type', 'application/problem+json')
+  if (typeof extras.retryAfterSeconds === 'number') res.headers.set('Retry-After', String(extras.retryAfterSeconds))
   if (code === 'unauthorized') res.headers.set('WWW-Authenticate', 'Bearer')
   return res
 }

@@ -57,6 +57,8 @@ const schema = z
     MAX_LOST_COUNT: int(1, 1000).default(5),
     SWEEP_INTERVAL_SECONDS: int(0, 3600).default(5),
     SWEEP_BATCH_SIZE: int(100, 100_000).default(10_000),
+    RATE_LIMIT_PER_MINUTE: int(0, 1_000_000).default(6000),
+    CACHE_TTL_SECONDS: int(1, 3600).default(30),
     MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
     CORS_ORIGINS: csv.default([]),
     LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
@@ -118,6 +120,10 @@ export interface Config {
   sweepIntervalSeconds: number
   /** Most pending tasks one placement batch considers. */
   sweepBatchSize: number
+  /** Write requests per minute per token subject; 0 turns the limit off. */
+  rateLimitPerMinute: number
+  /** Longest a cached agent or task lives in Redis (writes drop it sooner). */
+  cacheTtlSeconds: number
   maxBodyBytes: number
   corsOrigins: string[]
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent'
@@ -174,6 +180,8 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     maxLostCount: v.MAX_LOST_COUNT,
     sweepIntervalSeconds: v.SWEEP_INTERVAL_SECONDS,
     sweepBatchSize: v.SWEEP_BATCH_SIZE,
+    rateLimitPerMinute: v.RATE_LIMIT_PER_MINUTE,
+    cacheTtlSeconds: v.CACHE_TTL_SECONDS,
     maxBodyBytes: v.MAX_BODY_BYTES,
     corsOrigins: v.CORS_ORIGINS,
     // DEBUG=true turns on debug logs unless LOG_LEVEL says otherwise.

@@ -13,8 +13,10 @@ import { type Config, ConfigError, loadConfig } from './env'
 import { signToken } from './lib/auth'
 import { systemClock } from './lib/clock'
 import type { AssetLoader } from './lib/context'
+import { type Kv, MemoryKv } from './lib/kv'
 import { createLogger, type Logger } from './lib/logger'
-import { LocalNotifier } from './lib/notifier'
+import { BusNotifier, LocalNotifier } from './lib/notifier'
+import { RedisKv } from './lib/redis'
 import { startSweepTimer } from './services/scheduler'
 
 declare const Bun:
@@ -82,14 +84,19 @@ async function main() {
 
   // PGlite is migrated here; a Postgres server is migrated by `npm run db:migrate` (readiness tells).
   const database = await connectDatabase(config.databaseUrl)
-  logger.info('database connected', { driver: database.driver })
-  const notifier = new LocalNotifier()
+  logger.info('database connected', { driver: database.driver, redis: config.redisUrl ? 'enabled' : 'disabled' })
+  // Redis when configured: cache, rate limits, and the bus that wakes long-polls on every instance.
+  const kv: Kv = config.redisUrl
+    ? new RedisKv(config.redisUrl, { logger, maxTtlMs: config.cacheTtlSeconds * 1000 })
+    : new MemoryKv()
+  const notifier = kv.kind === 'redis' ? new BusNotifier(new LocalNotifier(), kv) : new LocalNotifier()
   const app = createApp({
     config,
     database,
     clock: systemClock,
     logger,
     notifier,
+    kv,
     assets: swaggerAssets(),
     startedAt: new Date(),
   })
@@ -117,7 +124,7 @@ async function main() {
       })
   }
 
-  const stopSweeps = startSweepTimer({ db: database.db, clock: systemClock, config, notifier }, logger)
+  const stopSweeps = startSweepTimer({ db: database.db, clock: systemClock, config, notifier, kv }, logger)
 
   const shown = config.host === '0.0.0.0' ? 'localhost' : config.host
   if (devToken) {
@@ -147,6 +154,7 @@ async function main() {
     await close()
     await stopSweeps()
     await database.close()
+    await kv.close()
     clearTimeout(force)
     logger.info('stopped')
     process.exit(0)

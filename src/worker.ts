@@ -12,7 +12,9 @@ import type { Database } from './db/client'
 import { neonDatabase } from './db/neon'
 import { type Config, loadConfig } from './env'
 import { systemClock } from './lib/clock'
+import { type Kv, MemoryKv } from './lib/kv'
 import { createLogger, type Logger } from './lib/logger'
+import { RedisKv } from './lib/redis'
 import { runSweep } from './services/scheduler'
 
 export type Env = Record<string, string | undefined>
@@ -23,6 +25,9 @@ type CfResponse = Awaited<ReturnType<NonNullable<ExportedHandler<Env>['fetch']>>
 const toCf = (res: Response) => res as unknown as CfResponse
 
 type Isolate = { config: Config; logger: Logger; app: ReturnType<typeof createApp> }
+type PerRequest = { database: Database; kv: Kv }
+/** Without REDIS_URL: per-isolate counters and bus (Workers cannot share I/O, but plain memory is fine). */
+const memoryKv = new MemoryKv()
 let isolate: Isolate | undefined
 
 function boot(env: Env): Isolate {
@@ -40,8 +45,9 @@ function boot(env: Env): Isolate {
     logger,
     clock: systemClock,
     startedAt: new Date(),
-    // Per request: the pool fetch() made for it, handed over in the Hono env.
-    database: (c: Context) => (c.env as { database: Database }).database,
+    // Per request: the pool (and Redis client) fetch() made for it, handed over in the Hono env.
+    database: (c: Context) => (c.env as PerRequest).database,
+    kv: (c: Context) => (c.env as PerRequest).kv,
   })
   isolate = { config, logger, app }
   return isolate
@@ -62,24 +68,32 @@ export default {
         }),
       )
     }
-    const database = neonDatabase(booted.config.databaseUrl, booted.config.neonWsProxy)
+    const { config, logger } = booted
+    const database = neonDatabase(config.databaseUrl, config.neonWsProxy)
+    const kv: Kv = config.redisUrl
+      ? new RedisKv(config.redisUrl, { logger, queueWhileConnecting: true, maxTtlMs: config.cacheTtlSeconds * 1000 })
+      : memoryKv
     try {
-      return toCf(await booted.app.fetch(request as unknown as Request, { database }, ctx))
+      return toCf(await booted.app.fetch(request as unknown as Request, { database, kv } satisfies PerRequest, ctx))
     } finally {
-      ctx.waitUntil(database.close())
+      ctx.waitUntil(Promise.allSettled([database.close(), kv === memoryKv ? undefined : kv.close()]))
     }
   },
 
   async scheduled(_controller: ScheduledController, env: Env, ctx: ExecutionContext) {
     const { config, logger } = boot(env)
     const database = neonDatabase(config.databaseUrl, config.neonWsProxy)
+    // The sweep drops cached copies of what it changes, so it needs Redis when the requests use it.
+    const kv: Kv = config.redisUrl
+      ? new RedisKv(config.redisUrl, { logger, queueWhileConnecting: true, maxTtlMs: config.cacheTtlSeconds * 1000 })
+      : memoryKv
     ctx.waitUntil(
-      runSweep({ db: database.db, clock: systemClock, config })
+      runSweep({ db: database.db, clock: systemClock, config, kv })
         .then((s) => logger.info('sweep', { ...s, trigger: 'cron' }))
         .catch((err: unknown) =>
           logger.error('sweep failed', { error: err instanceof Error ? err.message : String(err) }),
         )
-        .finally(() => database.close()),
+        .finally(() => Promise.allSettled([database.close(), kv === memoryKv ? undefined : kv.close()])),
     )
   },
 } satisfies ExportedHandler<Env>

@@ -8,7 +8,9 @@ import { type Config, loadConfig } from '../src/env'
 import { signToken } from '../src/lib/auth'
 import { ManualClock } from '../src/lib/clock'
 import type { Role } from '../src/lib/context'
+import { type Kv, MemoryKv } from '../src/lib/kv'
 import { silentLogger } from '../src/lib/logger'
+import { RedisKv } from '../src/lib/redis'
 import { withDatabase } from './global-setup'
 
 export const SECRET = 'test-secret-that-is-at-least-32-characters-long'
@@ -78,6 +80,9 @@ export interface CallResult {
 
 export type Harness = Awaited<ReturnType<typeof createHarness>>
 
+/** Redis for the suite when TEST_REDIS_URL is set (CI): every API test then runs through the cache. */
+export const testRedisUrl = process.env.TEST_REDIS_URL ?? ''
+
 export async function createHarness(overrides: Record<string, string> = {}, db?: Database) {
   const database = db ?? (await freshDatabase())
   const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'))
@@ -85,12 +90,18 @@ export async function createHarness(overrides: Record<string, string> = {}, db?:
     ENVIRONMENT: 'test',
     SECRET_KEY: SECRET,
     LOG_LEVEL: 'silent',
+    REDIS_URL: testRedisUrl,
     ...overrides,
   })
-  const app = createApp({ config, database, clock, logger: silentLogger, startedAt: new Date() })
+  const kv: Kv = config.redisUrl
+    ? new RedisKv(config.redisUrl, { queueWhileConnecting: true, maxTtlMs: config.cacheTtlSeconds * 1000 })
+    : new MemoryKv()
+  const app = createApp({ config, database, clock, logger: silentLogger, startedAt: new Date(), kv })
+  const harnessId = unique('h')
 
   const tokens = new Map<string, string>()
-  async function token(role: Exclude<Role, 'agent'>, sub = `test-${role}`): Promise<string> {
+  // Subjects are unique per harness so rate-limit windows in a shared Redis never collide.
+  async function token(role: Exclude<Role, 'agent'>, sub = `test-${role}-${harnessId}`): Promise<string> {
     const key = `${role}:${sub}`
     let t = tokens.get(key)
     if (!t) {
@@ -203,6 +214,10 @@ export async function createHarness(overrides: Record<string, string> = {}, db?:
     scope,
     report,
     events,
-    close: () => database.close(),
+    kv,
+    close: async () => {
+      await kv.close()
+      await database.close()
+    },
   }
 }

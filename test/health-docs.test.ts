@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createHarness, freshDatabase, type Harness } from './harness'
+import { createHarness, freshDatabase, type Harness, testRedisUrl } from './harness'
 
 let h: Harness
 beforeAll(async () => {
@@ -20,7 +20,7 @@ describe('health', () => {
       uptimeSeconds: expect.any(Number),
       checks: {
         database: { status: 'ok', driver: h.database.driver, migrations: 'applied', latencyMs: expect.any(Number) },
-        redis: { status: 'disabled' },
+        redis: testRedisUrl ? { status: 'ok', latencyMs: expect.any(Number) } : { status: 'disabled' },
       },
     })
   })
@@ -29,7 +29,9 @@ describe('health', () => {
     expect((await h.call('GET', '/health/liveness', { token: null })).body).toEqual({ status: 'ok' })
     expect((await h.call('GET', '/health/readiness', { token: null })).body).toEqual({ status: 'ready' })
     expect((await h.call('GET', '/health/database', { token: null })).body).toMatchObject({ status: 'ok' })
-    expect((await h.call('GET', '/health/redis', { token: null })).body).toEqual({ status: 'disabled' })
+    expect((await h.call('GET', '/health/redis', { token: null })).body).toMatchObject({
+      status: testRedisUrl ? 'ok' : 'disabled',
+    })
   })
 
   it('is not ready (503) on a database without the migrations', async () => {

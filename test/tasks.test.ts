@@ -2,6 +2,7 @@ import { eq } from 'drizzle-orm'
 import { testClient } from 'hono/testing'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { tasks } from '../src/db/schema'
+import { keys } from '../src/lib/kv'
 import { createHarness, type Harness, unique } from './harness'
 
 let h: Harness
@@ -162,6 +163,7 @@ describe('GET /api/v1/tasks/{id} and pendingReason', () => {
     // A retry backoff (set by the scheduler) reads as backoff.
     const later = new Date(h.clock.now().getTime() + 60_000)
     await h.database.db.update(tasks).set({ availableAt: later, attempt: 1 }).where(eq(tasks.id, nobody.id))
+    await h.kv.invalidate([keys.task(nobody.id)]) // written behind the service's back
     expect(await reason(nobody.id)).toBe('backoff')
 
     const list = await h.call('GET', `/api/v1/tasks?status=pending&limit=100`)

@@ -5,6 +5,7 @@ import type { Config } from '../env'
 import { findAgentAuth } from '../services/agents'
 import { type AppBindings, type Principal, type Role, roles } from './context'
 import { ApiError } from './errors'
+import { keys } from './kv'
 
 /**
  * The token contract (another system sharing SECRET_KEY may mint these):
@@ -23,7 +24,7 @@ export type Claims = z.infer<typeof claimsSchema>
 const uuidSchema = z.uuid()
 
 const hashes = { HS256: 'SHA-256', HS384: 'SHA-384', HS512: 'SHA-512' } as const
-const keys = new Map<string, Promise<CryptoKey>>()
+const hmacKeys = new Map<string, Promise<CryptoKey>>()
 
 /**
  * The HMAC key, imported once per secret and algorithm: importing it on every request
@@ -31,7 +32,7 @@ const keys = new Map<string, Promise<CryptoKey>>()
  */
 function hmacKey({ secretKey, algorithm }: Pick<Config, 'secretKey' | 'algorithm'>): Promise<CryptoKey> {
   const id = `${algorithm}:${secretKey}`
-  let key = keys.get(id)
+  let key = hmacKeys.get(id)
   if (!key) {
     key = crypto.subtle.importKey(
       'raw',
@@ -40,7 +41,7 @@ function hmacKey({ secretKey, algorithm }: Pick<Config, 'secretKey' | 'algorithm
       false,
       ['sign', 'verify'],
     )
-    keys.set(id, key)
+    hmacKeys.set(id, key)
   }
   return key
 }
@@ -63,7 +64,7 @@ function bearer(header: string | undefined): string {
 
 /** Verifies the bearer token and sets `principal`; agent tokens are checked against the live agent row. */
 export const authenticate = createMiddleware<AppBindings>(async (c, next) => {
-  const { config, database } = c.var.deps
+  const { config, database, kv } = c.var.deps
   const token = bearer(c.req.header('authorization'))
   let payload: unknown
   try {
@@ -76,12 +77,23 @@ export const authenticate = createMiddleware<AppBindings>(async (c, next) => {
   const { sub, role, tv } = claims.data
   const principal: Principal = { sub, role }
   if (role === 'agent') {
-    const agent = uuidSchema.safeParse(sub).success ? await findAgentAuth(database.db, sub) : undefined
+    // Every agent call needs this row: cached (Redis), dropped by rotation and deletion.
+    const agent = uuidSchema.safeParse(sub).success
+      ? await kv.cached(keys.agentAuth(sub), config.cacheTtlSeconds * 1000, () => findAgentAuth(database.db, sub))
+      : undefined
     if (!agent) throw new ApiError('unauthorized', 'The agent of this token no longer exists.')
     if (tv !== agent.tokenVersion) throw new ApiError('unauthorized', 'This agent token was replaced by a newer one.')
     principal.agentId = agent.id
   }
   c.set('principal', principal)
+  if (config.rateLimitPerMinute > 0 && c.req.method !== 'GET' && c.req.method !== 'HEAD') {
+    const r = await kv.rateLimit(`agenticcp:rate:${role}:${sub}`, config.rateLimitPerMinute, 60_000)
+    if (!r.allowed) {
+      throw new ApiError('rate_limited', `More than ${config.rateLimitPerMinute} writes a minute for this token.`, {
+        retryAfterSeconds: Math.max(1, Math.ceil(r.retryAfterMs / 1000)),
+      })
+    }
+  }
   await next()
 })
 

@@ -3,6 +3,7 @@ import type { Context } from 'hono'
 import type { Database } from '../db/client'
 import type { Config } from '../env'
 import type { Clock } from './clock'
+import type { Kv } from './kv'
 import type { Logger } from './logger'
 import type { WorkNotifier } from './notifier'
 
@@ -28,6 +29,8 @@ export interface AppDeps {
   assets?: AssetLoader
   /** Wakes long-polling heartbeats; createApp makes an in-process one when absent. */
   notifier?: WorkNotifier
+  /** Cache, bus and rate-limit store: Redis when configured, else in-process. */
+  kv: Kv
   /** Process start, for `uptimeSeconds`. */
   startedAt?: Date
 }
@@ -50,4 +53,5 @@ export const serviceDeps = (c: Context<AppBindings>) => ({
   clock: c.var.deps.clock,
   config: c.var.deps.config,
   notifier: c.var.deps.notifier,
+  kv: c.var.deps.kv,
 })

@@ -52,3 +52,49 @@ export class LocalNotifier implements WorkNotifier {
     this.waiters.clear()
   }
 }
+
+/**
+ * The notifier across instances: wakes this process's waiters and publishes the agent
+ * ids on the bus (Redis pub/sub), so a heartbeat long-polling on another instance wakes
+ * too. Use it only with a shared bus; with the in-process bus, LocalNotifier is enough.
+ */
+export class BusNotifier implements WorkNotifier {
+  private readonly unsubscribe: () => void
+  constructor(
+    private readonly local: LocalNotifier,
+    private readonly bus: {
+      publish(channel: string, message: string): Promise<void>
+      subscribe(channel: string, h: (m: string) => void): () => void
+    },
+    private readonly channel = 'agenticcp:work',
+  ) {
+    this.unsubscribe = bus.subscribe(channel, (message) => {
+      try {
+        const ids = JSON.parse(message) as unknown
+        if (Array.isArray(ids)) local.notify(ids.filter((x): x is string => typeof x === 'string'))
+      } catch {
+        // not ours: ignore
+      }
+    })
+  }
+
+  get closed(): boolean {
+    return this.local.closed
+  }
+
+  notify(agentIds: Iterable<string>): void {
+    const list = [...new Set(agentIds)]
+    if (list.length === 0) return
+    this.local.notify(list)
+    void this.bus.publish(this.channel, JSON.stringify(list))
+  }
+
+  wait(agentId: string, ms: number, signal?: AbortSignal): Promise<boolean> {
+    return this.local.wait(agentId, ms, signal)
+  }
+
+  close(): void {
+    this.unsubscribe()
+    this.local.close()
+  }
+}

@@ -6,8 +6,9 @@ import { type AgentRow, agents, type Labels, tasks } from '../db/schema'
 import { pgConstraint, pgErrorCode, withTx } from '../db/tx'
 import type { Principal } from '../lib/context'
 import { ApiError } from '../lib/errors'
+import { keys, reviveRow } from '../lib/kv'
 import { decodeCursor, page, type SortOrder } from '../lib/pagination'
-import type { ServiceDeps } from './deps'
+import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
 import { type AgentStatus, activeStatuses, ifMatchOk, type Provider } from './model'
 import { fillAgent } from './placement'
@@ -103,6 +104,16 @@ export async function getAgent(db: Executor, id: string, lock = false): Promise<
   return row
 }
 
+/** An agent by id for GET /agents/{id}: cached (Redis), dropped by every write that changes it. */
+export async function readAgent(deps: Pick<ServiceDeps, 'db' | 'kv' | 'config'>, id: string): Promise<AgentRow> {
+  const load = async () => (await queries(deps.db).agentById.execute({ id }))[0]
+  const row = deps.kv
+    ? await deps.kv.cached(keys.agent(id), deps.config.cacheTtlSeconds * 1000, load, reviveRow<AgentRow>)
+    : await load()
+  if (!row) throw new ApiError('not_found', `No agent with id ${id}.`)
+  return row
+}
+
 /** What authentication needs on every agent-token call. */
 export async function findAgentAuth(db: Db, id: string) {
   const [row] = await queries(db).agentAuth.execute({ id })
@@ -116,14 +127,15 @@ function checkVersion(row: { version: number }, ifMatch: string | undefined) {
 }
 
 export async function updateAgent(
-  { db, clock }: ServiceDeps,
+  deps: ServiceDeps,
   id: string,
   input: AgentInput,
   ifMatch?: string,
 ): Promise<AgentRow> {
+  const { db, clock } = deps
   const now = clock.now()
   try {
-    return await withTx(db, async (tx) => {
+    const out = await withTx(db, async (tx) => {
       const current = await getAgent(tx, id, true)
       checkVersion(current, ifMatch)
       const [row] = await tx
@@ -145,6 +157,8 @@ export async function updateAgent(
       await recordEvents(tx, now, [{ type: 'agent.updated', agentId: id, data: { version: row.version } }])
       return row
     })
+    await changed(deps, { agents: [id] })
+    return out
   } catch (err) {
     nameTaken(err, input.name)
   }
@@ -170,14 +184,15 @@ function assertAgentMove(current: string, next: AgentStatus, by: Principal['role
 }
 
 export async function setAgentStatus(
-  { db, clock }: ServiceDeps,
+  deps: ServiceDeps,
   id: string,
   status: AgentStatus,
   by: Principal,
   ifMatch?: string,
 ): Promise<AgentRow> {
+  const { db, clock } = deps
   const now = clock.now()
-  return withTx(db, async (tx) => {
+  const out = await withTx(db, async (tx) => {
     const current = await getAgent(tx, id, true)
     checkVersion(current, ifMatch)
     assertAgentMove(current.status, status, by.role)
@@ -193,6 +208,8 @@ export async function setAgentStatus(
     ])
     return row
   })
+  await changed(deps, { agents: [id] })
+  return out
 }
 
 /**
@@ -200,7 +217,8 @@ export async function setAgentStatus(
  * `force`, which puts those tasks back to pending (their attempt is not counted, and the
  * bumped attempt on the next assignment fences any late report from this agent).
  */
-export async function deleteAgent({ db, clock }: ServiceDeps, id: string, force: boolean, ifMatch?: string) {
+export async function deleteAgent(deps: ServiceDeps, id: string, force: boolean, ifMatch?: string) {
+  const { db, clock } = deps
   const now = clock.now()
   const lockHeld = (tx: Tx) =>
     tx
@@ -208,7 +226,7 @@ export async function deleteAgent({ db, clock }: ServiceDeps, id: string, force:
       .from(tasks)
       .where(and(eq(tasks.agentId, id), inArray(tasks.status, [...activeStatuses])))
       .for('update')
-  await withTx(db, async (tx) => {
+  const requeued = await withTx(db, async (tx) => {
     // Tasks before their agent, the order every report and cancel takes, so none deadlocks with this.
     await lockHeld(tx)
     const current = await getAgent(tx, id, true)
@@ -255,13 +273,16 @@ export async function deleteAgent({ db, clock }: ServiceDeps, id: string, force:
       })),
       { type: 'agent.deregistered', agentId: id, data: { name: current.name, requeued: held.length } },
     ])
+    return held.map((t) => t.id)
   })
+  await changed(deps, { agents: [id], auth: [id], tasks: requeued })
 }
 
 /** Bumps the agent's token version: tokens minted before stop working. */
-export async function rotateAgentToken({ db, clock }: ServiceDeps, id: string): Promise<number> {
+export async function rotateAgentToken(deps: ServiceDeps, id: string): Promise<number> {
+  const { db, clock } = deps
   const now = clock.now()
-  return withTx(db, async (tx) => {
+  const version = await withTx(db, async (tx) => {
     const [row] = await tx
       .update(agents)
       .set({ tokenVersion: sql`${agents.tokenVersion} + 1`, updatedAt: now })
@@ -271,6 +292,8 @@ export async function rotateAgentToken({ db, clock }: ServiceDeps, id: string): 
     await recordEvents(tx, now, [{ type: 'agent.token_rotated', agentId: id, data: {} }])
     return row.tokenVersion
   })
+  await changed(deps, { auth: [id] })
+  return version
 }
 
 export interface HeartbeatInput {
@@ -354,15 +377,20 @@ const WAIT_SLICE_MS = 2000
  * (or when the wait ends): a long poll instead of a busy poll.
  */
 export async function heartbeat(
-  { db, clock, notifier }: ServiceDeps,
+  deps: ServiceDeps,
   input: HeartbeatInput,
   signal?: AbortSignal,
 ): Promise<HeartbeatResult> {
+  const { db, clock, notifier } = deps
   let { free } = await recordBeat(db, clock.now(), input)
+  await changed(deps, { agents: [input.agentId] })
   const until = Date.now() + (input.waitSeconds ?? 0) * 1000
   for (;;) {
     // Only an online agent with a free slot pulls work; a full or draining one skips the query.
-    if (free) await fillAgent(db, clock.now(), { agentId: input.agentId }, 'heartbeat')
+    if (free) {
+      const filled = await fillAgent(db, clock.now(), { agentId: input.agentId }, 'heartbeat')
+      if (filled.length) await changed(deps, { agents: [input.agentId], tasks: filled.map((r) => r.id) })
+    }
     const work = await readWork(db, input)
     free = work.agent.status === 'online' && work.agent.activeTasks < work.agent.maxConcurrentTasks
     const left = until - Date.now()

@@ -1,6 +1,7 @@
 import type { Db } from '../db/client'
 import type { Config } from '../env'
 import type { Clock } from '../lib/clock'
+import { type Kv, keys } from '../lib/kv'
 import type { WorkNotifier } from '../lib/notifier'
 
 /** What services take: the database, the clock (all domain time) and the settings. */
@@ -10,4 +11,19 @@ export interface ServiceDeps {
   config: Config
   /** Wakes long-polling heartbeats when work lands on an agent; optional (tests, scripts). */
   notifier?: WorkNotifier
+  /** Cache, bus and rate limits (Redis or in-process); optional (tests, scripts). */
+  kv?: Kv
+}
+
+/** Drops cached copies of what a committed write changed; call before answering. */
+export async function changed(
+  deps: Pick<ServiceDeps, 'kv'>,
+  what: { tasks?: Iterable<string | null | undefined>; agents?: Iterable<string | null | undefined>; auth?: string[] },
+): Promise<void> {
+  if (!deps.kv || deps.kv.kind === 'memory') return
+  const list: string[] = []
+  for (const id of what.tasks ?? []) if (id) list.push(keys.task(id))
+  for (const id of what.agents ?? []) if (id) list.push(keys.agent(id))
+  for (const id of what.auth ?? []) list.push(keys.agentAuth(id))
+  await deps.kv.invalidate(list)
 }

@@ -5,7 +5,7 @@ import { type AgentRow, agents, type Labels, type TaskRow, tasks } from '../db/s
 import { withTx } from '../db/tx'
 import { ApiError } from '../lib/errors'
 import { getAgent } from './agents'
-import type { ServiceDeps } from './deps'
+import { changed, type ServiceDeps } from './deps'
 import { type PendingReason, taskMoves } from './model'
 
 /**
@@ -272,7 +272,7 @@ export async function explainNoFit(db: Executor, task: TaskReq): Promise<{ reaso
  * then stays pending, unchanged.
  */
 export async function placeTask(
-  { db, clock, notifier }: Pick<ServiceDeps, 'db' | 'clock' | 'notifier'>,
+  { db, clock, notifier, kv }: Pick<ServiceDeps, 'db' | 'clock' | 'notifier' | 'kv'>,
   taskId: string,
   agentId?: string,
 ): Promise<{ task: TaskRow; attempt: number }> {
@@ -308,6 +308,7 @@ export async function placeTask(
     if (!updated) throw new Error('task vanished inside its transaction')
     return { task: updated, attempt: row.attempt }
   })
+  await changed({ kv }, { tasks: [taskId], agents: [out.task.agentId] })
   if (out.task.agentId) notifier?.notify([out.task.agentId])
   return out
 }
@@ -442,7 +443,7 @@ export async function placeNewTask(
  * queue is exhausted; tasks nothing can take are passed over, never blocking the rest.
  */
 export async function placePending(
-  { db, clock, notifier }: Pick<ServiceDeps, 'db' | 'clock' | 'notifier'>,
+  { db, clock, notifier, kv }: Pick<ServiceDeps, 'db' | 'clock' | 'notifier' | 'kv'>,
   batchSize: number,
   maxTasks = Number.POSITIVE_INFINITY,
 ): Promise<number> {
@@ -451,8 +452,10 @@ export async function placePending(
   let scanned = 0
   let after: { priority: number; id: string } | undefined
   const pending: string[] = []
+  const placedTasks: string[] = []
   while (scanned < maxTasks) {
     pending.length = 0
+    placedTasks.length = 0
     const result = await withTx(db, async (tx) => {
       const pool = await tx
         .select(agentFitColumns)
@@ -478,11 +481,13 @@ export async function placePending(
       const pairs = matchTasks(batch, pool)
       const rows = await writeAssignments(tx, now, pairs, 'sweep')
       pending.push(...rows.map((r) => r.agent_id))
+      placedTasks.push(...rows.map((r) => r.id))
       const slotsLeft = pool.some((a) => a.activeTasks < a.maxConcurrentTasks)
       return { placed: rows.length, batch, noSlots: !slotsLeft }
     })
     assigned += result.placed
     scanned += result.batch.length
+    await changed({ kv }, { tasks: placedTasks, agents: pending })
     notifier?.notify(pending)
     const last = result.batch.at(-1)
     if (result.noSlots || result.batch.length < batchSize || !last) break

@@ -2,7 +2,7 @@ import { sql } from 'drizzle-orm'
 import { rowsOf, type Tx } from '../db/client'
 import { schedulerState } from '../db/schema'
 import { withTx } from '../db/tx'
-import type { ServiceDeps } from './deps'
+import { changed, type ServiceDeps } from './deps'
 import { placePending } from './placement'
 
 /**
@@ -32,7 +32,8 @@ export interface SweepSummary {
 /** An arbitrary, fixed key for pg_try_advisory_xact_lock: "one sweep at a time". */
 const SWEEP_LOCK_KEY = 7_240_431_001
 
-type Count = { n: number }
+type Count = { n: number; task_ids: string[]; agent_ids: string[] }
+const none: Count = { n: 0, task_ids: [], agent_ids: [] }
 
 /**
  * Step 1. Agents silent past HEARTBEAT_TIMEOUT_SECONDS go offline. Their assigned tasks
@@ -43,7 +44,14 @@ type Count = { n: number }
  */
 async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps) {
   const cutoff = new Date(now.getTime() - d.config.heartbeatTimeoutSeconds * 1000)
-  const [r] = await rowsOf<{ agents: number; requeued: number; failed: number; cancelled: number }>(
+  const [r] = await rowsOf<{
+    agents: number
+    requeued: number
+    failed: number
+    cancelled: number
+    agent_ids: string[]
+    task_ids: string[]
+  }>(
     tx,
     sql`
     WITH silent AS (
@@ -101,9 +109,11 @@ async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps) {
       RETURNING 1
     )
     SELECT (SELECT count(*)::int FROM ag) AS agents, (SELECT count(*)::int FROM requeue) AS requeued,
-           (SELECT count(*)::int FROM fail) AS failed, (SELECT count(*)::int FROM cancel) AS cancelled`,
+           (SELECT count(*)::int FROM fail) AS failed, (SELECT count(*)::int FROM cancel) AS cancelled,
+           coalesce((SELECT json_agg(id) FROM ag), '[]'::json) AS agent_ids,
+           coalesce((SELECT json_agg(id) FROM tk), '[]'::json) AS task_ids`,
   )
-  return r ?? { agents: 0, requeued: 0, failed: 0, cancelled: 0 }
+  return r ?? { agents: 0, requeued: 0, failed: 0, cancelled: 0, agent_ids: [], task_ids: [] }
 }
 
 /**
@@ -139,9 +149,10 @@ async function expireCancels(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
         FROM upd ORDER BY id
       RETURNING 1
     )
-    SELECT count(*)::int AS n FROM upd`,
+    SELECT count(*)::int AS n, coalesce(json_agg(id), '[]'::json) AS task_ids,
+           coalesce(json_agg(DISTINCT agent_id) FILTER (WHERE agent_id IS NOT NULL), '[]'::json) AS agent_ids FROM upd`,
   )
-  return r?.n ?? 0
+  return r ?? none
 }
 
 /** Step 2b. Running tasks past their deadline (startedAt + timeoutSeconds) become timed_out. */
@@ -165,9 +176,10 @@ async function timeOutRunning(tx: Tx, now: Date, limit: number) {
         FROM upd ORDER BY id
       RETURNING 1
     )
-    SELECT count(*)::int AS n FROM upd`,
+    SELECT count(*)::int AS n, coalesce(json_agg(id), '[]'::json) AS task_ids,
+           coalesce(json_agg(DISTINCT agent_id) FILTER (WHERE agent_id IS NOT NULL), '[]'::json) AS agent_ids FROM upd`,
   )
-  return r?.n ?? 0
+  return r ?? none
 }
 
 /** Step 2c. Assigned tasks not started within ASSIGN_TIMEOUT_SECONDS go back to pending for another agent. */
@@ -191,9 +203,10 @@ async function requeueUnstarted(tx: Tx, now: Date, d: ServiceDeps, limit: number
         FROM upd ORDER BY id
       RETURNING 1
     )
-    SELECT count(*)::int AS n FROM upd`,
+    SELECT count(*)::int AS n, coalesce(json_agg(id), '[]'::json) AS task_ids,
+           coalesce(json_agg(DISTINCT agent_id) FILTER (WHERE agent_id IS NOT NULL), '[]'::json) AS agent_ids FROM upd`,
   )
-  return r?.n ?? 0
+  return r ?? none
 }
 
 /**
@@ -220,7 +233,7 @@ async function scheduleRetries(tx: Tx, now: Date, d: ServiceDeps, limit: number)
              assigned_at = NULL, started_at = NULL, finished_at = NULL, progress = NULL, result = NULL,
              version = t.version + 1, updated_at = ${now}
         FROM due WHERE t.id = due.id
-      RETURNING t.id, t.attempt, due.delay, t.available_at
+      RETURNING t.id, NULL::uuid AS agent_id, t.attempt, due.delay, t.available_at
     ), ev AS (
       INSERT INTO events (type, task_id, data, created_at)
       SELECT 'task.requeued', id,
@@ -229,9 +242,10 @@ async function scheduleRetries(tx: Tx, now: Date, d: ServiceDeps, limit: number)
         FROM upd ORDER BY id
       RETURNING 1
     )
-    SELECT count(*)::int AS n FROM upd`,
+    SELECT count(*)::int AS n, coalesce(json_agg(id), '[]'::json) AS task_ids,
+           coalesce(json_agg(DISTINCT agent_id) FILTER (WHERE agent_id IS NOT NULL), '[]'::json) AS agent_ids FROM upd`,
   )
-  return r?.n ?? 0
+  return r ?? none
 }
 
 export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSummary> {
@@ -247,15 +261,19 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
     const timedOut = await timeOutRunning(tx, now, limit)
     const unstarted = await requeueUnstarted(tx, now, deps, limit)
     const retried = await scheduleRetries(tx, now, deps, limit)
+    const steps = [graceCancelled, timedOut, unstarted, retried]
     return {
       expiredAgents: lost.agents,
-      requeued: lost.requeued + unstarted,
-      timedOut,
-      retried,
-      cancelled: lost.cancelled + graceCancelled,
+      requeued: lost.requeued + unstarted.n,
+      timedOut: timedOut.n,
+      retried: retried.n,
+      cancelled: lost.cancelled + graceCancelled.n,
+      tasks: [...lost.task_ids, ...steps.flatMap((x) => x.task_ids)],
+      agents: [...lost.agent_ids, ...steps.flatMap((x) => x.agent_ids)],
     }
   })
-  const assigned = await placePending({ db: deps.db, clock, notifier: deps.notifier }, limit)
+  if (recovery) await changed(deps, { tasks: recovery.tasks, agents: recovery.agents })
+  const assigned = await placePending({ db: deps.db, clock, notifier: deps.notifier, kv: deps.kv }, limit)
   const summary: SweepSummary = {
     expiredAgents: recovery?.expiredAgents ?? 0,
     requeued: recovery?.requeued ?? 0,

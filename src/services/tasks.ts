@@ -6,8 +6,9 @@ import { agents, type Labels, type TaskError, type TaskRow, tasks } from '../db/
 import { withTx } from '../db/tx'
 import type { Principal } from '../lib/context'
 import { ApiError } from '../lib/errors'
+import { keys, reviveRow } from '../lib/kv'
 import { decodeCursor, page, type SortOrder } from '../lib/pagination'
-import type { ServiceDeps } from './deps'
+import { changed, type ServiceDeps } from './deps'
 import { type NewEvent, recordEvents } from './events'
 import {
   allowedReports,
@@ -96,6 +97,7 @@ export async function createTask(
   // Placed at once when a fitting agent has a free slot; the sweep is only the safety net.
   const placed = await placeNewTask(deps, created.task)
   if (placed.length === 0) return created
+  await changed(deps, { agents: placed.map((p) => p.agent_id), tasks: placed.map((p) => p.id) })
   deps.notifier?.notify(placed.map((p) => p.agent_id))
   const [fresh] = await queries(deps.db).taskById.execute({ id: created.task.id })
   return { task: fresh ?? created.task, created: true }
@@ -141,14 +143,18 @@ async function insertTask(
   return { task: existing, created: false }
 }
 
+/** A task by id, cached (Redis) and dropped by every write that changes it; with why it waits. */
 export async function getTask(
-  db: Db,
+  deps: Pick<ServiceDeps, 'db' | 'kv' | 'config' | 'clock'>,
   id: string,
-  now: Date,
 ): Promise<{ task: TaskRow; pendingReason: PendingReason | null }> {
-  const [row] = await queries(db).taskById.execute({ id })
+  const { db, kv } = deps
+  const load = async () => (await queries(db).taskById.execute({ id }))[0]
+  const row = kv
+    ? await kv.cached(keys.task(id), deps.config.cacheTtlSeconds * 1000, load, reviveRow<TaskRow>)
+    : await load()
   if (!row) throw new ApiError('not_found', `No task with id ${id}.`)
-  const reasons = await pendingReasonsFor(db, [row], now)
+  const reasons = await pendingReasonsFor(db, [row], deps.clock.now())
   return { task: row, pendingReason: reasons.get(row.id) ?? null }
 }
 
@@ -183,9 +189,10 @@ export async function listTasks(db: Db, f: TaskFilters, now: Date) {
   return { ...result, reasons }
 }
 
-export async function updateTask({ db, clock }: ServiceDeps, id: string, input: TaskInput, ifMatch?: string) {
+export async function updateTask(deps: ServiceDeps, id: string, input: TaskInput, ifMatch?: string) {
+  const { db, clock } = deps
   const now = clock.now()
-  return withTx(db, async (tx) => {
+  const out = await withTx(db, async (tx) => {
     const current = await lockTask(tx, id)
     checkVersion(current, ifMatch)
     if (current.status !== 'pending') refuse(current, 'only a pending task can be edited')
@@ -201,11 +208,14 @@ export async function updateTask({ db, clock }: ServiceDeps, id: string, input: 
     await recordEvents(tx, now, [{ type: 'task.updated', taskId: id, data: { version: row.version } }])
     return row
   })
+  await changed(deps, { tasks: [id] })
+  return out
 }
 
-export async function deleteTask({ db, clock }: ServiceDeps, id: string, ifMatch?: string) {
+export async function deleteTask(deps: ServiceDeps, id: string, ifMatch?: string) {
+  const { db, clock } = deps
   const now = clock.now()
-  await withTx(db, async (tx) => {
+  const agentId = await withTx(db, async (tx) => {
     const current = await lockTask(tx, id)
     checkVersion(current, ifMatch)
     if (current.status === 'running') refuse(current, 'cancel it before deleting it')
@@ -214,7 +224,9 @@ export async function deleteTask({ db, clock }: ServiceDeps, id: string, ifMatch
     await recordEvents(tx, now, [
       { type: 'task.deleted', taskId: id, agentId: current.agentId, data: { status: current.status } },
     ])
+    return current.agentId
   })
+  await changed(deps, { tasks: [id], agents: [agentId] })
 }
 
 export interface StatusReport {
@@ -231,9 +243,10 @@ export interface StatusReport {
  * report from an earlier attempt or a lost agent cannot overwrite a newer one.
  * Repeating the report that ended the task is answered with the task, unchanged.
  */
-export async function reportTaskStatus({ db, clock }: ServiceDeps, id: string, by: Principal, report: StatusReport) {
+export async function reportTaskStatus(deps: ServiceDeps, id: string, by: Principal, report: StatusReport) {
+  const { db, clock } = deps
   const now = clock.now()
-  return withTx(db, async (tx) => {
+  const out = await withTx(db, async (tx) => {
     const task = await lockTask(tx, id)
     if (by.role === 'agent' && task.agentId !== by.agentId) {
       throw new ApiError('stale_attempt', 'This agent does not hold the task (it was requeued or reassigned).', {
@@ -343,16 +356,16 @@ export async function reportTaskStatus({ db, clock }: ServiceDeps, id: string, b
     if (!raw) throw new ApiError('not_found', `No task with id ${id}.`)
     return mapRow(tasks, raw)
   })
+  await changed(deps, { tasks: [id], agents: [out.agentId] })
+  return out
 }
 
 /**
  * Cancels a task: pending or assigned ones end at once (`accepted: false`); a running one
  * gets `cancelRequested` and ends when its agent reports it cancelled (`accepted: true`).
  */
-export async function cancelTask(
-  { db, clock, notifier }: ServiceDeps,
-  id: string,
-): Promise<{ task: TaskRow; accepted: boolean }> {
+export async function cancelTask(deps: ServiceDeps, id: string): Promise<{ task: TaskRow; accepted: boolean }> {
+  const { db, clock, notifier } = deps
   const now = clock.now()
   const out = await withTx(db, async (tx) => {
     const task = await lockTask(tx, id)
@@ -380,6 +393,7 @@ export async function cancelTask(
     ])
     return { task: row ?? task, accepted: false }
   })
+  await changed(deps, { tasks: [id], agents: [out.task.agentId] })
   // The agent learns of the cancel request at once if it is long-polling.
   if (out.accepted && out.task.agentId) notifier?.notify([out.task.agentId])
   return out
@@ -390,9 +404,10 @@ export async function cancelTask(
  * starts afresh (`failures` and `lostCount` reset); `attempt` keeps counting, so reports
  * from earlier runs stay fenced off.
  */
-export async function retryTask({ db, clock }: ServiceDeps, id: string): Promise<TaskRow> {
+export async function retryTask(deps: ServiceDeps, id: string): Promise<TaskRow> {
+  const { db, clock } = deps
   const now = clock.now()
-  return withTx(db, async (tx) => {
+  const out = await withTx(db, async (tx) => {
     const task = await lockTask(tx, id)
     if (!['failed', 'cancelled', 'timed_out'].includes(task.status)) {
       refuse(task, 'only failed, cancelled or timed-out tasks can be retried')
@@ -426,4 +441,6 @@ export async function retryTask({ db, clock }: ServiceDeps, id: string): Promise
     ])
     return row
   })
+  await changed(deps, { tasks: [id] })
+  return out
 }

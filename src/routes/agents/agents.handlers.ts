@@ -42,7 +42,7 @@ export const list: AppRouteHandler<ListRoute> = async (c) => {
 export const get: AppRouteHandler<GetRoute> = async (c) => {
   const { id } = c.req.valid('param')
   assertSelfOrStaff(c.var.principal, id, ['admin', 'operator', 'viewer'])
-  const row = await agents.getAgent(svc(c).db, id)
+  const row = await agents.readAgent(svc(c), id)
   c.header('ETag', etagOf(row.version))
   return c.json(toAgentDto(row), 200)
 }

@@ -54,7 +54,7 @@ export const list: AppRouteHandler<ListRoute> = async (c) => {
 
 export const get: AppRouteHandler<GetRoute> = async (c) => {
   const { id } = c.req.valid('param')
-  const { task, pendingReason } = await tasks.getTask(svc(c).db, id, c.var.deps.clock.now())
+  const { task, pendingReason } = await tasks.getTask(svc(c), id)
   const p = c.var.principal
   // To an agent, another agent's task does not exist (its id tells nothing either way).
   if (p.role === 'agent' && task.agentId !== p.agentId) throw new ApiError('not_found', `No task with id ${id}.`)

@@ -1,0 +1,249 @@
+import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { keys, MemoryKv } from '../src/lib/kv'
+import { BusNotifier, LocalNotifier } from '../src/lib/notifier'
+import { RedisKv } from '../src/lib/redis'
+import { createHarness, type Harness, testRedisUrl, unique } from './harness'
+
+/**
+ * Redis as an accelerator, never the source of truth: against this machine's Redis
+ * (TEST_REDIS_URL, set in CI), a closed port, and a Redis that vanishes and comes back
+ * behind a TCP relay.
+ */
+const withRedis = testRedisUrl !== ''
+
+/** A TCP relay to Redis that the test can cut and restore, to play "Redis died". */
+class Relay {
+  private server: Server | undefined
+  private sockets = new Set<Socket>()
+  port = 0
+  constructor(private readonly target: URL) {}
+  async start(port = 0): Promise<void> {
+    this.server = createServer((client) => {
+      const upstream = tcpConnect(Number(this.target.port || 6379), this.target.hostname)
+      for (const s of [client, upstream]) {
+        this.sockets.add(s)
+        s.on('close', () => this.sockets.delete(s))
+        s.on('error', () => s.destroy())
+      }
+      client.pipe(upstream).pipe(client)
+    })
+    await new Promise<void>((resolve) => this.server?.listen(port, '127.0.0.1', () => resolve()))
+    const a = this.server.address()
+    this.port = typeof a === 'object' && a ? a.port : 0
+  }
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy()
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()))
+  }
+}
+
+async function eventually<T>(what: string, f: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
+  const end = Date.now() + ms
+  for (;;) {
+    const v = await f()
+    if (v !== undefined) return v
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+describe.runIf(withRedis)('with Redis', () => {
+  let h: Harness
+  let raw: RedisKv
+  beforeAll(async () => {
+    h = await createHarness({ RATE_LIMIT_PER_MINUTE: '0' })
+    raw = new RedisKv(testRedisUrl, { queueWhileConnecting: true })
+  })
+  afterAll(async () => {
+    await raw.close()
+    await h.close()
+  })
+  const redisGet = async (key: string) => {
+    let v: string | undefined
+    await raw.cached(
+      key,
+      1,
+      async () => undefined,
+      (json) => {
+        v = json
+        return json
+      },
+    )
+    return v
+  }
+
+  it('reports Redis in health with its latency', async () => {
+    const res = await h.call('GET', '/health/redis', { token: null })
+    expect(res.status).toBe(200)
+    expect(res.body).toMatchObject({ status: 'ok', latencyMs: expect.any(Number) })
+    expect((await h.call('GET', '/health', { token: null })).body.status).toBe('ok')
+  })
+
+  it('caches a task read and drops it on every write, so a client always reads its own writes', async () => {
+    const a = await h.agent()
+    const t = await h.assignedTask(a.id)
+    expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body.status).toBe('assigned')
+    expect(await redisGet(keys.task(t.id))).toContain('"status":"assigned"')
+
+    await h.report(t.id, a.token, { status: 'running', attempt: 1 })
+    expect(await redisGet(keys.task(t.id))).toBeUndefined()
+    expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body.status).toBe('running')
+    await h.report(t.id, a.token, { status: 'completed', attempt: 1, result: 7 })
+    expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body).toMatchObject({ status: 'completed', result: 7 })
+  })
+
+  it('caches an agent and its auth row; heartbeats, placements and token rotation drop them', async () => {
+    const a = await h.agent({ maxConcurrentTasks: 3 })
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`)).body.activeTasks).toBe(0)
+    await h.assignedTask(a.id)
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`)).body.activeTasks).toBe(1)
+    h.clock.advance(1000)
+    await h.call('POST', '/api/v1/agents/heartbeat', { token: a.token, body: { agentId: a.id } })
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`)).body.lastHeartbeatAt).toBe(h.clock.now().toISOString())
+
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`, { token: a.token })).status).toBe(200)
+    expect(await redisGet(keys.agentAuth(a.id))).toBeDefined()
+    const fresh = await h.call('POST', `/api/v1/agents/${a.id}/token`)
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`, { token: a.token })).status).toBe(401)
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`, { token: fresh.body.token })).status).toBe(200)
+  })
+
+  it('never stores a value loaded before an invalidation that landed during the load', async () => {
+    const key = `agenticcp:test:${unique()}`
+    let release: () => void = () => {}
+    const gate = new Promise<void>((r) => {
+      release = r
+    })
+    const slow = raw.cached(key, 60_000, async () => {
+      await gate
+      return 'old'
+    })
+    await new Promise((r) => setTimeout(r, 50))
+    await raw.invalidate([key]) // a write committed while the reader was loading
+    release()
+    expect(await slow).toBe('old') // the reader gets what it read…
+    expect(await redisGet(key)).toBeUndefined() // …but does not put it back for others
+    expect(await raw.cached(key, 60_000, async () => 'new')).toBe('new')
+    expect(await raw.cached(key, 60_000, async () => 'unused')).toBe('new')
+  })
+
+  it('carries pub/sub between instances, and wakes a long poll on another instance', async () => {
+    const other = new RedisKv(testRedisUrl)
+    try {
+      const channel = `agenticcp:test:${unique()}`
+      const got: string[] = []
+      other.subscribe(channel, (m) => got.push(m))
+      await eventually('the subscription', async () => {
+        await raw.publish(channel, 'ping')
+        return got.length > 0 ? true : undefined
+      })
+      expect(got[0]).toBe('ping')
+
+      // Two instances' notifiers on one bus: a placement on B wakes the heartbeat waiting on A.
+      const a = new BusNotifier(new LocalNotifier(), raw, `agenticcp:work:${unique()}`)
+      const b = new BusNotifier(new LocalNotifier(), other, (a as unknown as { channel: string }).channel)
+      await new Promise((r) => setTimeout(r, 200)) // both subscriptions in place
+      const waiting = a.wait('agent-1', 10_000)
+      b.notify(['agent-1'])
+      expect(await waiting).toBe(true) // woken, not timed out
+      a.close()
+      b.close()
+    } finally {
+      await other.close()
+    }
+  })
+
+  it('rate-limits writes per token subject with 429 and Retry-After, never reads', async () => {
+    const limited = await createHarness({ RATE_LIMIT_PER_MINUTE: '3' }, h.database)
+    try {
+      const op = await limited.token('operator', unique('op'))
+      const statuses: number[] = []
+      for (let i = 0; i < 5; i++) {
+        statuses.push(
+          (await limited.call('POST', '/api/v1/tasks', { token: op, body: { name: 'r', type: 't' } })).status,
+        )
+      }
+      expect(statuses.slice(0, 3)).toEqual([201, 201, 201])
+      const over = await limited.call('POST', '/api/v1/tasks', { token: op, body: { name: 'r', type: 't' } })
+      expect(over.status).toBe(429)
+      expect(over.body.code).toBe('rate_limited')
+      expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(0)
+      expect((await limited.call('GET', '/api/v1/tasks?limit=1', { token: op })).status).toBe(200)
+      const someoneElse = await limited.token('operator', unique('op'))
+      expect(
+        (await limited.call('POST', '/api/v1/tasks', { token: someoneElse, body: { name: 'r', type: 't' } })).status,
+      ).toBe(201)
+    } finally {
+      await limited.kv.close()
+    }
+  })
+})
+
+describe('without Redis or with Redis gone', () => {
+  it('counts rate limits in process when REDIS_URL is unset', async () => {
+    const h = await createHarness({ REDIS_URL: '', RATE_LIMIT_PER_MINUTE: '2' })
+    try {
+      expect(h.kv).toBeInstanceOf(MemoryKv)
+      const op = await h.token('operator')
+      const s = []
+      for (let i = 0; i < 3; i++)
+        s.push((await h.call('POST', '/api/v1/tasks', { token: op, body: { name: 'r', type: 't' } })).status)
+      expect(s).toEqual([201, 201, 429])
+      expect((await h.call('GET', '/health/redis', { token: null })).body).toEqual({ status: 'disabled' })
+    } finally {
+      await h.close()
+    }
+  })
+
+  it('serves every request from Postgres when Redis is unreachable, and health says degraded', async () => {
+    const h = await createHarness({ REDIS_URL: 'redis://127.0.0.1:1', RATE_LIMIT_PER_MINUTE: '100' })
+    try {
+      const a = await h.agent()
+      const t = await h.assignedTask(a.id)
+      expect((await h.report(t.id, a.token, { status: 'running', attempt: 1 })).status).toBe(200)
+      expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body.status).toBe('running')
+      expect((await h.call('GET', `/api/v1/agents/${a.id}`, { token: a.token })).status).toBe(200)
+      const health = await h.call('GET', '/health', { token: null })
+      expect(health.status).toBe(200)
+      expect(health.body).toMatchObject({ status: 'degraded', checks: { redis: { status: 'down' } } })
+      expect((await h.call('GET', '/health/redis', { token: null })).status).toBe(503)
+    } finally {
+      await h.close()
+    }
+  })
+
+  it.runIf(withRedis)(
+    'keeps answering while Redis dies mid-run, and recovers by itself when it returns',
+    async () => {
+      const relay = new Relay(new URL(testRedisUrl))
+      await relay.start()
+      const port = relay.port
+      const h = await createHarness({ REDIS_URL: `redis://127.0.0.1:${port}`, RATE_LIMIT_PER_MINUTE: '1000' })
+      try {
+        const a = await h.agent()
+        const t = await h.assignedTask(a.id)
+        expect((await h.call('GET', `/health/redis`, { token: null })).body.status).toBe('ok')
+
+        await relay.stop() // Redis gone
+        expect((await h.report(t.id, a.token, { status: 'running', attempt: 1 })).status).toBe(200)
+        expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body.status).toBe('running')
+        expect((await h.call('GET', '/health', { token: null })).body.status).toBe('degraded')
+
+        await relay.start(port) // Redis back on the same address
+        await eventually('redis to be back', async () =>
+          (await h.call('GET', '/health/redis', { token: null })).body.status === 'ok' ? true : undefined,
+        )
+        expect((await h.call('GET', '/health', { token: null })).body.status).toBe('ok')
+        // The write made while Redis was away is what readers see now (no stale copy survived).
+        expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body.status).toBe('running')
+        await h.report(t.id, a.token, { status: 'completed', attempt: 1 })
+        expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body.status).toBe('completed')
+      } finally {
+        await h.close()
+        await relay.stop()
+      }
+    },
+    30_000,
+  )
+})
