@@ -15,6 +15,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { cpus } from 'node:os'
+import type { Options as AutocannonOptions } from 'autocannon'
 import { sql } from 'drizzle-orm'
 import pg from 'pg'
 import { type Database, rowsOf } from '../src/db/client'
@@ -140,21 +141,32 @@ async function freePort(): Promise<number> {
 }
 
 /** The real server in a child process (request logging off: LOG_LEVEL=warn); resolves once it answers. */
-async function startServer(url: string, secret: string): Promise<{ child: ChildProcess; base: string }> {
+async function startServer(
+  url: string,
+  secret: string,
+  opts: { runtime?: 'node' | 'bun'; redisUrl?: string } = {},
+): Promise<{ child: ChildProcess; base: string }> {
   const port = await freePort()
   // BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the server.
   const extra = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean)
-  const child = spawn(process.execPath, [...extra, '--import', 'tsx', 'src/server.ts'], {
+  const [cmd, args] =
+    opts.runtime === 'bun'
+      ? ['node_modules/.bin/bun', ['src/server.ts']]
+      : [process.execPath, [...extra, '--import', 'tsx', 'src/server.ts']]
+  const child = spawn(cmd, args, {
     env: {
       PATH: process.env.PATH ?? '',
       PORT: String(port),
       HOST: '127.0.0.1',
       DATABASE_URL: url,
+      REDIS_URL: opts.redisUrl ?? '',
       SECRET_KEY: secret,
       ENVIRONMENT: 'production',
       LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'warn',
       SWEEP_INTERVAL_SECONDS: '1',
       HEARTBEAT_INTERVAL_SECONDS: '5',
+      // The load generator is one token subject; a write limit would measure the limiter.
+      RATE_LIMIT_PER_MINUTE: '0',
     },
     stdio: ['ignore', process.env.BENCH_SERVER_LOG_LEVEL ? 'pipe' : 'inherit', 'inherit'],
   })
@@ -307,5 +319,99 @@ async function benchLifecycle() {
   }
 }
 
+/**
+ * read: requests/s with autocannon (20 connections, 5 s each) for the agent-token reads
+ * every agent makes — GET /api/v1/agents/{id} and the heartbeat — beside the same
+ * process's bare GET /health/liveness (the ceiling), with and without Redis
+ * (BENCH_REDIS_URL, default redis://127.0.0.1:6379 when it answers), on Node and Bun.
+ */
+async function benchRead() {
+  const { default: autocannon } = await import('autocannon')
+  const secret = 'r'.repeat(40)
+  const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
+  const redisUp = await (async () => {
+    const { Redis } = await import('ioredis')
+    const r = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 500 })
+    try {
+      await r.connect()
+      await r.ping()
+      return true
+    } catch {
+      return false
+    } finally {
+      r.disconnect()
+    }
+  })()
+  const runtimes = existsSync('node_modules/.bin/bun') ? (['node', 'bun'] as const) : (['node'] as const)
+  const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
+  const measure = async (opts: AutocannonOptions) => {
+    const r = await autocannon({ connections: 20, duration: 5, ...opts })
+    return { rps: Math.round(r.requests.average), non2xx: r.non2xx + r.errors }
+  }
+  const results = new Map<string, { get: number; hb: number }>()
+  for (const runtime of runtimes) {
+    for (const redis of redisUp ? [false, true] : [false]) {
+      const { database, url, drop } = await scratch()
+      if (!onPostgres) await database.close()
+      const { child, base } = await startServer(url, secret, { runtime, redisUrl: redis ? redisUrl : '' })
+      try {
+        const agents: { id: string; token: string }[] = []
+        for (let i = 0; i < 20; i++) {
+          const res = await fetch(`${base}/api/v1/agents`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ name: `read-${i}`, provider: 'aws', maxConcurrentTasks: 1 }),
+          })
+          const a = (await res.json()) as { id: string; token: string }
+          agents.push({ id: a.id, token: a.token })
+        }
+        // One agent per connection, as real agents would be.
+        let next = 0
+        const perConnection = (build: (a: { id: string; token: string }) => void) => ({
+          setupClient: (client: { setHeaders(h: Record<string, string>): void; setBody(b: string): void }) => {
+            const a = agents[next++ % agents.length] as { id: string; token: string }
+            client.setHeaders({ authorization: `Bearer ${a.token}`, 'content-type': 'application/json' })
+            build(a)
+            client.setBody(JSON.stringify({ agentId: a.id }))
+          },
+        })
+        const live = await measure({ url: `${base}/health/liveness` })
+        const getAgent = await measure({
+          url: `${base}/api/v1/agents/${agents[0]?.id}`,
+          headers: { authorization: `Bearer ${agents[0]?.token}` },
+        })
+        const heartbeat = await measure({
+          url: `${base}/api/v1/agents/heartbeat`,
+          method: 'POST',
+          ...perConnection(() => {}),
+        })
+        results.set(`${runtime}:${redis}`, { get: getAgent.rps, hb: heartbeat.rps })
+        line('read', {
+          runtime,
+          redis: redis ? 'on' : 'off',
+          driver: onPostgres ? 'node-postgres' : 'pglite',
+          liveness_rps: live.rps,
+          get_agent_rps: getAgent.rps,
+          heartbeat_rps: heartbeat.rps,
+          get_agent_vs_liveness: getAgent.rps / live.rps,
+          heartbeat_vs_liveness: heartbeat.rps / live.rps,
+          non_2xx: live.non2xx + getAgent.non2xx + heartbeat.non2xx,
+        })
+      } finally {
+        child.kill('SIGTERM')
+        await new Promise((r) => child.once('exit', r))
+        if (onPostgres) await drop()
+      }
+    }
+  }
+  for (const runtime of runtimes) {
+    const off = results.get(`${runtime}:false`)
+    const on = results.get(`${runtime}:true`)
+    if (off && on) line('read_redis_speedup', { runtime, get_agent: on.get / off.get, heartbeat: on.hb / off.hb })
+  }
+  if (!redisUp) console.log(`read note=redis_unreachable url=${redisUrl.replace(/\/\/.*@/, '//…@')}`)
+}
+
 if (!only || only === 'sweep') await benchSweep()
 if (!only || only === 'lifecycle') await benchLifecycle()
+if (!only || only === 'read') await benchRead()

@@ -101,10 +101,24 @@ async function main() {
     startedAt: new Date(),
   })
 
+  // Requests still being handled, also those whose client has hung up: shutdown waits for
+  // them before closing the database, so none of them fails half-way.
+  let inFlight = 0
+  let drained: (() => void) | undefined
+  const handle = async (req: Request) => {
+    inFlight++
+    try {
+      return await app.fetch(req)
+    } finally {
+      if (--inFlight === 0) drained?.()
+    }
+  }
+  const allDone = () => (inFlight === 0 ? Promise.resolve() : new Promise<void>((r) => (drained = r)))
+
   let close: () => Promise<void>
   let port: number
   if (typeof Bun !== 'undefined') {
-    const server = Bun.serve({ port: config.port, hostname: config.host, fetch: app.fetch })
+    const server = Bun.serve({ port: config.port, hostname: config.host, fetch: handle })
     port = server.port
     close = async () => {
       await server.stop(false)
@@ -112,7 +126,7 @@ async function main() {
   } else {
     const { serve } = await import('@hono/node-server')
     const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
-      const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s))
+      const s = serve({ fetch: handle, port: config.port, hostname: config.host }, () => resolve(s))
     })
     const address = server.address()
     port = typeof address === 'object' && address ? address.port : config.port
@@ -152,6 +166,7 @@ async function main() {
     force.unref?.()
     notifier.close() // long-polling heartbeats answer now instead of holding the shutdown
     await close()
+    await allDone()
     await stopSweeps()
     await database.close()
     await kv.close()
