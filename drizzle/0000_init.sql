@@ -21,6 +21,7 @@ CREATE TABLE "agents" (
 --> statement-breakpoint
 CREATE TABLE "events" (
 	"id" bigint PRIMARY KEY GENERATED ALWAYS AS IDENTITY (sequence name "events_id_seq" INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 START WITH 1 CACHE 1),
+	"seq" bigint,
 	"type" text NOT NULL,
 	"agent_id" uuid,
 	"task_id" uuid,
@@ -33,6 +34,14 @@ CREATE TABLE "scheduler_state" (
 	"last_run_at" timestamp with time zone,
 	"last_summary" jsonb,
 	"runs" bigint DEFAULT 0 NOT NULL
+);
+--> statement-breakpoint
+CREATE TABLE "task_counts" (
+	"status" text NOT NULL,
+	"priority" smallint NOT NULL,
+	"shard" smallint NOT NULL,
+	"n" bigint DEFAULT 0 NOT NULL,
+	CONSTRAINT "task_counts_status_priority_shard_pk" PRIMARY KEY("status","priority","shard")
 );
 --> statement-breakpoint
 CREATE TABLE "tasks" (
@@ -79,9 +88,10 @@ CREATE INDEX "agents_provider_idx" ON "agents" USING btree ("provider","id");-->
 CREATE INDEX "agents_region_idx" ON "agents" USING btree ("region","id");--> statement-breakpoint
 CREATE INDEX "agents_capabilities_idx" ON "agents" USING gin ("capabilities");--> statement-breakpoint
 CREATE INDEX "agents_heartbeat_idx" ON "agents" USING btree ("last_heartbeat_at") WHERE status <> 'offline';--> statement-breakpoint
-CREATE INDEX "events_task_idx" ON "events" USING btree ("task_id","id");--> statement-breakpoint
-CREATE INDEX "events_agent_idx" ON "events" USING btree ("agent_id","id");--> statement-breakpoint
-CREATE INDEX "events_type_idx" ON "events" USING btree ("type","id");--> statement-breakpoint
+CREATE UNIQUE INDEX "events_seq_key" ON "events" USING btree ("seq");--> statement-breakpoint
+CREATE INDEX "events_unsequenced_idx" ON "events" USING btree ("id") WHERE seq IS NULL;--> statement-breakpoint
+CREATE INDEX "events_task_idx" ON "events" USING btree ("task_id","seq");--> statement-breakpoint
+CREATE INDEX "events_agent_idx" ON "events" USING btree ("agent_id","seq");--> statement-breakpoint
 CREATE INDEX "events_created_at_idx" ON "events" USING btree ("created_at");--> statement-breakpoint
 CREATE UNIQUE INDEX "tasks_idempotency_key_key" ON "tasks" USING btree ("idempotency_key");--> statement-breakpoint
 CREATE INDEX "tasks_status_idx" ON "tasks" USING btree ("status","id");--> statement-breakpoint
@@ -90,5 +100,9 @@ CREATE INDEX "tasks_agent_active_idx" ON "tasks" USING btree ("agent_id") WHERE 
 CREATE INDEX "tasks_type_idx" ON "tasks" USING btree ("type","id");--> statement-breakpoint
 CREATE INDEX "tasks_priority_idx" ON "tasks" USING btree ("priority","id");--> statement-breakpoint
 CREATE INDEX "tasks_pending_queue_idx" ON "tasks" USING btree ("priority" DESC NULLS LAST,"id") WHERE status = 'pending';--> statement-breakpoint
-CREATE INDEX "tasks_running_started_idx" ON "tasks" USING btree ("started_at") WHERE status = 'running';--> statement-breakpoint
-CREATE INDEX "tasks_assigned_at_idx" ON "tasks" USING btree ("assigned_at") WHERE status = 'assigned';
+CREATE INDEX "tasks_running_deadline_idx" ON "tasks" USING btree ("deadline_at") WHERE status = 'running';--> statement-breakpoint
+CREATE INDEX "tasks_cancel_requested_idx" ON "tasks" USING btree ("cancel_requested_at") WHERE status = 'running' AND cancel_requested;--> statement-breakpoint
+CREATE INDEX "tasks_assigned_at_idx" ON "tasks" USING btree ("assigned_at") WHERE status = 'assigned';--> statement-breakpoint
+CREATE INDEX "tasks_auto_retry_idx" ON "tasks" USING btree ("id") WHERE auto_retry;--> statement-breakpoint
+CREATE INDEX "tasks_finished_idx" ON "tasks" USING btree ("finished_at","status") WHERE finished_at IS NOT NULL;--> statement-breakpoint
+CREATE INDEX "tasks_pending_age_idx" ON "tasks" USING btree ("created_at") WHERE status = 'pending';

@@ -14,8 +14,10 @@ import { ApiError, type ErrorCode, type ProblemExtras, problemBody } from './lib
 import { type Kv, MemoryKv } from './lib/kv'
 import { LocalNotifier } from './lib/notifier'
 import { agentsRouter } from './routes/agents/agents.index'
+import { eventsRouter } from './routes/events/events.index'
 import { healthRouter } from './routes/health/health.index'
 import { schedulerRouter } from './routes/scheduler/scheduler.index'
+import { statisticsRouter } from './routes/statistics/statistics.index'
 import { tasksRouter } from './routes/tasks/tasks.index'
 
 /**
@@ -89,9 +91,11 @@ export function createApp(input: AppInput) {
 
   const routes = app
     .route('/', healthRouter)
+    .route('/api/v1', statisticsRouter)
     .route('/api/v1', agentsRouter)
     .route('/api/v1', tasksRouter)
     .route('/api/v1', schedulerRouter)
+    .route('/api/v1', eventsRouter)
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',
@@ -111,6 +115,7 @@ export function createApp(input: AppInput) {
       { name: 'Agents', description: 'Registration, heartbeats, status' },
       { name: 'Tasks', description: 'Creation, placement, reports, cancel, retry' },
       { name: 'Scheduler', description: 'The sweep: expiry, timeouts, retries, placement' },
+      { name: 'Events', description: 'The event log: live stream with resume, and histories' },
       { name: 'Health', description: 'Probes (no token needed)' },
     ],
   })

@@ -61,6 +61,9 @@ const schema = z
     CACHE_TTL_SECONDS: int(1, 3600).default(30),
     MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
     CORS_ORIGINS: csv.default([]),
+    EVENT_RETENTION_DAYS: int(0, 36_500).default(30),
+    METRICS_TOKEN: z.string().default(''),
+    LOG_FILE: z.string().default(''),
     LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
     LOG_FORMAT: z.enum(['json', 'text', '']).default(''),
   })
@@ -126,6 +129,12 @@ export interface Config {
   cacheTtlSeconds: number
   maxBodyBytes: number
   corsOrigins: string[]
+  /** Events older than this are deleted by the sweep; 0 keeps them forever. */
+  eventRetentionDays: number
+  /** When set, GET /metrics wants `Authorization: Bearer <METRICS_TOKEN>`. */
+  metricsToken: string
+  /** Node/Bun: also append log lines to this file. */
+  logFile: string
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent'
   logFormat: 'json' | 'text'
 }
@@ -184,6 +193,9 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     cacheTtlSeconds: v.CACHE_TTL_SECONDS,
     maxBodyBytes: v.MAX_BODY_BYTES,
     corsOrigins: v.CORS_ORIGINS,
+    eventRetentionDays: v.EVENT_RETENTION_DAYS,
+    metricsToken: v.METRICS_TOKEN,
+    logFile: v.LOG_FILE,
     // DEBUG=true turns on debug logs unless LOG_LEVEL says otherwise.
     logLevel: v.DEBUG && picked.LOG_LEVEL === undefined ? 'debug' : v.LOG_LEVEL,
     logFormat: v.LOG_FORMAT === '' ? (v.ENVIRONMENT === 'development' ? 'text' : 'json') : v.LOG_FORMAT,

@@ -90,7 +90,9 @@ async function main() {
     ? new RedisKv(config.redisUrl, { logger, maxTtlMs: config.cacheTtlSeconds * 1000 })
     : new MemoryKv()
   const notifier = kv.kind === 'redis' ? new BusNotifier(new LocalNotifier(), kv) : new LocalNotifier()
+  const streamsEnd = new AbortController()
   const app = createApp({
+    shutdown: streamsEnd.signal,
     config,
     database,
     clock: systemClock,
@@ -165,6 +167,7 @@ async function main() {
     }, 10_000)
     force.unref?.()
     notifier.close() // long-polling heartbeats answer now instead of holding the shutdown
+    streamsEnd.abort() // and event streams end
     await close()
     await allDone()
     await stopSweeps()

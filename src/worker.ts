@@ -69,14 +69,25 @@ export default {
       )
     }
     const { config, logger } = booted
-    const database = neonDatabase(config.databaseUrl, config.neonWsProxy)
+    // Answers that go on after the handler returns (event streams) keep the pool open.
+    const holds: Promise<unknown>[] = []
+    const database: Database = {
+      ...neonDatabase(config.databaseUrl, config.neonWsProxy),
+      hold: (work) => {
+        holds.push(work)
+      },
+    }
     const kv: Kv = config.redisUrl
       ? new RedisKv(config.redisUrl, { logger, queueWhileConnecting: true, maxTtlMs: config.cacheTtlSeconds * 1000 })
       : memoryKv
     try {
       return toCf(await booted.app.fetch(request as unknown as Request, { database, kv } satisfies PerRequest, ctx))
     } finally {
-      ctx.waitUntil(Promise.allSettled([database.close(), kv === memoryKv ? undefined : kv.close()]))
+      ctx.waitUntil(
+        Promise.allSettled(holds).then(() =>
+          Promise.allSettled([database.close(), kv === memoryKv ? undefined : kv.close()]),
+        ),
+      )
     }
   },
 

@@ -20,6 +20,11 @@ export interface Database {
   close(): Promise<void>
   /** PGlite only: the data directory as a tarball, to start copies from (tests). */
   dumpDataDir?(): Promise<Blob>
+  /**
+   * Per-request databases (Workers) only: keep the connection open until `work` settles,
+   * for answers that go on after the handler returns (event streams).
+   */
+  hold?(work: Promise<unknown>): void
 }
 
 /** Rows of a raw `execute`: every driver we use answers with `{ rows }`. */

@@ -7,6 +7,7 @@ import {
   integer,
   jsonb,
   pgTable,
+  primaryKey,
   real,
   smallint,
   text,
@@ -114,17 +115,31 @@ export const tasks = pgTable(
     index('tasks_priority_idx').on(t.priority, t.id),
     // The queue: pending tasks by priority (high first), then age (UUIDv7 order).
     index('tasks_pending_queue_idx').on(t.priority.desc(), t.id).where(sql`status = 'pending'`),
-    index('tasks_running_started_idx').on(t.startedAt).where(sql`status = 'running'`),
+    // The sweep's recovery steps: overdue running tasks, unconfirmed cancels, unstarted
+    // assignments, due retries.
+    index('tasks_running_deadline_idx').on(t.deadlineAt).where(sql`status = 'running'`),
+    index('tasks_cancel_requested_idx').on(t.cancelRequestedAt).where(sql`status = 'running' AND cancel_requested`),
     index('tasks_assigned_at_idx').on(t.assignedAt).where(sql`status = 'assigned'`),
+    index('tasks_auto_retry_idx').on(t.id).where(sql`auto_retry`),
+    // Statistics: recent outcomes and durations, and the oldest pending task.
+    index('tasks_finished_idx').on(t.finishedAt, t.status).where(sql`finished_at IS NOT NULL`),
+    index('tasks_pending_age_idx').on(t.createdAt).where(sql`status = 'pending'`),
     check('tasks_priority_check', sql`priority BETWEEN 1 AND 10`),
     check('tasks_attempt_check', sql`attempt >= 0`),
   ],
 )
 
+/**
+ * The append-only event log. `id` is assigned at insert, in no particular commit order;
+ * `seq` is the public, monotonic event id: stamped on committed rows by one sequencer at a
+ * time (services/events.ts), so a reader that resumes after seq N can never miss a row
+ * that commits later with a smaller number.
+ */
 export const events = pgTable(
   'events',
   {
     id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    seq: bigint('seq', { mode: 'number' }),
     type: text('type').notNull(),
     agentId: uuid('agent_id'),
     taskId: uuid('task_id'),
@@ -132,11 +147,28 @@ export const events = pgTable(
     createdAt: ts('created_at').notNull(),
   },
   (t) => [
-    index('events_task_idx').on(t.taskId, t.id),
-    index('events_agent_idx').on(t.agentId, t.id),
-    index('events_type_idx').on(t.type, t.id),
+    uniqueIndex('events_seq_key').on(t.seq),
+    index('events_unsequenced_idx').on(t.id).where(sql`seq IS NULL`),
+    index('events_task_idx').on(t.taskId, t.seq),
+    index('events_agent_idx').on(t.agentId, t.seq),
     index('events_created_at_idx').on(t.createdAt),
   ],
+)
+
+/**
+ * Task counts by status and priority, kept by statement-level triggers on `tasks` (the
+ * custom migration 0001) in 16 shards (by backend), so concurrent writers rarely touch the
+ * same row; statistics sum the shards instead of counting a million rows.
+ */
+export const taskCounts = pgTable(
+  'task_counts',
+  {
+    status: text('status').$type<TaskStatus>().notNull(),
+    priority: smallint('priority').notNull(),
+    shard: smallint('shard').notNull(),
+    n: bigint('n', { mode: 'number' }).notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.status, t.priority, t.shard] })],
 )
 
 /** One row: what the last sweep did, for GET /scheduler/status across instances. */
@@ -147,7 +179,7 @@ export const schedulerState = pgTable('scheduler_state', {
   runs: bigint('runs', { mode: 'number' }).notNull().default(0),
 })
 
-export const schema = { agents, tasks, events, schedulerState }
+export const schema = { agents, tasks, events, schedulerState, taskCounts }
 
 export type AgentRow = typeof agents.$inferSelect
 export type TaskRow = typeof tasks.$inferSelect

@@ -33,6 +33,8 @@ export interface AppDeps {
   kv: Kv
   /** Process start, for `uptimeSeconds`. */
   startedAt?: Date
+  /** Aborted when the process shuts down: long-lived answers (event streams) end then. */
+  shutdown?: AbortSignal
 }
 
 export interface AppBindings {

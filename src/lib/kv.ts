@@ -101,6 +101,8 @@ export const keys = {
   agentAuth: (id: string) => `agenticcp:agent-auth:${id}`,
   agent: (id: string) => `agenticcp:agent:${id}`,
   task: (id: string) => `agenticcp:task:${id}`,
+  agentStats: 'agenticcp:stats:agents',
+  taskStats: 'agenticcp:stats:tasks',
 }
 
 /** Round-trips a row through JSON: top-level `…At` fields come back as Dates. */

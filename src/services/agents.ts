@@ -34,10 +34,11 @@ function nameTaken(err: unknown, name: string): never {
 
 const dedupe = (xs: string[]) => [...new Set(xs)]
 
-export async function createAgent({ db, clock }: ServiceDeps, input: AgentInput): Promise<AgentRow> {
+export async function createAgent(deps: ServiceDeps, input: AgentInput): Promise<AgentRow> {
+  const { db, clock } = deps
   const now = clock.now()
   try {
-    return await withTx(db, async (tx) => {
+    const created = await withTx(db, async (tx) => {
       const [row] = await tx
         .insert(agents)
         .values({
@@ -64,6 +65,8 @@ export async function createAgent({ db, clock }: ServiceDeps, input: AgentInput)
       ])
       return row
     })
+    await changed(deps, {})
+    return created
   } catch (err) {
     nameTaken(err, input.name)
   }

@@ -2,6 +2,7 @@ import type { Db } from '../db/client'
 import type { Config } from '../env'
 import type { Clock } from '../lib/clock'
 import { type Kv, keys } from '../lib/kv'
+import { EVENTS_CHANNEL } from './events'
 import type { WorkNotifier } from '../lib/notifier'
 
 /** What services take: the database, the clock (all domain time) and the settings. */
@@ -20,10 +21,15 @@ export async function changed(
   deps: Pick<ServiceDeps, 'kv'>,
   what: { tasks?: Iterable<string | null | undefined>; agents?: Iterable<string | null | undefined>; auth?: string[] },
 ): Promise<void> {
-  if (!deps.kv || deps.kv.kind === 'memory') return
+  if (!deps.kv) return
+  // Every write appends events: wake the event streams (a hint; they read the database).
+  void deps.kv.publish(EVENTS_CHANNEL, '1')
+  if (deps.kv.kind === 'memory') return
   const list: string[] = []
   for (const id of what.tasks ?? []) if (id) list.push(keys.task(id))
   for (const id of what.agents ?? []) if (id) list.push(keys.agent(id))
   for (const id of what.auth ?? []) list.push(keys.agentAuth(id))
+  // Statistics summarise every agent and task: any change to one drops them.
+  list.push(keys.agentStats, keys.taskStats)
   await deps.kv.invalidate(list)
 }

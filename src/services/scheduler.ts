@@ -3,6 +3,7 @@ import { rowsOf, type Tx } from '../db/client'
 import { schedulerState } from '../db/schema'
 import { withTx } from '../db/tx'
 import { changed, type ServiceDeps } from './deps'
+import { pruneEvents, sequenceEvents } from './events'
 import { placePending } from './placement'
 
 /**
@@ -23,6 +24,8 @@ export interface SweepSummary {
   retried: number
   cancelled: number
   assigned: number
+  /** Events past EVENT_RETENTION_DAYS deleted by this sweep. */
+  eventsPruned: number
   durationMs: number
   /** Another sweep held the lock: steps 1–3 were left to it. */
   skipped: boolean
@@ -274,6 +277,12 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
   })
   if (recovery) await changed(deps, { tasks: recovery.tasks, agents: recovery.agents })
   const assigned = await placePending({ db: deps.db, clock, notifier: deps.notifier, kv: deps.kv }, limit)
+  // Housekeeping: number what committed (so a first reader has little to do) and prune.
+  await sequenceEvents(deps.db)
+  const eventsPruned =
+    deps.config.eventRetentionDays > 0
+      ? await pruneEvents(deps.db, new Date(now.getTime() - deps.config.eventRetentionDays * 86_400_000), limit)
+      : 0
   const summary: SweepSummary = {
     expiredAgents: recovery?.expiredAgents ?? 0,
     requeued: recovery?.requeued ?? 0,
@@ -281,6 +290,7 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
     retried: recovery?.retried ?? 0,
     cancelled: recovery?.cancelled ?? 0,
     assigned,
+    eventsPruned,
     durationMs: Math.round((performance.now() - started) * 10) / 10,
     skipped: recovery === null,
     startedAt: now.toISOString(),

@@ -96,7 +96,10 @@ export async function createTask(
   if (!created.created) return created
   // Placed at once when a fitting agent has a free slot; the sweep is only the safety net.
   const placed = await placeNewTask(deps, created.task)
-  if (placed.length === 0) return created
+  if (placed.length === 0) {
+    await changed(deps, {})
+    return created
+  }
   await changed(deps, { agents: placed.map((p) => p.agent_id), tasks: placed.map((p) => p.id) })
   deps.notifier?.notify(placed.map((p) => p.agent_id))
   const [fresh] = await queries(deps.db).taskById.execute({ id: created.task.id })

@@ -16,6 +16,7 @@ export const SweepSummary = z
     retried: z.number().int().openapi({ description: 'Failed/timed-out tasks back to pending after backoff' }),
     cancelled: z.number().int(),
     assigned: z.number().int(),
+    eventsPruned: z.number().int().openapi({ description: 'Events older than EVENT_RETENTION_DAYS deleted' }),
     durationMs: z.number(),
     skipped: z.boolean().openapi({ description: 'Another sweep held the lock; only placement ran' }),
     startedAt: z.iso.datetime(),

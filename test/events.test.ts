@@ -1,0 +1,261 @@
+import { sql } from 'drizzle-orm'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { rowsOf } from '../src/db/client'
+import { runSweep } from '../src/services/scheduler'
+import { createHarness, type Harness, onPostgres } from './harness'
+
+let h: Harness
+beforeAll(async () => {
+  h = await createHarness({ EVENT_RETENTION_DAYS: '7' })
+})
+afterAll(async () => {
+  await h.close()
+})
+
+type Ev = { id: number; type: string; taskId: string | null; agentId: string | null; data: Record<string, unknown> }
+
+/** A Server-Sent Events client over the app (no network), collecting events until stopped. */
+function subscribe(path: string, lastEventId?: number) {
+  const controller = new AbortController()
+  const got: Ev[] = []
+  const comments: string[] = []
+  let waiters: (() => void)[] = []
+  // Hanging up: cancelling the body is what tells the server's stream the client left.
+  let cancel: () => Promise<void> = async () => {}
+  const done = (async () => {
+    const headers: Record<string, string> = {
+      accept: 'text/event-stream',
+      authorization: `Bearer ${await h.token('viewer')}`,
+    }
+    if (lastEventId !== undefined) headers['last-event-id'] = String(lastEventId)
+    const res = await h.app.request(path, { headers, signal: controller.signal })
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toContain('text/event-stream')
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+    cancel = () => reader.cancel()
+    const decoder = new TextDecoder()
+    let buf = ''
+    try {
+      for (;;) {
+        const { value, done } = await reader.read()
+        if (done) break
+        buf += decoder.decode(value, { stream: true })
+        let end = buf.indexOf('\n\n')
+        while (end >= 0) {
+          const block = buf.slice(0, end)
+          buf = buf.slice(end + 2)
+          const data = block
+            .split('\n')
+            .filter((l) => l.startsWith('data:'))
+            .map((l) => l.slice(5).trim())
+            .join('\n')
+          const id = /^id: ?(\d+)$/m.exec(block)?.[1]
+          if (data) {
+            const ev = JSON.parse(data) as Ev
+            expect(String(ev.id)).toBe(id)
+            got.push(ev)
+          } else {
+            for (const l of block.split('\n')) if (l.startsWith(':')) comments.push(l)
+          }
+          for (const w of waiters) w()
+          waiters = []
+          end = buf.indexOf('\n\n')
+        }
+      }
+    } catch {
+      // aborted
+    }
+  })()
+  const until = async (pred: (evs: Ev[]) => boolean, ms = 10_000) => {
+    const end = Date.now() + ms
+    while (!pred(got)) {
+      if (Date.now() > end) throw new Error(`stream did not deliver in time; got ${got.map((e) => e.type).join(',')}`)
+      await new Promise<void>((r) => {
+        waiters.push(r)
+        setTimeout(r, 100)
+      })
+    }
+  }
+  return {
+    got,
+    comments,
+    until,
+    close: async () => {
+      controller.abort()
+      await cancel()
+      await done
+    },
+  }
+}
+
+describe('GET /api/v1/events (JSON)', () => {
+  it('pages through the log in id order, with type prefix, agent and task filters', async () => {
+    const start = (await h.call('GET', '/api/v1/events?limit=1000&after=0')).body
+    let after = start.nextAfter
+    while (true) {
+      const more = (await h.call('GET', `/api/v1/events?limit=1000&after=${after}`)).body
+      if (more.items.length === 0) break
+      after = more.nextAfter
+    }
+    const a = await h.agent()
+    const t = await h.assignedTask(a.id)
+    await h.report(t.id, a.token, { status: 'running', attempt: 1 })
+
+    const all = (await h.call('GET', `/api/v1/events?after=${after}&limit=1000`)).body
+    const ids = all.items.map((e: Ev) => e.id)
+    expect(ids).toEqual([...ids].sort((x: number, y: number) => x - y))
+    expect(new Set(ids).size).toBe(ids.length)
+    expect(all.items.map((e: Ev) => e.type)).toEqual([
+      'agent.registered',
+      'agent.status_changed',
+      'task.created',
+      'task.assigned',
+      'task.started',
+    ])
+    expect(all.nextAfter).toBe(ids.at(-1))
+
+    const onlyTasks = (await h.call('GET', `/api/v1/events?after=${after}&type=task.`)).body.items
+    expect(onlyTasks.map((e: Ev) => e.type)).toEqual(['task.created', 'task.assigned', 'task.started'])
+    const started = (await h.call('GET', `/api/v1/events?after=${after}&type=task.started`)).body.items
+    expect(started).toHaveLength(1)
+    expect(started[0]).toMatchObject({ taskId: t.id, agentId: a.id, data: { from: 'assigned', to: 'running', attempt: 1 } })
+    expect((await h.call('GET', `/api/v1/events?after=${after}&agentId=${a.id}`)).body.items).toHaveLength(4)
+    expect((await h.call('GET', `/api/v1/events?after=${after}&taskId=${t.id}`)).body.items).toHaveLength(3)
+
+    const paged = (await h.call('GET', `/api/v1/events?after=${after}&limit=2`)).body
+    expect(paged.items).toHaveLength(2)
+    expect(paged.nextAfter).toBe(ids[1])
+  })
+
+  it('refuses bad filters with 422 and agent tokens with 403', async () => {
+    expect((await h.call('GET', '/api/v1/events?type=Task%25')).status).toBe(422)
+    expect((await h.call('GET', '/api/v1/events?after=-1')).status).toBe(422)
+    expect((await h.call('GET', '/api/v1/events?limit=1001')).status).toBe(422)
+    const a = await h.agent()
+    expect((await h.call('GET', '/api/v1/events', { token: a.token })).status).toBe(403)
+  })
+})
+
+describe('histories', () => {
+  it('GET /tasks/{id}/events and /agents/{id}/events show one thing’s story, right after the write', async () => {
+    const a = await h.agent()
+    const t = await h.assignedTask(a.id)
+    await h.report(t.id, a.token, { status: 'running', attempt: 1 })
+    await h.report(t.id, a.token, { status: 'completed', attempt: 1 })
+    const task = await h.call('GET', `/api/v1/tasks/${t.id}/events`)
+    expect(task.status).toBe(200)
+    expect(task.body.items.map((e: Ev) => e.type)).toEqual([
+      'task.created',
+      'task.assigned',
+      'task.started',
+      'task.completed',
+    ])
+    const agent = await h.call('GET', `/api/v1/agents/${a.id}/events`, { token: a.token })
+    expect(agent.body.items.map((e: Ev) => e.type)).toContain('agent.registered')
+    expect((await h.call('GET', '/api/v1/tasks/0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d/events')).status).toBe(404)
+    const other = await h.agent()
+    expect((await h.call('GET', `/api/v1/agents/${a.id}/events`, { token: other.token })).status).toBe(403)
+  })
+})
+
+describe('GET /api/v1/events (Server-Sent Events)', () => {
+  it('streams new events live, and a client that reconnects with Last-Event-ID gets every missed one exactly once', async () => {
+    const first = subscribe('/api/v1/events?type=task.')
+    await first.until(() => first.comments.includes(': connected'))
+    const a = await h.agent({ maxConcurrentTasks: 5 })
+    const t1 = await h.task()
+    await first.until((evs) => evs.some((e) => e.taskId === t1.id && e.type === 'task.assigned'))
+    await first.close()
+    const lastSeen = first.got.at(-1)?.id as number
+
+    // While disconnected: more changes.
+    await h.report(t1.id, a.token, { status: 'running', attempt: 1 })
+    const t2 = await h.task()
+    await h.report(t1.id, a.token, { status: 'completed', attempt: 1 })
+
+    const second = subscribe('/api/v1/events?type=task.', lastSeen)
+    await second.until((evs) => evs.some((e) => e.taskId === t1.id && e.type === 'task.completed'))
+    await second.close()
+
+    const ids = [...first.got, ...second.got].map((e) => e.id)
+    expect(new Set(ids).size).toBe(ids.length)
+    expect(ids).toEqual([...ids].sort((x, y) => x - y))
+    expect(second.got.map((e) => `${e.type}:${e.taskId === t1.id ? 't1' : 't2'}`)).toEqual([
+      'task.started:t1',
+      'task.created:t2',
+      'task.assigned:t2',
+      'task.completed:t1',
+    ])
+    // The reference: the JSON log over the same range holds exactly what the streams delivered.
+    const log = (await h.call('GET', `/api/v1/events?type=task.&after=${(first.got[0]?.id ?? 1) - 1}&limit=1000`)).body
+      .items
+    expect(log.map((e: Ev) => e.id).filter((id: number) => id <= (ids.at(-1) ?? 0))).toEqual(ids)
+    expect(t2.status).toBe('assigned')
+  })
+
+  it('?after= resumes like Last-Event-ID, and a stream without a cursor starts at the newest event', async () => {
+    const before = (await h.call('GET', '/api/v1/events?after=0&limit=1000')).body
+    const t = await h.pendingTask()
+    const resumed = subscribe(`/api/v1/events?taskId=${t.id}&after=0`)
+    await resumed.until((evs) => evs.length === 1)
+    expect(resumed.got[0]).toMatchObject({ type: 'task.created', taskId: t.id })
+    await resumed.close()
+    const tail = subscribe('/api/v1/events')
+    await tail.until(() => tail.comments.includes(': connected'))
+    await h.call('POST', `/api/v1/tasks/${t.id}/cancel`)
+    await tail.until((evs) => evs.some((e) => e.type === 'task.cancelled'))
+    expect(tail.got.every((e) => e.id > (before.items.at(-1)?.id ?? 0))).toBe(true)
+    expect(tail.got.some((e) => e.type === 'task.created' && e.taskId === t.id)).toBe(false)
+    await tail.close()
+  })
+
+  it.runIf(onPostgres())(
+    'delivers every event exactly once, in order, while writers race and the client keeps reconnecting (Postgres)',
+    async () => {
+      const a = await h.agent({ maxConcurrentTasks: 100 })
+      await h.call('GET', '/api/v1/events?limit=1') // sequences what committed so far
+      const [mark] = await rowsOf<{ m: number | null }>(h.database.db, sql`SELECT max(seq)::int AS m FROM events`)
+      let cursor = mark?.m ?? 0
+      const seen: number[] = []
+      const writers = (async () => {
+        for (let round = 0; round < 6; round++) {
+          await Promise.all(Array.from({ length: 15 }, () => h.task()))
+        }
+      })()
+      // Reconnect three times mid-stream while the writers run.
+      for (let i = 0; i < 3; i++) {
+        const s = subscribe(`/api/v1/events?agentId=${a.id}`, cursor)
+        await s.until((evs) => evs.length >= 5)
+        await s.close()
+        seen.push(...s.got.map((e) => e.id))
+        cursor = s.got.at(-1)?.id ?? cursor
+      }
+      await writers
+      const last = subscribe(`/api/v1/events?agentId=${a.id}`, cursor)
+      await last.until((evs) => seen.length + evs.length >= 90) // one task.assigned per task
+      await last.close()
+      seen.push(...last.got.map((e) => e.id))
+
+      expect(new Set(seen).size).toBe(seen.length)
+      expect(seen).toEqual([...seen].sort((x, y) => x - y))
+      const truth = await rowsOf<{ seq: number }>(
+        h.database.db,
+        sql`SELECT seq::int AS seq FROM events WHERE agent_id = ${a.id} AND seq > ${mark?.m ?? 0} ORDER BY seq`,
+      )
+      expect(seen).toEqual(truth.map((r) => r.seq))
+    },
+    60_000,
+  )
+})
+
+describe('retention', () => {
+  it('the sweep deletes events older than EVENT_RETENTION_DAYS', async () => {
+    const t = await h.pendingTask()
+    const before = (await h.call('GET', `/api/v1/tasks/${t.id}/events`)).body.items
+    expect(before).toHaveLength(1)
+    h.clock.advance(8 * 86_400_000)
+    const s = await runSweep({ db: h.database.db, clock: h.clock, config: h.config })
+    expect(s.eventsPruned).toBeGreaterThan(0)
+    expect((await h.call('GET', `/api/v1/tasks/${t.id}/events`)).body.items).toEqual([])
+  })
+})

@@ -1,0 +1,125 @@
+import { sql } from 'drizzle-orm'
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { rowsOf } from '../src/db/client'
+import { runSweep } from '../src/services/scheduler'
+import { createHarness, type Harness } from './harness'
+
+let h: Harness
+beforeAll(async () => {
+  h = await createHarness({ HEARTBEAT_TIMEOUT_SECONDS: '90' })
+})
+afterAll(async () => {
+  await h.close()
+})
+// Statistics cover the whole fleet: each test starts from empty tables.
+beforeEach(async () => {
+  await h.database.db.execute(sql`TRUNCATE agents, tasks, events, task_counts, scheduler_state`)
+  await h.kv.invalidate(['agenticcp:stats:agents', 'agenticcp:stats:tasks'])
+})
+
+/** What the counters say, against a plain count of the rows. */
+async function countersMatchRows() {
+  const counted = await rowsOf<{ status: string; n: number }>(
+    h.database.db,
+    sql`SELECT status, count(*)::int AS n FROM tasks GROUP BY status ORDER BY status`,
+  )
+  const kept = await rowsOf<{ status: string; n: number }>(
+    h.database.db,
+    sql`SELECT status, sum(n)::int AS n FROM task_counts GROUP BY status HAVING sum(n) <> 0 ORDER BY status`,
+  )
+  expect(kept).toEqual(counted)
+}
+
+describe('GET /api/v1/agents/statistics', () => {
+  it('counts agents by status and provider, and online slots used and free', async () => {
+    const a = await h.agent({ provider: 'aws', maxConcurrentTasks: 2 })
+    await h.agent({ provider: 'aws', maxConcurrentTasks: 3 })
+    await h.agent({ provider: 'gcp', maxConcurrentTasks: 4 })
+    const d = await h.agent({ provider: 'azure', maxConcurrentTasks: 5 })
+    await h.call('PATCH', `/api/v1/agents/${d.id}/status`, { body: { status: 'draining' } })
+    await h.agent({ provider: 'onprem' }, { online: false })
+    await h.assignedTask(a.id)
+
+    const res = await h.call('GET', '/api/v1/agents/statistics', { token: await h.token('viewer') })
+    expect(res.status).toBe(200)
+    expect(res.body).toEqual({
+      total: 5,
+      byStatus: { online: 3, draining: 1, maintenance: 0, error: 0, offline: 1 },
+      byProvider: { aws: 2, gcp: 1, azure: 1, onprem: 1 },
+      slots: { total: 9, used: 1, free: 8 },
+    })
+  })
+})
+
+describe('GET /api/v1/tasks/statistics', () => {
+  it('reports status counts, queue depth by priority, recent outcomes, durations and placement latency', async () => {
+    const t0 = h.clock.now().getTime()
+    const slow = await h.pendingTask({ priority: 2 })
+    await h.pendingTask({ priority: 2 })
+    await h.pendingTask({ priority: 9 })
+    const a = await h.agent({ maxConcurrentTasks: 10 })
+    // Three tasks that run 10, 20 and 30 s; one that fails; one cancelled.
+    for (const seconds of [10, 20, 30]) {
+      const t = await h.assignedTask(a.id)
+      await h.report(t.id, a.token, { status: 'running', attempt: 1 })
+      h.clock.advance(seconds * 1000)
+      await h.report(t.id, a.token, { status: 'completed', attempt: 1 })
+    }
+    const f = await h.assignedTask(a.id, { maxAttempts: 1 })
+    await h.report(f.id, a.token, { status: 'failed', attempt: 1 })
+    const c = await h.pendingTask()
+    await h.call('POST', `/api/v1/tasks/${c.id}/cancel`)
+    const r = await h.assignedTask(a.id)
+    await h.report(r.id, a.token, { status: 'running', attempt: 1 })
+
+    const res = await h.call('GET', '/api/v1/tasks/statistics')
+    expect(res.status).toBe(200)
+    const s = res.body
+    expect(s.total).toBe(9)
+    expect(s.byStatus).toEqual({
+      pending: 3,
+      assigned: 0,
+      running: 1,
+      completed: 3,
+      failed: 1,
+      cancelled: 1,
+      timed_out: 0,
+    })
+    expect(s.queue).toEqual({
+      pending: 3,
+      byPriority: { '2': 2, '9': 1 },
+      oldestPendingAgeSeconds: Math.round((h.clock.now().getTime() - t0) / 1000),
+    })
+    expect(s.recent.last60Minutes).toEqual({ completed: 3, failed: 1, timedOut: 0, cancelled: 1 })
+    expect(s.recent.successRate).toBe(0.75)
+    expect(s.recent.completedPerMinute).toHaveLength(60)
+    expect(s.recent.completedPerMinute.reduce((x: number, y: number) => x + y, 0)).toBe(3)
+    expect(s.durationSeconds).toEqual({ p50: 20, p95: 29, sample: 3 })
+    expect(s.createToAssignedSeconds.sample).toBe(4)
+    expect(slow.status).toBe('pending')
+
+    h.clock.advance(10 * 60_000)
+    // No write happened, so a cached copy (Redis, up to 2 s) may still be served: drop it.
+    await h.kv.invalidate(['agenticcp:stats:tasks'])
+    const later = (await h.call('GET', '/api/v1/tasks/statistics')).body
+    expect(later.recent.last5Minutes).toEqual({ completed: 0, failed: 0, timedOut: 0, cancelled: 0 })
+    expect(later.recent.last60Minutes.completed).toBe(3)
+  })
+
+  it('keeps its counters equal to the rows through every kind of write, set-based sweeps included', async () => {
+    const a = await h.agent({ maxConcurrentTasks: 20 })
+    const made = []
+    for (let i = 0; i < 12; i++) made.push(await h.task({ priority: 1 + (i % 10) }))
+    await countersMatchRows()
+    for (const t of made.slice(0, 4)) await h.report(t.id, a.token, { status: 'running', attempt: t.attempt })
+    await h.report(made[0]?.id, a.token, { status: 'completed', attempt: 1 })
+    await h.call('POST', `/api/v1/tasks/${made[1]?.id}/cancel`)
+    await h.call('DELETE', `/api/v1/tasks/${made[5]?.id}`)
+    await countersMatchRows()
+    h.clock.advance(400_000) // past the timeouts and the heartbeat timeout: one sweep moves many rows
+    await runSweep({ db: h.database.db, clock: h.clock, config: h.config })
+    await countersMatchRows()
+    await h.call('DELETE', `/api/v1/agents/${a.id}?force=true`)
+    await countersMatchRows()
+  })
+})
