@@ -12,10 +12,12 @@ import type { AppBindings, AppDeps } from './lib/context'
 import { createRouter } from './lib/create-app'
 import { ApiError, type ErrorCode, type ProblemExtras, problemBody } from './lib/errors'
 import { type Kv, MemoryKv } from './lib/kv'
+import { Metrics } from './lib/metrics'
 import { LocalNotifier } from './lib/notifier'
 import { agentsRouter } from './routes/agents/agents.index'
 import { eventsRouter } from './routes/events/events.index'
 import { healthRouter } from './routes/health/health.index'
+import { metricsRouter } from './routes/metrics/metrics.index'
 import { schedulerRouter } from './routes/scheduler/scheduler.index'
 import { statisticsRouter } from './routes/statistics/statistics.index'
 import { tasksRouter } from './routes/tasks/tasks.index'
@@ -24,7 +26,8 @@ import { tasksRouter } from './routes/tasks/tasks.index'
  * Builds the whole service from its dependencies. Imports nothing runtime-specific:
  * Node, Bun and Workers entry points build `deps` their own way and serve `app.fetch`.
  */
-export interface AppInput extends Omit<AppDeps, 'database' | 'kv'> {
+export interface AppInput extends Omit<AppDeps, 'database' | 'kv' | 'metrics'> {
+  metrics?: Metrics
   /** The database, or (Workers) a function giving each request its own. */
   database: Database | ((c: Context) => Database)
   /** Redis-backed or in-process services (default in-process), or a function per request. */
@@ -33,7 +36,7 @@ export interface AppInput extends Omit<AppDeps, 'database' | 'kv'> {
 
 export function createApp(input: AppInput) {
   const { database, kv = new MemoryKv(), ...rest } = input
-  const shared = { ...rest, notifier: input.notifier ?? new LocalNotifier() }
+  const shared = { ...rest, notifier: input.notifier ?? new LocalNotifier(), metrics: input.metrics ?? new Metrics() }
   const fixed: AppDeps | undefined =
     typeof database !== 'function' && typeof kv !== 'function' ? { ...shared, database, kv } : undefined
   const resolve = (c: Context): AppDeps => ({
@@ -52,7 +55,12 @@ export function createApp(input: AppInput) {
     await next()
     const ms = Math.round((performance.now() - started) * 10) / 10
     const status = c.res.status
-    const line = { method: c.req.method, route: c.req.routePath, path: c.req.path, status, durationMs: ms }
+    // The route pattern, never the raw path, keeps metric labels few.
+    const route = status === 404 && c.req.routePath === '/*' ? 'unmatched' : c.req.routePath
+    const labels = { method: c.req.method, route, status: String(status) }
+    shared.metrics.httpRequests.inc(labels)
+    shared.metrics.httpDuration.observe(labels, ms / 1000)
+    const line = { method: c.req.method, route, path: c.req.path, status, durationMs: ms }
     if (status >= 500) c.var.logger.error('request', line)
     else if (c.req.path.startsWith('/health')) c.var.logger.debug('request', line)
     else c.var.logger.info('request', line)
@@ -91,6 +99,7 @@ export function createApp(input: AppInput) {
 
   const routes = app
     .route('/', healthRouter)
+    .route('/', metricsRouter)
     .route('/api/v1', statisticsRouter)
     .route('/api/v1', agentsRouter)
     .route('/api/v1', tasksRouter)

@@ -3,7 +3,7 @@
  * database (embedded PGlite by default, migrating it), serves the app, and shuts down
  * gracefully on SIGTERM/SIGINT: stop accepting, finish in-flight requests, close the db.
  */
-import { existsSync } from 'node:fs'
+import { createWriteStream, existsSync, mkdirSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
@@ -68,11 +68,24 @@ function swaggerAssets(): AssetLoader | undefined {
   }
 }
 
+/** Log lines to the console and, with LOG_FILE, appended to that file too (its directory made). */
+function logWriter(file: string) {
+  if (!file) return undefined
+  mkdirSync(dirname(file), { recursive: true })
+  const out = createWriteStream(file, { flags: 'a' })
+  return (line: string, level: string) => {
+    if (level === 'error' || level === 'warn') console.error(line)
+    else console.log(line)
+    out.write(`${line}\n`)
+  }
+}
+
 async function main() {
   let config = settings()
   const logger: Logger = createLogger({
-    level: config.logLevel === 'silent' ? 'silent' : config.logLevel,
+    level: config.logLevel,
     format: config.logFormat,
+    write: logWriter(config.logFile),
   })
   let devToken: string | undefined
   if (!config.secretKey) {

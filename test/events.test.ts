@@ -118,7 +118,11 @@ describe('GET /api/v1/events (JSON)', () => {
     expect(onlyTasks.map((e: Ev) => e.type)).toEqual(['task.created', 'task.assigned', 'task.started'])
     const started = (await h.call('GET', `/api/v1/events?after=${after}&type=task.started`)).body.items
     expect(started).toHaveLength(1)
-    expect(started[0]).toMatchObject({ taskId: t.id, agentId: a.id, data: { from: 'assigned', to: 'running', attempt: 1 } })
+    expect(started[0]).toMatchObject({
+      taskId: t.id,
+      agentId: a.id,
+      data: { from: 'assigned', to: 'running', attempt: 1 },
+    })
     expect((await h.call('GET', `/api/v1/events?after=${after}&agentId=${a.id}`)).body.items).toHaveLength(4)
     expect((await h.call('GET', `/api/v1/events?after=${after}&taskId=${t.id}`)).body.items).toHaveLength(3)
 

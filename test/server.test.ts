@@ -1,6 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
 import { request } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { freshPostgresUrl, onPostgres } from './harness'
 
@@ -53,7 +55,8 @@ const cases = runtimes.flatMap((runtime) =>
 describe.each(cases)('the server under %s (%s database)', (runtime, kind) => {
   it('serves the API and docs offline, then shuts down gracefully on SIGTERM, finishing in-flight requests', async () => {
     const databaseUrl = kind === 'postgres' ? await freshPostgresUrl() : 'memory://'
-    const s = start({ DATABASE_URL: databaseUrl, ENVIRONMENT: 'development' }, runtime)
+    const logFile = join(mkdtempSync(join(tmpdir(), 'act-log-')), 'logs', 'agent.log')
+    const s = start({ DATABASE_URL: databaseUrl, ENVIRONMENT: 'development', LOG_FILE: logFile }, runtime)
     try {
       const url = await s.listening
       expect(s.output().out).toContain(runtime === 'bun' ? '"runtime":"bun"' : '"runtime":"node v')
@@ -102,6 +105,15 @@ describe.each(cases)('the server under %s (%s database)', (runtime, kind) => {
       expect(JSON.parse(res.text).name).toBe('in-flight')
       expect(await s.exited).toBe(0)
       expect(s.output().out).toContain('"msg":"stopped"')
+      // LOG_FILE got the same JSON lines: one per request, with its id, and never a token.
+      const logged = readFileSync(logFile, 'utf8')
+      const lines = logged
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l))
+      const created = lines.find((l) => l.msg === 'request' && l.route === '/api/v1/tasks' && l.status === 201)
+      expect(created).toMatchObject({ method: 'POST', requestId: expect.any(String), durationMs: expect.any(Number) })
+      expect(logged).not.toContain(token)
       await expect(fetch(`${url}/health/liveness`)).rejects.toThrow()
     } finally {
       await stopped(s.child, s.exited)

@@ -5,6 +5,7 @@ import type { Config } from '../env'
 import type { Clock } from './clock'
 import type { Kv } from './kv'
 import type { Logger } from './logger'
+import type { Metrics } from './metrics'
 import type { WorkNotifier } from './notifier'
 
 export const roles = ['admin', 'operator', 'viewer', 'agent'] as const
@@ -31,6 +32,8 @@ export interface AppDeps {
   notifier?: WorkNotifier
   /** Cache, bus and rate-limit store: Redis when configured, else in-process. */
   kv: Kv
+  /** Prometheus metrics of this process; createApp makes them when absent. */
+  metrics: Metrics
   /** Process start, for `uptimeSeconds`. */
   startedAt?: Date
   /** Aborted when the process shuts down: long-lived answers (event streams) end then. */
@@ -56,4 +59,5 @@ export const serviceDeps = (c: Context<AppBindings>) => ({
   config: c.var.deps.config,
   notifier: c.var.deps.notifier,
   kv: c.var.deps.kv,
+  metrics: c.var.deps.metrics,
 })

@@ -11,7 +11,7 @@ import { decodeCursor, page, type SortOrder } from '../lib/pagination'
 import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
 import { type AgentStatus, activeStatuses, ifMatchOk, type Provider } from './model'
-import { fillAgent } from './placement'
+import { fillAgent, recordAssignments } from './placement'
 
 export interface AgentInput {
   name: string
@@ -392,7 +392,10 @@ export async function heartbeat(
     // Only an online agent with a free slot pulls work; a full or draining one skips the query.
     if (free) {
       const filled = await fillAgent(db, clock.now(), { agentId: input.agentId }, 'heartbeat')
-      if (filled.length) await changed(deps, { agents: [input.agentId], tasks: filled.map((r) => r.id) })
+      if (filled.length) {
+        recordAssignments(deps.metrics, filled, 'heartbeat')
+        await changed(deps, { agents: [input.agentId], tasks: filled.map((r) => r.id) })
+      }
     }
     const work = await readWork(db, input)
     free = work.agent.status === 'online' && work.agent.activeTasks < work.agent.maxConcurrentTasks

@@ -2,8 +2,9 @@ import type { Db } from '../db/client'
 import type { Config } from '../env'
 import type { Clock } from '../lib/clock'
 import { type Kv, keys } from '../lib/kv'
-import { EVENTS_CHANNEL } from './events'
+import type { Metrics } from '../lib/metrics'
 import type { WorkNotifier } from '../lib/notifier'
+import { EVENTS_CHANNEL } from './events'
 
 /** What services take: the database, the clock (all domain time) and the settings. */
 export interface ServiceDeps {
@@ -14,6 +15,8 @@ export interface ServiceDeps {
   notifier?: WorkNotifier
   /** Cache, bus and rate limits (Redis or in-process); optional (tests, scripts). */
   kv?: Kv
+  /** This process's counters and histograms; optional (tests, scripts). */
+  metrics?: Metrics
 }
 
 /** Drops cached copies of what a committed write changed; call before answering. */

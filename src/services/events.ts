@@ -112,7 +112,10 @@ export async function readEvents(db: Db, f: EventFilter): Promise<EventRow[]> {
 
 /** The newest seq (0 when there is none): where a stream without a cursor starts. */
 export async function latestSeq(db: Db): Promise<number> {
-  const [r] = await db.select({ m: max(events.seq) }).from(events).where(isNotNull(events.seq))
+  const [r] = await db
+    .select({ m: max(events.seq) })
+    .from(events)
+    .where(isNotNull(events.seq))
   return Number(r?.m ?? 0)
 }
 

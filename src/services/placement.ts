@@ -4,6 +4,7 @@ import { rowsOf } from '../db/client'
 import { type AgentRow, agents, type Labels, type TaskRow, tasks } from '../db/schema'
 import { withTx } from '../db/tx'
 import { ApiError } from '../lib/errors'
+import type { Metrics } from '../lib/metrics'
 import { getAgent } from './agents'
 import { changed, type ServiceDeps } from './deps'
 import { type PendingReason, taskMoves } from './model'
@@ -86,6 +87,15 @@ export interface AssignedRow {
   id: string
   agent_id: string
   attempt: number
+  /** Seconds from the task's creation to this assignment. */
+  wait_s: number
+}
+
+/** Counts assignments and their create→assigned wait in this process's metrics. */
+export function recordAssignments(metrics: Metrics | undefined, rows: AssignedRow[], via: PlacedVia): void {
+  if (!metrics || rows.length === 0) return
+  metrics.assigned.inc({ via }, rows.length)
+  for (const r of rows) metrics.createToAssigned.observe({}, Math.max(0, r.wait_s))
 }
 
 /** How a task reached its agent; recorded on the `task.assigned` event. */
@@ -121,7 +131,7 @@ export async function writeAssignments(
              version = t.version + 1, updated_at = ${now}
         FROM v
        WHERE t.id = v.id AND t.status = 'pending'
-      RETURNING t.id, t.agent_id, t.attempt
+      RETURNING t.id, t.agent_id, t.attempt, extract(epoch FROM ${now}::timestamptz - t.created_at)::float8 AS wait_s
     ), load AS (
       UPDATE agents a SET active_tasks = a.active_tasks + c.n
         FROM (SELECT agent_id, count(*)::int AS n FROM upd GROUP BY agent_id) c
@@ -136,7 +146,7 @@ export async function writeAssignments(
     )
     SELECT (SELECT count(*)::int FROM load) AS loaded,
            (SELECT count(DISTINCT agent_id)::int FROM upd) AS expected,
-           coalesce((SELECT json_agg(json_build_object('id', id, 'agent_id', agent_id, 'attempt', attempt)) FROM upd), '[]'::json) AS rows`,
+           coalesce((SELECT json_agg(json_build_object('id', id, 'agent_id', agent_id, 'attempt', attempt, 'wait_s', wait_s)) FROM upd), '[]'::json) AS rows`,
   )
   if (!out || out.loaded !== out.expected) {
     // Never reached while callers hold their locks; if it is, nothing of this batch commits.
@@ -272,7 +282,7 @@ export async function explainNoFit(db: Executor, task: TaskReq): Promise<{ reaso
  * then stays pending, unchanged.
  */
 export async function placeTask(
-  { db, clock, notifier, kv }: Pick<ServiceDeps, 'db' | 'clock' | 'notifier' | 'kv'>,
+  { db, clock, notifier, kv, metrics }: Pick<ServiceDeps, 'db' | 'clock' | 'notifier' | 'kv' | 'metrics'>,
   taskId: string,
   agentId?: string,
 ): Promise<{ task: TaskRow; attempt: number }> {
@@ -306,8 +316,9 @@ export async function placeTask(
     if (!row) throw new Error('assignment of a locked pending task wrote nothing')
     const [updated] = await tx.select().from(tasks).where(eq(tasks.id, taskId))
     if (!updated) throw new Error('task vanished inside its transaction')
-    return { task: updated, attempt: row.attempt }
+    return { task: updated, attempt: row.attempt, row }
   })
+  recordAssignments(metrics, [out.row], 'execute')
   await changed({ kv }, { tasks: [taskId], agents: [out.task.agentId] })
   if (out.task.agentId) notifier?.notify([out.task.agentId])
   return out
@@ -404,7 +415,7 @@ export async function fillAgent(db: Executor, now: Date, target: FillTarget, via
              version = t.version + 1, updated_at = ${now}
         FROM picked
        WHERE t.id = picked.id
-      RETURNING t.id, t.agent_id, t.attempt
+      RETURNING t.id, t.agent_id, t.attempt, extract(epoch FROM ${now}::timestamptz - t.created_at)::float8 AS wait_s
     ), load AS (
       UPDATE agents SET active_tasks = active_tasks + (SELECT count(*) FROM upd)
        WHERE id = (SELECT id FROM a) AND EXISTS (SELECT 1 FROM upd)
@@ -416,7 +427,7 @@ export async function fillAgent(db: Executor, now: Date, target: FillTarget, via
         FROM upd ORDER BY id
       RETURNING 1
     )
-    SELECT coalesce((SELECT json_agg(json_build_object('id', id, 'agent_id', agent_id, 'attempt', attempt)) FROM upd), '[]'::json) AS rows`,
+    SELECT coalesce((SELECT json_agg(json_build_object('id', id, 'agent_id', agent_id, 'attempt', attempt, 'wait_s', wait_s)) FROM upd), '[]'::json) AS rows`,
   )
   return out?.rows ?? []
 }
@@ -443,7 +454,7 @@ export async function placeNewTask(
  * queue is exhausted; tasks nothing can take are passed over, never blocking the rest.
  */
 export async function placePending(
-  { db, clock, notifier, kv }: Pick<ServiceDeps, 'db' | 'clock' | 'notifier' | 'kv'>,
+  { db, clock, notifier, kv, metrics }: Pick<ServiceDeps, 'db' | 'clock' | 'notifier' | 'kv' | 'metrics'>,
   batchSize: number,
   maxTasks = Number.POSITIVE_INFINITY,
 ): Promise<number> {
@@ -480,6 +491,7 @@ export async function placePending(
         .for('update', { skipLocked: true })
       const pairs = matchTasks(batch, pool)
       const rows = await writeAssignments(tx, now, pairs, 'sweep')
+      recordAssignments(metrics, rows, 'sweep')
       pending.push(...rows.map((r) => r.agent_id))
       placedTasks.push(...rows.map((r) => r.id))
       const slotsLeft = pool.some((a) => a.activeTasks < a.maxConcurrentTasks)

@@ -276,7 +276,10 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
     }
   })
   if (recovery) await changed(deps, { tasks: recovery.tasks, agents: recovery.agents })
-  const assigned = await placePending({ db: deps.db, clock, notifier: deps.notifier, kv: deps.kv }, limit)
+  const assigned = await placePending(
+    { db: deps.db, clock, notifier: deps.notifier, kv: deps.kv, metrics: deps.metrics },
+    limit,
+  )
   // Housekeeping: number what committed (so a first reader has little to do) and prune.
   await sequenceEvents(deps.db)
   const eventsPruned =
@@ -294,6 +297,15 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
     durationMs: Math.round((performance.now() - started) * 10) / 10,
     skipped: recovery === null,
     startedAt: now.toISOString(),
+  }
+  const m = deps.metrics
+  if (m) {
+    m.sweeps.inc({ result: summary.skipped ? 'skipped' : 'ran' })
+    m.sweepDuration.observe({}, summary.durationMs / 1000)
+    m.expired.inc({}, summary.expiredAgents)
+    m.requeued.inc({}, summary.requeued)
+    m.retried.inc({}, summary.retried)
+    m.timedOut.inc({}, summary.timedOut)
   }
   await deps.db
     .insert(schedulerState)

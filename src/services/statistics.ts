@@ -119,7 +119,12 @@ export async function taskStatistics(db: Db, now: Date): Promise<TaskStatistics>
   }
   const window = (k: 'last5' | 'last60') => {
     const get = (s: string) => recent.find((r) => r.status === s)?.[k] ?? 0
-    return { completed: get('completed'), failed: get('failed'), timedOut: get('timed_out'), cancelled: get('cancelled') }
+    return {
+      completed: get('completed'),
+      failed: get('failed'),
+      timedOut: get('timed_out'),
+      cancelled: get('cancelled'),
+    }
   }
   const last60 = window('last60')
   const ended = last60.completed + last60.failed + last60.timedOut

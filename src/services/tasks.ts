@@ -19,7 +19,7 @@ import {
   type TaskStatus,
   taskMoves,
 } from './model'
-import { pendingReasonsFor, placeNewTask } from './placement'
+import { pendingReasonsFor, placeNewTask, recordAssignments } from './placement'
 
 export interface TaskInput {
   name: string
@@ -100,6 +100,7 @@ export async function createTask(
     await changed(deps, {})
     return created
   }
+  recordAssignments(deps.metrics, placed, 'create')
   await changed(deps, { agents: placed.map((p) => p.agent_id), tasks: placed.map((p) => p.id) })
   deps.notifier?.notify(placed.map((p) => p.agent_id))
   const [fresh] = await queries(deps.db).taskById.execute({ id: created.task.id })
@@ -360,6 +361,12 @@ export async function reportTaskStatus(deps: ServiceDeps, id: string, by: Princi
     return mapRow(tasks, raw)
   })
   await changed(deps, { tasks: [id], agents: [out.agentId] })
+  if (out.finishedAt && out.startedAt && report.status !== 'running') {
+    deps.metrics?.runDuration.observe(
+      { status: out.status },
+      (out.finishedAt.getTime() - out.startedAt.getTime()) / 1000,
+    )
+  }
   return out
 }
 

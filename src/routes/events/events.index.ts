@@ -2,12 +2,19 @@ import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
 import { assertSelfOrStaff } from '../../lib/auth'
 import type { AppBindings } from '../../lib/context'
+import { serviceDeps } from '../../lib/context'
 import { createRouter } from '../../lib/create-app'
 import { ApiError } from '../../lib/errors'
-import { EVENTS_CHANNEL, type EventFilter, latestSeq, readEvents, sequenceEvents, toEventDto } from '../../services/events'
-import { getTask } from '../../services/tasks'
-import { serviceDeps } from '../../lib/context'
 import { readAgent } from '../../services/agents'
+import {
+  EVENTS_CHANNEL,
+  type EventFilter,
+  latestSeq,
+  readEvents,
+  sequenceEvents,
+  toEventDto,
+} from '../../services/events'
+import { getTask } from '../../services/tasks'
 import * as routes from './events.routes'
 
 const KEEP_ALIVE_MS = 15_000

@@ -58,7 +58,12 @@ export const list = createRoute({
   middleware: [authenticate, canRead] as const,
   request: {
     query: EventQuery,
-    headers: z.object({ 'last-event-id': z.string().regex(/^\d{1,18}$/).optional() }),
+    headers: z.object({
+      'last-event-id': z
+        .string()
+        .regex(/^\d{1,18}$/)
+        .optional(),
+    }),
   },
   responses: {
     200: {

@@ -37,11 +37,18 @@ export const TaskStatistics = z
     recent: z.object({
       last5Minutes: outcomes,
       last60Minutes: outcomes,
-      successRate: z.number().nullable().openapi({ description: 'completed / (completed + failed + timed out), last hour' }),
+      successRate: z
+        .number()
+        .nullable()
+        .openapi({ description: 'completed / (completed + failed + timed out), last hour' }),
       completedPerMinute: z.array(z.number().int()).openapi({ description: 'Last 60 minutes, oldest first' }),
     }),
-    durationSeconds: percentiles.openapi({ description: 'Run time of tasks completed in the last hour (newest 10,000)' }),
-    createToAssignedSeconds: percentiles.openapi({ description: 'Wait before placement, tasks finished in the last hour' }),
+    durationSeconds: percentiles.openapi({
+      description: 'Run time of tasks completed in the last hour (newest 10,000)',
+    }),
+    createToAssignedSeconds: percentiles.openapi({
+      description: 'Wait before placement, tasks finished in the last hour',
+    }),
   })
   .openapi('TaskStatistics')
 
