@@ -15,6 +15,7 @@ import { type Kv, MemoryKv } from './lib/kv'
 import { Metrics } from './lib/metrics'
 import { LocalNotifier } from './lib/notifier'
 import { agentsRouter } from './routes/agents/agents.index'
+import { dashboardRouter } from './routes/dashboard/dashboard.index'
 import { eventsRouter } from './routes/events/events.index'
 import { healthRouter } from './routes/health/health.index'
 import { metricsRouter } from './routes/metrics/metrics.index'
@@ -100,6 +101,7 @@ export function createApp(input: AppInput) {
   const routes = app
     .route('/', healthRouter)
     .route('/', metricsRouter)
+    .route('/', dashboardRouter)
     .route('/api/v1', statisticsRouter)
     .route('/api/v1', agentsRouter)
     .route('/api/v1', tasksRouter)
@@ -153,6 +155,7 @@ export function createApp(input: AppInput) {
       name: config.appName,
       version: config.appVersion,
       docs: '/docs',
+      dashboard: '/dashboard',
       openapi: '/openapi.json',
       health: '/health',
       api: '/api/v1',

@@ -1,0 +1,278 @@
+/**
+ * The operator dashboard: one self-contained page (no build, no CDN), served by the app.
+ * It reads the API with a token the operator pastes once (kept in localStorage), and stays
+ * live on the event stream (GET /api/v1/events as Server-Sent Events, read with fetch so
+ * the token travels in the Authorization header, never in a URL), resuming with
+ * Last-Event-ID after a drop. Built for fleets of a thousand agents: the agent table is
+ * filtered and paged in the browser, and event bursts are folded into one refresh a second.
+ */
+export const dashboardHtml = /* html */ `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>AgenticCP · Dashboard</title>
+<link rel="icon" href="data:,">
+<style>
+  :root {
+    --bg: #0d1117; --panel: #161b22; --panel2: #1c2330; --line: #2a3342; --text: #e6edf3; --muted: #8b98a9;
+    --accent: #58a6ff; --ok: #3fb950; --warn: #d29922; --bad: #f85149; --info: #a371f7; --idle: #6e7681;
+  }
+  * { box-sizing: border-box; }
+  body { margin: 0; background: var(--bg); color: var(--text); font: 14px/1.45 ui-sans-serif, system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+  header { display: flex; align-items: center; gap: 16px; padding: 14px 24px; border-bottom: 1px solid var(--line); background: var(--panel); position: sticky; top: 0; z-index: 2; }
+  header h1 { font-size: 16px; margin: 0; font-weight: 600; letter-spacing: .2px; }
+  header h1 span { color: var(--accent); }
+  .live { display: inline-flex; align-items: center; gap: 6px; font-size: 12px; color: var(--muted); }
+  .dot { width: 8px; height: 8px; border-radius: 50%; background: var(--idle); }
+  .live.on .dot { background: var(--ok); box-shadow: 0 0 0 3px rgba(63,185,80,.18); }
+  .live.retry .dot { background: var(--warn); }
+  header .spacer { flex: 1; }
+  button, input, select { font: inherit; color: var(--text); background: var(--panel2); border: 1px solid var(--line); border-radius: 6px; padding: 6px 10px; }
+  button { cursor: pointer; } button:hover { border-color: var(--accent); }
+  main { padding: 20px 24px 40px; display: grid; gap: 16px; grid-template-columns: repeat(12, 1fr); }
+  .card { background: var(--panel); border: 1px solid var(--line); border-radius: 10px; padding: 14px 16px; min-width: 0; display: flex; flex-direction: column; }
+  .card h2 { margin: 0 0 10px; font-size: 12px; text-transform: uppercase; letter-spacing: .08em; color: var(--muted); font-weight: 600; display: flex; align-items: center; gap: 8px; }
+  .card h2 .count { margin-left: auto; text-transform: none; letter-spacing: 0; }
+  .kpis { grid-column: span 12; display: grid; grid-template-columns: repeat(6, 1fr); gap: 16px; }
+  .kpis .card { display: block; }
+  .kpi .v { font-size: 26px; font-weight: 650; font-variant-numeric: tabular-nums; }
+  .kpi .s { color: var(--muted); font-size: 12px; }
+  .span4 { grid-column: span 4; } .span8 { grid-column: span 8; } .span6 { grid-column: span 6; } .span12 { grid-column: span 12; }
+  .bars { display: flex; align-items: flex-end; gap: 3px; flex: 1; min-height: 120px; }
+  .bars div { flex: 1; background: linear-gradient(180deg, var(--accent), #1f6feb); border-radius: 3px 3px 0 0; min-height: 1px; }
+  .prio { display: grid; grid-template-columns: 24px 1fr 48px; gap: 6px 10px; align-items: center; font-size: 12px; }
+  .prio .b { height: 10px; border-radius: 5px; background: var(--panel2); overflow: hidden; }
+  .prio .b i { display: block; height: 100%; background: var(--info); }
+  .chips { display: flex; flex-wrap: wrap; gap: 6px; margin-bottom: 10px; }
+  .chip { font-size: 12px; padding: 2px 8px; border-radius: 999px; border: 1px solid var(--line); color: var(--muted); cursor: pointer; user-select: none; }
+  .chip.sel { color: var(--text); border-color: var(--accent); }
+  table { width: 100%; border-collapse: collapse; font-size: 13px; }
+  th { text-align: left; color: var(--muted); font-weight: 500; font-size: 12px; padding: 6px 8px; border-bottom: 1px solid var(--line); position: sticky; top: 0; background: var(--panel); }
+  td { padding: 6px 8px; border-bottom: 1px solid #20283a; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; max-width: 280px; }
+  tr:hover td { background: #1a2130; }
+  .scroll { max-height: 460px; overflow: auto; }
+  .st { display: inline-block; font-size: 12px; padding: 1px 8px; border-radius: 999px; font-weight: 550; }
+  .st.online, .st.completed { background: rgba(63,185,80,.15); color: var(--ok); }
+  .st.assigned, .st.draining { background: rgba(88,166,255,.15); color: var(--accent); }
+  .st.running { background: rgba(163,113,247,.18); color: var(--info); }
+  .st.pending, .st.maintenance { background: rgba(210,153,34,.15); color: var(--warn); }
+  .st.failed, .st.timed_out, .st.error { background: rgba(248,81,73,.15); color: var(--bad); }
+  .st.offline, .st.cancelled { background: rgba(110,118,129,.2); color: var(--muted); }
+  .load { display: inline-block; width: 70px; height: 6px; border-radius: 3px; background: var(--panel2); vertical-align: middle; margin-right: 6px; overflow: hidden; }
+  .load i { display: block; height: 100%; background: var(--ok); }
+  .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; color: var(--muted); }
+  .muted { color: var(--muted); }
+  .pager { display: flex; gap: 8px; align-items: center; justify-content: flex-end; margin-top: 8px; color: var(--muted); font-size: 12px; }
+  #log div { font-size: 12px; padding: 3px 0; border-bottom: 1px dashed #20283a; display: flex; gap: 10px; }
+  #log .t { color: var(--muted); font-variant-numeric: tabular-nums; } #log .k { color: var(--accent); min-width: 150px; }
+  #login { position: fixed; inset: 0; background: rgba(5,8,12,.78); display: none; align-items: center; justify-content: center; z-index: 5; }
+  #login.show { display: flex; }
+  #login form { background: var(--panel); border: 1px solid var(--line); border-radius: 12px; padding: 24px; width: min(560px, 92vw); display: grid; gap: 12px; }
+  #login textarea { width: 100%; min-height: 90px; font: 12px ui-monospace, monospace; color: var(--text); background: var(--panel2); border: 1px solid var(--line); border-radius: 6px; padding: 8px; }
+  #login .err { color: var(--bad); font-size: 12px; min-height: 16px; }
+  @media (max-width: 1100px) { .kpis { grid-template-columns: repeat(3, 1fr); } .span4, .span8, .span6 { grid-column: span 12; } }
+</style>
+</head>
+<body>
+<header>
+  <h1>Agentic<span>CP</span> · fleet &amp; queue</h1>
+  <span id="live" class="live"><span class="dot"></span><span id="live-text">offline</span></span>
+  <span class="spacer"></span>
+  <span class="muted" id="who"></span>
+  <button id="signout" type="button">Change token</button>
+</header>
+<main>
+  <section class="kpis">
+    <div class="card kpi"><h2>Agents online</h2><div class="v" id="k-online">–</div><div class="s" id="k-agents">–</div></div>
+    <div class="card kpi"><h2>Slots used</h2><div class="v" id="k-slots">–</div><div class="s" id="k-free">–</div></div>
+    <div class="card kpi"><h2>Pending</h2><div class="v" id="k-pending">–</div><div class="s" id="k-oldest">–</div></div>
+    <div class="card kpi"><h2>Running</h2><div class="v" id="k-running">–</div><div class="s" id="k-assigned">–</div></div>
+    <div class="card kpi"><h2>Done · last hour</h2><div class="v" id="k-done">–</div><div class="s" id="k-success">–</div></div>
+    <div class="card kpi"><h2>Placement p50 / p95</h2><div class="v" id="k-wait">–</div><div class="s" id="k-run">–</div></div>
+  </section>
+  <section class="card span8"><h2>Throughput <span class="count muted">completed per minute, last hour</span></h2><div class="bars" id="thr"></div></section>
+  <section class="card span4"><h2>Queue by priority</h2><div class="prio" id="prio"></div></section>
+  <section class="card span8">
+    <h2>Fleet <span class="count muted" id="fleet-count"></span></h2>
+    <div class="chips" id="agent-chips"></div>
+    <input id="filter" placeholder="Filter by name, provider, region, capability…" style="width:100%;margin-bottom:8px">
+    <div class="scroll"><table><thead><tr><th>Agent</th><th>Status</th><th>Provider · region</th><th>Load</th><th>Capabilities</th><th>Last heartbeat</th></tr></thead><tbody id="agents"></tbody></table></div>
+    <div class="pager"><span id="page-info"></span><button id="prev" type="button">‹</button><button id="next" type="button">›</button></div>
+  </section>
+  <section class="card span4"><h2>Live events <span class="count muted" id="ev-count"></span></h2><div id="log" class="scroll"></div></section>
+  <section class="card span12">
+    <h2>Recent tasks <span class="count muted" id="task-count"></span></h2>
+    <div class="scroll"><table><thead><tr><th>Task</th><th>Type</th><th>Status</th><th>Priority</th><th>Agent</th><th>Attempt</th><th>Created</th><th>Result / reason</th></tr></thead><tbody id="tasks"></tbody></table></div>
+  </section>
+</main>
+<div id="login"><form id="login-form">
+  <h2 style="margin:0;font-size:16px">Connect to the control plane</h2>
+  <div class="muted">Paste an admin, operator or viewer token (printed by <code>npm start</code> in development, or <code>npm run token -- --role viewer</code>). It stays in this browser only.</div>
+  <textarea id="token" placeholder="eyJhbGciOi…" spellcheck="false"></textarea>
+  <div class="err" id="login-err"></div>
+  <div style="display:flex;justify-content:flex-end"><button type="submit" id="connect">Connect</button></div>
+</form></div>
+<script>
+(() => {
+  const $ = (id) => document.getElementById(id)
+  const api = '/api/v1'
+  let token = localStorage.getItem('agenticcp.token') || ''
+  const agents = new Map(), tasks = new Map()
+  let agentFilter = '', agentStatus = '', page = 0
+  const PAGE = 100, TASKS = 60
+  let lastEventId = null, stream = null, dirtyAgents = new Set(), dirtyTasks = new Set(), statsDirty = true, events = 0
+
+  const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c])
+  const ago = (iso) => { if (!iso) return '–'; const s = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000)); return s < 60 ? s + ' s ago' : s < 3600 ? Math.round(s / 60) + ' min ago' : Math.round(s / 3600) + ' h ago' }
+  const num = (n) => (n ?? 0).toLocaleString()
+  const secs = (x) => x == null ? '–' : x < 1 ? Math.round(x * 1000) + ' ms' : x < 120 ? x.toFixed(1) + ' s' : Math.round(x / 60) + ' min'
+
+  async function get(path) {
+    const res = await fetch(api + path, { headers: { authorization: 'Bearer ' + token } })
+    if (res.status === 401 || res.status === 403) { showLogin('That token was refused (' + res.status + ').'); throw new Error('auth') }
+    if (!res.ok) throw new Error(path + ': ' + res.status)
+    return res.json()
+  }
+  function showLogin(msg) { $('login').classList.add('show'); $('login-err').textContent = msg || ''; $('token').value = token; live('off', 'offline'); stream?.abort() }
+  function live(cls, text) { $('live').className = 'live ' + cls; $('live-text').textContent = text }
+
+  async function loadAgents() {
+    const seen = new Set(); let cursor = null
+    do {
+      const p = await get('/agents?limit=100&order=asc' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''))
+      for (const a of p.items) { agents.set(a.id, a); seen.add(a.id) }
+      cursor = p.nextCursor
+    } while (cursor)
+    for (const id of [...agents.keys()]) if (!seen.has(id)) agents.delete(id)
+    renderAgents()
+  }
+  async function loadTasks() {
+    const p = await get('/tasks?limit=' + TASKS)
+    tasks.clear(); for (const t of p.items) tasks.set(t.id, t)
+    renderTasks()
+  }
+  async function loadStats() {
+    const [a, t] = await Promise.all([get('/agents/statistics'), get('/tasks/statistics')])
+    $('k-online').textContent = num(a.byStatus.online); $('k-agents').textContent = num(a.total) + ' registered · ' + num(a.byStatus.offline) + ' offline'
+    $('k-slots').textContent = num(a.slots.used); $('k-free').textContent = num(a.slots.free) + ' free of ' + num(a.slots.total)
+    $('k-pending').textContent = num(t.queue.pending); $('k-oldest').textContent = t.queue.oldestPendingAgeSeconds == null ? 'queue empty' : 'oldest ' + secs(t.queue.oldestPendingAgeSeconds)
+    $('k-running').textContent = num(t.byStatus.running); $('k-assigned').textContent = num(t.byStatus.assigned) + ' assigned, not started'
+    const h = t.recent.last60Minutes
+    $('k-done').textContent = num(h.completed); $('k-success').textContent = (t.recent.successRate == null ? '–' : (t.recent.successRate * 100).toFixed(1) + '% success') + ' · ' + num(h.failed + h.timedOut) + ' failed'
+    $('k-wait').textContent = secs(t.createToAssignedSeconds.p50) + ' / ' + secs(t.createToAssignedSeconds.p95); $('k-run').textContent = 'run p50 ' + secs(t.durationSeconds.p50)
+    const max = Math.max(1, ...t.recent.completedPerMinute)
+    $('thr').innerHTML = t.recent.completedPerMinute.map((n, i) => '<div title="' + (59 - i) + ' min ago: ' + n + '" style="height:' + Math.max(1, (n / max) * 100) + '%"></div>').join('')
+    const pmax = Math.max(1, ...Object.values(t.queue.byPriority))
+    let rows = ''
+    for (let p = 10; p >= 1; p--) { const n = t.queue.byPriority[p] || 0; rows += '<span class="muted">P' + p + '</span><span class="b"><i style="width:' + (n / pmax) * 100 + '%"></i></span><span style="text-align:right">' + num(n) + '</span>' }
+    $('prio').innerHTML = rows
+    statsDirty = false
+  }
+
+  function renderAgents() {
+    const q = agentFilter.toLowerCase()
+    const all = [...agents.values()]
+    const counts = {}; for (const a of all) counts[a.status] = (counts[a.status] || 0) + 1
+    $('agent-chips').innerHTML = ['', 'online', 'draining', 'maintenance', 'error', 'offline'].map((s) => '<span class="chip' + (s === agentStatus ? ' sel' : '') + '" data-s="' + s + '">' + (s || 'all') + ' ' + (s ? counts[s] || 0 : all.length) + '</span>').join('')
+    const rows = all.filter((a) => (!agentStatus || a.status === agentStatus) && (!q || [a.name, a.provider, a.region, ...a.capabilities].join(' ').toLowerCase().includes(q)))
+      .sort((x, y) => y.activeTasks / y.maxConcurrentTasks - x.activeTasks / x.maxConcurrentTasks || x.name.localeCompare(y.name))
+    const pages = Math.max(1, Math.ceil(rows.length / PAGE)); page = Math.min(page, pages - 1)
+    $('agents').innerHTML = rows.slice(page * PAGE, page * PAGE + PAGE).map((a) => {
+      const pct = a.maxConcurrentTasks ? (a.activeTasks / a.maxConcurrentTasks) * 100 : 0
+      return '<tr data-agent-id="' + a.id + '"><td title="' + esc(a.id) + '">' + esc(a.name) + '</td><td><span class="st ' + a.status + '">' + a.status + '</span></td><td>' + esc(a.provider) + (a.region ? ' · ' + esc(a.region) : '') + '</td><td><span class="load"><i style="width:' + pct + '%;background:' + (pct >= 100 ? 'var(--warn)' : 'var(--ok)') + '"></i></span>' + a.activeTasks + '/' + a.maxConcurrentTasks + '</td><td class="muted">' + esc(a.capabilities.join(', ')) + '</td><td class="muted hb" data-at="' + (a.lastHeartbeatAt || '') + '">' + ago(a.lastHeartbeatAt) + '</td></tr>'
+    }).join('')
+    $('fleet-count').textContent = rows.length + ' shown of ' + all.length
+    $('page-info').textContent = 'page ' + (page + 1) + ' of ' + pages
+  }
+  function renderTasks() {
+    const list = [...tasks.values()].sort((a, b) => (a.id < b.id ? 1 : -1)).slice(0, TASKS)
+    $('tasks').innerHTML = list.map((t) => {
+      const agent = t.agentId ? agents.get(t.agentId) : null
+      const note = t.error ? t.error.code + ': ' + t.error.message : t.status === 'pending' ? (t.pendingReason || '') : t.result != null ? JSON.stringify(t.result) : ''
+      return '<tr data-task-id="' + t.id + '"><td title="' + esc(t.id) + '">' + esc(t.name) + '</td><td class="mono">' + esc(t.type) + '</td><td><span class="st ' + t.status + '" data-status="' + t.status + '">' + t.status.replace('_', ' ') + (t.cancelRequested && t.status === 'running' ? ' · cancelling' : '') + '</span></td><td>' + t.priority + '</td><td>' + (agent ? esc(agent.name) : t.agentId ? '<span class="mono">' + t.agentId.slice(0, 8) + '</span>' : '–') + '</td><td>' + t.attempt + '/' + t.maxAttempts + '</td><td class="muted">' + ago(t.createdAt) + '</td><td class="muted">' + esc(note) + '</td></tr>'
+    }).join('')
+    $('task-count').textContent = list.length + ' newest'
+  }
+  function logEvent(e) {
+    events++
+    const row = document.createElement('div')
+    row.innerHTML = '<span class="t">' + new Date(e.time).toLocaleTimeString() + '</span><span class="k">' + esc(e.type) + '</span><span class="muted">' + esc(e.data.to ? (e.data.from ? e.data.from + ' → ' : '') + e.data.to : e.data.name || e.data.reason || '') + '</span>'
+    const log = $('log'); log.prepend(row); while (log.childElementCount > 150) log.lastElementChild.remove()
+    $('ev-count').textContent = num(events) + ' received'
+  }
+  function onEvent(e) {
+    logEvent(e)
+    if (e.agentId) dirtyAgents.add(e.agentId)
+    if (e.taskId) dirtyTasks.add(e.taskId)
+    statsDirty = true
+  }
+
+  // Event bursts become one refresh a second: changed agents and tasks are re-read by id.
+  async function flush() {
+    const a = [...dirtyAgents].slice(0, 50), t = [...dirtyTasks].slice(0, 50)
+    a.forEach((id) => dirtyAgents.delete(id)); t.forEach((id) => dirtyTasks.delete(id))
+    await Promise.all([
+      ...a.map((id) => fetch(api + '/agents/' + id, { headers: { authorization: 'Bearer ' + token } }).then((r) => r.status === 404 ? agents.delete(id) : r.ok ? r.json().then((x) => agents.set(id, x)) : null)),
+      ...t.map((id) => fetch(api + '/tasks/' + id, { headers: { authorization: 'Bearer ' + token } }).then((r) => r.status === 404 ? tasks.delete(id) : r.ok ? r.json().then((x) => tasks.set(id, x)) : null)),
+    ])
+    if (a.length) renderAgents()
+    if (t.length) renderTasks()
+    if (statsDirty) await loadStats()
+  }
+
+  async function listen() {
+    for (;;) {
+      stream = new AbortController()
+      try {
+        const headers = { authorization: 'Bearer ' + token, accept: 'text/event-stream' }
+        if (lastEventId) headers['last-event-id'] = lastEventId
+        const res = await fetch(api + '/events', { headers, signal: stream.signal })
+        if (res.status === 401 || res.status === 403) return showLogin('That token was refused (' + res.status + ').')
+        if (!res.ok || !res.body) throw new Error('stream ' + res.status)
+        live('on', 'live')
+        const reader = res.body.getReader(), dec = new TextDecoder()
+        let buf = ''
+        for (;;) {
+          const { value, done } = await reader.read()
+          if (done) break
+          buf += dec.decode(value, { stream: true })
+          let i
+          while ((i = buf.indexOf('\\n\\n')) >= 0) {
+            const block = buf.slice(0, i); buf = buf.slice(i + 2)
+            let id = null, data = ''
+            for (const line of block.split('\\n')) { if (line.startsWith('id:')) id = line.slice(3).trim(); else if (line.startsWith('data:')) data += line.slice(5).trim() }
+            if (data) { lastEventId = id; onEvent(JSON.parse(data)) }
+          }
+        }
+      } catch (err) { if (stream.signal.aborted) return }
+      live('retry', 'reconnecting…')
+      await new Promise((r) => setTimeout(r, 2000))
+    }
+  }
+
+  async function start() {
+    $('login').classList.remove('show')
+    live('retry', 'connecting…')
+    try {
+      await Promise.all([loadAgents(), loadStats()])
+      await loadTasks()
+    } catch (err) { if (String(err.message) !== 'auth') live('retry', 'API unreachable, retrying…'); return }
+    try { const p = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))); $('who').textContent = p.sub + ' · ' + p.role } catch {}
+    listen()
+  }
+
+  $('login-form').addEventListener('submit', (e) => { e.preventDefault(); token = $('token').value.trim(); localStorage.setItem('agenticcp.token', token); start() })
+  $('signout').addEventListener('click', () => showLogin(''))
+  $('filter').addEventListener('input', (e) => { agentFilter = e.target.value; page = 0; renderAgents() })
+  $('agent-chips').addEventListener('click', (e) => { const s = e.target.dataset && e.target.dataset.s; if (s !== undefined) { agentStatus = s; page = 0; renderAgents() } })
+  $('prev').addEventListener('click', () => { page = Math.max(0, page - 1); renderAgents() })
+  $('next').addEventListener('click', () => { page++; renderAgents() })
+  setInterval(() => { for (const td of document.querySelectorAll('td.hb')) td.textContent = ago(td.dataset.at) }, 1000)
+  setInterval(() => { if (token && !$('login').classList.contains('show')) flush().catch(() => {}) }, 1000)
+  setInterval(() => { if (token && !$('login').classList.contains('show')) loadAgents().catch(() => {}) }, 30000)
+  if (token) start(); else showLogin('')
+})()
+</script>
+</body>
+</html>`

@@ -1,0 +1,149 @@
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs'
+import { serve } from '@hono/node-server'
+import { type Browser, chromium } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createHarness, type Harness } from './harness'
+
+/**
+ * The dashboard in a real browser (Debian's Chromium, driven by playwright-core): it
+ * connects with a pasted token, then a task created through the API appears on the page
+ * and changes state live, from the event stream. Saves test-results/dashboard.png (and,
+ * with UPDATE_SCREENSHOT=1, docs/dashboard.png for the README).
+ */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+const enabled = existsSync(CHROMIUM)
+
+let h: Harness
+let browser: Browser | undefined
+let server: ReturnType<typeof serve> | undefined
+let base = ''
+
+/** A fleet and an hour of history, so the page has something to show. */
+async function seed() {
+  const providers = ['aws', 'azure', 'gcp', 'ncp', 'onprem']
+  const regions = ['us-east-1', 'eu-west-1', 'ap-northeast-2', 'europe-west4', 'dc-seoul']
+  const caps = [
+    ['cpu', 'docker'],
+    ['gpu', 'cuda', 'docker'],
+    ['cpu', 'arm'],
+    ['cpu', 'docker', 'playwright'],
+  ]
+  h.clock.set(Date.now() - 60 * 60_000)
+  const fleet = []
+  for (let i = 0; i < 36; i++) {
+    fleet.push(
+      await h.agent({
+        name: `${providers[i % 5]}-${regions[i % 5]}-${String(i + 1).padStart(2, '0')}`,
+        provider: providers[i % 5],
+        region: regions[i % 5],
+        capabilities: caps[i % 4],
+        maxConcurrentTasks: 2 + (i % 4) * 2,
+      }),
+    )
+  }
+  const types = ['report.generate', 'video.transcode', 'model.evaluate', 'crawl.site', 'backup.snapshot']
+  for (let minute = 0; minute < 58; minute += 2) {
+    h.clock.set(Date.now() - (60 - minute) * 60_000)
+    for (const a of fleet) await h.call('POST', '/api/v1/agents/heartbeat', { token: a.token, body: { agentId: a.id } })
+    for (let k = 0; k < 3 + (minute % 5); k++) {
+      const a = fleet[(minute * 7 + k) % fleet.length]
+      if (!a) continue
+      const t = await h.assignedTask(a.id, {
+        type: types[(minute + k) % 5],
+        priority: 1 + ((minute + k) % 10),
+        name: `job-${minute}-${k}`,
+      })
+      await h.report(t.id, a.token, { status: 'running', attempt: t.attempt })
+      h.clock.advance((5 + ((minute * k) % 50)) * 1000)
+      const ok = (minute + k) % 11 !== 0
+      await h.report(
+        t.id,
+        a.token,
+        ok
+          ? { status: 'completed', attempt: t.attempt, result: { ok: true } }
+          : { status: 'failed', attempt: t.attempt, error: { code: 'exit_1', message: 'process exited with 1' } },
+      )
+    }
+  }
+  h.clock.set(Date.now())
+  for (const a of fleet) await h.call('POST', '/api/v1/agents/heartbeat', { token: a.token, body: { agentId: a.id } })
+  for (const [i, status] of ['draining', 'maintenance', 'error'].entries()) {
+    await h.call('PATCH', `/api/v1/agents/${fleet[i + 3]?.id}/status`, { body: { status } })
+  }
+  for (let i = 0; i < 14; i++) {
+    const a = fleet[(i * 5) % fleet.length]
+    if (!a) continue
+    const t = await h.task({ type: types[i % 5], priority: 1 + (i % 10), name: `live-${i}` })
+    if (i % 2 === 0 && t.status === 'assigned')
+      await h.report(t.id, a.token, { status: 'running', attempt: t.attempt, progress: 40 })
+  }
+  for (let i = 0; i < 9; i++)
+    await h.task({ priority: 1 + ((i * 3) % 10), name: `waiting-${i}`, requirements: { capabilities: ['tpu'] } })
+  return fleet
+}
+
+beforeAll(async () => {
+  if (!enabled) return
+  h = await createHarness({ RATE_LIMIT_PER_MINUTE: '0' })
+  await new Promise<void>((resolve) => {
+    server = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => {
+      base = `http://127.0.0.1:${info.port}`
+      resolve()
+    })
+  })
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  })
+}, 120_000)
+
+afterAll(async () => {
+  await browser?.close()
+  await new Promise((r) => (server ? server.close(() => r(null)) : r(null)))
+  await h?.close()
+})
+
+describe.runIf(enabled)('GET /dashboard in a browser', () => {
+  it('connects with a token and shows a task created through the API appearing and changing state live', async () => {
+    const fleet = await seed()
+    const page = await (browser as Browser).newPage({ viewport: { width: 1440, height: 1100 } })
+    const problems: string[] = []
+    page.on('pageerror', (e) => problems.push(e.message))
+    page.on('console', (m) => {
+      if (m.type() === 'error') problems.push(m.text())
+    })
+    await page.goto(`${base}/dashboard`)
+    await page.fill('#token', await h.token('viewer', 'dashboard-viewer'))
+    await page.click('#connect')
+    await page.waitForSelector('#live.on', { timeout: 15_000 })
+    await page.waitForFunction(() => Number(document.querySelector('#k-online')?.textContent?.replace(/,/g, '')) > 0)
+    expect(await page.locator('#agents tr').count()).toBe(36)
+
+    // A task created through the API appears, then follows its agent's reports.
+    const agent = fleet[10] as { id: string; token: string }
+    const task = await h.task({ name: 'browser-visible-task', type: 'e2e.dashboard', priority: 9 })
+    expect(task.agentId).not.toBeNull()
+    const owner = fleet.find((a) => a.id === task.agentId) ?? agent
+    const status = page.locator(`tr[data-task-id="${task.id}"] [data-status]`)
+    await expect.poll(() => status.textContent(), { timeout: 15_000 }).toContain('assigned')
+    await h.report(task.id, owner.token, { status: 'running', attempt: task.attempt, progress: 10 })
+    await expect.poll(() => status.textContent(), { timeout: 15_000 }).toContain('running')
+    await h.report(task.id, owner.token, { status: 'completed', attempt: task.attempt, result: { rows: 42 } })
+    await expect.poll(() => status.textContent(), { timeout: 15_000 }).toContain('completed')
+    await expect.poll(() => page.locator('#log div').count(), { timeout: 5_000 }).toBeGreaterThan(2)
+
+    mkdirSync('test-results', { recursive: true })
+    await page.screenshot({ path: 'test-results/dashboard.png', fullPage: true })
+    if (process.env.UPDATE_SCREENSHOT === '1') copyFileSync('test-results/dashboard.png', 'docs/dashboard.png')
+    expect(problems).toEqual([])
+  }, 180_000)
+})
