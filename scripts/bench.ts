@@ -412,6 +412,61 @@ async function benchRead() {
   if (!redisUp) console.log(`read note=redis_unreachable url=${redisUrl.replace(/\/\/.*@/, '//…@')}`)
 }
 
+/**
+ * statistics: 1,000 agents and 1,000,000 tasks (95 % finished over the last 30 days, the
+ * rest pending, assigned or running), then GET statistics for the fleet and the queue as
+ * the service computes them (no cache): the median of 5 calls each.
+ */
+async function benchStatistics() {
+  const { agentStatistics, taskStatistics } = await import('../src/services/statistics')
+  const { database, drop } = await scratch()
+  try {
+    const now = new Date()
+    const db = database.db
+    await seed(db, now, 1000, 0)
+    const started = performance.now()
+    await db.execute(sql`
+      INSERT INTO tasks (id, name, type, priority, status, attempt, created_at, assigned_at, started_at, finished_at,
+                         available_at, updated_at)
+      SELECT gen_random_uuid(), 'stat-' || i, 'bench', 1 + i % 10, s.status, 1,
+             f - make_interval(secs => 20 + i % 600), f - make_interval(secs => 10 + i % 300),
+             f - make_interval(secs => 5 + i % 300), CASE WHEN s.done THEN f END, f, f
+        FROM generate_series(1, 1000000) AS i,
+             LATERAL (SELECT ${now}::timestamptz - make_interval(secs => (i * 2654435761::bigint % 2592000)::int) AS f) t,
+             LATERAL (SELECT CASE WHEN i % 100 < 90 THEN 'completed' WHEN i % 100 < 93 THEN 'failed'
+                                  WHEN i % 100 < 94 THEN 'timed_out' WHEN i % 100 < 95 THEN 'cancelled'
+                                  WHEN i % 100 < 98 THEN 'pending' WHEN i % 100 < 99 THEN 'running' ELSE 'assigned' END AS status,
+                             i % 100 < 95 AS done) s`)
+    await db.execute(sql`ANALYZE tasks`)
+    const seedSeconds = (performance.now() - started) / 1000
+    const median = async (f: () => Promise<unknown>) => {
+      const times: number[] = []
+      for (let i = 0; i < 5; i++) {
+        const t0 = performance.now()
+        await f()
+        times.push(performance.now() - t0)
+      }
+      return times.sort((a, b) => a - b)[2] ?? Number.NaN
+    }
+    const agentsMs = await median(() => agentStatistics(db))
+    const tasksMs = await median(() => taskStatistics(db, now))
+    const t = await taskStatistics(db, now)
+    line('statistics', {
+      driver: database.driver,
+      tasks: t.total,
+      agents: 1000,
+      seed_seconds: seedSeconds,
+      agents_statistics_ms: agentsMs,
+      tasks_statistics_ms: tasksMs,
+      finished_last_hour:
+        t.recent.last60Minutes.completed + t.recent.last60Minutes.failed + t.recent.last60Minutes.timedOut,
+    })
+  } finally {
+    await drop()
+  }
+}
+
 if (!only || only === 'sweep') await benchSweep()
+if (!only || only === 'statistics') await benchStatistics()
 if (!only || only === 'lifecycle') await benchLifecycle()
 if (!only || only === 'read') await benchRead()

@@ -381,15 +381,27 @@ export type FillTarget = { agentId: string } | { bestFor: TaskReq }
  */
 export async function fillAgent(db: Executor, now: Date, target: FillTarget, via: PlacedVia): Promise<AssignedRow[]> {
   const free = and(eq(agents.status, 'online'), lt(agents.activeTasks, agents.maxConcurrentTasks))
+  // Everything `picked` needs comes from this locking read, which sees the row as it is
+  // once locked. (Reading the agent again in another CTE would use the statement's
+  // snapshot, which may predate a placement that committed while we waited for the lock,
+  // and overfill the agent.)
+  const columns = {
+    id: agents.id,
+    provider: agents.provider,
+    region: agents.region,
+    capabilities: agents.capabilities,
+    labels: agents.labels,
+    free: sql<number>`${agents.maxConcurrentTasks} - ${agents.activeTasks}`.as('free'),
+  }
   const pickAgent =
     'agentId' in target
       ? db
-          .select({ id: agents.id })
+          .select(columns)
           .from(agents)
           .where(and(eq(agents.id, target.agentId), free))
           .for('update')
       : db
-          .select({ id: agents.id })
+          .select(columns)
           .from(agents)
           .where(and(free, matchesTaskSql(target.bestFor)))
           .orderBy(...leastLoadedOrder)
@@ -398,10 +410,7 @@ export async function fillAgent(db: Executor, now: Date, target: FillTarget, via
   const [out] = await rowsOf<{ rows: AssignedRow[] }>(
     db,
     sql`
-    WITH chosen AS (${pickAgent.getSQL()}
-    ), a AS (
-      SELECT ag.id, ag.provider, ag.region, ag.capabilities, ag.labels, ag.max_concurrent_tasks - ag.active_tasks AS free
-        FROM agents ag JOIN chosen ON chosen.id = ag.id
+    WITH a AS (${pickAgent.getSQL()}
     ), picked AS (
       SELECT t.id, a.id AS agent_id FROM tasks t, a
        WHERE t.status = 'pending' AND t.available_at <= ${now} AND ${fitsSql}
