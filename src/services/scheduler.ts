@@ -3,7 +3,7 @@ import { rowsOf, type Tx } from '../db/client'
 import { schedulerState } from '../db/schema'
 import { withTx } from '../db/tx'
 import { changed, type ServiceDeps } from './deps'
-import { pruneEvents, sequenceEvents } from './events'
+import { pruneEvents } from './events'
 import { placePending } from './placement'
 
 /**
@@ -280,8 +280,8 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
     { db: deps.db, clock, notifier: deps.notifier, kv: deps.kv, metrics: deps.metrics },
     limit,
   )
-  // Housekeeping: number what committed (so a first reader has little to do) and prune.
-  await sequenceEvents(deps.db)
+  // Housekeeping: prune old events. (Numbering new ones is left to their readers: the
+  // sweep's own time goes to placement.)
   const eventsPruned =
     deps.config.eventRetentionDays > 0
       ? await pruneEvents(deps.db, new Date(now.getTime() - deps.config.eventRetentionDays * 86_400_000), limit)
