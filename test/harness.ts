@@ -27,20 +27,7 @@ export const onPostgres = () => inject('pgAdminUrl') !== ''
  */
 export async function freshDatabase(opts: { migrated?: boolean } = {}): Promise<Database> {
   const migrated = opts.migrated ?? true
-  const adminUrl = inject('pgAdminUrl')
-  if (adminUrl) {
-    const name = `${inject('pgRunPrefix')}_${process.pid}_${++counter}`
-    const admin = new pg.Client({ connectionString: adminUrl })
-    await admin.connect()
-    try {
-      await admin.query(
-        migrated ? `CREATE DATABASE ${name} TEMPLATE ${inject('pgRunPrefix')}_tpl` : `CREATE DATABASE ${name}`,
-      )
-    } finally {
-      await admin.end()
-    }
-    return connectDatabase(withDatabase(adminUrl, name), { poolMax: 20 })
-  }
+  if (onPostgres()) return connectDatabase(await freshPostgresUrl(migrated), { poolMax: 20 })
   if (!migrated) return connectDatabase('memory://', { migrate: false })
   const snapshot = readFileSync(inject('pgliteSnapshot'))
   return connectDatabase('memory://', { loadDataDir: new Blob([snapshot]) })

@@ -34,6 +34,17 @@ function nameTaken(err: unknown, name: string): never {
 
 const dedupe = (xs: string[]) => [...new Set(xs)]
 
+/** The columns an operator sets (create and replace). */
+const settings = (input: AgentInput) => ({
+  name: input.name,
+  description: input.description ?? null,
+  provider: input.provider,
+  region: input.region ?? null,
+  capabilities: dedupe(input.capabilities),
+  labels: input.labels,
+  maxConcurrentTasks: input.maxConcurrentTasks,
+})
+
 export async function createAgent(deps: ServiceDeps, input: AgentInput): Promise<AgentRow> {
   const { db, clock } = deps
   const now = clock.now()
@@ -43,13 +54,7 @@ export async function createAgent(deps: ServiceDeps, input: AgentInput): Promise
         .insert(agents)
         .values({
           id: uuidv7(),
-          name: input.name,
-          description: input.description ?? null,
-          provider: input.provider,
-          region: input.region ?? null,
-          capabilities: dedupe(input.capabilities),
-          labels: input.labels,
-          maxConcurrentTasks: input.maxConcurrentTasks,
+          ...settings(input),
           status: 'offline',
           createdAt: now,
           updatedAt: now,
@@ -144,13 +149,7 @@ export async function updateAgent(
       const [row] = await tx
         .update(agents)
         .set({
-          name: input.name,
-          description: input.description ?? null,
-          provider: input.provider,
-          region: input.region ?? null,
-          capabilities: dedupe(input.capabilities),
-          labels: input.labels,
-          maxConcurrentTasks: input.maxConcurrentTasks,
+          ...settings(input),
           version: sql`${agents.version} + 1`,
           updatedAt: now,
         })

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, lt, lte, or, sql } from 'drizzle-orm'
+import { and, asc, desc, eq, gt, lt, lte, or, type SQL, sql } from 'drizzle-orm'
 import type { Executor, Tx } from '../db/client'
 import { rowsOf } from '../db/client'
 import { type AgentRow, agents, type Labels, type TaskRow, tasks } from '../db/schema'
@@ -101,6 +101,13 @@ export function recordAssignments(metrics: Metrics | undefined, rows: AssignedRo
 /** How a task reached its agent; recorded on the `task.assigned` event. */
 export type PlacedVia = 'execute' | 'create' | 'heartbeat' | 'sweep'
 
+/** The columns an assignment sets on task row `t` (one place for every placement path). */
+const assignSet = (now: Date, agentId: SQL) => sql`status = 'assigned', agent_id = ${agentId}, attempt = t.attempt + 1,
+             assigned_at = ${now}, started_at = NULL, deadline_at = NULL, progress = NULL,
+             version = t.version + 1, updated_at = ${now}`
+const assignReturning = (now: Date) =>
+  sql`t.id, t.agent_id, t.attempt, extract(epoch FROM ${now}::timestamptz - t.created_at)::float8 AS wait_s`
+
 /**
  * Writes a batch of assignments in one statement: moves the tasks to assigned (bumping
  * the attempt, the fence for the agent's reports), adds the load to each agent and appends
@@ -126,12 +133,10 @@ export async function writeAssignments(
       SELECT * FROM unnest(${taskIds}::uuid[], ${agentIds}::uuid[]) AS v(id, agent_id)
     ), upd AS (
       UPDATE tasks t
-         SET status = 'assigned', agent_id = v.agent_id, attempt = t.attempt + 1,
-             assigned_at = ${now}, started_at = NULL, deadline_at = NULL, progress = NULL,
-             version = t.version + 1, updated_at = ${now}
+         SET ${assignSet(now, sql.raw('v.agent_id'))}
         FROM v
        WHERE t.id = v.id AND t.status = 'pending'
-      RETURNING t.id, t.agent_id, t.attempt, extract(epoch FROM ${now}::timestamptz - t.created_at)::float8 AS wait_s
+      RETURNING ${assignReturning(now)}
     ), load AS (
       UPDATE agents a SET active_tasks = a.active_tasks + c.n
         FROM (SELECT agent_id, count(*)::int AS n FROM upd GROUP BY agent_id) c
@@ -419,12 +424,10 @@ export async function fillAgent(db: Executor, now: Date, target: FillTarget, via
          FOR UPDATE OF t SKIP LOCKED
     ), upd AS (
       UPDATE tasks t
-         SET status = 'assigned', agent_id = picked.agent_id, attempt = t.attempt + 1,
-             assigned_at = ${now}, started_at = NULL, deadline_at = NULL, progress = NULL,
-             version = t.version + 1, updated_at = ${now}
+         SET ${assignSet(now, sql.raw('picked.agent_id'))}
         FROM picked
        WHERE t.id = picked.id
-      RETURNING t.id, t.agent_id, t.attempt, extract(epoch FROM ${now}::timestamptz - t.created_at)::float8 AS wait_s
+      RETURNING ${assignReturning(now)}
     ), load AS (
       UPDATE agents SET active_tasks = active_tasks + (SELECT count(*) FROM upd)
        WHERE id = (SELECT id FROM a) AND EXISTS (SELECT 1 FROM upd)
