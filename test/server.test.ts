@@ -4,7 +4,7 @@ import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { freshPostgresUrl, onPostgres } from './harness'
+import { freshPostgresUrl, onPostgres, testRedisUrl } from './harness'
 
 const bunBin = 'node_modules/.bin/bun'
 const runtimes = existsSync(bunBin) ? (['node', 'bun'] as const) : (['node'] as const)
@@ -56,7 +56,10 @@ describe.each(cases)('the server under %s (%s database)', (runtime, kind) => {
   it('serves the API and docs offline, then shuts down gracefully on SIGTERM, finishing in-flight requests', async () => {
     const databaseUrl = kind === 'postgres' ? await freshPostgresUrl() : 'memory://'
     const logFile = join(mkdtempSync(join(tmpdir(), 'act-log-')), 'logs', 'agent.log')
-    const s = start({ DATABASE_URL: databaseUrl, ENVIRONMENT: 'development', LOG_FILE: logFile }, runtime)
+    const s = start(
+      { DATABASE_URL: databaseUrl, ENVIRONMENT: 'development', LOG_FILE: logFile, REDIS_URL: testRedisUrl },
+      runtime,
+    )
     try {
       const url = await s.listening
       expect(s.output().out).toContain(runtime === 'bun' ? '"runtime":"bun"' : '"runtime":"node v')
@@ -65,7 +68,9 @@ describe.each(cases)('the server under %s (%s database)', (runtime, kind) => {
 
       const health = await fetch(`${url}/health`)
       expect(health.status).toBe(200)
-      expect((await health.json()).checks.database.driver).toBe(kind === 'postgres' ? 'node-postgres' : 'pglite')
+      const checks = (await health.json()).checks
+      expect(checks.database.driver).toBe(kind === 'postgres' ? 'node-postgres' : 'pglite')
+      expect(checks.redis.status).toBe(testRedisUrl ? 'ok' : 'disabled')
       const docs = await (await fetch(`${url}/docs`)).text()
       expect(docs).toContain('/docs/vendor/swagger-ui-dist/swagger-ui-bundle.js')
       const css = await fetch(`${url}/docs/vendor/swagger-ui-dist/swagger-ui.css`)

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import { sign } from 'hono/jwt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { freshPostgresUrl, onPostgres } from './harness'
+import { freshPostgresUrl, onPostgres, testRedisUrl } from './harness'
 
 /**
  * The Worker (src/worker.ts) under `wrangler dev` (workerd, offline), reaching this
@@ -76,6 +76,8 @@ beforeAll(async () => {
       `NEON_WS_PROXY:127.0.0.1:${proxyPort}`,
       '--var',
       'ENVIRONMENT:test',
+      // ioredis inside workerd, when the suite has a Redis (CI does).
+      ...(testRedisUrl ? ['--var', `REDIS_URL:${testRedisUrl}`] : []),
     ],
     {
       WRANGLER_SEND_METRICS: 'false',
@@ -115,6 +117,7 @@ describe.runIf(enabled)('on Cloudflare Workers (wrangler dev, Neon driver)', () 
     const health = await call('GET', '/health', null)
     expect(health.status).toBe(200)
     expect(health.body.checks.database).toMatchObject({ status: 'ok', driver: 'neon', migrations: 'applied' })
+    expect(health.body.checks.redis.status).toBe(testRedisUrl ? 'ok' : 'disabled')
     expect((await call('GET', '/openapi.json', null)).body.openapi).toBe('3.1.0')
 
     // An agent that exists but is not online yet, and a task nothing can take now.
