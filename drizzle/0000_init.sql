@@ -19,6 +19,11 @@ CREATE TABLE "agents" (
 	CONSTRAINT "agents_max_concurrent_check" CHECK (max_concurrent_tasks >= 1)
 );
 --> statement-breakpoint
+CREATE TABLE "event_sequence" (
+	"id" integer PRIMARY KEY DEFAULT 1 NOT NULL,
+	"last" bigint DEFAULT 0 NOT NULL
+);
+--> statement-breakpoint
 CREATE TABLE "events" (
 	"id" bigint PRIMARY KEY GENERATED ALWAYS AS IDENTITY (sequence name "events_id_seq" INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 START WITH 1 CACHE 1),
 	"seq" bigint,

@@ -12,7 +12,7 @@ import type { Database } from './db/client'
 import { neonDatabase } from './db/neon'
 import { type Config, loadConfig } from './env'
 import { systemClock } from './lib/clock'
-import { type Kv, MemoryKv } from './lib/kv'
+import { type Kv, MemoryKv, MemoryRateLimiter } from './lib/kv'
 import { createLogger, type Logger } from './lib/logger'
 import { RedisKv } from './lib/redis'
 import { runSweep } from './services/scheduler'
@@ -26,8 +26,12 @@ const toCf = (res: Response) => res as unknown as CfResponse
 
 type Isolate = { config: Config; logger: Logger; app: ReturnType<typeof createApp> }
 type PerRequest = { database: Database; kv: Kv }
-/** Without REDIS_URL: per-isolate counters and bus (Workers cannot share I/O, but plain memory is fine). */
-const memoryKv = new MemoryKv()
+/**
+ * Without REDIS_URL: rate-limit counters per isolate (plain data may be shared), but a bus
+ * per request, since a stream's waiting promise must not be resolved from another request;
+ * streams then wake on their 2 s re-read.
+ */
+const isolateLimiter = new MemoryRateLimiter()
 let isolate: Isolate | undefined
 
 function boot(env: Env): Isolate {
@@ -78,16 +82,17 @@ export default {
       },
     }
     const kv: Kv = config.redisUrl
-      ? new RedisKv(config.redisUrl, { logger, queueWhileConnecting: true, maxTtlMs: config.cacheTtlSeconds * 1000 })
-      : memoryKv
+      ? new RedisKv(config.redisUrl, {
+          logger,
+          queueWhileConnecting: true,
+          invalidateTimeoutMs: 2000,
+          maxTtlMs: config.cacheTtlSeconds * 1000,
+        })
+      : new MemoryKv(isolateLimiter)
     try {
       return toCf(await booted.app.fetch(request as unknown as Request, { database, kv } satisfies PerRequest, ctx))
     } finally {
-      ctx.waitUntil(
-        Promise.allSettled(holds).then(() =>
-          Promise.allSettled([database.close(), kv === memoryKv ? undefined : kv.close()]),
-        ),
-      )
+      ctx.waitUntil(Promise.allSettled(holds).then(() => Promise.allSettled([database.close(), kv.close()])))
     }
   },
 
@@ -96,15 +101,20 @@ export default {
     const database = neonDatabase(config.databaseUrl, config.neonWsProxy)
     // The sweep drops cached copies of what it changes, so it needs Redis when the requests use it.
     const kv: Kv = config.redisUrl
-      ? new RedisKv(config.redisUrl, { logger, queueWhileConnecting: true, maxTtlMs: config.cacheTtlSeconds * 1000 })
-      : memoryKv
+      ? new RedisKv(config.redisUrl, {
+          logger,
+          queueWhileConnecting: true,
+          invalidateTimeoutMs: 2000,
+          maxTtlMs: config.cacheTtlSeconds * 1000,
+        })
+      : new MemoryKv(isolateLimiter)
     ctx.waitUntil(
       runSweep({ db: database.db, clock: systemClock, config, kv })
         .then((s) => logger.info('sweep', { ...s, trigger: 'cron' }))
         .catch((err: unknown) =>
           logger.error('sweep failed', { error: err instanceof Error ? err.message : String(err) }),
         )
-        .finally(() => Promise.allSettled([database.close(), kv === memoryKv ? undefined : kv.close()])),
+        .finally(() => Promise.allSettled([database.close(), kv.close()])),
     )
   },
 } satisfies ExportedHandler<Env>

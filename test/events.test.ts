@@ -258,8 +258,15 @@ describe('retention', () => {
     const before = (await h.call('GET', `/api/v1/tasks/${t.id}/events`)).body.items
     expect(before).toHaveLength(1)
     h.clock.advance(8 * 86_400_000)
+    const newest = (await h.call('GET', '/api/v1/events?after=0&limit=1000')).body.nextAfter
     const s = await runSweep({ db: h.database.db, clock: h.clock, config: h.config })
     expect(s.eventsPruned).toBeGreaterThan(0)
     expect((await h.call('GET', `/api/v1/tasks/${t.id}/events`)).body.items).toEqual([])
+    const left = (await h.call('GET', '/api/v1/events?after=0&limit=1000')).body.items
+    expect(left.every((e: Ev) => e.id > newest)).toBe(true) // only what the sweep itself wrote since
+    // Ids never restart: a client resuming after the newest id it saw still gets what comes next.
+    const next = await h.pendingTask()
+    const resumed = (await h.call('GET', `/api/v1/events?after=${newest}&limit=1000`)).body.items
+    expect(resumed.some((e: Ev) => e.type === 'task.created' && e.taskId === next.id)).toBe(true)
   })
 })

@@ -104,7 +104,10 @@ describe.runIf(withRedis)('with Redis', () => {
 
     expect((await h.call('GET', `/api/v1/agents/${a.id}`, { token: a.token })).status).toBe(200)
     expect(await redisGet(keys.agentAuth(a.id))).toBeDefined()
+    const cachedRow = (await h.call('GET', `/api/v1/agents/${a.id}`)).body
+    h.clock.advance(1000)
     const fresh = await h.call('POST', `/api/v1/agents/${a.id}/token`)
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`)).body.updatedAt).not.toBe(cachedRow.updatedAt)
     expect((await h.call('GET', `/api/v1/agents/${a.id}`, { token: a.token })).status).toBe(401)
     expect((await h.call('GET', `/api/v1/agents/${a.id}`, { token: fresh.body.token })).status).toBe(200)
   })

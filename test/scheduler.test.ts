@@ -222,6 +222,39 @@ describe('step 3: retries', () => {
   })
 })
 
+describe('a cancel request is final', () => {
+  it('never retries a task whose cancel was requested, when it then times out or fails', async () => {
+    const a = await h.agent({ maxConcurrentTasks: 2 })
+    const slow = await h.assignedTask(a.id, { timeoutSeconds: 10, maxAttempts: 3 })
+    const failing = await h.assignedTask(a.id, { maxAttempts: 3 })
+    for (const t of [slow, failing]) {
+      await h.report(t.id, a.token, { status: 'running', attempt: 1 })
+      expect((await h.call('POST', `/api/v1/tasks/${t.id}/cancel`)).status).toBe(202)
+    }
+    await h.report(failing.id, a.token, { status: 'failed', attempt: 1, error: { message: 'interrupted' } })
+    h.clock.advance(11_000) // past slow's timeout, within CANCEL_GRACE_SECONDS (30)
+    await beat(a)
+    expect(await sweep()).toMatchObject({ timedOut: 1, retried: 0 })
+    h.clock.advance(3600_000)
+    await beat(a)
+    expect((await sweep()).retried).toBe(0)
+    expect(await get(slow.id)).toMatchObject({ status: 'timed_out', cancelRequested: true })
+    expect(await get(failing.id)).toMatchObject({ status: 'failed', cancelRequested: true })
+  })
+
+  it('calls off the automatic retry of a failed task when it is cancelled', async () => {
+    const a = await h.agent()
+    const t = await h.assignedTask(a.id, { maxAttempts: 3 })
+    await h.report(t.id, a.token, { status: 'failed', attempt: 1, error: { message: 'flaky' } })
+    const res = await h.call('POST', `/api/v1/tasks/${t.id}/cancel`)
+    expect(res.status).toBe(200)
+    expect(res.body).toMatchObject({ status: 'cancelled', error: { message: 'flaky' } })
+    h.clock.advance(3600_000)
+    expect((await sweep()).retried).toBe(0)
+    expect((await get(t.id)).status).toBe('cancelled')
+  })
+})
+
 describe('step 4: placement', () => {
   it('places due tasks by priority then age, least-loaded agent first, without blocking on tasks nothing fits', async () => {
     const cap = unique('cap')

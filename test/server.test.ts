@@ -102,8 +102,8 @@ describe.each(cases)('the server under %s (%s database)', (runtime, kind) => {
         req.write(body.slice(0, 10))
         setTimeout(() => {
           s.child.kill('SIGTERM')
-          setTimeout(() => req.end(body.slice(10)), 300)
-        }, 200)
+          setTimeout(() => req.end(body.slice(10)), 500)
+        }, 1000) // time for the server to have read the headers, even on a loaded machine
       })
       const res = await answered
       expect(res.status).toBe(201)

@@ -155,6 +155,12 @@ export const events = pgTable(
   ],
 )
 
+/** The last event `seq` handed out (one row): pruning old events never lowers it. */
+export const eventSequence = pgTable('event_sequence', {
+  id: integer('id').primaryKey().default(1),
+  last: bigint('last', { mode: 'number' }).notNull().default(0),
+})
+
 /**
  * Task counts by status and priority, kept by statement-level triggers on `tasks` (the
  * custom migration 0001) in 16 shards (by backend), so concurrent writers rarely touch the
@@ -179,7 +185,7 @@ export const schedulerState = pgTable('scheduler_state', {
   runs: bigint('runs', { mode: 'number' }).notNull().default(0),
 })
 
-export const schema = { agents, tasks, events, schedulerState, taskCounts }
+export const schema = { agents, tasks, events, schedulerState, taskCounts, eventSequence }
 
 export type AgentRow = typeof agents.$inferSelect
 export type TaskRow = typeof tasks.$inferSelect

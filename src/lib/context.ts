@@ -60,4 +60,5 @@ export const serviceDeps = (c: Context<AppBindings>) => ({
   notifier: c.var.deps.notifier,
   kv: c.var.deps.kv,
   metrics: c.var.deps.metrics,
+  logger: c.var.logger,
 })

@@ -70,7 +70,9 @@ export class MemoryRateLimiter {
 export class MemoryKv implements Kv {
   readonly kind = 'memory' as const
   private handlers = new Map<string, Set<(m: string) => void>>()
-  private limiter = new MemoryRateLimiter()
+
+  /** `limiter` may be shared by several instances (Workers: one per request, counters per isolate). */
+  constructor(private readonly limiter = new MemoryRateLimiter()) {}
 
   cached<T>(_key: string, _ttlMs: number, load: () => Promise<T | undefined>): Promise<T | undefined> {
     return load()

@@ -19,6 +19,11 @@ export interface RedisKvOptions {
   queueWhileConnecting?: boolean
   /** The longest TTL any cached value gets (to know when stale copies are surely gone). */
   maxTtlMs?: number
+  /**
+   * How long an invalidation may wait (default: timeoutMs). Longer for a per-request client
+   * (Workers), which cannot keep missed invalidations for later: it must deliver them now.
+   */
+  invalidateTimeoutMs?: number
   logger?: Logger
 }
 
@@ -29,11 +34,13 @@ local gen = redis.call('GET', KEYS[2]) or '0'
 if gen == ARGV[2] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3]) return 1 end
 return 0`
 
-// Bump every key's generation (so in-flight loads will not store) and drop the value.
+// Give every key a new generation (so in-flight loads will not store) and drop the value.
+// Generations come from one global counter, so an expired generation key can never come
+// back with a value a slow reader already saw.
 const INVALIDATE = `
 for i = 1, #KEYS do
-  redis.call('INCR', 'gen:' .. KEYS[i])
-  redis.call('PEXPIRE', 'gen:' .. KEYS[i], ARGV[1])
+  local g = redis.call('INCR', 'agenticcp:generation')
+  redis.call('SET', 'gen:' .. KEYS[i], g, 'PX', ARGV[1])
   redis.call('DEL', KEYS[i])
 end
 return #KEYS`
@@ -54,6 +61,7 @@ export class RedisKv implements Kv {
   private handlers = new Map<string, Set<(m: string) => void>>()
   private fallbackLimiter = new MemoryRateLimiter()
   private timeoutMs: number
+  private invalidateTimeoutMs: number
   private logger: Logger | undefined
   private lastWarn = 0
   /**
@@ -71,6 +79,7 @@ export class RedisKv implements Kv {
     opts: RedisKvOptions = {},
   ) {
     this.timeoutMs = opts.timeoutMs ?? 250
+    this.invalidateTimeoutMs = opts.invalidateTimeoutMs ?? this.timeoutMs
     this.maxTtlMs = opts.maxTtlMs ?? 3_600_000
     this.logger = opts.logger
     this.client = new Redis(url, { ...RedisKv.options(), enableOfflineQueue: opts.queueWhileConnecting ?? false })
@@ -113,10 +122,10 @@ export class RedisKv implements Kv {
     this.logger?.warn(msg, { error: err instanceof Error ? err.message : String(err) })
   }
 
-  private bounded<T>(p: Promise<T>): Promise<T> {
+  private bounded<T>(p: Promise<T>, ms = this.timeoutMs): Promise<T> {
     let timer: ReturnType<typeof setTimeout> | undefined
     const t = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new TimeoutError(`redis did not answer in ${this.timeoutMs} ms`)), this.timeoutMs)
+      timer = setTimeout(() => reject(new TimeoutError(`redis did not answer in ${ms} ms`)), ms)
     })
     return Promise.race([p, t]).finally(() => clearTimeout(timer))
   }
@@ -153,7 +162,7 @@ export class RedisKv implements Kv {
     if (list.length === 0) return
     try {
       // Generations outlive any load by far; a minute is plenty.
-      await this.bounded(this.client.eval(INVALIDATE, list.length, ...list, 60_000))
+      await this.bounded(this.client.eval(INVALIDATE, list.length, ...list, 60_000), this.invalidateTimeoutMs)
     } catch (err) {
       this.warn('redis invalidation failed; reading around the cache until it is delivered', err)
       for (const k of list) this.pending.add(k)

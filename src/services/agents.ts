@@ -294,7 +294,7 @@ export async function rotateAgentToken(deps: ServiceDeps, id: string): Promise<n
     await recordEvents(tx, now, [{ type: 'agent.token_rotated', agentId: id, data: {} }])
     return row.tokenVersion
   })
-  await changed(deps, { auth: [id] })
+  await changed(deps, { auth: [id], agents: [id] })
   return version
 }
 
@@ -318,9 +318,9 @@ export interface HeartbeatResult {
  * agent comes back online; a reported status applies, except over an operator's
  * maintenance), with an `agent.status_changed` event when it changes.
  */
-async function recordBeat(db: Db, now: Date, input: HeartbeatInput): Promise<{ free: boolean }> {
+async function recordBeat(db: Db, now: Date, input: HeartbeatInput): Promise<{ free: boolean; moved: boolean }> {
   const metrics = input.metrics === undefined ? null : JSON.stringify(input.metrics)
-  const [row] = await rowsOf<{ id: string; free: boolean }>(
+  const [row] = await rowsOf<{ id: string; free: boolean; moved: boolean }>(
     db,
     sql`
     WITH cur AS (
@@ -345,10 +345,10 @@ async function recordBeat(db: Db, now: Date, input: HeartbeatInput): Promise<{ f
         FROM upd WHERE status <> was
       RETURNING 1
     )
-    SELECT id, status = 'online' AND free AS free FROM upd`,
+    SELECT id, status = 'online' AND free AS free, status <> was AS moved FROM upd`,
   )
   if (!row) throw new ApiError('not_found', `No agent with id ${input.agentId}.`)
-  return { free: row.free }
+  return { free: row.free, moved: row.moved }
 }
 
 /** The agent's work as the heartbeat answers it: assigned-not-started tasks, and tasks to stop. */
@@ -384,8 +384,10 @@ export async function heartbeat(
   signal?: AbortSignal,
 ): Promise<HeartbeatResult> {
   const { db, clock, notifier } = deps
-  let { free } = await recordBeat(db, clock.now(), input)
-  await changed(deps, { agents: [input.agentId] })
+  const beat = await recordBeat(db, clock.now(), input)
+  let free = beat.free
+  // The agent row changed (last heartbeat); events and counts only if its status moved.
+  await changed(deps, { agents: [input.agentId], eventful: beat.moved })
   const until = Date.now() + (input.waitSeconds ?? 0) * 1000
   for (;;) {
     // Only an online agent with a free slot pulls work; a full or draining one skips the query.

@@ -2,6 +2,7 @@ import type { Db } from '../db/client'
 import type { Config } from '../env'
 import type { Clock } from '../lib/clock'
 import { type Kv, keys } from '../lib/kv'
+import type { Logger } from '../lib/logger'
 import type { Metrics } from '../lib/metrics'
 import type { WorkNotifier } from '../lib/notifier'
 import { EVENTS_CHANNEL } from './events'
@@ -17,22 +18,31 @@ export interface ServiceDeps {
   kv?: Kv
   /** This process's counters and histograms; optional (tests, scripts). */
   metrics?: Metrics
+  /** For what a service recovers from on its own (and the caller need not hear about). */
+  logger?: Logger
 }
 
 /** Drops cached copies of what a committed write changed; call before answering. */
 export async function changed(
   deps: Pick<ServiceDeps, 'kv'>,
-  what: { tasks?: Iterable<string | null | undefined>; agents?: Iterable<string | null | undefined>; auth?: string[] },
+  what: {
+    tasks?: Iterable<string | null | undefined>
+    agents?: Iterable<string | null | undefined>
+    auth?: string[]
+    /** False for a write that recorded no event and moved no count (a plain heartbeat). */
+    eventful?: boolean
+  },
 ): Promise<void> {
   if (!deps.kv) return
-  // Every write appends events: wake the event streams (a hint; they read the database).
-  void deps.kv.publish(EVENTS_CHANNEL, '1')
+  const eventful = what.eventful ?? true
+  // The write appended events: wake the event streams (a hint; they read the database).
+  if (eventful) void deps.kv.publish(EVENTS_CHANNEL, '1')
   if (deps.kv.kind === 'memory') return
   const list: string[] = []
   for (const id of what.tasks ?? []) if (id) list.push(keys.task(id))
   for (const id of what.agents ?? []) if (id) list.push(keys.agent(id))
   for (const id of what.auth ?? []) list.push(keys.agentAuth(id))
-  // Statistics summarise every agent and task: any change to one drops them.
-  list.push(keys.agentStats, keys.taskStats)
+  // Statistics summarise every agent and task: a change of status or load drops them.
+  if (eventful) list.push(keys.agentStats, keys.taskStats)
   await deps.kv.invalidate(list)
 }

@@ -36,7 +36,8 @@ const SEQUENCE_BATCH = 10_000
  * Identity ids are handed out at insert time, so a transaction may commit id 100 after
  * another committed id 101: a reader that resumed after 101 would never see 100. Instead,
  * one sequencer at a time (an advisory lock, held to commit) numbers whatever has committed
- * so far, continuing from the highest seq; a row that commits later gets a later seq. So
+ * so far, continuing from the high-water mark in `event_sequence` (never lowered, even when
+ * retention deletes every event); a row that commits later gets a later seq. So
  * "everything after seq N" never misses a row and never repeats one.
  * Readers call this before reading, which also gives read-your-writes.
  */
@@ -48,11 +49,13 @@ export async function sequenceEvents(db: Db): Promise<number> {
       const [r] = await rowsOf<{ n: number }>(
         tx,
         sql`
-        WITH base AS (SELECT coalesce(max(seq), 0) AS m FROM events),
-        todo AS (
+        WITH todo AS (
           SELECT id, row_number() OVER (ORDER BY id) AS rn FROM events WHERE seq IS NULL ORDER BY id LIMIT ${SEQUENCE_BATCH}
+        ), hw AS (
+          UPDATE event_sequence SET last = last + (SELECT count(*) FROM todo) WHERE id = 1
+          RETURNING last - (SELECT count(*) FROM todo) AS base
         ), upd AS (
-          UPDATE events e SET seq = base.m + todo.rn FROM todo, base WHERE e.id = todo.id RETURNING 1
+          UPDATE events e SET seq = hw.base + todo.rn FROM todo, hw WHERE e.id = todo.id RETURNING 1
         )
         SELECT count(*)::int AS n FROM upd`,
       )

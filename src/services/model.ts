@@ -35,9 +35,9 @@ export const taskMoves: Record<TaskStatus, readonly string[]> = {
     'cancelRequested (cancel)',
   ],
   completed: [],
-  failed: ['pending (retry)'],
+  failed: ['pending (retry)', 'cancelled (cancel, while an automatic retry is due)'],
   cancelled: ['pending (retry)'],
-  timed_out: ['pending (retry)'],
+  timed_out: ['pending (retry)', 'cancelled (cancel, while an automatic retry is due)'],
 }
 
 /** Report moves allowed from a state; `cancelled` needs a prior cancel request. */

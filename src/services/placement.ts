@@ -104,6 +104,7 @@ export type PlacedVia = 'execute' | 'create' | 'heartbeat' | 'sweep'
 /** The columns an assignment sets on task row `t` (one place for every placement path). */
 const assignSet = (now: Date, agentId: SQL) => sql`status = 'assigned', agent_id = ${agentId}, attempt = t.attempt + 1,
              assigned_at = ${now}, started_at = NULL, deadline_at = NULL, progress = NULL,
+             cancel_requested = false, cancel_requested_at = NULL,
              version = t.version + 1, updated_at = ${now}`
 const assignReturning = (now: Date) =>
   sql`t.id, t.agent_id, t.attempt, extract(epoch FROM ${now}::timestamptz - t.created_at)::float8 AS wait_s`

@@ -168,7 +168,8 @@ async function timeOutRunning(tx: Tx, now: Date, limit: number) {
        ORDER BY deadline_at LIMIT ${limit} FOR UPDATE SKIP LOCKED
     ), upd AS (
       UPDATE tasks t SET status = 'timed_out', finished_at = ${now}, deadline_at = NULL,
-             failures = t.failures + 1, auto_retry = t.failures + 1 < t.max_attempts,
+             -- a task someone asked to cancel is never run again automatically
+             failures = t.failures + 1, auto_retry = NOT t.cancel_requested AND t.failures + 1 < t.max_attempts,
              error = jsonb_build_object('code', 'timeout', 'message', 'The task ran past its timeoutSeconds (' || t.timeout_seconds || ' s).'),
              version = t.version + 1, updated_at = ${now}
         FROM due WHERE t.id = due.id
@@ -232,6 +233,7 @@ async function scheduleRetries(tx: Tx, now: Date, d: ServiceDeps, limit: number)
        LIMIT ${limit} FOR UPDATE SKIP LOCKED
     ), upd AS (
       UPDATE tasks t SET status = 'pending', auto_retry = false, agent_id = NULL,
+             cancel_requested = false, cancel_requested_at = NULL,
              available_at = ${now}::timestamptz + make_interval(secs => due.delay),
              assigned_at = NULL, started_at = NULL, finished_at = NULL, progress = NULL, result = NULL,
              version = t.version + 1, updated_at = ${now}

@@ -3,7 +3,7 @@ import { v7 as uuidv7 } from 'uuid'
 import { type Db, mapRow, rowsOf, type Tx } from '../db/client'
 import { queries } from '../db/prepared'
 import { agents, type Labels, type TaskError, type TaskRow, tasks } from '../db/schema'
-import { withTx } from '../db/tx'
+import { describeError, withTx } from '../db/tx'
 import type { Principal } from '../lib/context'
 import { ApiError } from '../lib/errors'
 import { keys, reviveRow } from '../lib/kv'
@@ -95,7 +95,12 @@ export async function createTask(
   const created = await insertTask(deps, input, idempotencyKey)
   if (!created.created) return created
   // Placed at once when a fitting agent has a free slot; the sweep is only the safety net.
-  const placed = await placeNewTask(deps, created.task)
+  // The task is saved already: if this best-effort step fails, it stays pending, and the
+  // client still gets its 201 (answering an error would invite a duplicate).
+  const placed = await placeNewTask(deps, created.task).catch((err: unknown) => {
+    deps.logger?.warn('placing a new task at once failed; the sweep will place it', { error: describeError(err) })
+    return []
+  })
   if (placed.length === 0) {
     await changed(deps, {})
     return created
@@ -321,8 +326,10 @@ export async function reportTaskStatus(deps: ServiceDeps, id: string, by: Princi
           deadlineAt: null,
           error,
           failures: task.failures + 1,
-          // The sweep retries it after a backoff; a payload the agent cannot read never is.
-          autoRetry: task.failures + 1 < task.maxAttempts && error.code !== 'malformed_payload',
+          // The sweep retries it after a backoff; never a payload the agent cannot read, and
+          // never a task someone asked to cancel.
+          autoRetry:
+            task.failures + 1 < task.maxAttempts && error.code !== 'malformed_payload' && !task.cancelRequested,
           ...(report.result !== undefined ? { result: report.result } : {}),
         })
         evs.push({
@@ -391,11 +398,21 @@ export async function cancelTask(deps: ServiceDeps, id: string): Promise<{ task:
       ])
       return { task: row ?? task, accepted: true }
     }
-    if (task.status !== 'pending' && task.status !== 'assigned') refuse(task, 'it can no longer be cancelled')
+    // A failed or timed-out task waiting for its automatic retry can still be called off.
+    const retryDue = (task.status === 'failed' || task.status === 'timed_out') && task.autoRetry
+    if (task.status !== 'pending' && task.status !== 'assigned' && !retryDue) {
+      refuse(task, 'it can no longer be cancelled')
+    }
     if (task.status === 'assigned') await releaseSlot(tx, task.agentId)
     const [row] = await tx
       .update(tasks)
-      .set({ status: 'cancelled', finishedAt: now, version: sql`${tasks.version} + 1`, updatedAt: now })
+      .set({
+        status: 'cancelled',
+        autoRetry: false,
+        finishedAt: retryDue ? task.finishedAt : now,
+        version: sql`${tasks.version} + 1`,
+        updatedAt: now,
+      })
       .where(eq(tasks.id, id))
       .returning()
     await recordEvents(tx, now, [

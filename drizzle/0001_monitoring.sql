@@ -41,3 +41,6 @@ CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks
 -- Tasks that existed before these triggers.
 INSERT INTO task_counts (status, priority, shard, n)
 SELECT status, priority, 0, count(*) FROM tasks GROUP BY 1, 2;
+--> statement-breakpoint
+-- The event id high-water mark (one row), continuing from any event already numbered.
+INSERT INTO event_sequence (id, last) SELECT 1, coalesce(max(seq), 0) FROM events;
