@@ -99,9 +99,12 @@ async function main() {
   const database = await connectDatabase(config.databaseUrl)
   logger.info('database connected', { driver: database.driver, redis: config.redisUrl ? 'enabled' : 'disabled' })
   // Redis when configured: cache, rate limits, and the bus that wakes long-polls on every instance.
-  const kv: Kv = config.redisUrl
+  const redis = config.redisUrl
     ? new RedisKv(config.redisUrl, { logger, maxTtlMs: config.cacheTtlSeconds * 1000 })
-    : new MemoryKv()
+    : undefined
+  // Serve once Redis answers, or after 2 s without it (degraded: everything from Postgres).
+  if (redis && !(await redis.ready(2000))) logger.warn('redis not reachable at start; serving without it until it is')
+  const kv: Kv = redis ?? new MemoryKv()
   const notifier = kv.kind === 'redis' ? new BusNotifier(new LocalNotifier(), kv) : new LocalNotifier()
   const streamsEnd = new AbortController()
   const app = createApp({

@@ -213,6 +213,21 @@ export class RedisKv implements Kv {
     }
   }
 
+  /** Waits (at most `ms`) for the first connection; false if Redis is not there yet. */
+  async ready(ms: number): Promise<boolean> {
+    if (this.client.status === 'ready') return true
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer)
+        this.client.off('ready', onReady)
+        resolve(ok)
+      }
+      const onReady = () => done(true)
+      const timer = setTimeout(() => done(false), ms)
+      this.client.on('ready', onReady)
+    })
+  }
+
   async health(): Promise<KvHealth> {
     const started = performance.now()
     try {
