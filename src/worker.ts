@@ -57,6 +57,22 @@ function boot(env: Env): Isolate {
   return isolate
 }
 
+/**
+ * The key-value services for one request or cron run: a Redis client of its own (Workers
+ * cannot share I/O), which waits for its connection and delivers invalidations before the
+ * answer (it cannot keep missed ones for later); without Redis, in-memory.
+ */
+function requestKv(config: Config, logger: Logger): Kv {
+  return config.redisUrl
+    ? new RedisKv(config.redisUrl, {
+        logger,
+        queueWhileConnecting: true,
+        invalidateTimeoutMs: 2000,
+        maxTtlMs: config.cacheTtlSeconds * 1000,
+      })
+    : new MemoryKv(isolateLimiter)
+}
+
 export default {
   async fetch(request, env, ctx) {
     let booted: Isolate
@@ -81,14 +97,7 @@ export default {
         holds.push(work)
       },
     }
-    const kv: Kv = config.redisUrl
-      ? new RedisKv(config.redisUrl, {
-          logger,
-          queueWhileConnecting: true,
-          invalidateTimeoutMs: 2000,
-          maxTtlMs: config.cacheTtlSeconds * 1000,
-        })
-      : new MemoryKv(isolateLimiter)
+    const kv = requestKv(config, logger)
     try {
       return toCf(await booted.app.fetch(request as unknown as Request, { database, kv } satisfies PerRequest, ctx))
     } finally {
@@ -100,14 +109,7 @@ export default {
     const { config, logger } = boot(env)
     const database = neonDatabase(config.databaseUrl, config.neonWsProxy)
     // The sweep drops cached copies of what it changes, so it needs Redis when the requests use it.
-    const kv: Kv = config.redisUrl
-      ? new RedisKv(config.redisUrl, {
-          logger,
-          queueWhileConnecting: true,
-          invalidateTimeoutMs: 2000,
-          maxTtlMs: config.cacheTtlSeconds * 1000,
-        })
-      : new MemoryKv(isolateLimiter)
+    const kv = requestKv(config, logger)
     ctx.waitUntil(
       runSweep({ db: database.db, clock: systemClock, config, kv })
         .then((s) => logger.info('sweep', { ...s, trigger: 'cron' }))

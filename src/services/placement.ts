@@ -106,6 +106,13 @@ const assignSet = (now: Date, agentId: SQL) => sql`status = 'assigned', agent_id
              assigned_at = ${now}, started_at = NULL, deadline_at = NULL, progress = NULL,
              cancel_requested = false, cancel_requested_at = NULL,
              version = t.version + 1, updated_at = ${now}`
+/** The `task.assigned` event of every row in CTE `upd`. */
+const assignEvents = (now: Date, via: PlacedVia) => sql`
+      INSERT INTO events (type, agent_id, task_id, data, created_at)
+      SELECT 'task.assigned', agent_id, id,
+             jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', ${via}::text), ${now}
+        FROM upd ORDER BY id
+      RETURNING 1`
 const assignReturning = (now: Date) =>
   sql`t.id, t.agent_id, t.attempt, extract(epoch FROM ${now}::timestamptz - t.created_at)::float8 AS wait_s`
 
@@ -143,13 +150,7 @@ export async function writeAssignments(
         FROM (SELECT agent_id, count(*)::int AS n FROM upd GROUP BY agent_id) c
        WHERE a.id = c.agent_id AND a.status = 'online' AND a.active_tasks + c.n <= a.max_concurrent_tasks
       RETURNING a.id
-    ), ev AS (
-      INSERT INTO events (type, agent_id, task_id, data, created_at)
-      SELECT 'task.assigned', agent_id, id,
-             jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', ${via}::text), ${now}
-        FROM upd ORDER BY id
-      RETURNING 1
-    )
+    ), ev AS (${assignEvents(now, via)})
     SELECT (SELECT count(*)::int FROM load) AS loaded,
            (SELECT count(DISTINCT agent_id)::int FROM upd) AS expected,
            coalesce((SELECT json_agg(json_build_object('id', id, 'agent_id', agent_id, 'attempt', attempt, 'wait_s', wait_s)) FROM upd), '[]'::json) AS rows`,
@@ -433,13 +434,7 @@ export async function fillAgent(db: Executor, now: Date, target: FillTarget, via
       UPDATE agents SET active_tasks = active_tasks + (SELECT count(*) FROM upd)
        WHERE id = (SELECT id FROM a) AND EXISTS (SELECT 1 FROM upd)
       RETURNING 1
-    ), ev AS (
-      INSERT INTO events (type, agent_id, task_id, data, created_at)
-      SELECT 'task.assigned', agent_id, id,
-             jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', ${via}::text), ${now}
-        FROM upd ORDER BY id
-      RETURNING 1
-    )
+    ), ev AS (${assignEvents(now, via)})
     SELECT coalesce((SELECT json_agg(json_build_object('id', id, 'agent_id', agent_id, 'attempt', attempt, 'wait_s', wait_s)) FROM upd), '[]'::json) AS rows`,
   )
   return out?.rows ?? []
