@@ -20,41 +20,38 @@ interface Metric {
   render(): string
 }
 
-export class Counter implements Metric {
-  private values = new Map<string, { labels: Labels; v: number }>()
+/** Labelled values of one name: what counters and gauges have in common. */
+abstract class Series implements Metric {
+  protected values = new Map<string, { labels: Labels; v: number }>()
+  protected abstract readonly type: 'counter' | 'gauge'
   constructor(
     readonly name: string,
     readonly help: string,
   ) {}
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} ${this.type}`]
+    for (const { labels, v } of this.values.values()) lines.push(`${this.name}${labelText(labels)} ${num(v)}`)
+    return lines.join('\n')
+  }
+}
+
+export class Counter extends Series {
+  protected readonly type = 'counter'
   inc(labels: Labels = {}, by = 1): void {
     const k = keyOf(labels)
     const cur = this.values.get(k)
     if (cur) cur.v += by
     else this.values.set(k, { labels, v: by })
   }
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`]
-    for (const { labels, v } of this.values.values()) lines.push(`${this.name}${labelText(labels)} ${num(v)}`)
-    return lines.join('\n')
-  }
 }
 
-export class Gauge implements Metric {
-  private values = new Map<string, { labels: Labels; v: number }>()
-  constructor(
-    readonly name: string,
-    readonly help: string,
-  ) {}
+export class Gauge extends Series {
+  protected readonly type = 'gauge'
   set(labels: Labels, v: number): void {
     this.values.set(keyOf(labels), { labels, v })
   }
   reset(): void {
     this.values.clear()
-  }
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`]
-    for (const { labels, v } of this.values.values()) lines.push(`${this.name}${labelText(labels)} ${num(v)}`)
-    return lines.join('\n')
   }
 }
 

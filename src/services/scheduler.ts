@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm'
+import { type SQL, sql } from 'drizzle-orm'
 import { rowsOf, type Tx } from '../db/client'
 import { schedulerState } from '../db/schema'
 import { withTx } from '../db/tx'
@@ -120,97 +120,85 @@ async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps) {
 }
 
 /**
- * Frees one slot per ended task on its agent, in the same statement as the move.
- * `moved` is a CTE of tasks (id, agent_id) that left assigned/running.
+ * One recovery step of the sweep, in one statement: lock the due tasks (`SKIP LOCKED`),
+ * move them (`set`, on task row `t` joined to `due`), free one slot per task on its agent
+ * when the task leaves assigned/running, and append an event per task. Returns how many
+ * moved and which tasks and agents changed (for the cache).
  */
-const releaseSql = (moved: string) =>
-  sql.raw(`load AS (
+async function moveDue(
+  tx: Tx,
+  now: Date,
+  step: { due: SQL; set: SQL; agentId: SQL; event: string; data: SQL; releasesSlot: boolean },
+): Promise<Count> {
+  const release = step.releasesSlot
+    ? sql`, load AS (
       UPDATE agents a SET active_tasks = greatest(a.active_tasks - c.n, 0)
-        FROM (SELECT agent_id, count(*)::int AS n FROM ${moved} WHERE agent_id IS NOT NULL GROUP BY agent_id) c
+        FROM (SELECT agent_id, count(*)::int AS n FROM upd WHERE agent_id IS NOT NULL GROUP BY agent_id) c
        WHERE a.id = c.agent_id
       RETURNING 1
-    )`)
-
-/** Step 2a. A running task whose cancel its agent did not confirm within CANCEL_GRACE_SECONDS ends cancelled. */
-async function expireCancels(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
-  const cutoff = new Date(now.getTime() - d.config.cancelGraceSeconds * 1000)
+    )`
+    : sql``
   const [r] = await rowsOf<Count>(
     tx,
     sql`
-    WITH due AS (
-      SELECT id FROM tasks WHERE status = 'running' AND cancel_requested AND cancel_requested_at < ${cutoff}
-       ORDER BY cancel_requested_at LIMIT ${limit} FOR UPDATE SKIP LOCKED
+    WITH due AS (${step.due}
     ), upd AS (
-      UPDATE tasks t SET status = 'cancelled', finished_at = ${now}, deadline_at = NULL,
-             version = t.version + 1, updated_at = ${now}
-        FROM due WHERE t.id = due.id
-      RETURNING t.id, t.agent_id, t.attempt
-    ), ${releaseSql('upd')}, ev AS (
+      UPDATE tasks t SET ${step.set}, version = t.version + 1, updated_at = ${now}
+        FROM due WHERE t.id = due.due_id
+      RETURNING t.id, ${step.agentId} AS agent_id, t.attempt, due.*
+    )${release}, ev AS (
       INSERT INTO events (type, agent_id, task_id, data, created_at)
-      SELECT 'task.cancelled', agent_id, id,
-             jsonb_build_object('from', 'running', 'to', 'cancelled', 'attempt', attempt, 'reason', 'cancel_grace_expired'), ${now}
-        FROM upd ORDER BY id
+      SELECT ${step.event}::text, agent_id, id, ${step.data}, ${now} FROM upd ORDER BY id
       RETURNING 1
     )
     SELECT count(*)::int AS n, coalesce(json_agg(id), '[]'::json) AS task_ids,
            coalesce(json_agg(DISTINCT agent_id) FILTER (WHERE agent_id IS NOT NULL), '[]'::json) AS agent_ids FROM upd`,
   )
   return r ?? none
+}
+
+/** Step 2a. A running task whose cancel its agent did not confirm within CANCEL_GRACE_SECONDS ends cancelled. */
+function expireCancels(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
+  const cutoff = new Date(now.getTime() - d.config.cancelGraceSeconds * 1000)
+  return moveDue(tx, now, {
+    due: sql`SELECT id AS due_id FROM tasks WHERE status = 'running' AND cancel_requested AND cancel_requested_at < ${cutoff}
+              ORDER BY cancel_requested_at LIMIT ${limit} FOR UPDATE SKIP LOCKED`,
+    set: sql`status = 'cancelled', finished_at = ${now}, deadline_at = NULL`,
+    agentId: sql`t.agent_id`,
+    event: 'task.cancelled',
+    data: sql`jsonb_build_object('from', 'running', 'to', 'cancelled', 'attempt', attempt, 'reason', 'cancel_grace_expired')`,
+    releasesSlot: true,
+  })
 }
 
 /** Step 2b. Running tasks past their deadline (startedAt + timeoutSeconds) become timed_out. */
-async function timeOutRunning(tx: Tx, now: Date, limit: number) {
-  const [r] = await rowsOf<Count>(
-    tx,
-    sql`
-    WITH due AS (
-      SELECT id FROM tasks WHERE status = 'running' AND deadline_at < ${now}
-       ORDER BY deadline_at LIMIT ${limit} FOR UPDATE SKIP LOCKED
-    ), upd AS (
-      UPDATE tasks t SET status = 'timed_out', finished_at = ${now}, deadline_at = NULL,
-             -- a task someone asked to cancel is never run again automatically
-             failures = t.failures + 1, auto_retry = NOT t.cancel_requested AND t.failures + 1 < t.max_attempts,
-             error = jsonb_build_object('code', 'timeout', 'message', 'The task ran past its timeoutSeconds (' || t.timeout_seconds || ' s).'),
-             version = t.version + 1, updated_at = ${now}
-        FROM due WHERE t.id = due.id
-      RETURNING t.id, t.agent_id, t.attempt
-    ), ${releaseSql('upd')}, ev AS (
-      INSERT INTO events (type, agent_id, task_id, data, created_at)
-      SELECT 'task.timed_out', agent_id, id, jsonb_build_object('from', 'running', 'to', 'timed_out', 'attempt', attempt), ${now}
-        FROM upd ORDER BY id
-      RETURNING 1
-    )
-    SELECT count(*)::int AS n, coalesce(json_agg(id), '[]'::json) AS task_ids,
-           coalesce(json_agg(DISTINCT agent_id) FILTER (WHERE agent_id IS NOT NULL), '[]'::json) AS agent_ids FROM upd`,
-  )
-  return r ?? none
+function timeOutRunning(tx: Tx, now: Date, limit: number) {
+  return moveDue(tx, now, {
+    due: sql`SELECT id AS due_id FROM tasks WHERE status = 'running' AND deadline_at < ${now}
+              ORDER BY deadline_at LIMIT ${limit} FOR UPDATE SKIP LOCKED`,
+    // A task someone asked to cancel is never run again automatically.
+    set: sql`status = 'timed_out', finished_at = ${now}, deadline_at = NULL, failures = t.failures + 1,
+             auto_retry = NOT t.cancel_requested AND t.failures + 1 < t.max_attempts,
+             error = jsonb_build_object('code', 'timeout', 'message', 'The task ran past its timeoutSeconds (' || t.timeout_seconds || ' s).')`,
+    agentId: sql`t.agent_id`,
+    event: 'task.timed_out',
+    data: sql`jsonb_build_object('from', 'running', 'to', 'timed_out', 'attempt', attempt)`,
+    releasesSlot: true,
+  })
 }
 
 /** Step 2c. Assigned tasks not started within ASSIGN_TIMEOUT_SECONDS go back to pending for another agent. */
-async function requeueUnstarted(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
+function requeueUnstarted(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
   const cutoff = new Date(now.getTime() - d.config.assignTimeoutSeconds * 1000)
-  const [r] = await rowsOf<Count>(
-    tx,
-    sql`
-    WITH due AS (
-      SELECT id, agent_id FROM tasks WHERE status = 'assigned' AND assigned_at < ${cutoff}
-       ORDER BY assigned_at LIMIT ${limit} FOR UPDATE SKIP LOCKED
-    ), upd AS (
-      UPDATE tasks t SET status = 'pending', agent_id = NULL, assigned_at = NULL, available_at = ${now},
-             version = t.version + 1, updated_at = ${now}
-        FROM due WHERE t.id = due.id
-      RETURNING t.id, due.agent_id, t.attempt
-    ), ${releaseSql('upd')}, ev AS (
-      INSERT INTO events (type, agent_id, task_id, data, created_at)
-      SELECT 'task.requeued', agent_id, id,
-             jsonb_build_object('from', 'assigned', 'to', 'pending', 'attempt', attempt, 'reason', 'assign_timeout'), ${now}
-        FROM upd ORDER BY id
-      RETURNING 1
-    )
-    SELECT count(*)::int AS n, coalesce(json_agg(id), '[]'::json) AS task_ids,
-           coalesce(json_agg(DISTINCT agent_id) FILTER (WHERE agent_id IS NOT NULL), '[]'::json) AS agent_ids FROM upd`,
-  )
-  return r ?? none
+  return moveDue(tx, now, {
+    due: sql`SELECT id AS due_id, agent_id AS was_agent FROM tasks WHERE status = 'assigned' AND assigned_at < ${cutoff}
+              ORDER BY assigned_at LIMIT ${limit} FOR UPDATE SKIP LOCKED`,
+    set: sql`status = 'pending', agent_id = NULL, assigned_at = NULL, available_at = ${now}`,
+    agentId: sql`due.was_agent`,
+    event: 'task.requeued',
+    data: sql`jsonb_build_object('from', 'assigned', 'to', 'pending', 'attempt', attempt, 'reason', 'assign_timeout')`,
+    releasesSlot: true,
+  })
 }
 
 /**
@@ -219,38 +207,24 @@ async function requeueUnstarted(tx: Tx, now: Date, d: ServiceDeps, limit: number
  * min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_BASE_SECONDS · 2^(n−1)) · U(0.5, 1), where n
  * counts the task's failures (or its agent losses, for `agent_lost`).
  */
-async function scheduleRetries(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
+function scheduleRetries(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
   const base = d.config.retryBackoffBaseSeconds
   const cap = d.config.retryBackoffMaxSeconds
-  const [r] = await rowsOf<Count>(
-    tx,
-    sql`
-    WITH due AS (
-      SELECT id, least(${cap}::float8, ${base}::float8 * power(2, greatest(
+  return moveDue(tx, now, {
+    due: sql`SELECT id AS due_id, least(${cap}::float8, ${base}::float8 * power(2, greatest(
                CASE WHEN error->>'code' = 'agent_lost' THEN lost_count ELSE failures END, 1) - 1))
              * (0.5 + random() / 2) AS delay
         FROM tasks WHERE auto_retry AND status IN ('failed', 'timed_out')
-       LIMIT ${limit} FOR UPDATE SKIP LOCKED
-    ), upd AS (
-      UPDATE tasks t SET status = 'pending', auto_retry = false, agent_id = NULL,
-             cancel_requested = false, cancel_requested_at = NULL,
+       LIMIT ${limit} FOR UPDATE SKIP LOCKED`,
+    set: sql`status = 'pending', auto_retry = false, agent_id = NULL, cancel_requested = false, cancel_requested_at = NULL,
              available_at = ${now}::timestamptz + make_interval(secs => due.delay),
-             assigned_at = NULL, started_at = NULL, finished_at = NULL, progress = NULL, result = NULL,
-             version = t.version + 1, updated_at = ${now}
-        FROM due WHERE t.id = due.id
-      RETURNING t.id, NULL::uuid AS agent_id, t.attempt, due.delay, t.available_at
-    ), ev AS (
-      INSERT INTO events (type, task_id, data, created_at)
-      SELECT 'task.requeued', id,
-             jsonb_build_object('to', 'pending', 'attempt', attempt, 'reason', 'retry',
-                                'backoffSeconds', round(delay::numeric, 3), 'availableAt', available_at), ${now}
-        FROM upd ORDER BY id
-      RETURNING 1
-    )
-    SELECT count(*)::int AS n, coalesce(json_agg(id), '[]'::json) AS task_ids,
-           coalesce(json_agg(DISTINCT agent_id) FILTER (WHERE agent_id IS NOT NULL), '[]'::json) AS agent_ids FROM upd`,
-  )
-  return r ?? none
+             assigned_at = NULL, started_at = NULL, finished_at = NULL, progress = NULL, result = NULL`,
+    agentId: sql`NULL::uuid`,
+    event: 'task.requeued',
+    data: sql`jsonb_build_object('to', 'pending', 'attempt', attempt, 'reason', 'retry',
+              'backoffSeconds', round(delay::numeric, 3), 'availableAt', ${now}::timestamptz + make_interval(secs => delay))`,
+    releasesSlot: false,
+  })
 }
 
 export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSummary> {
