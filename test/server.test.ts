@@ -1,52 +1,10 @@
-import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { freshPostgresUrl, onPostgres, testRedisUrl } from './harness'
-
-const bunBin = 'node_modules/.bin/bun'
-const runtimes = existsSync(bunBin) ? (['node', 'bun'] as const) : (['node'] as const)
-
-/** The real entry point (src/server.ts) as a child process, as `npm start` (or `bun src/server.ts`) runs it. */
-function start(env: Record<string, string>, runtime: 'node' | 'bun' = 'node') {
-  const [cmd, args] =
-    runtime === 'bun' ? [bunBin, ['src/server.ts']] : [process.execPath, ['--import', 'tsx', 'src/server.ts']]
-  const child = spawn(cmd, args, {
-    env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', LOG_FORMAT: 'json', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  let err = ''
-  child.stdout?.on('data', (d) => {
-    out += d
-  })
-  child.stderr?.on('data', (d) => {
-    err += d
-  })
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-  const listening = new Promise<string>((resolve, reject) => {
-    const timer = setInterval(() => {
-      const m = /"url":"(http:\/\/[^"]+)"/.exec(out)
-      if (m?.[1]) {
-        clearInterval(timer)
-        resolve(m[1])
-      }
-    }, 50)
-    void exited.then((code) => {
-      clearInterval(timer)
-      reject(new Error(`server exited ${code}: ${err || out}`))
-    })
-  })
-  listening.catch(() => {}) // refusal tests only wait for the exit
-  return { child, listening, exited, output: () => ({ out, err }) }
-}
-
-async function stopped(child: ChildProcess, exited: Promise<number | null>) {
-  if (child.exitCode === null) child.kill('SIGKILL')
-  await exited
-}
+import { runtimes, startServer as start, stopped } from './spawn'
 
 const cases = runtimes.flatMap((runtime) =>
   (onPostgres() ? ['embedded', 'postgres'] : ['embedded']).map((kind) => [runtime, kind] as const),

@@ -1,9 +1,11 @@
 import { mkdirSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { PoolClient } from 'pg'
 import type { Database, Db } from './client'
 import { MIGRATIONS_SCHEMA, MIGRATIONS_TABLE } from './client'
 import { schema } from './schema'
+import { guardPool } from './tx'
 
 /**
  * Node and Bun: picks the driver from DATABASE_URL.
@@ -31,14 +33,14 @@ export async function connectDatabase(url: string, opts: ConnectOptions = {}): P
     const { Pool } = await import('pg')
     const { drizzle } = await import('drizzle-orm/node-postgres')
     const pool = new Pool({ connectionString: url, max: opts.poolMax ?? 10 })
-    // An idle client that errors (server restart) must not crash the process.
-    pool.on('error', () => {})
-    const db = drizzle(pool, { schema })
+    const pg = drizzle(pool, { schema })
+    const db = pg as unknown as Db
+    guardPool<PoolClient>(db, pool, (client) => drizzle(client, { schema }) as unknown as Db)
     if (opts.migrate) {
       const { migrate } = await import('drizzle-orm/node-postgres/migrator')
-      await migrate(db, { migrationsFolder, migrationsSchema: MIGRATIONS_SCHEMA, migrationsTable: MIGRATIONS_TABLE })
+      await migrate(pg, { migrationsFolder, migrationsSchema: MIGRATIONS_SCHEMA, migrationsTable: MIGRATIONS_TABLE })
     }
-    return { db: db as unknown as Db, driver: 'node-postgres', close: () => pool.end() }
+    return { db, driver: 'node-postgres', close: () => pool.end() }
   }
 
   const { PGlite } = await import('@electric-sql/pglite')

@@ -1,7 +1,8 @@
-import { neonConfig, Pool } from '@neondatabase/serverless'
+import { neonConfig, Pool, type PoolClient } from '@neondatabase/serverless'
 import { drizzle } from 'drizzle-orm/neon-serverless'
 import type { Database, Db } from './client'
 import { schema } from './schema'
+import { guardPool } from './tx'
 
 /**
  * The Workers driver: `@neondatabase/serverless` Pool over WebSocket (interactive
@@ -21,8 +22,7 @@ export function neonDatabase(url: string, wsProxy = ''): Database {
     neonConfig.pipelineConnect = false
   }
   const pool = new Pool({ connectionString: url, max: 5 })
-  // An idle client that errors must not crash the isolate.
-  pool.on('error', () => {})
-  const db = drizzle(pool, { schema })
-  return { db: db as unknown as Db, driver: 'neon', close: () => pool.end() }
+  const db = drizzle(pool, { schema }) as unknown as Db
+  guardPool<PoolClient>(db, pool, (client) => drizzle(client, { schema }) as unknown as Db)
+  return { db, driver: 'neon', close: () => pool.end() }
 }

@@ -65,3 +65,53 @@ export function describeError(err: unknown): string {
   }
   return err instanceof Error ? err.message : String(err)
 }
+
+/** What we use of a pg-pool style Pool (node-postgres, and the Neon driver's fork of it). */
+export interface PoolLike<C extends PooledClient = PooledClient> {
+  connect(): Promise<C>
+  on(event: 'error', listener: (err: Error) => void): unknown
+  on(event: 'connect', listener: (client: C) => void): unknown
+}
+export interface PooledClient {
+  on(event: 'error', listener: (err: Error) => void): unknown
+  release(err?: Error | boolean): void
+}
+
+/**
+ * Makes a pooled drizzle database survive connections that die (Postgres restarts,
+ * `pg_terminate_backend`, a network cut):
+ *
+ * - A dying connection emits `'error'` on its client. pg-pool listens only while the
+ *   client is idle and removes its listener while the client is checked out, so without a
+ *   listener of our own that event is unhandled and ends the process. With it, the query
+ *   in flight fails (the request answers 503 with Retry-After).
+ * - drizzle's pooled `transaction()` (0.45) runs BEGIN before the try/finally that releases
+ *   the client (drizzle-orm#6241), so a BEGIN on a dead connection leaks the client, and
+ *   after a few such leaks every request waits forever for an empty pool. Transactions here
+ *   check the client out themselves, run drizzle's transaction on that one client, and
+ *   always release it; a client whose connection failed is released with the error, so
+ *   the pool destroys it instead of handing it out again.
+ */
+export function guardPool<C extends PooledClient>(db: Db, pool: PoolLike<C>, onClient: (client: C) => Db): void {
+  const ignore = () => {}
+  pool.on('error', ignore) // idle clients
+  pool.on('connect', (client) => client.on('error', ignore)) // checked-out clients, for their whole life
+  const perClient = new WeakMap<C, Db>()
+  db._.session.transaction = async (fn, config) => {
+    const client = await pool.connect()
+    let broken: Error | undefined
+    try {
+      let single = perClient.get(client)
+      if (!single) {
+        single = onClient(client)
+        perClient.set(client, single)
+      }
+      return await single.transaction(fn as (tx: Tx) => Promise<never>, config)
+    } catch (err) {
+      if (isDatabaseUnavailable(err)) broken = err instanceof Error ? err : new Error(String(err))
+      throw err
+    } finally {
+      client.release(broken)
+    }
+  }
+}

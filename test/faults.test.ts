@@ -1,0 +1,261 @@
+import { sql } from 'drizzle-orm'
+import pg from 'pg'
+import { describe, expect, it } from 'vitest'
+import { rowsOf } from '../src/db/client'
+import { connectDatabase } from '../src/db/connect'
+import { isDatabaseUnavailable, withTx } from '../src/db/tx'
+import { loadConfig } from '../src/env'
+import { signToken } from '../src/lib/auth'
+import { freshPostgresUrl, onPostgres, SECRET } from './harness'
+import { startServer, stopped } from './spawn'
+
+/**
+ * A database blip under load, on the real server and the real Postgres: the service's
+ * backends are killed again and again (`pg_terminate_backend` on its own database) while
+ * registrations, agent edits, task creates and reports, and event reads run. The process
+ * must live, clients must get only 2xx or 503 (never a 500 or a dropped connection),
+ * writes must succeed again within seconds of the last kill, and every write the service
+ * acknowledged must be in the database.
+ */
+const KILL_FOR_MS = 8_000
+const KILL_EVERY_MS = 350
+const CALM_MS = 4_000
+const LOOPS = 8
+
+type Outcome = { kind: string; status: number; at: number }
+function byStatusOf(outcomes: Outcome[]) {
+  const m = new Map<number, number>()
+  for (const o of outcomes) m.set(o.status, (m.get(o.status) ?? 0) + 1)
+  return m
+}
+
+describe.runIf(onPostgres())('a pooled connection that dies', () => {
+  it('fails the transaction it was in, is discarded, and the next transaction gets a live one', async () => {
+    const url = await freshPostgresUrl()
+    // One connection: a leaked or reused dead client would hang or fail everything after it.
+    const database = await connectDatabase(url, { poolMax: 1 })
+    const admin = new pg.Client({ connectionString: url })
+    await admin.connect()
+    try {
+      const pidOf = async () =>
+        (await rowsOf<{ pid: number }>(database.db, sql`select pg_backend_pid() as pid`))[0]?.pid as number
+      for (let round = 0; round < 3; round++) {
+        const pid = await pidOf()
+        await admin.query('SELECT pg_terminate_backend($1)', [pid])
+        // The idle client died: its transaction (BEGIN first) fails as "unavailable", never hangs.
+        const failed = await withTx(database.db, async (tx) => rowsOf(tx, sql`select 1`)).catch((e: unknown) => e)
+        if (failed instanceof Error) expect(isDatabaseUnavailable(failed), String(failed)).toBe(true)
+        // Killed inside a transaction: that transaction fails the same way.
+        const mid = await withTx(database.db, async (tx) => {
+          const [me] = await rowsOf<{ pid: number }>(tx, sql`select pg_backend_pid() as pid`)
+          await admin.query('SELECT pg_terminate_backend($1)', [me?.pid])
+          return rowsOf(tx, sql`select 1`)
+        }).catch((e: unknown) => e)
+        expect(mid).toBeInstanceOf(Error)
+        expect(isDatabaseUnavailable(mid), String(mid)).toBe(true)
+        // And the pool's one slot is free and live again.
+        const [ok] = await withTx(database.db, async (tx) => rowsOf<{ n: number }>(tx, sql`select 1 as n`))
+        expect(ok?.n).toBe(1)
+        expect(await pidOf()).not.toBe(pid)
+      }
+    } finally {
+      await admin.end()
+      await database.close()
+    }
+  })
+})
+
+describe.runIf(onPostgres())('database faults under load', () => {
+  it('survives repeated pg_terminate_backend: only 2xx or 503, nothing acknowledged lost', async () => {
+    const url = await freshPostgresUrl()
+    const dbName = new URL(url).pathname.slice(1)
+    const server = startServer({
+      DATABASE_URL: url,
+      SECRET_KEY: SECRET,
+      ENVIRONMENT: 'test',
+      SWEEP_INTERVAL_SECONDS: '1',
+      RATE_LIMIT_PER_MINUTE: '0',
+    })
+    const admin = new pg.Client({ connectionString: url })
+    try {
+      const base = await server.listening
+      await admin.connect()
+      const config = loadConfig({ SECRET_KEY: SECRET })
+      const operator = await signToken(config, { sub: 'fault-operator', role: 'operator' }, 60)
+      const call = async (kind: string, method: string, path: string, token: string, body?: unknown) => {
+        try {
+          const res = await fetch(`${base}${path}`, {
+            method,
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+            body: body === undefined ? undefined : JSON.stringify(body),
+            signal: AbortSignal.timeout(15_000),
+          })
+          const text = await res.text()
+          // A 503 without Retry-After counts as a wrong answer.
+          const status = res.status === 503 && !res.headers.get('retry-after') ? 599 : res.status
+          outcomes.push({ kind, status, at: Date.now() })
+          if (status >= 500 && status !== 503)
+            failures.push(`${kind} ${method} ${path}: ${status} ${text.slice(0, 300)}`)
+          return { status, body: text ? JSON.parse(text) : undefined }
+        } catch (err) {
+          outcomes.push({ kind, status: 0, at: Date.now() })
+          failures.push(`${kind} ${method} ${path}: ${(err as Error).message}`)
+          return { status: 0, body: undefined }
+        }
+      }
+      const failures: string[] = []
+      const outcomes: Outcome[] = []
+
+      // A fleet to report from, made before the faults start.
+      const fleet: { id: string; token: string }[] = []
+      for (let i = 0; i < 4; i++) {
+        const a = await call('setup', 'POST', '/api/v1/agents', operator, {
+          name: `fault-agent-${i}`,
+          provider: 'onprem',
+          maxConcurrentTasks: 1000,
+        })
+        expect(a.status).toBe(201)
+        fleet.push({ id: a.body.id, token: a.body.token })
+        expect(
+          (await call('setup', 'POST', '/api/v1/agents/heartbeat', a.body.token, { agentId: a.body.id })).status,
+        ).toBe(200)
+      }
+
+      // What the service acknowledged, to look for in the database afterwards.
+      const acked = {
+        agents: [] as string[],
+        edits: new Map<string, number>(), // agent id → highest version acknowledged
+        tasks: [] as string[],
+        running: new Set<string>(),
+        completed: new Set<string>(),
+      }
+      let n = 0
+      const stopAt = Date.now() + KILL_FOR_MS + CALM_MS
+      const loop = async (worker: number) => {
+        while (Date.now() < stopAt) {
+          const i = ++n
+          const agent = fleet[Math.floor(i / 4) % fleet.length] as { id: string; token: string }
+          switch (i % 4) {
+            case 0: {
+              const r = await call('register', 'POST', '/api/v1/agents', operator, {
+                name: `fault-${worker}-${i}`,
+                provider: 'aws',
+              })
+              if (r.status === 201) acked.agents.push(r.body.id)
+              break
+            }
+            case 1: {
+              const r = await call('edit', 'PUT', `/api/v1/agents/${agent.id}`, operator, {
+                name: `fault-agent-${fleet.indexOf(agent)}`,
+                provider: 'onprem',
+                description: `edit ${i}`,
+                maxConcurrentTasks: 1000,
+              })
+              if (r.status === 200) acked.edits.set(agent.id, Math.max(acked.edits.get(agent.id) ?? 0, r.body.version))
+              break
+            }
+            case 2: {
+              const t = await call('create', 'POST', '/api/v1/tasks', operator, {
+                name: `fault-task-${i}`,
+                type: 'fault.test',
+                requirements: { agentId: agent.id },
+              })
+              if (t.status !== 201) break
+              acked.tasks.push(t.body.id)
+              if (t.body.status !== 'assigned') break
+              const path = `/api/v1/tasks/${t.body.id}/status`
+              const run = await call('report', 'PATCH', path, agent.token, {
+                status: 'running',
+                attempt: t.body.attempt,
+              })
+              if (run.status !== 200) break
+              acked.running.add(t.body.id)
+              const done = await call('report', 'PATCH', path, agent.token, {
+                status: 'completed',
+                attempt: t.body.attempt,
+                result: { i },
+              })
+              if (done.status === 200) acked.completed.add(t.body.id)
+              break
+            }
+            default:
+              await call('events', 'GET', '/api/v1/events?after=0&limit=50', operator)
+          }
+        }
+      }
+
+      let kills = 0
+      let lastKill = 0
+      const killer = (async () => {
+        const end = Date.now() + KILL_FOR_MS
+        while (Date.now() < end) {
+          await new Promise((r) => setTimeout(r, KILL_EVERY_MS))
+          const { rows } = await admin.query<{ n: number }>(
+            `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+              WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'`,
+            [dbName],
+          )
+          kills += rows[0]?.n ?? 0
+          lastKill = Date.now()
+        }
+      })()
+      await Promise.all([killer, ...Array.from({ length: LOOPS }, (_, w) => loop(w))])
+
+      // The process lives and answers.
+      expect(server.child.exitCode, `the server exited: ${server.output().err.slice(-2000)}`).toBeNull()
+      expect((await fetch(`${base}/health/liveness`)).status).toBe(200)
+      expect(kills, 'backends were killed').toBeGreaterThan(10)
+
+      console.log(
+        `faults: ${kills} backends killed; answers ${JSON.stringify(Object.fromEntries(byStatusOf(outcomes)))}; ` +
+          `acknowledged: ${acked.agents.length} registrations, ${acked.edits.size} agents edited, ${acked.tasks.length} tasks, ${acked.completed.size} completions`,
+      )
+      // Only 2xx and 503: no 500, no dropped connection, no other error.
+      const byStatus = byStatusOf(outcomes)
+      const statuses = [...byStatus.keys()].filter((s) => !(s >= 200 && s < 300) && s !== 503)
+      expect(
+        statuses,
+        `unexpected statuses ${JSON.stringify([...byStatus])}: ${failures.slice(0, 5).join('; ')}`,
+      ).toEqual([])
+      expect(byStatus.get(503) ?? 0, 'the kills were felt').toBeGreaterThan(0)
+
+      // Writes succeed again within seconds of the last kill.
+      for (const kind of ['register', 'edit', 'create', 'report']) {
+        const firstOk = outcomes.find((o) => o.kind === kind && o.at > lastKill && o.status < 300)
+        expect(firstOk, `a ${kind} succeeded after the last kill`).toBeDefined()
+        expect((firstOk?.at ?? Infinity) - lastKill, `${kind} recovered`).toBeLessThan(3_000)
+      }
+
+      // Every acknowledged write is in the database.
+      const check = new pg.Client({ connectionString: url })
+      await check.connect()
+      try {
+        const agentRows = await check.query<{ id: string; version: number }>(
+          'SELECT id, version FROM agents WHERE id = ANY($1::uuid[])',
+          [[...acked.agents, ...acked.edits.keys()]],
+        )
+        const versions = new Map(agentRows.rows.map((r) => [r.id, r.version]))
+        for (const id of acked.agents) expect(versions.has(id), `registered agent ${id} kept`).toBe(true)
+        for (const [id, v] of acked.edits) expect(versions.get(id), `edit of ${id} kept`).toBeGreaterThanOrEqual(v)
+        const taskRows = await check.query<{ id: string; status: string }>(
+          'SELECT id, status FROM tasks WHERE id = ANY($1::uuid[])',
+          [acked.tasks],
+        )
+        const status = new Map(taskRows.rows.map((r) => [r.id, r.status]))
+        for (const id of acked.tasks) expect(status.has(id), `created task ${id} kept`).toBe(true)
+        for (const id of acked.running) expect(['running', 'completed']).toContain(status.get(id))
+        for (const id of acked.completed) expect(status.get(id), `completion of ${id} kept`).toBe('completed')
+        expect(acked.completed.size, 'tasks completed during the test').toBeGreaterThan(5)
+      } finally {
+        await check.end()
+      }
+
+      // And it still shuts down cleanly.
+      server.child.kill('SIGTERM')
+      expect(await server.exited).toBe(0)
+    } finally {
+      await admin.end().catch(() => {})
+      await stopped(server.child, server.exited)
+    }
+  }, 90_000)
+})

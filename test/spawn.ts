@@ -1,0 +1,73 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+
+export const bunBin = 'node_modules/.bin/bun'
+export const runtimes = existsSync(bunBin) ? (['node', 'bun'] as const) : (['node'] as const)
+export type Runtime = (typeof runtimes)[number]
+
+export interface Spawned {
+  child: ChildProcess
+  /** The URL the server logged once listening; rejects if it exits first. */
+  listening: Promise<string>
+  exited: Promise<number | null>
+  output(): { out: string; err: string }
+  /** Resolves once `pattern` appears on stdout or stderr (or rejects when the process exits first). */
+  waitFor(pattern: RegExp): Promise<RegExpExecArray>
+}
+
+/**
+ * The real entry point (src/server.ts) as a child process, as `npm start` (or
+ * `bun src/server.ts`) runs it, with only PATH and the given settings in its environment.
+ */
+export function startServer(env: Record<string, string>, runtime: Runtime = 'node', cwd?: string): Spawned {
+  const entry = cwd ? `${process.cwd()}/src/server.ts` : 'src/server.ts'
+  const [cmd, args] =
+    runtime === 'bun'
+      ? [cwd ? `${process.cwd()}/${bunBin}` : bunBin, [entry]]
+      : [process.execPath, ['--import', cwd ? `${process.cwd()}/node_modules/tsx/dist/loader.mjs` : 'tsx', entry]]
+  const child = spawn(cmd, args, {
+    cwd,
+    env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', LOG_FORMAT: 'json', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  let err = ''
+  const listeners = new Set<() => void>()
+  const onData = () => {
+    for (const l of listeners) l()
+  }
+  child.stdout?.on('data', (d) => {
+    out += d
+    onData()
+  })
+  child.stderr?.on('data', (d) => {
+    err += d
+    onData()
+  })
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  const waitFor = (pattern: RegExp) =>
+    new Promise<RegExpExecArray>((resolve, reject) => {
+      const check = () => {
+        const m = pattern.exec(out) ?? pattern.exec(err)
+        if (m) {
+          listeners.delete(check)
+          resolve(m)
+        }
+      }
+      listeners.add(check)
+      check()
+      void exited.then((code) => {
+        if (!listeners.has(check)) return
+        listeners.delete(check)
+        reject(new Error(`process exited ${code} before printing ${pattern}: ${err || out}`))
+      })
+    })
+  const listening = waitFor(/"url":"(http:\/\/[^"]+)"/).then((m) => m[1] as string)
+  listening.catch(() => {}) // refusal tests only wait for the exit
+  return { child, listening, exited, output: () => ({ out, err }), waitFor }
+}
+
+export async function stopped(child: ChildProcess, exited: Promise<number | null>) {
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  await exited
+}
