@@ -177,7 +177,7 @@ async function startServer(
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`server exited ${child.exitCode}`)
     try {
-      if ((await fetch(`${base}/health/readiness`)).ok) return { child, base }
+      if ((await fetch(`${base}/api/v1/health/readiness`)).ok) return { child, base }
     } catch {
       // not listening yet
     }
@@ -375,7 +375,7 @@ async function benchRead() {
             client.setBody(JSON.stringify({ agentId: a.id }))
           },
         })
-        const live = await measure({ url: `${base}/health/liveness` })
+        const live = await measure({ url: `${base}/api/v1/health/liveness` })
         const getAgent = await measure({
           url: `${base}/api/v1/agents/${agents[0]?.id}`,
           headers: { authorization: `Bearer ${agents[0]?.token}` },

@@ -17,7 +17,7 @@ import { LocalNotifier } from './lib/notifier'
 import { agentsRouter } from './routes/agents/agents.index'
 import { dashboardRouter } from './routes/dashboard/dashboard.index'
 import { eventsRouter } from './routes/events/events.index'
-import { healthRouter } from './routes/health/health.index'
+import { healthAliasRouter, healthRouter } from './routes/health/health.index'
 import { metricsRouter } from './routes/metrics/metrics.index'
 import { schedulerRouter } from './routes/scheduler/scheduler.index'
 import { statisticsRouter } from './routes/statistics/statistics.index'
@@ -63,7 +63,7 @@ export function createApp(input: AppInput) {
     shared.metrics.httpDuration.observe(labels, ms / 1000)
     const line = { method: c.req.method, route, path: c.req.path, status, durationMs: ms }
     if (status >= 500) c.var.logger.error('request', line)
-    else if (c.req.path.startsWith('/health')) c.var.logger.debug('request', line)
+    else if (/^(\/api\/v1)?\/health(\/|$)/.test(c.req.path)) c.var.logger.debug('request', line)
     else c.var.logger.info('request', line)
   })
   app.use(secureHeaders({ crossOriginResourcePolicy: false }))
@@ -99,7 +99,8 @@ export function createApp(input: AppInput) {
   )
 
   const routes = app
-    .route('/', healthRouter)
+    .route('/api/v1', healthRouter)
+    .route('/', healthAliasRouter)
     .route('/', metricsRouter)
     .route('/', dashboardRouter)
     .route('/api/v1', statisticsRouter)
@@ -157,7 +158,7 @@ export function createApp(input: AppInput) {
       docs: '/docs',
       dashboard: '/dashboard',
       openapi: '/openapi.json',
-      health: '/health',
+      health: '/api/v1/health',
       api: '/api/v1',
     }),
   )

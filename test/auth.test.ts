@@ -147,11 +147,11 @@ describe('roles', () => {
 describe('public routes', () => {
   it('health, probes, the OpenAPI document and the docs need no token', async () => {
     for (const path of [
-      '/health',
-      '/health/liveness',
-      '/health/readiness',
-      '/health/database',
-      '/health/redis',
+      '/api/v1/health',
+      '/api/v1/health/liveness',
+      '/api/v1/health/readiness',
+      '/api/v1/health/database',
+      '/api/v1/health/redis',
       '/openapi.json',
       '/docs',
       '/',

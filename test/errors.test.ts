@@ -188,13 +188,19 @@ describe('bad input', () => {
 
 describe('headers on every response', () => {
   it('sets X-Request-Id (echoing a sane incoming one) and security headers', async () => {
-    const res = await h.call('GET', '/health/liveness', { token: null })
+    const res = await h.call('GET', '/api/v1/health/liveness', { token: null })
     expect(res.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/)
     expect(res.headers.get('x-content-type-options')).toBe('nosniff')
     expect(res.headers.get('x-frame-options')).toBe('SAMEORIGIN')
-    const echoed = await h.call('GET', '/health/liveness', { token: null, headers: { 'x-request-id': 'trace-123' } })
+    const echoed = await h.call('GET', '/api/v1/health/liveness', {
+      token: null,
+      headers: { 'x-request-id': 'trace-123' },
+    })
     expect(echoed.headers.get('x-request-id')).toBe('trace-123')
-    const evil = await h.call('GET', '/health/liveness', { token: null, headers: { 'x-request-id': 'a b\tc<script>' } })
+    const evil = await h.call('GET', '/api/v1/health/liveness', {
+      token: null,
+      headers: { 'x-request-id': 'a b\tc<script>' },
+    })
     expect(evil.headers.get('x-request-id')).not.toContain('<')
   })
 
@@ -218,7 +224,7 @@ describe('a database that is not there', () => {
     const res = await dead.call('GET', '/api/v1/agents')
     expectProblem(res, 503, 'service_unavailable')
     expect(res.headers.get('retry-after')).toBe('1')
-    const health = await dead.call('GET', '/health', { token: null })
+    const health = await dead.call('GET', '/api/v1/health', { token: null })
     expect(health.status).toBe(503)
     expect(health.body.status).toBe('down')
   })

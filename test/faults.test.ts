@@ -203,7 +203,7 @@ describe.runIf(onPostgres())('database faults under load', () => {
 
       // The process lives and answers.
       expect(server.child.exitCode, `the server exited: ${server.output().err.slice(-2000)}`).toBeNull()
-      expect((await fetch(`${base}/health/liveness`)).status).toBe(200)
+      expect((await fetch(`${base}/api/v1/health/liveness`)).status).toBe(200)
       expect(kills, 'backends were killed').toBeGreaterThan(10)
 
       console.log(

@@ -11,7 +11,7 @@ afterAll(async () => {
 
 describe('health', () => {
   it('GET /health reports status, version, environment, uptime and checks', async () => {
-    const res = await h.call('GET', '/health', { token: null })
+    const res = await h.call('GET', '/api/v1/health', { token: null })
     expect(res.status).toBe(200)
     expect(res.body).toMatchObject({
       status: 'ok',
@@ -26,24 +26,45 @@ describe('health', () => {
   })
 
   it('liveness, readiness, database and redis probes', async () => {
-    expect((await h.call('GET', '/health/liveness', { token: null })).body).toEqual({ status: 'ok' })
-    expect((await h.call('GET', '/health/readiness', { token: null })).body).toEqual({ status: 'ready' })
-    expect((await h.call('GET', '/health/database', { token: null })).body).toMatchObject({ status: 'ok' })
-    expect((await h.call('GET', '/health/redis', { token: null })).body).toMatchObject({
+    expect((await h.call('GET', '/api/v1/health/liveness', { token: null })).body).toEqual({ status: 'ok' })
+    expect((await h.call('GET', '/api/v1/health/readiness', { token: null })).body).toEqual({ status: 'ready' })
+    expect((await h.call('GET', '/api/v1/health/database', { token: null })).body).toMatchObject({ status: 'ok' })
+    expect((await h.call('GET', '/api/v1/health/redis', { token: null })).body).toMatchObject({
       status: testRedisUrl ? 'ok' : 'disabled',
     })
+  })
+
+  it('answers the same probes at the old /health… paths, left out of the document', async () => {
+    for (const probe of ['', '/liveness', '/readiness', '/database', '/redis']) {
+      const seed = await h.call('GET', `/api/v1/health${probe}`, { token: null })
+      const alias = await h.call('GET', `/health${probe}`, { token: null })
+      expect(alias.status, probe).toBe(seed.status)
+      expect(Object.keys(alias.body).sort(), probe).toEqual(Object.keys(seed.body).sort())
+    }
+    const doc = (await h.call('GET', '/openapi.json', { token: null })).body
+    expect(
+      Object.keys(doc.paths)
+        .filter((p) => p.includes('health'))
+        .sort(),
+    ).toEqual([
+      '/api/v1/health',
+      '/api/v1/health/database',
+      '/api/v1/health/liveness',
+      '/api/v1/health/readiness',
+      '/api/v1/health/redis',
+    ])
   })
 
   it('is not ready (503) on a database without the migrations', async () => {
     const bare = await createHarness({}, await freshDatabase({ migrated: false }))
     try {
-      const ready = await bare.call('GET', '/health/readiness', { token: null })
+      const ready = await bare.call('GET', '/api/v1/health/readiness', { token: null })
       expect(ready.status).toBe(503)
       expect(ready.body).toEqual({ status: 'not_ready', reason: 'migrations not applied' })
-      const health = await bare.call('GET', '/health', { token: null })
+      const health = await bare.call('GET', '/api/v1/health', { token: null })
       expect(health.status).toBe(503)
       expect(health.body.checks.database).toMatchObject({ status: 'ok', migrations: 'pending' })
-      expect((await bare.call('GET', '/health/liveness', { token: null })).status).toBe(200)
+      expect((await bare.call('GET', '/api/v1/health/liveness', { token: null })).status).toBe(200)
     } finally {
       await bare.close()
     }
@@ -53,11 +74,11 @@ describe('health', () => {
     const db = await freshDatabase()
     const gone = await createHarness({}, db)
     await db.close()
-    expect((await gone.call('GET', '/health/readiness', { token: null })).status).toBe(503)
-    const dbCheck = await gone.call('GET', '/health/database', { token: null })
+    expect((await gone.call('GET', '/api/v1/health/readiness', { token: null })).status).toBe(503)
+    const dbCheck = await gone.call('GET', '/api/v1/health/database', { token: null })
     expect(dbCheck.status).toBe(503)
     expect(dbCheck.body.status).toBe('down')
-    expect((await gone.call('GET', '/health/liveness', { token: null })).status).toBe(200)
+    expect((await gone.call('GET', '/api/v1/health/liveness', { token: null })).status).toBe(200)
   })
 })
 
@@ -119,7 +140,7 @@ describe('OpenAPI document and docs', () => {
     )
     for (const [name, op] of ops) {
       expect(op.summary, name).toBeTruthy()
-      if (name.includes('/api/v1/')) {
+      if (name.includes('/api/v1/') && !name.includes('/api/v1/health')) {
         expect(op.security, name).toEqual([{ bearerAuth: [] }])
         for (const status of ['401', '403', '422', '500']) expect(Object.keys(op.responses), name).toContain(status)
         if (op.requestBody) {

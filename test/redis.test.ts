@@ -74,10 +74,10 @@ describe.runIf(withRedis)('with Redis', () => {
   }
 
   it('reports Redis in health with its latency', async () => {
-    const res = await h.call('GET', '/health/redis', { token: null })
+    const res = await h.call('GET', '/api/v1/health/redis', { token: null })
     expect(res.status).toBe(200)
     expect(res.body).toMatchObject({ status: 'ok', latencyMs: expect.any(Number) })
-    expect((await h.call('GET', '/health', { token: null })).body.status).toBe('ok')
+    expect((await h.call('GET', '/api/v1/health', { token: null })).body.status).toBe('ok')
   })
 
   it('caches a task read and drops it on every write, so a client always reads its own writes', async () => {
@@ -193,7 +193,7 @@ describe('without Redis or with Redis gone', () => {
       for (let i = 0; i < 3; i++)
         s.push((await h.call('POST', '/api/v1/tasks', { token: op, body: { name: 'r', type: 't' } })).status)
       expect(s).toEqual([201, 201, 429])
-      expect((await h.call('GET', '/health/redis', { token: null })).body).toEqual({ status: 'disabled' })
+      expect((await h.call('GET', '/api/v1/health/redis', { token: null })).body).toEqual({ status: 'disabled' })
     } finally {
       await h.close()
     }
@@ -207,10 +207,10 @@ describe('without Redis or with Redis gone', () => {
       expect((await h.report(t.id, a.token, { status: 'running', attempt: 1 })).status).toBe(200)
       expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body.status).toBe('running')
       expect((await h.call('GET', `/api/v1/agents/${a.id}`, { token: a.token })).status).toBe(200)
-      const health = await h.call('GET', '/health', { token: null })
+      const health = await h.call('GET', '/api/v1/health', { token: null })
       expect(health.status).toBe(200)
       expect(health.body).toMatchObject({ status: 'degraded', checks: { redis: { status: 'down' } } })
-      expect((await h.call('GET', '/health/redis', { token: null })).status).toBe(503)
+      expect((await h.call('GET', '/api/v1/health/redis', { token: null })).status).toBe(503)
     } finally {
       await h.close()
     }
@@ -226,18 +226,18 @@ describe('without Redis or with Redis gone', () => {
       try {
         const a = await h.agent()
         const t = await h.assignedTask(a.id)
-        expect((await h.call('GET', `/health/redis`, { token: null })).body.status).toBe('ok')
+        expect((await h.call('GET', `/api/v1/health/redis`, { token: null })).body.status).toBe('ok')
 
         await relay.stop() // Redis gone
         expect((await h.report(t.id, a.token, { status: 'running', attempt: 1 })).status).toBe(200)
         expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body.status).toBe('running')
-        expect((await h.call('GET', '/health', { token: null })).body.status).toBe('degraded')
+        expect((await h.call('GET', '/api/v1/health', { token: null })).body.status).toBe('degraded')
 
         await relay.start(port) // Redis back on the same address
         await eventually('redis to be back', async () =>
-          (await h.call('GET', '/health/redis', { token: null })).body.status === 'ok' ? true : undefined,
+          (await h.call('GET', '/api/v1/health/redis', { token: null })).body.status === 'ok' ? true : undefined,
         )
-        expect((await h.call('GET', '/health', { token: null })).body.status).toBe('ok')
+        expect((await h.call('GET', '/api/v1/health', { token: null })).body.status).toBe('ok')
         // The write made while Redis was away is what readers see now (no stale copy survived).
         expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body.status).toBe('running')
         await h.report(t.id, a.token, { status: 'completed', attempt: 1 })

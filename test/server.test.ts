@@ -24,7 +24,7 @@ describe.each(cases)('the server under %s (%s database)', (runtime, kind) => {
       const token = /\n {2}(ey[\w.-]+)\n/.exec(s.output().out)?.[1]
       expect(token, 'the dev admin token is printed').toBeTruthy()
 
-      const health = await fetch(`${url}/health`)
+      const health = await fetch(`${url}/api/v1/health`)
       expect(health.status).toBe(200)
       const checks = (await health.json()).checks
       expect(checks.database.driver).toBe(kind === 'postgres' ? 'node-postgres' : 'pglite')
@@ -77,7 +77,7 @@ describe.each(cases)('the server under %s (%s database)', (runtime, kind) => {
       const created = lines.find((l) => l.msg === 'request' && l.route === '/api/v1/tasks' && l.status === 201)
       expect(created).toMatchObject({ method: 'POST', requestId: expect.any(String), durationMs: expect.any(Number) })
       expect(logged).not.toContain(token)
-      await expect(fetch(`${url}/health/liveness`)).rejects.toThrow()
+      await expect(fetch(`${url}/api/v1/health/liveness`)).rejects.toThrow()
     } finally {
       await stopped(s.child, s.exited)
     }

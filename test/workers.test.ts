@@ -88,7 +88,11 @@ beforeAll(async () => {
   )
   wranglerOut = w.output
   base = `http://127.0.0.1:${port}`
-  await until('wrangler dev', async () => ((await fetch(`${base}/health/liveness`)).ok ? true : undefined), 90_000)
+  await until(
+    'wrangler dev',
+    async () => ((await fetch(`${base}/api/v1/health/liveness`)).ok ? true : undefined),
+    90_000,
+  )
 }, 120_000)
 
 afterAll(async () => {
@@ -114,7 +118,7 @@ describe.runIf(enabled)('on Cloudflare Workers (wrangler dev, Neon driver)', () 
   it('serves health, the API and the cron sweep end to end', async () => {
     const admin = await sign({ sub: 'e2e', role: 'admin', exp: now() + 600 }, SECRET)
 
-    const health = await call('GET', '/health', null)
+    const health = await call('GET', '/api/v1/health', null)
     expect(health.status).toBe(200)
     expect(health.body.checks.database).toMatchObject({ status: 'ok', driver: 'neon', migrations: 'applied' })
     expect(health.body.checks.redis.status).toBe(testRedisUrl ? 'ok' : 'disabled')
