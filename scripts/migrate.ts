@@ -1,15 +1,31 @@
-/** `npm run db:migrate`: applies drizzle/ to DATABASE_URL (Postgres, or a PGlite directory). */
+/**
+ * `npm run db:migrate`: applies drizzle/ to DATABASE_URL (a Postgres server, or a PGlite
+ * directory), under the same advisory lock the servers take at start. A database that
+ * cannot be used is one line naming the setting, and exit code 1.
+ */
 import { existsSync } from 'node:fs'
 import { migrationState } from '../src/db/client'
-import { connectDatabase, isPostgresUrl } from '../src/db/connect'
+import { connectDatabase, explainDatabaseError, isPostgresUrl } from '../src/db/connect'
+import { ConfigError, loadConfig } from '../src/env'
 
 if (existsSync('.dev.vars')) process.loadEnvFile('.dev.vars')
-const url = process.env.DATABASE_URL ?? ''
+let url: string
+try {
+  url = loadConfig(process.env).databaseUrl
+} catch (err) {
+  console.error(`Cannot migrate: ${err instanceof ConfigError ? err.message : String(err)}`)
+  process.exit(1)
+}
 if (!isPostgresUrl(url) && (url === '' || url === 'memory://')) {
-  console.error('DATABASE_URL is unset or memory://: the embedded database migrates itself at start; nothing to do.')
+  console.log('DATABASE_URL is unset or memory://: the embedded database migrates itself at start; nothing to do.')
   process.exit(0)
 }
-const database = await connectDatabase(url, { migrate: true })
-const state = await migrationState(database.db)
-await database.close()
-console.log(`migrations applied (${database.driver}); latest ${new Date(state.latestApplied ?? 0).toISOString()}`)
+try {
+  const database = await connectDatabase(url, { migrate: true })
+  const state = await migrationState(database.db)
+  await database.close()
+  console.log(`migrations applied (${database.driver}); latest ${new Date(state.latestApplied ?? 0).toISOString()}`)
+} catch (err) {
+  console.error(`Cannot migrate: ${explainDatabaseError(err, url)}`)
+  process.exit(1)
+}

@@ -1,12 +1,14 @@
 /**
  * `npm run token -- --role admin [--sub alice] [--minutes 60]`: prints a JWT signed with
- * SECRET_KEY (from the environment or .dev.vars) for local use.
+ * SECRET_KEY (from the environment or .dev.vars) or, in development without it, with the
+ * key the server keeps in DATA_DIR, for local use.
  */
 import { existsSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { ConfigError, loadConfig } from '../src/env'
 import { signToken } from '../src/lib/auth'
 import { type Role, roles } from '../src/lib/context'
+import { devSecret, devSecretPath } from '../src/lib/dev-secret'
 
 if (existsSync('.dev.vars')) process.loadEnvFile('.dev.vars')
 const { values } = parseArgs({
@@ -18,11 +20,13 @@ const { values } = parseArgs({
   },
 })
 try {
-  const config = loadConfig(process.env)
-  if (!config.secretKey)
+  const loaded = loadConfig(process.env)
+  const secretKey = loaded.secretKey || devSecret(loaded.dataDir, false)
+  if (!secretKey)
     throw new ConfigError(
-      'SECRET_KEY is not set (environment or .dev.vars); the token must be signed with the server’s key.',
+      `SECRET_KEY is not set (environment or .dev.vars) and there is no development key in ${devSecretPath(loaded.dataDir)} yet: start the server once (npm start) or set SECRET_KEY`,
     )
+  const config = { ...loaded, secretKey }
   const role = values.role as Role
   if (!roles.includes(role)) throw new ConfigError(`--role must be one of ${roles.join(', ')}`)
   if (role === 'agent' && (!values.sub || !values.tv)) {

@@ -1,17 +1,19 @@
 import { swaggerUI } from '@hono/swagger-ui'
 import { DrizzleQueryError } from 'drizzle-orm'
-import type { Context } from 'hono'
+import type { Context, MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
 import { requestId } from 'hono/request-id'
 import { secureHeaders } from 'hono/secure-headers'
+import swaggerUiDist from 'swagger-ui-dist/package.json'
 import type { Database } from './db/client'
-import { describeError, isDatabaseUnavailable, pgErrorCode } from './db/tx'
+import { isDatabaseUnavailable, pgErrorCode } from './db/tx'
 import type { AppBindings, AppDeps } from './lib/context'
 import { createRouter } from './lib/create-app'
 import { ApiError, type ErrorCode, type ProblemExtras, problemBody } from './lib/errors'
 import { type Kv, MemoryKv } from './lib/kv'
+import { describeError } from './lib/logger'
 import { Metrics } from './lib/metrics'
 import { LocalNotifier } from './lib/notifier'
 import { agentsRouter } from './routes/agents/agents.index'
@@ -22,13 +24,15 @@ import { metricsRouter } from './routes/metrics/metrics.index'
 import { schedulerRouter } from './routes/scheduler/scheduler.index'
 import { statisticsRouter } from './routes/statistics/statistics.index'
 import { tasksRouter } from './routes/tasks/tasks.index'
+import { MigrationGate, missingObjectStates, notMigrated } from './services/migrations'
 
 /**
  * Builds the whole service from its dependencies. Imports nothing runtime-specific:
  * Node, Bun and Workers entry points build `deps` their own way and serve `app.fetch`.
  */
-export interface AppInput extends Omit<AppDeps, 'database' | 'kv' | 'metrics'> {
+export interface AppInput extends Omit<AppDeps, 'database' | 'kv' | 'metrics' | 'migrations'> {
   metrics?: Metrics
+  migrations?: MigrationGate
   /** The database, or (Workers) a function giving each request its own. */
   database: Database | ((c: Context) => Database)
   /** Redis-backed or in-process services (default in-process), or a function per request. */
@@ -37,7 +41,12 @@ export interface AppInput extends Omit<AppDeps, 'database' | 'kv' | 'metrics'> {
 
 export function createApp(input: AppInput) {
   const { database, kv = new MemoryKv(), ...rest } = input
-  const shared = { ...rest, notifier: input.notifier ?? new LocalNotifier(), metrics: input.metrics ?? new Metrics() }
+  const shared = {
+    ...rest,
+    notifier: input.notifier ?? new LocalNotifier(),
+    metrics: input.metrics ?? new Metrics(),
+    migrations: input.migrations ?? new MigrationGate(),
+  }
   const fixed: AppDeps | undefined =
     typeof database !== 'function' && typeof kv !== 'function' ? { ...shared, database, kv } : undefined
   const resolve = (c: Context): AppDeps => ({
@@ -52,6 +61,7 @@ export function createApp(input: AppInput) {
   app.use(async (c, next) => {
     c.set('deps', fixed ?? resolve(c))
     c.set('logger', shared.logger.child({ requestId: c.var.requestId }))
+    c.var.logger.debug('request started', { method: c.req.method, path: c.req.path })
     const started = performance.now()
     await next()
     const ms = Math.round((performance.now() - started) * 10) / 10
@@ -63,7 +73,7 @@ export function createApp(input: AppInput) {
     shared.metrics.httpDuration.observe(labels, ms / 1000)
     const line = { method: c.req.method, route, path: c.req.path, status, durationMs: ms }
     if (status >= 500) c.var.logger.error('request', line)
-    else if (/^(\/api\/v1)?\/health(\/|$)/.test(c.req.path)) c.var.logger.debug('request', line)
+    else if (isProbe(c.req.path)) c.var.logger.debug('request', line)
     else c.var.logger.info('request', line)
   })
   app.use(secureHeaders({ crossOriginResourcePolicy: false }))
@@ -97,6 +107,14 @@ export function createApp(input: AppInput) {
       },
     }),
   )
+
+  // A database behind the code answers 503 database_not_migrated (the probes report it themselves).
+  const gate: MiddlewareHandler<AppBindings> = async (c, next) => {
+    if (!isProbe(c.req.path)) await shared.migrations.assert(c.var.deps.database.db)
+    await next()
+  }
+  app.use('/api/v1/*', gate)
+  app.use('/metrics', gate)
 
   const routes = app
     .route('/api/v1', healthRouter)
@@ -137,8 +155,9 @@ export function createApp(input: AppInput) {
       url: '/openapi.json',
       title: `${config.appName} API`,
       persistAuthorization: true,
-      // Served by this app when the runtime can read the vendored files, else from the CDN.
-      ...(shared.assets ? { baseUrl: '/docs/vendor' } : {}),
+      // Served by this app when the runtime can read the vendored files, else from the CDN,
+      // pinned to the version installed here so the page never changes under the document.
+      ...(shared.assets ? { baseUrl: '/docs/vendor' } : { version: swaggerUiDist.version }),
     }),
   )
   if (shared.assets) {
@@ -164,12 +183,24 @@ export function createApp(input: AppInput) {
   )
 
   app.notFound((c) => problem(c, 'not_found', `No route for ${c.req.method} ${c.req.path}.`))
-  app.onError((err, c) => toProblem(err, c))
+  app.onError(async (err, c) => {
+    // A table or column the database lacks: behind the code (503), unless the migrations
+    // are all there, which makes it a bug of ours (500).
+    const state = pgErrorCode(err)
+    if (state && missingObjectStates.has(state)) {
+      shared.migrations.recheck()
+      const current = await shared.migrations.isCurrent(c.var.deps.database.db).catch(() => true)
+      if (!current) return toProblem(notMigrated(), c)
+    }
+    return toProblem(err, c)
+  })
 
   return routes
 }
 
 export type App = ReturnType<typeof createApp>
+
+const isProbe = (path: string) => /^(\/api\/v1)?\/health(\/|$)/.test(path)
 
 function problem(c: Context<AppBindings>, code: ErrorCode, detail?: string, extras: ProblemExtras = {}) {
   const body = problemBody(code, detail, extras, c.req.path)

@@ -35,6 +35,8 @@ const schema = z
     HOST: z.string().min(1).default('0.0.0.0'),
     PORT: int(0, 65535).default(8000),
     DATABASE_URL: z.string().default(''),
+    DATA_DIR: z.string().min(1).default('.data'),
+    MIGRATE_ON_START: bool.default(true),
     REDIS_URL: z.string().default(''),
     NEON_WS_PROXY: z
       .string()
@@ -100,7 +102,12 @@ export interface Config {
   environment: Environment
   host: string
   port: number
+  /** Empty: the embedded database in `<dataDir>/pglite` (Node, Bun). */
   databaseUrl: string
+  /** Node/Bun: the embedded database and the development secret live here. */
+  dataDir: string
+  /** Node/Bun with a Postgres server: apply pending migrations at start (under an advisory lock). */
+  migrateOnStart: boolean
   redisUrl: string
   /** Workers only, local and CI: host:port of a WebSocket→TCP proxy to a plain Postgres. */
   neonWsProxy: string
@@ -174,6 +181,8 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     host: v.HOST,
     port: v.PORT,
     databaseUrl: v.DATABASE_URL,
+    dataDir: v.DATA_DIR,
+    migrateOnStart: v.MIGRATE_ON_START,
     redisUrl: v.REDIS_URL,
     neonWsProxy: v.NEON_WS_PROXY,
     secretKey: v.SECRET_KEY,

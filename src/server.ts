@@ -1,23 +1,32 @@
 /**
- * Node and Bun entry point: loads settings (environment, then `.dev.vars`), connects the
- * database (embedded PGlite by default, migrating it), serves the app, and shuts down
- * gracefully on SIGTERM/SIGINT: stop accepting, finish in-flight requests, close the db.
+ * Node and Bun entry point: loads settings (environment, then `.dev.vars`), opens the
+ * database (embedded PGlite in DATA_DIR by default; a Postgres server is migrated at start
+ * unless MIGRATE_ON_START=false), serves the app, and shuts down gracefully on
+ * SIGTERM/SIGINT: stop accepting, finish in-flight requests, close the db. Anything that
+ * stops the start (a bad setting, a database that is not there, a port in use) is one
+ * line naming the setting, and exit code 1.
  */
-import { createWriteStream, existsSync, mkdirSync } from 'node:fs'
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { createApp } from './app'
-import { connectDatabase } from './db/connect'
+import { migrationState } from './db/client'
+import { connectDatabase, explainDatabaseError, isPostgresUrl } from './db/connect'
 import { type Config, ConfigError, loadConfig } from './env'
 import { signToken } from './lib/auth'
 import { systemClock } from './lib/clock'
 import type { AssetLoader } from './lib/context'
+import { devSecret, devSecretPath } from './lib/dev-secret'
 import { type Kv, MemoryKv } from './lib/kv'
-import { createLogger, type Logger } from './lib/logger'
+import { createLogger, describeError, type Logger } from './lib/logger'
 import { BusNotifier, LocalNotifier } from './lib/notifier'
 import { RedisKv } from './lib/redis'
+import { MigrationGate } from './services/migrations'
 import { startSweepTimer } from './services/scheduler'
+
+/** A start that cannot go on: printed as one line, exit code 1. */
+class StartError extends Error {}
 
 declare const Bun:
   | {
@@ -69,35 +78,109 @@ function swaggerAssets(): AssetLoader | undefined {
 }
 
 /** Log lines to the console and, with LOG_FILE, appended to that file too (its directory made). */
-function logWriter(file: string) {
-  if (!file) return undefined
+function logWriter(file: string): { write?: (line: string, level: string) => void; flush: () => Promise<void> } {
+  if (!file) return { flush: async () => {} }
   mkdirSync(dirname(file), { recursive: true })
   const out = createWriteStream(file, { flags: 'a' })
-  return (line: string, level: string) => {
-    if (level === 'error' || level === 'warn') console.error(line)
-    else console.log(line)
-    out.write(`${line}\n`)
+  return {
+    write: (line, level) => {
+      if (level === 'error' || level === 'warn') console.error(line)
+      else console.log(line)
+      out.write(`${line}\n`)
+    },
+    // The stream writes asynchronously: at exit, wait until every line is in the file.
+    flush: () => new Promise<void>((resolve) => out.end(resolve)),
   }
 }
 
-async function main() {
-  let config = settings()
-  const logger: Logger = createLogger({
-    level: config.logLevel,
-    format: config.logFormat,
-    write: logWriter(config.logFile),
-  })
-  let devToken: string | undefined
-  if (!config.secretKey) {
-    // Development only (production refuses to start without SECRET_KEY, see env.ts).
-    const bytes = crypto.getRandomValues(new Uint8Array(32))
-    config = { ...config, secretKey: Buffer.from(bytes).toString('base64url') }
-    devToken = await signToken(config, { sub: 'dev-admin', role: 'admin' }, config.accessTokenExpireMinutes)
+/**
+ * The embedded database may be opened by one process at a time (a second PGlite on the same
+ * directory would silently lose writes): a lock file holding the owner's pid, taken over
+ * when that process is gone.
+ */
+function lockDataDir(dir: string): () => void {
+  mkdirSync(dir, { recursive: true })
+  const file = join(dir, 'owner.pid')
+  for (let tries = 0; tries < 2; tries++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: 'wx' })
+      return () => rmSync(file, { force: true })
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EEXIST') throw err
+      const pid = Number(readFileSync(file, 'utf8').trim())
+      let alive = false
+      try {
+        if (pid > 0 && pid !== process.pid) process.kill(pid, 0)
+        alive = pid > 0 && pid !== process.pid
+      } catch (e) {
+        alive = (e as { code?: string }).code === 'EPERM'
+      }
+      if (alive) {
+        throw new StartError(
+          `the embedded database in ${dir} is in use by process ${pid}; stop it, or set DATA_DIR (or DATABASE_URL) for this one`,
+        )
+      }
+      rmSync(file, { force: true }) // its owner is gone
+    }
   }
+  throw new StartError(`cannot lock the embedded database in ${dir}`)
+}
 
-  // PGlite is migrated here; a Postgres server is migrated by `npm run db:migrate` (readiness tells).
-  const database = await connectDatabase(config.databaseUrl)
-  logger.info('database connected', { driver: database.driver, redis: config.redisUrl ? 'enabled' : 'disabled' })
+async function openDatabase(config: Config, logger: Logger) {
+  const embedded = !isPostgresUrl(config.databaseUrl)
+  const url = config.databaseUrl || resolve(config.dataDir, 'pglite')
+  const unlock = embedded && url !== 'memory://' ? lockDataDir(url) : () => {}
+  try {
+    const migrate = embedded || config.migrateOnStart
+    const database = await connectDatabase(url, { migrate })
+    // A pool connects lazily: ask now, so a database that is not there stops the start.
+    const state = await migrationState(database.db)
+    const where = embedded ? (url === 'memory://' ? 'in memory' : url) : undefined
+    logger.info('database ready', { driver: database.driver, ...(where ? { path: where } : {}), migrated: migrate })
+    if (!state.applied) {
+      logger.warn(
+        'the database lacks migrations this version needs: API requests answer 503 database_not_migrated until `npm run db:migrate` runs (MIGRATE_ON_START=false)',
+      )
+    }
+    const close = database.close
+    return {
+      ...database,
+      close: async () => {
+        await close()
+        unlock()
+      },
+    }
+  } catch (err) {
+    unlock()
+    if (err instanceof StartError) throw err
+    throw new StartError(explainDatabaseError(err, url))
+  }
+}
+
+/** The signing key: SECRET_KEY, or (development) the one kept in DATA_DIR, made on first start. */
+function signingKey(config: Config): { config: Config; generated: boolean } {
+  if (config.secretKey) return { config, generated: false }
+  const key = devSecret(config.dataDir, true)
+  if (!key) {
+    throw new StartError(
+      `SECRET_KEY is unset and ${devSecretPath(config.dataDir)} holds no usable key; delete that file or set SECRET_KEY`,
+    )
+  }
+  return { config: { ...config, secretKey: key }, generated: true }
+}
+
+async function main() {
+  const settings_ = settings()
+  const logFile = logWriter(settings_.logFile)
+  const logger: Logger = createLogger({ level: settings_.logLevel, format: settings_.logFormat, write: logFile.write })
+  // Development only (production refuses to start without SECRET_KEY, see env.ts).
+  const { config, generated } = signingKey(settings_)
+  const devToken = generated
+    ? await signToken(config, { sub: 'dev-admin', role: 'admin' }, config.accessTokenExpireMinutes)
+    : undefined
+
+  const database = await openDatabase(config, logger)
+  const migrations = new MigrationGate()
   // Redis when configured: cache, rate limits, and the bus that wakes long-polls on every instance.
   const redis = config.redisUrl
     ? new RedisKv(config.redisUrl, { logger, maxTtlMs: config.cacheTtlSeconds * 1000 })
@@ -115,6 +198,7 @@ async function main() {
     logger,
     notifier,
     kv,
+    migrations,
     assets: swaggerAssets(),
     startedAt: new Date(),
   })
@@ -135,16 +219,32 @@ async function main() {
 
   let close: () => Promise<void>
   let port: number
+  const portTaken = () =>
+    new StartError(`PORT ${config.port} is already in use on ${config.host}; stop what holds it, or set PORT`)
   if (typeof Bun !== 'undefined') {
-    const server = Bun.serve({ port: config.port, hostname: config.host, fetch: handle })
+    let server: ReturnType<NonNullable<typeof Bun>['serve']>
+    try {
+      server = Bun.serve({ port: config.port, hostname: config.host, fetch: handle })
+    } catch (err) {
+      await database.close()
+      if ((err as { code?: string }).code === 'EADDRINUSE' || /in use/i.test(String(err))) throw portTaken()
+      throw new StartError(`cannot listen on ${config.host}:${config.port} (HOST, PORT): ${describeError(err)}`)
+    }
     port = server.port
     close = async () => {
       await server.stop(false)
     }
   } else {
     const { serve } = await import('@hono/node-server')
-    const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
+    const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
       const s = serve({ fetch: handle, port: config.port, hostname: config.host }, () => resolve(s))
+      s.once('error', (err: NodeJS.ErrnoException) => {
+        const failure =
+          err.code === 'EADDRINUSE'
+            ? portTaken()
+            : new StartError(`cannot listen on ${config.host}:${config.port} (HOST, PORT): ${describeError(err)}`)
+        void database.close().finally(() => reject(failure))
+      })
     })
     const address = server.address()
     port = typeof address === 'object' && address ? address.port : config.port
@@ -156,12 +256,12 @@ async function main() {
       })
   }
 
-  const stopSweeps = startSweepTimer({ db: database.db, clock: systemClock, config, notifier, kv }, logger)
+  const stopSweeps = startSweepTimer({ db: database.db, clock: systemClock, config, notifier, kv }, logger, migrations)
 
   const shown = config.host === '0.0.0.0' ? 'localhost' : config.host
   if (devToken) {
     console.log(
-      `\nNo SECRET_KEY set: using a random one for this process. An admin token (valid ${config.accessTokenExpireMinutes} min):\n\n  ${devToken}\n\nPaste it under "Authorize" at http://${shown}:${port}/docs\n`,
+      `\nNo SECRET_KEY set: signing with the development key kept in ${devSecretPath(config.dataDir)} (tokens survive restarts).\nAn admin token (valid ${config.accessTokenExpireMinutes} min; \`npm run token\` makes more):\n\n  ${devToken}\n\nPaste it under "Authorize" at http://${shown}:${port}/docs\n`,
     )
   }
 
@@ -191,6 +291,7 @@ async function main() {
     await kv.close()
     clearTimeout(force)
     logger.info('stopped')
+    await logFile.flush()
     process.exit(0)
   }
   process.on('SIGTERM', () => void shutdown('SIGTERM'))
@@ -198,6 +299,7 @@ async function main() {
 }
 
 main().catch((err) => {
-  console.error(`Cannot start: ${err instanceof Error ? err.message : String(err)}`)
+  // A known reason is one line; anything else is described without values or a stack.
+  console.error(`Cannot start: ${err instanceof StartError ? err.message : describeError(err)}`)
   process.exit(1)
 })

@@ -10,11 +10,14 @@ import type { Context } from 'hono'
 import { createApp } from './app'
 import type { Database } from './db/client'
 import { neonDatabase } from './db/neon'
+import { isDatabaseUnavailable } from './db/tx'
 import { type Config, loadConfig } from './env'
 import { systemClock } from './lib/clock'
+import { problemBody } from './lib/errors'
 import { type Kv, MemoryKv, MemoryRateLimiter } from './lib/kv'
-import { createLogger, type Logger } from './lib/logger'
+import { createLogger, describeError, type Logger } from './lib/logger'
 import { RedisKv } from './lib/redis'
+import { MigrationGate } from './services/migrations'
 import { runSweep } from './services/scheduler'
 
 export type Env = Record<string, string | undefined>
@@ -24,7 +27,14 @@ export type Env = Record<string, string | undefined>
 type CfResponse = Awaited<ReturnType<NonNullable<ExportedHandler<Env>['fetch']>>>
 const toCf = (res: Response) => res as unknown as CfResponse
 
-type Isolate = { config: Config; logger: Logger; app: ReturnType<typeof createApp> }
+type Isolate = {
+  config: Config
+  logger: Logger
+  app: ReturnType<typeof createApp>
+  migrations: MigrationGate
+  /** Why the last cron run did not sweep ('' when it did), so each change is logged once. */
+  sweepProblem: string
+}
 type PerRequest = { database: Database; kv: Kv }
 /**
  * Without REDIS_URL: rate-limit counters per isolate (plain data may be shared), but a bus
@@ -44,16 +54,20 @@ function boot(env: Env): Isolate {
     throw new Error('invalid setting DATABASE_URL: a postgres:// URL is required on Workers')
   }
   const logger = createLogger({ level: config.logLevel, format: config.logFormat })
+  // The Worker never migrates: until `npm run db:migrate` has run, requests answer 503
+  // database_not_migrated and the cron leaves the sweep alone.
+  const migrations = new MigrationGate()
   const app = createApp({
     config,
     logger,
+    migrations,
     clock: systemClock,
     startedAt: new Date(),
     // Per request: the pool (and Redis client) fetch() made for it, handed over in the Hono env.
     database: (c: Context) => (c.env as PerRequest).database,
     kv: (c: Context) => (c.env as PerRequest).kv,
   })
-  isolate = { config, logger, app }
+  isolate = { config, logger, app, migrations, sweepProblem: '' }
   return isolate
 }
 
@@ -81,10 +95,11 @@ export default {
     } catch (err) {
       // A bad setting: say which, without leaking values, and keep answering so probes see it.
       const detail = err instanceof Error ? err.message : 'invalid configuration'
+      const body = problemBody('misconfigured', detail, {}, new URL(request.url).pathname)
       return toCf(
-        new Response(JSON.stringify({ title: 'Misconfigured', status: 503, detail }), {
-          status: 503,
-          headers: { 'content-type': 'application/problem+json' },
+        new Response(JSON.stringify(body), {
+          status: body.status,
+          headers: { 'content-type': 'application/problem+json', 'retry-after': '30' },
         }),
       )
     }
@@ -106,15 +121,30 @@ export default {
   },
 
   async scheduled(_controller: ScheduledController, env: Env, ctx: ExecutionContext) {
-    const { config, logger } = boot(env)
+    const booted = boot(env)
+    const { config, logger, migrations } = booted
     const database = neonDatabase(config.databaseUrl, config.neonWsProxy)
     // The sweep drops cached copies of what it changes, so it needs Redis when the requests use it.
     const kv = requestKv(config, logger)
+    const paused = (reason: string, err?: unknown) => {
+      if (reason !== booted.sweepProblem) {
+        logger.warn('sweep paused', { reason, trigger: 'cron', ...(err ? { error: describeError(err) } : {}) })
+      }
+      booted.sweepProblem = reason
+    }
+    const sweep = async () => {
+      if (!(await migrations.isCurrent(database.db))) {
+        return paused('the database lacks migrations this version needs: run `npm run db:migrate`')
+      }
+      const s = await runSweep({ db: database.db, clock: systemClock, config, kv })
+      if (booted.sweepProblem) logger.info('sweep resumed', { after: booted.sweepProblem, trigger: 'cron' })
+      booted.sweepProblem = ''
+      logger.info('sweep', { ...s, trigger: 'cron' })
+    }
     ctx.waitUntil(
-      runSweep({ db: database.db, clock: systemClock, config, kv })
-        .then((s) => logger.info('sweep', { ...s, trigger: 'cron' }))
+      sweep()
         .catch((err: unknown) =>
-          logger.error('sweep failed', { error: err instanceof Error ? err.message : String(err) }),
+          paused(isDatabaseUnavailable(err) ? 'the database is unreachable or busy' : 'the sweep failed', err),
         )
         .finally(() => Promise.allSettled([database.close(), kv.close()])),
     )

@@ -65,8 +65,39 @@ describe('health', () => {
       expect(health.status).toBe(503)
       expect(health.body.checks.database).toMatchObject({ status: 'ok', migrations: 'pending' })
       expect((await bare.call('GET', '/api/v1/health/liveness', { token: null })).status).toBe(200)
+      // Every API request says why, with 503 (never 500), and writes nothing.
+      for (const [method, path, body] of [
+        ['GET', '/api/v1/agents', undefined],
+        ['POST', '/api/v1/agents', { name: 'x', provider: 'aws' }],
+        ['POST', '/api/v1/tasks', { name: 'x', type: 'y' }],
+        ['GET', '/metrics', undefined],
+      ] as const) {
+        const res = await bare.call(method, path, { body })
+        expect(res.status, path).toBe(503)
+        expect(res.body.code, path).toBe('database_not_migrated')
+        expect(res.headers.get('retry-after'), path).toBe('5')
+      }
     } finally {
       await bare.close()
+    }
+  })
+
+  it('answers 503 database_not_migrated when the database falls behind while serving (restored from an old backup)', async () => {
+    const behind = await createHarness({}, await freshDatabase())
+    try {
+      expect((await behind.call('GET', '/api/v1/tasks')).status).toBe(200) // the gate has seen it current
+      const { sql } = await import('drizzle-orm')
+      await behind.database.db.execute(sql.raw('DROP TABLE tasks CASCADE'))
+      await behind.database.db.execute(
+        sql.raw(
+          'DELETE FROM drizzle.__drizzle_migrations WHERE created_at = (SELECT max(created_at) FROM drizzle.__drizzle_migrations)',
+        ),
+      )
+      const res = await behind.call('GET', '/api/v1/tasks')
+      expect(res.status).toBe(503)
+      expect(res.body.code).toBe('database_not_migrated')
+    } finally {
+      await behind.close()
     }
   })
 

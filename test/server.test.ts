@@ -15,7 +15,13 @@ describe.each(cases)('the server under %s (%s database)', (runtime, kind) => {
     const databaseUrl = kind === 'postgres' ? await freshPostgresUrl() : 'memory://'
     const logFile = join(mkdtempSync(join(tmpdir(), 'act-log-')), 'logs', 'agent.log')
     const s = start(
-      { DATABASE_URL: databaseUrl, ENVIRONMENT: 'development', LOG_FILE: logFile, REDIS_URL: testRedisUrl },
+      {
+        DATABASE_URL: databaseUrl,
+        ENVIRONMENT: 'development',
+        LOG_FILE: logFile,
+        LOG_LEVEL: 'debug',
+        REDIS_URL: testRedisUrl,
+      },
       runtime,
     )
     try {
@@ -36,33 +42,31 @@ describe.each(cases)('the server under %s (%s database)', (runtime, kind) => {
       expect(css.headers.get('content-type')).toContain('text/css')
 
       // A request whose body is still arriving when SIGTERM lands must still be answered.
+      // Each step waits for the server to say it got there (no fixed sleeps).
       const body = JSON.stringify({ name: 'in-flight', type: 'shutdown.test' })
-      const answered = new Promise<{ status: number; text: string }>((resolve, reject) => {
-        const req = request(
-          `${url}/api/v1/tasks`,
-          {
-            method: 'POST',
-            headers: {
-              authorization: `Bearer ${token}`,
-              'content-type': 'application/json',
-              'content-length': Buffer.byteLength(body),
-            },
-          },
-          (res) => {
-            let text = ''
-            res.on('data', (d) => {
-              text += d
-            })
-            res.on('end', () => resolve({ status: res.statusCode ?? 0, text }))
-          },
-        )
-        req.on('error', reject)
-        req.write(body.slice(0, 10))
-        setTimeout(() => {
-          s.child.kill('SIGTERM')
-          setTimeout(() => req.end(body.slice(10)), 500)
-        }, 1000) // time for the server to have read the headers, even on a loaded machine
+      const req = request(`${url}/api/v1/tasks`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${token}`,
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+        },
       })
+      const answered = new Promise<{ status: number; text: string }>((resolve, reject) => {
+        req.on('response', (res) => {
+          let text = ''
+          res.on('data', (d) => {
+            text += d
+          })
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }))
+        })
+        req.on('error', reject)
+      })
+      req.write(body.slice(0, 10))
+      await s.waitFor(/"msg":"request started"[^\n]*"path":"\/api\/v1\/tasks"/)
+      s.child.kill('SIGTERM')
+      await s.waitFor(/"msg":"shutting down"/)
+      req.end(body.slice(10))
       const res = await answered
       expect(res.status).toBe(201)
       expect(JSON.parse(res.text).name).toBe('in-flight')
@@ -81,7 +85,7 @@ describe.each(cases)('the server under %s (%s database)', (runtime, kind) => {
     } finally {
       await stopped(s.child, s.exited)
     }
-  })
+  }, 60_000)
 })
 
 describe('refusing to start', () => {

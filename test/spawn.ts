@@ -1,5 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 
 export const bunBin = 'node_modules/.bin/bun'
 export const runtimes = existsSync(bunBin) ? (['node', 'bun'] as const) : (['node'] as const)
@@ -27,7 +29,15 @@ export function startServer(env: Record<string, string>, runtime: Runtime = 'nod
       : [process.execPath, ['--import', cwd ? `${process.cwd()}/node_modules/tsx/dist/loader.mjs` : 'tsx', entry]]
   const child = spawn(cmd, args, {
     cwd,
-    env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', LOG_FORMAT: 'json', ...env },
+    env: {
+      PATH: process.env.PATH ?? '',
+      PORT: '0',
+      HOST: '127.0.0.1',
+      LOG_FORMAT: 'json',
+      // Never the repository's own .data: each server gets a directory of its own.
+      DATA_DIR: mkdtempSync(join(tmpdir(), 'act-data-')),
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let out = ''

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import { sign } from 'hono/jwt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connectDatabase } from '../src/db/connect'
 import { freshPostgresUrl, onPostgres, testRedisUrl } from './harness'
 
 /**
@@ -51,9 +52,11 @@ async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 60_0
 
 let base = ''
 let wranglerOut: () => string = () => ''
+/** What the Worker answered before the database was migrated (it never migrates itself). */
+let beforeMigration: { agents: number; code: string; readiness: number; cronLog: string } | undefined
 beforeAll(async () => {
   if (!enabled) return
-  const databaseUrl = await freshPostgresUrl()
+  const databaseUrl = await freshPostgresUrl(false)
   const proxyPort = await freePort()
   const port = await freePort()
   run(process.execPath, ['--import', 'tsx', 'scripts/ws-proxy.ts', '--port', String(proxyPort)])
@@ -93,7 +96,24 @@ beforeAll(async () => {
     async () => ((await fetch(`${base}/api/v1/health/liveness`)).ok ? true : undefined),
     90_000,
   )
-}, 120_000)
+  // Bare database: the Worker refuses politely and its cron leaves the sweep alone; then
+  // `npm run db:migrate` (here: the same migrator) runs, and it serves within its recheck.
+  const admin = await sign({ sub: 'e2e', role: 'admin', exp: Math.floor(Date.now() / 1000) + 600 }, SECRET)
+  const refused = await fetch(`${base}/api/v1/agents`, { headers: { authorization: `Bearer ${admin}` } })
+  const readiness = (await fetch(`${base}/api/v1/health/readiness`)).status
+  await fetch(`${base}/__scheduled?cron=*+*+*+*+*`)
+  const cronLog = await until(
+    'the cron to say it paused',
+    async () => /sweep paused[^\n]*db:migrate/.exec(wranglerOut())?.[0],
+  )
+  beforeMigration = { agents: refused.status, code: (await refused.json()).code, readiness, cronLog }
+  await (await connectDatabase(databaseUrl, { migrate: true })).close()
+  await until('the Worker to see the migrations', async () =>
+    (await fetch(`${base}/api/v1/agents`, { headers: { authorization: `Bearer ${admin}` } })).status === 200
+      ? true
+      : undefined,
+  )
+}, 150_000)
 
 afterAll(async () => {
   for (const c of children) c.kill('SIGTERM')
@@ -114,6 +134,10 @@ describe.runIf(enabled)('on Cloudflare Workers (wrangler dev, Neon driver)', () 
     const text = await res.text()
     return { status: res.status, body: text ? JSON.parse(text) : null }
   }
+
+  it('answers 503 database_not_migrated on a bare database and never migrates it itself', () => {
+    expect(beforeMigration).toMatchObject({ agents: 503, code: 'database_not_migrated', readiness: 503 })
+  })
 
   it('serves health, the API and the cron sweep end to end', async () => {
     const admin = await sign({ sub: 'e2e', role: 'admin', exp: now() + 600 }, SECRET)
@@ -172,4 +196,25 @@ describe.runIf(enabled)('on Cloudflare Workers (wrangler dev, Neon driver)', () 
     expect((await call('GET', `/api/v1/agents/${agent.body.id}`, admin)).body.activeTasks).toBe(0)
     expect(wranglerOut()).toContain('"trigger":"cron"')
   }, 120_000)
+})
+
+describe('the Worker entry, misconfigured', () => {
+  it('answers every request with a problem+json naming the setting, never its value', async () => {
+    const { default: worker } = await import('../src/worker')
+    const ctx = { waitUntil: () => {}, passThroughOnException: () => {}, props: {} }
+    const env = { SECRET_KEY: 'too-short-and-secret', DATABASE_URL: 'postgres://u:pw@db/app' }
+    const call = worker.fetch as unknown as (r: Request, e: typeof env, c: typeof ctx) => Promise<Response>
+    const res = await call(new Request('http://edge.example/api/v1/agents'), env, ctx)
+    expect(res.status).toBe(503)
+    expect(res.headers.get('content-type')).toBe('application/problem+json')
+    const body = await res.json()
+    expect(body).toMatchObject({
+      type: 'urn:agenticcp:problem:misconfigured',
+      code: 'misconfigured',
+      status: 503,
+      instance: '/api/v1/agents',
+    })
+    expect(body.detail).toContain('SECRET_KEY')
+    expect(JSON.stringify(body)).not.toContain('too-short-and-secret')
+  })
 })

@@ -2,14 +2,16 @@ import { mkdirSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { PoolClient } from 'pg'
+import { describeError } from '../lib/logger'
 import type { Database, Db } from './client'
 import { MIGRATIONS_SCHEMA, MIGRATIONS_TABLE } from './client'
 import { schema } from './schema'
-import { guardPool } from './tx'
+import { guardPool, pgErrorCode } from './tx'
 
 /**
  * Node and Bun: picks the driver from DATABASE_URL.
- * - unset, `memory://`, `file:<dir>` or a directory path → embedded PGlite
+ * - `memory://`, `file:<dir>` or a directory path (or empty: in memory) → embedded PGlite
+ *   (the server turns an unset DATABASE_URL into `<DATA_DIR>/pglite` before calling this)
  * - `postgres://` / `postgresql://` → node-postgres pool
  * (Workers use src/db/neon.ts instead.)
  */
@@ -28,17 +30,48 @@ export interface ConnectOptions {
   loadDataDir?: Blob | File
 }
 
+/** An arbitrary, fixed advisory-lock key: one migrator at a time per database. */
+const MIGRATION_LOCK_KEY = 7_240_431_003
+
+/** How long a new connection (or a wait for a free one in the pool) may take before failing with 503. */
+const CONNECT_TIMEOUT_MS = 10_000
+
 export async function connectDatabase(url: string, opts: ConnectOptions = {}): Promise<Database> {
   if (isPostgresUrl(url)) {
     const { Pool } = await import('pg')
     const { drizzle } = await import('drizzle-orm/node-postgres')
-    const pool = new Pool({ connectionString: url, max: opts.poolMax ?? 10 })
-    const pg = drizzle(pool, { schema })
-    const db = pg as unknown as Db
+    const pool = new Pool({
+      connectionString: url,
+      max: opts.poolMax ?? 10,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    })
+    const db = drizzle(pool, { schema }) as unknown as Db
     guardPool<PoolClient>(db, pool, (client) => drizzle(client, { schema }) as unknown as Db)
     if (opts.migrate) {
       const { migrate } = await import('drizzle-orm/node-postgres/migrator')
-      await migrate(pg, { migrationsFolder, migrationsSchema: MIGRATIONS_SCHEMA, migrationsTable: MIGRATIONS_TABLE })
+      // Instances starting together migrate once: the first takes the lock and migrates,
+      // the others wait for it and then find nothing left to do.
+      const client = await pool.connect().catch(async (err: unknown) => {
+        await pool.end()
+        throw err
+      })
+      let broken: Error | undefined
+      try {
+        await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY])
+        await migrate(drizzle(client), {
+          migrationsFolder,
+          migrationsSchema: MIGRATIONS_SCHEMA,
+          migrationsTable: MIGRATIONS_TABLE,
+        })
+        await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY])
+      } catch (err) {
+        broken = err instanceof Error ? err : new Error(String(err))
+        client.release(broken) // closing the connection also drops the lock
+        await pool.end()
+        throw err
+      } finally {
+        if (!broken) client.release()
+      }
     }
     return { db, driver: 'node-postgres', close: () => pool.end() }
   }
@@ -63,4 +96,57 @@ export async function connectDatabase(url: string, opts: ConnectOptions = {}): P
     close: () => client.close(),
     dumpDataDir: () => client.dumpDataDir('none'),
   }
+}
+
+/** Where a DATABASE_URL points, without its credentials: `host:port/database`. */
+export function describeDatabaseUrl(url: string): {
+  where: string
+  host: string
+  port: string
+  db: string
+  user: string
+} {
+  try {
+    const u = new URL(url)
+    const host = u.hostname || 'localhost'
+    const port = u.port || '5432'
+    const db = decodeURIComponent(u.pathname.replace(/^\//, '')) || decodeURIComponent(u.username) || 'postgres'
+    return { where: `${host}:${port}/${db}`, host, port, db, user: decodeURIComponent(u.username) || 'postgres' }
+  } catch {
+    return { where: 'an unparseable URL', host: '?', port: '?', db: '?', user: '?' }
+  }
+}
+
+/** Node's error code of a failed connection (ECONNREFUSED…), also inside an AggregateError. */
+function socketCode(err: unknown): string | undefined {
+  let e: unknown = err
+  for (let i = 0; i < 5 && e && typeof e === 'object'; i++) {
+    const { code, errors } = e as { code?: unknown; errors?: unknown }
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return code
+    if (Array.isArray(errors) && errors.length) return socketCode(errors[0])
+    e = (e as { cause?: unknown }).cause
+  }
+  return undefined
+}
+
+/**
+ * One line saying why the database could not be used at start, naming the setting and
+ * never its credentials: what a user sees instead of a stack trace.
+ */
+export function explainDatabaseError(err: unknown, url: string): string {
+  if (!isPostgresUrl(url)) return `the embedded database at ${url} could not be opened: ${describeError(err)}`
+  const { where, host, port, db, user } = describeDatabaseUrl(url)
+  const state = pgErrorCode(err)
+  const sock = socketCode(err)
+  if (state === '3D000')
+    return `DATABASE_URL: database "${db}" does not exist on ${host}:${port} (create it: createdb -h ${host} -p ${port} -U ${user} ${db})`
+  if (state === '28P01' || state === '28000')
+    return `DATABASE_URL: ${host}:${port} refused user "${user}" (${describeError(err)})`
+  if (state === '57P03') return `DATABASE_URL: ${host}:${port} is starting up or shutting down; try again shortly`
+  if (sock === 'ECONNREFUSED')
+    return `DATABASE_URL: nothing accepts connections at ${host}:${port} (is Postgres running?)`
+  if (sock === 'ENOTFOUND' || sock === 'EAI_AGAIN') return `DATABASE_URL: the host "${host}" cannot be resolved`
+  if (/timeout/i.test(describeError(err)))
+    return `DATABASE_URL: ${host}:${port} did not answer within ${CONNECT_TIMEOUT_MS / 1000} s`
+  return `DATABASE_URL (${where}): ${describeError(err)}`
 }

@@ -57,15 +57,6 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   return false
 }
 
-/** A log-safe description: a failed query names its SQL and the cause, never the bound values. */
-export function describeError(err: unknown): string {
-  if (err instanceof DrizzleQueryError) {
-    const cause = err.cause instanceof Error ? err.cause.message : 'no cause'
-    return `${cause} (query: ${err.query.slice(0, 300)})`
-  }
-  return err instanceof Error ? err.message : String(err)
-}
-
 /** What we use of a pg-pool style Pool (node-postgres, and the Neon driver's fork of it). */
 export interface PoolLike<C extends PooledClient = PooledClient> {
   connect(): Promise<C>

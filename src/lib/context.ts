@@ -2,6 +2,7 @@ import type { OpenAPIHono, RouteConfig, RouteHandler } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import type { Database } from '../db/client'
 import type { Config } from '../env'
+import type { MigrationGate } from '../services/migrations'
 import type { Clock } from './clock'
 import type { Kv } from './kv'
 import type { Logger } from './logger'
@@ -38,6 +39,8 @@ export interface AppDeps {
   startedAt?: Date
   /** Aborted when the process shuts down: long-lived answers (event streams) end then. */
   shutdown?: AbortSignal
+  /** Whether the database has this build's migrations; createApp makes one when absent. */
+  migrations: MigrationGate
 }
 
 export interface AppBindings {

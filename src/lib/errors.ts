@@ -25,6 +25,8 @@ export const errorCodes = {
   rate_limited: 429,
   internal_error: 500,
   service_unavailable: 503,
+  database_not_migrated: 503,
+  misconfigured: 503,
 } as const satisfies Record<string, ContentfulStatusCode>
 
 export type ErrorCode = keyof typeof errorCodes
@@ -49,6 +51,8 @@ const titles: Record<ErrorCode, string> = {
   rate_limited: 'Too many requests',
   internal_error: 'Internal server error',
   service_unavailable: 'Service unavailable',
+  database_not_migrated: 'Database not migrated',
+  misconfigured: 'Misconfigured',
 }
 
 export type FieldError = { path: string; message: string }
@@ -117,7 +121,9 @@ export const errorResponses = {
     422: problem('Validation failed; every failing field is listed in `errors`'),
     429: problem('Rate limited'),
     500: problem('Unexpected server error (never caused by input)'),
-    503: problem('A dependency is down'),
+    503: problem(
+      'A dependency is down (`service_unavailable`), or the database lacks migrations (`database_not_migrated`)',
+    ),
   },
   notFound: { 404: problem('Unknown id') },
   conflict: { 409: problem('Conflict: name taken, state change not allowed, stale attempt') },

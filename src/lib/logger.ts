@@ -16,11 +16,30 @@ export interface Logger {
 const order: Record<LogLevel | 'silent', number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 }
 const secretish = /token|secret|password|authorization|cookie|database_url|redis_url/i
 
+const oneLine = (s: string) => s.replace(/\s+/g, ' ').trim()
+
+/**
+ * A log-safe description of an error. A failed query (drizzle's DrizzleQueryError, which
+ * carries `query` and `params`, and whose message repeats both) is told by its cause and
+ * the start of its SQL, never its bound values; a data error from Postgres (SQLSTATE class
+ * 22, e.g. `invalid input syntax for type uuid: "…"`) loses the quoted value it echoes.
+ */
+export function describeError(err: unknown, depth = 0): string {
+  if (err instanceof Error && 'query' in err && typeof err.query === 'string' && 'params' in err) {
+    const cause = err.cause !== undefined && depth < 3 ? describeError(err.cause, depth + 1) : 'no cause'
+    return `${cause} (in: ${oneLine(err.query).slice(0, 120)})`
+  }
+  let msg = oneLine(err instanceof Error ? err.message : String(err))
+  const code = err && typeof err === 'object' ? (err as { code?: unknown }).code : undefined
+  if (typeof code === 'string' && code.startsWith('22')) msg = msg.replace(/:\s*".*"$/, ': [value]')
+  return msg.slice(0, 500)
+}
+
 function scrub(fields: LogFields): LogFields {
   const out: LogFields = {}
   for (const [k, v] of Object.entries(fields)) {
     if (v === undefined) continue
-    out[k] = secretish.test(k) ? '[redacted]' : v instanceof Error ? { name: v.name, message: v.message } : v
+    out[k] = secretish.test(k) ? '[redacted]' : v instanceof Error ? { name: v.name, message: describeError(v) } : v
   }
   return out
 }

@@ -1,9 +1,11 @@
 import { type SQL, sql } from 'drizzle-orm'
 import { rowsOf, type Tx } from '../db/client'
 import { schedulerState } from '../db/schema'
-import { withTx } from '../db/tx'
+import { isDatabaseUnavailable, withTx } from '../db/tx'
+import { describeError } from '../lib/logger'
 import { changed, type ServiceDeps } from './deps'
 import { pruneEvents } from './events'
+import type { MigrationGate } from './migrations'
 import { placePending } from './placement'
 
 /**
@@ -298,30 +300,50 @@ export async function schedulerStatus(deps: Pick<ServiceDeps, 'db'>) {
   return row ?? null
 }
 
+type SweepLog = {
+  info(msg: string, f?: Record<string, unknown>): void
+  debug(msg: string, f?: Record<string, unknown>): void
+  warn(msg: string, f?: Record<string, unknown>): void
+  error(msg: string, f?: Record<string, unknown>): void
+}
+
 /**
- * The in-process sweep timer for Node and Bun (Workers use the cron trigger instead).
- * Never runs two sweeps at once in this process; other instances are kept out by the
- * sweep's advisory lock. Returns a stop function that waits for a sweep in progress.
+ * The in-process sweep timer for Node and Bun (Workers use the cron trigger instead): a
+ * sweep every SWEEP_INTERVAL_SECONDS, never two at once in this process (other instances
+ * are kept out by the sweep's advisory lock). What it cannot do
+ * is said once per change of state, not once per tick: "paused" with the reason when the
+ * database is unreachable, lacks migrations or a sweep fails, then "resumed" when a sweep
+ * runs again. A failure is described without the query's bound values. Returns a stop
+ * function that waits for a sweep in progress.
  */
-export function startSweepTimer(
-  deps: ServiceDeps,
-  log: {
-    info(msg: string, f?: Record<string, unknown>): void
-    debug(msg: string, f?: Record<string, unknown>): void
-    error(msg: string, f?: Record<string, unknown>): void
-  },
-): () => Promise<void> {
+export function startSweepTimer(deps: ServiceDeps, log: SweepLog, migrations?: MigrationGate): () => Promise<void> {
   const seconds = deps.config.sweepIntervalSeconds
   if (seconds <= 0) return async () => {}
   let running: Promise<void> | null = null
+  let problem = '' // the reason the last tick did not sweep; '' while sweeping
+  const paused = (reason: string, error?: unknown) => {
+    if (reason !== problem) {
+      const fields = { reason, ...(error === undefined ? {} : { error: describeError(error) }) }
+      if (error === undefined || isDatabaseUnavailable(error)) log.warn('sweep paused', fields)
+      else log.error('sweep paused', fields)
+    }
+    problem = reason
+  }
   const tick = () => {
     if (running) return
-    running = runSweep(deps)
-      .then((s) => {
-        const busy = s.expiredAgents + s.requeued + s.timedOut + s.retried + s.cancelled + s.assigned > 0
-        ;(busy ? log.info : log.debug)('sweep', { ...s })
-      })
-      .catch((err: unknown) => log.error('sweep failed', { error: err instanceof Error ? err.message : String(err) }))
+    running = (async () => {
+      if (migrations && !(await migrations.isCurrent(deps.db))) {
+        return paused('the database lacks migrations this version needs: run `npm run db:migrate`')
+      }
+      const s = await runSweep(deps)
+      if (problem) log.info('sweep resumed', { after: problem })
+      problem = ''
+      const busy = s.expiredAgents + s.requeued + s.timedOut + s.retried + s.cancelled + s.assigned > 0
+      ;(busy ? log.info : log.debug)('sweep', { ...s })
+    })()
+      .catch((err: unknown) =>
+        paused(isDatabaseUnavailable(err) ? 'the database is unreachable or busy' : 'the sweep failed', err),
+      )
       .finally(() => {
         running = null
       })

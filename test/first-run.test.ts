@@ -1,0 +1,222 @@
+import { spawn } from 'node:child_process'
+import { mkdtempSync, statSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { migrationCount, migrationState } from '../src/db/client'
+import { connectDatabase } from '../src/db/connect'
+import { freshPostgresUrl, onPostgres, SECRET, unique } from './harness'
+import { startServer, stopped } from './spawn'
+
+/**
+ * What a new user meets first: the real entry point on a bare Postgres database, on the
+ * embedded default across restarts, and refusing to start with one clear line.
+ */
+
+const tokenIn = (out: string) => /\n {2}(ey[\w.-]+)\n/.exec(out)?.[1]
+
+async function api(base: string, token: string, method: string, path: string, body?: unknown) {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  })
+  const text = await res.text()
+  return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : undefined }
+}
+
+/** Runs a script of this repository (as `npm run …` would) and collects its output. */
+function script(file: string, args: string[], env: Record<string, string>) {
+  const child = spawn(process.execPath, ['--import', 'tsx', file, ...args], {
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (d) => {
+    out += d
+  })
+  child.stderr.on('data', (d) => {
+    err += d
+  })
+  return new Promise<{ code: number | null; out: string; err: string }>((resolve) =>
+    child.on('exit', (code) => resolve({ code, out, err })),
+  )
+}
+
+describe.runIf(onPostgres())('on a bare Postgres database', () => {
+  it('migrates at start by default and serves at once', async () => {
+    const url = await freshPostgresUrl(false)
+    const s = startServer({ DATABASE_URL: url, SECRET_KEY: SECRET, ENVIRONMENT: 'development' })
+    try {
+      const base = await s.listening
+      const { signToken } = await import('../src/lib/auth')
+      const { loadConfig } = await import('../src/env')
+      const admin = await signToken(loadConfig({ SECRET_KEY: SECRET }), { sub: 'first', role: 'admin' }, 10)
+      expect((await api(base, admin, 'POST', '/api/v1/agents', { name: 'first', provider: 'aws' })).status).toBe(201)
+      expect((await api(base, admin, 'GET', '/api/v1/tasks')).status).toBe(200)
+      expect((await fetch(`${base}/api/v1/health/readiness`)).status).toBe(200)
+    } finally {
+      await stopped(s.child, s.exited)
+    }
+  }, 60_000)
+
+  it('several instances starting together migrate once (advisory lock)', async () => {
+    const url = await freshPostgresUrl(false)
+    const all = await Promise.all([1, 2, 3].map(() => connectDatabase(url, { migrate: true, poolMax: 2 })))
+    try {
+      const state = await migrationState(all[0]?.db as never)
+      expect(state.applied).toBe(true)
+      const { rowsOf } = await import('../src/db/client')
+      const { sql } = await import('drizzle-orm')
+      const [row] = await rowsOf<{ n: number }>(
+        all[0]?.db as never,
+        sql`select count(*)::int as n from drizzle.__drizzle_migrations`,
+      )
+      expect(row?.n).toBe(migrationCount)
+    } finally {
+      await Promise.all(all.map((d) => d.close()))
+    }
+  }, 60_000)
+
+  it('with MIGRATE_ON_START=false: 503 database_not_migrated, one log line, then serves once migrated', async () => {
+    const url = await freshPostgresUrl(false)
+    const s = startServer({
+      DATABASE_URL: url,
+      SECRET_KEY: SECRET,
+      MIGRATE_ON_START: 'false',
+      SWEEP_INTERVAL_SECONDS: '1',
+      LOG_LEVEL: 'info',
+    })
+    try {
+      const base = await s.listening
+      const { signToken } = await import('../src/lib/auth')
+      const { loadConfig } = await import('../src/env')
+      const admin = await signToken(loadConfig({ SECRET_KEY: SECRET }), { sub: 'first', role: 'admin' }, 10)
+      const secretName = unique('never-logged')
+      const refused = await api(base, admin, 'POST', '/api/v1/agents', { name: secretName, provider: 'aws' })
+      expect(refused.status).toBe(503)
+      expect(refused.body.code).toBe('database_not_migrated')
+      expect(refused.headers.get('retry-after')).toBe('5')
+      expect((await api(base, admin, 'GET', '/api/v1/tasks')).body.code).toBe('database_not_migrated')
+      const ready = await fetch(`${base}/api/v1/health/readiness`)
+      expect(ready.status).toBe(503)
+      expect(await ready.json()).toEqual({ status: 'not_ready', reason: 'migrations not applied' })
+
+      // The sweep says so once, however many ticks pass (the timer ticks every second).
+      await s.waitFor(/"msg":"sweep paused"/)
+      await new Promise((r) => setTimeout(r, 3_000))
+      const migrated = await connectDatabase(url, { migrate: true })
+      await migrated.close()
+      await s.waitFor(/"msg":"sweep resumed"/)
+      const { out, err } = s.output()
+      const all = out + err
+      expect(all.match(/"msg":"sweep paused"/g)).toHaveLength(1)
+      expect(all.match(/"msg":"sweep resumed"/g)).toHaveLength(1)
+      expect(all).toContain('npm run db:migrate')
+      // Never a query's text with its values, never a stack, never what the client sent.
+      expect(all).not.toMatch(/params:|Failed query|\n\s+at /)
+      expect(all).not.toContain(secretName)
+
+      const created = await api(base, admin, 'POST', '/api/v1/agents', { name: 'after', provider: 'aws' })
+      expect(created.status).toBe(201)
+    } finally {
+      await stopped(s.child, s.exited)
+    }
+  }, 60_000)
+})
+
+describe('the embedded default', () => {
+  it('keeps its data and its development key across restarts, and `npm run token` signs with it', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'act-first-'))
+    const env = { DATA_DIR: dataDir, ENVIRONMENT: 'development', LOG_LEVEL: 'info' }
+    const first = startServer(env)
+    let agentId: string
+    let firstToken: string
+    try {
+      const base = await first.listening
+      firstToken = tokenIn(first.output().out) as string
+      expect(firstToken).toBeTruthy()
+      expect(first.output().out).toContain(join(dataDir, 'secret-key'))
+      const created = await api(base, firstToken, 'POST', '/api/v1/agents', { name: 'kept', provider: 'onprem' })
+      expect(created.status).toBe(201)
+      agentId = created.body.id
+      expect(statSync(join(dataDir, 'secret-key')).mode & 0o777).toBe(0o600)
+
+      // A second server on the same directory would lose writes: it is refused.
+      const second = startServer(env)
+      expect(await second.exited).toBe(1)
+      expect(second.output().err.trim().split('\n')).toHaveLength(1)
+      expect(second.output().err).toMatch(/^Cannot start: the embedded database in .* is in use by process \d+/)
+
+      first.child.kill('SIGTERM')
+      expect(await first.exited).toBe(0)
+    } finally {
+      await stopped(first.child, first.exited)
+    }
+
+    const again = startServer(env)
+    try {
+      const base = await again.listening
+      // The token printed by the first run still works, and the agent is still there.
+      const read = await api(base, firstToken, 'GET', `/api/v1/agents/${agentId}`)
+      expect(read.status).toBe(200)
+      expect(read.body.name).toBe('kept')
+      // `npm run token` without SECRET_KEY signs with the same kept key.
+      const minted = await script('scripts/token.ts', ['--role', 'viewer'], { DATA_DIR: dataDir })
+      expect(minted.code).toBe(0)
+      expect((await api(base, minted.out.trim(), 'GET', '/api/v1/agents')).status).toBe(200)
+    } finally {
+      await stopped(again.child, again.exited)
+    }
+  }, 90_000)
+
+  it('`npm run token` without SECRET_KEY or a kept key says what to do', async () => {
+    const r = await script('scripts/token.ts', [], { DATA_DIR: mkdtempSync(join(tmpdir(), 'act-none-')) })
+    expect(r.code).toBe(1)
+    expect(r.err).toMatch(/SECRET_KEY is not set .* start the server once/)
+  })
+})
+
+describe('refusing to start, in one line', () => {
+  const oneLine = async (s: ReturnType<typeof startServer>) => {
+    expect(await s.exited).toBe(1)
+    const lines = s.output().err.trim().split('\n')
+    expect(lines, s.output().err).toHaveLength(1)
+    expect(s.output().err).not.toMatch(/\n\s+at /)
+    return lines[0] as string
+  }
+
+  it('when the port is in use', async () => {
+    const holder = createServer()
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()))
+    const port = (holder.address() as { port: number }).port
+    try {
+      const line = await oneLine(startServer({ PORT: String(port), DATABASE_URL: 'memory://', SECRET_KEY: SECRET }))
+      expect(line).toBe(`Cannot start: PORT ${port} is already in use on 127.0.0.1; stop what holds it, or set PORT`)
+    } finally {
+      holder.close()
+    }
+  })
+
+  it('when nothing listens at DATABASE_URL, and `npm run db:migrate` likewise', async () => {
+    const url = 'postgres://someone:hunter2-secret@127.0.0.1:1/app'
+    const line = await oneLine(startServer({ DATABASE_URL: url, SECRET_KEY: SECRET }))
+    expect(line).toBe('Cannot start: DATABASE_URL: nothing accepts connections at 127.0.0.1:1 (is Postgres running?)')
+    const m = await script('scripts/migrate.ts', [], { DATABASE_URL: url })
+    expect(m.code).toBe(1)
+    expect(m.err.trim()).toBe(
+      'Cannot migrate: DATABASE_URL: nothing accepts connections at 127.0.0.1:1 (is Postgres running?)',
+    )
+    expect(line + m.err).not.toContain('hunter2')
+  })
+
+  it.runIf(onPostgres())('when the database does not exist', async () => {
+    const url = new URL(await freshPostgresUrl())
+    url.pathname = '/no_such_database_here'
+    const line = await oneLine(startServer({ DATABASE_URL: url.toString(), SECRET_KEY: SECRET }))
+    expect(line).toMatch(/^Cannot start: DATABASE_URL: database "no_such_database_here" does not exist on /)
+    expect(line).toContain('createdb')
+  })
+})
