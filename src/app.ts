@@ -1,7 +1,6 @@
 import { swaggerUI } from '@hono/swagger-ui'
 import { DrizzleQueryError } from 'drizzle-orm'
 import type { Context, MiddlewareHandler } from 'hono'
-import { bodyLimit } from 'hono/body-limit'
 import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
 import { requestId } from 'hono/request-id'
@@ -9,6 +8,7 @@ import { secureHeaders } from 'hono/secure-headers'
 import swaggerUiDist from 'swagger-ui-dist/package.json'
 import type { Database } from './db/client'
 import { isDatabaseUnavailable, pgErrorCode } from './db/tx'
+import { limitBody } from './lib/body-limit'
 import type { AppBindings, AppDeps } from './lib/context'
 import { createRouter } from './lib/create-app'
 import { ApiError, type ErrorCode, type ProblemExtras, problemBody } from './lib/errors'
@@ -98,15 +98,7 @@ export function createApp(input: AppInput) {
     }
     await next()
   })
-  app.use(
-    '/api/*',
-    bodyLimit({
-      maxSize: config.maxBodyBytes,
-      onError: () => {
-        throw new ApiError('payload_too_large', `The body exceeds ${config.maxBodyBytes} bytes (MAX_BODY_BYTES).`)
-      },
-    }),
-  )
+  app.use('/api/*', limitBody({ maxBytes: config.maxBodyBytes }))
 
   // A database behind the code answers 503 database_not_migrated (the probes report it themselves).
   const gate: MiddlewareHandler<AppBindings> = async (c, next) => {

@@ -64,6 +64,21 @@ describe('bad input', () => {
     expect(await rowCounts()).toEqual(before)
   })
 
+  it('413 by the declared Content-Length too, and a fitting declared body is read as usual', async () => {
+    const big = JSON.stringify({ name: 'big', type: 't', payload: 'x'.repeat(5000) })
+    const res = await h.call('POST', '/api/v1/tasks', {
+      raw: big,
+      headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(big)) },
+    })
+    expectProblem(res, 413, 'payload_too_large')
+    const small = JSON.stringify({ name: 'small', type: 't' })
+    const ok = await h.call('POST', '/api/v1/tasks', {
+      raw: small,
+      headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(small)) },
+    })
+    expect(ok.status).toBe(201)
+  })
+
   it('422 lists every failing field, nested ones with their path', async () => {
     const res = await h.call('POST', '/api/v1/tasks', {
       body: {

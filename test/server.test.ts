@@ -3,7 +3,9 @@ import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { freshPostgresUrl, onPostgres, testRedisUrl } from './harness'
+import { loadConfig } from '../src/env'
+import { signToken } from '../src/lib/auth'
+import { freshPostgresUrl, onPostgres, SECRET, testRedisUrl } from './harness'
 import { runtimes, startServer as start, stopped } from './spawn'
 
 const cases = runtimes.flatMap((runtime) =>
@@ -83,6 +85,41 @@ describe.each(cases)('the server under %s (%s database)', (runtime, kind) => {
       expect(logged).not.toContain(token)
       await expect(fetch(`${url}/api/v1/health/liveness`)).rejects.toThrow()
     } finally {
+      await stopped(s.child, s.exited)
+    }
+  }, 60_000)
+})
+
+describe.each(runtimes)('HTTP edges of the server under %s', (runtime) => {
+  it('answers a 2 MiB body with a 413 a keep-alive client can read, and the connection stays usable', async () => {
+    const s = start({ DATABASE_URL: 'memory://', SECRET_KEY: SECRET }, runtime)
+    const { Client } = await import('undici')
+    let client: InstanceType<typeof Client> | undefined
+    try {
+      const url = await s.listening
+      const token = await signToken(loadConfig({ SECRET_KEY: SECRET }), { sub: 'edge', role: 'admin' }, 10)
+      client = new Client(url) // one connection: every request below goes over the same socket
+      const big = JSON.stringify({ name: 'big', type: 't', payload: { blob: 'a'.repeat(2 * 1024 * 1024) } })
+      for (let i = 0; i < 3; i++) {
+        const refused = await client.request({
+          path: '/api/v1/tasks',
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: big,
+        })
+        expect(refused.statusCode).toBe(413)
+        expect(((await refused.body.json()) as { code: string }).code).toBe('payload_too_large')
+        const next = await client.request({
+          path: '/api/v1/tasks',
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ name: `after-${i}`, type: 't' }),
+        })
+        expect(next.statusCode).toBe(201)
+        await next.body.text()
+      }
+    } finally {
+      await client?.close()
       await stopped(s.child, s.exited)
     }
   }, 60_000)
