@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { ConfigError, loadConfig } from '../src/env'
-import { signToken } from '../src/lib/auth'
+import { maxLifetimeMinutes, signToken } from '../src/lib/auth'
 import { type Role, roles } from '../src/lib/context'
 import { devSecret, devSecretPath } from '../src/lib/dev-secret'
 
@@ -35,6 +35,12 @@ try {
     )
   }
   const minutes = values.minutes ? Number(values.minutes) : config.accessTokenExpireMinutes
+  const most = maxLifetimeMinutes(config, role)
+  if (!Number.isInteger(minutes) || minutes < 1 || minutes > most) {
+    throw new ConfigError(
+      `--minutes must be a whole number from 1 to ${most}: the server refuses ${role} tokens that live longer (${role === 'agent' ? 'MAX_AGENT_TOKEN_LIFETIME_MINUTES' : 'MAX_TOKEN_LIFETIME_MINUTES'})`,
+    )
+  }
   const token = await signToken(
     config,
     { sub: values.sub ?? `local-${role}`, role, ...(values.tv ? { tv: Number(values.tv) } : {}) },

@@ -50,6 +50,8 @@ const schema = z
     ALGORITHM: z.enum(['HS256', 'HS384', 'HS512']).default('HS256'),
     ACCESS_TOKEN_EXPIRE_MINUTES: int(1, 525_600).default(60),
     AGENT_TOKEN_EXPIRE_MINUTES: int(1, 5_256_000).default(525_600),
+    MAX_TOKEN_LIFETIME_MINUTES: int(1, 5_256_000).optional(),
+    MAX_AGENT_TOKEN_LIFETIME_MINUTES: int(1, 5_256_000).optional(),
     HEARTBEAT_INTERVAL_SECONDS: int(1, 3600).default(30),
     HEARTBEAT_TIMEOUT_SECONDS: int(2, 86_400).default(90),
     ASSIGN_TIMEOUT_SECONDS: int(1, 86_400).default(60),
@@ -84,6 +86,23 @@ const schema = z
         message: 'must be at least RETRY_BACKOFF_BASE_SECONDS',
       })
     }
+    if (v.MAX_TOKEN_LIFETIME_MINUTES !== undefined && v.MAX_TOKEN_LIFETIME_MINUTES < v.ACCESS_TOKEN_EXPIRE_MINUTES) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['MAX_TOKEN_LIFETIME_MINUTES'],
+        message: 'must be at least ACCESS_TOKEN_EXPIRE_MINUTES (or the service would refuse its own tokens)',
+      })
+    }
+    if (
+      v.MAX_AGENT_TOKEN_LIFETIME_MINUTES !== undefined &&
+      v.MAX_AGENT_TOKEN_LIFETIME_MINUTES < v.AGENT_TOKEN_EXPIRE_MINUTES
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['MAX_AGENT_TOKEN_LIFETIME_MINUTES'],
+        message: 'must be at least AGENT_TOKEN_EXPIRE_MINUTES (or the service would refuse its own tokens)',
+      })
+    }
     if (v.HEARTBEAT_TIMEOUT_SECONDS <= v.HEARTBEAT_INTERVAL_SECONDS) {
       ctx.addIssue({
         code: 'custom',
@@ -116,6 +135,10 @@ export interface Config {
   algorithm: 'HS256' | 'HS384' | 'HS512'
   accessTokenExpireMinutes: number
   agentTokenExpireMinutes: number
+  /** Tokens of people and services (admin, operator, viewer) living longer than this are refused. */
+  maxTokenLifetimeMinutes: number
+  /** Agent tokens living longer than this are refused. */
+  maxAgentTokenLifetimeMinutes: number
   heartbeatIntervalSeconds: number
   heartbeatTimeoutSeconds: number
   /** Assigned tasks not started within this go back to pending. */
@@ -189,6 +212,8 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     algorithm: v.ALGORITHM,
     accessTokenExpireMinutes: v.ACCESS_TOKEN_EXPIRE_MINUTES,
     agentTokenExpireMinutes: v.AGENT_TOKEN_EXPIRE_MINUTES,
+    maxTokenLifetimeMinutes: v.MAX_TOKEN_LIFETIME_MINUTES ?? v.ACCESS_TOKEN_EXPIRE_MINUTES,
+    maxAgentTokenLifetimeMinutes: v.MAX_AGENT_TOKEN_LIFETIME_MINUTES ?? v.AGENT_TOKEN_EXPIRE_MINUTES,
     heartbeatIntervalSeconds: v.HEARTBEAT_INTERVAL_SECONDS,
     heartbeatTimeoutSeconds: v.HEARTBEAT_TIMEOUT_SECONDS,
     assignTimeoutSeconds: v.ASSIGN_TIMEOUT_SECONDS,

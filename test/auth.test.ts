@@ -28,6 +28,11 @@ describe('401: no, bad, expired, unsigned or revoked tokens', () => {
     ['no sub', () => sign({ role: 'admin', exp: now() + 60 }, SECRET)],
     ['other algorithm', () => sign({ sub: 'x', role: 'admin', exp: now() + 60 }, SECRET, 'HS512')],
     ['agent token for a non-uuid', () => sign({ sub: 'x', role: 'agent', tv: 1, exp: now() + 60 }, SECRET)],
+    ['lives longer than an admin token may', () => sign({ sub: 'x', role: 'admin', exp: now() + 2 * 3600 }, SECRET)],
+    [
+      'minted (iat) to live longer than a viewer token may',
+      () => sign({ sub: 'x', role: 'viewer', iat: now() - 3 * 3600, exp: now() + 600 }, SECRET),
+    ],
     [
       'agent token for an unknown agent',
       () => sign({ sub: '0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d', role: 'agent', tv: 1, exp: now() + 60 }, SECRET),
@@ -46,6 +51,27 @@ describe('401: no, bad, expired, unsigned or revoked tokens', () => {
     const a = await h.agent()
     const forged = await sign({ sub: a.id, role: 'agent', exp: now() + 60 }, SECRET)
     expect((await h.call('GET', `/api/v1/agents/${a.id}`, { token: forged })).status).toBe(401)
+  })
+
+  it('an agent token that lives longer than MAX_AGENT_TOKEN_LIFETIME_MINUTES', async () => {
+    const a = await h.agent()
+    const year = 366 * 24 * 3600
+    const forged = await sign({ sub: a.id, role: 'agent', tv: 1, exp: now() + year }, SECRET)
+    const res = await h.call('GET', `/api/v1/agents/${a.id}`, { token: forged })
+    expect(res.status).toBe(401)
+    expect(res.body.detail).toMatch(/lives longer than a token of role "agent" may/)
+    const fair = await sign({ sub: a.id, role: 'agent', tv: 1, exp: now() + 30 * 24 * 3600 }, SECRET)
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`, { token: fair })).status).toBe(200)
+  })
+
+  it('answers that carry a token are never cached', async () => {
+    const created = await h.call('POST', '/api/v1/agents', { body: { name: `nostore-${now()}`, provider: 'aws' } })
+    expect(created.status).toBe(201)
+    expect(created.headers.get('cache-control')).toBe('no-store')
+    const rotated = await h.call('POST', `/api/v1/agents/${created.body.id}/token`)
+    expect(rotated.status).toBe(201)
+    expect(rotated.headers.get('cache-control')).toBe('no-store')
+    expect((await h.call('GET', `/api/v1/agents/${created.body.id}`)).headers.get('cache-control')).toBeNull()
   })
 
   it('checks the token before the body, so a bad body without a token is 401', async () => {

@@ -18,7 +18,18 @@ describe('loadConfig', () => {
       maxBodyBytes: 1048576,
       corsOrigins: [],
       logFormat: 'text',
+      dataDir: '.data',
+      migrateOnStart: true,
+      maxTokenLifetimeMinutes: 60,
+      maxAgentTokenLifetimeMinutes: 525_600,
     })
+  })
+
+  it('bounds token lifetimes by role, never below what the service itself mints', () => {
+    expect(loadConfig({ ACCESS_TOKEN_EXPIRE_MINUTES: '120' }).maxTokenLifetimeMinutes).toBe(120)
+    expect(loadConfig({ MAX_TOKEN_LIFETIME_MINUTES: '1440' }).maxTokenLifetimeMinutes).toBe(1440)
+    expect(() => loadConfig({ MAX_TOKEN_LIFETIME_MINUTES: '30' })).toThrow(/MAX_TOKEN_LIFETIME_MINUTES/)
+    expect(() => loadConfig({ MAX_AGENT_TOKEN_LIFETIME_MINUTES: '60' })).toThrow(/MAX_AGENT_TOKEN_LIFETIME_MINUTES/)
   })
 
   it('parses every kind of value', () => {

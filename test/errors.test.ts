@@ -170,7 +170,7 @@ describe('bad input', () => {
   })
 
   it('refuses JSON nested deeper than 32 levels with 422 (it would exhaust the stack), accepts 32', async () => {
-    const nest = (n: number) => '{"a":'.repeat(n) + '1' + '}'.repeat(n)
+    const nest = (n: number) => `${'{"a":'.repeat(n)}1${'}'.repeat(n)}`
     const deep = `{"name":"deep","type":"t","payload":${nest(20_000)}}`
     const res = await h.call('POST', '/api/v1/tasks', { raw: deep, headers: { 'content-type': 'application/json' } })
     expectProblem(res, 413, 'payload_too_large') // 100 KB over this file's 4 KiB limit

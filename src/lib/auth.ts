@@ -17,8 +17,16 @@ const claimsSchema = z.object({
   sub: z.string().min(1).max(200),
   role: z.enum(roles),
   exp: z.number(),
+  iat: z.number().optional(),
   tv: z.number().int().optional(),
 })
+
+/** Clock skew allowed between the system that minted a token and this one. */
+const LEEWAY_SECONDS = 60
+
+/** The longest a token of this role may live (MAX_TOKEN_LIFETIME_MINUTES, MAX_AGENT_TOKEN_LIFETIME_MINUTES). */
+export const maxLifetimeMinutes = (config: Config, role: Role) =>
+  role === 'agent' ? config.maxAgentTokenLifetimeMinutes : config.maxTokenLifetimeMinutes
 
 export type Claims = z.infer<typeof claimsSchema>
 const uuidSchema = z.uuid()
@@ -74,7 +82,16 @@ export const authenticate = createMiddleware<AppBindings>(async (c, next) => {
   }
   const claims = claimsSchema.safeParse(payload)
   if (!claims.success) throw new ApiError('unauthorized', 'The token lacks valid sub, role or exp claims.')
-  const { sub, role, tv } = claims.data
+  const { sub, role, tv, exp, iat } = claims.data
+  // A token minted to live longer than its role may (by a system sharing the secret, or
+  // before the bound was lowered) is refused: a leaked one must not work for years.
+  const lifetime = exp - (iat ?? Math.floor(Date.now() / 1000))
+  if (lifetime > maxLifetimeMinutes(config, role) * 60 + LEEWAY_SECONDS) {
+    throw new ApiError(
+      'unauthorized',
+      `The token lives longer than a token of role "${role}" may (${maxLifetimeMinutes(config, role)} minutes).`,
+    )
+  }
   const principal: Principal = { sub, role }
   if (role === 'agent') {
     // Every agent call needs this row: cached (Redis), dropped by rotation and deletion.

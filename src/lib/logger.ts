@@ -44,6 +44,14 @@ function scrub(fields: LogFields): LogFields {
   return out
 }
 
+// Control characters (a path with %0A, say) must not break or forge a line of text output.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point
+const controls = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g
+const escapeControls = (s: string) =>
+  s.replace(controls, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`)
+/** A text-format value: bare when printable ASCII without `"` or `=`, else quoted and escaped, so it stays one field. */
+const textValue = (s: string) => (/^[!#-<>-~]*$/.test(s) ? s : escapeControls(JSON.stringify(s)))
+
 export interface LoggerOptions {
   level: LogLevel | 'silent'
   format: 'json' | 'text'
@@ -66,9 +74,9 @@ export function createLogger(opts: LoggerOptions, base: LogFields = {}): Logger 
       write(JSON.stringify({ time, level, msg, ...all }), level)
     } else {
       const rest = Object.entries(all)
-        .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+        .map(([k, v]) => `${k}=${typeof v === 'string' ? textValue(v) : JSON.stringify(v)}`)
         .join(' ')
-      write(`${time} ${level.toUpperCase().padEnd(5)} ${msg}${rest ? ` ${rest}` : ''}`, level)
+      write(`${time} ${level.toUpperCase().padEnd(5)} ${escapeControls(msg)}${rest ? ` ${rest}` : ''}`, level)
     }
   }
   return {

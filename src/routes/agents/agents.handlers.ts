@@ -16,6 +16,8 @@ import type {
 
 async function agentToken(c: Context<AppBindings>, agentId: string, tokenVersion: number) {
   const { config } = c.var.deps
+  // The answer holds a credential: no cache (browser, proxy) may keep it.
+  c.header('Cache-Control', 'no-store')
   const token = await signToken(
     config,
     { sub: agentId, role: 'agent', tv: tokenVersion },
