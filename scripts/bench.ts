@@ -10,10 +10,13 @@
  * - lifecycle: the real server (src/server.ts) in a child process, 100 simulated agents
  *   over HTTP heartbeating, starting and completing tasks that a producer creates;
  *   completed tasks per second and create→assigned latency percentiles.
+ * - streams: live event streams (1, then 1,000) on the real server while tasks are created:
+ *   database statements per second and server CPU (Postgres only).
  * Every phase is bounded in count and time and stops by itself.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { setMaxListeners } from 'node:events'
+import { existsSync, readFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import type { Options as AutocannonOptions } from 'autocannon'
 import { sql } from 'drizzle-orm'
@@ -144,7 +147,7 @@ async function freePort(): Promise<number> {
 async function startServer(
   url: string,
   secret: string,
-  opts: { runtime?: 'node' | 'bun'; redisUrl?: string } = {},
+  opts: { runtime?: 'node' | 'bun'; redisUrl?: string; env?: Record<string, string> } = {},
 ): Promise<{ child: ChildProcess; base: string }> {
   const port = await freePort()
   // BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the server.
@@ -167,6 +170,7 @@ async function startServer(
       HEARTBEAT_INTERVAL_SECONDS: '5',
       // The load generator is one token subject; a write limit would measure the limiter.
       RATE_LIMIT_PER_MINUTE: '0',
+      ...opts.env,
     },
     stdio: ['ignore', process.env.BENCH_SERVER_LOG_LEVEL ? 'pipe' : 'inherit', 'inherit'],
   })
@@ -466,7 +470,108 @@ async function benchStatistics() {
   }
 }
 
+/** CPU seconds (user + system) a process has used, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+  return (Number(fields[11]) + Number(fields[12])) / 100 // utime, stime in clock ticks (100 Hz)
+}
+
+/**
+ * streams: the real server on Postgres with N live event streams open (1, then 1,000) while
+ * a writer creates 5 tasks a second for 15 s: statements per second the server sends to
+ * Postgres (its own counter, agenticcp_db_statements_total), its CPU, and whether every
+ * stream got every event. The streams share one reader of the log, so the cost should not
+ * grow with N.
+ */
+async function benchStreams() {
+  if (!onPostgres) {
+    console.log('streams note=needs_postgres (set DATABASE_URL=postgres://…)')
+    return
+  }
+  const { Agent } = await import('undici')
+  const secret = 's'.repeat(40)
+  const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
+  const WINDOW_MS = 15_000
+  const RATE = 5
+  for (const n of [1, 1000]) {
+    const { url, drop } = await scratch()
+    const { child, base } = await startServer(url, secret, {
+      env: { EVENT_STREAMS_PER_PRINCIPAL: '5000', EVENT_STREAMS_MAX: '5000', SWEEP_INTERVAL_SECONDS: '0' },
+    })
+    const dispatcher = new Agent({ connections: n + 10, bodyTimeout: 0, headersTimeout: 0 })
+    const aborter = new AbortController()
+    setMaxListeners(0, aborter.signal) // one listener per stream
+    try {
+      const statements = async () => {
+        const text = await (await fetch(`${base}/metrics`)).text()
+        return Number(/^agenticcp_db_statements_total (\d+)/m.exec(text)?.[1] ?? Number.NaN)
+      }
+      const received = new Array<number>(n).fill(0)
+      let connected = 0
+      const opened = Array.from({ length: n }, async (_, i) => {
+        const res = await fetch(`${base}/api/v1/events?type=task.created`, {
+          headers: { accept: 'text/event-stream', authorization: `Bearer ${admin}` },
+          signal: aborter.signal,
+          // @ts-expect-error undici's dispatcher option is not in the DOM fetch types
+          dispatcher,
+        })
+        if (res.status !== 200) throw new Error(`stream ${i}: ${res.status}`)
+        connected++
+        const decoder = new TextDecoder()
+        try {
+          for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+            received[i] = (received[i] ?? 0) + (decoder.decode(chunk).match(/^event: task\.created$/gm)?.length ?? 0)
+          }
+        } catch {
+          // aborted at the end
+        }
+      })
+      const deadline = Date.now() + 60_000
+      while (connected < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+      await new Promise((r) => setTimeout(r, 1000))
+      const s0 = await statements()
+      const c0 = cpuSeconds(child.pid as number)
+      const t0 = performance.now()
+      let created = 0
+      while (performance.now() - t0 < WINDOW_MS) {
+        const res = await fetch(`${base}/api/v1/tasks`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ name: `s-${created}`, type: 'bench.stream', scheduledAt: '2099-01-01T00:00:00Z' }),
+        })
+        if (res.status === 201) created++
+        await res.text()
+        await new Promise((r) => setTimeout(r, 1000 / RATE))
+      }
+      const seconds = (performance.now() - t0) / 1000
+      const s1 = await statements()
+      const c1 = cpuSeconds(child.pid as number)
+      // Let the last events reach every stream before counting.
+      const settle = Date.now() + 5_000
+      while (received.some((r) => r < created) && Date.now() < settle) await new Promise((r) => setTimeout(r, 100))
+      line('streams', {
+        open: n,
+        connected,
+        seconds,
+        tasks_created: created,
+        db_statements_per_s: (s1 - s0) / seconds,
+        db_statements_per_task: (s1 - s0) / created,
+        server_cpu_ms_per_s: ((c1 - c0) * 1000) / seconds,
+        streams_with_every_event: received.filter((r) => r >= created).length,
+      })
+      aborter.abort()
+      await Promise.allSettled(opened)
+    } finally {
+      await dispatcher.close().catch(() => {})
+      child.kill('SIGTERM')
+      await new Promise((r) => child.once('exit', r))
+      await drop()
+    }
+  }
+}
+
 if (!only || only === 'sweep') await benchSweep()
 if (!only || only === 'statistics') await benchStatistics()
 if (!only || only === 'lifecycle') await benchLifecycle()
 if (!only || only === 'read') await benchRead()
+if (!only || only === 'streams') await benchStreams()

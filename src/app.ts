@@ -16,6 +16,7 @@ import { type Kv, MemoryKv } from './lib/kv'
 import { describeError } from './lib/logger'
 import { Metrics } from './lib/metrics'
 import { LocalNotifier } from './lib/notifier'
+import { StreamSlots } from './lib/stream-slots'
 import { agentsRouter } from './routes/agents/agents.index'
 import { dashboardRouter } from './routes/dashboard/dashboard.index'
 import { eventsRouter } from './routes/events/events.index'
@@ -24,13 +25,15 @@ import { metricsRouter } from './routes/metrics/metrics.index'
 import { schedulerRouter } from './routes/scheduler/scheduler.index'
 import { statisticsRouter } from './routes/statistics/statistics.index'
 import { tasksRouter } from './routes/tasks/tasks.index'
+import { EventFeed } from './services/event-feed'
 import { MigrationGate, missingObjectStates, notMigrated } from './services/migrations'
 
 /**
  * Builds the whole service from its dependencies. Imports nothing runtime-specific:
  * Node, Bun and Workers entry points build `deps` their own way and serve `app.fetch`.
  */
-export interface AppInput extends Omit<AppDeps, 'database' | 'kv' | 'metrics' | 'migrations'> {
+export interface AppInput
+  extends Omit<AppDeps, 'database' | 'kv' | 'metrics' | 'migrations' | 'streams' | 'eventFeed'> {
   metrics?: Metrics
   migrations?: MigrationGate
   /** The database, or (Workers) a function giving each request its own. */
@@ -46,9 +49,21 @@ export function createApp(input: AppInput) {
     notifier: input.notifier ?? new LocalNotifier(),
     metrics: input.metrics ?? new Metrics(),
     migrations: input.migrations ?? new MigrationGate(),
+    streams: new StreamSlots(input.config.eventStreamsPerPrincipal, input.config.eventStreamsMax),
   }
+  // One database and bus for the process: every live event stream shares one reader.
   const fixed: AppDeps | undefined =
-    typeof database !== 'function' && typeof kv !== 'function' ? { ...shared, database, kv } : undefined
+    typeof database !== 'function' && typeof kv !== 'function'
+      ? {
+          ...shared,
+          database,
+          kv,
+          eventFeed: new EventFeed(database.db, kv, {
+            logger: input.logger,
+            onRead: () => shared.metrics.eventFeedReads.inc({}),
+          }),
+        }
+      : undefined
   const resolve = (c: Context): AppDeps => ({
     ...shared,
     database: typeof database === 'function' ? database(c) : database,

@@ -66,6 +66,8 @@ const schema = z
     MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
     CORS_ORIGINS: csv.default([]),
     EVENT_RETENTION_DAYS: int(0, 36_500).default(30),
+    EVENT_STREAMS_PER_PRINCIPAL: int(1, 100_000).default(100),
+    EVENT_STREAMS_MAX: int(1, 1_000_000).default(2000),
     METRICS_TOKEN: z.string().default(''),
     LOG_FILE: z.string().default(''),
     LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
@@ -161,6 +163,10 @@ export interface Config {
   corsOrigins: string[]
   /** Events older than this are deleted by the sweep; 0 keeps them forever. */
   eventRetentionDays: number
+  /** Open event streams per token subject, per process (429 past it). */
+  eventStreamsPerPrincipal: number
+  /** Open event streams in all, per process (429 past it). */
+  eventStreamsMax: number
   /** When set, GET /metrics wants `Authorization: Bearer <METRICS_TOKEN>`. */
   metricsToken: string
   /** Node/Bun: also append log lines to this file. */
@@ -228,6 +234,8 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     maxBodyBytes: v.MAX_BODY_BYTES,
     corsOrigins: v.CORS_ORIGINS,
     eventRetentionDays: v.EVENT_RETENTION_DAYS,
+    eventStreamsPerPrincipal: v.EVENT_STREAMS_PER_PRINCIPAL,
+    eventStreamsMax: v.EVENT_STREAMS_MAX,
     metricsToken: v.METRICS_TOKEN,
     logFile: v.LOG_FILE,
     // DEBUG=true turns on debug logs unless LOG_LEVEL says otherwise.

@@ -4,6 +4,16 @@ import { rowsOf } from '../src/db/client'
 import { runSweep } from '../src/services/scheduler'
 import { createHarness, type Harness, onPostgres } from './harness'
 
+async function eventually<T>(f: () => Promise<T | undefined>, ms = 5_000): Promise<T> {
+  const end = Date.now() + ms
+  for (;;) {
+    const v = await f()
+    if (v !== undefined) return v
+    if (Date.now() > end) throw new Error('timed out')
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
 let h: Harness
 beforeAll(async () => {
   h = await createHarness({ EVENT_RETENTION_DAYS: '7' })
@@ -15,7 +25,8 @@ afterAll(async () => {
 type Ev = { id: number; type: string; taskId: string | null; agentId: string | null; data: Record<string, unknown> }
 
 /** A Server-Sent Events client over the app (no network), collecting events until stopped. */
-function subscribe(path: string, lastEventId?: number) {
+function subscribe(path: string, lastEventId?: number, on: { harness?: Harness; token?: string } = {}) {
+  const harness = on.harness ?? h
   const controller = new AbortController()
   const got: Ev[] = []
   const comments: string[] = []
@@ -25,10 +36,10 @@ function subscribe(path: string, lastEventId?: number) {
   const done = (async () => {
     const headers: Record<string, string> = {
       accept: 'text/event-stream',
-      authorization: `Bearer ${await h.token('viewer')}`,
+      authorization: `Bearer ${on.token ?? (await harness.token('viewer'))}`,
     }
     if (lastEventId !== undefined) headers['last-event-id'] = String(lastEventId)
-    const res = await h.app.request(path, { headers, signal: controller.signal })
+    const res = await harness.app.request(path, { headers, signal: controller.signal })
     expect(res.status).toBe(200)
     expect(res.headers.get('content-type')).toContain('text/event-stream')
     const reader = (res.body as ReadableStream<Uint8Array>).getReader()
@@ -250,6 +261,64 @@ describe('GET /api/v1/events (Server-Sent Events)', () => {
     },
     60_000,
   )
+})
+
+describe('live streams share one reader and are capped', () => {
+  it('every stream of the process is fed by one reader of the log: 25 streams cost what one does', async () => {
+    const reads = async () => {
+      const text: string = (await h.call('GET', '/metrics', { token: null })).body
+      return Number(/^agenticcp_event_feed_reads_total (\d+)/m.exec(text)?.[1] ?? 0)
+    }
+    const streams = Array.from({ length: 25 }, () => subscribe('/api/v1/events?type=task.'))
+    await Promise.all(streams.map((s) => s.until(() => s.comments.includes(': connected'))))
+    expect((await h.call('GET', '/metrics', { token: null })).body).toMatch(/^agenticcp_event_streams_open 25$/m)
+    const before = await reads()
+    for (let i = 0; i < 5; i++) {
+      const t = await h.pendingTask()
+      await Promise.all(streams.map((s) => s.until((evs) => evs.some((e) => e.taskId === t.id))))
+    }
+    const used = (await reads()) - before
+    // One read per wake-up (a write, or the 2 s poll), shared: never one per stream (125 here).
+    expect(used).toBeGreaterThanOrEqual(5)
+    expect(used).toBeLessThanOrEqual(15)
+    await Promise.all(streams.map((s) => s.close()))
+  })
+
+  it('caps open streams per token subject and in all (429 with Retry-After), and frees a slot when a stream ends', async () => {
+    const capped = await createHarness({ EVENT_STREAMS_PER_PRINCIPAL: '2', EVENT_STREAMS_MAX: '3' }, h.database)
+    const open = async (token: string) => {
+      const controller = new AbortController()
+      const res = await capped.app.request('/api/v1/events', {
+        headers: { accept: 'text/event-stream', authorization: `Bearer ${token}` },
+        signal: controller.signal,
+      })
+      return { res, close: () => res.body?.cancel().catch(() => {}) }
+    }
+    const alice = await capped.token('viewer', 'alice')
+    const bob = await capped.token('viewer', 'bob')
+    const carol = await capped.token('operator', 'carol')
+    const a1 = await open(alice)
+    const a2 = await open(alice)
+    expect([a1.res.status, a2.res.status]).toEqual([200, 200])
+    const a3 = await open(alice)
+    expect(a3.res.status).toBe(429)
+    expect(a3.res.headers.get('retry-after')).toBe('5')
+    expect(((await a3.res.json()) as { code: string; detail: string }).detail).toContain('EVENT_STREAMS_PER_PRINCIPAL')
+    const b1 = await open(bob)
+    expect(b1.res.status).toBe(200)
+    const c1 = await open(carol)
+    expect(c1.res.status).toBe(429)
+    expect(((await c1.res.json()) as { code: string }).code).toBe('too_many_streams')
+    // JSON pages are not streams: never capped.
+    expect((await capped.call('GET', '/api/v1/events?limit=1', { token: alice })).status).toBe(200)
+    await a1.close()
+    const c2 = await eventually(async () => {
+      const o = await open(carol)
+      return o.res.status === 200 ? o : undefined
+    })
+    await Promise.all([a2.close(), b1.close(), c2.close()])
+    await capped.kv.close()
+  })
 })
 
 describe('retention', () => {

@@ -18,6 +18,8 @@ export interface Database {
   db: Db
   driver: DriverName
   close(): Promise<void>
+  /** node-postgres only: statements sent so far, transaction control included (a metric). */
+  statements?(): number
   /** PGlite only: the data directory as a tarball, to start copies from (tests). */
   dumpDataDir?(): Promise<Blob>
   /**

@@ -47,6 +47,15 @@ export async function connectDatabase(url: string, opts: ConnectOptions = {}): P
     })
     const db = drizzle(pool, { schema }) as unknown as Db
     guardPool<PoolClient>(db, pool, (client) => drizzle(client, { schema }) as unknown as Db)
+    // Every statement goes through some client's query(): count them for /metrics and benches.
+    let statements = 0
+    pool.on('connect', (client) => {
+      const query = client.query.bind(client) as (...args: unknown[]) => unknown
+      ;(client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args) => {
+        statements++
+        return query(...args)
+      }
+    })
     if (opts.migrate) {
       const { migrate } = await import('drizzle-orm/node-postgres/migrator')
       // Instances starting together migrate once: the first takes the lock and migrates,
@@ -73,7 +82,7 @@ export async function connectDatabase(url: string, opts: ConnectOptions = {}): P
         if (!broken) client.release()
       }
     }
-    return { db, driver: 'node-postgres', close: () => pool.end() }
+    return { db, driver: 'node-postgres', close: () => pool.end(), statements: () => statements }
   }
 
   const { PGlite } = await import('@electric-sql/pglite')

@@ -2,12 +2,14 @@ import type { OpenAPIHono, RouteConfig, RouteHandler } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import type { Database } from '../db/client'
 import type { Config } from '../env'
+import type { EventFeed } from '../services/event-feed'
 import type { MigrationGate } from '../services/migrations'
 import type { Clock } from './clock'
 import type { Kv } from './kv'
 import type { Logger } from './logger'
 import type { Metrics } from './metrics'
 import type { WorkNotifier } from './notifier'
+import type { StreamSlots } from './stream-slots'
 
 export const roles = ['admin', 'operator', 'viewer', 'agent'] as const
 export type Role = (typeof roles)[number]
@@ -41,6 +43,10 @@ export interface AppDeps {
   shutdown?: AbortSignal
   /** Whether the database has this build's migrations; createApp makes one when absent. */
   migrations: MigrationGate
+  /** Caps on open event streams (per app: a process, or a Workers isolate). */
+  streams: StreamSlots
+  /** The one reader of the event log behind every live stream; absent on Workers (one per stream). */
+  eventFeed?: EventFeed
 }
 
 export interface AppBindings {

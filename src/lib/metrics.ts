@@ -43,6 +43,10 @@ export class Counter extends Series {
     if (cur) cur.v += by
     else this.values.set(k, { labels, v: by })
   }
+  /** For a total kept elsewhere (read at scrape time). */
+  setTotal(labels: Labels, v: number): void {
+    this.values.set(keyOf(labels), { labels, v })
+  }
 }
 
 export class Gauge extends Series {
@@ -126,6 +130,15 @@ export class Metrics {
   readonly oldestPending = new Gauge('agenticcp_oldest_pending_age_seconds', 'Age of the oldest pending task.')
   readonly info = new Gauge('agenticcp_build_info', 'Version and runtime of this process (always 1).')
   readonly uptime = new Gauge('agenticcp_uptime_seconds', 'Seconds since this process started.')
+  readonly eventStreams = new Gauge('agenticcp_event_streams_open', 'Live event streams open on this process.')
+  readonly dbStatements = new Counter(
+    'agenticcp_db_statements_total',
+    'Statements this process sent to Postgres, transaction control included (node-postgres driver).',
+  )
+  readonly eventFeedReads = new Counter(
+    'agenticcp_event_feed_reads_total',
+    'Reads of the event log by the reader all live streams of this process share.',
+  )
 
   private all(): Metric[] {
     return Object.values(this).filter(

@@ -6,20 +6,12 @@ import { serviceDeps } from '../../lib/context'
 import { createRouter } from '../../lib/create-app'
 import { ApiError } from '../../lib/errors'
 import { readAgent } from '../../services/agents'
-import {
-  EVENTS_CHANNEL,
-  type EventFilter,
-  latestSeq,
-  readEvents,
-  sequenceEvents,
-  toEventDto,
-} from '../../services/events'
+import { EventFeed } from '../../services/event-feed'
+import { type EventFilter, readEvents, sequenceEvents, toEventDto } from '../../services/events'
 import { getTask } from '../../services/tasks'
 import * as routes from './events.routes'
 
 const KEEP_ALIVE_MS = 15_000
-/** A stream re-reads the database at least this often, in case a bus message was lost. */
-const POLL_MS = 2_000
 const STREAM_BATCH = 500
 
 async function page(c: Context<AppBindings>, f: EventFilter) {
@@ -30,57 +22,61 @@ async function page(c: Context<AppBindings>, f: EventFilter) {
 }
 
 /**
- * The live stream: read what is new (after the client's cursor), write it, then sleep
- * until the bus says something committed (or POLL_MS passes), sending a keep-alive
- * comment every 15 s. The bus only wakes the loop; the rows always come from the database,
- * so a dropped message costs latency, never an event.
+ * The live stream: write what is new after the client's cursor, then wait for the feed to
+ * read more (or 15 s, for a keep-alive comment). Rows come from the process's one shared
+ * reader of the event log (src/services/event-feed.ts), or from the database while the
+ * stream catches up from an old position; the bus only wakes that reader, so a dropped
+ * message costs latency, never an event. Each stream holds one of the process's stream
+ * slots (EVENT_STREAMS_PER_PRINCIPAL, EVENT_STREAMS_MAX) until it ends.
  */
 function stream(c: Context<AppBindings>, filter: Omit<EventFilter, 'after'>, after: number | undefined) {
-  const { database, kv, shutdown } = c.var.deps
-  const db = database.db
+  const deps = c.var.deps
+  const { database, kv, shutdown, streams } = deps
+  const p = c.var.principal
+  const slot = streams.take(`${p.role}:${p.sub}`)
+  if ('full' in slot) {
+    const detail =
+      slot.full === 'principal'
+        ? `This token already holds ${streams.perPrincipal} open event streams (EVENT_STREAMS_PER_PRINCIPAL); close one first.`
+        : `This server holds ${streams.max} open event streams (EVENT_STREAMS_MAX); try again shortly.`
+    throw new ApiError('too_many_streams', detail, { retryAfterSeconds: 5 })
+  }
+  const feed =
+    deps.eventFeed ?? new EventFeed(database.db, kv, { pollMs: 2000, keep: STREAM_BATCH, logger: c.var.logger })
   let resolveDone: () => void = () => {}
   database.hold?.(new Promise<void>((r) => (resolveDone = r)))
+  const { limit: _pageSize, ...want } = filter
   return streamSSE(c, async (sse) => {
-    let wake: (() => void) | undefined
-    const unsubscribe = kv.subscribe(EVENTS_CHANNEL, () => wake?.())
-    const onShutdown = () => wake?.()
-    shutdown?.addEventListener('abort', onShutdown)
-    let closed = false
-    sse.onAbort(() => {
-      closed = true
-      wake?.()
-    })
+    const gone = new AbortController()
+    const end = () => gone.abort()
+    shutdown?.addEventListener('abort', end)
+    sse.onAbort(end)
+    let joined = false
     try {
-      await sequenceEvents(db)
-      let cursor = after ?? (await latestSeq(db))
+      await feed.join()
+      joined = true
+      let cursor = after ?? feed.latest
       await sse.write('retry: 2000\n: connected\n\n')
       let lastWrite = Date.now()
-      while (!closed && !shutdown?.aborted) {
-        const rows = await readEvents(db, { ...filter, after: cursor, limit: STREAM_BATCH })
+      while (!gone.signal.aborted && !shutdown?.aborted) {
+        const { rows, cursor: next } = await feed.read(cursor, want, STREAM_BATCH)
         for (const e of rows) {
           await sse.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(toEventDto(e)) })
-          cursor = e.seq ?? cursor
           lastWrite = Date.now()
         }
+        cursor = next
         if (rows.length === STREAM_BATCH) continue
         const idle = KEEP_ALIVE_MS - (Date.now() - lastWrite)
         if (idle <= 0) {
           await sse.write(': keep-alive\n\n')
           lastWrite = Date.now()
         }
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, Math.max(50, Math.min(POLL_MS, idle > 0 ? idle : KEEP_ALIVE_MS)))
-          wake = () => {
-            clearTimeout(timer)
-            resolve()
-          }
-        })
-        wake = undefined
-        if (!closed) await sequenceEvents(db)
+        await feed.changed(Math.max(50, idle > 0 ? idle : KEEP_ALIVE_MS), gone.signal)
       }
     } finally {
-      unsubscribe()
-      shutdown?.removeEventListener('abort', onShutdown)
+      if (joined) feed.leave()
+      slot.release()
+      shutdown?.removeEventListener('abort', end)
       resolveDone()
     }
   })
