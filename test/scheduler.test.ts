@@ -204,6 +204,30 @@ describe('step 3: retries', () => {
     expect(await get(t.id)).toMatchObject({ status: 'failed', failures: 3, attempt: 3 })
   })
 
+  it('starts each attempt clean: a task that failed, then completed on a retry, shows no old error', async () => {
+    const a = await h.agent()
+    const t = await h.pendingTask({ maxAttempts: 2 })
+    await h.call('POST', '/api/v1/tasks/execute', { body: { taskId: t.id, agentId: a.id } })
+    await h.report(t.id, a.token, { status: 'running', attempt: 1, progress: 40 })
+    await h.report(t.id, a.token, {
+      status: 'failed',
+      attempt: 1,
+      error: { code: 'exit_2', message: 'boom' },
+      result: { partial: true },
+    })
+    expect((await sweep()).retried).toBe(1)
+    await h.database.db.update(tasks).set({ availableAt: h.clock.now() }).where(eq(tasks.id, t.id))
+    const second = await h.call('POST', '/api/v1/tasks/execute', { body: { taskId: t.id, agentId: a.id } })
+    expect(second.body).toMatchObject({ attempt: 2, status: 'assigned', error: null, result: null, progress: null })
+    expect(second.body.finishedAt).toBeNull()
+    await h.report(t.id, a.token, { status: 'running', attempt: 2 })
+    const done = await h.report(t.id, a.token, { status: 'completed', attempt: 2, result: { rows: 7 } })
+    expect(done.body).toMatchObject({ status: 'completed', error: null, result: { rows: 7 }, attempt: 2 })
+    // The first attempt's story stays in the events.
+    const failed = (await h.events({ taskId: t.id })).find((e) => e.type === 'task.failed')
+    expect(failed?.data).toMatchObject({ attempt: 1, error: { code: 'exit_2', message: 'boom' } })
+  })
+
   it('never retries malformed_payload failures or cancelled tasks', async () => {
     const a = await h.agent()
     const bad = await h.assignedTask(a.id)

@@ -87,6 +87,47 @@ describe('POST /api/v1/tasks', () => {
     expect(new Set(results.map((r) => r.body.id)).size).toBe(1)
   })
 
+  it('scopes keys to the caller, and refuses a key reused for a different request with 422', async () => {
+    const key = unique('scoped')
+    const alice = await h.token('operator', 'alice')
+    const bob = await h.token('operator', 'bob')
+    const later = '2099-01-01T00:00:00.000Z' // stays pending: placed on no other test's agent
+    const body = {
+      name: 'nightly',
+      type: 'report',
+      priority: 5,
+      payload: { b: 2, a: 1 },
+      scheduledAt: later,
+      idempotencyKey: key,
+    }
+    const a1 = await h.call('POST', '/api/v1/tasks', { token: alice, body })
+    expect(a1.status).toBe(201)
+    // Another caller's same key is another task, never the first caller's.
+    const b1 = await h.call('POST', '/api/v1/tasks', { token: bob, body })
+    expect(b1.status).toBe(201)
+    expect(b1.body.id).not.toBe(a1.body.id)
+    // The same request again (defaults spelled out, keys reordered) is the same task…
+    const same = {
+      idempotencyKey: key,
+      payload: { a: 1, b: 2 },
+      type: 'report',
+      name: 'nightly',
+      maxAttempts: 3,
+      scheduledAt: '2099-01-01T00:00:00Z',
+    }
+    const a2 = await h.call('POST', '/api/v1/tasks', { token: alice, body: same })
+    expect(a2.status).toBe(200)
+    expect(a2.body.id).toBe(a1.body.id)
+    // …a different one under the same key is refused, and nothing is written.
+    const before = (await h.events({ taskId: a1.body.id })).length
+    const reused = await h.call('POST', '/api/v1/tasks', { token: alice, body: { ...body, priority: 9 } })
+    expect(reused.status).toBe(422)
+    expect(reused.body).toMatchObject({ code: 'idempotency_key_reused', taskId: a1.body.id })
+    expect(reused.body.errors[0].path).toBe('body.idempotencyKey')
+    expect((await h.events({ taskId: a1.body.id })).length).toBe(before)
+    expect((await h.call('GET', `/api/v1/tasks/${a1.body.id}`)).body.priority).toBe(5)
+  })
+
   it('refuses differing header and body keys with 422', async () => {
     const res = await h.call('POST', '/api/v1/tasks', {
       body: { name: 'x', type: 't', idempotencyKey: 'a' },

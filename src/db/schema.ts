@@ -89,6 +89,10 @@ export const tasks = pgTable(
     /** Not placed before this time: max(createdAt, scheduledAt), or the end of a retry backoff. */
     availableAt: ts('available_at').notNull(),
     idempotencyKey: text('idempotency_key'),
+    /** Who used the key (the token's `sub`): keys are scoped to their caller. */
+    idempotencyOwner: text('idempotency_owner'),
+    /** SHA-256 of the normalised create request, so reusing a key for another request is refused. */
+    idempotencyHash: text('idempotency_hash'),
     cancelRequested: boolean('cancel_requested').notNull().default(false),
     cancelRequestedAt: ts('cancel_requested_at'),
     /** Running tasks: startedAt + timeoutSeconds, past which the sweep times the task out. */
@@ -106,7 +110,7 @@ export const tasks = pgTable(
     updatedAt: ts('updated_at').notNull(),
   },
   (t) => [
-    uniqueIndex('tasks_idempotency_key_key').on(t.idempotencyKey),
+    uniqueIndex('tasks_idempotency_owner_key').on(t.idempotencyOwner, t.idempotencyKey),
     index('tasks_status_idx').on(t.status, t.id),
     index('tasks_agent_idx').on(t.agentId, t.id),
     // An agent's live work (heartbeat, capacity checks, agent loss).

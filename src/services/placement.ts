@@ -102,8 +102,11 @@ export function recordAssignments(metrics: Metrics | undefined, rows: AssignedRo
 export type PlacedVia = 'execute' | 'create' | 'heartbeat' | 'sweep'
 
 /** The columns an assignment sets on task row `t` (one place for every placement path). */
+// A new attempt starts clean: the previous attempt's result, error and progress stay in
+// the task's events, not on the task.
 const assignSet = (now: Date, agentId: SQL) => sql`status = 'assigned', agent_id = ${agentId}, attempt = t.attempt + 1,
-             assigned_at = ${now}, started_at = NULL, deadline_at = NULL, progress = NULL,
+             assigned_at = ${now}, started_at = NULL, finished_at = NULL, deadline_at = NULL,
+             progress = NULL, result = NULL, error = NULL,
              cancel_requested = false, cancel_requested_at = NULL,
              version = t.version + 1, updated_at = ${now}`
 /** The `task.assigned` event of every row in CTE `upd`. */

@@ -84,16 +84,46 @@ async function releaseSlot(tx: Tx, agentId: string | null) {
     .where(eq(agents.id, agentId))
 }
 
+/** An idempotency key and whose it is: keys are scoped to the caller (the token's `sub`). */
+export interface IdempotencyKey {
+  key: string
+  owner: string
+}
+
+/** JSON with object keys sorted, so equal requests serialise equally. */
+function canonical(v: unknown): string {
+  if (v instanceof Date) return JSON.stringify(v.toISOString())
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`
+  if (v && typeof v === 'object') {
+    const entries = Object.entries(v).filter(([, x]) => x !== undefined)
+    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonical(x)}`).join(',')}}`
+  }
+  return JSON.stringify(v ?? null)
+}
+
+/** What a create request asks for, as a hash: defaults applied, so leaving one out equals sending it. */
+async function requestHash(input: TaskInput): Promise<string> {
+  const normalised = {
+    ...fields(input, new Date(0)),
+    availableAt: undefined, // derived from the time of the call, not from the request
+  }
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(canonical(normalised)))
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('')
+}
+
 /**
- * Creates a task. With an idempotency key, a repeat returns the task the first call made
- * (`created: false`) instead of a second one, also when two such calls race.
+ * Creates a task. With an idempotency key, a repeat of the same request by the same caller
+ * returns the task the first call made (`created: false`) instead of a second one, also
+ * when two such calls race; the same key with a different request is refused (422
+ * `idempotency_key_reused`, as Stripe does), and other callers' keys are never seen.
  */
 export async function createTask(
   deps: ServiceDeps,
   input: TaskInput,
-  idempotencyKey?: string,
+  idempotency?: IdempotencyKey,
 ): Promise<{ task: TaskRow; created: boolean }> {
-  const created = await insertTask(deps, input, idempotencyKey)
+  const created = await insertTask(deps, input, idempotency)
   if (!created.created) return created
   // Placed at once when a fitting agent has a free slot; the sweep is only the safety net.
   // The task is saved already: if this best-effort step fails, it stays pending, and the
@@ -121,20 +151,23 @@ export async function createTask(
 async function insertTask(
   { db, clock }: ServiceDeps,
   input: TaskInput,
-  idempotencyKey?: string,
+  idempotency?: IdempotencyKey,
 ): Promise<{ task: TaskRow; created: boolean }> {
   const now = clock.now()
+  const hash = idempotency ? await requestHash(input) : null
   const insert = db
     .insert(tasks)
     .values({
       id: uuidv7(),
       ...fields(input, now),
-      idempotencyKey: idempotencyKey ?? null,
+      idempotencyKey: idempotency?.key ?? null,
+      idempotencyOwner: idempotency?.owner ?? null,
+      idempotencyHash: hash,
       status: 'pending',
       createdAt: now,
       updatedAt: now,
     })
-    .onConflictDoNothing({ target: tasks.idempotencyKey })
+    .onConflictDoNothing({ target: [tasks.idempotencyOwner, tasks.idempotencyKey] })
     .returning()
   const [raw] = await rowsOf<Record<string, unknown>>(
     db,
@@ -145,11 +178,23 @@ async function insertTask(
     ) SELECT * FROM ins`,
   )
   if (raw) return { task: mapRow(tasks, raw), created: true }
-  const [existing] = await db
-    .select()
-    .from(tasks)
-    .where(eq(tasks.idempotencyKey, idempotencyKey ?? ''))
+  const [existing] = idempotency
+    ? await db
+        .select()
+        .from(tasks)
+        .where(and(eq(tasks.idempotencyOwner, idempotency.owner), eq(tasks.idempotencyKey, idempotency.key)))
+    : []
   if (!existing) throw new ApiError('conflict', 'The idempotency key is in use by a task being deleted; try again.')
+  if (existing.idempotencyHash !== hash) {
+    throw new ApiError(
+      'idempotency_key_reused',
+      `Idempotency key "${idempotency?.key}" was used for a different request (task ${existing.id}); use a new key for a new task.`,
+      {
+        errors: [{ path: 'body.idempotencyKey', message: 'already used for a different request' }],
+        taskId: existing.id,
+      },
+    )
+  }
   return { task: existing, created: false }
 }
 

@@ -32,7 +32,8 @@ export const create: AppRouteHandler<CreateRoute> = async (c) => {
       errors: [{ path: 'body.idempotencyKey', message: 'differs from the Idempotency-Key header' }],
     })
   }
-  const { task, created } = await tasks.createTask(svc(c), input, inBody ?? inHeader)
+  const key = inBody ?? inHeader
+  const { task, created } = await tasks.createTask(svc(c), input, key ? { key, owner: c.var.principal.sub } : undefined)
   c.header('Location', `/api/v1/tasks/${task.id}`)
   const dto = await present(c, task)
   return created ? c.json(dto, 201) : c.json(dto, 200)
