@@ -63,6 +63,7 @@ const schema = z
     SWEEP_BATCH_SIZE: int(100, 100_000).default(10_000),
     RATE_LIMIT_PER_MINUTE: int(0, 1_000_000).default(6000),
     CACHE_TTL_SECONDS: int(1, 3600).default(30),
+    AUTH_CACHE_TTL_SECONDS: int(1, 3600).default(5),
     MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
     CORS_ORIGINS: csv.default([]),
     EVENT_RETENTION_DAYS: int(0, 36_500).default(30),
@@ -159,6 +160,12 @@ export interface Config {
   rateLimitPerMinute: number
   /** Longest a cached agent or task lives in Redis (writes drop it sooner). */
   cacheTtlSeconds: number
+  /**
+   * Longest a cached agent auth row lives in Redis: the bound on how long a rotated or
+   * deleted agent's old token may still work on an instance that could not hear the
+   * invalidation (its Redis connection was cut).
+   */
+  authCacheTtlSeconds: number
   maxBodyBytes: number
   corsOrigins: string[]
   /** Events older than this are deleted by the sweep; 0 keeps them forever. */
@@ -231,6 +238,7 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     sweepBatchSize: v.SWEEP_BATCH_SIZE,
     rateLimitPerMinute: v.RATE_LIMIT_PER_MINUTE,
     cacheTtlSeconds: v.CACHE_TTL_SECONDS,
+    authCacheTtlSeconds: v.AUTH_CACHE_TTL_SECONDS,
     maxBodyBytes: v.MAX_BODY_BYTES,
     corsOrigins: v.CORS_ORIGINS,
     eventRetentionDays: v.EVENT_RETENTION_DAYS,

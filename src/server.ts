@@ -183,7 +183,10 @@ async function main() {
   const migrations = new MigrationGate()
   // Redis when configured: cache, rate limits, and the bus that wakes long-polls on every instance.
   const redis = config.redisUrl
-    ? new RedisKv(config.redisUrl, { logger, maxTtlMs: config.cacheTtlSeconds * 1000 })
+    ? new RedisKv(config.redisUrl, {
+        logger,
+        maxTtlMs: Math.max(config.cacheTtlSeconds, config.authCacheTtlSeconds) * 1000,
+      })
     : undefined
   // Serve once Redis answers, or after 2 s without it (degraded: everything from Postgres).
   if (redis && !(await redis.ready(2000))) logger.warn('redis not reachable at start; serving without it until it is')

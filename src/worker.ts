@@ -82,7 +82,7 @@ function requestKv(config: Config, logger: Logger): Kv {
         logger,
         queueWhileConnecting: true,
         invalidateTimeoutMs: 2000,
-        maxTtlMs: config.cacheTtlSeconds * 1000,
+        maxTtlMs: Math.max(config.cacheTtlSeconds, config.authCacheTtlSeconds) * 1000,
       })
     : new MemoryKv(isolateLimiter)
 }

@@ -110,6 +110,37 @@ describe('bad input', () => {
     expect(res.body.errors.some((e: { message: string }) => /surprise/.test(e.message))).toBe(true)
   })
 
+  it('422 for numbers JSON cannot hold and unpaired surrogates, instead of storing them changed', async () => {
+    const before = await rowCounts()
+    const raws = [
+      '{"name":"big","type":"t","payload":{"n":1e999}}',
+      '{"name":"big","type":"t","payload":[-1e400]}',
+      '{"name":"lone","type":"t","payload":{"s":"\\ud800"}}',
+      '{"name":"lone","type":"t","payload":{"\\udc00":1}}',
+      '{"name":"x\\ud800","type":"t"}',
+    ]
+    for (const raw of raws) {
+      const res = await h.call('POST', '/api/v1/tasks', { raw, headers: { 'content-type': 'application/json' } })
+      expectProblem(res, 422, 'validation_failed')
+      expect(res.body.errors[0].path, raw).toMatch(/^body\./)
+    }
+    const hb = await h.call('POST', '/api/v1/agents/heartbeat', {
+      raw: `{"agentId":"${(await h.agent()).id}","metrics":{"load":1e999}}`,
+      headers: { 'content-type': 'application/json' },
+    })
+    expectProblem(hb, 422, 'validation_failed')
+    expect(hb.body.errors).toEqual([{ path: 'body.metrics.load', message: expect.stringContaining('too large') }])
+    // A well-formed astral character (a surrogate pair) is fine.
+    const ok = await h.call('POST', '/api/v1/tasks', {
+      raw: '{"name":"emoji","type":"t","scheduledAt":"2099-01-01T00:00:00Z","payload":{"s":"\\ud83d\\ude80 🚀"}}',
+      headers: { 'content-type': 'application/json' },
+    })
+    expect(ok.status).toBe(201)
+    expect(ok.body.payload).toEqual({ s: '🚀 🚀' })
+    const after = await rowCounts()
+    expect(after.tasks).toBe((before.tasks ?? 0) + 1)
+  })
+
   it('404 problem for an unknown route', async () => {
     expectProblem(await h.call('GET', '/api/v1/nothing-here'), 404, 'not_found')
   })

@@ -81,7 +81,10 @@ export async function createHarness(overrides: Record<string, string> = {}, db?:
     ...overrides,
   })
   const kv: Kv = config.redisUrl
-    ? new RedisKv(config.redisUrl, { queueWhileConnecting: true, maxTtlMs: config.cacheTtlSeconds * 1000 })
+    ? new RedisKv(config.redisUrl, {
+        queueWhileConnecting: true,
+        maxTtlMs: Math.max(config.cacheTtlSeconds, config.authCacheTtlSeconds) * 1000,
+      })
     : new MemoryKv()
   const app = createApp({ config, database, clock, logger: silentLogger, startedAt: new Date(), kv })
   const harnessId = unique('h')

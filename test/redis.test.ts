@@ -217,6 +217,47 @@ describe('without Redis or with Redis gone', () => {
   })
 
   it.runIf(withRedis)(
+    'a token rotated on an instance cut off from Redis stops working on every other within AUTH_CACHE_TTL_SECONDS',
+    async () => {
+      const relay = new Relay(new URL(testRedisUrl))
+      await relay.start()
+      const settings = { AUTH_CACHE_TTL_SECONDS: '1', CACHE_TTL_SECONDS: '30', RATE_LIMIT_PER_MINUTE: '0' }
+      // Two instances over one database and one Redis; A reaches Redis through the relay.
+      const b = await createHarness(settings)
+      const a = await createHarness({ ...settings, REDIS_URL: `redis://127.0.0.1:${relay.port}` }, b.database)
+      try {
+        const agent = await b.agent()
+        // B caches the agent's auth row.
+        expect((await b.call('GET', `/api/v1/agents/${agent.id}`, { token: agent.token })).status).toBe(200)
+        expect((await a.call('GET', `/api/v1/agents/${agent.id}`, { token: agent.token })).status).toBe(200)
+        await relay.stop() // A loses Redis: its invalidations cannot reach B's cache
+        const rotated = await a.call('POST', `/api/v1/agents/${agent.id}/token`)
+        expect(rotated.status).toBe(201)
+        const at = Date.now()
+        // On A, at once (it reads around the cache while it owes Redis an invalidation).
+        expect((await a.call('GET', `/api/v1/agents/${agent.id}`, { token: agent.token })).status).toBe(401)
+        expect((await a.call('GET', `/api/v1/agents/${agent.id}`, { token: rotated.body.token })).status).toBe(200)
+        // On B, once its copy has lived AUTH_CACHE_TTL_SECONDS (1 s here), never 30 s.
+        await eventually(
+          'B to refuse the old token',
+          async () =>
+            (await b.call('GET', `/api/v1/agents/${agent.id}`, { token: agent.token })).status === 401
+              ? true
+              : undefined,
+          10_000,
+        )
+        expect(Date.now() - at).toBeLessThan(5_000)
+        expect((await b.call('GET', `/api/v1/agents/${agent.id}`, { token: rotated.body.token })).status).toBe(200)
+      } finally {
+        await a.kv.close()
+        await b.close()
+        await relay.stop()
+      }
+    },
+    30_000,
+  )
+
+  it.runIf(withRedis)(
     'keeps answering while Redis dies mid-run, and recovers by itself when it returns',
     async () => {
       const relay = new Relay(new URL(testRedisUrl))

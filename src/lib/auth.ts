@@ -94,9 +94,11 @@ export const authenticate = createMiddleware<AppBindings>(async (c, next) => {
   }
   const principal: Principal = { sub, role }
   if (role === 'agent') {
-    // Every agent call needs this row: cached (Redis), dropped by rotation and deletion.
+    // Every agent call needs this row: cached (Redis), dropped by rotation and deletion. An
+    // instance cut off from Redis cannot drop the others' copies, so they live only
+    // AUTH_CACHE_TTL_SECONDS: the bound on how long a replaced token can still work anywhere.
     const agent = uuidSchema.safeParse(sub).success
-      ? await kv.cached(keys.agentAuth(sub), config.cacheTtlSeconds * 1000, () => findAgentAuth(database.db, sub))
+      ? await kv.cached(keys.agentAuth(sub), config.authCacheTtlSeconds * 1000, () => findAgentAuth(database.db, sub))
       : undefined
     if (!agent) throw new ApiError('unauthorized', 'The agent of this token no longer exists.')
     if (tv !== agent.tokenVersion) throw new ApiError('unauthorized', 'This agent token was replaced by a newer one.')
