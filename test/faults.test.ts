@@ -7,7 +7,7 @@ import { isDatabaseUnavailable, withTx } from '../src/db/tx'
 import { loadConfig } from '../src/env'
 import { signToken } from '../src/lib/auth'
 import { freshPostgresUrl, onPostgres, SECRET } from './harness'
-import { startServer, stopped } from './spawn'
+import { runtimes, startServer, stopped } from './spawn'
 
 /**
  * A database blip under load, on the real server and the real Postgres: the service's
@@ -65,17 +65,20 @@ describe.runIf(onPostgres())('a pooled connection that dies', () => {
   })
 })
 
-describe.runIf(onPostgres())('database faults under load', () => {
+describe.runIf(onPostgres()).each(runtimes)('database faults under load, server under %s', (runtime) => {
   it('survives repeated pg_terminate_backend: only 2xx or 503, nothing acknowledged lost', async () => {
     const url = await freshPostgresUrl()
     const dbName = new URL(url).pathname.slice(1)
-    const server = startServer({
-      DATABASE_URL: url,
-      SECRET_KEY: SECRET,
-      ENVIRONMENT: 'test',
-      SWEEP_INTERVAL_SECONDS: '1',
-      RATE_LIMIT_PER_MINUTE: '0',
-    })
+    const server = startServer(
+      {
+        DATABASE_URL: url,
+        SECRET_KEY: SECRET,
+        ENVIRONMENT: 'test',
+        SWEEP_INTERVAL_SECONDS: '1',
+        RATE_LIMIT_PER_MINUTE: '0',
+      },
+      runtime,
+    )
     const admin = new pg.Client({ connectionString: url })
     try {
       const base = await server.listening
@@ -207,7 +210,7 @@ describe.runIf(onPostgres())('database faults under load', () => {
       expect(kills, 'backends were killed').toBeGreaterThan(10)
 
       console.log(
-        `faults: ${kills} backends killed; answers ${JSON.stringify(Object.fromEntries(byStatusOf(outcomes)))}; ` +
+        `faults (${runtime}): ${kills} backends killed; answers ${JSON.stringify(Object.fromEntries(byStatusOf(outcomes)))}; ` +
           `acknowledged: ${acked.agents.length} registrations, ${acked.edits.size} agents edited, ${acked.tasks.length} tasks, ${acked.completed.size} completions`,
       )
       // Only 2xx and 503: no 500, no dropped connection, no other error.

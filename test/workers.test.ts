@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import { sign } from 'hono/jwt'
+import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectDatabase } from '../src/db/connect'
 import { freshPostgresUrl, onPostgres, testRedisUrl } from './harness'
@@ -51,12 +52,13 @@ async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 60_0
 }
 
 let base = ''
+let databaseUrl = ''
 let wranglerOut: () => string = () => ''
 /** What the Worker answered before the database was migrated (it never migrates itself). */
 let beforeMigration: { agents: number; code: string; readiness: number; cronLog: string } | undefined
 beforeAll(async () => {
   if (!enabled) return
-  const databaseUrl = await freshPostgresUrl(false)
+  databaseUrl = await freshPostgresUrl(false)
   const proxyPort = await freePort()
   const port = await freePort()
   run(process.execPath, ['--import', 'tsx', 'scripts/ws-proxy.ts', '--port', String(proxyPort)])
@@ -196,6 +198,53 @@ describe.runIf(enabled)('on Cloudflare Workers (wrangler dev, Neon driver)', () 
     expect((await call('GET', `/api/v1/agents/${agent.body.id}`, admin)).body.activeTasks).toBe(0)
     expect(wranglerOut()).toContain('"trigger":"cron"')
   }, 120_000)
+})
+
+describe.runIf(enabled)('the Worker when its database connections are killed', () => {
+  it('answers only 2xx or 503 while its backends are terminated, and serves again after', async () => {
+    const admin = await sign({ sub: 'e2e-faults', role: 'admin', exp: Math.floor(Date.now() / 1000) + 600 }, SECRET)
+    const killer = new pg.Client({ connectionString: databaseUrl })
+    await killer.connect()
+    const statuses = new Map<number, number>()
+    const end = Date.now() + 4_000
+    let kills = 0
+    try {
+      const load = async (w: number) => {
+        for (let i = 0; Date.now() < end; i++) {
+          const res = await fetch(`${base}/api/v1/tasks`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ name: `fault-${w}-${i}`, type: 'e2e', scheduledAt: '2099-01-01T00:00:00Z' }),
+          }).catch(() => undefined)
+          const status = res?.status ?? 0
+          await res?.text()
+          statuses.set(status, (statuses.get(status) ?? 0) + 1)
+        }
+      }
+      const kill = async () => {
+        while (Date.now() < end) {
+          await new Promise((r) => setTimeout(r, 300))
+          const { rows } = await killer.query<{ n: number }>(
+            `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`,
+          )
+          kills += rows[0]?.n ?? 0
+        }
+      }
+      await Promise.all([kill(), ...[1, 2, 3, 4].map(load)])
+    } finally {
+      await killer.end()
+    }
+    console.log(`worker faults: ${kills} backends killed; answers ${JSON.stringify(Object.fromEntries(statuses))}`)
+    const bad = [...statuses.keys()].filter((s) => !(s >= 200 && s < 300) && s !== 503)
+    expect(bad, JSON.stringify([...statuses])).toEqual([])
+    expect(kills).toBeGreaterThan(0)
+    const after = await until('the Worker to serve again', async () => {
+      const res = await fetch(`${base}/api/v1/tasks?limit=1`, { headers: { authorization: `Bearer ${admin}` } })
+      return res.status === 200 ? res.status : undefined
+    })
+    expect(after).toBe(200)
+  }, 60_000)
 })
 
 describe('the Worker entry, misconfigured', () => {
