@@ -103,11 +103,19 @@ export class EventFeed {
     }
     const rows: EventRow[] = []
     let upTo = Math.max(cursor, this.from)
-    for (const e of this.kept) {
-      const seq = e.seq ?? 0
-      if (seq <= cursor) continue
+    // `kept` is in seq order: find the first event after the cursor by bisection, so a
+    // thousand streams do not each scan what they have already sent.
+    let lo = 0
+    let hi = this.kept.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if ((this.kept[mid]?.seq ?? 0) <= cursor) lo = mid + 1
+      else hi = mid
+    }
+    for (let i = lo; i < this.kept.length; i++) {
+      const e = this.kept[i] as EventRow
       if (rows.length >= limit) break
-      upTo = seq
+      upTo = e.seq ?? upTo
       if (matches(e, filter)) rows.push(e)
     }
     if (rows.length < limit) upTo = Math.max(upTo, this.head)
