@@ -38,7 +38,7 @@ describe('the shared event reader', () => {
       for (let i = 0; i < 7; i++) await h.pendingTask()
       await sequenceEvents(h.database.db)
       const [last] = await rowsOf<{ m: number }>(h.database.db, sql`SELECT max(seq)::int AS m FROM events`)
-      while (feed.latest < (last?.m ?? 0)) await feed.changed(500)
+      while (feed.latest < (last?.m ?? 0)) await feed.changed(feed.latest, 500)
 
       const truth = await rowsOf<{ seq: number; type: string }>(
         h.database.db,
@@ -68,7 +68,7 @@ describe('the shared event reader', () => {
     const feed = new EventFeed(h.database.db, h.kv, { pollMs: 60_000 })
     await feed.join()
     const before = feed.latest
-    const woken = feed.changed(10_000)
+    const woken = feed.changed(before, 10_000)
     await h.pendingTask() // the write publishes on the bus: the feed reads at once
     await woken
     expect(feed.latest).toBeGreaterThan(before)
@@ -77,5 +77,22 @@ describe('the shared event reader', () => {
     await h.pendingTask()
     await new Promise((r) => setTimeout(r, 100))
     expect(feed.latest).toBe(after) // nobody listens: nothing was read
+  })
+
+  it('does not make a stream wait for what the feed read while the stream was busy', async () => {
+    const feed = new EventFeed(h.database.db, h.kv, { pollMs: 60_000 })
+    await feed.join()
+    try {
+      const cursor = feed.latest
+      const woken = feed.changed(cursor, 10_000)
+      await h.pendingTask()
+      await woken
+      // The stream was "writing" when that read finished; asking now answers at once.
+      const t0 = performance.now()
+      await feed.changed(cursor, 10_000)
+      expect(performance.now() - t0).toBeLessThan(1_000)
+    } finally {
+      feed.leave()
+    }
   })
 })

@@ -284,6 +284,16 @@ describe('live streams share one reader and are capped', () => {
     await Promise.all(streams.map((s) => s.close()))
   })
 
+  it('matches ids in filters whatever their case, live as in the log', async () => {
+    const t = await h.pendingTask()
+    const upper = subscribe(`/api/v1/events?taskId=${t.id.toUpperCase()}&after=0`)
+    await upper.until((evs) => evs.some((e) => e.type === 'task.created'))
+    await h.call('POST', `/api/v1/tasks/${t.id}/cancel`)
+    await upper.until((evs) => evs.some((e) => e.type === 'task.cancelled'))
+    expect(upper.got.map((e) => e.type)).toEqual(['task.created', 'task.cancelled'])
+    await upper.close()
+  })
+
   it('caps open streams per token subject and in all (429 with Retry-After), and frees a slot when a stream ends', async () => {
     const capped = await createHarness({ EVENT_STREAMS_PER_PRINCIPAL: '2', EVENT_STREAMS_MAX: '3' }, h.database)
     const open = async (token: string) => {

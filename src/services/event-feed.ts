@@ -47,6 +47,8 @@ export class EventFeed {
   private started: Promise<void> | undefined
   private waiters = new Set<() => void>()
   private wakeReader: (() => void) | undefined
+  /** A bus message came while the reader was busy: read again at once. */
+  private dirty = false
   private unsubscribe: (() => void) | undefined
   /** Bumped by every start and stop, so a reader loop of an earlier start ends by itself. */
   private generation = 0
@@ -122,9 +124,13 @@ export class EventFeed {
     return { rows, cursor: upTo }
   }
 
-  /** Resolves when new events have been read, after `ms`, or when `signal` aborts. */
-  changed(ms: number, signal?: AbortSignal): Promise<void> {
-    if (signal?.aborted) return Promise.resolve()
+  /**
+   * Resolves when the feed holds events after `since` (at once if it already does: a read
+   * that finished while the stream was busy writing is not missed), after `ms`, or when
+   * `signal` aborts.
+   */
+  changed(since: number, ms: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted || this.head > since) return Promise.resolve()
     return new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer)
@@ -146,7 +152,10 @@ export class EventFeed {
     this.head = head
     this.from = head
     this.kept = []
-    this.unsubscribe = this.kv.subscribe(EVENTS_CHANNEL, () => this.wakeReader?.())
+    this.unsubscribe = this.kv.subscribe(EVENTS_CHANNEL, () => {
+      if (this.wakeReader) this.wakeReader()
+      else this.dirty = true
+    })
     void this.loop(generation)
   }
 
@@ -162,15 +171,18 @@ export class EventFeed {
   private async loop(generation: number): Promise<void> {
     const live = () => generation === this.generation
     while (live()) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.pollMs)
-        this.wakeReader = () => {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
+      if (!this.dirty) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, this.pollMs)
+          this.wakeReader = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+        })
+      }
       if (!live()) return
       this.wakeReader = undefined
+      this.dirty = false
       try {
         await this.catchUp(live)
       } catch (err) {
@@ -195,11 +207,11 @@ export class EventFeed {
       this.kept.push(...rows)
       this.head = rows.at(-1)?.seq ?? this.head
       grew = true
+      if (this.kept.length > this.keep) {
+        const dropped = this.kept.splice(0, this.kept.length - this.keep)
+        this.from = dropped.at(-1)?.seq ?? this.from
+      }
       if (rows.length < READ_BATCH) break
-    }
-    if (this.kept.length > this.keep) {
-      const dropped = this.kept.splice(0, this.kept.length - this.keep)
-      this.from = dropped.at(-1)?.seq ?? this.from
     }
     if (grew) {
       const waiting = [...this.waiters]

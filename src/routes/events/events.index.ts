@@ -45,7 +45,9 @@ function stream(c: Context<AppBindings>, filter: Omit<EventFilter, 'after'>, aft
     deps.eventFeed ?? new EventFeed(database.db, kv, { pollMs: 2000, keep: STREAM_BATCH, logger: c.var.logger })
   let resolveDone: () => void = () => {}
   database.hold?.(new Promise<void>((r) => (resolveDone = r)))
-  const { limit: _pageSize, ...want } = filter
+  // The database compares uuids whatever their case; the feed compares strings.
+  const { limit: _pageSize, ...rest } = filter
+  const want = { ...rest, agentId: rest.agentId?.toLowerCase(), taskId: rest.taskId?.toLowerCase() }
   return streamSSE(c, async (sse) => {
     const gone = new AbortController()
     const end = () => gone.abort()
@@ -71,7 +73,7 @@ function stream(c: Context<AppBindings>, filter: Omit<EventFilter, 'after'>, aft
           await sse.write(': keep-alive\n\n')
           lastWrite = Date.now()
         }
-        await feed.changed(Math.max(50, idle > 0 ? idle : KEEP_ALIVE_MS), gone.signal)
+        await feed.changed(cursor, Math.max(50, idle > 0 ? idle : KEEP_ALIVE_MS), gone.signal)
       }
     } finally {
       if (joined) feed.leave()
