@@ -65,6 +65,26 @@ describe.runIf(onPostgres())('a pooled connection that dies', () => {
   })
 })
 
+describe.runIf(onPostgres())('a pool with no free connection', () => {
+  it('fails a transaction that waited past the timeout as unavailable (503), not as a bug (500)', async () => {
+    const database = await connectDatabase(await freshPostgresUrl(), { poolMax: 1, connectTimeoutMs: 300 })
+    let release: () => void = () => {}
+    const held = new Promise<void>((r) => (release = r))
+    try {
+      const holder = withTx(database.db, async () => held)
+      await new Promise((r) => setTimeout(r, 50))
+      const waited = await withTx(database.db, async (tx) => rowsOf(tx, sql`select 1`)).catch((e: unknown) => e)
+      expect(waited).toBeInstanceOf(Error)
+      expect(isDatabaseUnavailable(waited), String(waited)).toBe(true)
+      release()
+      await holder
+    } finally {
+      release()
+      await database.close()
+    }
+  })
+})
+
 describe.runIf(onPostgres()).each(runtimes)('database faults under load, server under %s', (runtime) => {
   it('survives repeated pg_terminate_backend: only 2xx or 503, nothing acknowledged lost', async () => {
     const url = await freshPostgresUrl()

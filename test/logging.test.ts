@@ -1,6 +1,7 @@
 import { DrizzleQueryError } from 'drizzle-orm'
 import { describe, expect, it } from 'vitest'
 import { createApp } from '../src/app'
+import { isDatabaseUnavailable, pgErrorCode } from '../src/db/tx'
 import { loadConfig } from '../src/env'
 import { ManualClock } from '../src/lib/clock'
 import { createLogger, describeError } from '../src/lib/logger'
@@ -41,5 +42,11 @@ describe('log lines', () => {
     const lines: string[] = []
     createLogger({ level: 'info', format: 'json', write: (l) => lines.push(l) }).error('failed', { error: err })
     expect(lines.join('')).not.toMatch(/secret-value/)
+    const range = Object.assign(new Error('value "99999999999" is out of range for type integer'), { code: '22003' })
+    expect(describeError(range)).toBe('value "[value]" is out of range for type integer')
+    // A socket errno is not a SQLSTATE (EPIPE has five letters too).
+    const pipe = Object.assign(new Error('write EPIPE'), { code: 'EPIPE' })
+    expect(pgErrorCode(pipe)).toBeUndefined()
+    expect(isDatabaseUnavailable(pipe)).toBe(true)
   })
 })

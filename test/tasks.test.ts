@@ -118,6 +118,14 @@ describe('POST /api/v1/tasks', () => {
     const a2 = await h.call('POST', '/api/v1/tasks', { token: alice, body: same })
     expect(a2.status).toBe(200)
     expect(a2.body.id).toBe(a1.body.id)
+    // Capabilities are a set: their order does not make it another request.
+    const caps = { ...body, idempotencyKey: `${key}-caps`, requirements: { capabilities: ['gpu', 'arm'] } }
+    const c1 = await h.call('POST', '/api/v1/tasks', { token: alice, body: caps })
+    const c2 = await h.call('POST', '/api/v1/tasks', {
+      token: alice,
+      body: { ...caps, requirements: { capabilities: ['arm', 'gpu', 'arm'] } },
+    })
+    expect([c1.status, c2.status]).toEqual([201, 200])
     // …a different one under the same key is refused, and nothing is written.
     const before = (await h.events({ taskId: a1.body.id })).length
     const reused = await h.call('POST', '/api/v1/tasks', { token: alice, body: { ...body, priority: 9 } })

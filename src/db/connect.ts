@@ -28,6 +28,8 @@ export interface ConnectOptions {
   poolMax?: number
   /** PGlite: start from a saved data dir (tests use it to skip migrations). */
   loadDataDir?: Blob | File
+  /** node-postgres: how long opening a connection, or waiting for a free one, may take. */
+  connectTimeoutMs?: number
 }
 
 /** An arbitrary, fixed advisory-lock key: one migrator at a time per database. */
@@ -43,7 +45,7 @@ export async function connectDatabase(url: string, opts: ConnectOptions = {}): P
     const pool = new Pool({
       connectionString: url,
       max: opts.poolMax ?? 10,
-      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      connectionTimeoutMillis: opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
     })
     const db = drizzle(pool, { schema }) as unknown as Db
     guardPool<PoolClient>(db, pool, (client) => drizzle(client, { schema }) as unknown as Db)

@@ -1,12 +1,20 @@
 import { DrizzleQueryError } from 'drizzle-orm'
 import type { Db, Tx } from './client'
 
+/** SQLSTATE classes are two digits, or F0, HV, P0, XX: a Node errno such as EPIPE is none. */
+const SQLSTATE = /^([0-9][0-9A-Z]|F0|HV|P0|XX)[0-9A-Z]{3}$/
+
+/** The pool had no connection to give within its timeout (or could not open one). */
+export class DatabaseUnavailableError extends Error {
+  override name = 'DatabaseUnavailableError'
+}
+
 /** The SQLSTATE of a database error, looking through driver and drizzle wrappers. */
 export function pgErrorCode(err: unknown): string | undefined {
   let e: unknown = err
   for (let i = 0; i < 5 && e && typeof e === 'object'; i++) {
     const code = (e as { code?: unknown }).code
-    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code
+    if (typeof code === 'string' && SQLSTATE.test(code)) return code
     e = (e as { cause?: unknown }).cause
   }
   return undefined
@@ -48,6 +56,7 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   if (state) return state.startsWith('08') || state === '57P01' || state === '57P03'
   let e: unknown = err
   for (let i = 0; i < 5 && e && typeof e === 'object'; i++) {
+    if (e instanceof DatabaseUnavailableError) return true
     if (e instanceof DrizzleQueryError && !(e.cause && typeof e.cause === 'object' && 'code' in e.cause)) return true
     const { code } = e as { code?: unknown }
     if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EPIPE|EAI_AGAIN)$/.test(code))
@@ -89,7 +98,12 @@ export function guardPool<C extends PooledClient>(db: Db, pool: PoolLike<C>, onC
   pool.on('connect', (client) => client.on('error', ignore)) // checked-out clients, for their whole life
   const perClient = new WeakMap<C, Db>()
   db._.session.transaction = async (fn, config) => {
-    const client = await pool.connect()
+    const client = await pool.connect().catch((err: unknown) => {
+      // No connection within the pool's timeout, or none could be opened: 503, not 500.
+      throw new DatabaseUnavailableError(`no database connection: ${err instanceof Error ? err.message : err}`, {
+        cause: err,
+      })
+    })
     let broken: Error | undefined
     try {
       let single = perClient.get(client)

@@ -22,7 +22,8 @@ const oneLine = (s: string) => s.replace(/\s+/g, ' ').trim()
  * A log-safe description of an error. A failed query (drizzle's DrizzleQueryError, which
  * carries `query` and `params`, and whose message repeats both) is told by its cause and
  * the start of its SQL, never its bound values; a data error from Postgres (SQLSTATE class
- * 22, e.g. `invalid input syntax for type uuid: "…"`) loses the quoted value it echoes.
+ * 22, e.g. `invalid input syntax for type uuid: "…"`, `value "…" is out of range`) loses
+ * every quoted value it echoes.
  */
 export function describeError(err: unknown, depth = 0): string {
   if (err instanceof Error && 'query' in err && typeof err.query === 'string' && 'params' in err) {
@@ -31,7 +32,7 @@ export function describeError(err: unknown, depth = 0): string {
   }
   let msg = oneLine(err instanceof Error ? err.message : String(err))
   const code = err && typeof err === 'object' ? (err as { code?: unknown }).code : undefined
-  if (typeof code === 'string' && code.startsWith('22')) msg = msg.replace(/:\s*".*"$/, ': [value]')
+  if (typeof code === 'string' && code.startsWith('22')) msg = msg.replace(/"[^"]*"/g, '"[value]"')
   return msg.slice(0, 500)
 }
 

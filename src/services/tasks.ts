@@ -104,8 +104,10 @@ function canonical(v: unknown): string {
 
 /** What a create request asks for, as a hash: defaults applied, so leaving one out equals sending it. */
 async function requestHash(input: TaskInput): Promise<string> {
+  const f = fields(input, new Date(0))
   const normalised = {
-    ...fields(input, new Date(0)),
+    ...f,
+    reqCapabilities: [...f.reqCapabilities].sort(), // a set: its order means nothing
     availableAt: undefined, // derived from the time of the call, not from the request
   }
   const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(canonical(normalised)))
