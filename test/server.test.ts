@@ -1,5 +1,6 @@
 import { mkdtempSync, readFileSync } from 'node:fs'
 import { request } from 'node:http'
+import { Readable } from 'node:stream'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
@@ -117,6 +118,19 @@ describe.each(runtimes)('HTTP edges of the server under %s', (runtime) => {
         })
         expect(next.statusCode).toBe(201)
         await next.body.text()
+        // The same body sent chunked (no Content-Length): counted as it is read.
+        const chunked = await client.request({
+          path: '/api/v1/tasks',
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: Readable.from(
+            (function* () {
+              for (let at = 0; at < big.length; at += 64 * 1024) yield big.slice(at, at + 64 * 1024)
+            })(),
+          ),
+        })
+        expect(chunked.statusCode).toBe(413)
+        expect(((await chunked.body.json()) as { code: string }).code).toBe('payload_too_large')
       }
     } finally {
       await client?.close()

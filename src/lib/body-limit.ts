@@ -5,7 +5,7 @@ import { ApiError } from './errors'
 export interface BodyLimitOptions {
   /** Larger bodies get 413 (MAX_BODY_BYTES). */
   maxBytes: number
-  /** A refused body is read and dropped up to this many bytes in all… */
+  /** The rest of a refused body is read and dropped up to this many bytes… */
   drainBytes?: number
   /** …and for at most this long, so the connection stays usable. */
   drainMs?: number
@@ -17,52 +17,75 @@ export interface BodyLimitOptions {
  * the client is still sending, and a keep-alive client (undici, Node's fetch) sees a
  * socket error instead of the 413, or loses its next request on that socket. So the rest
  * of a refused body is read and dropped (up to `drainBytes`, within `drainMs`) before the
- * answer; past either bound the 413 says `Connection: close`. A chunked body (no
- * Content-Length) is counted as it arrives and handed on from memory when it fits.
+ * answer; past either bound, or when the declared length is beyond them anyway, the 413
+ * says `Connection: close`.
+ *
+ * A body with a Content-Length over the limit is refused before the route runs. A chunked
+ * one (no length) is counted as the route reads it, passing through untouched: no copy in
+ * memory, no deadline for a slow but small upload; the moment it passes the limit the read
+ * fails and the answer is the 413.
  */
 export function limitBody({ maxBytes, drainBytes = 64 * 1024 * 1024, drainMs = 5_000 }: BodyLimitOptions) {
+  const refuse = () => new ApiError('payload_too_large', `The body exceeds ${maxBytes} bytes (MAX_BODY_BYTES).`)
   return createMiddleware<AppBindings>(async (c, next) => {
     const body = c.req.raw.body
     if (!body) return next()
     const chunked = c.req.raw.headers.has('transfer-encoding')
     const declared = chunked ? Number.NaN : Number.parseInt(c.req.raw.headers.get('content-length') ?? '', 10)
-    if (Number.isFinite(declared) && declared <= maxBytes) return next()
+    if (Number.isFinite(declared)) {
+      if (declared <= maxBytes) return next()
+      const reader = body.getReader()
+      const drained = declared <= maxBytes + drainBytes && (await drain(reader, declared, drainMs))
+      if (!drained) {
+        reader.cancel().catch(() => {})
+        c.header('Connection', 'close')
+      }
+      throw refuse()
+    }
 
     const reader = body.getReader()
-    const deadline = Date.now() + drainMs
-    let size = 0
-    let kept: Uint8Array[] | undefined = Number.isFinite(declared) ? undefined : []
-    let complete = false
-    for (;;) {
-      const left = deadline - Date.now()
-      const next = left > 0 ? await readWithin(reader, left) : 'timeout'
-      if (next === 'timeout') break
-      if (next.done) {
-        complete = true
-        break
+    let seen = 0
+    let over = false
+    const counted = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const { done, value } = await reader.read()
+        if (done) return controller.close()
+        seen += value.byteLength
+        if (seen > maxBytes) {
+          over = true
+          controller.error(refuse())
+          return
+        }
+        controller.enqueue(value)
+      },
+      cancel: (reason) => reader.cancel(reason),
+    })
+    c.req.raw = new Request(c.req.raw, { body: counted, duplex: 'half' } as RequestInit)
+    await next()
+    if (over) {
+      // Whatever the route made of the failed read, the answer is the 413.
+      if (!(await drain(reader, maxBytes + drainBytes - seen, drainMs))) {
+        reader.cancel().catch(() => {})
+        c.header('Connection', 'close')
       }
-      size += next.value.byteLength
-      if (size > maxBytes) kept = undefined
-      else kept?.push(next.value)
-      if (size > maxBytes + drainBytes) break
+      throw refuse()
     }
-    if (complete && kept) {
-      // A chunked body that fits: hand it on as if it had come in one piece.
-      const whole = new Uint8Array(size)
-      let at = 0
-      for (const part of kept) {
-        whole.set(part, at)
-        at += part.byteLength
-      }
-      c.req.raw = new Request(c.req.raw, { body: whole })
-      return next()
-    }
-    if (!complete) {
-      reader.cancel().catch(() => {})
-      c.header('Connection', 'close')
-    }
-    throw new ApiError('payload_too_large', `The body exceeds ${maxBytes} bytes (MAX_BODY_BYTES).`)
   })
+}
+
+/** Reads and drops up to `bytes` more; true when the body ended within them and `ms`. */
+async function drain(reader: ReadableStreamDefaultReader<Uint8Array>, bytes: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms
+  let left = bytes
+  for (;;) {
+    const wait = deadline - Date.now()
+    if (wait <= 0) return false
+    const next = await readWithin(reader, wait)
+    if (next === 'timeout') return false
+    if (next.done) return true
+    left -= next.value.byteLength
+    if (left < 0) return false
+  }
 }
 
 async function readWithin(
