@@ -3,9 +3,10 @@
  * directory), under the same advisory lock the servers take at start. A database that
  * cannot be used is one line naming the setting, and exit code 1.
  */
-import { existsSync } from 'node:fs'
+import { existsSync, mkdirSync } from 'node:fs'
 import { migrationState } from '../src/db/client'
-import { connectDatabase, explainDatabaseError, isPostgresUrl } from '../src/db/connect'
+import { connectDatabase, explainDatabaseError, isPostgresUrl, pgliteDirectory } from '../src/db/connect'
+import { DataDirLockedError, lockDataDir } from '../src/db/pglite-lock'
 import { ConfigError, loadConfig } from '../src/env'
 
 if (existsSync('.dev.vars')) process.loadEnvFile('.dev.vars')
@@ -20,12 +21,21 @@ if (!isPostgresUrl(url) && (url === '' || url === 'memory://')) {
   console.log('DATABASE_URL is unset or memory://: the embedded database migrates itself at start; nothing to do.')
   process.exit(0)
 }
+// A PGlite directory is opened by one process at a time (a running server migrates its own).
+const dir = pgliteDirectory(url)
+let unlock = () => {}
 try {
+  if (dir) {
+    mkdirSync(dir, { recursive: true })
+    unlock = lockDataDir(dir)
+  }
   const database = await connectDatabase(url, { migrate: true })
   const state = await migrationState(database.db)
   await database.close()
   console.log(`migrations applied (${database.driver}); latest ${new Date(state.latestApplied ?? 0).toISOString()}`)
 } catch (err) {
-  console.error(`Cannot migrate: ${explainDatabaseError(err, url)}`)
-  process.exit(1)
+  console.error(`Cannot migrate: ${err instanceof DataDirLockedError ? err.message : explainDatabaseError(err, url)}`)
+  process.exitCode = 1
+} finally {
+  unlock()
 }

@@ -6,13 +6,14 @@
  * stops the start (a bad setting, a database that is not there, a port in use) is one
  * line naming the setting, and exit code 1.
  */
-import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createWriteStream, existsSync, mkdirSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { createApp } from './app'
 import { migrationState } from './db/client'
-import { connectDatabase, explainDatabaseError, isPostgresUrl } from './db/connect'
+import { connectDatabase, explainDatabaseError, isPostgresUrl, pgliteDirectory } from './db/connect'
+import { DataDirLockedError, lockDataDir } from './db/pglite-lock'
 import { type Config, ConfigError, loadConfig } from './env'
 import { signToken } from './lib/auth'
 import { systemClock } from './lib/clock'
@@ -93,44 +94,16 @@ function logWriter(file: string): { write?: (line: string, level: string) => voi
   }
 }
 
-/**
- * The embedded database may be opened by one process at a time (a second PGlite on the same
- * directory would silently lose writes): a lock file holding the owner's pid, taken over
- * when that process is gone.
- */
-function lockDataDir(dir: string): () => void {
-  mkdirSync(dir, { recursive: true })
-  const file = join(dir, 'owner.pid')
-  for (let tries = 0; tries < 2; tries++) {
-    try {
-      writeFileSync(file, String(process.pid), { flag: 'wx' })
-      return () => rmSync(file, { force: true })
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'EEXIST') throw err
-      const pid = Number(readFileSync(file, 'utf8').trim())
-      let alive = false
-      try {
-        if (pid > 0 && pid !== process.pid) process.kill(pid, 0)
-        alive = pid > 0 && pid !== process.pid
-      } catch (e) {
-        alive = (e as { code?: string }).code === 'EPERM'
-      }
-      if (alive) {
-        throw new StartError(
-          `the embedded database in ${dir} is in use by process ${pid}; stop it, or set DATA_DIR (or DATABASE_URL) for this one`,
-        )
-      }
-      rmSync(file, { force: true }) // its owner is gone
-    }
-  }
-  throw new StartError(`cannot lock the embedded database in ${dir}`)
-}
-
 async function openDatabase(config: Config, logger: Logger) {
   const embedded = !isPostgresUrl(config.databaseUrl)
   const url = config.databaseUrl || resolve(config.dataDir, 'pglite')
-  const unlock = embedded && url !== 'memory://' ? lockDataDir(url) : () => {}
+  const dir = embedded ? pgliteDirectory(url) : undefined
+  let unlock = () => {}
   try {
+    if (dir) {
+      mkdirSync(dir, { recursive: true })
+      unlock = lockDataDir(dir)
+    }
     const migrate = embedded || config.migrateOnStart
     const database = await connectDatabase(url, { migrate })
     // A pool connects lazily: ask now, so a database that is not there stops the start.
@@ -152,7 +125,7 @@ async function openDatabase(config: Config, logger: Logger) {
     }
   } catch (err) {
     unlock()
-    if (err instanceof StartError) throw err
+    if (err instanceof StartError || err instanceof DataDirLockedError) throw new StartError(err.message)
     throw new StartError(explainDatabaseError(err, url))
   }
 }

@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process'
-import { mkdtempSync, statSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { migrationCount, migrationState } from '../src/db/client'
@@ -144,11 +144,19 @@ describe('the embedded default', () => {
       agentId = created.body.id
       expect(statSync(join(dataDir, 'secret-key')).mode & 0o777).toBe(0o600)
 
-      // A second server on the same directory would lose writes: it is refused.
-      const second = startServer(env)
-      expect(await second.exited).toBe(1)
-      expect(second.output().err.trim().split('\n')).toHaveLength(1)
-      expect(second.output().err).toMatch(/^Cannot start: the embedded database in .* is in use by process \d+/)
+      // A second server on the same directory would lose writes: it is refused, also when it
+      // names the directory as a file: URL, and so is `npm run db:migrate` on it.
+      for (const second of [
+        startServer(env),
+        startServer({ ...env, DATABASE_URL: `file://${join(dataDir, 'pglite')}` }),
+      ]) {
+        expect(await second.exited).toBe(1)
+        expect(second.output().err.trim().split('\n')).toHaveLength(1)
+        expect(second.output().err).toMatch(/^Cannot start: the embedded database in .* is in use by process \d+ on /)
+      }
+      const migrate = await script('scripts/migrate.ts', [], { DATABASE_URL: join(dataDir, 'pglite') })
+      expect(migrate.code).toBe(1)
+      expect(migrate.err).toMatch(/^Cannot migrate: the embedded database in .* is in use by process \d+/)
 
       first.child.kill('SIGTERM')
       expect(await first.exited).toBe(0)
@@ -171,6 +179,24 @@ describe('the embedded default', () => {
       await stopped(again.child, again.exited)
     }
   }, 90_000)
+
+  it('takes over the lock of a server that died without releasing it', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'act-stale-'))
+    mkdirSync(join(dataDir, 'pglite'), { recursive: true })
+    // A lock left by a process of this host that no longer runs (kill -9, a crash).
+    const gone = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid
+    writeFileSync(join(dataDir, 'pglite', 'owner.lock'), JSON.stringify({ pid: gone, host: hostname() }))
+    const s = startServer({ DATA_DIR: dataDir, ENVIRONMENT: 'development' })
+    try {
+      await s.listening
+      const lock = JSON.parse(readFileSync(join(dataDir, 'pglite', 'owner.lock'), 'utf8'))
+      expect(lock).toEqual({ pid: s.child.pid, host: hostname() })
+    } finally {
+      s.child.kill('SIGTERM')
+      await s.exited
+    }
+    expect(existsSync(join(dataDir, 'pglite', 'owner.lock'))).toBe(false) // released at exit
+  }, 60_000)
 
   it('`npm run token` without SECRET_KEY or a kept key says what to do', async () => {
     const r = await script('scripts/token.ts', [], { DATA_DIR: mkdtempSync(join(tmpdir(), 'act-none-')) })

@@ -21,6 +21,12 @@ export function isPostgresUrl(url: string): boolean {
   return /^postgres(ql)?:\/\//i.test(url)
 }
 
+/** The directory of an embedded database URL (`file:…` or a path); undefined for memory. */
+export function pgliteDirectory(url: string): string | undefined {
+  if (!url || url === 'memory://' || isPostgresUrl(url)) return undefined
+  return resolve(url.replace(/^file:(\/\/)?/, ''))
+}
+
 export interface ConnectOptions {
   /** Apply drizzle/ migrations. Default: yes for PGlite (embedded, so nobody else will), no for a server. */
   migrate?: boolean
@@ -89,11 +95,8 @@ export async function connectDatabase(url: string, opts: ConnectOptions = {}): P
 
   const { PGlite } = await import('@electric-sql/pglite')
   const { drizzle } = await import('drizzle-orm/pglite')
-  let dataDir: string | undefined
-  if (url && url !== 'memory://') {
-    dataDir = resolve(url.replace(/^file:(\/\/)?/, ''))
-    mkdirSync(dataDir, { recursive: true })
-  }
+  const dataDir = pgliteDirectory(url)
+  if (dataDir) mkdirSync(dataDir, { recursive: true })
   const client = new PGlite({ dataDir, loadDataDir: opts.loadDataDir })
   await client.waitReady
   const db = drizzle(client, { schema })
