@@ -21,6 +21,7 @@ import type { AssetLoader } from './lib/context'
 import { devSecret, devSecretPath } from './lib/dev-secret'
 import { type Kv, MemoryKv } from './lib/kv'
 import { createLogger, describeError, type Logger } from './lib/logger'
+import { Metrics } from './lib/metrics'
 import { BusNotifier, LocalNotifier } from './lib/notifier'
 import { RedisKv } from './lib/redis'
 import { MigrationGate } from './services/migrations'
@@ -154,6 +155,8 @@ async function main() {
 
   const database = await openDatabase(config, logger)
   const migrations = new MigrationGate()
+  // One registry for the app and the sweep timer, so /metrics counts the timer's sweeps.
+  const metrics = new Metrics()
   // Redis when configured: cache, rate limits, and the bus that wakes long-polls on every instance.
   const redis = config.redisUrl
     ? new RedisKv(config.redisUrl, {
@@ -175,6 +178,7 @@ async function main() {
     notifier,
     kv,
     migrations,
+    metrics,
     assets: swaggerAssets(),
     startedAt: new Date(),
   })
@@ -232,7 +236,11 @@ async function main() {
       })
   }
 
-  const stopSweeps = startSweepTimer({ db: database.db, clock: systemClock, config, notifier, kv }, logger, migrations)
+  const stopSweeps = startSweepTimer(
+    { db: database.db, clock: systemClock, config, notifier, kv, metrics },
+    logger,
+    migrations,
+  )
 
   const shown = config.host === '0.0.0.0' ? 'localhost' : config.host
   if (devToken) {

@@ -121,6 +121,9 @@ describe.runIf(onPostgres())('on a bare Postgres database', () => {
 
       const created = await api(base, admin, 'POST', '/api/v1/agents', { name: 'after', provider: 'aws' })
       expect(created.status).toBe(201)
+      // The timer's sweeps are in the process's metrics.
+      const metrics = await (await fetch(`${base}/metrics`)).text()
+      expect(Number(/^agenticcp_sweeps_total\{result="ran"\} (\d+)/m.exec(metrics)?.[1] ?? 0)).toBeGreaterThan(0)
     } finally {
       await stopped(s.child, s.exited)
     }

@@ -111,7 +111,10 @@ export class Metrics {
   readonly retried = new Counter('agenticcp_tasks_retried_total', 'Failed or timed-out tasks retried by the sweep.')
   readonly timedOut = new Counter('agenticcp_tasks_timed_out_total', 'Running tasks timed out by the sweep.')
   readonly expired = new Counter('agenticcp_agents_expired_total', 'Silent agents set offline by the sweep.')
-  readonly sweeps = new Counter('agenticcp_sweeps_total', 'Sweeps run by this process, by whether they ran recovery.')
+  readonly sweeps = new Counter(
+    'agenticcp_sweeps_total',
+    'Sweeps run by this process: result ran (recovery and placement), skipped (another held the lock; placement only) or failed.',
+  )
   readonly sweepDuration = new Histogram('agenticcp_sweep_duration_seconds', 'Sweep duration.', LATENCY)
   readonly createToAssigned = new Histogram(
     'agenticcp_task_create_to_assigned_seconds',

@@ -1,11 +1,11 @@
 import { type SQL, sql } from 'drizzle-orm'
 import { rowsOf, type Tx } from '../db/client'
 import { schedulerState } from '../db/schema'
-import { isDatabaseUnavailable, withTx } from '../db/tx'
+import { isDatabaseUnavailable, pgErrorCode, withTx } from '../db/tx'
 import { describeError } from '../lib/logger'
 import { changed, type ServiceDeps } from './deps'
 import { pruneEvents } from './events'
-import type { MigrationGate } from './migrations'
+import { type MigrationGate, missingObjectStates } from './migrations'
 import { placePending } from './placement'
 
 /**
@@ -341,9 +341,18 @@ export function startSweepTimer(deps: ServiceDeps, log: SweepLog, migrations?: M
       const busy = s.expiredAgents + s.requeued + s.timedOut + s.retried + s.cancelled + s.assigned > 0
       ;(busy ? log.info : log.debug)('sweep', { ...s })
     })()
-      .catch((err: unknown) =>
-        paused(isDatabaseUnavailable(err) ? 'the database is unreachable or busy' : 'the sweep failed', err),
-      )
+      .catch((err: unknown) => {
+        deps.metrics?.sweeps.inc({ result: 'failed' })
+        const state = pgErrorCode(err)
+        if (state && missingObjectStates.has(state)) migrations?.recheck()
+        // One line per kind of failure: a different error after the first is said too.
+        paused(
+          isDatabaseUnavailable(err)
+            ? 'the database is unreachable or busy'
+            : `the sweep failed (${state ? `SQLSTATE ${state}` : err instanceof Error ? err.name : 'error'})`,
+          err,
+        )
+      })
       .finally(() => {
         running = null
       })
