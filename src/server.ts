@@ -18,7 +18,7 @@ import { type Config, ConfigError, loadConfig } from './env'
 import { signToken } from './lib/auth'
 import { systemClock } from './lib/clock'
 import type { AssetLoader } from './lib/context'
-import { devSecret, devSecretPath } from './lib/dev-secret'
+import { DevSecretError, devSecret, devSecretPath } from './lib/dev-secret'
 import { type Kv, MemoryKv } from './lib/kv'
 import { createLogger, describeError, type Logger } from './lib/logger'
 import { Metrics } from './lib/metrics'
@@ -106,7 +106,10 @@ async function openDatabase(config: Config, logger: Logger) {
       unlock = lockDataDir(dir)
     }
     const migrate = embedded || config.migrateOnStart
-    const database = await connectDatabase(url, { migrate })
+    const database = await connectDatabase(url, {
+      migrate,
+      onMigrationWait: () => logger.info('waiting for another instance to finish migrating the database'),
+    })
     // A pool connects lazily: ask now, so a database that is not there stops the start.
     const state = await migrationState(database.db)
     const where = embedded ? (url === 'memory://' ? 'in memory' : url) : undefined
@@ -134,7 +137,12 @@ async function openDatabase(config: Config, logger: Logger) {
 /** The signing key: SECRET_KEY, or (development) the one kept in DATA_DIR, made on first start. */
 function signingKey(config: Config): { config: Config; generated: boolean } {
   if (config.secretKey) return { config, generated: false }
-  const key = devSecret(config.dataDir, true)
+  let key: string | undefined
+  try {
+    key = devSecret(config.dataDir, true)
+  } catch (err) {
+    throw new StartError(err instanceof DevSecretError ? err.message : `the development key: ${describeError(err)}`)
+  }
   if (!key) {
     throw new StartError(
       `SECRET_KEY is unset and ${devSecretPath(config.dataDir)} holds no usable key; delete that file or set SECRET_KEY`,

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -75,6 +75,17 @@ describe.runIf(onPostgres())('on a bare Postgres database', () => {
         sql`select count(*)::int as n from drizzle.__drizzle_migrations`,
       )
       expect(row?.n).toBe(migrationCount)
+      // One that finds the lock taken says it waits, then finishes once it is free.
+      const pg = (await import('pg')).default
+      const holder = new pg.Client({ connectionString: url })
+      await holder.connect()
+      await holder.query('SELECT pg_advisory_lock(7240431003)')
+      let waited = false
+      const late = connectDatabase(url, { migrate: true, poolMax: 1, onMigrationWait: () => (waited = true) })
+      for (let i = 0; i < 100 && !waited; i++) await new Promise((r) => setTimeout(r, 50))
+      expect(waited).toBe(true)
+      await holder.end()
+      await (await late).close()
     } finally {
       await Promise.all(all.map((d) => d.close()))
     }
@@ -200,6 +211,16 @@ describe('the embedded default', () => {
     }
     expect(existsSync(join(dataDir, 'pglite', 'owner.lock'))).toBe(false) // released at exit
   }, 60_000)
+
+  it('refuses a development key file it cannot trust (a link planted in DATA_DIR)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'act-link-'))
+    const planted = join(mkdtempSync(join(tmpdir(), 'act-planted-')), 'key')
+    writeFileSync(planted, 'x'.repeat(64))
+    symlinkSync(planted, join(dataDir, 'secret-key'))
+    const s = startServer({ DATA_DIR: dataDir, DATABASE_URL: 'memory://', ENVIRONMENT: 'development' })
+    expect(await s.exited).toBe(1)
+    expect(s.output().err.trim()).toMatch(/^Cannot start: .*secret-key is not a plain file/)
+  })
 
   it('`npm run token` without SECRET_KEY or a kept key says what to do', async () => {
     const r = await script('scripts/token.ts', [], { DATA_DIR: mkdtempSync(join(tmpdir(), 'act-none-')) })

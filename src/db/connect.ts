@@ -36,7 +36,15 @@ export interface ConnectOptions {
   loadDataDir?: Blob | File
   /** node-postgres: how long opening a connection, or waiting for a free one, may take. */
   connectTimeoutMs?: number
+  /** Called when another process holds the migration lock and this one waits for it. */
+  onMigrationWait?: () => void
 }
+
+/**
+ * How long a migration statement may wait for a table lock: past it the migration fails
+ * (and the start with it) instead of queueing every query on that table behind it.
+ */
+const MIGRATION_LOCK_TIMEOUT = '10s'
 
 /** An arbitrary, fixed advisory-lock key: one migrator at a time per database. */
 const MIGRATION_LOCK_KEY = 7_240_431_003
@@ -74,12 +82,20 @@ export async function connectDatabase(url: string, opts: ConnectOptions = {}): P
       })
       let broken: Error | undefined
       try {
-        await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY])
+        const { rows } = await client.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1) AS got', [
+          MIGRATION_LOCK_KEY,
+        ])
+        if (!rows[0]?.got) {
+          opts.onMigrationWait?.()
+          await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY])
+        }
+        await client.query(`SET lock_timeout = '${MIGRATION_LOCK_TIMEOUT}'`)
         await migrate(drizzle(client), {
           migrationsFolder,
           migrationsSchema: MIGRATIONS_SCHEMA,
           migrationsTable: MIGRATIONS_TABLE,
         })
+        await client.query('RESET lock_timeout')
         await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY])
       } catch (err) {
         broken = err instanceof Error ? err : new Error(String(err))
@@ -157,6 +173,8 @@ export function explainDatabaseError(err: unknown, url: string): string {
   if (state === '28P01' || state === '28000')
     return `DATABASE_URL: ${host}:${port} refused user "${user}" (${describeError(err)})`
   if (state === '57P03') return `DATABASE_URL: ${host}:${port} is starting up or shutting down; try again shortly`
+  if (state === '55P03')
+    return `DATABASE_URL (${where}): a migration waited over ${MIGRATION_LOCK_TIMEOUT} for a table lock other sessions hold (long transactions?); start again, or migrate when the database is quieter`
   if (sock === 'ECONNREFUSED')
     return `DATABASE_URL: nothing accepts connections at ${host}:${port} (is Postgres running?)`
   if (sock === 'ENOTFOUND' || sock === 'EAI_AGAIN') return `DATABASE_URL: the host "${host}" cannot be resolved`
