@@ -10,15 +10,14 @@ import type { Context } from 'hono'
 import { createApp } from './app'
 import type { Database } from './db/client'
 import { neonDatabase } from './db/neon'
-import { isDatabaseUnavailable, pgErrorCode } from './db/tx'
 import { type Config, loadConfig } from './env'
 import { systemClock } from './lib/clock'
 import { problemBody } from './lib/errors'
 import { type Kv, MemoryKv, MemoryRateLimiter } from './lib/kv'
 import { createLogger, describeError, type Logger } from './lib/logger'
 import { RedisKv } from './lib/redis'
-import { MigrationGate, missingObjectStates } from './services/migrations'
-import { runSweep } from './services/scheduler'
+import { MigrationGate } from './services/migrations'
+import { runSweep, sweepFailure } from './services/scheduler'
 
 export type Env = Record<string, string | undefined>
 
@@ -143,16 +142,7 @@ export default {
     }
     ctx.waitUntil(
       sweep()
-        .catch((err: unknown) => {
-          const state = pgErrorCode(err)
-          if (state && missingObjectStates.has(state)) migrations.recheck()
-          paused(
-            isDatabaseUnavailable(err)
-              ? 'the database is unreachable or busy'
-              : `the sweep failed (${state ? `SQLSTATE ${state}` : err instanceof Error ? err.name : 'error'})`,
-            err,
-          )
-        })
+        .catch((err: unknown) => paused(sweepFailure(err, migrations), err))
         .finally(() => Promise.allSettled([database.close(), kv.close()])),
     )
   },

@@ -300,6 +300,18 @@ export async function schedulerStatus(deps: Pick<ServiceDeps, 'db'>) {
   return row ?? null
 }
 
+/**
+ * Why a sweep failed, as the reason its "paused" line gives: one line per kind of failure
+ * (a different error after the first is said too). A table or column the database lacks
+ * makes the migration gate ask again.
+ */
+export function sweepFailure(err: unknown, migrations?: MigrationGate): string {
+  if (isDatabaseUnavailable(err)) return 'the database is unreachable or busy'
+  const state = pgErrorCode(err)
+  if (state && missingObjectStates.has(state)) migrations?.recheck()
+  return `the sweep failed (${state ? `SQLSTATE ${state}` : err instanceof Error ? err.name : 'error'})`
+}
+
 type SweepLog = {
   info(msg: string, f?: Record<string, unknown>): void
   debug(msg: string, f?: Record<string, unknown>): void
@@ -343,15 +355,7 @@ export function startSweepTimer(deps: ServiceDeps, log: SweepLog, migrations?: M
     })()
       .catch((err: unknown) => {
         deps.metrics?.sweeps.inc({ result: 'failed' })
-        const state = pgErrorCode(err)
-        if (state && missingObjectStates.has(state)) migrations?.recheck()
-        // One line per kind of failure: a different error after the first is said too.
-        paused(
-          isDatabaseUnavailable(err)
-            ? 'the database is unreachable or busy'
-            : `the sweep failed (${state ? `SQLSTATE ${state}` : err instanceof Error ? err.name : 'error'})`,
-          err,
-        )
+        paused(sweepFailure(err, migrations), err)
       })
       .finally(() => {
         running = null
