@@ -250,20 +250,6 @@ async function main() {
     migrations,
   )
 
-  const shown = config.host === '0.0.0.0' ? 'localhost' : config.host
-  if (devToken) {
-    console.log(
-      `\nNo SECRET_KEY set: signing with the development key kept in ${devSecretPath(config.dataDir)} (tokens survive restarts).\nAn admin token (valid ${config.accessTokenExpireMinutes} min; \`npm run token\` makes more):\n\n  ${devToken}\n\nPaste it under "Authorize" at http://${shown}:${port}/docs\n`,
-    )
-  }
-
-  logger.info(`${config.appName} ${config.appVersion} listening`, {
-    url: `http://${shown}:${port}`,
-    docs: `http://${shown}:${port}/docs`,
-    environment: config.environment,
-    runtime: typeof Bun !== 'undefined' ? 'bun' : `node ${process.version}`,
-    sweepIntervalSeconds: config.sweepIntervalSeconds,
-  })
   let stopping = false
   const shutdown = async (signal: string) => {
     if (stopping) return
@@ -288,6 +274,23 @@ async function main() {
   }
   process.on('SIGTERM', () => void shutdown('SIGTERM'))
   process.on('SIGINT', () => void shutdown('SIGINT'))
+
+  // Announced only once the signal handlers are in place: whoever waits for this line may
+  // send SIGTERM at once.
+  const shown = config.host === '0.0.0.0' ? 'localhost' : config.host
+  if (devToken) {
+    console.log(
+      `\nNo SECRET_KEY set: signing with the development key kept in ${devSecretPath(config.dataDir)} (tokens survive restarts).\nAn admin token (valid ${config.accessTokenExpireMinutes} min; \`npm run token\` makes more):\n\n  ${devToken}\n\nPaste it under "Authorize" at http://${shown}:${port}/docs\n`,
+    )
+  }
+
+  logger.info(`${config.appName} ${config.appVersion} listening`, {
+    url: `http://${shown}:${port}`,
+    docs: `http://${shown}:${port}/docs`,
+    environment: config.environment,
+    runtime: typeof Bun !== 'undefined' ? 'bun' : `node ${process.version}`,
+    sweepIntervalSeconds: config.sweepIntervalSeconds,
+  })
 }
 
 main().catch((err) => {
