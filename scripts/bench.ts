@@ -570,7 +570,117 @@ async function benchStreams() {
   }
 }
 
+/** CPU seconds of every Postgres backend serving `dbName` (they are this machine's processes). */
+async function postgresCpuSeconds(dbName: string): Promise<number> {
+  const admin = new pg.Client({ connectionString: baseUrl })
+  await admin.connect()
+  try {
+    const { rows } = await admin.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
+      [dbName],
+    )
+    let total = 0
+    for (const r of rows) {
+      try {
+        total += cpuSeconds(r.pid)
+      } catch {
+        // ended meanwhile
+      }
+    }
+    return total
+  } finally {
+    await admin.end()
+  }
+}
+
+/** What one server process and its Postgres backends used over a window, per operation. */
+async function costOf(base: string, pid: number, dbName: string, run: () => Promise<number>) {
+  const statements = async () => {
+    const text = await (await fetch(`${base}/metrics`)).text()
+    return Number(/^agenticcp_db_statements_total (\d+)/m.exec(text)?.[1] ?? Number.NaN)
+  }
+  const [s0, c0, p0] = [await statements(), cpuSeconds(pid), onPostgres ? await postgresCpuSeconds(dbName) : 0]
+  const ops = await run()
+  const [s1, c1, p1] = [await statements(), cpuSeconds(pid), onPostgres ? await postgresCpuSeconds(dbName) : 0]
+  return {
+    ops,
+    statementsPerOp: (s1 - s0) / ops,
+    serverCpuUsPerOp: ((c1 - c0) * 1e6) / ops,
+    postgresCpuUsPerOp: ((p1 - p0) * 1e6) / ops,
+  }
+}
+
+/**
+ * heartbeat: 100 agents heartbeating as fast as the server answers (autocannon, one
+ * keep-alive connection per agent, 10 s), beside the same server's bare liveness route in
+ * the same run: heartbeats/s, the ratio, and per heartbeat the statements sent, the
+ * server's CPU and Postgres's CPU (BENCH_RUNTIME=bun for Bun).
+ */
+async function benchHeartbeat() {
+  const { default: autocannon } = await import('autocannon')
+  const secret = 'h'.repeat(40)
+  const runtime = process.env.BENCH_RUNTIME === 'bun' ? 'bun' : 'node'
+  const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
+  const { database, url, drop } = await scratch()
+  if (!onPostgres) await database.close()
+  const dbName = onPostgres ? new URL(url).pathname.slice(1) : ''
+  const { child, base } = await startServer(url, secret, { runtime, env: { SWEEP_INTERVAL_SECONDS: '0' } })
+  try {
+    const agents: { id: string; token: string }[] = []
+    for (let i = 0; i < 100; i++) {
+      const res = await fetch(`${base}/api/v1/agents`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: `hb-${i}`, provider: 'aws', maxConcurrentTasks: 4 }),
+      })
+      const a = (await res.json()) as { id: string; token: string }
+      agents.push({ id: a.id, token: a.token })
+      await fetch(`${base}/api/v1/agents/heartbeat`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ agentId: a.id }),
+      })
+    }
+    let next = 0
+    const heartbeats = await costOf(base, child.pid as number, dbName, async () => {
+      const r = await autocannon({
+        url: `${base}/api/v1/agents/heartbeat`,
+        method: 'POST',
+        connections: 100,
+        duration: 10,
+        setupClient: (client: { setHeaders(h: Record<string, string>): void; setBody(b: string): void }) => {
+          const a = agents[next++ % agents.length] as { id: string; token: string }
+          client.setHeaders({ authorization: `Bearer ${a.token}`, 'content-type': 'application/json' })
+          client.setBody(JSON.stringify({ agentId: a.id }))
+        },
+      })
+      if (r.non2xx + r.errors > 0) console.log(`heartbeat note=non_2xx count=${r.non2xx + r.errors}`)
+      return r.requests.total
+    })
+    const live = await autocannon({ url: `${base}/api/v1/health/liveness`, connections: 100, duration: 10 })
+    const hbRps = heartbeats.ops / 10
+    const liveRps = live.requests.average
+    line('heartbeat', {
+      runtime,
+      driver: onPostgres ? 'node-postgres' : 'pglite',
+      agents: 100,
+      heartbeats_per_sec: Math.round(hbRps),
+      liveness_per_sec: Math.round(liveRps),
+      heartbeat_vs_liveness: hbRps / liveRps,
+      statements_per_heartbeat: heartbeats.statementsPerOp,
+      server_cpu_us_per_heartbeat: Math.round(heartbeats.serverCpuUsPerOp),
+      postgres_cpu_us_per_heartbeat: Math.round(heartbeats.postgresCpuUsPerOp),
+      cpus: cpus().length,
+    })
+  } finally {
+    child.kill('SIGTERM')
+    await new Promise((r) => child.once('exit', r))
+    await drop()
+  }
+}
+
 if (!only || only === 'sweep') await benchSweep()
+if (!only || only === 'heartbeat') await benchHeartbeat()
 if (!only || only === 'statistics') await benchStatistics()
 if (!only || only === 'lifecycle') await benchLifecycle()
 if (!only || only === 'read') await benchRead()

@@ -106,9 +106,29 @@ export const AgentStatusInput = z
   })
   .openapi('AgentStatusInput')
 
+const reportFields = {
+  status: z.enum(reportStatuses),
+  attempt: z.number().int().min(0).openapi({ description: 'The attempt the agent ran (from the assignment).' }),
+  progress: z.number().min(0).max(100).optional(),
+  result: JsonValue.optional(),
+  error: z
+    .strictObject({ code: z.string().min(1).max(100).optional(), message: z.string().min(1).max(4000) })
+    .optional(),
+}
+
+export const HeartbeatReport = z.strictObject({ taskId: z.uuid(), ...reportFields }).openapi('HeartbeatReport', {
+  description: 'A report on one of this agent’s tasks, as PATCH /tasks/{id}/status takes it.',
+})
+
+export const MAX_HEARTBEAT_REPORTS = 1000
+
 export const HeartbeatInput = z
   .strictObject({
     agentId: z.uuid(),
+    reports: z.array(HeartbeatReport).max(MAX_HEARTBEAT_REPORTS).optional().openapi({
+      description:
+        'Reports on this agent’s tasks, applied in order before new work is handed out (several for one task, e.g. running then completed, are fine). Each is judged on its own: see `reports` in the answer.',
+    }),
     status: z.enum(['online', 'draining', 'error']).optional(),
     metrics: z
       .record(z.string().max(100), JsonValue)
@@ -202,17 +222,7 @@ export const Task = z
   })
   .openapi('Task')
 
-export const TaskStatusReport = z
-  .strictObject({
-    status: z.enum(reportStatuses),
-    attempt: z.number().int().min(0).openapi({ description: 'The attempt the agent ran (from the assignment).' }),
-    progress: z.number().min(0).max(100).optional(),
-    result: JsonValue.optional(),
-    error: z
-      .strictObject({ code: z.string().min(1).max(100).optional(), message: z.string().min(1).max(4000) })
-      .optional(),
-  })
-  .openapi('TaskStatusReport')
+export const TaskStatusReport = z.strictObject(reportFields).openapi('TaskStatusReport')
 
 export const ExecuteInput = z.strictObject({ taskId: z.uuid(), agentId: z.uuid().optional() }).openapi('ExecuteInput')
 
@@ -224,6 +234,20 @@ export const HeartbeatResponse = z
       description: 'Tasks to stop: running ones with a cancel request, and reported ones this agent no longer holds.',
     }),
     heartbeatIntervalSeconds: z.number().int(),
+    reports: z
+      .array(
+        z.object({
+          taskId: z.uuid(),
+          ok: z.boolean(),
+          code: z.enum(['stale_attempt', 'invalid_transition', 'not_found']).optional(),
+          attempt: z.number().int().optional().openapi({ description: 'With stale_attempt: the current attempt.' }),
+          status: TaskStatus.optional().openapi({ description: 'With invalid_transition: the task’s status.' }),
+        }),
+      )
+      .openapi({
+        description:
+          'One per report sent, in order: ok (applied, or a repeat of the report that ended the task), else why not. `stale_attempt` means the run is no longer this agent’s: stop it.',
+      }),
   })
   .openapi('HeartbeatResponse')
 

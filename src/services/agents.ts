@@ -1,8 +1,9 @@
 import { and, arrayContains, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
-import { type Db, type Executor, rowsOf, type Tx } from '../db/client'
+import type { Db, Executor, Tx } from '../db/client'
+import { agentFromJson, fillAgentById, heartbeatBeat, heartbeatWork, hot, taskFromJson } from '../db/hot'
 import { queries } from '../db/prepared'
-import { type AgentRow, agents, type Labels, tasks } from '../db/schema'
+import { type AgentRow, agents, type Labels, type TaskRow, tasks } from '../db/schema'
 import { pgConstraint, pgErrorCode, withTx } from '../db/tx'
 import type { Principal } from '../lib/context'
 import { ApiError } from '../lib/errors'
@@ -11,7 +12,8 @@ import { decodeCursor, page, type SortOrder } from '../lib/pagination'
 import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
 import { type AgentStatus, activeStatuses, ifMatchOk, type Provider } from './model'
-import { fillAgent, recordAssignments } from './placement'
+import { recordAssignments } from './placement'
+import { applyTaskReports, type ReportOutcome, type TaskReport } from './tasks'
 
 export interface AgentInput {
   name: string
@@ -303,68 +305,36 @@ export interface HeartbeatInput {
   status?: 'online' | 'draining' | 'error'
   metrics?: Record<string, unknown>
   runningTaskIds?: string[]
+  /** Reports on this agent's tasks, applied before the beat (so their slots are free for new work). */
+  reports?: Omit<TaskReport, never>[]
   /** Long poll: when there is nothing to do, wait up to this long for work to arrive. */
   waitSeconds?: number
 }
 
 export interface HeartbeatResult {
   agent: AgentRow
-  assignments: (typeof tasks.$inferSelect)[]
+  assignments: TaskRow[]
   cancellations: string[]
+  /** One per report in the request, in its order. */
+  reports: ReportOutcome[]
 }
 
-/**
- * Records the beat in one statement: last heartbeat, metrics, and the status (an offline
- * agent comes back online; a reported status applies, except over an operator's
- * maintenance), with an `agent.status_changed` event when it changes.
- */
-async function recordBeat(db: Db, now: Date, input: HeartbeatInput): Promise<{ free: boolean; moved: boolean }> {
-  const metrics = input.metrics === undefined ? null : JSON.stringify(input.metrics)
-  const [row] = await rowsOf<{ id: string; free: boolean; moved: boolean }>(
-    db,
-    sql`
-    WITH cur AS (
-      SELECT id, status FROM agents WHERE id = ${input.agentId} FOR UPDATE
-    ), nxt AS (
-      SELECT id, status AS was,
-             CASE WHEN status = 'maintenance' THEN 'maintenance'
-                  ELSE coalesce(${input.status ?? null}::text, CASE WHEN status = 'offline' THEN 'online' ELSE status END)
-             END AS status
-        FROM cur
-    ), upd AS (
-      UPDATE agents a
-         SET status = nxt.status, last_heartbeat_at = ${now},
-             last_metrics = coalesce(${metrics}::jsonb, a.last_metrics),
-             version = a.version + CASE WHEN nxt.status <> nxt.was THEN 1 ELSE 0 END,
-             updated_at = CASE WHEN nxt.status <> nxt.was THEN ${now} ELSE a.updated_at END
-        FROM nxt WHERE a.id = nxt.id
-      RETURNING a.id, nxt.was, nxt.status, a.active_tasks < a.max_concurrent_tasks AS free
-    ), ev AS (
-      INSERT INTO events (type, agent_id, data, created_at)
-      SELECT 'agent.status_changed', id, jsonb_build_object('from', was, 'to', status, 'by', 'heartbeat'), ${now}
-        FROM upd WHERE status <> was
-      RETURNING 1
-    )
-    SELECT id, status = 'online' AND free AS free, status <> was AS moved FROM upd`,
-  )
-  if (!row) throw new ApiError('not_found', `No agent with id ${input.agentId}.`)
-  return { free: row.free, moved: row.moved }
+type WorkRow = {
+  agent: Record<string, unknown>
+  assigned: Record<string, unknown>[]
+  cancel: string[]
+  lost: string[]
+  may_fill: boolean
+  moved?: boolean
 }
 
-/** The agent's work as the heartbeat answers it: assigned-not-started tasks, and tasks to stop. */
-async function readWork(db: Db, input: HeartbeatInput): Promise<HeartbeatResult> {
-  const q = queries(db)
-  const [agent] = await q.agentById.execute({ id: input.agentId })
-  if (!agent) throw new ApiError('not_found', `No agent with id ${input.agentId}.`)
-  const held = await q.heldTasks.execute({ id: agent.id })
-  const heldIds = new Set(held.map((t) => t.id))
+function toWork(row: WorkRow, reports: ReportOutcome[]) {
   return {
-    agent,
-    assignments: held.filter((t) => t.status === 'assigned'),
-    cancellations: [
-      ...held.filter((t) => t.status === 'running' && t.cancelRequested).map((t) => t.id),
-      ...dedupe(input.runningTaskIds ?? []).filter((id) => !heldIds.has(id)),
-    ],
+    agent: agentFromJson(row.agent),
+    assignments: row.assigned.map(taskFromJson),
+    cancellations: dedupe([...row.cancel, ...row.lost]),
+    reports,
+    mayFill: row.may_fill,
   }
 }
 
@@ -372,11 +342,13 @@ async function readWork(db: Db, input: HeartbeatInput): Promise<HeartbeatResult>
 const WAIT_SLICE_MS = 2000
 
 /**
- * Records a beat and tells the agent what to do: the tasks assigned to it and not yet
- * started (an agent with free slots is first given fitting pending tasks), and the tasks
- * it should stop (cancel requested, or ones it reports running that it no longer holds).
- * With `waitSeconds`, an agent with nothing to do is answered as soon as work lands on it
- * (or when the wait ends): a long poll instead of a busy poll.
+ * A heartbeat: applies the agent's reports (batched in the body), records the beat and
+ * tells the agent what to do: the tasks assigned to it and not yet started (an agent with
+ * free slots is first given fitting pending tasks), and the tasks it should stop (cancel
+ * requested, or ones it reports running that it no longer holds). A steady beat with
+ * nothing to report and nothing pending is one statement. With `waitSeconds`, an agent with
+ * nothing to do is answered as soon as work lands on it (or when the wait ends): a long
+ * poll instead of a busy poll.
  */
 export async function heartbeat(
   deps: ServiceDeps,
@@ -384,26 +356,44 @@ export async function heartbeat(
   signal?: AbortSignal,
 ): Promise<HeartbeatResult> {
   const { db, clock, notifier } = deps
-  const beat = await recordBeat(db, clock.now(), input)
-  let free = beat.free
+  const id = input.agentId
+  const reports = input.reports?.length ? await applyTaskReports(deps, id, input.reports) : []
+  const running = `{${dedupe(input.runningTaskIds ?? []).join(',')}}`
+  const metrics = input.metrics === undefined ? null : JSON.stringify(input.metrics)
+  const [beat] = await hot<WorkRow>(db, heartbeatBeat, [id, clock.now(), input.status ?? null, metrics, running])
+  if (!beat) throw new ApiError('not_found', `No agent with id ${id}.`)
   // The agent row changed (last heartbeat); events and counts only if its status moved.
-  await changed(deps, { agents: [input.agentId], eventful: beat.moved })
+  await changed(deps, { agents: [id], eventful: beat.moved === true })
+  let work = toWork(beat, reports)
   const until = Date.now() + (input.waitSeconds ?? 0) * 1000
   for (;;) {
-    // Only an online agent with a free slot pulls work; a full or draining one skips the query.
-    if (free) {
-      const filled = await fillAgent(db, clock.now(), { agentId: input.agentId }, 'heartbeat')
+    // Only an online agent with a free slot, with due work pending somewhere, runs the fill.
+    if (work.mayFill) {
+      const [out] = await hot<{ rows: (Record<string, unknown> & { wait_s: number })[] }>(db, fillAgentById, [
+        id,
+        clock.now(),
+        'heartbeat',
+      ])
+      const filled = out?.rows ?? []
       if (filled.length) {
-        recordAssignments(deps.metrics, filled, 'heartbeat')
-        await changed(deps, { agents: [input.agentId], tasks: filled.map((r) => r.id) })
+        recordAssignments(
+          deps.metrics,
+          filled.map((r) => ({ id: String(r.id), agent_id: id, attempt: Number(r.attempt), wait_s: r.wait_s })),
+          'heartbeat',
+        )
+        await changed(deps, { agents: [id], tasks: filled.map((r) => String(r.id)) })
+        work.assignments.push(...filled.map(taskFromJson))
+        work.agent.activeTasks += filled.length
       }
     }
-    const work = await readWork(db, input)
-    free = work.agent.status === 'online' && work.agent.activeTasks < work.agent.maxConcurrentTasks
     const left = until - Date.now()
-    if (work.assignments.length > 0 || work.cancellations.length > 0 || left <= 0) return work
-    if (signal?.aborted || notifier?.closed) return work
-    if (notifier) await notifier.wait(input.agentId, Math.min(left, WAIT_SLICE_MS), signal)
+    const { mayFill: _, ...answer } = work
+    if (work.assignments.length > 0 || work.cancellations.length > 0 || left <= 0) return answer
+    if (signal?.aborted || notifier?.closed) return answer
+    if (notifier) await notifier.wait(id, Math.min(left, WAIT_SLICE_MS), signal)
     else await new Promise((r) => setTimeout(r, Math.min(left, WAIT_SLICE_MS)))
+    const [again] = await hot<WorkRow>(db, heartbeatWork, [id, clock.now(), running])
+    if (!again) throw new ApiError('not_found', `No agent with id ${id}.`)
+    work = toWork(again, reports)
   }
 }

@@ -1,8 +1,9 @@
 import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
 import { type Db, mapRow, rowsOf, type Tx } from '../db/client'
+import { applyReports, hot, taskFromJson } from '../db/hot'
 import { queries } from '../db/prepared'
-import { agents, type Labels, type TaskError, type TaskRow, tasks } from '../db/schema'
+import { agents, type Labels, type TaskRow, tasks } from '../db/schema'
 import { withTx } from '../db/tx'
 import type { Principal } from '../lib/context'
 import { ApiError } from '../lib/errors'
@@ -10,7 +11,7 @@ import { keys, reviveRow } from '../lib/kv'
 import { describeError } from '../lib/logger'
 import { decodeCursor, page, type SortOrder } from '../lib/pagination'
 import { changed, type ServiceDeps } from './deps'
-import { type NewEvent, recordEvents } from './events'
+import { recordEvents } from './events'
 import {
   allowedReports,
   ifMatchOk,
@@ -294,135 +295,120 @@ export interface StatusReport {
   error?: { code?: string; message: string }
 }
 
+export interface TaskReport extends StatusReport {
+  taskId: string
+}
+
+/** How a report was taken: `ok` (applied), `repeat` (the report that already ended the task), or why not. */
+export type ReportVerdict = 'ok' | 'repeat' | 'stale_attempt' | 'invalid_transition' | 'not_found'
+
+export interface ReportOutcome {
+  report: TaskReport
+  verdict: ReportVerdict
+  /** The task after the report (or as it is, when refused); absent when not found. */
+  task?: TaskRow
+}
+
 /**
- * An agent's report on a task. Fenced: only the agent holding the task, reporting the
- * task's current attempt, may move it; anything else is 409 stale_attempt, so a late
- * report from an earlier attempt or a lost agent cannot overwrite a newer one.
- * Repeating the report that ended the task is answered with the task, unchanged.
+ * Applies agents' reports on tasks, set-based (`applyReports` in src/db/hot.ts: one
+ * statement per round, no explicit transaction). Fenced: with `reporter` (an agent's id),
+ * only reports on tasks that agent holds, for the task's current attempt, apply; anything
+ * else is `stale_attempt`, so a late report from an earlier attempt or a lost agent cannot
+ * overwrite a newer one. Several reports on one task are applied in the order given (a
+ * round for each: running, then completed). One refused report never fails the others.
+ */
+export async function applyTaskReports(
+  deps: ServiceDeps,
+  reporter: string | null,
+  reports: TaskReport[],
+): Promise<ReportOutcome[]> {
+  const { db, clock } = deps
+  const outcomes = new Array<ReportOutcome>(reports.length)
+  const rounds: number[][] = []
+  const seen = new Map<string, number>()
+  reports.forEach((r, i) => {
+    const k = seen.get(r.taskId) ?? 0
+    seen.set(r.taskId, k + 1)
+    const round = rounds[k] ?? []
+    round.push(i)
+    rounds[k] = round
+  })
+  const touched = { tasks: new Set<string>(), agents: new Set<string>() }
+  for (const round of rounds) {
+    const now = clock.now()
+    const payload = round.map((i) => {
+      const r = reports[i] as TaskReport
+      return {
+        i,
+        task_id: r.taskId,
+        agent_id: reporter,
+        attempt: r.attempt,
+        status: r.status,
+        progress: r.progress ?? null,
+        result: r.result ?? null,
+        has_result: r.result !== undefined,
+        error:
+          r.status === 'failed'
+            ? { code: r.error?.code ?? 'failed', message: r.error?.message ?? 'failed' }
+            : (r.error ?? null),
+      }
+    })
+    const rows = await hot<{ i: number; verdict: ReportVerdict; task: Record<string, unknown> | null }>(
+      db,
+      applyReports,
+      [JSON.stringify(payload), now],
+    )
+    for (const row of rows) {
+      const task = row.task ? taskFromJson(row.task) : undefined
+      outcomes[row.i] = { report: reports[row.i] as TaskReport, verdict: row.verdict, ...(task ? { task } : {}) }
+      if (row.verdict === 'ok' && task) {
+        touched.tasks.add(task.id)
+        if (task.agentId) touched.agents.add(task.agentId)
+        if (task.finishedAt && task.startedAt && task.status !== 'running') {
+          deps.metrics?.runDuration.observe(
+            { status: task.status },
+            (task.finishedAt.getTime() - task.startedAt.getTime()) / 1000,
+          )
+        }
+      }
+    }
+  }
+  if (touched.tasks.size) await changed(deps, { tasks: touched.tasks, agents: touched.agents })
+  return outcomes
+}
+
+/**
+ * An agent's report on one task (PATCH /tasks/{id}/status): `applyTaskReports` for one
+ * report, its refusal told as the matching problem. Repeating the report that ended the
+ * task is answered with the task, unchanged.
  */
 export async function reportTaskStatus(deps: ServiceDeps, id: string, by: Principal, report: StatusReport) {
-  const { db, clock } = deps
-  const now = clock.now()
-  const out = await withTx(db, async (tx) => {
-    const task = await lockTask(tx, id)
-    if (by.role === 'agent' && task.agentId !== by.agentId) {
+  const reporter = by.role === 'agent' ? (by.agentId ?? null) : null
+  const [out] = await applyTaskReports(deps, reporter, [{ ...report, taskId: id }])
+  const task = out?.task
+  if (!out || !task || out.verdict === 'not_found') throw new ApiError('not_found', `No task with id ${id}.`)
+  if (out.verdict === 'ok' || out.verdict === 'repeat') return task
+  if (out.verdict === 'stale_attempt') {
+    if (reporter && task.agentId !== reporter) {
       throw new ApiError('stale_attempt', 'This agent does not hold the task (it was requeued or reassigned).', {
         attempt: task.attempt,
       })
     }
-    if (report.attempt !== task.attempt) {
-      throw new ApiError(
-        'stale_attempt',
-        `Attempt ${report.attempt} is not the task's current attempt ${task.attempt}.`,
-        {
-          attempt: task.attempt,
-        },
-      )
-    }
-    if (report.status === task.status && task.status !== 'running' && task.finishedAt) return task
-    const allowed = allowedReports(task)
-    if (!allowed.includes(report.status)) {
-      throw new ApiError(
-        'invalid_transition',
-        `A ${task.status} task cannot be reported ${report.status}${
-          report.status === 'cancelled' && task.status === 'running' ? ' (no cancel was requested)' : ''
-        }.`,
-        { allowed },
-      )
-    }
-    const set: Partial<typeof tasks.$inferInsert> = {}
-    const evs: NewEvent[] = []
-    const base = { taskId: id, agentId: task.agentId }
-    switch (report.status) {
-      case 'running':
-        if (task.status === 'assigned') {
-          Object.assign(set, {
-            status: 'running',
-            startedAt: now,
-            deadlineAt: new Date(now.getTime() + task.timeoutSeconds * 1000),
-            progress: report.progress ?? null,
-          })
-          evs.push({ ...base, type: 'task.started', data: { from: 'assigned', to: 'running', attempt: task.attempt } })
-        } else {
-          Object.assign(set, { progress: report.progress ?? task.progress })
-          evs.push({
-            ...base,
-            type: 'task.progress',
-            data: { progress: report.progress ?? null, attempt: task.attempt },
-          })
-        }
-        break
-      case 'completed':
-        Object.assign(set, {
-          status: 'completed',
-          finishedAt: now,
-          deadlineAt: null,
-          progress: 100,
-          result: report.result ?? null,
-        })
-        evs.push({
-          ...base,
-          type: 'task.completed',
-          data: { from: task.status, to: 'completed', attempt: task.attempt },
-        })
-        break
-      case 'failed': {
-        const error: TaskError = { code: report.error?.code ?? 'failed', message: report.error?.message ?? 'failed' }
-        Object.assign(set, {
-          status: 'failed',
-          finishedAt: now,
-          deadlineAt: null,
-          error,
-          failures: task.failures + 1,
-          // The sweep retries it after a backoff; never a payload the agent cannot read, and
-          // never a task someone asked to cancel.
-          autoRetry:
-            task.failures + 1 < task.maxAttempts && error.code !== 'malformed_payload' && !task.cancelRequested,
-          ...(report.result !== undefined ? { result: report.result } : {}),
-        })
-        evs.push({
-          ...base,
-          type: 'task.failed',
-          data: { from: task.status, to: 'failed', attempt: task.attempt, error },
-        })
-        break
-      }
-      case 'cancelled':
-        Object.assign(set, { status: 'cancelled', finishedAt: now, deadlineAt: null })
-        evs.push({ ...base, type: 'task.cancelled', data: { from: 'running', to: 'cancelled', attempt: task.attempt } })
-        break
-    }
-    // One statement for the move, the freed slot and the event(s): fewer round trips on
-    // the path every agent takes for every task.
-    const update = tx
-      .update(tasks)
-      .set({ ...set, version: sql`${tasks.version} + 1`, updatedAt: now })
-      .where(eq(tasks.id, id))
-      .returning()
-    const release = report.status !== 'running' && task.agentId ? task.agentId : null
-    const [raw] = await rowsOf<Record<string, unknown>>(
-      tx,
-      sql`WITH upd AS (${update.getSQL()}), rel AS (
-        UPDATE agents SET active_tasks = greatest(active_tasks - 1, 0) WHERE id = ${release}::uuid RETURNING 1
-      ), ev AS (
-        INSERT INTO events (type, agent_id, task_id, data, created_at)
-        SELECT e.type, e.agent_id, e.task_id, e.data, ${now}
-          FROM jsonb_to_recordset(${JSON.stringify(evs.map((e) => ({ type: e.type, agent_id: e.agentId, task_id: e.taskId, data: e.data ?? {} })))}::jsonb)
-               AS e(type text, agent_id uuid, task_id uuid, data jsonb)
-        RETURNING 1
-      ) SELECT * FROM upd`,
-    )
-    if (!raw) throw new ApiError('not_found', `No task with id ${id}.`)
-    return mapRow(tasks, raw)
-  })
-  await changed(deps, { tasks: [id], agents: [out.agentId] })
-  if (out.finishedAt && out.startedAt && report.status !== 'running') {
-    deps.metrics?.runDuration.observe(
-      { status: out.status },
-      (out.finishedAt.getTime() - out.startedAt.getTime()) / 1000,
+    throw new ApiError(
+      'stale_attempt',
+      `Attempt ${report.attempt} is not the task's current attempt ${task.attempt}.`,
+      {
+        attempt: task.attempt,
+      },
     )
   }
-  return out
+  throw new ApiError(
+    'invalid_transition',
+    `A ${task.status} task cannot be reported ${report.status}${
+      report.status === 'cancelled' && task.status === 'running' ? ' (no cancel was requested)' : ''
+    }.`,
+    { allowed: allowedReports(task) },
+  )
 }
 
 /**

@@ -93,6 +93,17 @@ export const heartbeat: AppRouteHandler<HeartbeatRoute> = async (c) => {
       assignments: result.assignments.map((t) => toTaskDto(t)),
       cancellations: result.cancellations,
       heartbeatIntervalSeconds: c.var.deps.config.heartbeatIntervalSeconds,
+      reports: result.reports.map(({ report, verdict, task }) =>
+        verdict === 'ok' || verdict === 'repeat'
+          ? { taskId: report.taskId, ok: true }
+          : {
+              taskId: report.taskId,
+              ok: false,
+              code: verdict,
+              ...(verdict === 'stale_attempt' && task ? { attempt: task.attempt } : {}),
+              ...(verdict === 'invalid_transition' && task ? { status: task.status } : {}),
+            },
+      ),
     },
     200,
   )

@@ -1,0 +1,327 @@
+import { getTableColumns, type Table } from 'drizzle-orm'
+import type { Db } from './client'
+import { type AgentRow, agents, type TaskRow, tasks } from './schema'
+
+/**
+ * The hot path's SQL: every statement an agent's request (heartbeat, report) or a task
+ * create runs, each with constant text, sent as a named statement so every connection
+ * plans it once (planning was a third of Postgres's CPU on these paths when drizzle built
+ * them per request). Each is one statement with no explicit transaction: the guards are in
+ * its WHERE, the events and the agents' slot counts in its CTEs. Cold paths (admin CRUD,
+ * statistics, the sweep) use drizzle's builders.
+ *
+ * Rows come back as JSON (`to_jsonb`) and are mapped by `fromJson`, so one statement can
+ * return an agent, its tasks and a verdict together.
+ */
+export interface HotStatement {
+  readonly name: string
+  readonly text: string
+}
+
+type QueryClient = {
+  query(
+    config: { name: string; text: string; values: unknown[] } | string,
+    values?: unknown[],
+  ): Promise<{ rows: unknown[] }>
+}
+
+/** Runs a hot statement on the database's own client: named (prepared) where the driver has them. */
+export async function hot<T>(db: Db, stmt: HotStatement, values: unknown[]): Promise<T[]> {
+  const client = (db as unknown as { $client: QueryClient & { waitReady?: unknown } }).$client
+  // PGlite (one in-process connection) takes text and values; pg and the Neon Pool take a
+  // named statement, prepared once per connection.
+  const res =
+    client.waitReady !== undefined
+      ? await client.query(stmt.text, values)
+      : await client.query({ name: stmt.name, text: stmt.text, values })
+  return res.rows as T[]
+}
+
+const timestampColumns = (table: Table) =>
+  Object.entries(getTableColumns(table)).map(([key, col]) => ({
+    key,
+    name: col.name,
+    date: col.columnType === 'PgTimestamp',
+  }))
+const agentColumns = timestampColumns(agents)
+const taskColumns = timestampColumns(tasks)
+
+/** A row from `to_jsonb(...)`: JSON values as they are, timestamps as Dates, keys in camelCase. */
+function fromJson<T>(columns: typeof agentColumns, json: Record<string, unknown>): T {
+  const out: Record<string, unknown> = {}
+  for (const c of columns) {
+    const v = json[c.name]
+    out[c.key] = v === null || v === undefined ? null : c.date ? new Date(v as string) : v
+  }
+  return out as T
+}
+export const agentFromJson = (json: Record<string, unknown>) => fromJson<AgentRow>(agentColumns, json)
+export const taskFromJson = (json: Record<string, unknown>) => fromJson<TaskRow>(taskColumns, json)
+
+/** The fit rule between aliases `a` (agents) and `t` (tasks). */
+const FITS = `(a.capabilities @> t.req_capabilities
+  AND (t.req_provider IS NULL OR a.provider = t.req_provider)
+  AND (t.req_region IS NULL OR a.region = t.req_region)
+  AND a.labels @> t.req_labels
+  AND (t.req_agent_id IS NULL OR a.id = t.req_agent_id))`
+
+/**
+ * A heartbeat, in one statement: records the beat (last heartbeat, metrics; an offline
+ * agent comes back online, a reported status applies except over an operator's
+ * maintenance) with an `agent.status_changed` event when the status moves, and reads what
+ * the answer needs: the agent, its assigned tasks, the running ones to cancel, the
+ * reported running ids it no longer holds, and whether placement could give it anything
+ * (online, a free slot, some due pending task), so an idle fleet on an empty queue never
+ * runs the locking fill.
+ * $1 agent id · $2 now · $3 reported status or null · $4 metrics (jsonb) or null · $5 running ids (uuid[])
+ */
+export const heartbeatBeat: HotStatement = {
+  name: 'hb_beat',
+  text: `
+WITH cur AS (
+  SELECT id, status FROM agents WHERE id = $1 FOR UPDATE
+), nxt AS (
+  SELECT id, status AS was,
+         CASE WHEN status = 'maintenance' THEN 'maintenance'
+              ELSE coalesce($3::text, CASE WHEN status = 'offline' THEN 'online' ELSE status END) END AS status
+    FROM cur
+), upd AS (
+  UPDATE agents a
+     SET status = nxt.status, last_heartbeat_at = $2, last_metrics = coalesce($4::jsonb, a.last_metrics),
+         version = a.version + CASE WHEN nxt.status <> nxt.was THEN 1 ELSE 0 END,
+         updated_at = CASE WHEN nxt.status <> nxt.was THEN $2 ELSE a.updated_at END
+    FROM nxt WHERE a.id = nxt.id
+  RETURNING a.*, nxt.was
+), ev AS (
+  INSERT INTO events (type, agent_id, data, created_at)
+  SELECT 'agent.status_changed', id, jsonb_build_object('from', was, 'to', status, 'by', 'heartbeat'), $2
+    FROM upd WHERE status <> was
+  RETURNING 1
+)
+SELECT to_jsonb(upd) - 'was' AS agent, upd.status <> upd.was AS moved,
+  (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id), '[]'::jsonb)
+     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'assigned') AS assigned,
+  (SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}')
+     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'running' AND t.cancel_requested) AS cancel,
+  (SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}') FROM unnest($5::uuid[]) AS r(id)
+    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = $1 AND t.status IN ('assigned', 'running'))) AS lost,
+  upd.status = 'online' AND upd.active_tasks < upd.max_concurrent_tasks
+    AND EXISTS (SELECT 1 FROM tasks p WHERE p.status = 'pending' AND p.available_at <= $2) AS may_fill
+FROM upd`,
+}
+
+/**
+ * What a long-polling heartbeat re-reads when woken (no beat is recorded again).
+ * $1 agent id · $2 now · $3 running ids (uuid[])
+ */
+export const heartbeatWork: HotStatement = {
+  name: 'hb_work',
+  text: `
+SELECT to_jsonb(a) AS agent,
+  (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id), '[]'::jsonb)
+     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'assigned') AS assigned,
+  (SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}')
+     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'running' AND t.cancel_requested) AS cancel,
+  (SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}') FROM unnest($3::uuid[]) AS r(id)
+    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = $1 AND t.status IN ('assigned', 'running'))) AS lost,
+  a.status = 'online' AND a.active_tasks < a.max_concurrent_tasks
+    AND EXISTS (SELECT 1 FROM tasks p WHERE p.status = 'pending' AND p.available_at <= $2) AS may_fill
+FROM agents a WHERE a.id = $1`,
+}
+
+// A new attempt starts clean: the previous attempt's result, error and progress stay in
+// the task's events, not on the task. (Also used by src/services/placement.ts.)
+export const ASSIGN_SET = `status = 'assigned', attempt = t.attempt + 1,
+       assigned_at = $2, started_at = NULL, finished_at = NULL, deadline_at = NULL,
+       progress = NULL, result = NULL, error = NULL,
+       cancel_requested = false, cancel_requested_at = NULL,
+       version = t.version + 1, updated_at = $2`
+
+/**
+ * Gives agent $1 the best due pending tasks that fit it, up to its free slots: the agent row
+ * locked first (only if online with a free slot), tasks picked in queue order `SKIP
+ * LOCKED`, the assignments, the agent's load and the `task.assigned` events written
+ * together. The assigned rows come back whole, for the heartbeat's answer.
+ * $1 agent id · $2 now · $3 how (`heartbeat`, `create`)
+ */
+export const fillAgentById: HotStatement = {
+  name: 'fill_agent',
+  text: `
+WITH a AS (
+  SELECT id, provider, region, capabilities, labels, max_concurrent_tasks - active_tasks AS free
+    FROM agents WHERE id = $1 AND status = 'online' AND active_tasks < max_concurrent_tasks
+     FOR UPDATE
+), picked AS (
+  SELECT t.id, a.id AS agent_id FROM tasks t, a
+   WHERE t.status = 'pending' AND t.available_at <= $2 AND ${FITS}
+   ORDER BY t.priority DESC, t.id
+   LIMIT (SELECT free FROM a)
+     FOR UPDATE OF t SKIP LOCKED
+), upd AS (
+  UPDATE tasks t SET ${ASSIGN_SET}, agent_id = picked.agent_id
+    FROM picked WHERE t.id = picked.id
+  RETURNING t.*, extract(epoch FROM $2::timestamptz - t.created_at)::float8 AS wait_s
+), load AS (
+  UPDATE agents SET active_tasks = active_tasks + (SELECT count(*) FROM upd)
+   WHERE id = (SELECT id FROM a) AND EXISTS (SELECT 1 FROM upd)
+  RETURNING 1
+), ev AS (
+  INSERT INTO events (type, agent_id, task_id, data, created_at)
+  SELECT 'task.assigned', agent_id, id,
+         jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', $3::text), $2
+    FROM upd ORDER BY id
+  RETURNING 1
+)
+SELECT coalesce((SELECT jsonb_agg(to_jsonb(upd) ORDER BY upd.priority DESC, upd.id) FROM upd), '[]'::jsonb) AS rows`,
+}
+
+/**
+ * Agents' reports on tasks, set-based: one row per report (at most one per task; a
+ * caller with several for one task sends them in rounds). Each is judged against the
+ * task locked as it is now — `stale_attempt` when the reporting agent does not hold it or
+ * the attempt is not the current one, `repeat` for the report that already ended it,
+ * `invalid_transition` for a move the state machine does not allow, `not_found` — and only
+ * the `ok` ones move, with their events, and free their agents' slots when they end.
+ * $1 reports: jsonb array of {i, task_id, agent_id (the reporter, or null for staff),
+ *    attempt, status, progress, result, error} · $2 now
+ * Returns one row per report: i, verdict, the task as it is afterwards (or was, if refused).
+ */
+export const applyReports: HotStatement = {
+  name: 'apply_reports',
+  text: `
+WITH r AS (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(i int, task_id uuid, agent_id uuid, attempt int, status text,
+    progress real, result jsonb, has_result boolean, error jsonb)
+), cur AS (
+  SELECT t.* FROM tasks t WHERE t.id IN (SELECT task_id FROM r) ORDER BY t.id FOR UPDATE
+), v AS (
+  SELECT r.*, cur.status AS was, cur.attempt AS cur_attempt,
+    CASE
+      WHEN cur.id IS NULL THEN 'not_found'
+      WHEN r.agent_id IS NOT NULL AND cur.agent_id IS DISTINCT FROM r.agent_id THEN 'stale_attempt'
+      WHEN r.attempt <> cur.attempt THEN 'stale_attempt'
+      WHEN r.status = cur.status AND cur.status <> 'running' AND cur.finished_at IS NOT NULL THEN 'repeat'
+      WHEN (cur.status = 'assigned' AND r.status IN ('running', 'failed'))
+        OR (cur.status = 'running' AND (r.status IN ('running', 'completed', 'failed')
+                                        OR (r.status = 'cancelled' AND cur.cancel_requested))) THEN 'ok'
+      ELSE 'invalid_transition'
+    END AS verdict
+  FROM r LEFT JOIN cur ON cur.id = r.task_id
+), upd AS (
+  UPDATE tasks t SET
+    status = v.status,
+    started_at = CASE WHEN v.status = 'running' AND v.was = 'assigned' THEN $2 ELSE t.started_at END,
+    deadline_at = CASE WHEN v.status = 'running' AND v.was = 'assigned'
+                         THEN $2::timestamptz + t.timeout_seconds * interval '1 second'
+                       WHEN v.status = 'running' THEN t.deadline_at ELSE NULL END,
+    progress = CASE WHEN v.status = 'running' AND v.was = 'assigned' THEN v.progress
+                    WHEN v.status = 'running' THEN coalesce(v.progress, t.progress)
+                    WHEN v.status = 'completed' THEN 100 ELSE t.progress END,
+    finished_at = CASE WHEN v.status = 'running' THEN t.finished_at ELSE $2 END,
+    result = CASE WHEN v.status = 'completed' THEN v.result
+                  WHEN v.status = 'failed' AND v.has_result THEN v.result ELSE t.result END,
+    error = CASE WHEN v.status = 'failed' THEN v.error ELSE t.error END,
+    failures = t.failures + CASE WHEN v.status = 'failed' THEN 1 ELSE 0 END,
+    auto_retry = CASE WHEN v.status = 'failed'
+                      THEN t.failures + 1 < t.max_attempts AND v.error->>'code' <> 'malformed_payload'
+                           AND NOT t.cancel_requested
+                      ELSE t.auto_retry END,
+    version = t.version + 1, updated_at = $2
+  FROM v WHERE t.id = v.task_id AND v.verdict = 'ok'
+  RETURNING t.*, v.i, v.was, v.progress AS reported
+), rel AS (
+  UPDATE agents a SET active_tasks = greatest(a.active_tasks - c.n, 0)
+    FROM (SELECT agent_id, count(*)::int AS n FROM upd WHERE status <> 'running' AND agent_id IS NOT NULL
+          GROUP BY agent_id ORDER BY agent_id) c
+   WHERE a.id = c.agent_id
+  RETURNING 1
+), ev AS (
+  INSERT INTO events (type, agent_id, task_id, data, created_at)
+  SELECT CASE WHEN u.status = 'running' AND u.was = 'assigned' THEN 'task.started'
+              WHEN u.status = 'running' THEN 'task.progress'
+              ELSE 'task.' || u.status END,
+         u.agent_id, u.id,
+         CASE WHEN u.status = 'running' AND u.was = 'running'
+                THEN jsonb_build_object('progress', u.reported, 'attempt', u.attempt)
+              WHEN u.status = 'failed'
+                THEN jsonb_build_object('from', u.was, 'to', 'failed', 'attempt', u.attempt, 'error', u.error)
+              ELSE jsonb_build_object('from', u.was, 'to', u.status, 'attempt', u.attempt) END,
+         $2
+    FROM upd u ORDER BY u.i
+  RETURNING 1
+)
+SELECT v.i, v.verdict,
+       coalesce((SELECT to_jsonb(u) - 'i' - 'was' - 'reported' FROM upd u WHERE u.i = v.i),
+                (SELECT to_jsonb(c) FROM cur c WHERE c.id = v.task_id)) AS task
+  FROM v ORDER BY v.i`,
+}
+
+/**
+ * Creates a task and its `task.created` event; on an idempotency key the caller already
+ * used, writes nothing (the caller then reads the task that key made).
+ * $1 id · $2 name · $3 type · $4 payload · $5 priority · $6 capabilities (text[]) ·
+ * $7 provider · $8 region · $9 labels · $10 pinned agent · $11 max attempts ·
+ * $12 timeout seconds · $13 scheduled at · $14 available at · $15 idempotency key ·
+ * $16 its owner · $17 request hash · $18 now
+ */
+export const insertTask: HotStatement = {
+  name: 'insert_task',
+  text: `
+WITH ins AS (
+  INSERT INTO tasks (id, name, type, payload, priority, req_capabilities, req_provider, req_region, req_labels,
+                     req_agent_id, max_attempts, timeout_seconds, scheduled_at, available_at, idempotency_key,
+                     idempotency_owner, idempotency_hash, status, created_at, updated_at)
+  VALUES ($1, $2, $3, $4::jsonb, $5, $6::text[], $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17,
+          'pending', $18, $18)
+  ON CONFLICT (idempotency_owner, idempotency_key) DO NOTHING
+  RETURNING *
+), ev AS (
+  INSERT INTO events (type, task_id, data, created_at)
+  SELECT 'task.created', id, jsonb_build_object('name', name, 'type', type, 'priority', priority), $18 FROM ins
+  RETURNING 1
+)
+SELECT to_jsonb(ins) AS task FROM ins`,
+}
+
+/**
+ * The create fast path: the least-loaded online agent with a free slot that fits the
+ * requirements given (the new task's), locked `SKIP LOCKED` (never waiting on a placement
+ * in progress), filled from the queue in priority order — so the new task never jumps
+ * older or more urgent ones that fit the same agent.
+ * $1 capabilities (text[]) · $2 now · $3 provider · $4 region · $5 labels (jsonb) · $6 pinned agent
+ */
+export const fillBestAgent: HotStatement = {
+  name: 'fill_best',
+  text: `
+WITH a AS (
+  SELECT id, provider, region, capabilities, labels, max_concurrent_tasks - active_tasks AS free
+    FROM agents
+   WHERE status = 'online' AND active_tasks < max_concurrent_tasks AND capabilities @> $1::text[]
+     AND ($3::text IS NULL OR provider = $3) AND ($4::text IS NULL OR region = $4)
+     AND labels @> $5::jsonb AND ($6::uuid IS NULL OR id = $6)
+   ORDER BY active_tasks, cardinality(capabilities), max_concurrent_tasks - active_tasks DESC, id
+   LIMIT 1
+     FOR UPDATE SKIP LOCKED
+), picked AS (
+  SELECT t.id, a.id AS agent_id FROM tasks t, a
+   WHERE t.status = 'pending' AND t.available_at <= $2 AND ${FITS}
+   ORDER BY t.priority DESC, t.id
+   LIMIT (SELECT free FROM a)
+     FOR UPDATE OF t SKIP LOCKED
+), upd AS (
+  UPDATE tasks t SET ${ASSIGN_SET}, agent_id = picked.agent_id
+    FROM picked WHERE t.id = picked.id
+  RETURNING t.*, extract(epoch FROM $2::timestamptz - t.created_at)::float8 AS wait_s
+), load AS (
+  UPDATE agents SET active_tasks = active_tasks + (SELECT count(*) FROM upd)
+   WHERE id = (SELECT id FROM a) AND EXISTS (SELECT 1 FROM upd)
+  RETURNING 1
+), ev AS (
+  INSERT INTO events (type, agent_id, task_id, data, created_at)
+  SELECT 'task.assigned', agent_id, id,
+         jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', 'create'), $2
+    FROM upd ORDER BY id
+  RETURNING 1
+)
+SELECT coalesce((SELECT jsonb_agg(to_jsonb(upd) ORDER BY upd.priority DESC, upd.id) FROM upd), '[]'::jsonb) AS rows`,
+}

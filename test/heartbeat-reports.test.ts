@@ -1,0 +1,105 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createHarness, type Harness } from './harness'
+
+let h: Harness
+beforeAll(async () => {
+  h = await createHarness()
+})
+afterAll(async () => {
+  await h.close()
+})
+
+const beat = (a: { id: string; token: string }, body: Record<string, unknown> = {}) =>
+  h.call('POST', '/api/v1/agents/heartbeat', { token: a.token, body: { agentId: a.id, ...body } })
+
+describe('reports batched in the heartbeat', () => {
+  it('applies every report in order, judges each on its own, and hands out the slots they free', async () => {
+    const a = await h.agent({ maxConcurrentTasks: 2 })
+    const t1 = await h.assignedTask(a.id)
+    const t2 = await h.assignedTask(a.id)
+    const other = await h.agent({ maxConcurrentTasks: 1 })
+    const foreign = await h.assignedTask(other.id)
+    const waiting = await h.task() // pending: every agent of this test is full
+    expect(waiting.status).toBe('pending')
+
+    const res = await beat(a, {
+      reports: [
+        { taskId: t1.id, attempt: 1, status: 'running', progress: 10 },
+        { taskId: t1.id, attempt: 1, status: 'completed', result: { rows: 3 } },
+        { taskId: t2.id, attempt: 1, status: 'running' },
+        { taskId: t2.id, attempt: 7, status: 'completed' }, // not this attempt
+        { taskId: foreign.id, attempt: 1, status: 'running' }, // another agent's task
+        { taskId: t2.id, attempt: 1, status: 'cancelled' }, // no cancel was asked
+        { taskId: '0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d', attempt: 1, status: 'running' },
+      ],
+    })
+    expect(res.status).toBe(200)
+    expect(res.body.reports).toEqual([
+      { taskId: t1.id, ok: true },
+      { taskId: t1.id, ok: true },
+      { taskId: t2.id, ok: true },
+      { taskId: t2.id, ok: false, code: 'stale_attempt', attempt: 1 },
+      { taskId: foreign.id, ok: false, code: 'stale_attempt', attempt: 1 },
+      { taskId: t2.id, ok: false, code: 'invalid_transition', status: 'running' },
+      { taskId: '0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d', ok: false, code: 'not_found' },
+    ])
+    // t1 ended, so its slot went to the waiting task in the same answer.
+    expect(res.body.assignments.map((t: { id: string }) => t.id)).toEqual([waiting.id])
+    expect(res.body.agent.activeTasks).toBe(2)
+
+    const get = async (id: string) => (await h.call('GET', `/api/v1/tasks/${id}`)).body
+    expect(await get(t1.id)).toMatchObject({ status: 'completed', result: { rows: 3 }, progress: 100 })
+    expect(await get(t2.id)).toMatchObject({ status: 'running' })
+    expect(await get(foreign.id)).toMatchObject({ status: 'assigned', agentId: other.id })
+    const types = (await h.events({ taskId: t1.id })).map((e) => e.type)
+    expect(types).toEqual(['task.created', 'task.assigned', 'task.started', 'task.completed'])
+
+    // Repeating a report that already ended the task is fine (a resend after a lost answer).
+    const again = await beat(a, { reports: [{ taskId: t1.id, attempt: 1, status: 'completed' }] })
+    expect(again.body.reports).toEqual([{ taskId: t1.id, ok: true }])
+    expect((await h.events({ taskId: t1.id })).filter((e) => e.type === 'task.completed')).toHaveLength(1)
+  })
+
+  it('fails a task with its error, and without reports answers an empty list', async () => {
+    const a = await h.agent()
+    const t = await h.assignedTask(a.id, { maxAttempts: 1 })
+    const res = await beat(a, {
+      reports: [{ taskId: t.id, attempt: 1, status: 'failed', error: { code: 'exit_2', message: 'boom' } }],
+    })
+    expect(res.body.reports).toEqual([{ taskId: t.id, ok: true }])
+    expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body).toMatchObject({
+      status: 'failed',
+      error: { code: 'exit_2', message: 'boom' },
+    })
+    expect((await beat(a)).body.reports).toEqual([])
+  })
+
+  it('refuses more than 1,000 reports, and malformed ones, with 422 and nothing applied', async () => {
+    const a = await h.agent()
+    const t = await h.assignedTask(a.id)
+    const many = Array.from({ length: 1001 }, () => ({ taskId: t.id, attempt: 1, status: 'running' }))
+    expect((await beat(a, { reports: many })).status).toBe(422)
+    const bad = await beat(a, { reports: [{ taskId: t.id, attempt: 1, status: 'running' }, { taskId: t.id }] })
+    expect(bad.status).toBe(422)
+    expect(bad.body.errors.some((e: { path: string }) => e.path.startsWith('body.reports.1'))).toBe(true)
+    expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body.status).toBe('assigned')
+  })
+
+  it('an operator heartbeating for an agent reports as that agent, fenced the same way', async () => {
+    const a = await h.agent()
+    const t = await h.assignedTask(a.id)
+    const other = await h.agent()
+    const foreign = await h.assignedTask(other.id)
+    const res = await h.call('POST', '/api/v1/agents/heartbeat', {
+      token: await h.token('operator'),
+      body: {
+        agentId: a.id,
+        reports: [
+          { taskId: t.id, attempt: 1, status: 'running' },
+          { taskId: foreign.id, attempt: 1, status: 'running' },
+        ],
+      },
+    })
+    expect(res.body.reports.map((r: { ok: boolean }) => r.ok)).toEqual([true, false])
+  })
+})
