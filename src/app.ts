@@ -8,6 +8,7 @@ import { secureHeaders } from 'hono/secure-headers'
 import swaggerUiDist from 'swagger-ui-dist/package.json'
 import type { Database } from './db/client'
 import { isDatabaseUnavailable, pgErrorCode } from './db/tx'
+import { TtlCache } from './lib/auth-cache'
 import { limitBody } from './lib/body-limit'
 import type { AppBindings, AppDeps } from './lib/context'
 import { createRouter } from './lib/create-app'
@@ -33,7 +34,7 @@ import { MigrationGate, missingObjectStates, notMigrated } from './services/migr
  * Node, Bun and Workers entry points build `deps` their own way and serve `app.fetch`.
  */
 export interface AppInput
-  extends Omit<AppDeps, 'database' | 'kv' | 'metrics' | 'migrations' | 'streams' | 'eventFeed'> {
+  extends Omit<AppDeps, 'database' | 'kv' | 'metrics' | 'migrations' | 'streams' | 'eventFeed' | 'authCache'> {
   metrics?: Metrics
   migrations?: MigrationGate
   /** The database, or (Workers) a function giving each request its own. */
@@ -50,6 +51,7 @@ export function createApp(input: AppInput) {
     metrics: input.metrics ?? new Metrics(),
     migrations: input.migrations ?? new MigrationGate(),
     streams: new StreamSlots(input.config.eventStreamsPerPrincipal, input.config.eventStreamsMax),
+    authCache: new TtlCache<{ id: string; tokenVersion: number }>(100_000),
   }
   // One database and bus for the process: every live event stream shares one reader.
   const fixed: AppDeps | undefined =

@@ -186,3 +186,30 @@ describe('public routes', () => {
     }
   })
 })
+
+describe('agent token revocation without Redis', () => {
+  it('holds at once on the instance that rotated, and on another within AUTH_CACHE_TTL_SECONDS', async () => {
+    const settings = { REDIS_URL: '', AUTH_CACHE_TTL_SECONDS: '1' }
+    const a = await createHarness(settings)
+    const b = await createHarness(settings, a.database)
+    try {
+      const agent = await a.agent()
+      const read = (on: Harness, token: string) => on.call('GET', `/api/v1/agents/${agent.id}`, { token })
+      expect((await read(a, agent.token)).status).toBe(200)
+      expect((await read(b, agent.token)).status).toBe(200) // B now holds the token version
+      const fresh = (await a.call('POST', `/api/v1/agents/${agent.id}/token`)).body.token
+      const at = Date.now()
+      expect((await read(a, agent.token)).status).toBe(401)
+      expect((await read(a, fresh)).status).toBe(200)
+      for (;;) {
+        if ((await read(b, agent.token)).status === 401) break
+        expect(Date.now() - at).toBeLessThan(5_000)
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      expect((await read(b, fresh)).status).toBe(200)
+    } finally {
+      await b.kv.close()
+      await a.close()
+    }
+  })
+})

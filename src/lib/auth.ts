@@ -3,6 +3,7 @@ import { createMiddleware } from 'hono/factory'
 import { sign, verify } from 'hono/jwt'
 import type { Config } from '../env'
 import { findAgentAuth } from '../services/agents'
+import { TtlCache } from './auth-cache'
 import { type AppBindings, type Principal, type Role, roles } from './context'
 import { ApiError } from './errors'
 import { keys } from './kv'
@@ -70,36 +71,70 @@ function bearer(header: string | undefined): string {
   return m[1]
 }
 
-/** Verifies the bearer token and sets `principal`; agent tokens are checked against the live agent row. */
-export const authenticate = createMiddleware<AppBindings>(async (c, next) => {
-  const { config, database, kv } = c.var.deps
-  const token = bearer(c.req.header('authorization'))
+/**
+ * Tokens already verified, per signing key: a token is checked once (signature, claims,
+ * lifetime) and then trusted until its `exp`. Verifying costs ~80 µs of WebCrypto per
+ * request otherwise; an agent sends the same token every few seconds for a year. A cache
+ * of a pure function (the same token and key always give the same answer), not state.
+ */
+const verified = new Map<string, TtlCache<Claims>>()
+const VERIFIED_MAX = 10_000
+
+async function claimsOf(config: Config, token: string): Promise<Claims> {
+  const keyId = `${config.algorithm}:${config.secretKey}`
+  let cache = verified.get(keyId)
+  if (!cache) {
+    cache = new TtlCache<Claims>(VERIFIED_MAX)
+    verified.set(keyId, cache)
+  }
+  const hit = cache.get(token)
+  if (hit) return hit
   let payload: unknown
   try {
     payload = await verify(token, await hmacKey(config), config.algorithm)
   } catch {
     throw new ApiError('unauthorized', 'The token is invalid or expired.')
   }
-  const claims = claimsSchema.safeParse(payload)
-  if (!claims.success) throw new ApiError('unauthorized', 'The token lacks valid sub, role or exp claims.')
-  const { sub, role, tv, exp, iat } = claims.data
+  const parsed = claimsSchema.safeParse(payload)
+  if (!parsed.success) throw new ApiError('unauthorized', 'The token lacks valid sub, role or exp claims.')
+  const claims = parsed.data
   // A token minted to live longer than its role may (by a system sharing the secret, or
   // before the bound was lowered) is refused: a leaked one must not work for years.
-  const lifetime = exp - (iat ?? Math.floor(Date.now() / 1000))
-  if (lifetime > maxLifetimeMinutes(config, role) * 60 + LEEWAY_SECONDS) {
+  const lifetime = claims.exp - (claims.iat ?? Math.floor(Date.now() / 1000))
+  if (lifetime > maxLifetimeMinutes(config, claims.role) * 60 + LEEWAY_SECONDS) {
     throw new ApiError(
       'unauthorized',
-      `The token lives longer than a token of role "${role}" may (${maxLifetimeMinutes(config, role)} minutes).`,
+      `The token lives longer than a token of role "${claims.role}" may (${maxLifetimeMinutes(config, claims.role)} minutes).`,
     )
   }
+  cache.set(token, claims, claims.exp * 1000)
+  return claims
+}
+
+/** Verifies the bearer token and sets `principal`; agent tokens are checked against the live agent row. */
+export const authenticate = createMiddleware<AppBindings>(async (c, next) => {
+  const { config, database, kv, authCache } = c.var.deps
+  const token = bearer(c.req.header('authorization'))
+  const { sub, role, tv } = await claimsOf(config, token)
   const principal: Principal = { sub, role }
   if (role === 'agent') {
-    // Every agent call needs this row: cached (Redis), dropped by rotation and deletion. An
-    // instance cut off from Redis cannot drop the others' copies, so they live only
-    // AUTH_CACHE_TTL_SECONDS: the bound on how long a replaced token can still work anywhere.
-    const agent = uuidSchema.safeParse(sub).success
-      ? await kv.cached(keys.agentAuth(sub), config.authCacheTtlSeconds * 1000, () => findAgentAuth(database.db, sub))
-      : undefined
+    // Every agent call needs this row: cached, dropped by rotation and deletion. With Redis,
+    // in Redis (shared by every instance); without it, in this process. An instance that
+    // cannot reach the others' copies (no Redis, or cut off from it) cannot drop them, so
+    // they live only AUTH_CACHE_TTL_SECONDS: the bound on how long a replaced token can
+    // still work anywhere.
+    const ttlMs = config.authCacheTtlSeconds * 1000
+    const load = () => findAgentAuth(database.db, sub)
+    let agent: { id: string; tokenVersion: number } | undefined
+    if (!uuidSchema.safeParse(sub).success) agent = undefined
+    else if (kv.kind === 'redis') agent = await kv.cached(keys.agentAuth(sub), ttlMs, load)
+    else {
+      agent = authCache.get(sub)
+      if (!agent) {
+        agent = await load()
+        if (agent) authCache.set(sub, agent, Date.now() + ttlMs)
+      }
+    }
     if (!agent) throw new ApiError('unauthorized', 'The agent of this token no longer exists.')
     if (tv !== agent.tokenVersion) throw new ApiError('unauthorized', 'This agent token was replaced by a newer one.')
     principal.agentId = agent.id

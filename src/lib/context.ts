@@ -4,6 +4,7 @@ import type { Database } from '../db/client'
 import type { Config } from '../env'
 import type { EventFeed } from '../services/event-feed'
 import type { MigrationGate } from '../services/migrations'
+import type { TtlCache } from './auth-cache'
 import type { Clock } from './clock'
 import type { Kv } from './kv'
 import type { Logger } from './logger'
@@ -47,6 +48,8 @@ export interface AppDeps {
   streams: StreamSlots
   /** The one reader of the event log behind every live stream; absent on Workers (one per stream). */
   eventFeed?: EventFeed
+  /** Without Redis: agents' token versions, for AUTH_CACHE_TTL_SECONDS (per app). */
+  authCache: TtlCache<{ id: string; tokenVersion: number }>
 }
 
 export interface AppBindings {
@@ -70,4 +73,5 @@ export const serviceDeps = (c: Context<AppBindings>) => ({
   kv: c.var.deps.kv,
   metrics: c.var.deps.metrics,
   logger: c.var.logger,
+  authCache: c.var.deps.authCache,
 })

@@ -20,11 +20,13 @@ export interface ServiceDeps {
   metrics?: Metrics
   /** For what a service recovers from on its own (and the caller need not hear about). */
   logger?: Logger
+  /** Without Redis: this process's cache of agents' token versions (dropped by rotation and deletion). */
+  authCache?: { delete(id: string): void }
 }
 
 /** Drops cached copies of what a committed write changed; call before answering. */
 export async function changed(
-  deps: Pick<ServiceDeps, 'kv'>,
+  deps: Pick<ServiceDeps, 'kv' | 'authCache'>,
   what: {
     tasks?: Iterable<string | null | undefined>
     agents?: Iterable<string | null | undefined>
@@ -33,6 +35,7 @@ export async function changed(
     eventful?: boolean
   },
 ): Promise<void> {
+  for (const id of what.auth ?? []) deps.authCache?.delete(id)
   if (!deps.kv) return
   const eventful = what.eventful ?? true
   // The write appended events: wake the event streams (a hint; they read the database).
