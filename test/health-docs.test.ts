@@ -145,6 +145,7 @@ describe('OpenAPI document and docs', () => {
         'deleteAgent',
         'rotateAgentToken',
         'createTask',
+        'createTasks',
         'listTasks',
         'executeTask',
         'getTask',

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, inArray, sql } from 'drizzle-orm'
+import { eq, sql } from 'drizzle-orm'
 import type { Db } from './client'
 import { agents, tasks } from './schema'
 
@@ -17,12 +17,6 @@ function build(db: Db) {
       .prepare('agent_auth'),
     agentById: db.select().from(agents).where(eq(agents.id, id)).prepare('agent_by_id'),
     taskById: db.select().from(tasks).where(eq(tasks.id, id)).prepare('task_by_id'),
-    heldTasks: db
-      .select()
-      .from(tasks)
-      .where(and(eq(tasks.agentId, id), inArray(tasks.status, ['assigned', 'running'])))
-      .orderBy(desc(tasks.priority), asc(tasks.id))
-      .prepare('held_tasks'),
   }
 }
 

@@ -185,6 +185,16 @@ export const TaskCreateInput = z
 
 export const TaskUpdateInput = z.strictObject(taskFields).openapi('TaskUpdateInput')
 
+export const MAX_BATCH_TASKS = 1000
+
+export const TaskBatchInput = z
+  .strictObject({
+    tasks: z.array(TaskCreateInput).min(1).max(MAX_BATCH_TASKS).openapi({
+      description: 'Up to 1,000 tasks, each as POST /tasks takes it (idempotency keys per item).',
+    }),
+  })
+  .openapi('TaskBatchInput')
+
 export const Task = z
   .object({
     id: z.uuid(),

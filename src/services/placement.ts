@@ -1,6 +1,7 @@
 import { and, asc, desc, eq, gt, lt, lte, or, type SQL, sql } from 'drizzle-orm'
 import type { Executor, Tx } from '../db/client'
 import { rowsOf } from '../db/client'
+import { ASSIGN_SET } from '../db/hot'
 import { type AgentRow, agents, type Labels, type TaskRow, tasks } from '../db/schema'
 import { withTx } from '../db/tx'
 import { ApiError } from '../lib/errors'
@@ -99,16 +100,18 @@ export function recordAssignments(metrics: Metrics | undefined, rows: AssignedRo
 }
 
 /** How a task reached its agent; recorded on the `task.assigned` event. */
-export type PlacedVia = 'execute' | 'create' | 'heartbeat' | 'sweep'
+export type PlacedVia = 'execute' | 'create' | 'batch' | 'heartbeat' | 'sweep'
 
 /** The columns an assignment sets on task row `t` (one place for every placement path). */
-// A new attempt starts clean: the previous attempt's result, error and progress stay in
-// the task's events, not on the task.
-const assignSet = (now: Date, agentId: SQL) => sql`status = 'assigned', agent_id = ${agentId}, attempt = t.attempt + 1,
-             assigned_at = ${now}, started_at = NULL, finished_at = NULL, deadline_at = NULL,
-             progress = NULL, result = NULL, error = NULL,
-             cancel_requested = false, cancel_requested_at = NULL,
-             version = t.version + 1, updated_at = ${now}`
+/**
+ * The columns an assignment sets on task row `t` (one text for every placement path: the
+ * hot statements use it with `$2` as the time; here the time is bound in its place).
+ */
+const assignSet = (now: Date, agentId: SQL) =>
+  sql`${sql.join(
+    ASSIGN_SET.split('$2').map((part) => sql.raw(part)),
+    sql`${now}`,
+  )}, agent_id = ${agentId}`
 /** The `task.assigned` event of every row in CTE `upd`. */
 const assignEvents = (now: Date, via: PlacedVia) => sql`
       INSERT INTO events (type, agent_id, task_id, data, created_at)
@@ -378,85 +381,6 @@ const taskReqColumns = {
   reqAgentId: tasks.reqAgentId,
 }
 
-/** Which agent `fillAgent` fills: a named one (waiting for its row), or the best free one for a task (never waiting). */
-export type FillTarget = { agentId: string } | { bestFor: TaskReq }
-
-/**
- * Gives an agent the best due pending tasks that fit it, up to its free slots, in one
- * statement (so it needs no transaction): the agent row is locked first (only if it is
- * online with a free slot), the tasks are picked in queue order `SKIP LOCKED`, and the
- * assignments, the agent's load and the events are written together. Used by the
- * heartbeat pull (the agent's own row) and the fast path on create (the least-loaded
- * fitting agent that no other request is filling right now).
- */
-export async function fillAgent(db: Executor, now: Date, target: FillTarget, via: PlacedVia): Promise<AssignedRow[]> {
-  const free = and(eq(agents.status, 'online'), lt(agents.activeTasks, agents.maxConcurrentTasks))
-  // Everything `picked` needs comes from this locking read, which sees the row as it is
-  // once locked. (Reading the agent again in another CTE would use the statement's
-  // snapshot, which may predate a placement that committed while we waited for the lock,
-  // and overfill the agent.)
-  const columns = {
-    id: agents.id,
-    provider: agents.provider,
-    region: agents.region,
-    capabilities: agents.capabilities,
-    labels: agents.labels,
-    free: sql<number>`${agents.maxConcurrentTasks} - ${agents.activeTasks}`.as('free'),
-  }
-  const pickAgent =
-    'agentId' in target
-      ? db
-          .select(columns)
-          .from(agents)
-          .where(and(eq(agents.id, target.agentId), free))
-          .for('update')
-      : db
-          .select(columns)
-          .from(agents)
-          .where(and(free, matchesTaskSql(target.bestFor)))
-          .orderBy(...leastLoadedOrder)
-          .limit(1)
-          .for('update', { skipLocked: true })
-  const [out] = await rowsOf<{ rows: AssignedRow[] }>(
-    db,
-    sql`
-    WITH a AS (${pickAgent.getSQL()}
-    ), picked AS (
-      SELECT t.id, a.id AS agent_id FROM tasks t, a
-       WHERE t.status = 'pending' AND t.available_at <= ${now} AND ${fitsSql}
-       ORDER BY t.priority DESC, t.id
-       LIMIT (SELECT free FROM a)
-         FOR UPDATE OF t SKIP LOCKED
-    ), upd AS (
-      UPDATE tasks t
-         SET ${assignSet(now, sql.raw('picked.agent_id'))}
-        FROM picked
-       WHERE t.id = picked.id
-      RETURNING ${assignReturning(now)}
-    ), load AS (
-      UPDATE agents SET active_tasks = active_tasks + (SELECT count(*) FROM upd)
-       WHERE id = (SELECT id FROM a) AND EXISTS (SELECT 1 FROM upd)
-      RETURNING 1
-    ), ev AS (${assignEvents(now, via)})
-    SELECT coalesce((SELECT json_agg(json_build_object('id', id, 'agent_id', agent_id, 'attempt', attempt, 'wait_s', wait_s)) FROM upd), '[]'::json) AS rows`,
-  )
-  return out?.rows ?? []
-}
-
-/**
- * Fast path for a task just created: if a fitting agent has a free slot, fill that agent
- * from the queue now (the new task goes unless older or higher-priority tasks that fit
- * the same agent come first). Never waits on a lock; the sweep is the safety net.
- */
-export async function placeNewTask(
-  { db, clock }: Pick<ServiceDeps, 'db' | 'clock'>,
-  task: TaskRow,
-): Promise<AssignedRow[]> {
-  const now = clock.now()
-  if (task.status !== 'pending' || task.availableAt > now) return []
-  return fillAgent(db, now, { bestFor: task }, 'create')
-}
-
 /**
  * Places due pending tasks (the sweep's last step): batches of up to `batchSize` tasks in
  * queue order, each batch in its own transaction with its tasks and the free online agents
@@ -468,6 +392,7 @@ export async function placePending(
   { db, clock, notifier, kv, metrics }: Pick<ServiceDeps, 'db' | 'clock' | 'notifier' | 'kv' | 'metrics'>,
   batchSize: number,
   maxTasks = Number.POSITIVE_INFINITY,
+  via: PlacedVia = 'sweep',
 ): Promise<number> {
   const now = clock.now()
   let assigned = 0
@@ -501,8 +426,8 @@ export async function placePending(
         .limit(batchSize)
         .for('update', { skipLocked: true })
       const pairs = matchTasks(batch, pool)
-      const rows = await writeAssignments(tx, now, pairs, 'sweep')
-      recordAssignments(metrics, rows, 'sweep')
+      const rows = await writeAssignments(tx, now, pairs, via)
+      recordAssignments(metrics, rows, via)
       pending.push(...rows.map((r) => r.agent_id))
       placedTasks.push(...rows.map((r) => r.id))
       const slotsLeft = pool.some((a) => a.activeTasks < a.maxConcurrentTasks)

@@ -1,7 +1,7 @@
 import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
-import { type Db, mapRow, rowsOf, type Tx } from '../db/client'
-import { applyReports, hot, taskFromJson } from '../db/hot'
+import { type Db, type Executor, rowsOf, type Tx } from '../db/client'
+import { applyReports, fillBestAgent, hot, insertTask as insertTaskStatement, taskFromJson } from '../db/hot'
 import { queries } from '../db/prepared'
 import { agents, type Labels, type TaskRow, tasks } from '../db/schema'
 import { withTx } from '../db/tx'
@@ -21,7 +21,7 @@ import {
   type TaskStatus,
   taskMoves,
 } from './model'
-import { pendingReasonsFor, placeNewTask, recordAssignments } from './placement'
+import { pendingReasonsFor, pgTextArray, placePending, recordAssignments } from './placement'
 
 export interface TaskInput {
   name: string
@@ -120,6 +120,8 @@ async function requestHash(input: TaskInput): Promise<string> {
  * returns the task the first call made (`created: false`) instead of a second one, also
  * when two such calls race; the same key with a different request is refused (422
  * `idempotency_key_reused`, as Stripe does), and other callers' keys are never seen.
+ * Two prepared statements: the insert (with its event), then the fast path that fills the
+ * least-loaded fitting agent with a free slot, whose answer carries the task if it went.
  */
 export async function createTask(
   deps: ServiceDeps,
@@ -131,7 +133,7 @@ export async function createTask(
   // Placed at once when a fitting agent has a free slot; the sweep is only the safety net.
   // The task is saved already: if this best-effort step fails, it stays pending, and the
   // client still gets its 201 (answering an error would invite a duplicate).
-  const placed = await placeNewTask(deps, created.task).catch((err: unknown) => {
+  const placed = await placeNew(deps, created.task).catch((err: unknown) => {
     deps.logger?.warn('placing a new task at once failed; the sweep will place it', { error: describeError(err) })
     return []
   })
@@ -139,16 +141,87 @@ export async function createTask(
     await changed(deps, {})
     return created
   }
-  recordAssignments(deps.metrics, placed, 'create')
-  await changed(deps, { agents: placed.map((p) => p.agent_id), tasks: placed.map((p) => p.id) })
-  deps.notifier?.notify(placed.map((p) => p.agent_id))
-  const [fresh] = await queries(deps.db).taskById.execute({ id: created.task.id })
-  return { task: fresh ?? created.task, created: true }
+  const mine = placed.find((t) => t.id === created.task.id)
+  return { task: mine ?? created.task, created: true }
 }
 
 /**
- * Inserts the task and its `task.created` event in one statement (atomic without a
- * transaction). On an idempotency key already used, nothing is written and the task
+ * The create fast path (`fillBestAgent`): fills the least-loaded online agent with a free
+ * slot that fits `task` from the queue, never waiting on a lock. Returns the tasks it
+ * assigned (the new one among them unless older or more urgent ones came first).
+ */
+async function placeNew(deps: ServiceDeps, task: TaskRow): Promise<TaskRow[]> {
+  const now = deps.clock.now()
+  if (task.status !== 'pending' || task.availableAt > now) return []
+  const [out] = await hot<{ rows: (Record<string, unknown> & { wait_s: number })[] }>(deps.db, fillBestAgent, [
+    pgTextArray(task.reqCapabilities),
+    now,
+    task.reqProvider,
+    task.reqRegion,
+    JSON.stringify(task.reqLabels),
+    task.reqAgentId,
+  ])
+  const rows = out?.rows ?? []
+  if (rows.length === 0) return []
+  const placed = rows.map(taskFromJson)
+  recordAssignments(
+    deps.metrics,
+    rows.map((r) => ({ id: String(r.id), agent_id: String(r.agent_id), attempt: Number(r.attempt), wait_s: r.wait_s })),
+    'create',
+  )
+  const agentIds = [...new Set(placed.map((t) => t.agentId as string))]
+  await changed(deps, { agents: agentIds, tasks: placed.map((t) => t.id) })
+  deps.notifier?.notify(agentIds)
+  return placed
+}
+
+/** The task an idempotency key made, or the 422 when it was made by another request. */
+async function existingFor(db: Executor, idempotency: IdempotencyKey, hash: string | null): Promise<TaskRow> {
+  const [existing] = await db
+    .select()
+    .from(tasks)
+    .where(and(eq(tasks.idempotencyOwner, idempotency.owner), eq(tasks.idempotencyKey, idempotency.key)))
+  if (!existing) throw new ApiError('conflict', 'The idempotency key is in use by a task being deleted; try again.')
+  if (existing.idempotencyHash !== hash) {
+    throw new ApiError(
+      'idempotency_key_reused',
+      `Idempotency key "${idempotency.key}" was used for a different request (task ${existing.id}); use a new key for a new task.`,
+      {
+        errors: [{ path: 'body.idempotencyKey', message: 'already used for a different request' }],
+        taskId: existing.id,
+      },
+    )
+  }
+  return existing
+}
+
+/** The insert's parameters (see `insertTask` in src/db/hot.ts). */
+function insertValues(input: TaskInput, now: Date, idempotency: IdempotencyKey | undefined, hash: string | null) {
+  const f = fields(input, now)
+  return {
+    id: uuidv7(),
+    name: f.name,
+    type: f.type,
+    payload: JSON.stringify(f.payload),
+    priority: f.priority,
+    req_capabilities: f.reqCapabilities,
+    req_provider: f.reqProvider,
+    req_region: f.reqRegion,
+    req_labels: f.reqLabels,
+    req_agent_id: f.reqAgentId,
+    max_attempts: f.maxAttempts,
+    timeout_seconds: f.timeoutSeconds,
+    scheduled_at: f.scheduledAt,
+    available_at: f.availableAt,
+    idempotency_key: idempotency?.key ?? null,
+    idempotency_owner: idempotency?.owner ?? null,
+    idempotency_hash: hash,
+  }
+}
+
+/**
+ * Inserts the task and its `task.created` event in one prepared statement (atomic without
+ * a transaction). On an idempotency key already used, nothing is written and the task
  * that key made is returned instead.
  */
 async function insertTask(
@@ -158,47 +231,124 @@ async function insertTask(
 ): Promise<{ task: TaskRow; created: boolean }> {
   const now = clock.now()
   const hash = idempotency ? await requestHash(input) : null
-  const insert = db
-    .insert(tasks)
-    .values({
-      id: uuidv7(),
-      ...fields(input, now),
-      idempotencyKey: idempotency?.key ?? null,
-      idempotencyOwner: idempotency?.owner ?? null,
-      idempotencyHash: hash,
-      status: 'pending',
-      createdAt: now,
-      updatedAt: now,
-    })
-    .onConflictDoNothing({ target: [tasks.idempotencyOwner, tasks.idempotencyKey] })
-    .returning()
-  const [raw] = await rowsOf<Record<string, unknown>>(
-    db,
-    sql`WITH ins AS (${insert.getSQL()}), ev AS (
-      INSERT INTO events (type, task_id, data, created_at)
-      SELECT 'task.created', id, jsonb_build_object('name', name, 'type', type, 'priority', priority), ${now} FROM ins
-      RETURNING 1
-    ) SELECT * FROM ins`,
+  const v = insertValues(input, now, idempotency, hash)
+  const [row] = await hot<{ task: Record<string, unknown> }>(db, insertTaskStatement, [
+    v.id,
+    v.name,
+    v.type,
+    v.payload,
+    v.priority,
+    pgTextArray(v.req_capabilities),
+    v.req_provider,
+    v.req_region,
+    JSON.stringify(v.req_labels),
+    v.req_agent_id,
+    v.max_attempts,
+    v.timeout_seconds,
+    v.scheduled_at,
+    v.available_at,
+    v.idempotency_key,
+    v.idempotency_owner,
+    v.idempotency_hash,
+    now,
+  ])
+  if (row) return { task: taskFromJson(row.task), created: true }
+  if (!idempotency) throw new Error('insert wrote nothing without an idempotency key')
+  return { task: await existingFor(db, idempotency, hash), created: false }
+}
+
+/**
+ * Creates up to 1,000 tasks (MAX_BATCH_TASKS, src/routes/schemas.ts) in one statement (one transaction: a key reused for
+ * a different request refuses the whole batch, nothing written), then places what it can
+ * with the sweep's set-based placement. Items with an idempotency key the caller used
+ * before come back as the tasks those keys made.
+ */
+export async function createTasks(
+  deps: ServiceDeps,
+  items: { input: TaskInput; idempotencyKey?: string }[],
+  owner: string,
+): Promise<{ tasks: TaskRow[]; created: number }> {
+  const { db, clock } = deps
+  const now = clock.now()
+  const prepared = await Promise.all(
+    items.map(async ({ input, idempotencyKey }) => {
+      const idempotency = idempotencyKey ? { key: idempotencyKey, owner } : undefined
+      const hash = idempotency ? await requestHash(input) : null
+      return { idempotency, hash, values: insertValues(input, now, idempotency, hash) }
+    }),
   )
-  if (raw) return { task: mapRow(tasks, raw), created: true }
-  const [existing] = idempotency
-    ? await db
-        .select()
-        .from(tasks)
-        .where(and(eq(tasks.idempotencyOwner, idempotency.owner), eq(tasks.idempotencyKey, idempotency.key)))
-    : []
-  if (!existing) throw new ApiError('conflict', 'The idempotency key is in use by a task being deleted; try again.')
-  if (existing.idempotencyHash !== hash) {
-    throw new ApiError(
-      'idempotency_key_reused',
-      `Idempotency key "${idempotency?.key}" was used for a different request (task ${existing.id}); use a new key for a new task.`,
-      {
-        errors: [{ path: 'body.idempotencyKey', message: 'already used for a different request' }],
-        taskId: existing.id,
-      },
+  const written = await withTx(db, async (tx) => {
+    const rows = await rowsOf<{ task: Record<string, unknown> }>(
+      tx,
+      sql`
+      WITH v AS (
+        SELECT * FROM jsonb_to_recordset(${JSON.stringify(prepared.map((p, i) => ({ ...p.values, i })))}::jsonb) AS v(
+          i int, id uuid, name text, type text, payload text, priority smallint, req_capabilities text[],
+          req_provider text, req_region text, req_labels jsonb, req_agent_id uuid, max_attempts int,
+          timeout_seconds int, scheduled_at timestamptz, available_at timestamptz, idempotency_key text,
+          idempotency_owner text, idempotency_hash text)
+      ), ins AS (
+        INSERT INTO tasks (id, name, type, payload, priority, req_capabilities, req_provider, req_region, req_labels,
+                           req_agent_id, max_attempts, timeout_seconds, scheduled_at, available_at, idempotency_key,
+                           idempotency_owner, idempotency_hash, status, created_at, updated_at)
+        SELECT id, name, type, payload::jsonb, priority, req_capabilities, req_provider, req_region, req_labels,
+               req_agent_id, max_attempts, timeout_seconds, scheduled_at, available_at, idempotency_key,
+               idempotency_owner, idempotency_hash, 'pending', ${now}, ${now}
+          FROM v ORDER BY i
+        ON CONFLICT (idempotency_owner, idempotency_key) DO NOTHING
+        RETURNING *
+      ), ev AS (
+        INSERT INTO events (type, task_id, data, created_at)
+        SELECT 'task.created', id, jsonb_build_object('name', name, 'type', type, 'priority', priority), ${now}
+          FROM ins ORDER BY id
+        RETURNING 1
+      )
+      SELECT to_jsonb(ins) AS task FROM ins`,
     )
+    const byId = new Map(rows.map((r) => [String(r.task.id), taskFromJson(r.task)]))
+    const out: TaskRow[] = []
+    for (const [i, p] of prepared.entries()) {
+      const made = byId.get(p.values.id)
+      if (made) out.push(made)
+      else if (p.idempotency) {
+        try {
+          out.push(await existingFor(tx, p.idempotency, p.hash))
+        } catch (err) {
+          if (err instanceof ApiError && err.code === 'idempotency_key_reused') {
+            throw new ApiError('idempotency_key_reused', err.detail, {
+              ...err.extras,
+              errors: [{ path: `body.tasks.${i}.idempotencyKey`, message: 'already used for a different request' }],
+            })
+          }
+          throw err
+        }
+      } else throw new Error('batch insert wrote nothing for an item without an idempotency key')
+    }
+    return { tasks: out, created: byId.size }
+  })
+  if (written.created === 0) return written
+  // Place what fits now, with the sweep's set-based placement (best effort: the sweep
+  // places the rest), then answer with the tasks as they are.
+  const batch = Math.min(deps.config.sweepBatchSize, Math.max(written.created, 100))
+  const placed = await placePending(deps, batch, written.created, 'batch').catch((err: unknown) => {
+    deps.logger?.warn('placing new tasks at once failed; the sweep will place them', { error: describeError(err) })
+    return 0
+  })
+  if (placed === 0) {
+    await changed(deps, {})
+    return written
   }
-  return { task: existing, created: false }
+  const fresh = await db
+    .select()
+    .from(tasks)
+    .where(
+      inArray(
+        tasks.id,
+        written.tasks.map((t) => t.id),
+      ),
+    )
+  const now2 = new Map(fresh.map((t) => [t.id, t]))
+  return { tasks: written.tasks.map((t) => now2.get(t.id) ?? t), created: written.created }
 }
 
 /** A task by id, cached (Redis) and dropped by every write that changes it; with why it waits. */

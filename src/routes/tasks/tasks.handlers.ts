@@ -7,6 +7,7 @@ import { pendingReasonsFor, placeTask } from '../../services/placement'
 import * as tasks from '../../services/tasks'
 import type {
   CancelRoute,
+  CreateBatchRoute,
   CreateRoute,
   ExecuteRoute,
   GetRoute,
@@ -37,6 +38,17 @@ export const create: AppRouteHandler<CreateRoute> = async (c) => {
   c.header('Location', `/api/v1/tasks/${task.id}`)
   const dto = await present(c, task)
   return created ? c.json(dto, 201) : c.json(dto, 200)
+}
+
+export const createBatch: AppRouteHandler<CreateBatchRoute> = async (c) => {
+  const { tasks: items } = c.req.valid('json')
+  const { tasks: made, created } = await tasks.createTasks(
+    svc(c),
+    items.map(({ idempotencyKey, ...input }) => ({ input, ...(idempotencyKey ? { idempotencyKey } : {}) })),
+    c.var.principal.sub,
+  )
+  const reasons = await pendingReasonsFor(c.var.deps.database.db, made, c.var.deps.clock.now())
+  return c.json({ items: made.map((t) => toTaskDto(t, reasons.get(t.id))), created }, 201)
 }
 
 export const list: AppRouteHandler<ListRoute> = async (c) => {

@@ -5,6 +5,7 @@ import * as routes from './tasks.routes'
 // Static paths before `/tasks/{id}` so `execute` is not read as an id.
 export const tasksRouter = createRouter()
   .openapi(routes.create, handlers.create)
+  .openapi(routes.createBatch, handlers.createBatch)
   .openapi(routes.list, handlers.list)
   .openapi(routes.execute, handlers.execute)
   .openapi(routes.get, handlers.get)

@@ -9,6 +9,7 @@ import {
   IfMatchHeader,
   page,
   Task,
+  TaskBatchInput,
   TaskCreateInput,
   TaskListQuery,
   TaskStatusReport,
@@ -34,6 +35,24 @@ export const create = createRoute({
   responses: {
     201: { ...json(Task, 'Created'), headers: etagHeader },
     200: { ...json(Task, 'The task an earlier request with this idempotency key created'), headers: etagHeader },
+    ...E.common,
+    ...E.body,
+  },
+})
+
+export const createBatch = createRoute({
+  method: 'post',
+  path: '/tasks/batch',
+  operationId: 'createTasks',
+  summary: 'Create up to 1,000 tasks at once',
+  description:
+    'Creates every task in one statement and places what fits at once. Items with an idempotency key this caller used before for the same request come back as the tasks those keys made; a key used for a different request refuses the whole batch (422 `idempotency_key_reused`, nothing written). `items` are in request order; `created` counts the new ones.',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  request: { body: body(TaskBatchInput) },
+  responses: {
+    201: json(z.object({ items: z.array(Task), created: z.number().int() }).openapi('TaskBatch'), 'Created'),
     ...E.common,
     ...E.body,
   },
@@ -185,6 +204,7 @@ export const retry = createRoute({
 })
 
 export type CreateRoute = typeof create
+export type CreateBatchRoute = typeof createBatch
 export type ListRoute = typeof list
 export type ExecuteRoute = typeof execute
 export type GetRoute = typeof get
