@@ -196,17 +196,33 @@ const percentile = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN
 }
 
-async function benchLifecycle() {
+type Mode = 'single' | 'batched'
+
+/**
+ * lifecycle: the real server, 100 simulated agents with 4 slots each over HTTP, and one
+ * producer; every task is created, placed, started and completed. Two protocols:
+ * - single: one request per step (POST /tasks per task; long-poll heartbeat; PATCH running;
+ *   PATCH completed),
+ * - batched: POST /tasks/batch (50 a request) and reports batched in the next heartbeat
+ *   (running and completed for every task of the previous answer; one request per agent cycle).
+ * Phase 1 creates BENCH_LIFECYCLE_TASKS as fast as the server takes them (throughput, with
+ * statements, server CPU and Postgres CPU per task); phase 2 creates at half that rate, so
+ * agents have free slots (create→assigned latency from the server's own timestamps).
+ */
+async function benchLifecycle(mode: Mode) {
   const AGENTS = 100
   const SLOTS = 4
-  const TASKS = Number(process.env.BENCH_LIFECYCLE_TASKS ?? 4000)
-  const IN_FLIGHT = 48
+  const TASKS = Number(process.env.BENCH_LIFECYCLE_TASKS ?? (mode === 'batched' ? 20_000 : 4000))
+  const BATCH = 50
+  const IN_FLIGHT = mode === 'batched' ? 4 : 48
   const LIMIT_MS = 150_000
   const secret = 's'.repeat(40)
+  const runtime = process.env.BENCH_RUNTIME === 'bun' ? 'bun' : 'node'
   const { database, url, drop } = await scratch()
   // PGlite lives inside the server process; the scratch handle here only served the migration.
   if (!onPostgres) await database.close()
-  const { child, base } = await startServer(url, secret)
+  const dbName = onPostgres ? new URL(url).pathname.slice(1) : ''
+  const { child, base } = await startServer(url, secret, { runtime })
   const stopAt = Date.now() + LIMIT_MS
   try {
     const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
@@ -230,11 +246,6 @@ async function benchLifecycle() {
     }
 
     type Work = { id: string; attempt: number; createdAt: string; assignedAt: string }
-    /**
-     * One phase: a producer creates `count` tasks (closed loop with IN_FLIGHT requests, or
-     * open loop at `ratePerSec`), while every agent long-polls for work, starts it and
-     * completes it. Returns throughput and create→assigned latencies (server timestamps).
-     */
     const phase = async (count: number, ratePerSec?: number) => {
       const latencies: number[] = []
       let completed = 0
@@ -242,16 +253,25 @@ async function benchLifecycle() {
       let errors = 0
       const started = performance.now()
       const create = async () => {
-        created++
-        const r = await api('/api/v1/tasks', { method: 'POST', body: { name: 'lc', type: 'bench.lifecycle' } })
-        if (r.status !== 201) errors++
+        if (mode === 'single') {
+          created++
+          const r = await api('/api/v1/tasks', { method: 'POST', body: { name: 'lc', type: 'bench.lifecycle' } })
+          if (r.status !== 201) errors++
+          return
+        }
+        const n = Math.min(BATCH, count - created)
+        created += n
+        const tasks = Array.from({ length: n }, () => ({ name: 'lc', type: 'bench.lifecycle' }))
+        const r = await api('/api/v1/tasks/batch', { method: 'POST', body: { tasks } })
+        if (r.status !== 201) errors += n
       }
       const producer = async () => {
         if (ratePerSec) {
           const inflight: Promise<void>[] = []
+          const perRequest = mode === 'single' ? 1 : BATCH
           while (created < count && Date.now() < stopAt) {
             inflight.push(create())
-            await new Promise((r) => setTimeout(r, 1000 / ratePerSec))
+            await new Promise((r) => setTimeout(r, (1000 * perRequest) / ratePerSec))
           }
           await Promise.all(inflight)
           return
@@ -261,7 +281,7 @@ async function benchLifecycle() {
         }
         await Promise.all(Array.from({ length: IN_FLIGHT }, worker))
       }
-      const agentLoop = async (a: { id: string; token: string }) => {
+      const single = async (a: { id: string; token: string }) => {
         while (completed < count && Date.now() < stopAt) {
           // Long poll: the server answers as soon as work lands on this agent.
           const hb = await api('/api/v1/agents/heartbeat', {
@@ -274,11 +294,7 @@ async function benchLifecycle() {
             work.map(async (t) => {
               latencies.push(new Date(t.assignedAt).getTime() - new Date(t.createdAt).getTime())
               const path = `/api/v1/tasks/${t.id}/status`
-              const run = await api(path, {
-                method: 'PATCH',
-                token: a.token,
-                body: { status: 'running', attempt: t.attempt },
-              })
+              const run = await api(path, { method: 'PATCH', token: a.token, body: { status: 'running', attempt: t.attempt } })
               const done = await api(path, {
                 method: 'PATCH',
                 token: a.token,
@@ -290,17 +306,43 @@ async function benchLifecycle() {
           )
         }
       }
-      await Promise.all([producer(), ...agents.map(agentLoop)])
+      const batched = async (a: { id: string; token: string }) => {
+        let reports: Record<string, unknown>[] = []
+        while ((completed < count || reports.length) && Date.now() < stopAt) {
+          const hb = await api('/api/v1/agents/heartbeat', {
+            method: 'POST',
+            token: a.token,
+            body: { agentId: a.id, waitSeconds: reports.length ? 0 : 2, reports },
+          })
+          for (const [i, r] of (hb.body?.reports ?? []).entries()) {
+            if (!r.ok) errors++
+            else if ((reports[i] as { status: string }).status === 'completed') completed++
+          }
+          reports = []
+          for (const t of (hb.body?.assignments ?? []) as Work[]) {
+            latencies.push(new Date(t.assignedAt).getTime() - new Date(t.createdAt).getTime())
+            reports.push({ taskId: t.id, attempt: t.attempt, status: 'running' })
+            reports.push({ taskId: t.id, attempt: t.attempt, status: 'completed', result: { ok: true } })
+          }
+        }
+      }
+      await Promise.all([producer(), ...agents.map(mode === 'single' ? single : batched)])
       return { created, completed, errors, seconds: (performance.now() - started) / 1000, latencies }
     }
 
     // 1. Throughput: the producer as fast as the server takes it (a backlog may build).
-    const full = await phase(TASKS)
+    let full = { created: 0, completed: 0, errors: 0, seconds: 0, latencies: [] as number[] }
+    const cost = await costOf(base, child.pid as number, dbName, async () => {
+      full = await phase(TASKS)
+      return Math.max(1, full.completed)
+    })
     const perSec = full.completed / full.seconds
     // 2. Latency while agents have free slots: an open-loop producer at half that rate.
     const rate = Math.max(5, Math.round(perSec / 2))
     const calm = await phase(Math.min(TASKS, rate * 10), rate)
     line('lifecycle', {
+      mode,
+      runtime,
       driver: onPostgres ? 'node-postgres' : 'pglite',
       agents: AGENTS,
       slots_per_agent: SLOTS,
@@ -309,6 +351,9 @@ async function benchLifecycle() {
       errors: full.errors + calm.errors,
       seconds: full.seconds,
       completed_per_sec: Math.round(perSec),
+      statements_per_task: cost.statementsPerOp,
+      server_cpu_us_per_task: Math.round(cost.serverCpuUsPerOp),
+      postgres_cpu_us_per_task: Math.round(cost.postgresCpuUsPerOp),
       backlog_create_to_assigned_p50_ms: percentile(full.latencies, 50),
       backlog_create_to_assigned_p99_ms: percentile(full.latencies, 99),
       free_slots_rate_per_sec: rate,
@@ -316,10 +361,71 @@ async function benchLifecycle() {
       create_to_assigned_p99_ms: percentile(calm.latencies, 99),
       cpus: cpus().length,
     })
+    return perSec
   } finally {
     child.kill('SIGTERM')
     await new Promise((r) => child.once('exit', r))
     if (onPostgres) await drop()
+  }
+}
+
+/**
+ * peers: pg-boss 10 (a devDependency of this bench) on the same Postgres, in this process:
+ * BENCH_PEERS_JOBS jobs inserted 50 at a time while 8 workers fetch up to 10 and complete
+ * them, as a queue library does without HTTP; jobs/s beside our batched lifecycle's tasks/s
+ * (over HTTP, with fencing and events) measured in the same run.
+ */
+async function benchPeers(ours: number | undefined) {
+  if (!onPostgres) {
+    console.log('peers note=needs_postgres')
+    return
+  }
+  const { default: PgBoss } = await import('pg-boss')
+  const JOBS = Number(process.env.BENCH_PEERS_JOBS ?? 20_000)
+  const { url, drop } = await scratch()
+  const boss = new PgBoss({ connectionString: url, max: 10, supervise: false, schedule: false })
+  boss.on('error', () => {})
+  try {
+    await boss.start()
+    const queue = 'bench'
+    await boss.createQueue(queue)
+    let inserted = 0
+    let done = 0
+    const started = performance.now()
+    const producer = async () => {
+      while (inserted < JOBS) {
+        const n = Math.min(50, JOBS - inserted)
+        inserted += n
+        await boss.insert(Array.from({ length: n }, () => ({ name: queue, data: { ok: true } })))
+      }
+    }
+    const worker = async () => {
+      while (done < JOBS) {
+        const jobs = await boss.fetch(queue, { batchSize: 10 })
+        if (!jobs?.length) {
+          await new Promise((r) => setTimeout(r, 5))
+          continue
+        }
+        await boss.complete(
+          queue,
+          jobs.map((j) => j.id),
+        )
+        done += jobs.length
+      }
+    }
+    await Promise.all([producer(), producer(), ...Array.from({ length: 8 }, worker)])
+    const perSec = done / ((performance.now() - started) / 1000)
+    line('peers', {
+      peer: 'pg-boss',
+      version: (await import('pg-boss/package.json', { with: { type: 'json' } })).default.version,
+      jobs: done,
+      jobs_per_sec: Math.round(perSec),
+      ours_batched_tasks_per_sec: ours === undefined ? 'not_run' : Math.round(ours),
+      ours_vs_peer: ours === undefined ? 'not_run' : ours / perSec,
+    })
+  } finally {
+    await boss.stop({ graceful: false, wait: true }).catch(() => {})
+    await drop()
   }
 }
 
@@ -682,6 +788,9 @@ async function benchHeartbeat() {
 if (!only || only === 'sweep') await benchSweep()
 if (!only || only === 'heartbeat') await benchHeartbeat()
 if (!only || only === 'statistics') await benchStatistics()
-if (!only || only === 'lifecycle') await benchLifecycle()
+let batchedRate: number | undefined
+if (!only || only === 'lifecycle' || only === 'peers') batchedRate = await benchLifecycle('batched')
+if (!only || only === 'lifecycle') await benchLifecycle('single')
+if (!only || only === 'peers') await benchPeers(batchedRate)
 if (!only || only === 'read') await benchRead()
 if (!only || only === 'streams') await benchStreams()

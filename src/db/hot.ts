@@ -65,70 +65,6 @@ const FITS = `(a.capabilities @> t.req_capabilities
   AND a.labels @> t.req_labels
   AND (t.req_agent_id IS NULL OR a.id = t.req_agent_id))`
 
-/**
- * A heartbeat, in one statement: records the beat (last heartbeat, metrics; an offline
- * agent comes back online, a reported status applies except over an operator's
- * maintenance) with an `agent.status_changed` event when the status moves, and reads what
- * the answer needs: the agent, its assigned tasks, the running ones to cancel, the
- * reported running ids it no longer holds, and whether placement could give it anything
- * (online, a free slot, some due pending task), so an idle fleet on an empty queue never
- * runs the locking fill.
- * $1 agent id · $2 now · $3 reported status or null · $4 metrics (jsonb) or null · $5 running ids (uuid[])
- */
-export const heartbeatBeat: HotStatement = {
-  name: 'hb_beat',
-  text: `
-WITH cur AS (
-  SELECT id, status FROM agents WHERE id = $1 FOR UPDATE
-), nxt AS (
-  SELECT id, status AS was,
-         CASE WHEN status = 'maintenance' THEN 'maintenance'
-              ELSE coalesce($3::text, CASE WHEN status = 'offline' THEN 'online' ELSE status END) END AS status
-    FROM cur
-), upd AS (
-  UPDATE agents a
-     SET status = nxt.status, last_heartbeat_at = $2, last_metrics = coalesce($4::jsonb, a.last_metrics),
-         version = a.version + CASE WHEN nxt.status <> nxt.was THEN 1 ELSE 0 END,
-         updated_at = CASE WHEN nxt.status <> nxt.was THEN $2 ELSE a.updated_at END
-    FROM nxt WHERE a.id = nxt.id
-  RETURNING a.*, nxt.was
-), ev AS (
-  INSERT INTO events (type, agent_id, data, created_at)
-  SELECT 'agent.status_changed', id, jsonb_build_object('from', was, 'to', status, 'by', 'heartbeat'), $2
-    FROM upd WHERE status <> was
-  RETURNING 1
-)
-SELECT to_jsonb(upd) - 'was' AS agent, upd.status <> upd.was AS moved,
-  (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id), '[]'::jsonb)
-     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'assigned') AS assigned,
-  (SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}')
-     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'running' AND t.cancel_requested) AS cancel,
-  (SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}') FROM unnest($5::uuid[]) AS r(id)
-    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = $1 AND t.status IN ('assigned', 'running'))) AS lost,
-  upd.status = 'online' AND upd.active_tasks < upd.max_concurrent_tasks
-    AND EXISTS (SELECT 1 FROM tasks p WHERE p.status = 'pending' AND p.available_at <= $2) AS may_fill
-FROM upd`,
-}
-
-/**
- * What a long-polling heartbeat re-reads when woken (no beat is recorded again).
- * $1 agent id · $2 now · $3 running ids (uuid[])
- */
-export const heartbeatWork: HotStatement = {
-  name: 'hb_work',
-  text: `
-SELECT to_jsonb(a) AS agent,
-  (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id), '[]'::jsonb)
-     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'assigned') AS assigned,
-  (SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}')
-     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'running' AND t.cancel_requested) AS cancel,
-  (SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}') FROM unnest($3::uuid[]) AS r(id)
-    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = $1 AND t.status IN ('assigned', 'running'))) AS lost,
-  a.status = 'online' AND a.active_tasks < a.max_concurrent_tasks
-    AND EXISTS (SELECT 1 FROM tasks p WHERE p.status = 'pending' AND p.available_at <= $2) AS may_fill
-FROM agents a WHERE a.id = $1`,
-}
-
 // A new attempt starts clean: the previous attempt's result, error and progress stay in
 // the task's events, not on the task. (Also used by src/services/placement.ts.)
 export const ASSIGN_SET = `status = 'assigned', attempt = t.attempt + 1,
@@ -138,85 +74,118 @@ export const ASSIGN_SET = `status = 'assigned', attempt = t.attempt + 1,
        version = t.version + 1, updated_at = $2`
 
 /**
- * Gives agent $1 the best due pending tasks that fit it, up to its free slots: the agent row
- * locked first (only if online with a free slot), tasks picked in queue order `SKIP
- * LOCKED`, the assignments, the agent's load and the `task.assigned` events written
- * together. The assigned rows come back whole, for the heartbeat's answer.
- * $1 agent id · $2 now · $3 how (`heartbeat`, `create`)
+ * A heartbeat, in one statement: records the beat (last heartbeat, metrics; an offline
+ * agent comes back online, a reported status applies except over an operator's
+ * maintenance) with an `agent.status_changed` event when the status moves; if the agent is
+ * then online with free slots, gives it the best due pending tasks that fit it (queue
+ * order, `SKIP LOCKED`, so heartbeats of other agents never wait on each other) with
+ * their `task.assigned` events and its new load; and reads what the answer needs: the
+ * agent, its assigned tasks (those it already had, and those just given), the running ones
+ * to cancel, and the reported running ids it no longer holds. The agent row is read under
+ * its lock, so the free slots it counts include every report committed before.
+ * $1 agent id · $2 now · $3 reported status or null · $4 metrics (jsonb) or null · $5 running ids (uuid[])
  */
-export const fillAgentById: HotStatement = {
-  name: 'fill_agent',
+export const heartbeat: HotStatement = {
+  name: 'heartbeat',
   text: `
-WITH a AS (
-  SELECT id, provider, region, capabilities, labels, max_concurrent_tasks - active_tasks AS free
-    FROM agents WHERE id = $1 AND status = 'online' AND active_tasks < max_concurrent_tasks
-     FOR UPDATE
+WITH cur AS (
+  SELECT id, status, provider, region, capabilities, labels, max_concurrent_tasks, active_tasks
+    FROM agents WHERE id = $1 FOR UPDATE
+), a AS (
+  SELECT cur.*, status AS was,
+         CASE WHEN status = 'maintenance' THEN 'maintenance'
+              ELSE coalesce($3::text, CASE WHEN status = 'offline' THEN 'online' ELSE status END) END AS next
+    FROM cur
 ), picked AS (
-  SELECT t.id, a.id AS agent_id FROM tasks t, a
-   WHERE t.status = 'pending' AND t.available_at <= $2 AND ${FITS}
+  SELECT t.id FROM tasks t, a
+   WHERE a.next = 'online' AND a.active_tasks < a.max_concurrent_tasks
+     AND t.status = 'pending' AND t.available_at <= $2 AND ${FITS}
    ORDER BY t.priority DESC, t.id
-   LIMIT (SELECT free FROM a)
+   LIMIT (SELECT greatest(max_concurrent_tasks - active_tasks, 0) FROM a)
      FOR UPDATE OF t SKIP LOCKED
-), upd AS (
-  UPDATE tasks t SET ${ASSIGN_SET}, agent_id = picked.agent_id
+), given AS (
+  UPDATE tasks t SET ${ASSIGN_SET}, agent_id = $1
     FROM picked WHERE t.id = picked.id
   RETURNING t.*, extract(epoch FROM $2::timestamptz - t.created_at)::float8 AS wait_s
-), load AS (
-  UPDATE agents SET active_tasks = active_tasks + (SELECT count(*) FROM upd)
-   WHERE id = (SELECT id FROM a) AND EXISTS (SELECT 1 FROM upd)
+), upd AS (
+  UPDATE agents g
+     SET status = a.next, last_heartbeat_at = $2, last_metrics = coalesce($4::jsonb, g.last_metrics),
+         active_tasks = g.active_tasks + (SELECT count(*) FROM given),
+         version = g.version + CASE WHEN a.next <> a.was THEN 1 ELSE 0 END,
+         updated_at = CASE WHEN a.next <> a.was THEN $2 ELSE g.updated_at END
+    FROM a WHERE g.id = a.id
+  RETURNING g.*, a.was
+), moved AS (
+  INSERT INTO events (type, agent_id, data, created_at)
+  SELECT 'agent.status_changed', id, jsonb_build_object('from', was, 'to', status, 'by', 'heartbeat'), $2
+    FROM upd WHERE status <> was
   RETURNING 1
-), ev AS (
+), placed AS (
   INSERT INTO events (type, agent_id, task_id, data, created_at)
   SELECT 'task.assigned', agent_id, id,
-         jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', $3::text), $2
-    FROM upd ORDER BY id
+         jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', 'heartbeat'), $2
+    FROM given ORDER BY id
   RETURNING 1
 )
-SELECT coalesce((SELECT jsonb_agg(to_jsonb(upd) ORDER BY upd.priority DESC, upd.id) FROM upd), '[]'::jsonb) AS rows`,
+SELECT to_jsonb(upd) - 'was' AS agent, upd.status <> upd.was AS moved,
+  (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id), '[]'::jsonb)
+     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'assigned') AS assigned,
+  (SELECT coalesce(jsonb_agg(to_jsonb(g) ORDER BY g.priority DESC, g.id), '[]'::jsonb) FROM given g) AS given,
+  (SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}')
+     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'running' AND t.cancel_requested) AS cancel,
+  (SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}') FROM unnest($5::uuid[]) AS r(id)
+    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = $1 AND t.status IN ('assigned', 'running'))) AS lost
+FROM upd`,
 }
 
 /**
- * Agents' reports on tasks, set-based: one row per report (at most one per task; a
- * caller with several for one task sends them in rounds). Each is judged against the
- * task locked as it is now — `stale_attempt` when the reporting agent does not hold it or
- * the attempt is not the current one, `repeat` for the report that already ended it,
- * `invalid_transition` for a move the state machine does not allow, `not_found` — and only
- * the `ok` ones move, with their events, and free their agents' slots when they end.
+ * Agents' reports on tasks, set-based: one row per task (a caller with several reports on
+ * one task sends them in rounds; "running" then an end is one row, `started`). Each is
+ * judged against the task locked as it is now — `stale_attempt` when the reporting agent
+ * does not hold it or the attempt is not the current one, `repeat` for the report that
+ * already ended it, `invalid_transition` for a move the state machine does not allow,
+ * `not_found` — and only the `ok` ones move, with their events (`task.started` first for a
+ * `started` row), and free their agents' slots when they end.
  * $1 reports: jsonb array of {i, task_id, agent_id (the reporter, or null for staff),
- *    attempt, status, progress, result, error} · $2 now
- * Returns one row per report: i, verdict, the task as it is afterwards (or was, if refused).
+ *    attempt, status, started, progress, result, has_result, error} · $2 now · $3 the task
+ *    ids (uuid[]: the planner sees an array of keys and reads tasks by primary key)
+ * Returns one row per report: i, verdict, the task as it is afterwards (or as it is, if refused).
  */
 export const applyReports: HotStatement = {
   name: 'apply_reports',
   text: `
 WITH r AS (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(i int, task_id uuid, agent_id uuid, attempt int, status text,
-    progress real, result jsonb, has_result boolean, error jsonb)
+    started boolean, progress real, result jsonb, has_result boolean, error jsonb)
 ), cur AS (
-  SELECT t.* FROM tasks t WHERE t.id IN (SELECT task_id FROM r) ORDER BY t.id FOR UPDATE
+  SELECT t.* FROM tasks t WHERE t.id = ANY($3::uuid[]) ORDER BY t.id FOR UPDATE
 ), v AS (
-  SELECT r.*, cur.status AS was, cur.attempt AS cur_attempt,
+  SELECT r.*, cur.status AS was,
+    -- "running" then an end, in one row: judged as the end of a running task.
+    CASE WHEN r.started AND cur.status IN ('assigned', 'running') THEN 'running' ELSE cur.status END AS from_status,
     CASE
       WHEN cur.id IS NULL THEN 'not_found'
       WHEN r.agent_id IS NOT NULL AND cur.agent_id IS DISTINCT FROM r.agent_id THEN 'stale_attempt'
       WHEN r.attempt <> cur.attempt THEN 'stale_attempt'
       WHEN r.status = cur.status AND cur.status <> 'running' AND cur.finished_at IS NOT NULL THEN 'repeat'
-      WHEN (cur.status = 'assigned' AND r.status IN ('running', 'failed'))
-        OR (cur.status = 'running' AND (r.status IN ('running', 'completed', 'failed')
-                                        OR (r.status = 'cancelled' AND cur.cancel_requested))) THEN 'ok'
+      WHEN (cur.status = 'assigned' AND NOT r.started AND r.status IN ('running', 'failed'))
+        OR ((cur.status = 'running' OR (r.started AND cur.status = 'assigned'))
+            AND (r.status IN ('running', 'completed', 'failed') OR (r.status = 'cancelled' AND cur.cancel_requested)))
+        THEN 'ok'
       ELSE 'invalid_transition'
     END AS verdict
   FROM r LEFT JOIN cur ON cur.id = r.task_id
 ), upd AS (
   UPDATE tasks t SET
     status = v.status,
-    started_at = CASE WHEN v.status = 'running' AND v.was = 'assigned' THEN $2 ELSE t.started_at END,
+    started_at = CASE WHEN v.was = 'assigned' AND (v.status = 'running' OR v.started) THEN $2 ELSE t.started_at END,
     deadline_at = CASE WHEN v.status = 'running' AND v.was = 'assigned'
                          THEN $2::timestamptz + t.timeout_seconds * interval '1 second'
                        WHEN v.status = 'running' THEN t.deadline_at ELSE NULL END,
-    progress = CASE WHEN v.status = 'running' AND v.was = 'assigned' THEN v.progress
+    progress = CASE WHEN v.status = 'completed' THEN 100
+                    WHEN v.was = 'assigned' AND (v.status = 'running' OR v.started) THEN v.progress
                     WHEN v.status = 'running' THEN coalesce(v.progress, t.progress)
-                    WHEN v.status = 'completed' THEN 100 ELSE t.progress END,
+                    ELSE t.progress END,
     finished_at = CASE WHEN v.status = 'running' THEN t.finished_at ELSE $2 END,
     result = CASE WHEN v.status = 'completed' THEN v.result
                   WHEN v.status = 'failed' AND v.has_result THEN v.result ELSE t.result END,
@@ -227,8 +196,8 @@ WITH r AS (
                            AND NOT t.cancel_requested
                       ELSE t.auto_retry END,
     version = t.version + 1, updated_at = $2
-  FROM v WHERE t.id = v.task_id AND v.verdict = 'ok'
-  RETURNING t.*, v.i, v.was, v.progress AS reported
+  FROM v WHERE t.id = ANY($3::uuid[]) AND t.id = v.task_id AND v.verdict = 'ok'
+  RETURNING t.*, v.i, v.was, v.from_status, v.started, v.progress AS reported
 ), rel AS (
   UPDATE agents a SET active_tasks = greatest(a.active_tasks - c.n, 0)
     FROM (SELECT agent_id, count(*)::int AS n FROM upd WHERE status <> 'running' AND agent_id IS NOT NULL
@@ -237,21 +206,23 @@ WITH r AS (
   RETURNING 1
 ), ev AS (
   INSERT INTO events (type, agent_id, task_id, data, created_at)
-  SELECT CASE WHEN u.status = 'running' AND u.was = 'assigned' THEN 'task.started'
-              WHEN u.status = 'running' THEN 'task.progress'
-              ELSE 'task.' || u.status END,
-         u.agent_id, u.id,
-         CASE WHEN u.status = 'running' AND u.was = 'running'
-                THEN jsonb_build_object('progress', u.reported, 'attempt', u.attempt)
-              WHEN u.status = 'failed'
-                THEN jsonb_build_object('from', u.was, 'to', 'failed', 'attempt', u.attempt, 'error', u.error)
-              ELSE jsonb_build_object('from', u.was, 'to', u.status, 'attempt', u.attempt) END,
-         $2
-    FROM upd u ORDER BY u.i
+  SELECT e.type, e.agent_id, e.task_id, e.data, $2 FROM (
+    SELECT u.i, 0 AS k, 'task.started' AS type, u.agent_id, u.id AS task_id,
+           jsonb_build_object('from', 'assigned', 'to', 'running', 'attempt', u.attempt) AS data
+      FROM upd u WHERE u.was = 'assigned' AND (u.status = 'running' OR u.started)
+    UNION ALL
+    SELECT u.i, 1, CASE WHEN u.status = 'running' THEN 'task.progress' ELSE 'task.' || u.status END,
+           u.agent_id, u.id,
+           CASE WHEN u.status = 'running' THEN jsonb_build_object('progress', u.reported, 'attempt', u.attempt)
+                WHEN u.status = 'failed'
+                  THEN jsonb_build_object('from', u.from_status, 'to', 'failed', 'attempt', u.attempt, 'error', u.error)
+                ELSE jsonb_build_object('from', u.from_status, 'to', u.status, 'attempt', u.attempt) END
+      FROM upd u WHERE NOT (u.status = 'running' AND u.was = 'assigned')
+  ) e ORDER BY e.i, e.k
   RETURNING 1
 )
 SELECT v.i, v.verdict,
-       coalesce((SELECT to_jsonb(u) - 'i' - 'was' - 'reported' FROM upd u WHERE u.i = v.i),
+       coalesce((SELECT to_jsonb(u) - 'i' - 'was' - 'from_status' - 'started' - 'reported' FROM upd u WHERE u.i = v.i),
                 (SELECT to_jsonb(c) FROM cur c WHERE c.id = v.task_id)) AS task
   FROM v ORDER BY v.i`,
 }

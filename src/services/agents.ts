@@ -1,7 +1,7 @@
 import { and, arrayContains, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
 import type { Db, Executor, Tx } from '../db/client'
-import { agentFromJson, fillAgentById, heartbeatBeat, heartbeatWork, hot, taskFromJson } from '../db/hot'
+import { agentFromJson, heartbeat as heartbeatStatement, hot, taskFromJson } from '../db/hot'
 import { queries } from '../db/prepared'
 import { type AgentRow, agents, type Labels, type TaskRow, tasks } from '../db/schema'
 import { pgConstraint, pgErrorCode, withTx } from '../db/tx'
@@ -322,33 +322,22 @@ export interface HeartbeatResult {
 type WorkRow = {
   agent: Record<string, unknown>
   assigned: Record<string, unknown>[]
+  given: (Record<string, unknown> & { wait_s: number })[]
   cancel: string[]
   lost: string[]
-  may_fill: boolean
-  moved?: boolean
-}
-
-function toWork(row: WorkRow, reports: ReportOutcome[]) {
-  return {
-    agent: agentFromJson(row.agent),
-    assignments: row.assigned.map(taskFromJson),
-    cancellations: dedupe([...row.cancel, ...row.lost]),
-    reports,
-    mayFill: row.may_fill,
-  }
+  moved: boolean
 }
 
 /** How often a waiting heartbeat re-reads the database even without a notification. */
 const WAIT_SLICE_MS = 2000
 
 /**
- * A heartbeat: applies the agent's reports (batched in the body), records the beat and
- * tells the agent what to do: the tasks assigned to it and not yet started (an agent with
- * free slots is first given fitting pending tasks), and the tasks it should stop (cancel
- * requested, or ones it reports running that it no longer holds). A steady beat with
- * nothing to report and nothing pending is one statement. With `waitSeconds`, an agent with
- * nothing to do is answered as soon as work lands on it (or when the wait ends): a long
- * poll instead of a busy poll.
+ * A heartbeat: applies the agent's reports (batched in the body; one statement), then
+ * records the beat, hands an agent with free slots fitting pending tasks, and reads what to
+ * tell it (one statement): the tasks assigned to it and not yet started, and the tasks it
+ * should stop (cancel requested, or ones it reports running that it no longer holds). With
+ * `waitSeconds`, an agent with nothing to do is answered as soon as work lands on it (or
+ * when the wait ends): a long poll instead of a busy poll.
  */
 export async function heartbeat(
   deps: ServiceDeps,
@@ -360,40 +349,33 @@ export async function heartbeat(
   const reports = input.reports?.length ? await applyTaskReports(deps, id, input.reports) : []
   const running = `{${dedupe(input.runningTaskIds ?? []).join(',')}}`
   const metrics = input.metrics === undefined ? null : JSON.stringify(input.metrics)
-  const [beat] = await hot<WorkRow>(db, heartbeatBeat, [id, clock.now(), input.status ?? null, metrics, running])
-  if (!beat) throw new ApiError('not_found', `No agent with id ${id}.`)
-  // The agent row changed (last heartbeat); events and counts only if its status moved.
-  await changed(deps, { agents: [id], eventful: beat.moved === true })
-  let work = toWork(beat, reports)
   const until = Date.now() + (input.waitSeconds ?? 0) * 1000
-  for (;;) {
-    // Only an online agent with a free slot, with due work pending somewhere, runs the fill.
-    if (work.mayFill) {
-      const [out] = await hot<{ rows: (Record<string, unknown> & { wait_s: number })[] }>(db, fillAgentById, [
-        id,
-        clock.now(),
+  for (let first = true; ; first = false) {
+    const [row] = await hot<WorkRow>(db, heartbeatStatement, [id, clock.now(), input.status ?? null, metrics, running])
+    if (!row) throw new ApiError('not_found', `No agent with id ${id}.`)
+    const given = row.given.map(taskFromJson)
+    if (given.length) {
+      recordAssignments(
+        deps.metrics,
+        row.given.map((r) => ({ id: String(r.id), agent_id: id, attempt: Number(r.attempt), wait_s: r.wait_s })),
         'heartbeat',
-      ])
-      const filled = out?.rows ?? []
-      if (filled.length) {
-        recordAssignments(
-          deps.metrics,
-          filled.map((r) => ({ id: String(r.id), agent_id: id, attempt: Number(r.attempt), wait_s: r.wait_s })),
-          'heartbeat',
-        )
-        await changed(deps, { agents: [id], tasks: filled.map((r) => String(r.id)) })
-        work.assignments.push(...filled.map(taskFromJson))
-        work.agent.activeTasks += filled.length
-      }
+      )
+    }
+    // The agent row changed (last heartbeat); events and counts only if its status moved
+    // or it was given work.
+    if (first || given.length || row.moved) {
+      await changed(deps, { agents: [id], tasks: given.map((t) => t.id), eventful: row.moved || given.length > 0 })
+    }
+    const answer = {
+      agent: agentFromJson(row.agent),
+      assignments: [...row.assigned.map(taskFromJson), ...given],
+      cancellations: dedupe([...row.cancel, ...row.lost]),
+      reports,
     }
     const left = until - Date.now()
-    const { mayFill: _, ...answer } = work
-    if (work.assignments.length > 0 || work.cancellations.length > 0 || left <= 0) return answer
+    if (answer.assignments.length > 0 || answer.cancellations.length > 0 || left <= 0) return answer
     if (signal?.aborted || notifier?.closed) return answer
     if (notifier) await notifier.wait(id, Math.min(left, WAIT_SLICE_MS), signal)
     else await new Promise((r) => setTimeout(r, Math.min(left, WAIT_SLICE_MS)))
-    const [again] = await hot<WorkRow>(db, heartbeatWork, [id, clock.now(), running])
-    if (!again) throw new ApiError('not_found', `No agent with id ${id}.`)
-    work = toWork(again, reports)
   }
 }

@@ -474,43 +474,55 @@ export async function applyTaskReports(
 ): Promise<ReportOutcome[]> {
   const { db, clock } = deps
   const outcomes = new Array<ReportOutcome>(reports.length)
-  const rounds: number[][] = []
+  // One row per task per round. "running" directly followed by an end of the same attempt
+  // is one row (`started`): one update of the task instead of two, both events recorded
+  // (a progress event the running report would have made on an already running task is not).
+  type Row = { at: number[]; report: TaskReport; started: boolean }
+  const rounds: Row[][] = []
   const seen = new Map<string, number>()
-  reports.forEach((r, i) => {
+  for (let i = 0; i < reports.length; i++) {
+    const r = reports[i] as TaskReport
+    const next = reports[i + 1]
+    const merge =
+      r.status === 'running' && next?.taskId === r.taskId && next.attempt === r.attempt && next.status !== 'running'
+    const row: Row = merge
+      ? { at: [i, i + 1], report: { ...next, progress: next.progress ?? r.progress }, started: true }
+      : { at: [i], report: r, started: false }
+    if (merge) i++
     const k = seen.get(r.taskId) ?? 0
     seen.set(r.taskId, k + 1)
     const round = rounds[k] ?? []
-    round.push(i)
+    round.push(row)
     rounds[k] = round
-  })
+  }
   const touched = { tasks: new Set<string>(), agents: new Set<string>() }
   for (const round of rounds) {
     const now = clock.now()
-    const payload = round.map((i) => {
-      const r = reports[i] as TaskReport
-      return {
-        i,
-        task_id: r.taskId,
-        agent_id: reporter,
-        attempt: r.attempt,
-        status: r.status,
-        progress: r.progress ?? null,
-        result: r.result ?? null,
-        has_result: r.result !== undefined,
-        error:
-          r.status === 'failed'
-            ? { code: r.error?.code ?? 'failed', message: r.error?.message ?? 'failed' }
-            : (r.error ?? null),
-      }
-    })
+    const payload = round.map(({ report: r, started }, i) => ({
+      i,
+      task_id: r.taskId,
+      agent_id: reporter,
+      attempt: r.attempt,
+      status: r.status,
+      started,
+      progress: r.progress ?? null,
+      result: r.result ?? null,
+      has_result: r.result !== undefined,
+      error:
+        r.status === 'failed'
+          ? { code: r.error?.code ?? 'failed', message: r.error?.message ?? 'failed' }
+          : (r.error ?? null),
+    }))
     const rows = await hot<{ i: number; verdict: ReportVerdict; task: Record<string, unknown> | null }>(
       db,
       applyReports,
-      [JSON.stringify(payload), now],
+      [JSON.stringify(payload), now, `{${payload.map((r) => r.task_id).join(',')}}`],
     )
     for (const row of rows) {
       const task = row.task ? taskFromJson(row.task) : undefined
-      outcomes[row.i] = { report: reports[row.i] as TaskReport, verdict: row.verdict, ...(task ? { task } : {}) }
+      for (const at of round[row.i]?.at ?? []) {
+        outcomes[at] = { report: reports[at] as TaskReport, verdict: row.verdict, ...(task ? { task } : {}) }
+      }
       if (row.verdict === 'ok' && task) {
         touched.tasks.add(task.id)
         if (task.agentId) touched.agents.add(task.agentId)
