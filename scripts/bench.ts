@@ -294,7 +294,11 @@ async function benchLifecycle(mode: Mode) {
             work.map(async (t) => {
               latencies.push(new Date(t.assignedAt).getTime() - new Date(t.createdAt).getTime())
               const path = `/api/v1/tasks/${t.id}/status`
-              const run = await api(path, { method: 'PATCH', token: a.token, body: { status: 'running', attempt: t.attempt } })
+              const run = await api(path, {
+                method: 'PATCH',
+                token: a.token,
+                body: { status: 'running', attempt: t.attempt },
+              })
               const done = await api(path, {
                 method: 'PATCH',
                 token: a.token,

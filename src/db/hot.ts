@@ -244,7 +244,7 @@ WITH ins AS (
                      idempotency_owner, idempotency_hash, status, created_at, updated_at)
   VALUES ($1, $2, $3, $4::jsonb, $5, $6::text[], $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17,
           'pending', $18, $18)
-  ON CONFLICT (idempotency_owner, idempotency_key) DO NOTHING
+  ON CONFLICT (idempotency_owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING *
 ), ev AS (
   INSERT INTO events (type, task_id, data, created_at)

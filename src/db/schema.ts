@@ -110,7 +110,10 @@ export const tasks = pgTable(
     updatedAt: ts('updated_at').notNull(),
   },
   (t) => [
-    uniqueIndex('tasks_idempotency_owner_key').on(t.idempotencyOwner, t.idempotencyKey),
+    // Only tasks made with a key carry an entry (most have none: every version of them would).
+    uniqueIndex('tasks_idempotency_key_idx')
+      .on(t.idempotencyOwner, t.idempotencyKey)
+      .where(sql`idempotency_key IS NOT NULL`),
     index('tasks_status_idx').on(t.status, t.id),
     index('tasks_agent_idx').on(t.agentId, t.id),
     // An agent's live work (heartbeat, capacity checks, agent loss).
@@ -151,11 +154,14 @@ export const events = pgTable(
     createdAt: ts('created_at').notNull(),
   },
   (t) => [
-    uniqueIndex('events_seq_key').on(t.seq),
+    // The reading indexes hold numbered events only: an event gets its entries once, when
+    // the sequencer numbers it, not also when it is inserted unnumbered.
+    uniqueIndex('events_seq_idx').on(t.seq).where(sql`seq IS NOT NULL`),
     index('events_unsequenced_idx').on(t.id).where(sql`seq IS NULL`),
-    index('events_task_idx').on(t.taskId, t.seq),
-    index('events_agent_idx').on(t.agentId, t.seq),
-    index('events_created_at_idx').on(t.createdAt),
+    index('events_task_seq_idx').on(t.taskId, t.seq).where(sql`seq IS NOT NULL`),
+    index('events_agent_seq_idx').on(t.agentId, t.seq).where(sql`seq IS NOT NULL`),
+    // Retention only: a BRIN index (events arrive in time order) costs next to nothing to keep.
+    index('events_created_at_brin').using('brin', t.createdAt),
   ],
 )
 
@@ -167,7 +173,7 @@ export const eventSequence = pgTable('event_sequence', {
 
 /**
  * Task counts by status and priority, kept by statement-level triggers on `tasks` (the
- * custom migration 0001) in 16 shards (by backend), so concurrent writers rarely touch the
+ * custom migrations 0001, 0002) in 256 shards (by backend), so concurrent writers rarely touch the
  * same row; statistics sum the shards instead of counting a million rows.
  */
 export const taskCounts = pgTable(

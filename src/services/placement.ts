@@ -345,23 +345,44 @@ export async function placeTask(
  */
 export async function pendingReasonsFor(db: Executor, list: TaskRow[], now: Date): Promise<Map<string, PendingReason>> {
   const out = new Map<string, PendingReason>()
-  const open: string[] = []
+  // Tasks with the same requirements wait for the same reason: ask once per kind (a batch
+  // of a thousand alike tasks is one probe, not a thousand).
+  const byKind = new Map<string, string[]>()
   for (const t of list) {
     if (t.status !== 'pending') continue
     // A task that never ran waits for its scheduledAt; one that ran before waits out a retry backoff.
-    if (t.availableAt > now) out.set(t.id, t.attempt > 0 ? 'backoff' : 'scheduled')
-    else open.push(t.id)
+    if (t.availableAt > now) {
+      out.set(t.id, t.attempt > 0 ? 'backoff' : 'scheduled')
+      continue
+    }
+    const kind = JSON.stringify([
+      [...t.reqCapabilities].sort(),
+      t.reqProvider,
+      t.reqRegion,
+      Object.entries(t.reqLabels).sort(),
+      t.reqAgentId,
+    ])
+    const same = byKind.get(kind)
+    if (same) same.push(t.id)
+    else byKind.set(kind, [t.id])
   }
-  if (open.length === 0) return out
+  if (byKind.size === 0) return out
+  const probes = [...byKind.values()].map((ids) => ids[0] as string)
   const rows = await rowsOf<{ id: string; free: boolean; fitting: boolean }>(
     db,
     sql`
     SELECT t.id,
       EXISTS (SELECT 1 FROM agents a WHERE a.status = 'online' AND ${fitsSql} AND a.active_tasks < a.max_concurrent_tasks) AS free,
       EXISTS (SELECT 1 FROM agents a WHERE a.status = 'online' AND ${fitsSql}) AS fitting
-    FROM tasks t WHERE t.id = ANY(${`{${open.join(',')}}`}::uuid[])`,
+    FROM tasks t WHERE t.id = ANY(${`{${probes.join(',')}}`}::uuid[])`,
   )
-  for (const r of rows) out.set(r.id, r.free ? 'queued' : r.fitting ? 'agents_busy' : 'no_matching_agent')
+  const reasonOf = new Map(
+    rows.map((r) => [r.id, (r.free ? 'queued' : r.fitting ? 'agents_busy' : 'no_matching_agent') as PendingReason]),
+  )
+  for (const ids of byKind.values()) {
+    const reason = reasonOf.get(ids[0] as string)
+    if (reason) for (const id of ids) out.set(id, reason)
+  }
   return out
 }
 

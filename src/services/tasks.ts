@@ -295,7 +295,7 @@ export async function createTasks(
                req_agent_id, max_attempts, timeout_seconds, scheduled_at, available_at, idempotency_key,
                idempotency_owner, idempotency_hash, 'pending', ${now}, ${now}
           FROM v ORDER BY i
-        ON CONFLICT (idempotency_owner, idempotency_key) DO NOTHING
+        ON CONFLICT (idempotency_owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING *
       ), ev AS (
         INSERT INTO events (type, task_id, data, created_at)
