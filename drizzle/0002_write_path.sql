@@ -8,8 +8,8 @@ ALTER TABLE "tasks" ADD COLUMN "idempotency_hash" text;--> statement-breakpoint
 CREATE UNIQUE INDEX "events_seq_idx" ON "events" USING btree ("seq") WHERE seq IS NOT NULL;--> statement-breakpoint
 CREATE INDEX "events_task_seq_idx" ON "events" USING btree ("task_id","seq") WHERE seq IS NOT NULL;--> statement-breakpoint
 CREATE INDEX "events_agent_seq_idx" ON "events" USING btree ("agent_id","seq") WHERE seq IS NOT NULL;--> statement-breakpoint
-CREATE INDEX "events_created_at_brin" ON "events" USING brin ("created_at");--> statement-breakpoint
-CREATE UNIQUE INDEX "tasks_idempotency_key_idx" ON "tasks" USING btree ("idempotency_owner","idempotency_key") WHERE idempotency_key IS NOT NULL;--> statement-breakpoint
+CREATE UNIQUE INDEX "tasks_idempotency_key_idx" ON "tasks" USING btree ("idempotency_owner","idempotency_key") WHERE idempotency_key IS NOT NULL;
+--> statement-breakpoint
 -- Task counts: a statement that moved no task (a report refused, a fill that found nothing)
 -- returns at once, and counters are sharded 256 ways by backend (was 16), so two busy
 -- connections seldom wait on each other's counter rows until commit.

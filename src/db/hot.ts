@@ -148,7 +148,8 @@ FROM upd`,
  * `started` row), and free their agents' slots when they end.
  * $1 reports: jsonb array of {i, task_id, agent_id (the reporter, or null for staff),
  *    attempt, status, started, progress, result, has_result, error} · $2 now · $3 the task
- *    ids (uuid[]: the planner sees an array of keys and reads tasks by primary key)
+ *    ids (uuid[]: the planner sees an array of keys and reads tasks by primary key) ·
+ *    $4 whole: the tasks whole (PATCH answers with one), or just what a verdict needs
  * Returns one row per report: i, verdict, the task as it is afterwards (or as it is, if refused).
  */
 export const applyReports: HotStatement = {
@@ -222,8 +223,16 @@ WITH r AS (
   RETURNING 1
 )
 SELECT v.i, v.verdict,
-       coalesce((SELECT to_jsonb(u) - 'i' - 'was' - 'from_status' - 'started' - 'reported' FROM upd u WHERE u.i = v.i),
-                (SELECT to_jsonb(c) FROM cur c WHERE c.id = v.task_id)) AS task
+       CASE WHEN $4::boolean THEN
+         coalesce((SELECT to_jsonb(u) - 'i' - 'was' - 'from_status' - 'started' - 'reported' FROM upd u WHERE u.i = v.i),
+                  (SELECT to_jsonb(c) FROM cur c WHERE c.id = v.task_id))
+       ELSE
+         coalesce((SELECT jsonb_build_object('id', u.id, 'agent_id', u.agent_id, 'status', u.status, 'attempt', u.attempt,
+                                             'started_at', u.started_at, 'finished_at', u.finished_at)
+                     FROM upd u WHERE u.i = v.i),
+                  (SELECT jsonb_build_object('id', c.id, 'agent_id', c.agent_id, 'status', c.status, 'attempt', c.attempt)
+                     FROM cur c WHERE c.id = v.task_id))
+       END AS task
   FROM v ORDER BY v.i`,
 }
 

@@ -160,8 +160,6 @@ export const events = pgTable(
     index('events_unsequenced_idx').on(t.id).where(sql`seq IS NULL`),
     index('events_task_seq_idx').on(t.taskId, t.seq).where(sql`seq IS NOT NULL`),
     index('events_agent_seq_idx').on(t.agentId, t.seq).where(sql`seq IS NOT NULL`),
-    // Retention only: a BRIN index (events arrive in time order) costs next to nothing to keep.
-    index('events_created_at_brin').using('brin', t.createdAt),
   ],
 )
 

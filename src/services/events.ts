@@ -124,13 +124,18 @@ export async function latestSeq(db: Db): Promise<number> {
 
 /**
  * Deletes events older than `before` (EVENT_RETENTION_DAYS), at most `limit` at a time, for
- * the sweep. Streams resuming from a deleted position simply continue with what is left.
+ * the sweep. Events are inserted in time order, so the oldest are the first by id: the
+ * sweep looks at the oldest event (one row by primary key) and, only when it is due, takes
+ * the first `limit` by id and deletes those past the cutoff. No index on `created_at` to
+ * keep up on every insert. Streams resuming from a deleted position continue with what is left.
  */
 export async function pruneEvents(db: Db, before: Date, limit: number): Promise<number> {
   const [r] = await rowsOf<{ n: number }>(
     db,
-    sql`WITH old AS (SELECT id FROM events WHERE created_at < ${before} ORDER BY created_at LIMIT ${limit}),
-        del AS (DELETE FROM events e USING old WHERE e.id = old.id RETURNING 1)
+    sql`WITH first AS (SELECT created_at FROM events ORDER BY id LIMIT 1),
+        old AS (SELECT id FROM events WHERE (SELECT created_at FROM first) < ${before}
+                 ORDER BY id LIMIT ${limit}),
+        del AS (DELETE FROM events e USING old WHERE e.id = old.id AND e.created_at < ${before} RETURNING 1)
         SELECT count(*)::int AS n FROM del`,
   )
   return r?.n ?? 0

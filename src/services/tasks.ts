@@ -455,7 +455,10 @@ export type ReportVerdict = 'ok' | 'repeat' | 'stale_attempt' | 'invalid_transit
 export interface ReportOutcome {
   report: TaskReport
   verdict: ReportVerdict
-  /** The task after the report (or as it is, when refused); absent when not found. */
+  /**
+   * The task after the report (or as it is, when refused); absent when not found. Unless
+   * asked whole, only its id, agent, status, attempt and run times are filled in.
+   */
   task?: TaskRow
 }
 
@@ -471,6 +474,8 @@ export async function applyTaskReports(
   deps: ServiceDeps,
   reporter: string | null,
   reports: TaskReport[],
+  /** The tasks whole in the outcomes (else only id, agent, status, attempt and run times). */
+  whole = false,
 ): Promise<ReportOutcome[]> {
   const { db, clock } = deps
   const outcomes = new Array<ReportOutcome>(reports.length)
@@ -516,7 +521,7 @@ export async function applyTaskReports(
     const rows = await hot<{ i: number; verdict: ReportVerdict; task: Record<string, unknown> | null }>(
       db,
       applyReports,
-      [JSON.stringify(payload), now, `{${payload.map((r) => r.task_id).join(',')}}`],
+      [JSON.stringify(payload), now, `{${payload.map((r) => r.task_id).join(',')}}`, whole],
     )
     for (const row of rows) {
       const task = row.task ? taskFromJson(row.task) : undefined
@@ -546,7 +551,7 @@ export async function applyTaskReports(
  */
 export async function reportTaskStatus(deps: ServiceDeps, id: string, by: Principal, report: StatusReport) {
   const reporter = by.role === 'agent' ? (by.agentId ?? null) : null
-  const [out] = await applyTaskReports(deps, reporter, [{ ...report, taskId: id }])
+  const [out] = await applyTaskReports(deps, reporter, [{ ...report, taskId: id }], true)
   const task = out?.task
   if (!out || !task || out.verdict === 'not_found') throw new ApiError('not_found', `No task with id ${id}.`)
   if (out.verdict === 'ok' || out.verdict === 'repeat') return task
