@@ -1,3 +1,4 @@
+DROP INDEX "agents_heartbeat_idx";--> statement-breakpoint
 DROP INDEX "events_seq_key";--> statement-breakpoint
 DROP INDEX "events_task_idx";--> statement-breakpoint
 DROP INDEX "events_agent_idx";--> statement-breakpoint
@@ -41,3 +42,7 @@ BEGIN
   RETURN NULL;
 END
 $$;
+--> statement-breakpoint
+-- Room on every agents page for the heartbeat's HOT update (a new row version on the same
+-- page, no index touched). Pages written before this keep their old fill until rewritten.
+ALTER TABLE agents SET (fillfactor = 50);

@@ -336,10 +336,12 @@ async function benchLifecycle(mode: Mode) {
 
     // 1. Throughput: the producer as fast as the server takes it (a backlog may build).
     let full = { created: 0, completed: 0, errors: 0, seconds: 0, latencies: [] as number[] }
+    const client0 = process.cpuUsage()
     const cost = await costOf(base, child.pid as number, dbName, async () => {
       full = await phase(TASKS)
       return Math.max(1, full.completed)
     })
+    const client = process.cpuUsage(client0)
     const perSec = full.completed / full.seconds
     // 2. Latency while agents have free slots: an open-loop producer at half that rate.
     const rate = Math.max(5, Math.round(perSec / 2))
@@ -358,6 +360,7 @@ async function benchLifecycle(mode: Mode) {
       statements_per_task: cost.statementsPerOp,
       server_cpu_us_per_task: Math.round(cost.serverCpuUsPerOp),
       postgres_cpu_us_per_task: Math.round(cost.postgresCpuUsPerOp),
+      bench_client_cpu_us_per_task: Math.round((client.user + client.system) / Math.max(1, full.completed)),
       backlog_create_to_assigned_p50_ms: percentile(full.latencies, 50),
       backlog_create_to_assigned_p99_ms: percentile(full.latencies, 99),
       free_slots_rate_per_sec: rate,
