@@ -60,6 +60,25 @@ describe('reports batched in the heartbeat', () => {
     expect((await h.events({ taskId: t1.id })).filter((e) => e.type === 'task.completed')).toHaveLength(1)
   })
 
+  it('applies several reports on one task in order (progress between start and end)', async () => {
+    const a = await h.agent()
+    const t = await h.assignedTask(a.id)
+    const res = await beat(a, {
+      reports: [
+        { taskId: t.id, attempt: 1, status: 'running', progress: 5 },
+        { taskId: t.id, attempt: 1, status: 'running', progress: 50 },
+        { taskId: t.id, attempt: 1, status: 'running', progress: 90 },
+        { taskId: t.id, attempt: 1, status: 'completed', result: 'done' },
+      ],
+    })
+    expect(res.body.reports.map((r: { ok: boolean }) => r.ok)).toEqual([true, true, true, true])
+    expect(res.body.assignments).toEqual([])
+    expect(res.body.agent.activeTasks).toBe(0)
+    expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body).toMatchObject({ status: 'completed', result: 'done' })
+    const types = (await h.events({ taskId: t.id })).map((e) => e.type)
+    expect(types).toEqual(['task.created', 'task.assigned', 'task.started', 'task.progress', 'task.completed'])
+  })
+
   it('fails a task with its error, and without reports answers an empty list', async () => {
     const a = await h.agent()
     const t = await h.assignedTask(a.id, { maxAttempts: 1 })

@@ -74,34 +74,147 @@ export const ASSIGN_SET = `status = 'assigned', attempt = t.attempt + 1,
        version = t.version + 1, updated_at = $2`
 
 /**
- * A heartbeat, in one statement: records the beat (last heartbeat, metrics; an offline
- * agent comes back online, a reported status applies except over an operator's
+ * Agents' reports on tasks, as CTEs both the report statement and the heartbeat use: one
+ * row per task (a caller with several reports on one task sends them in rounds; "running"
+ * then an end is one row, `started`). Each is judged against the task locked as it is now
+ * — `stale_attempt` when the reporting agent (the row's `agent_id`; null for staff) does
+ * not hold it or the attempt is not the current one, `repeat` for the report that already
+ * ended it, `invalid_transition` for a move the state machine does not allow, `not_found` —
+ * and only the `ok` ones move (CTE `ru`), with their events (`task.started` first for a
+ * `started` row).
+ * rows: jsonb array of {i, task_id, agent_id, attempt, status, started, progress, result,
+ * has_result, error} · ids: the task ids as uuid[] (so the planner reads tasks by primary
+ * key; a join on the JSON rows alone was planned as a scan of the whole table) · now
+ */
+const reportCtes = (rows: string, ids: string, now: string) => `
+rr AS (
+  SELECT * FROM jsonb_to_recordset(${rows}::jsonb) AS r(i int, task_id uuid, agent_id uuid, attempt int, status text,
+    started boolean, progress real, result jsonb, has_result boolean, error jsonb)
+), rc AS (
+  SELECT t.* FROM tasks t WHERE t.id = ANY(${ids}::uuid[]) ORDER BY t.id FOR UPDATE
+), rv AS (
+  SELECT rr.*, rc.status AS was,
+    -- "running" then an end, in one row: judged as the end of a running task.
+    CASE WHEN rr.started AND rc.status IN ('assigned', 'running') THEN 'running' ELSE rc.status END AS from_status,
+    CASE
+      WHEN rc.id IS NULL THEN 'not_found'
+      WHEN rr.agent_id IS NOT NULL AND rc.agent_id IS DISTINCT FROM rr.agent_id THEN 'stale_attempt'
+      WHEN rr.attempt <> rc.attempt THEN 'stale_attempt'
+      WHEN rr.status = rc.status AND rc.status <> 'running' AND rc.finished_at IS NOT NULL THEN 'repeat'
+      WHEN (rc.status = 'assigned' AND NOT rr.started AND rr.status IN ('running', 'failed'))
+        OR ((rc.status = 'running' OR (rr.started AND rc.status = 'assigned'))
+            AND (rr.status IN ('running', 'completed', 'failed') OR (rr.status = 'cancelled' AND rc.cancel_requested)))
+        THEN 'ok'
+      ELSE 'invalid_transition'
+    END AS verdict
+  FROM rr LEFT JOIN rc ON rc.id = rr.task_id
+), ru AS (
+  UPDATE tasks t SET
+    status = v.status,
+    started_at = CASE WHEN v.was = 'assigned' AND (v.status = 'running' OR v.started) THEN ${now} ELSE t.started_at END,
+    deadline_at = CASE WHEN v.status = 'running' AND v.was = 'assigned'
+                         THEN ${now}::timestamptz + t.timeout_seconds * interval '1 second'
+                       WHEN v.status = 'running' THEN t.deadline_at ELSE NULL END,
+    progress = CASE WHEN v.status = 'completed' THEN 100
+                    WHEN v.was = 'assigned' AND (v.status = 'running' OR v.started) THEN v.progress
+                    WHEN v.status = 'running' THEN coalesce(v.progress, t.progress)
+                    ELSE t.progress END,
+    finished_at = CASE WHEN v.status = 'running' THEN t.finished_at ELSE ${now} END,
+    result = CASE WHEN v.status = 'completed' THEN v.result
+                  WHEN v.status = 'failed' AND v.has_result THEN v.result ELSE t.result END,
+    error = CASE WHEN v.status = 'failed' THEN v.error ELSE t.error END,
+    failures = t.failures + CASE WHEN v.status = 'failed' THEN 1 ELSE 0 END,
+    auto_retry = CASE WHEN v.status = 'failed'
+                      THEN t.failures + 1 < t.max_attempts AND v.error->>'code' <> 'malformed_payload'
+                           AND NOT t.cancel_requested
+                      ELSE t.auto_retry END,
+    version = t.version + 1, updated_at = ${now}
+  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.verdict = 'ok'
+  RETURNING t.*, v.i, v.was, v.from_status, v.started, v.progress AS reported
+), rev AS (
+  INSERT INTO events (type, agent_id, task_id, data, created_at)
+  SELECT e.type, e.agent_id, e.task_id, e.data, ${now} FROM (
+    SELECT u.i, 0 AS k, 'task.started' AS type, u.agent_id, u.id AS task_id,
+           jsonb_build_object('from', 'assigned', 'to', 'running', 'attempt', u.attempt) AS data
+      FROM ru u WHERE u.was = 'assigned' AND (u.status = 'running' OR u.started)
+    UNION ALL
+    SELECT u.i, 1, CASE WHEN u.status = 'running' THEN 'task.progress' ELSE 'task.' || u.status END,
+           u.agent_id, u.id,
+           CASE WHEN u.status = 'running' THEN jsonb_build_object('progress', u.reported, 'attempt', u.attempt)
+                WHEN u.status = 'failed'
+                  THEN jsonb_build_object('from', u.from_status, 'to', 'failed', 'attempt', u.attempt, 'error', u.error)
+                ELSE jsonb_build_object('from', u.from_status, 'to', u.status, 'attempt', u.attempt) END
+      FROM ru u WHERE NOT (u.status = 'running' AND u.was = 'assigned')
+  ) e ORDER BY e.i, e.k
+  RETURNING 1
+)`
+
+/** Each report's verdict, and what of its task the caller needs (`whole`: all of it). */
+const reportVerdicts = (whole: string) => `
+  SELECT coalesce(jsonb_agg(jsonb_build_object('i', v.i, 'verdict', v.verdict, 'task',
+    CASE WHEN ${whole} THEN
+      coalesce((SELECT to_jsonb(u) - 'i' - 'was' - 'from_status' - 'started' - 'reported' FROM ru u WHERE u.i = v.i),
+               (SELECT to_jsonb(c) FROM rc c WHERE c.id = v.task_id))
+    ELSE
+      coalesce((SELECT jsonb_build_object('id', u.id, 'agent_id', u.agent_id, 'status', u.status, 'attempt', u.attempt,
+                                          'started_at', u.started_at, 'finished_at', u.finished_at)
+                  FROM ru u WHERE u.i = v.i),
+               (SELECT jsonb_build_object('id', c.id, 'agent_id', c.agent_id, 'status', c.status, 'attempt', c.attempt)
+                  FROM rc c WHERE c.id = v.task_id))
+    END) ORDER BY v.i), '[]'::jsonb)
+  FROM rv v`
+
+/**
+ * Reports on tasks (PATCH /tasks/{id}/status, and any round of a heartbeat's reports but
+ * its last), set-based, with the slots of tasks that ended given back to their agents.
+ * $1 report rows (jsonb) · $2 now · $3 task ids (uuid[]) · $4 whole tasks in the answer
+ * Returns `reports`: one {i, verdict, task} per row.
+ */
+export const applyReports: HotStatement = {
+  name: 'apply_reports',
+  text: `
+WITH ${reportCtes('$1', '$3', '$2')}, rel AS (
+  UPDATE agents a SET active_tasks = greatest(a.active_tasks - c.n, 0)
+    FROM (SELECT agent_id, count(*)::int AS n FROM ru WHERE status <> 'running' AND agent_id IS NOT NULL
+          GROUP BY agent_id ORDER BY agent_id) c
+   WHERE a.id = c.agent_id
+  RETURNING 1
+)
+SELECT (${reportVerdicts('$4::boolean')}) AS reports`,
+}
+
+/**
+ * A heartbeat, in one statement: applies the agent's reports (the CTEs above, its slots
+ * for the tasks that ended given back), records the beat (last heartbeat, metrics; an
+ * offline agent comes back online, a reported status applies except over an operator's
  * maintenance) with an `agent.status_changed` event when the status moves; if the agent is
  * then online with free slots, gives it the best due pending tasks that fit it (queue
- * order, `SKIP LOCKED`, so heartbeats of other agents never wait on each other) with
- * their `task.assigned` events and its new load; and reads what the answer needs: the
- * agent, its assigned tasks (those it already had, and those just given), the running ones
- * to cancel, and the reported running ids it no longer holds. The agent row is read under
- * its lock, so the free slots it counts include every report committed before.
- * $1 agent id · $2 now · $3 reported status or null · $4 metrics (jsonb) or null · $5 running ids (uuid[])
+ * order, `SKIP LOCKED`, so heartbeats of other agents never wait on each other) with their
+ * `task.assigned` events and its new load; and reads what the answer needs: the agent, its
+ * assigned tasks (those it already had and those just given), the running ones to cancel,
+ * the reported running ids it no longer holds, and each report's verdict. The agent row is
+ * read under its lock, so its free slots count every report committed before.
+ * $1 agent id · $2 now · $3 reported status or null · $4 metrics (jsonb) or null ·
+ * $5 running ids (uuid[]) · $6 report rows (jsonb, agent_id = $1) · $7 their task ids (uuid[])
  */
 export const heartbeat: HotStatement = {
   name: 'heartbeat',
   text: `
-WITH cur AS (
+WITH ${reportCtes('$6', '$7', '$2')}, cur AS (
   SELECT id, status, provider, region, capabilities, labels, max_concurrent_tasks, active_tasks
     FROM agents WHERE id = $1 FOR UPDATE
 ), a AS (
   SELECT cur.*, status AS was,
+         greatest(active_tasks - (SELECT count(*) FROM ru WHERE status <> 'running'), 0) AS active,
          CASE WHEN status = 'maintenance' THEN 'maintenance'
               ELSE coalesce($3::text, CASE WHEN status = 'offline' THEN 'online' ELSE status END) END AS next
     FROM cur
 ), picked AS (
   SELECT t.id FROM tasks t, a
-   WHERE a.next = 'online' AND a.active_tasks < a.max_concurrent_tasks
+   WHERE a.next = 'online' AND a.active < a.max_concurrent_tasks
      AND t.status = 'pending' AND t.available_at <= $2 AND ${FITS}
    ORDER BY t.priority DESC, t.id
-   LIMIT (SELECT greatest(max_concurrent_tasks - active_tasks, 0) FROM a)
+   LIMIT (SELECT greatest(max_concurrent_tasks - active, 0) FROM a)
      FOR UPDATE OF t SKIP LOCKED
 ), given AS (
   UPDATE tasks t SET ${ASSIGN_SET}, agent_id = $1
@@ -110,7 +223,7 @@ WITH cur AS (
 ), upd AS (
   UPDATE agents g
      SET status = a.next, last_heartbeat_at = $2, last_metrics = coalesce($4::jsonb, g.last_metrics),
-         active_tasks = g.active_tasks + (SELECT count(*) FROM given),
+         active_tasks = a.active + (SELECT count(*) FROM given),
          version = g.version + CASE WHEN a.next <> a.was THEN 1 ELSE 0 END,
          updated_at = CASE WHEN a.next <> a.was THEN $2 ELSE g.updated_at END
     FROM a WHERE g.id = a.id
@@ -128,112 +241,18 @@ WITH cur AS (
   RETURNING 1
 )
 SELECT to_jsonb(upd) - 'was' AS agent, upd.status <> upd.was AS moved,
+  -- The statement's snapshot still shows reported tasks as they were: leave those out.
   (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id), '[]'::jsonb)
-     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'assigned') AS assigned,
+     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'assigned'
+      AND NOT EXISTS (SELECT 1 FROM ru WHERE ru.id = t.id)) AS assigned,
   (SELECT coalesce(jsonb_agg(to_jsonb(g) ORDER BY g.priority DESC, g.id), '[]'::jsonb) FROM given g) AS given,
   (SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}')
-     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'running' AND t.cancel_requested) AS cancel,
+     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'running' AND t.cancel_requested
+      AND NOT EXISTS (SELECT 1 FROM ru WHERE ru.id = t.id AND ru.status <> 'running')) AS cancel,
   (SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}') FROM unnest($5::uuid[]) AS r(id)
-    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = $1 AND t.status IN ('assigned', 'running'))) AS lost
+    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = $1 AND t.status IN ('assigned', 'running'))) AS lost,
+  (${reportVerdicts('false')}) AS reports
 FROM upd`,
-}
-
-/**
- * Agents' reports on tasks, set-based: one row per task (a caller with several reports on
- * one task sends them in rounds; "running" then an end is one row, `started`). Each is
- * judged against the task locked as it is now — `stale_attempt` when the reporting agent
- * does not hold it or the attempt is not the current one, `repeat` for the report that
- * already ended it, `invalid_transition` for a move the state machine does not allow,
- * `not_found` — and only the `ok` ones move, with their events (`task.started` first for a
- * `started` row), and free their agents' slots when they end.
- * $1 reports: jsonb array of {i, task_id, agent_id (the reporter, or null for staff),
- *    attempt, status, started, progress, result, has_result, error} · $2 now · $3 the task
- *    ids (uuid[]: the planner sees an array of keys and reads tasks by primary key) ·
- *    $4 whole: the tasks whole (PATCH answers with one), or just what a verdict needs
- * Returns one row per report: i, verdict, the task as it is afterwards (or as it is, if refused).
- */
-export const applyReports: HotStatement = {
-  name: 'apply_reports',
-  text: `
-WITH r AS (
-  SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(i int, task_id uuid, agent_id uuid, attempt int, status text,
-    started boolean, progress real, result jsonb, has_result boolean, error jsonb)
-), cur AS (
-  SELECT t.* FROM tasks t WHERE t.id = ANY($3::uuid[]) ORDER BY t.id FOR UPDATE
-), v AS (
-  SELECT r.*, cur.status AS was,
-    -- "running" then an end, in one row: judged as the end of a running task.
-    CASE WHEN r.started AND cur.status IN ('assigned', 'running') THEN 'running' ELSE cur.status END AS from_status,
-    CASE
-      WHEN cur.id IS NULL THEN 'not_found'
-      WHEN r.agent_id IS NOT NULL AND cur.agent_id IS DISTINCT FROM r.agent_id THEN 'stale_attempt'
-      WHEN r.attempt <> cur.attempt THEN 'stale_attempt'
-      WHEN r.status = cur.status AND cur.status <> 'running' AND cur.finished_at IS NOT NULL THEN 'repeat'
-      WHEN (cur.status = 'assigned' AND NOT r.started AND r.status IN ('running', 'failed'))
-        OR ((cur.status = 'running' OR (r.started AND cur.status = 'assigned'))
-            AND (r.status IN ('running', 'completed', 'failed') OR (r.status = 'cancelled' AND cur.cancel_requested)))
-        THEN 'ok'
-      ELSE 'invalid_transition'
-    END AS verdict
-  FROM r LEFT JOIN cur ON cur.id = r.task_id
-), upd AS (
-  UPDATE tasks t SET
-    status = v.status,
-    started_at = CASE WHEN v.was = 'assigned' AND (v.status = 'running' OR v.started) THEN $2 ELSE t.started_at END,
-    deadline_at = CASE WHEN v.status = 'running' AND v.was = 'assigned'
-                         THEN $2::timestamptz + t.timeout_seconds * interval '1 second'
-                       WHEN v.status = 'running' THEN t.deadline_at ELSE NULL END,
-    progress = CASE WHEN v.status = 'completed' THEN 100
-                    WHEN v.was = 'assigned' AND (v.status = 'running' OR v.started) THEN v.progress
-                    WHEN v.status = 'running' THEN coalesce(v.progress, t.progress)
-                    ELSE t.progress END,
-    finished_at = CASE WHEN v.status = 'running' THEN t.finished_at ELSE $2 END,
-    result = CASE WHEN v.status = 'completed' THEN v.result
-                  WHEN v.status = 'failed' AND v.has_result THEN v.result ELSE t.result END,
-    error = CASE WHEN v.status = 'failed' THEN v.error ELSE t.error END,
-    failures = t.failures + CASE WHEN v.status = 'failed' THEN 1 ELSE 0 END,
-    auto_retry = CASE WHEN v.status = 'failed'
-                      THEN t.failures + 1 < t.max_attempts AND v.error->>'code' <> 'malformed_payload'
-                           AND NOT t.cancel_requested
-                      ELSE t.auto_retry END,
-    version = t.version + 1, updated_at = $2
-  FROM v WHERE t.id = ANY($3::uuid[]) AND t.id = v.task_id AND v.verdict = 'ok'
-  RETURNING t.*, v.i, v.was, v.from_status, v.started, v.progress AS reported
-), rel AS (
-  UPDATE agents a SET active_tasks = greatest(a.active_tasks - c.n, 0)
-    FROM (SELECT agent_id, count(*)::int AS n FROM upd WHERE status <> 'running' AND agent_id IS NOT NULL
-          GROUP BY agent_id ORDER BY agent_id) c
-   WHERE a.id = c.agent_id
-  RETURNING 1
-), ev AS (
-  INSERT INTO events (type, agent_id, task_id, data, created_at)
-  SELECT e.type, e.agent_id, e.task_id, e.data, $2 FROM (
-    SELECT u.i, 0 AS k, 'task.started' AS type, u.agent_id, u.id AS task_id,
-           jsonb_build_object('from', 'assigned', 'to', 'running', 'attempt', u.attempt) AS data
-      FROM upd u WHERE u.was = 'assigned' AND (u.status = 'running' OR u.started)
-    UNION ALL
-    SELECT u.i, 1, CASE WHEN u.status = 'running' THEN 'task.progress' ELSE 'task.' || u.status END,
-           u.agent_id, u.id,
-           CASE WHEN u.status = 'running' THEN jsonb_build_object('progress', u.reported, 'attempt', u.attempt)
-                WHEN u.status = 'failed'
-                  THEN jsonb_build_object('from', u.from_status, 'to', 'failed', 'attempt', u.attempt, 'error', u.error)
-                ELSE jsonb_build_object('from', u.from_status, 'to', u.status, 'attempt', u.attempt) END
-      FROM upd u WHERE NOT (u.status = 'running' AND u.was = 'assigned')
-  ) e ORDER BY e.i, e.k
-  RETURNING 1
-)
-SELECT v.i, v.verdict,
-       CASE WHEN $4::boolean THEN
-         coalesce((SELECT to_jsonb(u) - 'i' - 'was' - 'from_status' - 'started' - 'reported' FROM upd u WHERE u.i = v.i),
-                  (SELECT to_jsonb(c) FROM cur c WHERE c.id = v.task_id))
-       ELSE
-         coalesce((SELECT jsonb_build_object('id', u.id, 'agent_id', u.agent_id, 'status', u.status, 'attempt', u.attempt,
-                                             'started_at', u.started_at, 'finished_at', u.finished_at)
-                     FROM upd u WHERE u.i = v.i),
-                  (SELECT jsonb_build_object('id', c.id, 'agent_id', c.agent_id, 'status', c.status, 'attempt', c.attempt)
-                     FROM cur c WHERE c.id = v.task_id))
-       END AS task
-  FROM v ORDER BY v.i`,
 }
 
 /**

@@ -13,7 +13,7 @@ import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
 import { type AgentStatus, activeStatuses, ifMatchOk, type Provider } from './model'
 import { recordAssignments } from './placement'
-import { applyTaskReports, type ReportOutcome, type TaskReport } from './tasks'
+import { applyTaskReports, type ReportOutcome, type TaskReport, type VerdictRow } from './tasks'
 
 export interface AgentInput {
   name: string
@@ -326,18 +326,20 @@ type WorkRow = {
   cancel: string[]
   lost: string[]
   moved: boolean
+  reports: VerdictRow[]
 }
 
 /** How often a waiting heartbeat re-reads the database even without a notification. */
 const WAIT_SLICE_MS = 2000
 
 /**
- * A heartbeat: applies the agent's reports (batched in the body; one statement), then
- * records the beat, hands an agent with free slots fitting pending tasks, and reads what to
- * tell it (one statement): the tasks assigned to it and not yet started, and the tasks it
- * should stop (cancel requested, or ones it reports running that it no longer holds). With
- * `waitSeconds`, an agent with nothing to do is answered as soon as work lands on it (or
- * when the wait ends): a long poll instead of a busy poll.
+ * A heartbeat, in one statement (src/db/hot.ts): applies the agent's reports (batched in
+ * the body), records the beat, hands an agent with free slots fitting pending tasks, and
+ * reads what to tell it: the tasks assigned to it and not yet started, and the tasks it
+ * should stop (cancel requested, or ones it reports running that it no longer holds).
+ * (Several reports on one task beyond "running, then its end" take a statement per extra
+ * round first.) With `waitSeconds`, an agent with nothing to do is answered as soon as work
+ * lands on it (or when the wait ends): a long poll instead of a busy poll.
  */
 export async function heartbeat(
   deps: ServiceDeps,
@@ -346,13 +348,29 @@ export async function heartbeat(
 ): Promise<HeartbeatResult> {
   const { db, clock, notifier } = deps
   const id = input.agentId
-  const reports = input.reports?.length ? await applyTaskReports(deps, id, input.reports) : []
   const running = `{${dedupe(input.runningTaskIds ?? []).join(',')}}`
   const metrics = input.metrics === undefined ? null : JSON.stringify(input.metrics)
+  const beat = async (rows: string, ids: string) => {
+    const [row] = await hot<WorkRow>(db, heartbeatStatement, [
+      id,
+      clock.now(),
+      input.status ?? null,
+      metrics,
+      running,
+      rows,
+      ids,
+    ])
+    if (!row) throw new ApiError('not_found', `No agent with id ${id}.`)
+    return row
+  }
+  let row: WorkRow | undefined
+  const reports = await applyTaskReports(deps, id, input.reports ?? [], false, async (rows, ids) => {
+    row = await beat(rows, ids)
+    return row.reports
+  })
   const until = Date.now() + (input.waitSeconds ?? 0) * 1000
   for (let first = true; ; first = false) {
-    const [row] = await hot<WorkRow>(db, heartbeatStatement, [id, clock.now(), input.status ?? null, metrics, running])
-    if (!row) throw new ApiError('not_found', `No agent with id ${id}.`)
+    if (!row) row = await beat('[]', '{}')
     const given = row.given.map(taskFromJson)
     if (given.length) {
       recordAssignments(
@@ -372,6 +390,7 @@ export async function heartbeat(
       cancellations: dedupe([...row.cancel, ...row.lost]),
       reports,
     }
+    row = undefined
     const left = until - Date.now()
     if (answer.assignments.length > 0 || answer.cancellations.length > 0 || left <= 0) return answer
     if (signal?.aborted || notifier?.closed) return answer

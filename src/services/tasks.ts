@@ -452,6 +452,9 @@ export interface TaskReport extends StatusReport {
 /** How a report was taken: `ok` (applied), `repeat` (the report that already ended the task), or why not. */
 export type ReportVerdict = 'ok' | 'repeat' | 'stale_attempt' | 'invalid_transition' | 'not_found'
 
+/** A report statement's answer for one row. */
+export type VerdictRow = { i: number; verdict: ReportVerdict; task: Record<string, unknown> | null }
+
 export interface ReportOutcome {
   report: TaskReport
   verdict: ReportVerdict
@@ -476,6 +479,11 @@ export async function applyTaskReports(
   reports: TaskReport[],
   /** The tasks whole in the outcomes (else only id, agent, status, attempt and run times). */
   whole = false,
+  /**
+   * Runs the last round in a statement of the caller's (the heartbeat's, so reports and
+   * beat are one statement); gets the rows (jsonb) and task ids (uuid[]) and returns the verdicts.
+   */
+  last?: (rows: string, ids: string) => Promise<VerdictRow[]>,
 ): Promise<ReportOutcome[]> {
   const { db, clock } = deps
   const outcomes = new Array<ReportOutcome>(reports.length)
@@ -500,9 +508,9 @@ export async function applyTaskReports(
     round.push(row)
     rounds[k] = round
   }
+  if (rounds.length === 0 && last) await last('[]', '{}')
   const touched = { tasks: new Set<string>(), agents: new Set<string>() }
-  for (const round of rounds) {
-    const now = clock.now()
+  for (const [n, round] of rounds.entries()) {
     const payload = round.map(({ report: r, started }, i) => ({
       i,
       task_id: r.taskId,
@@ -518,17 +526,18 @@ export async function applyTaskReports(
           ? { code: r.error?.code ?? 'failed', message: r.error?.message ?? 'failed' }
           : (r.error ?? null),
     }))
-    const rows = await hot<{ i: number; verdict: ReportVerdict; task: Record<string, unknown> | null }>(
-      db,
-      applyReports,
-      [JSON.stringify(payload), now, `{${payload.map((r) => r.task_id).join(',')}}`, whole],
-    )
-    for (const row of rows) {
-      const task = row.task ? taskFromJson(row.task) : undefined
-      for (const at of round[row.i]?.at ?? []) {
-        outcomes[at] = { report: reports[at] as TaskReport, verdict: row.verdict, ...(task ? { task } : {}) }
+    const rows = JSON.stringify(payload)
+    const ids = `{${payload.map((r) => r.task_id).join(',')}}`
+    const verdicts =
+      last && n === rounds.length - 1
+        ? await last(rows, ids)
+        : ((await hot<{ reports: VerdictRow[] }>(db, applyReports, [rows, clock.now(), ids, whole]))[0]?.reports ?? [])
+    for (const v of verdicts) {
+      const task = v.task ? taskFromJson(v.task) : undefined
+      for (const at of round[v.i]?.at ?? []) {
+        outcomes[at] = { report: reports[at] as TaskReport, verdict: v.verdict, ...(task ? { task } : {}) }
       }
-      if (row.verdict === 'ok' && task) {
+      if (v.verdict === 'ok' && task) {
         touched.tasks.add(task.id)
         if (task.agentId) touched.agents.add(task.agentId)
         if (task.finishedAt && task.startedAt && task.status !== 'running') {
