@@ -46,3 +46,18 @@ $$;
 -- Room on every agents page for the heartbeat's HOT update (a new row version on the same
 -- page, no index touched). Pages written before this keep their old fill until rewritten.
 ALTER TABLE agents SET (fillfactor = 50);
+--> statement-breakpoint
+-- The fit rule between an agent and a task (src/db/hot.ts uses it to fill agents from the
+-- queue): a function, so the planner does not take its containment tests for nearly never
+-- true and sort the whole pending queue instead of reading it in index order.
+CREATE FUNCTION task_fits(a_capabilities text[], a_provider text, a_region text, a_labels jsonb, a_id uuid,
+                          t_capabilities text[], t_provider text, t_region text, t_labels jsonb, t_agent_id uuid)
+RETURNS boolean LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+  RETURN a_capabilities @> t_capabilities
+     AND (t_provider IS NULL OR a_provider = t_provider)
+     AND (t_region IS NULL OR a_region = t_region)
+     AND a_labels @> t_labels
+     AND (t_agent_id IS NULL OR a_id = t_agent_id);
+END
+$$;

@@ -443,7 +443,8 @@ export async function placePending(
               : undefined,
           ),
         )
-        .orderBy(desc(tasks.priority), asc(tasks.id))
+        // Spelled as the queue's index has it (DESC NULLS LAST), or Postgres sorts the queue.
+        .orderBy(sql`${tasks.priority} DESC NULLS LAST`, asc(tasks.id))
         .limit(batchSize)
         .for('update', { skipLocked: true })
       const pairs = matchTasks(batch, pool)
