@@ -203,16 +203,15 @@ SELECT (${reportVerdicts('$4::boolean')}) AS reports`,
  * read under its lock, so its free slots count every report committed before.
  * $1 agent id · $2 now · $3 reported status or null · $4 metrics (jsonb) or null ·
  * $5 running ids (uuid[]) · $6 report rows (jsonb, agent_id = $1) · $7 their task ids (uuid[])
+ * (`heartbeatPlain`: the same without reports, $1–$5).
  */
-export const heartbeat: HotStatement = {
-  name: 'heartbeat',
-  text: `
-WITH ${reportCtes('$6', '$7', '$2')}, cur AS (
+const heartbeatText = (withReports: boolean) => `
+WITH ${withReports ? `${reportCtes('$6', '$7', '$2')}, ` : ''}cur AS (
   SELECT id, status, provider, region, capabilities, labels, max_concurrent_tasks, active_tasks
     FROM agents WHERE id = $1 FOR UPDATE
 ), a AS (
   SELECT cur.*, status AS was,
-         greatest(active_tasks - (SELECT count(*) FROM ru WHERE status <> 'running'), 0) AS active,
+         ${withReports ? "greatest(active_tasks - (SELECT count(*) FROM ru WHERE status <> 'running'), 0)" : 'active_tasks'} AS active,
          CASE WHEN status = 'maintenance' THEN 'maintenance'
               ELSE coalesce($3::text, CASE WHEN status = 'offline' THEN 'online' ELSE status END) END AS next
     FROM cur
@@ -252,16 +251,20 @@ SELECT to_jsonb(upd) - 'was' AS agent, upd.status <> upd.was AS moved,
   -- The statement's snapshot still shows reported tasks as they were: leave those out.
   (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id), '[]'::jsonb)
      FROM tasks t WHERE t.agent_id = $1 AND t.status = 'assigned'
-      AND NOT EXISTS (SELECT 1 FROM ru WHERE ru.id = t.id)) AS assigned,
+      ${withReports ? 'AND NOT EXISTS (SELECT 1 FROM ru WHERE ru.id = t.id)' : ''}) AS assigned,
   (SELECT coalesce(jsonb_agg(to_jsonb(g) ORDER BY g.priority DESC, g.id), '[]'::jsonb) FROM given g) AS given,
   (SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}')
      FROM tasks t WHERE t.agent_id = $1 AND t.status = 'running' AND t.cancel_requested
-      AND NOT EXISTS (SELECT 1 FROM ru WHERE ru.id = t.id AND ru.status <> 'running')) AS cancel,
+      ${withReports ? "AND NOT EXISTS (SELECT 1 FROM ru WHERE ru.id = t.id AND ru.status <> 'running')" : ''}) AS cancel,
   (SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}') FROM unnest($5::uuid[]) AS r(id)
     WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = $1 AND t.status IN ('assigned', 'running'))) AS lost,
-  (${reportVerdicts('false')}) AS reports
-FROM upd`,
-}
+  ${withReports ? `(${reportVerdicts('false')})` : "'[]'::jsonb"} AS reports
+FROM upd`
+
+export const heartbeat: HotStatement = { name: 'heartbeat', text: heartbeatText(true) }
+
+/** The same without reports ($6 and $7 are not sent): the steady beat, with nothing to plan for them. */
+export const heartbeatPlain: HotStatement = { name: 'heartbeat_plain', text: heartbeatText(false) }
 
 /**
  * Creates a task and its `task.created` event; on an idempotency key the caller already

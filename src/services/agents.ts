@@ -1,7 +1,7 @@
 import { and, arrayContains, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
 import type { Db, Executor, Tx } from '../db/client'
-import { agentFromJson, heartbeat as heartbeatStatement, hot, taskFromJson } from '../db/hot'
+import { agentFromJson, heartbeatPlain, heartbeat as heartbeatStatement, hot, taskFromJson } from '../db/hot'
 import { queries } from '../db/prepared'
 import { type AgentRow, agents, type Labels, type TaskRow, tasks } from '../db/schema'
 import { pgConstraint, pgErrorCode, withTx } from '../db/tx'
@@ -350,27 +350,25 @@ export async function heartbeat(
   const id = input.agentId
   const running = `{${dedupe(input.runningTaskIds ?? []).join(',')}}`
   const metrics = input.metrics === undefined ? null : JSON.stringify(input.metrics)
-  const beat = async (rows: string, ids: string) => {
-    const [row] = await hot<WorkRow>(db, heartbeatStatement, [
-      id,
-      clock.now(),
-      input.status ?? null,
-      metrics,
-      running,
-      rows,
-      ids,
-    ])
+  const beat = async (rows: string | null, ids: string | null) => {
+    const common = [id, clock.now(), input.status ?? null, metrics, running]
+    const [row] =
+      rows === null
+        ? await hot<WorkRow>(db, heartbeatPlain, common)
+        : await hot<WorkRow>(db, heartbeatStatement, [...common, rows, ids])
     if (!row) throw new ApiError('not_found', `No agent with id ${id}.`)
     return row
   }
   let row: WorkRow | undefined
-  const reports = await applyTaskReports(deps, id, input.reports ?? [], false, async (rows, ids) => {
-    row = await beat(rows, ids)
-    return row.reports
-  })
+  const reports = input.reports?.length
+    ? await applyTaskReports(deps, id, input.reports, false, async (rows, ids) => {
+        row = await beat(rows, ids)
+        return row.reports
+      })
+    : []
   const until = Date.now() + (input.waitSeconds ?? 0) * 1000
   for (let first = true; ; first = false) {
-    if (!row) row = await beat('[]', '{}')
+    if (!row) row = await beat(null, null)
     const given = row.given.map(taskFromJson)
     if (given.length) {
       recordAssignments(
