@@ -86,7 +86,8 @@ export const token: AppRouteHandler<TokenRoute> = async (c) => {
 export const heartbeat: AppRouteHandler<HeartbeatRoute> = async (c) => {
   const input = c.req.valid('json')
   assertSelfOrStaff(c.var.principal, input.agentId)
-  const result = await agents.heartbeat(svc(c), input, c.req.raw.signal)
+  // The request's abort signal only matters to a long poll (and costs a little to make).
+  const result = await agents.heartbeat(svc(c), input, input.waitSeconds ? c.req.raw.signal : undefined)
   return c.json(
     {
       agent: toAgentDto(result.agent),
