@@ -69,6 +69,14 @@ export const taskFromJson = (json: Record<string, unknown>) => fromJson<TaskRow>
 const FITS = `task_fits(a.capabilities, a.provider, a.region, a.labels, a.id,
   t.req_capabilities, t.req_provider, t.req_region, t.req_labels, t.req_agent_id)`
 
+/** The `task.assigned` event of every task in CTE `rows`, placed by `via`, at $2. */
+const assignedEvents = (rows: string, via: string) => `
+  INSERT INTO events (type, agent_id, task_id, data, created_at)
+  SELECT 'task.assigned', agent_id, id,
+         jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', '${via}'), $2
+    FROM ${rows} ORDER BY id
+  RETURNING 1`
+
 /** The queue's order, spelled as its index has it (tasks_pending_queue_idx: DESC NULLS LAST). */
 const QUEUE_ORDER = 't.priority DESC NULLS LAST, t.id'
 
@@ -241,11 +249,7 @@ WITH ${withReports ? `${reportCtes('$6', '$7', '$2')}, ` : ''}cur AS (
     FROM upd WHERE status <> was
   RETURNING 1
 ), placed AS (
-  INSERT INTO events (type, agent_id, task_id, data, created_at)
-  SELECT 'task.assigned', agent_id, id,
-         jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', 'heartbeat'), $2
-    FROM given ORDER BY id
-  RETURNING 1
+${assignedEvents('given', 'heartbeat')}
 )
 SELECT to_jsonb(upd) - 'was' AS agent, upd.status <> upd.was AS moved,
   -- The statement's snapshot still shows reported tasks as they were: leave those out.
@@ -327,11 +331,7 @@ WITH a AS (
    WHERE id = (SELECT id FROM a) AND EXISTS (SELECT 1 FROM upd)
   RETURNING 1
 ), ev AS (
-  INSERT INTO events (type, agent_id, task_id, data, created_at)
-  SELECT 'task.assigned', agent_id, id,
-         jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', 'create'), $2
-    FROM upd ORDER BY id
-  RETURNING 1
+${assignedEvents('upd', 'create')}
 )
 SELECT coalesce((SELECT jsonb_agg(to_jsonb(upd) ORDER BY upd.priority DESC, upd.id) FROM upd), '[]'::jsonb) AS rows`,
 }
