@@ -1,15 +1,17 @@
-DROP INDEX "agents_heartbeat_idx";--> statement-breakpoint
-DROP INDEX "events_seq_key";--> statement-breakpoint
-DROP INDEX "events_task_idx";--> statement-breakpoint
-DROP INDEX "events_agent_idx";--> statement-breakpoint
-DROP INDEX "events_created_at_idx";--> statement-breakpoint
-DROP INDEX "tasks_idempotency_key_key";--> statement-breakpoint
-ALTER TABLE "tasks" ADD COLUMN "idempotency_owner" text;--> statement-breakpoint
-ALTER TABLE "tasks" ADD COLUMN "idempotency_hash" text;--> statement-breakpoint
-CREATE UNIQUE INDEX "events_seq_idx" ON "events" USING btree ("seq") WHERE seq IS NOT NULL;--> statement-breakpoint
-CREATE INDEX "events_task_seq_idx" ON "events" USING btree ("task_id","seq") WHERE seq IS NOT NULL;--> statement-breakpoint
-CREATE INDEX "events_agent_seq_idx" ON "events" USING btree ("agent_id","seq") WHERE seq IS NOT NULL;--> statement-breakpoint
-CREATE UNIQUE INDEX "tasks_idempotency_key_idx" ON "tasks" USING btree ("idempotency_owner","idempotency_key") WHERE idempotency_key IS NOT NULL;
+DROP INDEX IF EXISTS "agents_heartbeat_idx";--> statement-breakpoint
+DROP INDEX IF EXISTS "events_seq_key";--> statement-breakpoint
+DROP INDEX IF EXISTS "events_task_idx";--> statement-breakpoint
+DROP INDEX IF EXISTS "events_agent_idx";--> statement-breakpoint
+DROP INDEX IF EXISTS "events_created_at_idx";--> statement-breakpoint
+DROP INDEX IF EXISTS "tasks_idempotency_key_key";--> statement-breakpoint
+-- Named so by a development build of this migration; gone from databases that ran it.
+DROP INDEX IF EXISTS "tasks_idempotency_owner_key";--> statement-breakpoint
+ALTER TABLE "tasks" ADD COLUMN IF NOT EXISTS "idempotency_owner" text;--> statement-breakpoint
+ALTER TABLE "tasks" ADD COLUMN IF NOT EXISTS "idempotency_hash" text;--> statement-breakpoint
+CREATE UNIQUE INDEX IF NOT EXISTS "events_seq_idx" ON "events" USING btree ("seq") WHERE seq IS NOT NULL;--> statement-breakpoint
+CREATE INDEX IF NOT EXISTS "events_task_seq_idx" ON "events" USING btree ("task_id","seq") WHERE seq IS NOT NULL;--> statement-breakpoint
+CREATE INDEX IF NOT EXISTS "events_agent_seq_idx" ON "events" USING btree ("agent_id","seq") WHERE seq IS NOT NULL;--> statement-breakpoint
+CREATE UNIQUE INDEX IF NOT EXISTS "tasks_idempotency_key_idx" ON "tasks" USING btree ("idempotency_owner","idempotency_key") WHERE idempotency_key IS NOT NULL;
 --> statement-breakpoint
 -- Task counts: a statement that moved no task (a report refused, a fill that found nothing)
 -- returns at once, and counters are sharded 256 ways by backend (was 16), so two busy
@@ -50,7 +52,7 @@ ALTER TABLE agents SET (fillfactor = 50);
 -- The fit rule between an agent and a task (src/db/hot.ts uses it to fill agents from the
 -- queue): a function, so the planner does not take its containment tests for nearly never
 -- true and sort the whole pending queue instead of reading it in index order.
-CREATE FUNCTION task_fits(a_capabilities text[], a_provider text, a_region text, a_labels jsonb, a_id uuid,
+CREATE OR REPLACE FUNCTION task_fits(a_capabilities text[], a_provider text, a_region text, a_labels jsonb, a_id uuid,
                           t_capabilities text[], t_provider text, t_region text, t_labels jsonb, t_agent_id uuid)
 RETURNS boolean LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 BEGIN

@@ -1,5 +1,7 @@
+import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createHarness, type Harness } from './harness'
+import { connectDatabase } from '../src/db/connect'
+import { createHarness, freshPostgresUrl, type Harness, onPostgres } from './harness'
 
 let h: Harness
 beforeAll(async () => {
@@ -93,6 +95,38 @@ describe('reports batched in the heartbeat', () => {
     expect((await beat(a)).body.reports).toEqual([])
   })
 
+  it('takes the same report once whatever the case of its id; "running, cancelled" stays two reports', async () => {
+    const a = await h.agent()
+    const t = await h.assignedTask(a.id)
+    const res = await beat(a, {
+      reports: [
+        { taskId: t.id, attempt: 1, status: 'running' },
+        { taskId: t.id.toUpperCase(), attempt: 1, status: 'completed' },
+        { taskId: t.id.toUpperCase(), attempt: 1, status: 'failed' },
+      ],
+    })
+    expect(res.body.reports.map((r: { ok: boolean; code?: string }) => r.code ?? 'ok')).toEqual([
+      'ok',
+      'ok',
+      'invalid_transition',
+    ])
+    expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body.status).toBe('completed')
+    // No cancel was asked: the running report applies, the cancelled one is refused.
+    const u = await h.assignedTask(a.id)
+    const cancel = await beat(a, {
+      reports: [
+        { taskId: u.id, attempt: 1, status: 'running' },
+        { taskId: u.id, attempt: 1, status: 'cancelled' },
+      ],
+    })
+    expect(cancel.body.reports.map((r: { ok: boolean; code?: string }) => r.code ?? 'ok')).toEqual([
+      'ok',
+      'invalid_transition',
+    ])
+    expect((await h.call('GET', `/api/v1/tasks/${u.id}`)).body.status).toBe('running')
+    expect(cancel.body.assignments.map((x: { id: string }) => x.id)).not.toContain(u.id)
+  })
+
   it('refuses more than 1,000 reports, and malformed ones, with 422 and nothing applied', async () => {
     const a = await h.agent()
     const t = await h.assignedTask(a.id)
@@ -120,5 +154,47 @@ describe('reports batched in the heartbeat', () => {
       },
     })
     expect(res.body.reports.map((r: { ok: boolean }) => r.ok)).toEqual([true, false])
+  })
+})
+
+describe.runIf(onPostgres())('lock order', () => {
+  it('a heartbeat with reports locks the reported tasks before its agent, as every other writer does', async () => {
+    const url = await freshPostgresUrl()
+    const p = await createHarness({}, await connectDatabase(url, { poolMax: 5 }))
+    const other = new pg.Client({ connectionString: url })
+    await other.connect()
+    try {
+      const a = await p.agent()
+      const t = await p.assignedTask(a.id)
+      // Someone holds the agent row (as a cancel, a delete or the sweep would, after its tasks).
+      await other.query('BEGIN')
+      await other.query('SELECT 1 FROM agents WHERE id = $1 FOR UPDATE', [a.id])
+      const beating = p.call('POST', '/api/v1/agents/heartbeat', {
+        token: a.token,
+        body: { agentId: a.id, reports: [{ taskId: t.id, attempt: 1, status: 'running' }] },
+      })
+      // Wait until the heartbeat waits for that lock…
+      for (let i = 0; i < 100; i++) {
+        const { rows } = await other.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+            WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,
+        )
+        if (rows[0]?.n > 0) break
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      // …by then it must already hold the task: taking it now fails instead of deadlocking.
+      const taken = await other.query('SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE NOWAIT', [t.id]).then(
+        () => 'taken',
+        (err: { code?: string }) => err.code,
+      )
+      expect(taken).toBe('55P03')
+      await other.query('ROLLBACK')
+      const res = await beating
+      expect(res.status).toBe(200)
+      expect(res.body.reports).toEqual([{ taskId: t.id, ok: true }])
+    } finally {
+      await other.end().catch(() => {})
+      await p.close()
+    }
   })
 })

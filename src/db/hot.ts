@@ -28,13 +28,23 @@ type QueryClient = {
 /** Runs a hot statement on the database's own client: named (prepared) where the driver has them. */
 export async function hot<T>(db: Db, stmt: HotStatement, values: unknown[]): Promise<T[]> {
   const client = (db as unknown as { $client: QueryClient & { waitReady?: unknown } }).$client
-  // PGlite (one in-process connection) takes text and values; pg and the Neon Pool take a
-  // named statement, prepared once per connection.
-  const res =
-    client.waitReady !== undefined
-      ? await client.query(stmt.text, values)
-      : await client.query({ name: stmt.name, text: stmt.text, values })
-  return res.rows as T[]
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // PGlite (one in-process connection) takes text and values; pg and the Neon Pool take
+      // a named statement, prepared once per connection.
+      const res =
+        client.waitReady !== undefined
+          ? await client.query(stmt.text, values)
+          : await client.query({ name: stmt.name, text: stmt.text, values })
+      return res.rows as T[]
+    } catch (err) {
+      // Each statement is its own transaction, so one Postgres aborted for a deadlock or a
+      // serialization failure changed nothing and can simply run again.
+      const code = (err as { code?: unknown }).code
+      if (attempt >= 4 || (code !== '40P01' && code !== '40001')) throw err
+      await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt))
+    }
+  }
 }
 
 const timestampColumns = (table: Table) =>
@@ -215,8 +225,10 @@ SELECT (${reportVerdicts('$4::boolean')}) AS reports`,
  */
 const heartbeatText = (withReports: boolean) => `
 WITH ${withReports ? `${reportCtes('$6', '$7', '$2')}, ` : ''}cur AS (
+  -- Tasks before their agent, the order every report, cancel, delete and sweep takes: with
+  -- reports, the reported tasks are locked (rc) before this row, or two of them deadlock.
   SELECT id, status, provider, region, capabilities, labels, max_concurrent_tasks, active_tasks
-    FROM agents WHERE id = $1 FOR UPDATE
+    FROM agents WHERE id = $1 ${withReports ? 'AND (SELECT count(*) FROM rc) >= 0' : ''} FOR UPDATE
 ), a AS (
   SELECT cur.*, status AS was,
          ${withReports ? "greatest(active_tasks - (SELECT count(*) FROM ru WHERE status <> 'running'), 0)" : 'active_tasks'} AS active,

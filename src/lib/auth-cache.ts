@@ -6,6 +6,8 @@
  */
 export class TtlCache<V> {
   private entries = new Map<string, { value: V; until: number }>()
+  /** Bumped by `delete`: a value looked up before a delete must not be stored after it. */
+  private generations = new Map<string, number>()
 
   constructor(private readonly max: number) {}
 
@@ -28,8 +30,19 @@ export class TtlCache<V> {
     this.entries.set(key, { value, until })
   }
 
+  /** Stores `value` only if `key` was not deleted since `generation(key)` gave `generation`. */
+  setIf(key: string, value: V, until: number, generation: number): void {
+    if (this.generation(key) === generation) this.set(key, value, until)
+  }
+
+  generation(key: string): number {
+    return this.generations.get(key) ?? 0
+  }
+
   delete(key: string): void {
     this.entries.delete(key)
+    if (this.generations.size >= this.max) this.generations.clear() // lookups in flight then store nothing
+    this.generations.set(key, this.generation(key) + 1)
   }
 
   get size(): number {

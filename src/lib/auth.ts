@@ -129,10 +129,17 @@ export const authenticate = createMiddleware<AppBindings>(async (c, next) => {
     if (!uuidSchema.safeParse(sub).success) agent = undefined
     else if (kv.kind === 'redis') agent = await kv.cached(keys.agentAuth(sub), ttlMs, load)
     else {
-      agent = authCache.get(sub)
-      if (!agent) {
+      const cached = authCache.get(sub)
+      // A token newer than the cached version proves the copy stale (another instance
+      // rotated it): ask the database rather than refuse the agent's new token.
+      if (cached && (tv === undefined || tv <= cached.tokenVersion)) agent = cached
+      else {
+        // Counted from before the read, and not stored if a rotation or deletion on this
+        // process dropped the key meanwhile: the copy never outlives the bound.
+        const generation = authCache.generation(sub)
+        const started = Date.now()
         agent = await load()
-        if (agent) authCache.set(sub, agent, Date.now() + ttlMs)
+        if (agent) authCache.setIf(sub, agent, started + ttlMs, generation)
       }
     }
     if (!agent) throw new ApiError('unauthorized', 'The agent of this token no longer exists.')

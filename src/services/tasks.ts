@@ -493,13 +493,20 @@ export async function applyTaskReports(
   type Row = { at: number[]; report: TaskReport; started: boolean }
   const rounds: Row[][] = []
   const seen = new Map<string, number>()
-  for (let i = 0; i < reports.length; i++) {
-    const r = reports[i] as TaskReport
-    const next = reports[i + 1]
+  // Ids compare as strings here: one spelling per task, or two rows could name one task.
+  const list = reports.map((r) => ({ ...r, taskId: r.taskId.toLowerCase() }))
+  for (let i = 0; i < list.length; i++) {
+    const r = list[i] as TaskReport
+    const next = list[i + 1]
+    // Only an end that a running task may always reach (cancelled needs a prior cancel request,
+    // which an assigned task never has: judged merged, both reports would be refused).
     const merge =
-      r.status === 'running' && next?.taskId === r.taskId && next.attempt === r.attempt && next.status !== 'running'
+      r.status === 'running' &&
+      next?.taskId === r.taskId &&
+      next.attempt === r.attempt &&
+      (next.status === 'completed' || next.status === 'failed')
     const row: Row = merge
-      ? { at: [i, i + 1], report: { ...next, progress: next.progress ?? r.progress }, started: true }
+      ? { at: [i, i + 1], report: { ...next, progress: r.progress }, started: true }
       : { at: [i], report: r, started: false }
     if (merge) i++
     const k = seen.get(r.taskId) ?? 0
