@@ -195,10 +195,19 @@ async function main() {
   // them before closing the database, so none of them fails half-way.
   let inFlight = 0
   let drained: (() => void) | undefined
+  let stopping = false
   const handle = async (req: Request) => {
     inFlight++
     try {
-      return await app.fetch(req)
+      const res = await app.fetch(req)
+      // Shutting down: a keep-alive client (an agent's heartbeat loop) must reconnect, and
+      // so find the next instance, rather than hold this one open with request after request.
+      if (stopping) {
+        try {
+          res.headers.set('Connection', 'close')
+        } catch {} // a response with immutable headers ends its connection as it likes
+      }
+      return res
     } finally {
       if (--inFlight === 0) drained?.()
     }
@@ -250,7 +259,6 @@ async function main() {
     migrations,
   )
 
-  let stopping = false
   const shutdown = async (signal: string) => {
     if (stopping) return
     stopping = true

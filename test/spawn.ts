@@ -40,6 +40,14 @@ export function startServer(env: Record<string, string>, runtime: Runtime = 'nod
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
+  const tracked = track(child)
+  const listening = tracked.waitFor(/"url":"(http:\/\/[^"]+)"/).then((m) => m[1] as string)
+  listening.catch(() => {}) // refusal tests only wait for the exit
+  return { ...tracked, listening }
+}
+
+/** Collects a child's output and exit, and waits for lines in it. */
+export function track(child: ChildProcess): Omit<Spawned, 'listening'> {
   let out = ''
   let err = ''
   const listeners = new Set<() => void>()
@@ -72,9 +80,7 @@ export function startServer(env: Record<string, string>, runtime: Runtime = 'nod
         reject(new Error(`process exited ${code} before printing ${pattern}: ${err || out}`))
       })
     })
-  const listening = waitFor(/"url":"(http:\/\/[^"]+)"/).then((m) => m[1] as string)
-  listening.catch(() => {}) // refusal tests only wait for the exit
-  return { child, listening, exited, output: () => ({ out, err }), waitFor }
+  return { child, exited, output: () => ({ out, err }), waitFor }
 }
 
 export async function stopped(child: ChildProcess, exited: Promise<number | null>) {

@@ -1,0 +1,172 @@
+/**
+ * agenticcp-agent: the runner as a command.
+ *
+ *   agenticcp-agent run --url URL --token TOKEN [--name NAME] [--provider P] [--region R]
+ *     [--capabilities a,b] [--labels k=v,k=v] [--slots N] [--state-dir DIR] [--allow-shell]
+ *     [--cancel-grace S] [--drain-timeout S] [--log-format text|json] [--log-level L]
+ *
+ * Every flag is also an environment variable: AGENTICCP_URL, AGENTICCP_TOKEN, AGENTICCP_NAME,
+ * … (the flag's name in capitals, dashes as underscores). Flags win.
+ */
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { Agent, AgentFatalError, type Provider } from './agent'
+import { createLogger, type LogFormat, type LogLevel } from './log'
+import { shellHandler } from './shell'
+
+const usage = `Usage: agenticcp-agent run --url URL --token TOKEN [options]
+
+  --url URL              the service (AGENTICCP_URL)
+  --token TOKEN          a registration token (acpr_…, first start) or an agent token (AGENTICCP_TOKEN)
+  --name NAME            the agent's name (default: this host's name)
+  --provider P           aws|azure|gcp|ncp|oci|alibaba|onprem|other (default onprem)
+  --region R             e.g. us-east-1
+  --capabilities a,b     what this host offers (tasks may require them); --allow-shell adds "shell"
+  --labels k=v,k=v       labels (a registration token's own labels win)
+  --slots N              tasks run at once (default 1)
+  --state-dir DIR        where the agent's id and token are kept (default ~/.agenticcp-agent)
+  --allow-shell          run tasks of type "shell": {command, env?, cwd?}
+  --cancel-grace S       seconds between SIGTERM and SIGKILL when a task is stopped (default 10)
+  --drain-timeout S      on SIGTERM/SIGINT, how long running tasks may finish (default 600)
+  --log-format F         text|json (default text)
+  --log-level L          debug|info|warn|error (default info)
+
+Each flag can also be set as AGENTICCP_<FLAG> (e.g. AGENTICCP_STATE_DIR); flags win.
+SIGTERM or SIGINT drains (nothing new is taken; running tasks finish; exit 0); a second one
+stops what is left (reported failed with agent_stopped) and exits 1.`
+
+const options = {
+  url: { type: 'string' },
+  token: { type: 'string' },
+  name: { type: 'string' },
+  description: { type: 'string' },
+  provider: { type: 'string' },
+  region: { type: 'string' },
+  capabilities: { type: 'string' },
+  labels: { type: 'string' },
+  slots: { type: 'string' },
+  'state-dir': { type: 'string' },
+  'allow-shell': { type: 'boolean' },
+  'cancel-grace': { type: 'string' },
+  'drain-timeout': { type: 'string' },
+  'log-format': { type: 'string' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const
+
+type Name = keyof typeof options
+
+class UsageError extends Error {}
+
+/** The flag, else its environment variable. */
+function setting(values: Record<string, unknown>, name: Name, env: NodeJS.ProcessEnv): string | undefined {
+  const v = values[name]
+  if (typeof v === 'string') return v
+  if (v === true) return 'true'
+  const e = env[`AGENTICCP_${name.toUpperCase().replace(/-/g, '_')}`]
+  return e === undefined || e === '' ? undefined : e
+}
+
+function int(name: string, v: string | undefined, min: number, max: number, fallback: number): number {
+  if (v === undefined) return fallback
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw new UsageError(`--${name} must be a whole number ${min}–${max}.`)
+  return n
+}
+
+function parseLabels(v: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const pair of (v ?? '').split(',').filter(Boolean)) {
+    const i = pair.indexOf('=')
+    if (i <= 0) throw new UsageError(`--labels takes k=v pairs (got "${pair}").`)
+    out[pair.slice(0, i).trim()] = pair.slice(i + 1).trim()
+  }
+  return out
+}
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true }>>
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true })
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n\n${usage}\n`)
+    return 2
+  }
+  const { values, positionals } = parsed
+  if (values.help || positionals[0] !== 'run') {
+    process.stderr.write(`${usage}\n`)
+    return values.help ? 0 : 2
+  }
+  const get = (n: Name) => setting(values, n, env)
+  let agent: Agent
+  let logger: ReturnType<typeof createLogger>
+  let drainTimeout: number
+  try {
+    const url = get('url')
+    const token = get('token')
+    if (!url) throw new UsageError('--url (or AGENTICCP_URL) is required.')
+    if (!token) throw new UsageError('--token (or AGENTICCP_TOKEN) is required.')
+    if (!/^https?:\/\//.test(url)) throw new UsageError('--url must start with http:// or https://.')
+    const format = get('log-format') ?? 'text'
+    const level = get('log-level') ?? 'info'
+    if (format !== 'text' && format !== 'json') throw new UsageError('--log-format is text or json.')
+    if (!['debug', 'info', 'warn', 'error'].includes(level))
+      throw new UsageError('--log-level is debug|info|warn|error.')
+    logger = createLogger({ format: format as LogFormat, level: level as LogLevel })
+    const allowShell = ['1', 'true', 'yes'].includes((get('allow-shell') ?? '').toLowerCase())
+    const grace = int('cancel-grace', get('cancel-grace'), 1, 86_400, 10)
+    drainTimeout = int('drain-timeout', get('drain-timeout'), 0, 604_800, 600)
+    const capabilities = (get('capabilities') ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
+    if (allowShell && !capabilities.includes('shell')) capabilities.push('shell')
+    agent = new Agent({
+      url,
+      token,
+      name: get('name'),
+      description: get('description'),
+      provider: get('provider') as Provider | undefined,
+      region: get('region'),
+      capabilities,
+      labels: parseLabels(get('labels')),
+      slots: int('slots', get('slots'), 1, 1000, 1),
+      stateDir: get('state-dir') ?? join(homedir(), '.agenticcp-agent'),
+      cancelGraceSeconds: grace,
+      logger,
+    })
+    if (allowShell) agent.handle('shell', shellHandler({ graceSeconds: grace }))
+    else logger.info('shell tasks are off (start with --allow-shell to run them)')
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err
+    process.stderr.write(`agenticcp-agent: ${err.message}\n`)
+    return 2
+  }
+
+  let signals = 0
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++
+    if (signals === 1) {
+      logger.info('signal: draining (send it again to stop now)', { signal })
+      void agent.stop(drainTimeout)
+    } else {
+      logger.warn('second signal: stopping running tasks', { signal })
+      agent.kill()
+    }
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+  try {
+    await agent.start()
+    await agent.done()
+    return signals > 1 ? 1 : 0
+  } catch (err) {
+    if (err instanceof AgentFatalError) {
+      logger.error('cannot go on', { error: err.message })
+      return 1
+    }
+    throw err
+  }
+}

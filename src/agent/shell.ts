@@ -1,0 +1,112 @@
+import { spawn } from 'node:child_process'
+import { z } from 'zod'
+import { type Handler, TaskError } from './agent'
+
+/** The payload of a `shell` task. */
+export const ShellPayload = z.strictObject({
+  /** A string runs through `/bin/sh -c`; an array runs the program directly, no shell. */
+  command: z.union([z.string().min(1).max(100_000), z.array(z.string().max(100_000)).min(1).max(10_000)]),
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string().max(100_000)).optional(),
+  cwd: z.string().min(1).max(4096).optional(),
+})
+export type ShellPayload = z.infer<typeof ShellPayload>
+
+export interface ShellResult {
+  exitCode: number | null
+  signal: string | null
+  /** The last `TAIL_BYTES` of stdout and stderr, interleaved as they came. */
+  outputTail: string
+}
+
+export const TAIL_BYTES = 8 * 1024
+
+/** Keeps the last `max` bytes written to it. */
+class Tail {
+  private chunks: Buffer[] = []
+  private size = 0
+  constructor(private readonly max: number) {}
+  push(b: Buffer) {
+    this.chunks.push(b)
+    this.size += b.length
+    while (this.size - (this.chunks[0]?.length ?? 0) >= this.max) this.size -= this.chunks.shift()?.length ?? 0
+  }
+  text(): string {
+    const all = Buffer.concat(this.chunks)
+    const cut = all.subarray(Math.max(0, all.length - this.max))
+    // A cut through a multi-byte character leaves continuation bytes first: skip them.
+    let i = 0
+    while (i < cut.length && i < 4 && ((cut[i] as number) & 0xc0) === 0x80) i++
+    return cut.subarray(i).toString('utf8')
+  }
+}
+
+export interface ShellOptions {
+  /** Between SIGTERM and SIGKILL when the task is stopped (cancel, timeout, shutdown). */
+  graceSeconds?: number
+}
+
+/**
+ * The built-in `shell` task type: runs the payload's command in a process group of its
+ * own, so that stopping it stops everything it started. Completes with {exitCode, signal,
+ * outputTail}; a non-zero exit fails with `exit_<n>`, a death by signal with
+ * `signal_<NAME>`; a payload that does not match fails with `malformed_payload` (the
+ * service never retries that). On `ctx.signal`: SIGTERM to the group, then SIGKILL after
+ * the grace.
+ */
+export function shellHandler(options: ShellOptions = {}): Handler {
+  const graceMs = (options.graceSeconds ?? 10) * 1000
+  return (task, ctx) => {
+    const parsed = ShellPayload.safeParse(task.payload)
+    if (!parsed.success) {
+      const why = parsed.error.issues.map((i) => `${i.path.join('.') || 'payload'}: ${i.message}`).join('; ')
+      throw new TaskError('malformed_payload', `A shell task's payload is {command, env?, cwd?}: ${why}`)
+    }
+    const { command, env, cwd } = parsed.data
+    const [file, args] =
+      typeof command === 'string' ? ['/bin/sh', ['-c', command]] : [command[0] as string, command.slice(1)]
+    return new Promise<ShellResult>((resolve, reject) => {
+      const tail = new Tail(TAIL_BYTES)
+      const child = spawn(file, args, {
+        cwd,
+        env: { ...process.env, ...env, AGENTICCP_TASK_ID: task.id, AGENTICCP_TASK_ATTEMPT: String(task.attempt) },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true, // its own process group: -pid reaches all it starts
+      })
+      child.stdout.on('data', (b: Buffer) => tail.push(b))
+      child.stderr.on('data', (b: Buffer) => tail.push(b))
+      let killTimer: NodeJS.Timeout | undefined
+      const group = (sig: NodeJS.Signals) => {
+        try {
+          if (child.pid) process.kill(-child.pid, sig)
+        } catch {} // already gone
+      }
+      const stop = () => {
+        ctx.logger.info('stopping the command', { signal: 'SIGTERM', graceSeconds: graceMs / 1000 })
+        group('SIGTERM')
+        killTimer = setTimeout(() => {
+          ctx.logger.warn('the command outlived its grace', { signal: 'SIGKILL' })
+          group('SIGKILL')
+        }, graceMs)
+        killTimer.unref()
+      }
+      if (ctx.signal.aborted) stop()
+      else ctx.signal.addEventListener('abort', stop, { once: true })
+      child.on('error', (err) => {
+        ctx.signal.removeEventListener('abort', stop)
+        clearTimeout(killTimer)
+        reject(new TaskError('spawn_failed', `Could not start ${JSON.stringify(file)}: ${err.message}`))
+      })
+      // Whatever the command left running in its group goes with it (and so lets go of
+      // the pipes, or 'close' would wait for it).
+      child.on('exit', () => group('SIGKILL'))
+      child.on('close', (exitCode, signal) => {
+        ctx.signal.removeEventListener('abort', stop)
+        clearTimeout(killTimer)
+        const result: ShellResult = { exitCode, signal, outputTail: tail.text() }
+        if (exitCode === 0) resolve(result)
+        else if (signal) reject(new TaskError(`signal_${signal}`, `The command was ended by ${signal}.`, result))
+        else reject(new TaskError(`exit_${exitCode}`, `The command exited with status ${exitCode}.`, result))
+      })
+    })
+  }
+}
