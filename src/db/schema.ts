@@ -187,6 +187,39 @@ export const taskCounts = pgTable(
   (t) => [primaryKey({ columns: [t.status, t.priority, t.shard] })],
 )
 
+/**
+ * Registration tokens (`acpr_…`): an admin or operator makes one, a new agent presents it
+ * once to register itself (POST /agents). Only the SHA-256 of the secret is kept, so the
+ * table leaks nothing that registers an agent. `uses` is consumed by a guarded update in
+ * the registration's own transaction, so a failed registration costs nothing and racing
+ * ones cannot pass `max_uses`.
+ */
+export const registrationTokens = pgTable(
+  'registration_tokens',
+  {
+    id: uuid('id').primaryKey(),
+    /** Lower-case hex SHA-256 of the whole token (`acpr_` included). */
+    tokenHash: text('token_hash').notNull(),
+    description: text('description'),
+    /** Set on every agent registered with the token, over the labels it asks for. */
+    labels: jsonb('labels').$type<Labels>().notNull().default({}),
+    /** Null: any number of registrations until it expires. */
+    maxUses: integer('max_uses'),
+    uses: integer('uses').notNull().default(0),
+    expiresAt: ts('expires_at').notNull(),
+    /** The `sub` of the token that made it. */
+    createdBy: text('created_by').notNull(),
+    createdAt: ts('created_at').notNull(),
+  },
+  (t) => [
+    uniqueIndex('registration_tokens_token_hash_key').on(t.tokenHash),
+    // The sweep prunes tokens long expired.
+    index('registration_tokens_expires_at_idx').on(t.expiresAt),
+    check('registration_tokens_uses_check', sql`uses >= 0`),
+    check('registration_tokens_max_uses_check', sql`max_uses IS NULL OR max_uses >= 1`),
+  ],
+)
+
 /** One row: what the last sweep did, for GET /scheduler/status across instances. */
 export const schedulerState = pgTable('scheduler_state', {
   id: integer('id').primaryKey().default(1),
@@ -195,8 +228,9 @@ export const schedulerState = pgTable('scheduler_state', {
   runs: bigint('runs', { mode: 'number' }).notNull().default(0),
 })
 
-export const schema = { agents, tasks, events, schedulerState, taskCounts, eventSequence }
+export const schema = { agents, tasks, events, schedulerState, taskCounts, eventSequence, registrationTokens }
 
 export type AgentRow = typeof agents.$inferSelect
 export type TaskRow = typeof tasks.$inferSelect
 export type EventRow = typeof events.$inferSelect
+export type RegistrationTokenRow = typeof registrationTokens.$inferSelect
