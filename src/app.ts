@@ -23,6 +23,7 @@ import { dashboardRouter } from './routes/dashboard/dashboard.index'
 import { eventsRouter } from './routes/events/events.index'
 import { healthAliasRouter, healthRouter } from './routes/health/health.index'
 import { metricsRouter } from './routes/metrics/metrics.index'
+import { registrationTokensRouter } from './routes/registration-tokens/registration-tokens.index'
 import { schedulerRouter } from './routes/scheduler/scheduler.index'
 import { statisticsRouter } from './routes/statistics/statistics.index'
 import { tasksRouter } from './routes/tasks/tasks.index'
@@ -132,6 +133,7 @@ export function createApp(input: AppInput) {
     .route('/', dashboardRouter)
     .route('/api/v1', statisticsRouter)
     .route('/api/v1', agentsRouter)
+    .route('/api/v1', registrationTokensRouter)
     .route('/api/v1', tasksRouter)
     .route('/api/v1', schedulerRouter)
     .route('/api/v1', eventsRouter)
@@ -140,7 +142,8 @@ export function createApp(input: AppInput) {
     type: 'http',
     scheme: 'bearer',
     bearerFormat: 'JWT',
-    description: 'HS256 JWT with sub, role (admin|operator|viewer|agent) and exp.',
+    description:
+      'HS256 JWT with sub, role (admin|operator|viewer|agent) and exp; or a registration token (`acpr_…`), which only POST /agents takes.',
   })
   app.doc31('/openapi.json', {
     openapi: '3.1.0',
@@ -152,6 +155,7 @@ export function createApp(input: AppInput) {
     },
     tags: [
       { name: 'Agents', description: 'Registration, heartbeats, status' },
+      { name: 'Registration tokens', description: 'Tokens agents register themselves with' },
       { name: 'Tasks', description: 'Creation, placement, reports, cancel, retry' },
       { name: 'Scheduler', description: 'The sweep: expiry, timeouts, retries, placement' },
       { name: 'Events', description: 'The event log: live stream with resume, and histories' },

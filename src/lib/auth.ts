@@ -3,16 +3,20 @@ import { createMiddleware } from 'hono/factory'
 import { sign, verify } from 'hono/jwt'
 import type { Config } from '../env'
 import { findAgentAuth } from '../services/agents'
+import { authenticateRegistrationToken } from '../services/registration-tokens'
 import { TtlCache } from './auth-cache'
-import { type AppBindings, type Principal, type Role, roles } from './context'
+import { type AppBindings, type AppDeps, type Principal, type PrincipalRole, type Role, roles } from './context'
 import { ApiError } from './errors'
 import { keys } from './kv'
+import { REGISTRATION_TOKEN_PREFIX, registrationTokenShape } from './registration-secret'
 
 /**
  * The token contract (another system sharing SECRET_KEY may mint these):
  * HS256/384/512 JWT with `sub`, `role` (admin|operator|viewer|agent) and `exp`.
  * Agent tokens have `sub` = the agent id and `tv` = the agent's token version; asking for a
  * fresh token bumps the version, so every earlier token of that agent stops working.
+ * The role enum is the JWT roles only: `registration` belongs to opaque `acpr_…` registration
+ * tokens (looked up in the database), and no JWT can claim it.
  */
 const claimsSchema = z.object({
   sub: z.string().min(1).max(200),
@@ -64,11 +68,23 @@ export async function signToken(
   return sign({ ...claims, iat, exp: iat + expiresInMinutes * 60 }, await hmacKey(config), config.algorithm)
 }
 
-function bearer(header: string | undefined): string {
+type Bearer = { kind: 'jwt'; token: string } | { kind: 'registration'; token: string }
+
+function bearer(header: string | undefined): Bearer {
   if (!header) throw new ApiError('unauthorized', 'Missing bearer token.')
+  const reg = /^Bearer\s+(acpr_\S*)\s*$/i.exec(header)
+  if (reg?.[1]) {
+    if (!registrationTokenShape.test(reg[1])) {
+      throw new ApiError(
+        'unauthorized',
+        `A registration token is "${REGISTRATION_TOKEN_PREFIX}" and 43 base64url characters.`,
+      )
+    }
+    return { kind: 'registration', token: reg[1] }
+  }
   const m = /^Bearer\s+([A-Za-z0-9\-_=]+\.[A-Za-z0-9\-_=]+\.?[A-Za-z0-9\-_.+/=]*)\s*$/i.exec(header)
   if (!m?.[1]) throw new ApiError('unauthorized', 'Authorization must be "Bearer <token>".')
-  return m[1]
+  return { kind: 'jwt', token: m[1] }
 }
 
 /**
@@ -111,10 +127,38 @@ async function claimsOf(config: Config, token: string): Promise<Claims> {
   return claims
 }
 
-/** Verifies the bearer token and sets `principal`; agent tokens are checked against the live agent row. */
-export const authenticate = createMiddleware<AppBindings>(async (c, next) => {
-  const { config, database, kv, authCache } = c.var.deps
-  const token = bearer(c.req.header('authorization'))
+/**
+ * Verifies the bearer token and sets `principal`; agent tokens are checked against the live
+ * agent row. A registration token (`acpr_…`) is looked up (401 when unknown, revoked,
+ * expired or used up) and then refused with 403 unless the route takes it: only
+ * POST /agents does (`authenticateOrRegistration`), so every other route refuses it here,
+ * whatever its own role checks say.
+ */
+function authenticateWith(opts: { registration: boolean }) {
+  return createMiddleware<AppBindings>(async (c, next) => {
+    const { database, clock } = c.var.deps
+    const presented = bearer(c.req.header('authorization'))
+    let principal: Principal
+    if (presented.kind === 'registration') {
+      const id = await authenticateRegistrationToken(database.db, presented.token, clock.now())
+      if (!opts.registration) {
+        throw new ApiError('forbidden', 'A registration token may only register an agent (POST /api/v1/agents).')
+      }
+      principal = { sub: id, role: 'registration' }
+    } else principal = await jwtPrincipal(c.var.deps, presented.token)
+    c.set('principal', principal)
+    await rateLimit(c.var.deps, principal, c.req.method)
+    await next()
+  })
+}
+
+/** Every route but POST /agents: JWTs only (a registration token gets 403). */
+export const authenticate = authenticateWith({ registration: false })
+/** POST /agents only: JWTs, and registration tokens (role `registration`). */
+export const authenticateOrRegistration = authenticateWith({ registration: true })
+
+async function jwtPrincipal(deps: AppDeps, token: string): Promise<Principal> {
+  const { config, database, kv, authCache } = deps
   const { sub, role, tv } = await claimsOf(config, token)
   const principal: Principal = { sub, role }
   if (role === 'agent') {
@@ -146,23 +190,26 @@ export const authenticate = createMiddleware<AppBindings>(async (c, next) => {
     if (tv !== agent.tokenVersion) throw new ApiError('unauthorized', 'This agent token was replaced by a newer one.')
     principal.agentId = agent.id
   }
-  c.set('principal', principal)
-  if (config.rateLimitPerMinute > 0 && c.req.method !== 'GET' && c.req.method !== 'HEAD') {
-    const r = await kv.rateLimit(`agenticcp:rate:${role}:${sub}`, config.rateLimitPerMinute, 60_000)
+  return principal
+}
+
+async function rateLimit(deps: AppDeps, p: Principal, method: string) {
+  const { config, kv } = deps
+  if (config.rateLimitPerMinute > 0 && method !== 'GET' && method !== 'HEAD') {
+    const r = await kv.rateLimit(`agenticcp:rate:${p.role}:${p.sub}`, config.rateLimitPerMinute, 60_000)
     if (!r.allowed) {
       throw new ApiError('rate_limited', `More than ${config.rateLimitPerMinute} writes a minute for this token.`, {
         retryAfterSeconds: Math.max(1, Math.ceil(r.retryAfterMs / 1000)),
       })
     }
   }
-  await next()
-})
+}
 
 const writers: Role[] = ['admin', 'operator']
 const readers: Role[] = ['admin', 'operator', 'viewer']
 
 /** Allows only the given roles; 403 for the rest. */
-export function requireRole(...allowed: Role[]) {
+export function requireRole(...allowed: PrincipalRole[]) {
   return createMiddleware<AppBindings>(async (c, next) => {
     const p = c.var.principal
     if (!allowed.includes(p.role)) {
@@ -176,7 +223,7 @@ export const canWrite = requireRole(...writers)
 export const canRead = requireRole(...readers)
 
 /** For routes an agent may call about itself: refuses an agent token acting for another agent. */
-export function assertSelfOrStaff(p: Principal, agentId: string, staff: Role[] = writers): void {
+export function assertSelfOrStaff(p: Principal, agentId: string, staff: readonly PrincipalRole[] = writers): void {
   if (p.role === 'agent') {
     if (p.agentId !== agentId) throw new ApiError('forbidden', 'An agent token may act only for its own agent.')
     return

@@ -12,12 +12,20 @@ import type { Metrics } from './metrics'
 import type { WorkNotifier } from './notifier'
 import type { StreamSlots } from './stream-slots'
 
+/** Roles a JWT may claim. */
 export const roles = ['admin', 'operator', 'viewer', 'agent'] as const
 export type Role = (typeof roles)[number]
 
+/**
+ * Who a request acts as: a JWT's role, or `registration` for an `acpr_…` registration
+ * token (never a JWT claim), which may do exactly one thing: POST /agents.
+ */
+export type PrincipalRole = Role | 'registration'
+
 export interface Principal {
+  /** The JWT's `sub`; for a registration token, the token's id. */
   sub: string
-  role: Role
+  role: PrincipalRole
   /** For role `agent`: the agent id (same as `sub`). */
   agentId?: string
 }

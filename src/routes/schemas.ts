@@ -94,9 +94,52 @@ export const AgentWithToken = Agent.extend({
   token: z
     .string()
     .openapi({ description: 'An agent-scoped JWT, shown once. POST /agents/{id}/token makes a fresh one.' }),
+  tokenExpiresAt: timestamp,
 }).openapi('AgentWithToken')
 
 export const AgentToken = z.object({ token: z.string(), expiresAt: timestamp }).openapi('AgentToken')
+
+export const RegistrationTokenInput = z
+  .strictObject({
+    description: z.string().max(1000).nullish().openapi({ example: 'aws us-east-1 autoscaling group' }),
+    expiresInMinutes: z.number().int().min(1).optional().openapi({
+      description: 'Default 1440 (a day); at most MAX_TOKEN_LIFETIME_MINUTES, which also caps the default.',
+      example: 60,
+    }),
+    maxUses: z
+      .number()
+      .int()
+      .min(1)
+      .max(2_147_483_647)
+      .nullish()
+      .openapi({ description: 'Registrations it allows; absent: any number until it expires.', example: 10 }),
+    labels: Labels.default({}).openapi({
+      description: 'Set on every agent registered with it, over the labels the agent asks for.',
+    }),
+  })
+  .openapi('RegistrationTokenInput')
+
+export const RegistrationToken = z
+  .object({
+    id: z.uuid(),
+    description: z.string().nullable(),
+    labels: z.record(z.string(), z.string()),
+    maxUses: z.number().int().nullable(),
+    uses: z.number().int().openapi({ description: 'Agents registered with it so far.' }),
+    expiresAt: timestamp,
+    expired: z.boolean(),
+    createdBy: z.string().openapi({ description: 'The `sub` of the token that made it.' }),
+    createdAt: timestamp,
+  })
+  .openapi('RegistrationToken')
+
+export const RegistrationTokenWithSecret = RegistrationToken.extend({
+  token: z.string().openapi({
+    description:
+      'The secret (`acpr_…`), shown once: only its SHA-256 is stored. An agent sends it as `Authorization: Bearer acpr_…` to POST /agents.',
+    example: 'acpr_ZXhhbXBsZS1leGFtcGxlLWV4YW1wbGUtZXhhbXBsZSE',
+  }),
+}).openapi('RegistrationTokenWithSecret')
 
 export const AgentStatusInput = z
   .strictObject({

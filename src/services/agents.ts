@@ -13,6 +13,7 @@ import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
 import { type AgentStatus, activeStatuses, ifMatchOk, type Provider } from './model'
 import { recordAssignments } from './placement'
+import { consumeRegistrationToken } from './registration-tokens'
 import { applyTaskReports, type ReportOutcome, type TaskReport, type VerdictRow } from './tasks'
 
 export interface AgentInput {
@@ -47,33 +48,118 @@ const settings = (input: AgentInput) => ({
   maxConcurrentTasks: input.maxConcurrentTasks,
 })
 
+/** Inserts a new agent (offline) with its `agent.registered` event, in the caller's transaction. */
+async function insertAgent(tx: Tx, input: AgentInput, now: Date, extra: Record<string, unknown> = {}) {
+  const [row] = await tx
+    .insert(agents)
+    .values({
+      id: uuidv7(),
+      ...settings(input),
+      status: 'offline',
+      createdAt: now,
+      updatedAt: now,
+    })
+    .returning()
+  if (!row) throw new Error('insert returned no row')
+  await recordEvents(tx, now, [
+    {
+      type: 'agent.registered',
+      agentId: row.id,
+      data: { name: row.name, provider: row.provider, region: row.region, ...extra },
+    },
+  ])
+  return row
+}
+
+/** Registration by an admin or operator: a name already taken is 409, whatever its agent's status. */
 export async function createAgent(deps: ServiceDeps, input: AgentInput): Promise<AgentRow> {
   const { db, clock } = deps
   const now = clock.now()
   try {
-    const created = await withTx(db, async (tx) => {
+    const created = await withTx(db, (tx) => insertAgent(tx, input, now))
+    await changed(deps, {})
+    return created
+  } catch (err) {
+    nameTaken(err, input.name)
+  }
+}
+
+/** As the Labels schema allows on an agent. */
+const MAX_LABELS = 32
+
+/**
+ * Registration by an agent itself, with a registration token (`principal.sub` is its id).
+ * In one transaction: one use of the token is taken (a guarded update: 401 when it is
+ * expired, used up or revoked by now), then the agent is made. So a registration that
+ * fails (409, 422) rolls its use back, and racing ones never pass the token's `maxUses`.
+ * The token's labels are set over the ones asked for: an admin chose them.
+ *
+ * A name whose agent is `offline` is taken over (`takeover: true`, answered 200): the agent
+ * that restarts without its state, or replaces a dead host, keeps its id (and so the tasks
+ * pinned to it with `requirements.agentId`, and its history). Its token version is bumped,
+ * so every token the earlier process held is refused (401) from the commit on (the auth
+ * caches are dropped as a token rotation drops them): the old process can no longer
+ * heartbeat, report or read. Its settings become the ones sent; it stays offline until the
+ * new process's first heartbeat. Tasks: an agent goes offline only through the sweep's
+ * expiry, which moves all its live tasks in the same statement (assigned ones back to
+ * pending, running ones failed with `agent_lost` and retried by the usual rules), and
+ * nothing places work on an offline agent, so a taken-over agent holds no assigned or
+ * running task; late reports of the old process about tasks it ran are refused by their
+ * token (401), and would be by the attempt fence (409 stale_attempt) besides. (As with a
+ * token rotation, a request of the old process authenticated just before the commit may
+ * still land: the window of one request.) A name held by an agent in any other status
+ * stays 409: it may be alive.
+ */
+export async function registerAgent(
+  deps: ServiceDeps,
+  input: AgentInput,
+  registrationTokenId: string,
+): Promise<{ agent: AgentRow; takeover: boolean }> {
+  const { db, clock } = deps
+  const now = clock.now()
+  try {
+    const out = await withTx(db, async (tx) => {
+      const tokenLabels = await consumeRegistrationToken(tx, registrationTokenId, now)
+      const labels = { ...input.labels, ...tokenLabels }
+      if (Object.keys(labels).length > MAX_LABELS) {
+        throw new ApiError('validation_failed', 'The request has invalid fields; see `errors`.', {
+          errors: [{ path: 'body.labels', message: `with the registration token's labels, more than ${MAX_LABELS}` }],
+        })
+      }
+      const wanted = { ...input, labels }
+      const event = { registrationTokenId }
+      const [existing] = await tx.select().from(agents).where(eq(agents.name, input.name)).for('update')
+      if (!existing)
+        return { agent: await insertAgent(tx, wanted, now, { ...event, takeover: false }), takeover: false }
+      if (existing.status !== 'offline') {
+        throw new ApiError(
+          'name_taken',
+          `An agent named "${input.name}" already exists and is ${existing.status}; only an offline agent's name can be taken over.`,
+          { errors: [{ path: 'body.name', message: 'already taken' }] },
+        )
+      }
       const [row] = await tx
-        .insert(agents)
-        .values({
-          id: uuidv7(),
-          ...settings(input),
-          status: 'offline',
-          createdAt: now,
+        .update(agents)
+        .set({
+          ...settings(wanted),
+          tokenVersion: sql`${agents.tokenVersion} + 1`,
+          version: sql`${agents.version} + 1`,
           updatedAt: now,
         })
+        .where(eq(agents.id, existing.id))
         .returning()
-      if (!row) throw new Error('insert returned no row')
+      if (!row) throw new Error('update returned no row')
       await recordEvents(tx, now, [
         {
           type: 'agent.registered',
           agentId: row.id,
-          data: { name: row.name, provider: row.provider, region: row.region },
+          data: { name: row.name, provider: row.provider, region: row.region, ...event, takeover: true },
         },
       ])
-      return row
+      return { agent: row, takeover: true }
     })
-    await changed(deps, {})
-    return created
+    await changed(deps, out.takeover ? { agents: [out.agent.id], auth: [out.agent.id] } : {})
+    return out
   } catch (err) {
     nameTaken(err, input.name)
   }

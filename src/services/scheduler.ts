@@ -7,6 +7,7 @@ import { changed, type ServiceDeps } from './deps'
 import { pruneEvents } from './events'
 import { type MigrationGate, missingObjectStates } from './migrations'
 import { placePending } from './placement'
+import { pruneRegistrationTokens } from './registration-tokens'
 
 /**
  * The sweep: the safety net that finds silent agents, overdue tasks and due retries, and
@@ -264,6 +265,8 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
     deps.config.eventRetentionDays > 0
       ? await pruneEvents(deps.db, new Date(now.getTime() - deps.config.eventRetentionDays * 86_400_000), limit)
       : 0
+  // And registration tokens expired for over a week (until then the list shows them expired).
+  await pruneRegistrationTokens(deps.db, now, limit)
   const summary: SweepSummary = {
     expiredAgents: recovery?.expiredAgents ?? 0,
     requeued: recovery?.requeued ?? 0,

@@ -28,11 +28,18 @@ async function agentToken(c: Context<AppBindings>, agentId: string, tokenVersion
 }
 
 export const create: AppRouteHandler<CreateRoute> = async (c) => {
-  const row = await agents.createAgent(svc(c), c.req.valid('json'))
+  const p = c.var.principal
+  const input = c.req.valid('json')
+  // A registration token registers the agent itself, and may take over an offline agent's name (200).
+  const { agent: row, takeover } =
+    p.role === 'registration'
+      ? await agents.registerAgent(svc(c), input, p.sub)
+      : { agent: await agents.createAgent(svc(c), input), takeover: false }
   const { token, expiresAt } = await agentToken(c, row.id, row.tokenVersion)
   c.header('Location', `/api/v1/agents/${row.id}`)
   c.header('ETag', etagOf(row.version))
-  return c.json({ ...toAgentDto(row), token, tokenExpiresAt: expiresAt }, 201)
+  const body = { ...toAgentDto(row), token, tokenExpiresAt: expiresAt }
+  return takeover ? c.json(body, 200) : c.json(body, 201)
 }
 
 export const list: AppRouteHandler<ListRoute> = async (c) => {

@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi'
-import { authenticate, canRead, canWrite, requireRole } from '../../lib/auth'
+import { authenticate, authenticateOrRegistration, canRead, canWrite, requireRole } from '../../lib/auth'
 import { errorResponses as E } from '../../lib/errors'
 import { jsonBody as body, jsonContent as json, security } from '../../lib/route-helpers'
 import {
@@ -25,12 +25,22 @@ export const create = createRoute({
   operationId: 'createAgent',
   summary: 'Register an agent',
   description:
-    'Registers an agent (status offline until its first heartbeat) and returns it with a one-time agent token.',
+    'Registers an agent (status offline until its first heartbeat) and returns it with a one-time agent token. ' +
+    'With an admin or operator token, a taken name is 409. ' +
+    'With a registration token (`Bearer acpr_…`, from POST /registration-tokens; the only call it may make) the agent registers itself: ' +
+    'the call takes one use of the token (none when it fails), the token’s labels are set over the ones sent, ' +
+    'and a name whose agent is offline is taken over (200): same id, its settings replaced by the ones sent, ' +
+    'every earlier token of that agent revoked, an `agent.registered` event with `takeover: true`. ' +
+    'A name whose agent is in any other status is 409. An unknown, revoked, expired or used-up registration token is 401.',
   tags,
   security,
-  middleware: [authenticate, canWrite] as const,
+  middleware: [authenticateOrRegistration, requireRole('admin', 'operator', 'registration')] as const,
   request: { body: body(AgentInput) },
   responses: {
+    200: json(
+      AgentWithToken,
+      'With a registration token: an offline agent of that name, taken over, with its new token',
+    ),
     201: json(AgentWithToken, 'The agent, with its token'),
     ...E.common,
     ...E.conflict,
