@@ -103,9 +103,12 @@ function subjectOf(jwt: string): string | undefined {
   }
 }
 
-/** Capped exponential backoff with full jitter: 0.5 s, 1 s, 2 s … 30 s, each × [0.5, 1). */
-export function backoffMs(failures: number): number {
-  const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(failures, 16))
+/**
+ * Capped exponential backoff with jitter: 0.5 s, 1 s, 2 s … up to `maxMs` (30 s), each ×
+ * [0.5, 1).
+ */
+export function backoffMs(failures: number, maxMs = BACKOFF_MAX_MS): number {
+  const cap = Math.min(maxMs, BACKOFF_BASE_MS * 2 ** Math.min(failures, 16))
   return Math.round(cap * (0.5 + Math.random() / 2))
 }
 
@@ -346,7 +349,7 @@ export class Agent {
       if (finishing && this.runs.size === 0 && this.outbox.length === 0 && !this.sendStatus) break
       const reports = this.takeReports()
       const status = this.sendStatus
-      const mayWait = reports.length === 0 && !status && !this.wakePending && this.phase !== 'stopping'
+      const mayWait = reports.length === 0 && !status && !this.wakePending
       this.wakePending = false
       const waitSeconds = mayWait ? Math.max(0, Math.min(this.options.maxWaitSeconds, this.intervalSeconds)) : 0
       const poll = new AbortController()
@@ -402,7 +405,9 @@ export class Agent {
         } else if (failures === 0) {
           this.logger.warn('service unreachable; retrying with backoff', { error: String(err) })
         }
-        await sleep(backoffMs(failures++), this.quit.signal)
+        // Never longer than a heartbeat interval: a service that comes back must hear this
+        // agent before it judges it silent.
+        await sleep(backoffMs(failures++, Math.min(BACKOFF_MAX_MS, this.intervalSeconds * 1000)), this.quit.signal)
       } finally {
         if (this.poll === poll) this.poll = undefined
       }
@@ -539,7 +544,7 @@ export class Agent {
         run.logger.warn('the handler did not stop within its grace; reported without it')
         this.finish(run, { ok: false, err: new TaskError(reason, 'The task did not stop within its grace.') })
       },
-      (this.options.cancelGraceSeconds + 5) * 1000,
+      (this.options.cancelGraceSeconds + 2) * 1000,
     )
     run.graceTimer.unref()
   }

@@ -230,7 +230,17 @@ function scheduleRetries(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
   })
 }
 
-export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSummary> {
+export interface SweepOptions {
+  /**
+   * Step 1 (silent agents go offline) runs unless this is false. The sweep timer of a
+   * process that has just started, or whose database was just away, passes false until a
+   * whole HEARTBEAT_TIMEOUT_SECONDS has passed: agents could not reach the service while it
+   * was down, and their silence then says nothing about them.
+   */
+  expireAgents?: boolean
+}
+
+export async function runSweep(deps: ServiceDeps, at?: Date, options: SweepOptions = {}): Promise<SweepSummary> {
   const started = performance.now()
   const now = at ?? deps.clock.now()
   const clock = { now: () => now }
@@ -238,7 +248,10 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
   const recovery = await withTx(deps.db, async (tx) => {
     const [lock] = await rowsOf<{ got: boolean }>(tx, sql`SELECT pg_try_advisory_xact_lock(${SWEEP_LOCK_KEY}) AS got`)
     if (!lock?.got) return null
-    const lost = await expireSilentAgents(tx, now, deps)
+    const lost =
+      options.expireAgents === false
+        ? { agents: 0, requeued: 0, failed: 0, cancelled: 0, agent_ids: [], task_ids: [] }
+        : await expireSilentAgents(tx, now, deps)
     const graceCancelled = await expireCancels(tx, now, deps, limit)
     const timedOut = await timeOutRunning(tx, now, limit)
     const unstarted = await requeueUnstarted(tx, now, deps, limit)
@@ -336,6 +349,9 @@ export function startSweepTimer(deps: ServiceDeps, log: SweepLog, migrations?: M
   if (seconds <= 0) return async () => {}
   let running: Promise<void> | null = null
   let problem = '' // the reason the last tick did not sweep; '' while sweeping
+  // Since when agents have been able to reach this process and its database: silence is
+  // judged only once a whole heartbeat timeout has passed since (see SweepOptions).
+  let hearingSince = Date.now()
   const paused = (reason: string, error?: unknown) => {
     if (reason !== problem) {
       const fields = { reason, ...(error === undefined ? {} : { error: describeError(error) }) }
@@ -350,13 +366,15 @@ export function startSweepTimer(deps: ServiceDeps, log: SweepLog, migrations?: M
       if (migrations && !(await migrations.isCurrent(deps.db))) {
         return paused('the database lacks migrations this version needs: run `npm run db:migrate`')
       }
-      const s = await runSweep(deps)
+      const expireAgents = Date.now() - hearingSince >= deps.config.heartbeatTimeoutSeconds * 1000
+      const s = await runSweep(deps, undefined, { expireAgents })
       if (problem) log.info('sweep resumed', { after: problem })
       problem = ''
       const busy = s.expiredAgents + s.requeued + s.timedOut + s.retried + s.cancelled + s.assigned > 0
       ;(busy ? log.info : log.debug)('sweep', { ...s })
     })()
       .catch((err: unknown) => {
+        if (isDatabaseUnavailable(err)) hearingSince = Date.now()
         deps.metrics?.sweeps.inc({ result: 'failed' })
         paused(sweepFailure(err, migrations), err)
       })

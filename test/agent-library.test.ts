@@ -1,0 +1,227 @@
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { Agent, loadState, type Task, TaskError } from '../src/agent'
+import { silentAgentLogger } from '../src/agent/log'
+import { ApiClientError, createClient, ok } from '../src/client'
+import { createHarness, type Harness, unique } from './harness'
+
+/**
+ * The runner as a library (`new Agent(…).handle(type, fn)`), in process against the real
+ * app on the real database (PGlite, or Postgres in CI): handlers, progress, cancel through
+ * `ctx.signal`, failures with codes, and a run that stops being this agent's.
+ */
+let h: Harness
+const agents: Agent[] = []
+
+beforeAll(async () => {
+  h = await createHarness()
+})
+afterEach(async () => {
+  for (const a of agents.splice(0)) {
+    a.kill()
+    await a.done().catch(() => {})
+  }
+})
+afterAll(async () => h.close())
+
+const appFetch: typeof fetch = async (input, init) => h.app.fetch(new Request(input as RequestInfo, init))
+
+async function agentWith(
+  handlers: Record<string, (task: Task, ctx: Parameters<Parameters<Agent['handle']>[1]>[1]) => unknown>,
+) {
+  const admin = await h.token('admin')
+  const api = createClient({ url: 'http://app', token: admin, fetch: appFetch })
+  const scope = h.scope()
+  const reg = await ok(api.api.v1['registration-tokens'].$post({ json: { maxUses: 1, labels: { scope } } }))
+  const stateDir = mkdtempSync(join(tmpdir(), 'act-lib-'))
+  const agent = new Agent({
+    url: 'http://app',
+    token: reg.token,
+    name: unique('lib'),
+    slots: 2,
+    stateDir,
+    cancelGraceSeconds: 1,
+    maxWaitSeconds: 1,
+    logger: silentAgentLogger,
+    fetch: appFetch,
+  })
+  for (const [type, fn] of Object.entries(handlers)) agent.handle(type, fn)
+  agents.push(agent)
+  await agent.start()
+  return { agent, api, stateDir }
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined | false>, ms = 15_000): Promise<T> {
+  const end = Date.now() + ms
+  for (;;) {
+    const v = await probe()
+    if (v) return v
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+const taskIn = (id: string, statuses: string[]) =>
+  until(`task ${id} in ${statuses.join('|')}`, async () => {
+    const t = (await h.call('GET', `/api/v1/tasks/${id}`)).body
+    return statuses.includes(t.status) ? t : undefined
+  })
+
+describe('Agent (library)', () => {
+  it('registers once (identity kept), runs a handler with progress, and reports its result', async () => {
+    let release: () => void = () => {}
+    const gate = new Promise<void>((r) => (release = r))
+    const { agent } = await agentWith({
+      'etl.load': async (task, ctx) => {
+        ctx.progress(40)
+        await gate
+        return { rows: 12, day: (task.payload as { day: string }).day }
+      },
+    })
+    expect(agent.id).toMatch(/^[0-9a-f-]{36}$/)
+    const task = await h.task({ type: 'etl.load', payload: { day: '2026-11-25' } })
+    await until('progress 40', async () => (await h.call('GET', `/api/v1/tasks/${task.id}`)).body.progress === 40)
+    expect(agent.running).toBe(1)
+    release()
+    const done = await taskIn(task.id, ['completed', 'failed'])
+    expect(done).toMatchObject({ status: 'completed', result: { rows: 12, day: '2026-11-25' }, progress: 100 })
+  })
+
+  it('fails with the code of a TaskError (kept result) or handler_error, and refuses unknown types by name', async () => {
+    await agentWith({
+      coded: () => {
+        throw new TaskError('quota_exceeded', 'Out of quota.', { used: 5 })
+      },
+      broken: () => {
+        throw new Error('boom')
+      },
+    })
+    const coded = await h.task({ type: 'coded', maxAttempts: 1 })
+    const broken = await h.task({ type: 'broken', maxAttempts: 1 })
+    const unknown = await h.task({ type: 'nobody.handles', maxAttempts: 1 })
+    expect(await taskIn(coded.id, ['failed'])).toMatchObject({
+      error: { code: 'quota_exceeded', message: 'Out of quota.' },
+      result: { used: 5 },
+    })
+    expect(await taskIn(broken.id, ['failed'])).toMatchObject({ error: { code: 'handler_error', message: 'boom' } })
+    const refused = await taskIn(unknown.id, ['failed'])
+    expect(refused.error.code).toBe('unsupported_type')
+    expect(refused.error.message).toContain('nobody.handles')
+  })
+
+  it('aborts ctx.signal on a cancel and reports the task cancelled', async () => {
+    let aborted = false
+    await agentWith({
+      long: (_task, ctx) =>
+        new Promise((resolve) => {
+          ctx.signal.addEventListener('abort', () => {
+            aborted = true
+            resolve('stopped')
+          })
+        }),
+    })
+    const task = await h.task({ type: 'long' })
+    await taskIn(task.id, ['running'])
+    expect((await h.call('POST', `/api/v1/tasks/${task.id}/cancel`)).status).toBe(202)
+    expect(await taskIn(task.id, ['cancelled', 'completed', 'failed'])).toMatchObject({ status: 'cancelled' })
+    expect(aborted).toBe(true)
+  })
+
+  it('a handler that ignores the cancel is given up on after the grace and reported cancelled', async () => {
+    await agentWith({ stubborn: () => new Promise(() => {}) })
+    const task = await h.task({ type: 'stubborn' })
+    await taskIn(task.id, ['running'])
+    await h.call('POST', `/api/v1/tasks/${task.id}/cancel`)
+    expect(await taskIn(task.id, ['cancelled', 'completed', 'failed'])).toMatchObject({ status: 'cancelled' })
+  })
+
+  it('times a task out locally: failed with code timeout', async () => {
+    await agentWith({ slow: (_t, ctx) => new Promise((r) => ctx.signal.addEventListener('abort', () => r(null))) })
+    const task = await h.task({ type: 'slow', timeoutSeconds: 1, maxAttempts: 1 })
+    const done = await taskIn(task.id, ['failed', 'timed_out'])
+    expect(done.error.code).toBe('timeout')
+  })
+
+  it('a run that is no longer this agent’s is aborted, and the new attempt runs', async () => {
+    const signals: AbortSignal[] = []
+    await agentWith({
+      held: (_task, ctx) => {
+        signals.push(ctx.signal)
+        return new Promise(() => {})
+      },
+    })
+    const task = await h.task({ type: 'held', maxAttempts: 3 })
+    expect((await taskIn(task.id, ['running'])).attempt).toBe(1)
+    // The service stops hearing the agent (its clock jumps past the heartbeat timeout): the
+    // sweep takes the agent offline and requeues its task; the agent comes back and is
+    // handed attempt 2 of the same task (its old run is told to stop: a cancellation for a task
+    // it no longer holds).
+    // (A heartbeat in flight may land with the new time before the sweep reads it: then
+    // the jump is tried again.)
+    await until('the old run to be stopped', async () => {
+      if (signals[0]?.aborted) return true
+      h.clock.advance(10 * 60_000)
+      expect((await h.call('POST', '/api/v1/scheduler/sweep')).status).toBe(200)
+      await new Promise((r) => setTimeout(r, 1500))
+      return signals[0]?.aborted
+    })
+    h.clock.advance(10 * 60_000) // past the requeue's backoff
+    await until('attempt 2 running', async () => {
+      const t = (await h.call('GET', `/api/v1/tasks/${task.id}`)).body
+      return t.status === 'running' && t.attempt === 2
+    })
+    expect(signals).toHaveLength(2)
+    expect(signals[0]?.aborted).toBe(true)
+    expect(signals[1]?.aborted).toBe(false)
+    const t = (await h.call('GET', `/api/v1/tasks/${task.id}`)).body
+    expect(t).toMatchObject({ failures: 0, error: null })
+    expect(t.lostCount).toBeGreaterThanOrEqual(1)
+  })
+
+  it('drains on stop: takes nothing new, finishes what runs, reports it', async () => {
+    let release: () => void = () => {}
+    const gate = new Promise<void>((r) => (release = r))
+    const { agent } = await agentWith({ job: () => gate.then(() => 'ok') })
+    const first = await h.task({ type: 'job' })
+    await taskIn(first.id, ['running'])
+    const stopping = agent.stop(30)
+    await until(
+      'draining status',
+      async () => (await h.call('GET', `/api/v1/agents/${agent.id}`)).body.status === 'draining',
+    )
+    const second = await h.task({ type: 'job' })
+    release()
+    await stopping
+    expect((await h.call('GET', `/api/v1/tasks/${first.id}`)).body).toMatchObject({ status: 'completed', result: 'ok' })
+    expect((await h.call('GET', `/api/v1/tasks/${second.id}`)).body.status).toBe('pending')
+  })
+
+  it('refuses a bad registration token with AgentFatalError (not a retry loop)', async () => {
+    const agent = new Agent({
+      url: 'http://app',
+      token: 'acpr_not-a-real-token-at-all',
+      stateDir: false,
+      logger: silentAgentLogger,
+      fetch: appFetch,
+    })
+    await expect(agent.start()).rejects.toThrow(/Registration refused/)
+  })
+
+  it('the typed client turns problem answers into ApiClientError with the code', async () => {
+    const api = createClient({ url: 'http://app', token: await h.token('viewer'), fetch: appFetch })
+    const err = await ok(api.api.v1.tasks[':id'].$get({ param: { id: '00000000-0000-0000-0000-000000000000' } })).catch(
+      (e: unknown) => e,
+    )
+    expect(err).toBeInstanceOf(ApiClientError)
+    expect(err).toMatchObject({ status: 404, code: 'not_found' })
+    const refused = await ok(api.api.v1.tasks.$post({ header: {}, json: { name: 'x', type: 'y' } })).catch((e) => e)
+    expect(refused).toMatchObject({ status: 403, code: 'forbidden' })
+  })
+
+  it('keeps its identity in the state dir and reuses it', async () => {
+    const { agent, stateDir } = await agentWith({})
+    expect(loadState(stateDir)?.id).toBe(agent.id)
+  })
+})

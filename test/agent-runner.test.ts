@@ -1,0 +1,316 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, statSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { type Client, createClient, ok } from '../src/client'
+import { signToken } from '../src/lib/auth'
+import { freshPostgresUrl, onPostgres, SECRET, testRedisUrl, unique } from './harness'
+import { type Spawned, startServer, stopped, track } from './spawn'
+
+/**
+ * The runner end to end: the real server (a child process; embedded PGlite, or this
+ * machine's Postgres in CI) and real `agenticcp-agent` processes (bin/agenticcp-agent.mjs),
+ * driven through the typed client. Short heartbeat settings so that a lost runner is
+ * noticed in seconds.
+ */
+const GRACE = 2
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
+  const end = Date.now() + ms
+  let last: unknown
+  for (;;) {
+    try {
+      const v = await probe()
+      if (v) return v
+    } catch (err) {
+      last = err
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+interface Runner extends Omit<Spawned, 'listening'> {
+  child: ChildProcess
+  stateDir: string
+  scope: string
+}
+
+describe('agenticcp-agent end to end', () => {
+  let port: number
+  let url: string
+  let env: Record<string, string>
+  let server: Spawned
+  let api: Client
+  const runners: Runner[] = []
+
+  const start = async () => {
+    server = startServer(env)
+    await server.listening
+  }
+
+  beforeAll(async () => {
+    port = await freePort()
+    url = `http://127.0.0.1:${port}`
+    env = {
+      PORT: String(port),
+      SECRET_KEY: SECRET,
+      DATA_DIR: mkdtempSync(join(tmpdir(), 'act-runner-')),
+      HEARTBEAT_INTERVAL_SECONDS: '1',
+      HEARTBEAT_TIMEOUT_SECONDS: '3',
+      SWEEP_INTERVAL_SECONDS: '1',
+      RETRY_BACKOFF_BASE_SECONDS: '0',
+      RETRY_BACKOFF_MAX_SECONDS: '0',
+      ...(onPostgres() ? { DATABASE_URL: await freshPostgresUrl() } : {}),
+      ...(testRedisUrl ? { REDIS_URL: testRedisUrl } : {}),
+    }
+    await start()
+    const admin = await signToken({ secretKey: SECRET, algorithm: 'HS256' }, { sub: 'runner-test', role: 'admin' }, 60)
+    api = createClient({ url, token: admin })
+  }, 60_000)
+
+  afterEach(async () => {
+    await Promise.all(runners.splice(0).map((r) => stopped(r.child, r.exited)))
+  })
+
+  afterAll(async () => {
+    if (server) await stopped(server.child, server.exited)
+  })
+
+  const registrationToken = async (maxUses = 5) =>
+    (await ok(api.api.v1['registration-tokens'].$post({ json: { maxUses, description: 'runner test' } }))).token
+
+  /** A runner process; its tasks are kept apart from other tests' by a label. */
+  const runner = (token: string, opts: { stateDir?: string; scope?: string; name?: string; extra?: string[] } = {}) => {
+    const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'act-agent-'))
+    const scope = opts.scope ?? unique('scope')
+    const child = spawn(
+      process.execPath,
+      [
+        'bin/agenticcp-agent.mjs',
+        'run',
+        '--url',
+        url,
+        '--state-dir',
+        stateDir,
+        '--name',
+        opts.name ?? unique('host'),
+        '--labels',
+        `scope=${scope}`,
+        '--allow-shell',
+        '--cancel-grace',
+        String(GRACE),
+        '--log-format',
+        'json',
+        ...(opts.extra ?? []),
+      ],
+      // The token comes from the environment, as a service manager would give it.
+      {
+        env: { PATH: process.env.PATH ?? '', HOME: stateDir, AGENTICCP_TOKEN: token },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    )
+    const r: Runner = { ...track(child), child, stateDir, scope }
+    runners.push(r)
+    return r
+  }
+
+  const agentIdOf = (r: Runner) =>
+    until('the runner to register', async () => {
+      try {
+        return JSON.parse(readFileSync(join(r.stateDir, 'agent.json'), 'utf8')).id as string
+      } catch {
+        return undefined
+      }
+    })
+
+  const shellTask = (scope: string, payload: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+    ok(
+      api.api.v1.tasks.$post({
+        header: {},
+        json: {
+          name: unique('shell'),
+          type: 'shell',
+          payload,
+          requirements: { capabilities: ['shell'], labels: { scope } },
+          ...extra,
+        },
+      }),
+    )
+
+  const getTask = (id: string) => ok(api.api.v1.tasks[':id'].$get({ param: { id } }))
+  const taskIn = (id: string, statuses: string[], ms?: number) =>
+    until(
+      `task ${id} to be ${statuses.join('|')}`,
+      async () => {
+        const t = await getTask(id)
+        return statuses.includes(t.status) ? t : undefined
+      },
+      ms,
+    )
+
+  it('registers with a registration token, keeps its identity 0600, and completes a shell task with its output', async () => {
+    const r = runner(await registrationToken())
+    const id = await agentIdOf(r)
+    const state = statSync(join(r.stateDir, 'agent.json'))
+    expect(state.mode & 0o777).toBe(0o600)
+    const task = await shellTask(r.scope, { command: 'echo hello; echo oops >&2', env: { X: '1' } })
+    const done = await taskIn(task.id, ['completed', 'failed'])
+    expect(done.status).toBe('completed')
+    expect(done.agentId).toBe(id)
+    expect(done.result).toMatchObject({ exitCode: 0, signal: null })
+    expect((done.result as { outputTail: string }).outputTail).toBe('hello\noops\n')
+    // The runner never prints a token.
+    const { out, err } = r.output()
+    expect(`${out}${err}`).not.toMatch(/acpr_|eyJ/)
+    expect(err).toContain(`"taskId":"${task.id}"`)
+  })
+
+  it('fails a failing command with exit_<n> and the service retries it per maxAttempts', async () => {
+    const r = runner(await registrationToken())
+    await agentIdOf(r)
+    const task = await shellTask(r.scope, { command: 'echo bad; exit 3' }, { maxAttempts: 2 })
+    // A failed attempt with attempts left is retried by the sweep (failed → pending → …).
+    const done = await until('the second attempt to fail', async () => {
+      const t = await getTask(task.id)
+      return t.failures === 2 || t.status === 'completed' ? t : undefined
+    })
+    expect(done).toMatchObject({ status: 'failed', attempt: 2, failures: 2, error: { code: 'exit_3' } })
+    expect(done.result).toMatchObject({ exitCode: 3, outputTail: 'bad\n' })
+    // A payload that does not match fails once, never retried; an unknown type is refused by name.
+    const bad = await shellTask(r.scope, { cmd: 'echo' }, { maxAttempts: 3 })
+    expect(await taskIn(bad.id, ['failed'])).toMatchObject({ attempt: 1, error: { code: 'malformed_payload' } })
+    const other = await ok(
+      api.api.v1.tasks.$post({
+        header: {},
+        json: { name: 'py', type: 'python.run', maxAttempts: 1, requirements: { labels: { scope: r.scope } } },
+      }),
+    )
+    const refused = await taskIn(other.id, ['failed'])
+    expect(refused.error).toMatchObject({ code: 'unsupported_type' })
+    expect(refused.error?.message).toContain('python.run')
+  })
+
+  it('cancels a running command: SIGTERM to its group, SIGKILL after the grace, reported cancelled', async () => {
+    const r = runner(await registrationToken())
+    await agentIdOf(r)
+    // The shell ignores SIGTERM (and so does the sleep it starts): only SIGKILL ends it.
+    const task = await shellTask(r.scope, { command: "trap '' TERM; sleep 60; echo never" })
+    await taskIn(task.id, ['running'])
+    const asked = Date.now()
+    await ok(api.api.v1.tasks[':id'].cancel.$post({ param: { id: task.id } }))
+    const done = await taskIn(task.id, ['cancelled', 'failed', 'completed'], 30_000)
+    const took = (Date.now() - asked) / 1000
+    expect(done.status).toBe('cancelled')
+    expect(took).toBeGreaterThanOrEqual(GRACE - 0.5) // it outlived SIGTERM…
+    expect(took).toBeLessThan(GRACE + 8) // …and not SIGKILL
+    await r.waitFor(/the command outlived its grace/)
+  })
+
+  it('a task whose runner is killed -9 mid-run is finished by a second runner', async () => {
+    const scope = unique('scope')
+    const token = await registrationToken()
+    const first = runner(token, { scope })
+    const firstId = await agentIdOf(first)
+    const task = await shellTask(scope, { command: 'sleep 1.5; echo finished' })
+    const running = await taskIn(task.id, ['running'])
+    expect(running.agentId).toBe(firstId)
+    const second = runner(token, { scope })
+    const secondId = await agentIdOf(second)
+    first.child.kill('SIGKILL')
+    const done = await taskIn(task.id, ['completed', 'failed'], 40_000)
+    expect(done).toMatchObject({ status: 'completed', agentId: secondId, lostCount: 1, failures: 0 })
+    expect(done.attempt).toBe(2)
+  })
+
+  it('a restarted runner with the same state dir is the same agent, and SIGTERM drains and exits 0', async () => {
+    const token = await registrationToken(1)
+    const first = runner(token)
+    const id = await agentIdOf(first)
+    const task = await shellTask(first.scope, { command: 'sleep 1; echo drained' })
+    await taskIn(task.id, ['running'])
+    first.child.kill('SIGTERM')
+    // Draining: a task created now is not taken by this runner.
+    await first.waitFor(/"msg":"draining"/)
+    const later = await shellTask(first.scope, { command: 'echo later' })
+    expect(await first.exited).toBe(0)
+    expect(await getTask(task.id)).toMatchObject({ status: 'completed', result: { outputTail: 'drained\n' } })
+    expect((await getTask(later.id)).status).toBe('pending')
+    // The registration token had one use: the restart needs none, it is the same agent.
+    const again = runner(token, { stateDir: first.stateDir, scope: first.scope })
+    expect(await agentIdOf(again)).toBe(id)
+    const done = await taskIn(later.id, ['completed', 'failed'])
+    expect(done).toMatchObject({ status: 'completed', agentId: id })
+    const agent = await ok(api.api.v1.agents[':id'].$get({ param: { id } }))
+    expect(agent.status).toBe('online')
+  })
+
+  it('a runner started while the server is down starts working when it comes up', async () => {
+    const token = await registrationToken()
+    await stopped(server.child, server.exited)
+    const r = runner(token)
+    await r.waitFor(/service unreachable/)
+    await start()
+    const id = await agentIdOf(r)
+    const task = await shellTask(r.scope, { command: 'echo back' })
+    expect(await taskIn(task.id, ['completed', 'failed'])).toMatchObject({ status: 'completed', agentId: id })
+  })
+
+  it('keeps running tasks through a server outage and delivers their reports when it answers', async () => {
+    const r = runner(await registrationToken())
+    await agentIdOf(r)
+    const task = await shellTask(r.scope, { command: 'sleep 2; echo survived' })
+    await taskIn(task.id, ['running'])
+    await stopped(server.child, server.exited)
+    await r.waitFor(/service unreachable/)
+    await new Promise((res) => setTimeout(res, 2500)) // the task ends while the server is away
+    await start()
+    const done = await taskIn(task.id, ['completed', 'failed', 'pending', 'assigned'])
+    expect(done).toMatchObject({ status: 'completed', result: { outputTail: 'survived\n' } })
+    expect(r.child.exitCode).toBeNull()
+  })
+})
+
+describe('agenticcp-agent command line', () => {
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    new Promise<{ code: number | null; err: string }>((resolve) => {
+      const child = spawn(process.execPath, ['bin/agenticcp-agent.mjs', ...args], {
+        env: { PATH: process.env.PATH ?? '', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+      let err = ''
+      child.stderr.on('data', (d) => {
+        err += d
+      })
+      child.on('exit', (code) => resolve({ code, err }))
+    })
+
+  it('explains what is missing or wrong and exits 2', async () => {
+    expect(await run([])).toMatchObject({ code: 2, err: expect.stringContaining('Usage: agenticcp-agent run') })
+    expect(await run(['run', '--token', 'x'])).toMatchObject({ code: 2, err: expect.stringContaining('--url') })
+    expect(await run(['run', '--url', 'ftp://x', '--token', 'x'])).toMatchObject({
+      code: 2,
+      err: expect.stringContaining('http://'),
+    })
+    expect(
+      await run(['run', '--url', 'http://127.0.0.1:9', '--slots', 'many'], { AGENTICCP_TOKEN: 'acpr_x' }),
+    ).toMatchObject({ code: 2, err: expect.stringContaining('--slots') })
+    expect(await run(['run', '--url', 'http://127.0.0.1:9', '--token', 'not-a-token'])).toMatchObject({
+      code: 1,
+      err: expect.stringContaining('neither a registration token'),
+    })
+  })
+})
