@@ -21,6 +21,8 @@ import { cpus } from 'node:os'
 import type { Options as AutocannonOptions } from 'autocannon'
 import { sql } from 'drizzle-orm'
 import pg from 'pg'
+import { Agent, type Provider } from '../src/agent'
+import { silentAgentLogger } from '../src/agent/log'
 import { type Database, rowsOf } from '../src/db/client'
 import { connectDatabase, isPostgresUrl } from '../src/db/connect'
 import { loadConfig } from '../src/env'
@@ -196,7 +198,7 @@ const percentile = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN
 }
 
-type Mode = 'single' | 'batched'
+type Mode = 'single' | 'batched' | 'agents'
 
 /**
  * lifecycle: the real server, 100 simulated agents with 4 slots each over HTTP, and one
@@ -205,6 +207,8 @@ type Mode = 'single' | 'batched'
  *   PATCH completed),
  * - batched: POST /tasks/batch (50 a request) and reports batched in the next heartbeat
  *   (running and completed for every task of the previous answer; one request per agent cycle).
+ * - agents: the producer of `batched`, and 100 in-process `Agent` instances (src/agent, the
+ *   runner's library) with a handler that returns at once: what the shipped runner costs.
  * Phase 1 creates BENCH_LIFECYCLE_TASKS as fast as the server takes them (throughput, with
  * statements, server CPU and Postgres CPU per task); phase 2 creates at half that rate, so
  * agents have free slots (create→assigned latency from the server's own timestamps).
@@ -212,9 +216,9 @@ type Mode = 'single' | 'batched'
 async function benchLifecycle(mode: Mode) {
   const AGENTS = 100
   const SLOTS = 4
-  const TASKS = Number(process.env.BENCH_LIFECYCLE_TASKS ?? (mode === 'batched' ? 20_000 : 4000))
+  const TASKS = Number(process.env.BENCH_LIFECYCLE_TASKS ?? (mode === 'single' ? 4000 : 20_000))
   const BATCH = 50
-  const IN_FLIGHT = mode === 'batched' ? 4 : 48
+  const IN_FLIGHT = mode === 'single' ? 48 : 4
   const LIMIT_MS = 150_000
   const secret = 's'.repeat(40)
   const runtime = process.env.BENCH_RUNTIME === 'bun' ? 'bun' : 'node'
@@ -237,7 +241,32 @@ async function benchLifecycle(mode: Mode) {
     }
 
     const agents: { id: string; token: string }[] = []
-    for (let i = 0; i < AGENTS; i++) {
+    // agents mode: the runner's library; every handled task feeds the phase running then.
+    let onHandled: (t: Work) => void = () => {}
+    const runners: Agent[] = []
+    if (mode === 'agents') {
+      const reg = await api('/api/v1/registration-tokens', { method: 'POST', body: { maxUses: AGENTS } })
+      for (let i = 0; i < AGENTS; i++) {
+        const agent = new Agent({
+          url: base,
+          token: reg.body.token,
+          name: `lib-${i}`,
+          provider: PROVIDERS[i % 8] as Provider,
+          capabilities: ['cpu'],
+          slots: SLOTS,
+          stateDir: false,
+          maxWaitSeconds: 2,
+          logger: silentAgentLogger,
+        })
+        agent.handle('bench.lifecycle', (task) => {
+          onHandled(task as unknown as Work)
+          return { ok: true }
+        })
+        runners.push(agent)
+      }
+      await Promise.all(runners.map((a) => a.start()))
+    }
+    for (let i = 0; mode !== 'agents' && i < AGENTS; i++) {
       const r = await api('/api/v1/agents', {
         method: 'POST',
         body: { name: `sim-${i}`, provider: PROVIDERS[i % 8], capabilities: ['cpu'], maxConcurrentTasks: SLOTS },
@@ -330,7 +359,19 @@ async function benchLifecycle(mode: Mode) {
           }
         }
       }
-      await Promise.all([producer(), ...agents.map(mode === 'single' ? single : batched)])
+      // agents mode: the runners work on their own; completion is read from the service.
+      const watch = async () => {
+        onHandled = (t) => latencies.push(new Date(t.assignedAt).getTime() - new Date(t.createdAt).getTime())
+        const before = (await api('/api/v1/tasks/statistics')).body.byStatus.completed ?? 0
+        while (completed < count && Date.now() < stopAt) {
+          await new Promise((r) => setTimeout(r, 100))
+          completed = ((await api('/api/v1/tasks/statistics')).body.byStatus.completed ?? 0) - before
+        }
+      }
+      await Promise.all([
+        producer(),
+        ...(mode === 'agents' ? [watch()] : agents.map(mode === 'single' ? single : batched)),
+      ])
       return { created, completed, errors, seconds: (performance.now() - started) / 1000, latencies }
     }
 
@@ -368,6 +409,7 @@ async function benchLifecycle(mode: Mode) {
       create_to_assigned_p99_ms: percentile(calm.latencies, 99),
       cpus: cpus().length,
     })
+    await Promise.all(runners.map((a) => a.stop(5)))
     return perSec
   } finally {
     child.kill('SIGTERM')
@@ -797,6 +839,7 @@ if (!only || only === 'heartbeat') await benchHeartbeat()
 if (!only || only === 'statistics') await benchStatistics()
 let batchedRate: number | undefined
 if (!only || only === 'lifecycle' || only === 'peers') batchedRate = await benchLifecycle('batched')
+if (!only || only === 'lifecycle') await benchLifecycle('agents')
 if (!only || only === 'lifecycle') await benchLifecycle('single')
 if (!only || only === 'peers') await benchPeers(batchedRate)
 if (!only || only === 'read') await benchRead()

@@ -225,15 +225,19 @@ describe('agenticcp-agent end to end', () => {
     const token = await registrationToken()
     const first = runner(token, { scope })
     const firstId = await agentIdOf(first)
-    const task = await shellTask(scope, { command: 'sleep 1.5; echo finished' })
+    // The first attempt would run long (its runner dies first); any later one ends at once.
+    const task = await shellTask(scope, {
+      command: 'if [ "$AGENTICCP_TASK_ATTEMPT" = 1 ]; then sleep 20; fi; echo finished',
+    })
     const running = await taskIn(task.id, ['running'])
     expect(running.agentId).toBe(firstId)
     const second = runner(token, { scope })
     const secondId = await agentIdOf(second)
     first.child.kill('SIGKILL')
     const done = await taskIn(task.id, ['completed', 'failed'], 40_000)
-    expect(done).toMatchObject({ status: 'completed', agentId: secondId, lostCount: 1, failures: 0 })
-    expect(done.attempt).toBe(2)
+    expect(done).toMatchObject({ status: 'completed', agentId: secondId, failures: 0, result: { exitCode: 0 } })
+    expect(done.lostCount).toBeGreaterThanOrEqual(1)
+    expect(done.attempt).toBeGreaterThanOrEqual(2)
   })
 
   it('a restarted runner with the same state dir is the same agent, and SIGTERM drains and exits 0', async () => {

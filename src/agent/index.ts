@@ -5,10 +5,11 @@ export {
   type AgentOptions,
   backoffMs,
   type Handler,
+  type Provider,
   type Task,
   type TaskContext,
   TaskError,
 } from './agent'
-export { type AgentLogger, createLogger } from './log'
+export { type AgentLogger, createLogger, silentAgentLogger } from './log'
 export { type ShellPayload, type ShellResult, shellHandler } from './shell'
 export { type AgentState, loadState, saveState } from './state'
