@@ -52,6 +52,7 @@ const schema = z
     AGENT_TOKEN_EXPIRE_MINUTES: int(1, 5_256_000).default(525_600),
     MAX_TOKEN_LIFETIME_MINUTES: int(1, 5_256_000).optional(),
     MAX_AGENT_TOKEN_LIFETIME_MINUTES: int(1, 5_256_000).optional(),
+    MAX_REGISTRATION_TOKEN_LIFETIME_MINUTES: int(1, 5_256_000).default(525_600),
     HEARTBEAT_INTERVAL_SECONDS: int(1, 3600).default(30),
     HEARTBEAT_TIMEOUT_SECONDS: int(2, 86_400).default(90),
     ASSIGN_TIMEOUT_SECONDS: int(1, 86_400).default(60),
@@ -140,6 +141,8 @@ export interface Config {
   agentTokenExpireMinutes: number
   /** Tokens of people and services (admin, operator, viewer) living longer than this are refused. */
   maxTokenLifetimeMinutes: number
+  /** The longest a registration token may be made to live (MAX_REGISTRATION_TOKEN_LIFETIME_MINUTES). */
+  maxRegistrationTokenLifetimeMinutes: number
   /** Agent tokens living longer than this are refused. */
   maxAgentTokenLifetimeMinutes: number
   heartbeatIntervalSeconds: number
@@ -226,6 +229,7 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     accessTokenExpireMinutes: v.ACCESS_TOKEN_EXPIRE_MINUTES,
     agentTokenExpireMinutes: v.AGENT_TOKEN_EXPIRE_MINUTES,
     maxTokenLifetimeMinutes: v.MAX_TOKEN_LIFETIME_MINUTES ?? v.ACCESS_TOKEN_EXPIRE_MINUTES,
+    maxRegistrationTokenLifetimeMinutes: v.MAX_REGISTRATION_TOKEN_LIFETIME_MINUTES,
     maxAgentTokenLifetimeMinutes: v.MAX_AGENT_TOKEN_LIFETIME_MINUTES ?? v.AGENT_TOKEN_EXPIRE_MINUTES,
     heartbeatIntervalSeconds: v.HEARTBEAT_INTERVAL_SECONDS,
     heartbeatTimeoutSeconds: v.HEARTBEAT_TIMEOUT_SECONDS,

@@ -12,8 +12,9 @@ import { startServer, stopped } from './spawn'
 
 let h: Harness
 beforeAll(async () => {
-  // Registration tokens live at most MAX_TOKEN_LIFETIME_MINUTES: a week here, so the default (a day) applies.
-  h = await createHarness({ MAX_TOKEN_LIFETIME_MINUTES: '10080' })
+  // The default lifetime (a day) applies: registration tokens may live up to a year by
+  // default, whatever MAX_TOKEN_LIFETIME_MINUTES (60) says of JWTs.
+  h = await createHarness()
 })
 afterAll(async () => {
   await h.close()
@@ -69,8 +70,8 @@ describe('POST/GET/DELETE /api/v1/registration-tokens', () => {
     expect(explicit.token).not.toBe(res.body.token)
   })
 
-  it('caps the default lifetime at MAX_TOKEN_LIFETIME_MINUTES and refuses more', async () => {
-    const short = await createHarness({}, h.database) // MAX_TOKEN_LIFETIME_MINUTES defaults to 60
+  it('caps the default lifetime at MAX_REGISTRATION_TOKEN_LIFETIME_MINUTES and refuses more', async () => {
+    const short = await createHarness({ MAX_REGISTRATION_TOKEN_LIFETIME_MINUTES: '60' }, h.database)
     try {
       const res = await short.call('POST', '/api/v1/registration-tokens', { body: {} })
       expect(res.status).toBe(201)
@@ -78,7 +79,7 @@ describe('POST/GET/DELETE /api/v1/registration-tokens', () => {
       const over = await short.call('POST', '/api/v1/registration-tokens', { body: { expiresInMinutes: 61 } })
       expect(over.status).toBe(422)
       expect(over.body.errors).toEqual([
-        { path: 'body.expiresInMinutes', message: 'must be at most 60 (MAX_TOKEN_LIFETIME_MINUTES)' },
+        { path: 'body.expiresInMinutes', message: 'must be at most 60 (MAX_REGISTRATION_TOKEN_LIFETIME_MINUTES)' },
       ])
     } finally {
       await short.kv.close()
@@ -89,7 +90,7 @@ describe('POST/GET/DELETE /api/v1/registration-tokens', () => {
     for (const body of [
       { expiresInMinutes: 0 },
       { expiresInMinutes: 1.5 },
-      { expiresInMinutes: 10081 },
+      { expiresInMinutes: 525_601 },
       { maxUses: 0 },
       { maxUses: 'ten' },
       { description: 'x'.repeat(1001) },
@@ -518,12 +519,12 @@ describe('npm run token -- --registration', () => {
       expect((await reg('second')).status).toBe(401) // --uses 1
 
       // The server's refusal is one line naming the field.
-      const bad = await script(['--registration', '--minutes', '99999', '--url', url], { SECRET_KEY: SECRET }).catch(
+      const bad = await script(['--registration', '--minutes', '999999', '--url', url], { SECRET_KEY: SECRET }).catch(
         (e: { code: number; stdout: string; stderr: string }) => e,
       )
       expect(bad).toMatchObject({ code: 1, stdout: '' })
       expect((bad as { stderr: string }).stderr.trim().split('\n')).toEqual([
-        expect.stringMatching(/refused the registration token: 422 .*body\.expiresInMinutes must be at most 60/),
+        expect.stringMatching(/refused the registration token: 422 .*body\.expiresInMinutes must be at most 525600/),
       ])
       // --role admin is unchanged.
       const admin = await script(['--role', 'admin'], { SECRET_KEY: SECRET })

@@ -103,7 +103,7 @@ export const RegistrationTokenInput = z
   .strictObject({
     description: z.string().max(1000).nullish().openapi({ example: 'aws us-east-1 autoscaling group' }),
     expiresInMinutes: z.number().int().min(1).optional().openapi({
-      description: 'Default 1440 (a day); at most MAX_TOKEN_LIFETIME_MINUTES, which also caps the default.',
+      description: 'Default 1440 (a day); at most MAX_REGISTRATION_TOKEN_LIFETIME_MINUTES (default a year).',
       example: 60,
     }),
     maxUses: z

@@ -49,21 +49,22 @@ export function toRegistrationTokenDto(row: RegistrationTokenRow, now: Date): Re
 /**
  * Makes a token and returns it with its secret, which exists only in this answer: the
  * table keeps its SHA-256. It lives `expiresInMinutes` (default a day, and never longer
- * than MAX_TOKEN_LIFETIME_MINUTES, the bound on every token people and services hold).
+ * than MAX_REGISTRATION_TOKEN_LIFETIME_MINUTES, a year by default: a fleet's launch template
+ * holds one for months, and it can do one thing only and is revoked at once).
  */
 export async function createRegistrationToken(
   deps: Pick<ServiceDeps, 'db' | 'clock' | 'config'>,
   input: RegistrationTokenInput,
   createdBy: string,
 ): Promise<{ row: RegistrationTokenRow; token: string }> {
-  const most = deps.config.maxTokenLifetimeMinutes
+  const most = deps.config.maxRegistrationTokenLifetimeMinutes
   const minutes = input.expiresInMinutes ?? Math.min(DEFAULT_REGISTRATION_TOKEN_MINUTES, most)
   if (minutes > most) {
     throw new ApiError('validation_failed', 'The request has invalid fields; see `errors`.', {
       errors: [
         {
           path: 'body.expiresInMinutes',
-          message: `must be at most ${most} (MAX_TOKEN_LIFETIME_MINUTES)`,
+          message: `must be at most ${most} (MAX_REGISTRATION_TOKEN_LIFETIME_MINUTES)`,
         },
       ],
     })
