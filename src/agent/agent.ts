@@ -87,6 +87,8 @@ export const MAX_RESULT_BYTES = 256 * 1024
 const BACKOFF_BASE_MS = 500
 const BACKOFF_MAX_MS = 30_000
 const SEEN_MAX = 10_000
+/** How long a report waits for others to share its heartbeat. */
+const REPORT_LINGER_MS = 20
 /** The least time between two long polls that brought nothing new. */
 const MIN_POLL_MS = 1000
 
@@ -159,6 +161,7 @@ export class Agent {
   private pause?: AbortController
   private wakePending = false
   private progressTimer?: NodeJS.Timeout
+  private lingerTimer?: NodeJS.Timeout
   private sendStatus?: 'online' | 'draining'
   private intervalSeconds = 30
   private loopDone?: Promise<void>
@@ -460,9 +463,17 @@ export class Agent {
 
   // -- runs -----------------------------------------------------------------------------
 
+  /**
+   * Queues a report and sends it within `REPORT_LINGER_MS`: a task that ends that soon after
+   * it started goes out as one heartbeat (running, then its end) instead of two.
+   */
   private report(r: Report) {
     this.outbox.push(r)
-    this.wake()
+    if (this.lingerTimer) return
+    this.lingerTimer = setTimeout(() => {
+      this.lingerTimer = undefined
+      this.wake()
+    }, REPORT_LINGER_MS)
   }
 
   /** Starts (or refuses) a task handed to this agent; false if it was seen before. */
