@@ -225,3 +225,22 @@ describe('Agent (library)', () => {
     expect(loadState(stateDir)?.id).toBe(agent.id)
   })
 })
+
+describe('the runner and the client stand alone', () => {
+  it('import nothing from the server but types (so they can ship as their own package)', async () => {
+    const { readdirSync, readFileSync } = await import('node:fs')
+    const offending: string[] = []
+    for (const dir of ['src/agent', 'src/client']) {
+      for (const file of readdirSync(dir)) {
+        const text = readFileSync(join(dir, file), 'utf8')
+        for (const m of text.matchAll(/^import\s+(type\s+)?[^'"]*from\s+'([^']+)'/gm)) {
+          const [line, typeOnly, from = ''] = m
+          const inside = from.startsWith('./') || from === '../client' || from === '../agent'
+          const external = !from.startsWith('.')
+          if (!inside && !external && !typeOnly) offending.push(`${dir}/${file}: ${line}`)
+        }
+      }
+    }
+    expect(offending).toEqual([])
+  })
+})
