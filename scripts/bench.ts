@@ -80,7 +80,7 @@ const PROVIDERS = ['aws', 'azure', 'gcp', 'ncp', 'oci', 'alibaba', 'onprem', 'ot
  * all of the first 10,000.
  */
 async function seed(db: Database['db'], now: Date, agentCount: number, taskCount: number) {
-  await db.execute(sql`TRUNCATE agents, tasks, events, scheduler_state`)
+  await db.execute(sql`TRUNCATE agents, tasks, task_logs, task_log_totals, events, scheduler_state`)
   await db.execute(sql`
     INSERT INTO agents (id, name, provider, region, capabilities, labels, max_concurrent_tasks, status,
                         last_heartbeat_at, created_at, updated_at)

@@ -22,6 +22,7 @@ import { agentsRouter } from './routes/agents/agents.index'
 import { dashboardRouter } from './routes/dashboard/dashboard.index'
 import { eventsRouter } from './routes/events/events.index'
 import { healthAliasRouter, healthRouter } from './routes/health/health.index'
+import { logsRouter } from './routes/task-logs/task-logs.index'
 import { metricsRouter } from './routes/metrics/metrics.index'
 import { registrationTokensRouter } from './routes/registration-tokens/registration-tokens.index'
 import { schedulerRouter } from './routes/scheduler/scheduler.index'
@@ -135,6 +136,7 @@ export function createApp(input: AppInput) {
     .route('/api/v1', agentsRouter)
     .route('/api/v1', registrationTokensRouter)
     .route('/api/v1', tasksRouter)
+    .route('/api/v1', logsRouter)
     .route('/api/v1', schedulerRouter)
     .route('/api/v1', eventsRouter)
 

@@ -68,6 +68,10 @@ const schema = z
     MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
     CORS_ORIGINS: csv.default([]),
     EVENT_RETENTION_DAYS: int(0, 36_500).default(30),
+    LOG_RETENTION_DAYS: int(0, 36_500).default(30),
+    TASK_LOG_MAX_CHUNK_BYTES: int(64, 1024 * 1024).default(64 * 1024),
+    TASK_LOG_MAX_CHUNKS_PER_REQUEST: int(1, 10_000).default(500),
+    TASK_LOG_MAX_BYTES_PER_ATTEMPT: int(64 * 1024, 1024 * 1024 * 1024).default(10 * 1024 * 1024),
     EVENT_STREAMS_PER_PRINCIPAL: int(1, 100_000).default(100),
     EVENT_STREAMS_MAX: int(1, 1_000_000).default(2000),
     METRICS_TOKEN: z.string().default(''),
@@ -173,6 +177,12 @@ export interface Config {
   corsOrigins: string[]
   /** Events older than this are deleted by the sweep; 0 keeps them forever. */
   eventRetentionDays: number
+  /** Task log chunks older than this are pruned by the sweep (0: kept). */
+  logRetentionDays: number
+  taskLogMaxChunkBytes: number
+  taskLogMaxChunksPerRequest: number
+  /** Beyond it the oldest middle of an attempt's log is dropped (its first and last lines stay). */
+  taskLogMaxBytesPerAttempt: number
   /** Open event streams per token subject, per process (429 past it). */
   eventStreamsPerPrincipal: number
   /** Open event streams in all, per process (429 past it). */
@@ -246,6 +256,10 @@ export function loadConfig(source: Record<string, string | undefined>): Config {
     maxBodyBytes: v.MAX_BODY_BYTES,
     corsOrigins: v.CORS_ORIGINS,
     eventRetentionDays: v.EVENT_RETENTION_DAYS,
+    logRetentionDays: v.LOG_RETENTION_DAYS,
+    taskLogMaxChunkBytes: v.TASK_LOG_MAX_CHUNK_BYTES,
+    taskLogMaxChunksPerRequest: v.TASK_LOG_MAX_CHUNKS_PER_REQUEST,
+    taskLogMaxBytesPerAttempt: v.TASK_LOG_MAX_BYTES_PER_ATTEMPT,
     eventStreamsPerPrincipal: v.EVENT_STREAMS_PER_PRINCIPAL,
     eventStreamsMax: v.EVENT_STREAMS_MAX,
     metricsToken: v.METRICS_TOKEN,

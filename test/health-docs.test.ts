@@ -157,6 +157,8 @@ describe('OpenAPI document and docs', () => {
         'deleteTask',
         'cancelTask',
         'retryTask',
+        'writeTaskLogs',
+        'taskLogs',
         'runSweep',
         'schedulerStatus',
         'events',

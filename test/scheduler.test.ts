@@ -23,7 +23,7 @@ afterAll(async () => {
 })
 // The sweep works on the whole fleet, so each test here starts from empty tables.
 beforeEach(async () => {
-  await h.database.db.execute(sql`TRUNCATE agents, tasks, events, scheduler_state`)
+  await h.database.db.execute(sql`TRUNCATE agents, tasks, task_logs, task_log_totals, events, scheduler_state`)
 })
 
 const sweep = () => runSweep({ db: h.database.db, clock: h.clock, config: h.config })

@@ -234,3 +234,53 @@ export type AgentRow = typeof agents.$inferSelect
 export type TaskRow = typeof tasks.$inferSelect
 export type EventRow = typeof events.$inferSelect
 export type RegistrationTokenRow = typeof registrationTokens.$inferSelect
+
+/**
+ * Task output, as agents send it: chunks of stdout, stderr or system lines, per attempt,
+ * numbered by the agent (`seq`), so a resent chunk is skipped, not doubled. Deleted with
+ * their task; pruned after LOG_RETENTION_DAYS.
+ */
+export const taskLogs = pgTable(
+  'task_logs',
+  {
+    taskId: uuid('task_id')
+      .notNull()
+      .references(() => tasks.id, { onDelete: 'cascade' }),
+    attempt: integer('attempt').notNull(),
+    seq: integer('seq').notNull(),
+    stream: text('stream').$type<'stdout' | 'stderr' | 'system'>().notNull(),
+    data: text('data').notNull(),
+    /** octet_length(data): what counts against TASK_LOG_MAX_BYTES_PER_ATTEMPT. */
+    bytes: integer('bytes').notNull(),
+    /** When the agent saw it (or, without its word, when it was stored). */
+    at: ts('at').notNull(),
+    createdAt: ts('created_at').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.taskId, t.attempt, t.seq] }),
+    // Retention deletes by age.
+    index('task_logs_created_at_idx').on(t.createdAt),
+    check('task_logs_stream_check', sql`stream IN ('stdout', 'stderr', 'system')`),
+  ],
+)
+
+/**
+ * Per attempt: the bytes its log holds, and the middle dropped to stay under
+ * TASK_LOG_MAX_BYTES_PER_ATTEMPT (chunks `dropped_from`..`dropped_to`, which a resend does
+ * not bring back).
+ */
+export const taskLogTotals = pgTable(
+  'task_log_totals',
+  {
+    taskId: uuid('task_id')
+      .notNull()
+      .references(() => tasks.id, { onDelete: 'cascade' }),
+    attempt: integer('attempt').notNull(),
+    bytes: bigint('bytes', { mode: 'number' }).notNull().default(0),
+    droppedBytes: bigint('dropped_bytes', { mode: 'number' }).notNull().default(0),
+    droppedChunks: integer('dropped_chunks').notNull().default(0),
+    droppedFrom: integer('dropped_from'),
+    droppedTo: integer('dropped_to'),
+  },
+  (t) => [primaryKey({ columns: [t.taskId, t.attempt] })],
+)

@@ -5,6 +5,7 @@ import { isDatabaseUnavailable, pgErrorCode, withTx } from '../db/tx'
 import { describeError } from '../lib/logger'
 import { changed, type ServiceDeps } from './deps'
 import { pruneEvents } from './events'
+import { pruneLogs } from './logs'
 import { type MigrationGate, missingObjectStates } from './migrations'
 import { placePending } from './placement'
 import { pruneRegistrationTokens } from './registration-tokens'
@@ -29,6 +30,8 @@ export interface SweepSummary {
   assigned: number
   /** Events past EVENT_RETENTION_DAYS deleted by this sweep. */
   eventsPruned: number
+  /** Task log chunks past LOG_RETENTION_DAYS deleted by this sweep. */
+  logsPruned: number
   durationMs: number
   /** Another sweep held the lock: steps 1–3 were left to it. */
   skipped: boolean
@@ -280,6 +283,10 @@ export async function runSweep(deps: ServiceDeps, at?: Date, options: SweepOptio
       : 0
   // And registration tokens expired for over a week (until then the list shows them expired).
   await pruneRegistrationTokens(deps.db, now, limit)
+  const logsPruned =
+    deps.config.logRetentionDays > 0
+      ? await pruneLogs(deps.db, new Date(now.getTime() - deps.config.logRetentionDays * 86_400_000), limit)
+      : 0
   const summary: SweepSummary = {
     expiredAgents: recovery?.expiredAgents ?? 0,
     requeued: recovery?.requeued ?? 0,
@@ -288,6 +295,7 @@ export async function runSweep(deps: ServiceDeps, at?: Date, options: SweepOptio
     cancelled: recovery?.cancelled ?? 0,
     assigned,
     eventsPruned,
+    logsPruned,
     durationMs: Math.round((performance.now() - started) * 10) / 10,
     skipped: recovery === null,
     startedAt: now.toISOString(),

@@ -17,6 +17,7 @@ export const SweepSummary = z
     cancelled: z.number().int(),
     assigned: z.number().int(),
     eventsPruned: z.number().int().openapi({ description: 'Events older than EVENT_RETENTION_DAYS deleted' }),
+    logsPruned: z.number().int().openapi({ description: 'Task log chunks older than LOG_RETENTION_DAYS deleted' }),
     durationMs: z.number(),
     skipped: z.boolean().openapi({ description: 'Another sweep held the lock; only placement ran' }),
     startedAt: z.iso.datetime(),

@@ -1,0 +1,122 @@
+import type { Context } from 'hono'
+import { streamSSE } from 'hono/streaming'
+import type { AppBindings } from '../../lib/context'
+import { serviceDeps } from '../../lib/context'
+import { createRouter } from '../../lib/create-app'
+import { ApiError } from '../../lib/errors'
+import { attemptLive, logAttempt, logKey, readLogs, writeLogs } from '../../services/logs'
+import * as routes from './task-logs.routes'
+
+const KEEP_ALIVE_MS = 15_000
+/** A follower re-reads at least this often, should a wake-up be missed (no bus on Workers). */
+const POLL_MS = 2000
+const PAGE = 1000
+const encoder = new TextEncoder()
+
+/**
+ * Follows one attempt's log: what is stored after the cursor, then every chunk as it is
+ * written (woken through the notifier, and its Redis bus across instances), until the
+ * attempt is over and all of it was sent. Holds one of the process's stream slots.
+ */
+function follow(c: Context<AppBindings>, taskId: string, asked: number | undefined, after: number) {
+  const deps = c.var.deps
+  const { database, notifier, shutdown, streams } = deps
+  const p = c.var.principal
+  const slot = streams.take(`${p.role}:${p.sub}`)
+  if ('full' in slot) {
+    throw new ApiError('too_many_streams', 'Too many open streams for this token or this server; close one first.', {
+      retryAfterSeconds: 5,
+    })
+  }
+  let resolveDone: () => void = () => {}
+  database.hold?.(new Promise<void>((r) => (resolveDone = r)))
+  return streamSSE(c, async (sse) => {
+    const gone = new AbortController()
+    const end = () => gone.abort()
+    shutdown?.addEventListener('abort', end)
+    sse.onAbort(end)
+    try {
+      await sse.write('retry: 2000\n: connected\n\n')
+      let cursor = after
+      let lastWrite = Date.now()
+      while (!gone.signal.aborted) {
+        const task = await logAttempt(database.db, taskId, asked)
+        const live = attemptLive(task)
+        const page = await readLogs(database.db, taskId, task.attempt, cursor, PAGE)
+        for (const chunk of page.items) {
+          await sse.writeSSE({ id: String(chunk.seq), event: chunk.stream, data: JSON.stringify(chunk) })
+          lastWrite = Date.now()
+        }
+        cursor = page.nextAfter
+        if (page.items.length >= PAGE) continue
+        if (!live) {
+          // Read after the status: a chunk written before the attempt ended was sent above.
+          await sse.writeSSE({ event: 'end', data: JSON.stringify({ attempt: task.attempt, status: task.status }) })
+          break
+        }
+        if (Date.now() - lastWrite >= KEEP_ALIVE_MS) {
+          await sse.write(': keep-alive\n\n')
+          lastWrite = Date.now()
+        }
+        if (notifier) await notifier.wait(logKey(taskId), POLL_MS, gone.signal)
+        else await new Promise((r) => setTimeout(r, POLL_MS))
+      }
+    } finally {
+      slot.release()
+      shutdown?.removeEventListener('abort', end)
+      resolveDone()
+    }
+  })
+}
+
+export const logsRouter = createRouter()
+  .openapi(routes.write, async (c) => {
+    const { id } = c.req.valid('param')
+    const { attempt, chunks } = c.req.valid('json')
+    const deps = serviceDeps(c)
+    const { taskLogMaxChunkBytes: maxBytes, taskLogMaxChunksPerRequest: maxChunks } = c.var.deps.config
+    if (chunks.length > maxChunks) {
+      throw new ApiError('validation_failed', 'The request has invalid fields; see `errors`.', {
+        errors: [
+          { path: 'body.chunks', message: `at most ${maxChunks} chunks a request (TASK_LOG_MAX_CHUNKS_PER_REQUEST)` },
+        ],
+      })
+    }
+    const errors = chunks.flatMap((ch, i) =>
+      encoder.encode(ch.data).length > maxBytes
+        ? [{ path: `body.chunks.${i}.data`, message: `at most ${maxBytes} bytes (TASK_LOG_MAX_CHUNK_BYTES)` }]
+        : [],
+    )
+    if (errors.length)
+      throw new ApiError('validation_failed', 'The request has invalid fields; see `errors`.', { errors })
+    // Postgres text cannot hold NUL: it is stored as U+FFFD, as an invalid byte would be.
+    const clean = chunks.map((ch) =>
+      ch.data.includes('\0') ? { ...ch, data: ch.data.replaceAll('\0', '\uFFFD') } : ch,
+    )
+    const out = await writeLogs(deps, id, c.var.principal.agentId as string, attempt, clean)
+    return c.json(out, 202)
+  })
+  .openapi(routes.read, async (c) => {
+    const { id } = c.req.valid('param')
+    const q = c.req.valid('query')
+    const lastEventId = c.req.valid('header')['last-event-id']
+    const after = lastEventId !== undefined ? Number(lastEventId) : q.after
+    const accept = c.req.header('accept') ?? ''
+    const db = c.var.deps.database.db
+    const task = await logAttempt(db, id, q.attempt)
+    if (accept.includes('text/event-stream')) return follow(c, id, q.attempt, after)
+    if (accept.includes('text/plain') && !accept.includes('application/json')) {
+      // The whole attempt (at most TASK_LOG_MAX_BYTES_PER_ATTEMPT), read a page at a time.
+      const parts: string[] = []
+      for (let cursor = after; ; ) {
+        const page = await readLogs(db, id, task.attempt, cursor, PAGE)
+        for (const chunk of page.items) parts.push(chunk.data)
+        if (page.items.length < PAGE) break
+        cursor = page.nextAfter
+      }
+      c.header('Content-Type', 'text/plain; charset=utf-8')
+      return c.body(parts.join(''), 200)
+    }
+    const page = await readLogs(db, id, task.attempt, after, q.limit)
+    return c.json({ taskId: id, ...page, live: attemptLive(task) }, 200)
+  })

@@ -1,0 +1,185 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createHarness, type Harness } from './harness'
+
+/**
+ * Task logs on the real app and database (PGlite, or Postgres in CI): the agent's writes,
+ * fenced by attempt and de-duplicated by seq; limits; the oldest middle dropped past the
+ * per-attempt limit; JSON pages, text and the live follow; retention.
+ */
+let h: Harness
+const LIMIT = 64 * 1024
+
+beforeAll(async () => {
+  h = await createHarness({ TASK_LOG_MAX_BYTES_PER_ATTEMPT: String(LIMIT), TASK_LOG_MAX_CHUNKS_PER_REQUEST: '50' })
+})
+afterAll(async () => h.close())
+
+/** An agent holding a running task. */
+async function runningTask() {
+  const agent = await h.agent()
+  const task = await h.assignedTask(agent.id)
+  expect((await h.report(task.id, agent.token, { status: 'running', attempt: task.attempt })).status).toBe(200)
+  return { agent, task }
+}
+
+const write = (taskId: string, token: string, body: unknown) =>
+  h.call('POST', `/api/v1/tasks/${taskId}/logs`, { token, body })
+
+const chunk = (seq: number, data: string, stream = 'stdout') => ({ seq, stream, data })
+
+describe('POST /tasks/{id}/logs', () => {
+  it('stores the holder’s chunks once each, in seq order, and refuses everyone else', async () => {
+    const { agent, task } = await runningTask()
+    const first = await write(task.id, agent.token, {
+      attempt: task.attempt,
+      chunks: [chunk(1, 'world\n'), chunk(0, 'hello '), chunk(2, 'oops\n', 'stderr')],
+    })
+    expect(first).toMatchObject({ status: 202, body: { stored: 3, skipped: 0 } })
+    // A resend (and a duplicate inside one request) is skipped, not doubled.
+    const again = await write(task.id, agent.token, {
+      attempt: task.attempt,
+      chunks: [chunk(2, 'oops\n', 'stderr'), chunk(3, 'done\n'), chunk(3, 'done\n')],
+    })
+    expect(again).toMatchObject({ status: 202, body: { stored: 1, skipped: 2 } })
+    const page = await h.call('GET', `/api/v1/tasks/${task.id}/logs`, { token: await h.token('viewer') })
+    expect(page.status).toBe(200)
+    expect(page.body).toMatchObject({ taskId: task.id, attempt: task.attempt, nextAfter: 3, dropped: null, live: true })
+    expect(
+      page.body.items.map((c: { seq: number; stream: string; data: string }) => [c.seq, c.stream, c.data]),
+    ).toEqual([
+      [0, 'stdout', 'hello '],
+      [1, 'stdout', 'world\n'],
+      [2, 'stderr', 'oops\n'],
+      [3, 'stdout', 'done\n'],
+    ])
+    const text = await h.call('GET', `/api/v1/tasks/${task.id}/logs`, { headers: { accept: 'text/plain' } })
+    expect(text.body).toBe('hello world\noops\ndone\n')
+    const after = await h.call('GET', `/api/v1/tasks/${task.id}/logs?after=1&limit=1`)
+    expect(after.body.items.map((c: { seq: number }) => c.seq)).toEqual([2])
+
+    // Another attempt, another agent, a non-agent: refused, nothing stored.
+    expect(await write(task.id, agent.token, { attempt: task.attempt + 1, chunks: [chunk(9, 'x')] })).toMatchObject({
+      status: 409,
+      body: { code: 'stale_attempt', attempt: task.attempt },
+    })
+    const other = await h.agent()
+    expect((await write(task.id, other.token, { attempt: task.attempt, chunks: [chunk(9, 'x')] })).body.code).toBe(
+      'stale_attempt',
+    )
+    expect((await write(task.id, await h.token('admin'), { attempt: 1, chunks: [chunk(9, 'x')] })).status).toBe(403)
+    const missing = '00000000-0000-4000-8000-000000000000'
+    expect((await write(missing, agent.token, { attempt: 1, chunks: [chunk(9, 'x')] })).status).toBe(404)
+    expect((await h.call('GET', `/api/v1/tasks/${missing}/logs`)).status).toBe(404)
+    const final = await h.call('GET', `/api/v1/tasks/${task.id}/logs`)
+    expect(final.body.items).toHaveLength(4)
+  })
+
+  it('validates chunks at the edge: count, size, stream, seq; NUL stored as U+FFFD', async () => {
+    const { agent, task } = await runningTask()
+    const many = Array.from({ length: 51 }, (_, i) => chunk(i, 'x'))
+    const tooMany = await write(task.id, agent.token, { attempt: task.attempt, chunks: many })
+    expect(tooMany.status).toBe(422)
+    expect(tooMany.body.errors[0].message).toContain('TASK_LOG_MAX_CHUNKS_PER_REQUEST')
+    const big = await write(task.id, agent.token, { attempt: task.attempt, chunks: [chunk(0, 'é'.repeat(40_000))] })
+    expect(big.status).toBe(422) // 80,000 bytes of UTF-8, over the 64 KiB chunk limit
+    expect(big.body.errors[0]).toMatchObject({ path: 'body.chunks.0.data' })
+    for (const bad of [
+      { attempt: task.attempt, chunks: [{ seq: -1, stream: 'stdout', data: 'x' }] },
+      { attempt: task.attempt, chunks: [{ seq: 0, stream: 'video', data: 'x' }] },
+      { attempt: task.attempt, chunks: [] },
+      { attempt: task.attempt, chunks: [{ seq: 0, stream: 'stdout', data: 'x', extra: 1 }] },
+    ]) {
+      expect((await write(task.id, agent.token, bad)).status, JSON.stringify(bad)).toBe(422)
+    }
+    expect((await h.call('GET', `/api/v1/tasks/${task.id}/logs`)).body.items).toEqual([])
+    await write(task.id, agent.token, { attempt: task.attempt, chunks: [chunk(0, 'a\u0000b')] })
+    expect((await h.call('GET', `/api/v1/tasks/${task.id}/logs`)).body.items[0].data).toBe('a\uFFFDb')
+  })
+
+  it('keeps an attempt under its limit by dropping the oldest middle: the first and the latest lines stay', async () => {
+    const { agent, task } = await runningTask()
+    const line = (i: number) => `${String(i).padStart(4, '0')} ${'x'.repeat(4090)}\n` // 4,096 bytes
+    for (let start = 0; start < 40; start += 10) {
+      const chunks = Array.from({ length: 10 }, (_, k) => chunk(start + k, line(start + k)))
+      expect((await write(task.id, agent.token, { attempt: task.attempt, chunks })).status).toBe(202)
+    }
+    const page = (await h.call('GET', `/api/v1/tasks/${task.id}/logs?limit=1000`)).body
+    const kept = page.items.filter((c: { stream: string }) => c.stream !== 'system')
+    const bytes = kept.reduce((n: number, c: { data: string }) => n + c.data.length, 0)
+    expect(bytes).toBeLessThanOrEqual(LIMIT)
+    expect(kept[0].data.startsWith('0000 ')).toBe(true) // the first line
+    expect(kept.at(-1).data.startsWith('0039 ')).toBe(true) // the latest
+    expect(page.dropped.bytes).toBe(40 * 4096 - bytes)
+    // One system chunk stands where the middle was, saying how much.
+    const marker = page.items.findIndex((c: { stream: string }) => c.stream === 'system')
+    expect(page.items[marker].data).toContain(`${page.dropped.bytes} bytes`)
+    expect(page.items[marker - 1].seq).toBeLessThan(page.items[marker].seq)
+    expect(page.items[marker + 1].seq).toBeGreaterThan(page.items[marker].seq)
+    // A resend of a dropped chunk does not come back.
+    const droppedSeq = page.items[marker].seq
+    expect(
+      (await write(task.id, agent.token, { attempt: task.attempt, chunks: [chunk(droppedSeq, line(droppedSeq))] }))
+        .body,
+    ).toMatchObject({ stored: 0, skipped: 1 })
+    // The text has the same shape.
+    const text = (await h.call('GET', `/api/v1/tasks/${task.id}/logs`, { headers: { accept: 'text/plain' } })).body
+    expect(text.startsWith('0000 ')).toBe(true)
+    expect(text).toContain('bytes of output')
+    expect(text.trimEnd().endsWith('x')).toBe(true)
+  })
+})
+
+describe('following a log', () => {
+  it('streams what is stored, then each write as it lands, resumes from Last-Event-ID, and ends with the attempt', async () => {
+    const { agent, task } = await runningTask()
+    await write(task.id, agent.token, { attempt: task.attempt, chunks: [chunk(0, 'one\n')] })
+    const res = await h.app.request(`/api/v1/tasks/${task.id}/logs`, {
+      headers: { authorization: `Bearer ${await h.token('viewer')}`, accept: 'text/event-stream' },
+    })
+    expect(res.status).toBe(200)
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+    const decoder = new TextDecoder()
+    let text = ''
+    const readUntil = async (pattern: RegExp) => {
+      const end = Date.now() + 10_000
+      while (!pattern.test(text)) {
+        if (Date.now() > end) throw new Error(`no ${pattern} in ${JSON.stringify(text)}`)
+        const { value, done } = await reader.read()
+        if (done) break
+        text += decoder.decode(value, { stream: true })
+      }
+      return text
+    }
+    await readUntil(/data: \{"seq":0/)
+    await write(task.id, agent.token, { attempt: task.attempt, chunks: [chunk(1, 'two\n', 'stderr')] })
+    await readUntil(/event: stderr\ndata: \{"seq":1,"stream":"stderr","data":"two\\n"[^\n]*\nid: 1\n/)
+    expect((await h.report(task.id, agent.token, { status: 'completed', attempt: task.attempt })).status).toBe(200)
+    await readUntil(/event: end/)
+    expect((await reader.read()).done).toBe(true)
+
+    // Resumed after seq 0: only what came after; the attempt is over, so it ends at once.
+    const resumed = await h.app.request(`/api/v1/tasks/${task.id}/logs`, {
+      headers: {
+        authorization: `Bearer ${await h.token('viewer')}`,
+        accept: 'text/event-stream',
+        'last-event-id': '0',
+      },
+    })
+    const all = await resumed.text()
+    expect(all).not.toContain('"seq":0')
+    expect(all).toContain('"seq":1')
+    expect(all).toContain('event: end')
+  })
+})
+
+describe('retention', () => {
+  it('the sweep deletes chunks older than LOG_RETENTION_DAYS', async () => {
+    const { agent, task } = await runningTask()
+    await write(task.id, agent.token, { attempt: task.attempt, chunks: [chunk(0, 'old\n')] })
+    h.clock.advance(31 * 86_400_000)
+    const sweep = await h.call('POST', '/api/v1/scheduler/sweep')
+    expect(sweep.status).toBe(200)
+    expect(sweep.body.logsPruned).toBeGreaterThanOrEqual(1)
+    expect((await h.call('GET', `/api/v1/tasks/${task.id}/logs`)).body.items).toEqual([])
+  })
+})
