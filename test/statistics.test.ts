@@ -13,7 +13,9 @@ afterAll(async () => {
 })
 // Statistics cover the whole fleet: each test starts from empty tables.
 beforeEach(async () => {
-  await h.database.db.execute(sql`TRUNCATE agents, tasks, task_logs, task_log_totals, events, task_counts, scheduler_state`)
+  await h.database.db.execute(
+    sql`TRUNCATE agents, tasks, task_logs, task_log_totals, events, task_counts, scheduler_state`,
+  )
   await h.kv.invalidate(['agenticcp:stats:agents', 'agenticcp:stats:tasks'])
 })
 

@@ -40,12 +40,9 @@ export const LogPage = z
     attempt: z.number().int(),
     items: z.array(LogChunk),
     nextAfter: z.number().int().openapi({ description: 'Pass as ?after= for the next page (the last seq given).' }),
-    dropped: z
-      .object({ bytes: z.number().int(), chunks: z.number().int() })
-      .nullable()
-      .openapi({
-        description: 'What was dropped of the middle to keep the attempt under TASK_LOG_MAX_BYTES_PER_ATTEMPT.',
-      }),
+    dropped: z.object({ bytes: z.number().int(), chunks: z.number().int() }).nullable().openapi({
+      description: 'What was dropped of the middle to keep the attempt under TASK_LOG_MAX_BYTES_PER_ATTEMPT.',
+    }),
     live: z.boolean().openapi({ description: 'The attempt still runs: more may come.' }),
   })
   .openapi('LogPage')
