@@ -1,6 +1,6 @@
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs'
 import { serve } from '@hono/node-server'
-import { type Browser, chromium } from 'playwright-core'
+import { type Browser, chromium, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createHarness, type Harness } from './harness'
 
@@ -106,6 +106,32 @@ beforeAll(async () => {
   })
 }, 120_000)
 
+/** A page on the dashboard, connected with a viewer token; `problems` collects page errors. */
+async function openDashboard(viewport = { width: 1440, height: 1100 }) {
+  const page = await (browser as Browser).newPage({ viewport })
+  const problems: string[] = []
+  page.on('pageerror', (e) => problems.push(e.message))
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(m.text())
+  })
+  await page.goto(`${base}/dashboard`)
+  await page.fill('#token', await h.token('viewer', 'dashboard-viewer'))
+  await page.click('#connect')
+  await page.waitForSelector('#live.on', { timeout: 15_000 })
+  await page.waitForFunction(() => document.querySelectorAll('#tasks tr[data-task-id]').length > 0)
+  return { page, problems }
+}
+
+/** The page is no wider than its viewport: nothing scrolls sideways but inside a card. */
+const pageOverflow = (page: Page) =>
+  page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+    wide: [...document.querySelectorAll('main > *, main .card')]
+      .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+      .map((e) => e.className),
+  }))
+
 afterAll(async () => {
   await browser?.close()
   await new Promise((r) => (server ? server.close(() => r(null)) : r(null)))
@@ -115,16 +141,7 @@ afterAll(async () => {
 describe.runIf(enabled)('GET /dashboard in a browser', () => {
   it('connects with a token and shows a task created through the API appearing and changing state live', async () => {
     const fleet = await seed()
-    const page = await (browser as Browser).newPage({ viewport: { width: 1440, height: 1100 } })
-    const problems: string[] = []
-    page.on('pageerror', (e) => problems.push(e.message))
-    page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(m.text())
-    })
-    await page.goto(`${base}/dashboard`)
-    await page.fill('#token', await h.token('viewer', 'dashboard-viewer'))
-    await page.click('#connect')
-    await page.waitForSelector('#live.on', { timeout: 15_000 })
+    const { page, problems } = await openDashboard()
     await page.waitForFunction(() => Number(document.querySelector('#k-online')?.textContent?.replace(/,/g, '')) > 0)
     expect(await page.locator('#agents tr').count()).toBe(36)
 
@@ -145,5 +162,43 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     await page.screenshot({ path: 'test-results/dashboard.png', fullPage: true })
     if (process.env.UPDATE_SCREENSHOT === '1') copyFileSync('test-results/dashboard.png', 'docs/dashboard.png')
     expect(problems).toEqual([])
+    await page.close()
   }, 180_000)
+
+  it('at 390 px wide: the page is no wider than the viewport, wide tables scroll inside their card, figures stay on one line', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({
+      name: `a-very-long-agent-name-that-goes-on-and-on-${Date.now()}`,
+      capabilities: ['cpu', 'docker', 'playwright', 'gpu', 'cuda'],
+    })
+    const t = await h.assignedTask(a.id, {
+      name: 'a-task-with-a-rather-long-name-for-a-phone-screen',
+      type: 'some.long.task.type.name',
+    })
+    await h.report(t.id, a.token, { status: 'running', attempt: t.attempt })
+    await h.report(t.id, a.token, {
+      status: 'failed',
+      attempt: t.attempt,
+      error: { code: 'exit_1', message: 'x'.repeat(300) },
+    })
+    const { page, problems } = await openDashboard({ width: 390, height: 844 })
+    await page.waitForFunction(() => document.querySelectorAll('#agents tr').length > 0)
+    expect(await pageOverflow(page)).toEqual({ scrollWidth: 390, innerWidth: 390, wide: [] })
+    // The task table is wider than its card and scrolls there.
+    const tasksBox = page.locator('#tasks').locator('xpath=ancestor::div[contains(@class, "scroll")]')
+    const box = await tasksBox.evaluate((e) => ({ scroll: e.scrollWidth, client: e.clientWidth }))
+    expect(box.scroll).toBeGreaterThan(box.client)
+    // Every KPI figure is one line, none cut off.
+    const figures = await page.$$eval('.kpi .v', (vs) =>
+      vs.map((v) => ({ id: v.id, ws: getComputedStyle(v).whiteSpace, clipped: v.scrollWidth > v.clientWidth })),
+    )
+    for (const f of figures) expect(f).toEqual({ id: f.id, ws: 'nowrap', clipped: false })
+    mkdirSync('test-results', { recursive: true })
+    await page.screenshot({ path: 'test-results/dashboard-390.png', fullPage: true })
+    await page.setViewportSize({ width: 1280, height: 1000 })
+    expect(await pageOverflow(page)).toEqual({ scrollWidth: 1280, innerWidth: 1280, wide: [] })
+    await page.screenshot({ path: 'test-results/dashboard-1280.png', fullPage: true })
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
 })

@@ -20,9 +20,9 @@ export const dashboardHtml = /* html */ `<!doctype html>
   }
   * { box-sizing: border-box; }
   body { margin: 0; background: var(--bg); color: var(--text); font: 14px/1.45 ui-sans-serif, system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
-  header { display: flex; align-items: center; gap: 16px; padding: 14px 24px; border-bottom: 1px solid var(--line); background: var(--panel); position: sticky; top: 0; z-index: 2; }
+  header { display: flex; flex-wrap: wrap; align-items: center; gap: 8px 16px; padding: 14px 24px; border-bottom: 1px solid var(--line); background: var(--panel); position: sticky; top: 0; z-index: 2; }
   header h1 { font-size: 16px; margin: 0; font-weight: 600; letter-spacing: .2px; }
-  header h1 span { color: var(--accent); }
+  header h1 span { color: var(--accent); } header h1 .sub { color: var(--text); }
   .live { display: inline-flex; align-items: center; gap: 6px; font-size: 12px; color: var(--muted); }
   .dot { width: 8px; height: 8px; border-radius: 50%; background: var(--idle); }
   .live.on .dot { background: var(--ok); box-shadow: 0 0 0 3px rgba(63,185,80,.18); }
@@ -30,13 +30,15 @@ export const dashboardHtml = /* html */ `<!doctype html>
   header .spacer { flex: 1; }
   button, input, select { font: inherit; color: var(--text); background: var(--panel2); border: 1px solid var(--line); border-radius: 6px; padding: 6px 10px; }
   button { cursor: pointer; } button:hover { border-color: var(--accent); }
-  main { padding: 20px 24px 40px; display: grid; gap: 16px; grid-template-columns: repeat(12, 1fr); }
+  main { padding: 20px 24px 40px; display: grid; gap: 16px; grid-template-columns: repeat(12, minmax(0, 1fr)); }
   .card { background: var(--panel); border: 1px solid var(--line); border-radius: 10px; padding: 14px 16px; min-width: 0; display: flex; flex-direction: column; }
   .card h2 { margin: 0 0 10px; font-size: 12px; text-transform: uppercase; letter-spacing: .08em; color: var(--muted); font-weight: 600; display: flex; align-items: center; gap: 8px; }
   .card h2 .count { margin-left: auto; text-transform: none; letter-spacing: 0; }
-  .kpis { grid-column: span 12; display: grid; grid-template-columns: repeat(6, 1fr); gap: 16px; }
+  .kpis { grid-column: span 12; display: grid; grid-template-columns: repeat(6, minmax(0, 1fr)); gap: 16px; min-width: 0; }
   .kpis .card { display: block; }
-  .kpi .v { font-size: 26px; font-weight: 650; font-variant-numeric: tabular-nums; }
+  /* A figure stays on one line: a second figure (p95) is set smaller, never wrapped. */
+  .kpi .v { font-size: 26px; font-weight: 650; font-variant-numeric: tabular-nums; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+  .kpi .v small { font-size: 17px; font-weight: 550; color: var(--muted); }
   .kpi .s { color: var(--muted); font-size: 12px; }
   .span4 { grid-column: span 4; } .span8 { grid-column: span 8; } .span6 { grid-column: span 6; } .span12 { grid-column: span 12; }
   .bars { display: flex; align-items: flex-end; gap: 3px; flex: 1; min-height: 120px; }
@@ -48,10 +50,16 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .chip { font-size: 12px; padding: 2px 8px; border-radius: 999px; border: 1px solid var(--line); color: var(--muted); cursor: pointer; user-select: none; }
   .chip.sel { color: var(--text); border-color: var(--accent); }
   table { width: 100%; border-collapse: collapse; font-size: 13px; }
-  th { text-align: left; color: var(--muted); font-weight: 500; font-size: 12px; padding: 6px 8px; border-bottom: 1px solid var(--line); position: sticky; top: 0; background: var(--panel); }
+  th { text-align: left; color: var(--muted); font-weight: 500; font-size: 12px; padding: 6px 8px; position: sticky; top: 0; background: var(--panel); white-space: nowrap;
+    /* A shadow, not a border: collapsed borders of sticky cells are not always painted. */
+    box-shadow: inset 0 -1px 0 var(--line); }
   td { padding: 6px 8px; border-bottom: 1px solid #20283a; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; max-width: 280px; }
   tr:hover td { background: #1a2130; }
-  .scroll { max-height: 460px; overflow: auto; }
+  /* Wide tables scroll sideways inside their card, never the page. */
+  .scroll { max-height: 460px; overflow: auto; overscroll-behavior-x: contain;
+    /* A shadow at the right edge while more columns hide there (the cover scrolls with the content). */
+    background: linear-gradient(to left, var(--panel) 40%, transparent) right / 32px 100% no-repeat local,
+      radial-gradient(farthest-side at 100% 50%, rgba(0,0,0,.55), transparent) right / 12px 100% no-repeat scroll; }
   .st { display: inline-block; font-size: 12px; padding: 1px 8px; border-radius: 999px; font-weight: 550; }
   .st.online, .st.completed { background: rgba(63,185,80,.15); color: var(--ok); }
   .st.assigned, .st.draining { background: rgba(88,166,255,.15); color: var(--accent); }
@@ -65,18 +73,30 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .muted { color: var(--muted); }
   .pager { display: flex; gap: 8px; align-items: center; justify-content: flex-end; margin-top: 8px; color: var(--muted); font-size: 12px; }
   #log div { font-size: 12px; padding: 3px 0; border-bottom: 1px dashed #20283a; display: flex; gap: 10px; }
-  #log .t { color: var(--muted); font-variant-numeric: tabular-nums; } #log .k { color: var(--accent); min-width: 150px; }
+  #log .t { color: var(--muted); font-variant-numeric: tabular-nums; white-space: nowrap; } #log .k { color: var(--accent); min-width: 150px; }
   #login { position: fixed; inset: 0; background: rgba(5,8,12,.78); display: none; align-items: center; justify-content: center; z-index: 5; }
   #login.show { display: flex; }
   #login form { background: var(--panel); border: 1px solid var(--line); border-radius: 12px; padding: 24px; width: min(560px, 92vw); display: grid; gap: 12px; }
   #login textarea { width: 100%; min-height: 90px; font: 12px ui-monospace, monospace; color: var(--text); background: var(--panel2); border: 1px solid var(--line); border-radius: 6px; padding: 8px; }
   #login .err { color: var(--bad); font-size: 12px; min-height: 16px; }
-  @media (max-width: 1100px) { .kpis { grid-template-columns: repeat(3, 1fr); } .span4, .span8, .span6 { grid-column: span 12; } }
+  @media (max-width: 1100px) { .kpis { grid-template-columns: repeat(3, minmax(0, 1fr)); } .span4, .span8, .span6 { grid-column: span 12; } }
+  @media (max-width: 640px) {
+    header { padding: 10px 12px; gap: 6px 12px; } header h1 .sub, #who { display: none; }
+    main { padding: 12px 12px 32px; gap: 12px; }
+    .kpis { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 12px; }
+    .card { padding: 12px; }
+    .kpi .v { font-size: 22px; } .kpi .v small { font-size: 15px; }
+    #log .k { min-width: 0; }
+    td { max-width: 170px; }
+    /* The first column (the name) stays put while the rest scrolls. */
+    .scroll td:first-child, .scroll th:first-child { position: sticky; left: 0; background: var(--panel); box-shadow: inset -1px 0 0 var(--line); }
+    .scroll th:first-child { z-index: 1; box-shadow: inset -1px 0 0 var(--line), inset 0 -1px 0 var(--line); }
+  }
 </style>
 </head>
 <body>
 <header>
-  <h1>Agentic<span>CP</span> · fleet &amp; queue</h1>
+  <h1>Agentic<span>CP</span><span class="sub"> · fleet &amp; queue</span></h1>
   <span id="live" class="live"><span class="dot"></span><span id="live-text">offline</span></span>
   <span class="spacer"></span>
   <span class="muted" id="who"></span>
@@ -123,6 +143,13 @@ export const dashboardHtml = /* html */ `<!doctype html>
   const PAGE = 100, TASKS = 60
   let lastEventId = null, stream = null, dirtyAgents = new Set(), dirtyTasks = new Set(), statsDirty = true, events = 0
 
+  // Untrusted text (names, payloads, messages) goes in as text nodes, or through esc() in markup.
+  const el = (tag, attrs, ...kids) => {
+    const n = document.createElement(tag)
+    for (const [k, v] of Object.entries(attrs || {})) if (v != null) n.setAttribute(k, v)
+    for (const k of kids) if (k != null) n.append(k)
+    return n
+  }
   const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c])
   const ago = (iso) => { if (!iso) return '–'; const s = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000)); return s < 60 ? s + ' s ago' : s < 3600 ? Math.round(s / 60) + ' min ago' : Math.round(s / 3600) + ' h ago' }
   const num = (n) => (n ?? 0).toLocaleString()
@@ -160,7 +187,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
     $('k-running').textContent = num(t.byStatus.running); $('k-assigned').textContent = num(t.byStatus.assigned) + ' assigned, not started'
     const h = t.recent.last60Minutes
     $('k-done').textContent = num(h.completed); $('k-success').textContent = (t.recent.successRate == null ? '–' : (t.recent.successRate * 100).toFixed(1) + '% success') + ' · ' + num(h.failed + h.timedOut) + ' failed'
-    $('k-wait').textContent = secs(t.createToAssignedSeconds.p50) + ' / ' + secs(t.createToAssignedSeconds.p95); $('k-run').textContent = 'run p50 ' + secs(t.durationSeconds.p50)
+    $('k-wait').replaceChildren(secs(t.createToAssignedSeconds.p50), el('small', null, ' / ' + secs(t.createToAssignedSeconds.p95))); $('k-run').textContent = 'run p50 ' + secs(t.durationSeconds.p50)
     const max = Math.max(1, ...t.recent.completedPerMinute)
     $('thr').innerHTML = t.recent.completedPerMinute.map((n, i) => '<div title="' + (59 - i) + ' min ago: ' + n + '" style="height:' + Math.max(1, (n / max) * 100) + '%"></div>').join('')
     const pmax = Math.max(1, ...Object.values(t.queue.byPriority))
@@ -180,7 +207,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
     const pages = Math.max(1, Math.ceil(rows.length / PAGE)); page = Math.min(page, pages - 1)
     $('agents').innerHTML = rows.slice(page * PAGE, page * PAGE + PAGE).map((a) => {
       const pct = a.maxConcurrentTasks ? (a.activeTasks / a.maxConcurrentTasks) * 100 : 0
-      return '<tr data-agent-id="' + a.id + '"><td title="' + esc(a.id) + '">' + esc(a.name) + '</td><td><span class="st ' + a.status + '">' + a.status + '</span></td><td>' + esc(a.provider) + (a.region ? ' · ' + esc(a.region) : '') + '</td><td><span class="load"><i style="width:' + pct + '%;background:' + (pct >= 100 ? 'var(--warn)' : 'var(--ok)') + '"></i></span>' + a.activeTasks + '/' + a.maxConcurrentTasks + '</td><td class="muted">' + esc(a.capabilities.join(', ')) + '</td><td class="muted hb" data-at="' + (a.lastHeartbeatAt || '') + '">' + ago(a.lastHeartbeatAt) + '</td></tr>'
+      return '<tr data-agent-id="' + esc(a.id) + '"><td title="' + esc(a.id) + '">' + esc(a.name) + '</td><td><span class="st ' + esc(a.status) + '">' + esc(a.status) + '</span></td><td>' + esc(a.provider) + (a.region ? ' · ' + esc(a.region) : '') + '</td><td><span class="load"><i style="width:' + pct + '%;background:' + (pct >= 100 ? 'var(--warn)' : 'var(--ok)') + '"></i></span>' + a.activeTasks + '/' + a.maxConcurrentTasks + '</td><td class="muted">' + esc(a.capabilities.join(', ')) + '</td><td class="muted hb" data-at="' + esc(a.lastHeartbeatAt || '') + '">' + ago(a.lastHeartbeatAt) + '</td></tr>'
     }).join('')
     $('fleet-count').textContent = rows.length + ' shown of ' + all.length
     $('page-info').textContent = 'page ' + (page + 1) + ' of ' + pages
