@@ -158,6 +158,22 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     await expect.poll(() => status.textContent(), { timeout: 15_000 }).toContain('completed')
     await expect.poll(() => page.locator('#log div').count(), { timeout: 5_000 }).toBeGreaterThan(2)
 
+    // The throughput chart has a y axis up to at least the peak, time labels, and the current value.
+    const stats = (await h.call('GET', '/api/v1/tasks/statistics')).body
+    const perMinute: number[] = stats.recent.completedPerMinute
+    await expect
+      .poll(() => page.textContent('#thr-now'), { timeout: 5_000 })
+      .toBe(`${perMinute[58]?.toLocaleString('en-US')} / min`)
+    const yTop = Number((await page.locator('#thr-y span').first().textContent())?.replace(/,/g, ''))
+    expect(yTop).toBeGreaterThanOrEqual(Math.max(...perMinute))
+    expect(yTop).toBeLessThan(Math.max(...perMinute) * 2.5)
+    expect(await page.locator('#thr-y span').last().textContent()).toBe('0')
+    const xLabels = await page.locator('#thr-x span').allTextContents()
+    expect(xLabels).toHaveLength(5)
+    expect(xLabels[4]).toBe('now')
+    for (const l of xLabels.slice(0, 4)) expect(l).toMatch(/^\d{1,2}:\d{2}/)
+    expect(await page.locator('#thr div').count()).toBe(60)
+
     mkdirSync('test-results', { recursive: true })
     await page.screenshot({ path: 'test-results/dashboard.png', fullPage: true })
     if (process.env.UPDATE_SCREENSHOT === '1') copyFileSync('test-results/dashboard.png', 'docs/dashboard.png')

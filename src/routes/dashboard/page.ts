@@ -41,8 +41,20 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .kpi .v small { font-size: 17px; font-weight: 550; color: var(--muted); }
   .kpi .s { color: var(--muted); font-size: 12px; }
   .span4 { grid-column: span 4; } .span8 { grid-column: span 8; } .span6 { grid-column: span 6; } .span12 { grid-column: span 12; }
-  .bars { display: flex; align-items: flex-end; gap: 3px; flex: 1; min-height: 120px; }
-  .bars div { flex: 1; background: linear-gradient(180deg, var(--accent), #1f6feb); border-radius: 3px 3px 0 0; min-height: 1px; }
+  .thr-now { display: flex; align-items: baseline; gap: 6px 10px; flex-wrap: wrap; margin: -2px 0 10px; }
+  .thr-now b { font-size: 22px; font-weight: 650; font-variant-numeric: tabular-nums; white-space: nowrap; }
+  .thr-now .muted { font-size: 12px; }
+  .chart { flex: 1; display: grid; grid-template-columns: auto minmax(0, 1fr); grid-template-rows: minmax(120px, 1fr) auto; column-gap: 8px; padding-top: 6px; }
+  .yaxis { position: relative; min-width: 2ch; font-size: 11px; color: var(--muted); font-variant-numeric: tabular-nums; }
+  .yaxis span { position: absolute; right: 0; transform: translateY(-50%); line-height: 1; white-space: nowrap; }
+  .plot { position: relative; border-left: 1px solid var(--line); border-bottom: 1px solid var(--line); }
+  .plot .gl { position: absolute; left: 0; right: 0; border-top: 1px dashed #263041; }
+  .bars { position: absolute; inset: 0 0 0 2px; display: flex; align-items: flex-end; gap: clamp(1px, .3vw, 3px); }
+  .bars div { flex: 1; background: linear-gradient(180deg, var(--accent), #1f6feb); border-radius: 2px 2px 0 0; min-height: 1px; }
+  .bars div.partial { opacity: .45; }
+  .xaxis { grid-column: 2; position: relative; height: 18px; font-size: 11px; color: var(--muted); }
+  .xaxis span { position: absolute; top: 4px; transform: translateX(-50%); white-space: nowrap; }
+  .xaxis span:first-child { transform: none; } .xaxis span:last-child { transform: translateX(-100%); }
   .prio { display: grid; grid-template-columns: 24px 1fr 48px; gap: 6px 10px; align-items: center; font-size: 12px; }
   .prio .b { height: 10px; border-radius: 5px; background: var(--panel2); overflow: hidden; }
   .prio .b i { display: block; height: 100%; background: var(--info); }
@@ -111,7 +123,15 @@ export const dashboardHtml = /* html */ `<!doctype html>
     <div class="card kpi"><h2>Done · last hour</h2><div class="v" id="k-done">–</div><div class="s" id="k-success">–</div></div>
     <div class="card kpi"><h2>Placement p50 / p95</h2><div class="v" id="k-wait">–</div><div class="s" id="k-run">–</div></div>
   </section>
-  <section class="card span8"><h2>Throughput <span class="count muted">completed per minute, last hour</span></h2><div class="bars" id="thr"></div></section>
+  <section class="card span8">
+    <h2>Throughput <span class="count muted">tasks completed per minute, last hour</span></h2>
+    <div class="thr-now"><b id="thr-now">–</b><span class="muted" id="thr-note"></span></div>
+    <div class="chart" id="thr-chart" role="img" aria-label="Tasks completed per minute over the last hour">
+      <div class="yaxis" id="thr-y"></div>
+      <div class="plot"><div id="thr-grid"></div><div class="bars" id="thr"></div></div>
+      <div class="xaxis" id="thr-x"></div>
+    </div>
+  </section>
   <section class="card span4"><h2>Queue by priority</h2><div class="prio" id="prio"></div></section>
   <section class="card span8">
     <h2>Fleet <span class="count muted" id="fleet-count"></span></h2>
@@ -188,13 +208,34 @@ export const dashboardHtml = /* html */ `<!doctype html>
     const h = t.recent.last60Minutes
     $('k-done').textContent = num(h.completed); $('k-success').textContent = (t.recent.successRate == null ? '–' : (t.recent.successRate * 100).toFixed(1) + '% success') + ' · ' + num(h.failed + h.timedOut) + ' failed'
     $('k-wait').replaceChildren(secs(t.createToAssignedSeconds.p50), el('small', null, ' / ' + secs(t.createToAssignedSeconds.p95))); $('k-run').textContent = 'run p50 ' + secs(t.durationSeconds.p50)
-    const max = Math.max(1, ...t.recent.completedPerMinute)
-    $('thr').innerHTML = t.recent.completedPerMinute.map((n, i) => '<div title="' + (59 - i) + ' min ago: ' + n + '" style="height:' + Math.max(1, (n / max) * 100) + '%"></div>').join('')
+    renderThroughput(t.recent.completedPerMinute)
     const pmax = Math.max(1, ...Object.values(t.queue.byPriority))
     let rows = ''
     for (let p = 10; p >= 1; p--) { const n = t.queue.byPriority[p] || 0; rows += '<span class="muted">P' + p + '</span><span class="b"><i style="width:' + (n / pmax) * 100 + '%"></i></span><span style="text-align:right">' + num(n) + '</span>' }
     $('prio').innerHTML = rows
     statsDirty = false
+  }
+
+  // Round a chart's top up to 1, 2, 5 or 10 times a power of ten, so its axis reads easily.
+  const niceMax = (n) => { if (n <= 1) return 1; const p = Math.pow(10, Math.floor(Math.log10(n))); for (const m of [1, 2, 5, 10]) if (m * p >= n) return m * p; return 10 * p }
+  const hhmm = (d) => d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' })
+  // completedPerMinute: 60 values, oldest first; the last is the minute under way.
+  function renderThroughput(perMinute) {
+    const n = perMinute.length, now = Date.now()
+    const peak = Math.max(0, ...perMinute), top = niceMax(peak), total = perMinute.reduce((a, b) => a + b, 0)
+    const last = perMinute[n - 2] ?? 0, current = perMinute[n - 1] ?? 0
+    $('thr-now').textContent = num(last) + ' / min'
+    $('thr-note').textContent = 'last full minute · ' + num(current) + ' so far this minute · peak ' + num(peak) + ' · ' + num(total) + ' this hour'
+    const ticks = top % 2 === 0 ? [top, top / 2, 0] : [top, 0]
+    $('thr-y').replaceChildren(...ticks.map((v) => el('span', { style: 'top:' + (100 - (v / top) * 100) + '%' }, num(v))))
+    $('thr-grid').replaceChildren(...ticks.filter((v) => v > 0).map((v) => el('div', { class: 'gl', style: 'top:' + (100 - (v / top) * 100) + '%' })))
+    $('thr').replaceChildren(...perMinute.map((c, i) => el('div', {
+      class: i === n - 1 ? 'partial' : null,
+      title: (i === n - 1 ? 'this minute so far' : hhmm(new Date(now - (n - 1 - i) * 60000))) + ': ' + c + ' completed',
+      style: 'height:' + Math.max(c ? 1 : 0, (c / top) * 100) + '%',
+    })))
+    const label = (i) => (i === n - 1 ? 'now' : hhmm(new Date(now - (n - 1 - i) * 60000)))
+    $('thr-x').replaceChildren(...[0, n / 4, n / 2, (3 * n) / 4, n - 1].map(Math.round).map((i) => el('span', { style: 'left:' + ((i + 0.5) / n) * 100 + '%' }, label(i))))
   }
 
   function renderAgents() {
