@@ -75,6 +75,8 @@ describe('Agent (library)', () => {
     const gate = new Promise<void>((r) => (release = r))
     const { agent } = await agentWith({
       'etl.load': async (task, ctx) => {
+        ctx.log('loading\n', 'stdout')
+        ctx.log('careful\n', 'stderr')
         ctx.progress(40)
         await gate
         return { rows: 12, day: (task.payload as { day: string }).day }
@@ -87,6 +89,12 @@ describe('Agent (library)', () => {
     release()
     const done = await taskIn(task.id, ['completed', 'failed'])
     expect(done).toMatchObject({ status: 'completed', result: { rows: 12, day: '2026-11-25' }, progress: 100 })
+    // ctx.log went to the task's log before the report.
+    const log = (await h.call('GET', `/api/v1/tasks/${task.id}/logs`)).body
+    expect(log.items.map((c: { stream: string; data: string }) => [c.stream, c.data])).toEqual([
+      ['stdout', 'loading\n'],
+      ['stderr', 'careful\n'],
+    ])
   })
 
   it('fails with the code of a TaskError (kept result) or handler_error, and refuses unknown types by name', async () => {

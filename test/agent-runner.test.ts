@@ -173,10 +173,38 @@ describe('agenticcp-agent end to end', () => {
     expect(done.agentId).toBe(id)
     expect(done.result).toMatchObject({ exitCode: 0, signal: null })
     expect((done.result as { outputTail: string }).outputTail).toBe('hello\noops\n')
+    // Its output is the task's log too, with the runner's system lines around it.
+    type Page = { live: boolean; items: { stream: string; data: string }[] }
+    const log = (await ok(api.api.v1.tasks[':id'].logs.$get({ param: { id: task.id }, query: {}, header: {} }))) as Page
+    expect(log.live).toBe(false)
+    const text = log.items.map((c) => c.data).join('')
+    expect(text).toMatch(/^\[agent\] started: echo hello; echo oops >&2\n/)
+    expect(text).toContain('hello\n')
+    expect(text).toContain('oops\n')
+    expect(text.endsWith('[agent] exited with status 0\n')).toBe(true)
+    expect(log.items.find((c) => c.data === 'oops\n')?.stream).toBe('stderr')
     // The runner never prints a token.
     const { out, err } = r.output()
     expect(`${out}${err}`).not.toMatch(/acpr_|eyJ/)
     expect(err).toContain(`"taskId":"${task.id}"`)
+  })
+
+  it('streams a long noisy command’s output into the task log, whole and in order', async () => {
+    const r = runner(await registrationToken())
+    await agentIdOf(r)
+    const task = await shellTask(r.scope, {
+      command: 'for i in $(seq 1 3000); do echo "line $i"; done; sleep 0.3; echo last',
+    })
+    await taskIn(task.id, ['completed', 'failed'])
+    const res = await fetch(`${url}/api/v1/tasks/${task.id}/logs`, {
+      headers: {
+        authorization: `Bearer ${await signToken({ secretKey: SECRET, algorithm: 'HS256' }, { sub: 'v', role: 'viewer' }, 5)}`,
+        accept: 'text/plain',
+      },
+    })
+    const lines = (await res.text()).split('\n').filter((l) => l.startsWith('line '))
+    expect(lines).toHaveLength(3000)
+    expect(lines.every((l, i) => l === `line ${i + 1}`)).toBe(true)
   })
 
   it('fails a failing command with exit_<n> and the service retries it per maxAttempts', async () => {

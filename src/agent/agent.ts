@@ -2,6 +2,7 @@ import { hostname } from 'node:os'
 import { ApiClientError, type Client, createClient, isRetryable, type Ok, ok } from '../client'
 import { type AgentLogger, createLogger } from './log'
 import { type AgentState, loadState, saveState } from './state'
+import { type LogChunk, type LogStream, type SendOutcome, TaskLog } from './task-log'
 
 type HeartbeatCall = ReturnType<Client['api']['v1']['agents']['heartbeat']['$post']>
 type HeartbeatAnswer = Ok<Awaited<HeartbeatCall>>
@@ -23,6 +24,11 @@ export interface TaskContext {
   progress(percent: number): void
   /** The runner's logger with this task's id on every line. */
   readonly logger: AgentLogger
+  /**
+   * Appends to the task's log on the service (GET /tasks/{id}/logs): sent as it comes,
+   * batched (every 250 ms or 256 KiB), kept in memory through an outage.
+   */
+  log(data: string, stream?: LogStream): void
 }
 
 /** Runs one task: its return value (any JSON) is the result; a throw fails the attempt. */
@@ -77,6 +83,7 @@ interface Run {
   timer?: NodeJS.Timeout
   graceTimer?: NodeJS.Timeout
   logger: AgentLogger
+  output: TaskLog
 }
 
 const MAX_REPORTS = 1000
@@ -87,6 +94,8 @@ export const MAX_RESULT_BYTES = 256 * 1024
 const BACKOFF_BASE_MS = 500
 const BACKOFF_MAX_MS = 30_000
 const SEEN_MAX = 10_000
+/** How long a finished task's report waits for its output to be stored. */
+const LOG_DRAIN_MS = 5000
 /** How long a report waits for others to share its heartbeat. */
 const REPORT_LINGER_MS = 20
 /** The least time between two long polls that brought nothing new. */
@@ -165,6 +174,8 @@ export class Agent {
   private sendStatus?: 'online' | 'draining'
   private intervalSeconds = 30
   private loopDone?: Promise<void>
+  /** Runs that ended and are flushing their output before their report. */
+  private finishing = 0
   private readonly quit = new AbortController()
   private fatal?: Error
 
@@ -349,7 +360,8 @@ export class Agent {
     for (;;) {
       const finishing = this.phase === 'draining' || this.phase === 'stopping'
       if (this.quit.signal.aborted) break
-      if (finishing && this.runs.size === 0 && this.outbox.length === 0 && !this.sendStatus) break
+      if (finishing && this.runs.size === 0 && this.finishing === 0 && this.outbox.length === 0 && !this.sendStatus)
+        break
       const reports = this.takeReports()
       const status = this.sendStatus
       const mayWait = reports.length === 0 && !status && !this.wakePending
@@ -498,7 +510,8 @@ export class Agent {
       this.report({ taskId: task.id, attempt: task.attempt, status: 'failed', error })
       return true
     }
-    const run: Run = { task, controller: new AbortController(), logger }
+    const output = new TaskLog((chunks) => this.sendLog(task, chunks))
+    const run: Run = { task, controller: new AbortController(), logger, output }
     this.runs.set(task.id, run)
     logger.info('task started')
     this.report({ taskId: task.id, attempt: task.attempt, status: 'running' })
@@ -511,6 +524,7 @@ export class Agent {
       signal: run.controller.signal,
       logger,
       progress: (percent) => this.progress(run, percent),
+      log: (data, stream) => output.write(String(data), stream),
     }
     Promise.resolve()
       .then(() => handler(task, ctx))
@@ -544,7 +558,8 @@ export class Agent {
     clearTimeout(run.timer)
     run.controller.abort(new Error(`task ${reason}`))
     if (reason === 'stale') {
-      // Not ours: forget it now; whatever the handler still returns is ignored.
+      // Not ours: forget it now (and its unsent output); whatever the handler still returns is ignored.
+      run.output.kill()
       this.forget(run)
       return
     }
@@ -631,7 +646,40 @@ export class Agent {
     run.logger.info(r.status === 'completed' ? 'task completed' : `task ${r.status}`, {
       ...(r.error ? { code: r.error.code } : {}),
     })
-    this.report(r)
+    // Its output goes first (a follower's stream ends with the attempt), for a few seconds
+    // at most: a service that cannot take it gets the report anyway, and the output later.
+    const report = r
+    this.finishing++
+    void run.output
+      .drain(LOG_DRAIN_MS)
+      .then(() => this.report(report))
+      .finally(() => this.finishing--)
+  }
+
+  /** Sends one batch of a task's output; what became of it. */
+  private async sendLog(task: Task, chunks: LogChunk[]): Promise<SendOutcome> {
+    try {
+      await ok(
+        this.api.api.v1.tasks[':id'].logs.$post(
+          { param: { id: task.id }, json: { attempt: task.attempt, chunks } },
+          { init: { signal: AbortSignal.timeout(30_000) } },
+        ),
+      )
+      return 'ok'
+    } catch (err) {
+      if (err instanceof ApiClientError && !isRetryable(err)) {
+        const log = this.logger.child({ taskId: task.id, attempt: task.attempt })
+        if (err.code === 'stale_attempt' || err.status === 404) {
+          log.warn('output refused: the task is no longer this agent’s run', { code: err.code })
+          const run = this.runs.get(task.id)
+          if (run && run.task.attempt === task.attempt) this.abort(run, 'stale')
+          return 'stale'
+        }
+        log.error('output refused; dropped', { code: err.code, detail: err.detail })
+        return 'drop'
+      }
+      return 'retry'
+    }
   }
 }
 

@@ -13,3 +13,4 @@ export {
 export { type AgentLogger, createLogger, silentAgentLogger } from './log'
 export { type ShellPayload, type ShellResult, shellHandler } from './shell'
 export { type AgentState, loadState, saveState } from './state'
+export { type LogChunk, type LogStream, TaskLog } from './task-log'

@@ -72,8 +72,19 @@ export function shellHandler(options: ShellOptions = {}): Handler {
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true, // its own process group: -pid reaches all it starts
       })
-      child.stdout.on('data', (b: Buffer) => tail.push(b))
-      child.stderr.on('data', (b: Buffer) => tail.push(b))
+      // Each stream decoded on its own (a character split across reads stays whole), into
+      // the task's log as it comes and into the tail of the result.
+      const out = new TextDecoder()
+      const err = new TextDecoder()
+      ctx.log(`[agent] started: ${typeof command === 'string' ? command : JSON.stringify(command)}\n`, 'system')
+      child.stdout.on('data', (b: Buffer) => {
+        tail.push(b)
+        ctx.log(out.decode(b, { stream: true }), 'stdout')
+      })
+      child.stderr.on('data', (b: Buffer) => {
+        tail.push(b)
+        ctx.log(err.decode(b, { stream: true }), 'stderr')
+      })
       let killTimer: NodeJS.Timeout | undefined
       const group = (sig: NodeJS.Signals) => {
         try {
@@ -82,6 +93,7 @@ export function shellHandler(options: ShellOptions = {}): Handler {
       }
       const stop = () => {
         ctx.logger.info('stopping the command', { signal: 'SIGTERM', graceSeconds: graceMs / 1000 })
+        ctx.log(`[agent] stopping: SIGTERM to the process group, SIGKILL after ${graceMs / 1000} s\n`, 'system')
         group('SIGTERM')
         killTimer = setTimeout(() => {
           ctx.logger.warn('the command outlived its grace', { signal: 'SIGKILL' })
@@ -102,6 +114,9 @@ export function shellHandler(options: ShellOptions = {}): Handler {
       child.on('close', (exitCode, signal) => {
         ctx.signal.removeEventListener('abort', stop)
         clearTimeout(killTimer)
+        const rest = out.decode() + err.decode()
+        if (rest) ctx.log(rest, 'stdout')
+        ctx.log(signal ? `[agent] ended by ${signal}\n` : `[agent] exited with status ${exitCode}\n`, 'system')
         const result: ShellResult = { exitCode, signal, outputTail: tail.text() }
         if (exitCode === 0) resolve(result)
         else if (signal) reject(new TaskError(`signal_${signal}`, `The command was ended by ${signal}.`, result))

@@ -1,0 +1,178 @@
+/**
+ * One attempt's output on its way to the service: written as it comes, numbered (`seq`),
+ * coalesced into chunks and sent every `flushMs` (or at once past `batchChars`), one request
+ * at a time. Chunks are dropped from memory only once the service has them, so an outage
+ * costs nothing but memory (bounded by `maxChars`: past it the oldest unsent output goes,
+ * and a system line says how much); a resend is harmless (the service skips a seq it has).
+ */
+export type LogStream = 'stdout' | 'stderr' | 'system'
+export interface LogChunk {
+  seq: number
+  stream: LogStream
+  data: string
+  at: string
+}
+
+/** What became of one send: stored, try again later, or never (the run is not ours; a bad request). */
+export type SendOutcome = 'ok' | 'retry' | 'stale' | 'drop'
+
+export interface TaskLogOptions {
+  flushMs?: number
+  /** A chunk's most characters (the service's default limit is 64 KiB of UTF-8: 16,000 characters fit). */
+  chunkChars?: number
+  /** Characters a request carries at most, and the amount that sends at once. */
+  batchChars?: number
+  /** Chunks a request carries at most (the service's default limit: 500). */
+  batchChunks?: number
+  /** Unsent output kept at most. */
+  maxChars?: number
+}
+
+export class TaskLog {
+  private seq = 0
+  private pending: LogChunk[] = []
+  private chars = 0
+  private inflight = 0
+  private timer?: NodeJS.Timeout
+  private sending?: Promise<void>
+  private droppedChars = 0
+  private failures = 0
+  /** Not ours any more (or closed): everything is dropped, nothing more is sent. */
+  dead = false
+  private readonly o: Required<TaskLogOptions>
+
+  constructor(
+    private readonly send: (chunks: LogChunk[]) => Promise<SendOutcome>,
+    options: TaskLogOptions = {},
+  ) {
+    this.o = {
+      flushMs: 250,
+      chunkChars: 16_000,
+      batchChars: 256 * 1024,
+      batchChunks: 500,
+      maxChars: 8 * 1024 * 1024,
+      ...options,
+    }
+  }
+
+  /** Nothing waits to be sent. */
+  get empty(): boolean {
+    return this.pending.length === 0
+  }
+
+  write(data: string, stream: LogStream = 'system'): void {
+    if (this.dead || data.length === 0) return
+    const at = new Date().toISOString()
+    for (let i = 0; i < data.length; i += this.o.chunkChars) {
+      const piece = data.slice(i, i + this.o.chunkChars)
+      const last = this.pending.at(-1)
+      if (
+        last &&
+        this.pending.length > this.inflight &&
+        last.stream === stream &&
+        last.data.length + piece.length <= this.o.chunkChars
+      ) {
+        last.data += piece
+      } else {
+        this.pending.push({ seq: this.seq++, stream, data: piece, at })
+      }
+      this.chars += piece.length
+    }
+    this.bound()
+    if (this.chars - this.inflightChars() >= this.o.batchChars) void this.flush()
+    else this.schedule(this.o.flushMs)
+  }
+
+  /** Sends what is pending (a request at a time) until it is all stored, or a send fails. */
+  flush(): Promise<void> {
+    if (!this.sending) {
+      this.sending = this.sendAll().finally(() => {
+        this.sending = undefined
+      })
+    }
+    return this.sending
+  }
+
+  /** Flushes until empty, dead, or `ms` passed; whether it all went. */
+  async drain(ms: number): Promise<boolean> {
+    const end = Date.now() + ms
+    while (!this.dead && !this.empty && Date.now() < end) {
+      await this.flush()
+      if (!this.empty && !this.dead)
+        await new Promise((r) => setTimeout(r, Math.min(250, Math.max(0, end - Date.now()))))
+    }
+    return this.dead || this.empty
+  }
+
+  /** Drops everything and sends nothing more. */
+  kill(): void {
+    this.dead = true
+    this.pending = []
+    this.chars = 0
+    clearTimeout(this.timer)
+  }
+
+  private inflightChars(): number {
+    let n = 0
+    for (let i = 0; i < this.inflight; i++) n += this.pending[i]?.data.length ?? 0
+    return n
+  }
+
+  private schedule(ms: number) {
+    if (this.timer || this.dead) return
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      void this.flush()
+    }, ms)
+    this.timer.unref?.()
+  }
+
+  /** Past `maxChars` unsent: the oldest unsent chunks go, and a system line says so. */
+  private bound() {
+    let dropped = 0
+    while (this.chars > this.o.maxChars && this.pending.length > this.inflight + 1) {
+      const [gone] = this.pending.splice(this.inflight, 1)
+      this.chars -= gone?.data.length ?? 0
+      dropped += gone?.data.length ?? 0
+    }
+    if (dropped > 0) {
+      this.droppedChars += dropped
+      const note = `[agent: ${this.droppedChars} characters of output dropped while the service could not take them]\n`
+      this.pending.push({ seq: this.seq++, stream: 'system', data: note, at: new Date().toISOString() })
+      this.chars += note.length
+    }
+  }
+
+  private async sendAll(): Promise<void> {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    while (!this.dead && this.pending.length > 0) {
+      let chars = 0
+      let n = 0
+      for (const c of this.pending) {
+        if (n >= this.o.batchChunks || (n > 0 && chars + c.data.length > this.o.batchChars)) break
+        chars += c.data.length
+        n++
+      }
+      this.inflight = n
+      const batch = this.pending.slice(0, n).map((c) => ({ ...c }))
+      let outcome: SendOutcome
+      try {
+        outcome = await this.send(batch)
+      } catch {
+        outcome = 'retry'
+      }
+      this.inflight = 0
+      if (outcome === 'stale') return this.kill()
+      if (outcome === 'retry') {
+        // Kept; tried again later (1 s, 2 s … 30 s).
+        this.schedule(Math.min(30_000, 1000 * 2 ** Math.min(this.failures++, 5)))
+        return
+      }
+      this.failures = 0
+      // 'ok' (stored) or 'drop' (refused for good): either way these are done.
+      const done = this.pending.splice(0, n)
+      for (const c of done) this.chars -= c.data.length
+    }
+  }
+}
