@@ -118,7 +118,7 @@ async function openDashboard(viewport = { width: 1440, height: 1100 }) {
   await page.fill('#token', await h.token('viewer', 'dashboard-viewer'))
   await page.click('#connect')
   await page.waitForSelector('#live.on', { timeout: 15_000 })
-  await page.waitForFunction(() => document.querySelectorAll('#tasks tr[data-task-id]').length > 0)
+  await page.waitForFunction(() => document.querySelector('#task-count')?.textContent)
   return { page, problems }
 }
 
@@ -180,6 +180,37 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     expect(problems).toEqual([])
     await page.close()
   }, 180_000)
+
+  it('shows why a task was requeued, and from where when the event says', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({ name: `requeue-agent-${Date.now()}` })
+    const { page, problems } = await openDashboard()
+    const t = await h.assignedTask(a.id, { name: 'requeue-me', maxAttempts: 2 })
+    await h.report(t.id, a.token, { status: 'running', attempt: t.attempt })
+    await h.report(t.id, a.token, { status: 'failed', attempt: t.attempt, error: { code: 'exit_3', message: 'boom' } })
+    // Past the backoff, a sweep puts it back in the queue: task.requeued {to, attempt, reason: 'retry'}, no from.
+    h.clock.advance(60_000)
+    expect((await h.call('POST', '/api/v1/scheduler/sweep')).status).toBe(200)
+    // An event line: its type, whom it is about (.n) and what happened (.d).
+    const line = (type: string, name: string) =>
+      page.locator('#log > div').filter({ hasText: type }).filter({ hasText: name }).first()
+    await expect
+      .poll(() => line('task.requeued', 'requeue-me').locator('.d').textContent(), { timeout: 15_000 })
+      .toBe('requeued (retry, attempt 1) → pending')
+    await expect
+      .poll(() => line('task.failed', 'requeue-me').locator('.d').textContent())
+      .toBe('running → failed (exit_3, attempt 1)')
+    // A manual retry says where it came from.
+    const u = await h.assignedTask(a.id, { name: 'retry-me', maxAttempts: 1 })
+    await h.report(u.id, a.token, { status: 'running', attempt: u.attempt })
+    await h.report(u.id, a.token, { status: 'failed', attempt: u.attempt, error: { code: 'exit_1', message: 'no' } })
+    expect((await h.call('POST', `/api/v1/tasks/${u.id}/retry`)).status).toBe(200)
+    await expect
+      .poll(() => line('task.requeued', 'retry-me').locator('.d').textContent(), { timeout: 15_000 })
+      .toBe('failed → pending (manual_retry)')
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
 
   it('at 390 px wide: the page is no wider than the viewport, wide tables scroll inside their card, figures stay on one line', async () => {
     h.clock.set(Date.now())

@@ -84,8 +84,10 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; color: var(--muted); }
   .muted { color: var(--muted); }
   .pager { display: flex; gap: 8px; align-items: center; justify-content: flex-end; margin-top: 8px; color: var(--muted); font-size: 12px; }
-  #log div { font-size: 12px; padding: 3px 0; border-bottom: 1px dashed #20283a; display: flex; gap: 10px; }
-  #log .t { color: var(--muted); font-variant-numeric: tabular-nums; white-space: nowrap; } #log .k { color: var(--accent); min-width: 150px; }
+  #log > div { font-size: 12px; padding: 4px 0; border-bottom: 1px dashed #20283a; display: flex; gap: 10px; }
+  #log .t { color: var(--muted); font-variant-numeric: tabular-nums; white-space: nowrap; }
+  #log .b { display: flex; flex-wrap: wrap; gap: 0 8px; min-width: 0; }
+  #log .k { color: var(--accent); } #log .n { overflow-wrap: anywhere; } #log .d { flex-basis: 100%; }
   #login { position: fixed; inset: 0; background: rgba(5,8,12,.78); display: none; align-items: center; justify-content: center; z-index: 5; }
   #login.show { display: flex; }
   #login form { background: var(--panel); border: 1px solid var(--line); border-radius: 12px; padding: 24px; width: min(560px, 92vw); display: grid; gap: 12px; }
@@ -98,7 +100,6 @@ export const dashboardHtml = /* html */ `<!doctype html>
     .kpis { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 12px; }
     .card { padding: 12px; }
     .kpi .v { font-size: 22px; } .kpi .v small { font-size: 15px; }
-    #log .k { min-width: 0; }
     td { max-width: 170px; }
     /* The first column (the name) stays put while the rest scrolls. */
     .scroll td:first-child, .scroll th:first-child { position: sticky; left: 0; background: var(--panel); box-shadow: inset -1px 0 0 var(--line); }
@@ -158,7 +159,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
   const $ = (id) => document.getElementById(id)
   const api = '/api/v1'
   let token = localStorage.getItem('agenticcp.token') || ''
-  const agents = new Map(), tasks = new Map()
+  const agents = new Map(), tasks = new Map(), names = new Map()
   let agentFilter = '', agentStatus = '', page = 0
   const PAGE = 100, TASKS = 60
   let lastEventId = null, stream = null, dirtyAgents = new Set(), dirtyTasks = new Set(), statsDirty = true, events = 0
@@ -262,10 +263,36 @@ export const dashboardHtml = /* html */ `<!doctype html>
     }).join('')
     $('task-count').textContent = list.length + ' newest'
   }
+  // One line for an event: the move (from → to) with why (reason, error code) and the attempt.
+  // task.requeued after a failure has no from: "requeued (retry, attempt 1) → pending".
+  function describe(e) {
+    const d = e.data || {}
+    const why = []
+    if (d.reason) why.push(String(d.reason))
+    if (d.error && typeof d.error === 'object' && d.error.code) why.push(String(d.error.code))
+    if (d.via) why.push('via ' + d.via)
+    if (d.attempt != null) why.push('attempt ' + d.attempt)
+    const note = why.length ? ' (' + why.join(', ') + ')' : ''
+    if (e.type === 'task.requeued' && !d.from) return 'requeued' + note + ' → ' + (d.to || 'pending')
+    if (d.to) return (d.from ? d.from + ' → ' : '') + d.to + note
+    if (e.type === 'task.progress') return 'progress ' + (d.progress == null ? '–' : d.progress + '%') + note
+    if (e.type === 'task.created') return [d.type, d.priority != null ? 'priority ' + d.priority : null].filter(Boolean).join(', ')
+    if (e.type === 'agent.registered') return [d.provider, d.region, d.takeover ? 'takeover' : null].filter(Boolean).join(' · ')
+    if (e.type === 'agent.deregistered') return d.requeued ? d.requeued + ' task(s) requeued' : ''
+    if (e.type === 'task.deleted' && d.status) return 'was ' + d.status
+    return why.join(', ')
+  }
   function logEvent(e) {
     events++
-    const row = document.createElement('div')
-    row.innerHTML = '<span class="t">' + new Date(e.time).toLocaleTimeString() + '</span><span class="k">' + esc(e.type) + '</span><span class="muted">' + esc(e.data.to ? (e.data.from ? e.data.from + ' → ' : '') + e.data.to : e.data.name || e.data.reason || '') + '</span>'
+    // Who it is about: the task's (or else the agent's) name, known from the tables or an earlier event.
+    const d = e.data || {}
+    const named = d.name ? (e.type === 'task.created' ? e.taskId : e.agentId) : null
+    if (named) { names.set(named, String(d.name)); if (names.size > 5000) names.delete(names.keys().next().value) }
+    const about = e.taskId || e.agentId
+    const subject = (tasks.get(about) || agents.get(about))?.name || names.get(about) || (about ? about.slice(0, 8) : null)
+    const what = describe(e)
+    const row = el('div', { title: JSON.stringify(d) }, el('span', { class: 't' }, new Date(e.time).toLocaleTimeString()),
+      el('span', { class: 'b' }, el('span', { class: 'k' }, e.type), subject ? el('span', { class: 'n' }, subject) : null, what ? el('span', { class: 'd muted' }, what) : null))
     const log = $('log'); log.prepend(row); while (log.childElementCount > 150) log.lastElementChild.remove()
     $('ev-count').textContent = num(events) + ' received'
   }
