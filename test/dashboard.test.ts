@@ -181,6 +181,63 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     await page.close()
   }, 180_000)
 
+  it('filters the task table by status, re-reading the API, and keeps the filter as tasks change live', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({ name: `filter-agent-${Date.now()}`, maxConcurrentTasks: 4 })
+    const done = await h.assignedTask(a.id, { name: 'filter-completed' })
+    await h.report(done.id, a.token, { status: 'running', attempt: done.attempt })
+    await h.report(done.id, a.token, { status: 'completed', attempt: done.attempt, result: { ok: true } })
+    const failed = await h.assignedTask(a.id, { name: 'filter-failed', maxAttempts: 1 })
+    await h.report(failed.id, a.token, { status: 'running', attempt: failed.attempt })
+    await h.report(failed.id, a.token, {
+      status: 'failed',
+      attempt: failed.attempt,
+      error: { code: 'exit_2', message: 'bad' },
+    })
+    const running = await h.assignedTask(a.id, { name: 'filter-running' })
+    await h.report(running.id, a.token, { status: 'running', attempt: running.attempt })
+    const pending = await h.pendingTask({ name: 'filter-pending' })
+
+    const { page, problems } = await openDashboard()
+    const rows = page.locator('#tasks tr[data-task-id]')
+    const statuses = () =>
+      rows.locator('[data-status]').evaluateAll((els) => [...new Set(els.map((e) => e.getAttribute('data-status')))])
+    const row = (id: string) => page.locator(`#tasks tr[data-task-id="${id}"]`)
+    await expect.poll(() => row(pending.id).count()).toBe(1)
+
+    for (const [status, mine, others] of [
+      ['failed', failed.id, [done.id, running.id, pending.id]],
+      ['pending', pending.id, [done.id, running.id, failed.id]],
+      ['completed', done.id, [failed.id, running.id, pending.id]],
+    ] as const) {
+      const read = page.waitForRequest(
+        (r) => r.url().includes(`/api/v1/tasks?`) && new URL(r.url()).searchParams.get('status') === status,
+      )
+      await page.click(`#task-chips [data-s="${status}"]`)
+      await read
+      await expect.poll(() => row(mine).count(), { timeout: 5_000 }).toBe(1)
+      expect(await statuses()).toEqual([status])
+      for (const id of others) expect(await row(id).count()).toBe(0)
+      expect(await page.getAttribute(`#task-chips [data-s="${status}"]`, 'aria-pressed')).toBe('true')
+    }
+
+    // Live under a filter: a task that reaches the status joins, one that leaves it goes.
+    await page.click('#task-chips [data-s="running"]')
+    await expect.poll(() => row(running.id).count(), { timeout: 5_000 }).toBe(1)
+    const next = await h.assignedTask(a.id, { name: 'filter-next' })
+    await h.report(next.id, a.token, { status: 'running', attempt: next.attempt })
+    await expect.poll(() => row(next.id).count(), { timeout: 15_000 }).toBe(1)
+    await h.report(running.id, a.token, { status: 'completed', attempt: running.attempt })
+    await expect.poll(() => row(running.id).count(), { timeout: 15_000 }).toBe(0)
+    expect(await statuses()).toEqual(['running'])
+
+    await page.click('#task-chips [data-s=""]')
+    await expect.poll(() => row(pending.id).count(), { timeout: 5_000 }).toBe(1)
+    expect((await statuses()).length).toBeGreaterThan(2)
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
+
   it('shows why a task was requeued, and from where when the event says', async () => {
     h.clock.set(Date.now())
     const a = await h.agent({ name: `requeue-agent-${Date.now()}` })

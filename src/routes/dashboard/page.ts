@@ -59,7 +59,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .prio .b { height: 10px; border-radius: 5px; background: var(--panel2); overflow: hidden; }
   .prio .b i { display: block; height: 100%; background: var(--info); }
   .chips { display: flex; flex-wrap: wrap; gap: 6px; margin-bottom: 10px; }
-  .chip { font-size: 12px; padding: 2px 8px; border-radius: 999px; border: 1px solid var(--line); color: var(--muted); cursor: pointer; user-select: none; }
+  .chip { font-size: 12px; padding: 2px 8px; border-radius: 999px; border: 1px solid var(--line); background: transparent; color: var(--muted); cursor: pointer; user-select: none; white-space: nowrap; }
   .chip.sel { color: var(--text); border-color: var(--accent); }
   table { width: 100%; border-collapse: collapse; font-size: 13px; }
   th { text-align: left; color: var(--muted); font-weight: 500; font-size: 12px; padding: 6px 8px; position: sticky; top: 0; background: var(--panel); white-space: nowrap;
@@ -143,7 +143,8 @@ export const dashboardHtml = /* html */ `<!doctype html>
   </section>
   <section class="card span4"><h2>Live events <span class="count muted" id="ev-count"></span></h2><div id="log" class="scroll"></div></section>
   <section class="card span12">
-    <h2>Recent tasks <span class="count muted" id="task-count"></span></h2>
+    <h2>Tasks <span class="count muted" id="task-count"></span></h2>
+    <div class="chips" id="task-chips" role="group" aria-label="Show tasks by status"></div>
     <div class="scroll"><table><thead><tr><th>Task</th><th>Type</th><th>Status</th><th>Priority</th><th>Agent</th><th>Attempt</th><th>Created</th><th>Result / reason</th></tr></thead><tbody id="tasks"></tbody></table></div>
   </section>
 </main>
@@ -161,6 +162,10 @@ export const dashboardHtml = /* html */ `<!doctype html>
   let token = localStorage.getItem('agenticcp.token') || ''
   const agents = new Map(), tasks = new Map(), names = new Map()
   let agentFilter = '', agentStatus = '', page = 0
+  // The task table's status filter ('' for all); the table re-reads GET /tasks?status=… when it changes.
+  const TASK_STATUSES = ['pending', 'assigned', 'running', 'completed', 'failed', 'cancelled', 'timed_out']
+  let taskStatus = '', taskCounts = null, taskLoads = 0
+  const shown = (t) => !taskStatus || taskStatus.split(',').includes(t.status)
   const PAGE = 100, TASKS = 60
   let lastEventId = null, stream = null, dirtyAgents = new Set(), dirtyTasks = new Set(), statsDirty = true, events = 0
 
@@ -196,9 +201,21 @@ export const dashboardHtml = /* html */ `<!doctype html>
     renderAgents()
   }
   async function loadTasks() {
-    const p = await get('/tasks?limit=' + TASKS)
+    const n = ++taskLoads
+    const p = await get('/tasks?limit=' + TASKS + (taskStatus ? '&status=' + encodeURIComponent(taskStatus) : ''))
+    if (n !== taskLoads) return // the filter changed meanwhile: a newer read is on its way
     tasks.clear(); for (const t of p.items) tasks.set(t.id, t)
     renderTasks()
+  }
+  function renderTaskChips() {
+    const c = taskCounts
+    $('task-chips').replaceChildren(...['', ...TASK_STATUSES].map((s) => el('button', { type: 'button', class: 'chip' + (s === taskStatus ? ' sel' : ''), 'data-s': s, 'aria-pressed': String(s === taskStatus) },
+      (s ? s.replace('_', ' ') : 'all') + (c ? ' ' + num(s ? c.byStatus[s] : c.total) : ''))))
+  }
+  function filterTasks(s) {
+    if (s === taskStatus) return
+    taskStatus = s; tasks.clear(); renderTaskChips(); renderTasks(true)
+    loadTasks().catch(() => {})
   }
   async function loadStats() {
     const [a, t] = await Promise.all([get('/agents/statistics'), get('/tasks/statistics')])
@@ -210,6 +227,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
     $('k-done').textContent = num(h.completed); $('k-success').textContent = (t.recent.successRate == null ? '–' : (t.recent.successRate * 100).toFixed(1) + '% success') + ' · ' + num(h.failed + h.timedOut) + ' failed'
     $('k-wait').replaceChildren(secs(t.createToAssignedSeconds.p50), el('small', null, ' / ' + secs(t.createToAssignedSeconds.p95))); $('k-run').textContent = 'run p50 ' + secs(t.durationSeconds.p50)
     renderThroughput(t.recent.completedPerMinute)
+    taskCounts = t; renderTaskChips()
     const pmax = Math.max(1, ...Object.values(t.queue.byPriority))
     let rows = ''
     for (let p = 10; p >= 1; p--) { const n = t.queue.byPriority[p] || 0; rows += '<span class="muted">P' + p + '</span><span class="b"><i style="width:' + (n / pmax) * 100 + '%"></i></span><span style="text-align:right">' + num(n) + '</span>' }
@@ -243,7 +261,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
     const q = agentFilter.toLowerCase()
     const all = [...agents.values()]
     const counts = {}; for (const a of all) counts[a.status] = (counts[a.status] || 0) + 1
-    $('agent-chips').innerHTML = ['', 'online', 'draining', 'maintenance', 'error', 'offline'].map((s) => '<span class="chip' + (s === agentStatus ? ' sel' : '') + '" data-s="' + s + '">' + (s || 'all') + ' ' + (s ? counts[s] || 0 : all.length) + '</span>').join('')
+    $('agent-chips').innerHTML = ['', 'online', 'draining', 'maintenance', 'error', 'offline'].map((s) => '<button type="button" class="chip' + (s === agentStatus ? ' sel' : '') + '" data-s="' + s + '" aria-pressed="' + (s === agentStatus) + '">' + (s || 'all') + ' ' + (s ? counts[s] || 0 : all.length) + '</button>').join('')
     const rows = all.filter((a) => (!agentStatus || a.status === agentStatus) && (!q || [a.name, a.provider, a.region, ...a.capabilities].join(' ').toLowerCase().includes(q)))
       .sort((x, y) => y.activeTasks / y.maxConcurrentTasks - x.activeTasks / x.maxConcurrentTasks || x.name.localeCompare(y.name))
     const pages = Math.max(1, Math.ceil(rows.length / PAGE)); page = Math.min(page, pages - 1)
@@ -254,14 +272,17 @@ export const dashboardHtml = /* html */ `<!doctype html>
     $('fleet-count').textContent = rows.length + ' shown of ' + all.length
     $('page-info').textContent = 'page ' + (page + 1) + ' of ' + pages
   }
-  function renderTasks() {
-    const list = [...tasks.values()].sort((a, b) => (a.id < b.id ? 1 : -1)).slice(0, TASKS)
-    $('tasks').innerHTML = list.map((t) => {
+  function renderTasks(loading) {
+    const list = [...tasks.values()].sort((a, b) => (a.id < b.id ? 1 : -1))
+    for (const t of list.splice(TASKS)) tasks.delete(t.id)
+    const which = taskStatus ? taskStatus.replace(/_/g, ' ') + ' ' : ''
+    if (!list.length) $('tasks').replaceChildren(el('tr', null, el('td', { colspan: '8', class: 'muted' }, loading ? 'Loading…' : 'No ' + which + 'tasks.')))
+    else $('tasks').innerHTML = list.map((t) => {
       const agent = t.agentId ? agents.get(t.agentId) : null
       const note = t.error ? t.error.code + ': ' + t.error.message : t.status === 'pending' ? (t.pendingReason || '') : t.result != null ? JSON.stringify(t.result) : ''
-      return '<tr data-task-id="' + t.id + '"><td title="' + esc(t.id) + '">' + esc(t.name) + '</td><td class="mono">' + esc(t.type) + '</td><td><span class="st ' + t.status + '" data-status="' + t.status + '">' + t.status.replace('_', ' ') + (t.cancelRequested && t.status === 'running' ? ' · cancelling' : '') + '</span></td><td>' + t.priority + '</td><td>' + (agent ? esc(agent.name) : t.agentId ? '<span class="mono">' + t.agentId.slice(0, 8) + '</span>' : '–') + '</td><td>' + t.attempt + '/' + t.maxAttempts + '</td><td class="muted">' + ago(t.createdAt) + '</td><td class="muted">' + esc(note) + '</td></tr>'
+      return '<tr data-task-id="' + esc(t.id) + '"><td title="' + esc(t.id) + '">' + esc(t.name) + '</td><td class="mono">' + esc(t.type) + '</td><td><span class="st ' + esc(t.status) + '" data-status="' + esc(t.status) + '">' + esc(t.status.replace('_', ' ')) + (t.cancelRequested && t.status === 'running' ? ' · cancelling' : '') + '</span></td><td>' + esc(t.priority) + '</td><td>' + (agent ? esc(agent.name) : t.agentId ? '<span class="mono">' + esc(t.agentId.slice(0, 8)) + '</span>' : '–') + '</td><td>' + esc(t.attempt + '/' + t.maxAttempts) + '</td><td class="muted">' + ago(t.createdAt) + '</td><td class="muted">' + esc(note) + '</td></tr>'
     }).join('')
-    $('task-count').textContent = list.length + ' newest'
+    $('task-count').textContent = list.length + ' newest ' + which.trim()
   }
   // One line for an event: the move (from → to) with why (reason, error code) and the attempt.
   // task.requeued after a failure has no from: "requeued (retry, attempt 1) → pending".
@@ -309,7 +330,8 @@ export const dashboardHtml = /* html */ `<!doctype html>
     a.forEach((id) => dirtyAgents.delete(id)); t.forEach((id) => dirtyTasks.delete(id))
     await Promise.all([
       ...a.map((id) => fetch(api + '/agents/' + id, { headers: { authorization: 'Bearer ' + token } }).then((r) => r.status === 404 ? agents.delete(id) : r.ok ? r.json().then((x) => agents.set(id, x)) : null)),
-      ...t.map((id) => fetch(api + '/tasks/' + id, { headers: { authorization: 'Bearer ' + token } }).then((r) => r.status === 404 ? tasks.delete(id) : r.ok ? r.json().then((x) => tasks.set(id, x)) : null)),
+      // A task that left the filter's statuses leaves the table; one that entered it joins.
+      ...t.map((id) => fetch(api + '/tasks/' + id, { headers: { authorization: 'Bearer ' + token } }).then((r) => r.status === 404 ? tasks.delete(id) : r.ok ? r.json().then((x) => shown(x) ? tasks.set(id, x) : tasks.delete(id)) : null)),
     ])
     if (a.length) renderAgents()
     if (t.length) renderTasks()
@@ -360,12 +382,13 @@ export const dashboardHtml = /* html */ `<!doctype html>
   $('login-form').addEventListener('submit', (e) => { e.preventDefault(); token = $('token').value.trim(); localStorage.setItem('agenticcp.token', token); start() })
   $('signout').addEventListener('click', () => showLogin(''))
   $('filter').addEventListener('input', (e) => { agentFilter = e.target.value; page = 0; renderAgents() })
-  $('agent-chips').addEventListener('click', (e) => { const s = e.target.dataset && e.target.dataset.s; if (s !== undefined) { agentStatus = s; page = 0; renderAgents() } })
+  $('agent-chips').addEventListener('click', (e) => { const s = e.target.closest('[data-s]')?.dataset.s; if (s !== undefined) { agentStatus = s; page = 0; renderAgents() } })
+  $('task-chips').addEventListener('click', (e) => { const s = e.target.closest('[data-s]')?.dataset.s; if (s !== undefined) filterTasks(s) })
   $('prev').addEventListener('click', () => { page = Math.max(0, page - 1); renderAgents() })
   $('next').addEventListener('click', () => { page++; renderAgents() })
   setInterval(() => { for (const td of document.querySelectorAll('td.hb')) td.textContent = ago(td.dataset.at) }, 1000)
   setInterval(() => { if (token && !$('login').classList.contains('show')) flush().catch(() => {}) }, 1000)
-  setInterval(() => { if (token && !$('login').classList.contains('show')) loadAgents().catch(() => {}) }, 30000)
+  setInterval(() => { if (token && !$('login').classList.contains('show')) Promise.all([loadAgents(), loadTasks()]).catch(() => {}) }, 30000)
   if (token) start(); else showLogin('')
 })()
 </script>
