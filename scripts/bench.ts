@@ -12,6 +12,8 @@
  *   completed tasks per second and create→assigned latency percentiles.
  * - streams: live event streams (1, then 1,000) on the real server while tasks are created:
  *   database statements per second and server CPU (Postgres only).
+ * - logs: 50 agents writing task output at once (ingest MiB/s), then 100 followers of one
+ *   task's log (delay from a write to each follower, p50/p99).
  * Every phase is bounded in count and time and stops by itself.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -834,6 +836,173 @@ async function benchHeartbeat() {
   }
 }
 
+/**
+ * logs: the real server; 50 agents, each holding a running task, write their output at once
+ * (POST /tasks/{id}/logs, 32 chunks of 8 KiB a request, for BENCH_LOGS_SECONDS) → ingest
+ * MiB/s and per MiB the server's and Postgres's CPU; then 100 followers of one task's log
+ * (text/event-stream) while its agent writes a line every 20 ms → the delay from the write
+ * being sent to each follower's receipt, p50/p99.
+ */
+async function benchLogs() {
+  const AGENTS = 50
+  const FOLLOWERS = 100
+  const CHUNK = 8 * 1024
+  const PER_REQUEST = 32
+  const SECONDS = Number(process.env.BENCH_LOGS_SECONDS ?? 8)
+  const LINES = 200
+  const secret = 's'.repeat(40)
+  const { database, url, drop } = await scratch()
+  if (!onPostgres) await database.close()
+  const dbName = onPostgres ? new URL(url).pathname.slice(1) : ''
+  // Room for the ingest: 1 GiB an attempt, so nothing is dropped while measuring.
+  const { child, base } = await startServer(url, secret, {
+    env: { TASK_LOG_MAX_BYTES_PER_ATTEMPT: String(1024 * 1024 * 1024), EVENT_STREAMS_PER_PRINCIPAL: '1000' },
+  })
+  try {
+    const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
+    const api = async (path: string, init: { method?: string; token?: string; body?: unknown } = {}) => {
+      const res = await fetch(`${base}${path}`, {
+        method: init.method ?? 'GET',
+        headers: { authorization: `Bearer ${init.token ?? admin}`, 'content-type': 'application/json' },
+        body: init.body === undefined ? undefined : JSON.stringify(init.body),
+      })
+      const text = await res.text()
+      if (res.status >= 300) throw new Error(`${path}: ${res.status} ${text.slice(0, 200)}`)
+      return text ? JSON.parse(text) : null
+    }
+    // Each agent holds one running task.
+    const held: { token: string; taskId: string; attempt: number }[] = []
+    for (let i = 0; i < AGENTS + 1; i++) {
+      const a = await api('/api/v1/agents', { method: 'POST', body: { name: `log-${i}`, provider: 'onprem' } })
+      await api('/api/v1/agents/heartbeat', { method: 'POST', token: a.token, body: { agentId: a.id } })
+      const t = await api('/api/v1/tasks', {
+        method: 'POST',
+        body: { name: `log-${i}`, type: 'bench.logs', requirements: { agentId: a.id } },
+      })
+      await api(`/api/v1/tasks/${t.id}/status`, {
+        method: 'PATCH',
+        token: a.token,
+        body: { status: 'running', attempt: t.attempt },
+      })
+      held.push({ token: a.token, taskId: t.id, attempt: t.attempt })
+    }
+    const payload = `${'x'.repeat(CHUNK - 1)}\n`
+    let ingestSeconds = 0
+    let bytes = 0
+    let requests = 0
+    let errors = 0
+    const cost = await costOf(base, child.pid as number, dbName, async () => {
+      const until = Date.now() + SECONDS * 1000
+      const started = performance.now()
+      await Promise.all(
+        held.slice(0, AGENTS).map(async (h) => {
+          let seq = 0
+          while (Date.now() < until) {
+            const chunks = Array.from({ length: PER_REQUEST }, () => ({ seq: seq++, stream: 'stdout', data: payload }))
+            try {
+              await api(`/api/v1/tasks/${h.taskId}/logs`, {
+                method: 'POST',
+                token: h.token,
+                body: { attempt: h.attempt, chunks },
+              })
+              bytes += CHUNK * PER_REQUEST
+              requests++
+            } catch {
+              errors++
+            }
+          }
+        }),
+      )
+      ingestSeconds = (performance.now() - started) / 1000
+      return Math.max(1, bytes / (1024 * 1024))
+    })
+    // Followers of one task's log; its agent writes a line every 20 ms, stamped with the send time.
+    const target = held[AGENTS] as (typeof held)[number]
+    const delays: number[] = []
+    const ready: Promise<void>[] = []
+    const streams: AbortController[] = []
+    let received = 0
+    for (let f = 0; f < FOLLOWERS; f++) {
+      const ctl = new AbortController()
+      streams.push(ctl)
+      ready.push(
+        (async () => {
+          const res = await fetch(`${base}/api/v1/tasks/${target.taskId}/logs`, {
+            headers: { authorization: `Bearer ${admin}`, accept: 'text/event-stream' },
+            signal: ctl.signal,
+          })
+          const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+          const decoder = new TextDecoder()
+          let buf = ''
+          void (async () => {
+            try {
+              for (;;) {
+                const { value, done } = await reader.read()
+                if (done) return
+                buf += decoder.decode(value, { stream: true })
+                let i = buf.indexOf('\n\n')
+                while (i >= 0) {
+                  const m = /"data":"sent (\d+(?:\.\d+)?)/.exec(buf.slice(0, i))
+                  if (m) {
+                    delays.push(performance.timeOrigin + performance.now() - Number(m[1]))
+                    received++
+                  }
+                  buf = buf.slice(i + 2)
+                  i = buf.indexOf('\n\n')
+                }
+              }
+            } catch {
+              // aborted at the end
+            }
+          })()
+        })(),
+      )
+    }
+    await Promise.all(ready)
+    await new Promise((r) => setTimeout(r, 500))
+    for (let seq = 0; seq < LINES; seq++) {
+      await api(`/api/v1/tasks/${target.taskId}/logs`, {
+        method: 'POST',
+        token: target.token,
+        body: {
+          attempt: target.attempt,
+          chunks: [{ seq, stream: 'stdout', data: `sent ${performance.timeOrigin + performance.now()}\n` }],
+        },
+      })
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    const deadline = Date.now() + 10_000
+    while (received < LINES * FOLLOWERS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+    for (const s of streams) s.abort()
+    line('logs', {
+      runtime: 'node',
+      driver: onPostgres ? 'node-postgres' : 'pglite',
+      writers: AGENTS,
+      chunk_bytes: CHUNK,
+      chunks_per_request: PER_REQUEST,
+      seconds: ingestSeconds,
+      mib: Math.round((bytes / (1024 * 1024)) * 10) / 10,
+      requests,
+      errors,
+      ingest_mib_per_sec: Math.round((bytes / (1024 * 1024) / ingestSeconds) * 10) / 10,
+      statements_per_mib: cost.statementsPerOp,
+      server_cpu_ms_per_mib: Math.round(cost.serverCpuUsPerOp / 100) / 10,
+      postgres_cpu_ms_per_mib: Math.round(cost.postgresCpuUsPerOp / 100) / 10,
+      followers: FOLLOWERS,
+      lines: LINES,
+      received,
+      expected: LINES * FOLLOWERS,
+      follow_delay_p50_ms: Math.round(percentile(delays, 50) * 10) / 10,
+      follow_delay_p99_ms: Math.round(percentile(delays, 99) * 10) / 10,
+      cpus: cpus().length,
+    })
+  } finally {
+    child.kill('SIGTERM')
+    await new Promise((r) => child.once('exit', r))
+    if (onPostgres) await drop()
+  }
+}
+
 if (!only || only === 'sweep') await benchSweep()
 if (!only || only === 'heartbeat') await benchHeartbeat()
 if (!only || only === 'statistics') await benchStatistics()
@@ -844,3 +1013,4 @@ if (!only || only === 'lifecycle') await benchLifecycle('single')
 if (!only || only === 'peers') await benchPeers(batchedRate)
 if (!only || only === 'read') await benchRead()
 if (!only || only === 'streams') await benchStreams()
+if (!only || only === 'logs') await benchLogs()

@@ -6,6 +6,7 @@
  * stops the start (a bad setting, a database that is not there, a port in use) is one
  * line naming the setting, and exit code 1.
  */
+import { setMaxListeners } from 'node:events'
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
@@ -177,6 +178,8 @@ async function main() {
   const kv: Kv = redis ?? new MemoryKv()
   const notifier = kv.kind === 'redis' ? new BusNotifier(new LocalNotifier(), kv) : new LocalNotifier()
   const streamsEnd = new AbortController()
+  // Every open event stream and log follower listens for the shutdown: no limit is meant.
+  setMaxListeners(0, streamsEnd.signal)
   const app = createApp({
     shutdown: streamsEnd.signal,
     config,
