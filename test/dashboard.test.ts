@@ -238,6 +238,82 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     await page.close()
   }, 60_000)
 
+  it('opens a task’s detail on a click: its fields and events, updated live, text never markup; Escape, ✕ and the backdrop close it', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({ name: `detail-agent-${Date.now()}` })
+    const name = '<img src=x onerror="window.__xss=1">detail-task'
+    const t = await h.assignedTask(a.id, {
+      name,
+      type: 'detail.check',
+      priority: 7,
+      payload: { html: '<script>window.__xss=2</script>', n: 1 },
+    })
+    await h.report(t.id, a.token, { status: 'running', attempt: t.attempt, progress: 30 })
+    const { page, problems } = await openDashboard()
+    const requests: string[] = []
+    page.on('request', (r) => requests.push(r.url()))
+    const dialog = page.locator('#task-detail')
+    const field = (k: string) => page.locator(`#td-fields [data-field="${k}"]`).textContent()
+    const eventTypes = () => page.locator('#td-events li .k').allTextContents()
+
+    await page.click(`#tasks tr[data-task-id="${t.id}"]`)
+    await expect.poll(() => dialog.evaluate((d: HTMLDialogElement) => d.open)).toBe(true)
+    expect(await page.textContent('#td-title')).toBe(name)
+    expect(await page.textContent('#td-id')).toBe(t.id)
+    await expect.poll(() => field('status')).toBe('running')
+    expect(await field('type')).toBe('detail.check')
+    expect(await field('agent')).toBe(a.name)
+    expect(await field('attempt')).toBe('1 of 3')
+    expect(await field('priority')).toBe('7')
+    expect(await field('failures')).toBe('0')
+    expect(await field('lostCount')).toBe('0')
+    expect(await field('progress')).toBe('30%')
+    expect(await field('pendingReason')).toBe('–')
+    expect(await field('startedAt')).toMatch(/ago\)$/)
+    expect(await field('finishedAt')).toBe('–')
+    expect(JSON.parse((await page.textContent('#td-payload')) ?? '')).toEqual({
+      html: '<script>window.__xss=2</script>',
+      n: 1,
+    })
+    expect(await page.textContent('#td-requirements')).toContain('"scope"')
+    expect(await page.textContent('#td-result')).toBe('none')
+    await expect.poll(eventTypes).toEqual(['task.created', 'task.assigned', 'task.started'])
+    // The log's place is there, empty, under its heading.
+    expect(await page.locator('#task-detail h3:has(+ #task-log)').textContent()).toBe('Log')
+    expect(await page.locator('#task-log').evaluate((e) => e.childNodes.length)).toBe(0)
+
+    // Live while open: the task ends, its fields and history follow.
+    await h.report(t.id, a.token, { status: 'completed', attempt: t.attempt, result: { rows: 7 } })
+    await expect.poll(() => field('status'), { timeout: 15_000 }).toBe('completed')
+    await expect.poll(eventTypes).toEqual(['task.created', 'task.assigned', 'task.started', 'task.completed'])
+    expect(await page.locator('#td-events li').last().locator('.muted').textContent()).toBe(
+      'running → completed (attempt 1)',
+    )
+    expect(JSON.parse((await page.textContent('#td-result')) ?? '')).toEqual({ rows: 7 })
+    expect(await field('finishedAt')).toMatch(/ago\)$/)
+    mkdirSync('test-results', { recursive: true })
+    await page.screenshot({ path: 'test-results/dashboard-detail.png' })
+
+    await page.keyboard.press('Escape')
+    await expect.poll(() => dialog.evaluate((d: HTMLDialogElement) => d.open)).toBe(false)
+    await page.click(`#tasks tr[data-task-id="${t.id}"]`)
+    await expect.poll(() => dialog.evaluate((d: HTMLDialogElement) => d.open)).toBe(true)
+    await page.click('#td-close')
+    await expect.poll(() => dialog.evaluate((d: HTMLDialogElement) => d.open)).toBe(false)
+    // From the event list too; a click beside the panel closes it.
+    await page.click(`#log > div[data-task-id="${t.id}"] >> nth=0`)
+    await expect.poll(() => dialog.evaluate((d: HTMLDialogElement) => d.open)).toBe(true)
+    await page.mouse.click(40, 500)
+    await expect.poll(() => dialog.evaluate((d: HTMLDialogElement) => d.open)).toBe(false)
+
+    // Untrusted text stayed text, and no logs API was called.
+    expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined()
+    expect(await page.locator('img').count()).toBe(0)
+    expect(requests.filter((u) => /\/logs\b/.test(u))).toEqual([])
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
+
   it('shows why a task was requeued, and from where when the event says', async () => {
     h.clock.set(Date.now())
     const a = await h.agent({ name: `requeue-agent-${Date.now()}` })
@@ -269,7 +345,7 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     await page.close()
   }, 60_000)
 
-  it('at 390 px wide: the page is no wider than the viewport, wide tables scroll inside their card, figures stay on one line', async () => {
+  it('at 390 px wide: the page is no wider than the viewport, wide tables scroll inside their card, figures stay on one line, the task detail fits', async () => {
     h.clock.set(Date.now())
     const a = await h.agent({
       name: `a-very-long-agent-name-that-goes-on-and-on-${Date.now()}`,
@@ -299,10 +375,27 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     for (const f of figures) expect(f).toEqual({ id: f.id, ws: 'nowrap', clipped: false })
     mkdirSync('test-results', { recursive: true })
     await page.screenshot({ path: 'test-results/dashboard-390.png', fullPage: true })
-    await page.setViewportSize({ width: 1280, height: 1000 })
-    expect(await pageOverflow(page)).toEqual({ scrollWidth: 1280, innerWidth: 1280, wide: [] })
-    await page.screenshot({ path: 'test-results/dashboard-1280.png', fullPage: true })
+    // The task detail takes the whole screen and does not scroll sideways either.
+    await page.click(`#tasks tr[data-task-id="${t.id}"] td:nth-child(3)`)
+    await expect.poll(() => page.locator('#td-fields [data-field="status"]').textContent()).toBe('failed')
+    await expect.poll(() => page.locator('#td-events li').count()).toBeGreaterThan(3)
+    const panel = await page.evaluate(() => {
+      const d = document.querySelector('#task-detail') as HTMLDialogElement
+      const body = d.querySelector('.td-body') as HTMLElement
+      return { open: d.open, right: d.getBoundingClientRect().right, wide: body.scrollWidth > body.clientWidth }
+    })
+    expect(panel).toEqual({ open: true, right: 390, wide: false })
+    await page.screenshot({ path: 'test-results/dashboard-detail-390.png' })
+    await page.keyboard.press('Escape')
     expect(problems).toEqual([])
     await page.close()
+
+    // And at 1280 px, a common laptop.
+    const wide = await openDashboard({ width: 1280, height: 1000 })
+    await wide.page.waitForFunction(() => document.querySelectorAll('#agents tr').length > 0)
+    expect(await pageOverflow(wide.page)).toEqual({ scrollWidth: 1280, innerWidth: 1280, wide: [] })
+    await wide.page.screenshot({ path: 'test-results/dashboard-1280.png', fullPage: true })
+    expect(wide.problems).toEqual([])
+    await wide.page.close()
   }, 60_000)
 })

@@ -93,12 +93,38 @@ export const dashboardHtml = /* html */ `<!doctype html>
   #login form { background: var(--panel); border: 1px solid var(--line); border-radius: 12px; padding: 24px; width: min(560px, 92vw); display: grid; gap: 12px; }
   #login textarea { width: 100%; min-height: 90px; font: 12px ui-monospace, monospace; color: var(--text); background: var(--panel2); border: 1px solid var(--line); border-radius: 6px; padding: 8px; }
   #login .err { color: var(--bad); font-size: 12px; min-height: 16px; }
+  #tasks tr[data-task-id], #log > div[data-task-id] { cursor: pointer; }
+  #tasks tr[data-task-id]:focus-visible { outline: 2px solid var(--accent); outline-offset: -2px; }
+  /* The task detail: a panel from the right (the whole screen on a phone); Escape closes it. */
+  #task-detail { margin: 0 0 0 auto; width: min(700px, 100vw); max-width: 100vw; height: 100%; max-height: 100%; padding: 0; border: 0; border-left: 1px solid var(--line); background: var(--panel); color: var(--text); }
+  #task-detail::backdrop { background: rgba(5,8,12,.6); }
+  #task-detail .td { display: flex; flex-direction: column; height: 100%; }
+  .td-head { display: flex; align-items: flex-start; gap: 12px; padding: 14px 18px; border-bottom: 1px solid var(--line); }
+  .td-head > div { flex: 1; min-width: 0; }
+  .td-head h2 { margin: 0 0 2px; font-size: 16px; font-weight: 600; overflow-wrap: anywhere; }
+  .td-body { flex: 1; overflow: auto; padding: 0 18px 28px; overscroll-behavior: contain; }
+  .td-body h3 { font-size: 12px; text-transform: uppercase; letter-spacing: .08em; color: var(--muted); margin: 20px 0 8px; font-weight: 600; }
+  .td-note { margin-top: 14px; padding: 8px 10px; border-radius: 6px; background: rgba(210,153,34,.12); color: var(--warn); font-size: 13px; }
+  .fields { display: grid; grid-template-columns: max-content minmax(0, 1fr) max-content minmax(0, 1fr); gap: 7px 14px; margin: 16px 0 0; font-size: 13px; }
+  .fields dt { color: var(--muted); } .fields dd { margin: 0; overflow-wrap: anywhere; font-variant-numeric: tabular-nums; }
+  #task-detail pre { margin: 0; background: var(--panel2); border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; font: 12px/1.45 ui-monospace, SFMono-Regular, Menlo, monospace; max-height: 260px; overflow: auto; white-space: pre-wrap; overflow-wrap: anywhere; }
+  #task-detail pre.none { color: var(--muted); }
+  #task-detail pre.bad { color: var(--bad); }
+  .td-events { list-style: none; margin: 0; padding: 0; max-height: 340px; overflow: auto; font-size: 12px; }
+  .td-events li { display: grid; grid-template-columns: auto minmax(0, 1fr); gap: 0 10px; padding: 4px 0; border-bottom: 1px dashed #20283a; }
+  .td-events .t { color: var(--muted); font-variant-numeric: tabular-nums; white-space: nowrap; grid-row: span 2; }
+  .td-events .k { color: var(--accent); }
+  /* Reserved for the task's log (rendered by a later change); empty until then. */
+  #task-log { min-height: 40px; border: 1px dashed var(--line); border-radius: 6px; }
+  #task-log:empty::before { content: 'No log is shown here yet.'; display: block; padding: 10px; color: var(--muted); font-size: 12px; }
   @media (max-width: 1100px) { .kpis { grid-template-columns: repeat(3, minmax(0, 1fr)); } .span4, .span8, .span6 { grid-column: span 12; } }
   @media (max-width: 640px) {
     header { padding: 10px 12px; gap: 6px 12px; } header h1 .sub, #who { display: none; }
     main { padding: 12px 12px 32px; gap: 12px; }
     .kpis { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 12px; }
     .card { padding: 12px; }
+    .fields { grid-template-columns: max-content minmax(0, 1fr); }
+    .td-head { padding: 12px; } .td-body { padding: 0 12px 24px; }
     .kpi .v { font-size: 22px; } .kpi .v small { font-size: 15px; }
     td { max-width: 170px; }
     /* The first column (the name) stays put while the rest scrolls. */
@@ -145,9 +171,32 @@ export const dashboardHtml = /* html */ `<!doctype html>
   <section class="card span12">
     <h2>Tasks <span class="count muted" id="task-count"></span></h2>
     <div class="chips" id="task-chips" role="group" aria-label="Show tasks by status"></div>
-    <div class="scroll"><table><thead><tr><th>Task</th><th>Type</th><th>Status</th><th>Priority</th><th>Agent</th><th>Attempt</th><th>Created</th><th>Result / reason</th></tr></thead><tbody id="tasks"></tbody></table></div>
+    <div class="scroll"><table><thead><tr><th>Task</th><th>Status</th><th>Type</th><th>Priority</th><th>Agent</th><th>Attempt</th><th>Created</th><th>Result / reason</th></tr></thead><tbody id="tasks"></tbody></table></div>
   </section>
 </main>
+<dialog id="task-detail" aria-labelledby="td-title">
+  <div class="td">
+    <div class="td-head">
+      <div><h2 id="td-title">Task</h2><div class="mono" id="td-id"></div></div>
+      <button type="button" id="td-close" aria-label="Close the task detail">✕</button>
+    </div>
+    <div class="td-body">
+      <div class="td-note" id="td-note" hidden></div>
+      <dl class="fields" id="td-fields"></dl>
+      <h3>Requirements</h3><pre id="td-requirements"></pre>
+      <h3>Payload</h3><pre id="td-payload"></pre>
+      <h3>Result</h3><pre id="td-result"></pre>
+      <h3>Error</h3><pre id="td-error"></pre>
+      <h3>Events <span class="muted" id="td-ev-count"></span></h3>
+      <ol class="td-events" id="td-events"></ol>
+      <section aria-labelledby="td-log-title">
+        <h3 id="td-log-title">Log</h3>
+        <!-- RESERVED: the task's log goes here (a later change renders it into #task-log). Nothing on this page calls a logs API yet. -->
+        <div id="task-log"></div>
+      </section>
+    </div>
+  </div>
+</dialog>
 <div id="login"><form id="login-form">
   <h2 style="margin:0;font-size:16px">Connect to the control plane</h2>
   <div class="muted">Paste an admin, operator or viewer token (printed by <code>npm start</code> in development, or <code>npm run token -- --role viewer</code>). It stays in this browser only.</div>
@@ -177,7 +226,8 @@ export const dashboardHtml = /* html */ `<!doctype html>
     return n
   }
   const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c])
-  const ago = (iso) => { if (!iso) return '–'; const s = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000)); return s < 60 ? s + ' s ago' : s < 3600 ? Math.round(s / 60) + ' min ago' : Math.round(s / 3600) + ' h ago' }
+  const span = (s) => s < 60 ? s + ' s' : s < 3600 ? Math.round(s / 60) + ' min' : s < 172800 ? Math.round(s / 3600) + ' h' : s < 63072000 ? Math.round(s / 86400) + ' d' : Math.round(s / 31557600) + ' y'
+  const ago = (iso) => { if (!iso) return '–'; const s = Math.round((Date.now() - new Date(iso).getTime()) / 1000); return s < -1 ? 'in ' + span(-s) : span(Math.max(0, s)) + ' ago' }
   const num = (n) => (n ?? 0).toLocaleString()
   const secs = (x) => x == null ? '–' : x < 1 ? Math.round(x * 1000) + ' ms' : x < 120 ? x.toFixed(1) + ' s' : Math.round(x / 60) + ' min'
 
@@ -187,7 +237,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
     if (!res.ok) throw new Error(path + ': ' + res.status)
     return res.json()
   }
-  function showLogin(msg) { $('login').classList.add('show'); $('login-err').textContent = msg || ''; $('token').value = token; live('off', 'offline'); stream?.abort() }
+  function showLogin(msg) { if ($('task-detail').open) $('task-detail').close(); $('login').classList.add('show'); $('login-err').textContent = msg || ''; $('token').value = token; live('off', 'offline'); stream?.abort() }
   function live(cls, text) { $('live').className = 'live ' + cls; $('live-text').textContent = text }
 
   async function loadAgents() {
@@ -280,7 +330,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
     else $('tasks').innerHTML = list.map((t) => {
       const agent = t.agentId ? agents.get(t.agentId) : null
       const note = t.error ? t.error.code + ': ' + t.error.message : t.status === 'pending' ? (t.pendingReason || '') : t.result != null ? JSON.stringify(t.result) : ''
-      return '<tr data-task-id="' + esc(t.id) + '"><td title="' + esc(t.id) + '">' + esc(t.name) + '</td><td class="mono">' + esc(t.type) + '</td><td><span class="st ' + esc(t.status) + '" data-status="' + esc(t.status) + '">' + esc(t.status.replace('_', ' ')) + (t.cancelRequested && t.status === 'running' ? ' · cancelling' : '') + '</span></td><td>' + esc(t.priority) + '</td><td>' + (agent ? esc(agent.name) : t.agentId ? '<span class="mono">' + esc(t.agentId.slice(0, 8)) + '</span>' : '–') + '</td><td>' + esc(t.attempt + '/' + t.maxAttempts) + '</td><td class="muted">' + ago(t.createdAt) + '</td><td class="muted">' + esc(note) + '</td></tr>'
+      return '<tr data-task-id="' + esc(t.id) + '" tabindex="0"><td title="' + esc(t.id) + '">' + esc(t.name) + '</td><td><span class="st ' + esc(t.status) + '" data-status="' + esc(t.status) + '">' + esc(t.status.replace('_', ' ')) + (t.cancelRequested && t.status === 'running' ? ' · cancelling' : '') + '</span></td><td class="mono">' + esc(t.type) + '</td><td>' + esc(t.priority) + '</td><td>' + (agent ? esc(agent.name) : t.agentId ? '<span class="mono">' + esc(t.agentId.slice(0, 8)) + '</span>' : '–') + '</td><td>' + esc(t.attempt + '/' + t.maxAttempts) + '</td><td class="muted">' + ago(t.createdAt) + '</td><td class="muted">' + esc(note) + '</td></tr>'
     }).join('')
     $('task-count').textContent = list.length + ' newest ' + which.trim()
   }
@@ -312,17 +362,124 @@ export const dashboardHtml = /* html */ `<!doctype html>
     const about = e.taskId || e.agentId
     const subject = (tasks.get(about) || agents.get(about))?.name || names.get(about) || (about ? about.slice(0, 8) : null)
     const what = describe(e)
-    const row = el('div', { title: JSON.stringify(d) }, el('span', { class: 't' }, new Date(e.time).toLocaleTimeString()),
+    const row = el('div', { title: JSON.stringify(d), 'data-task-id': e.taskId || null }, el('span', { class: 't' }, new Date(e.time).toLocaleTimeString()),
       el('span', { class: 'b' }, el('span', { class: 'k' }, e.type), subject ? el('span', { class: 'n' }, subject) : null, what ? el('span', { class: 'd muted' }, what) : null))
     const log = $('log'); log.prepend(row); while (log.childElementCount > 150) log.lastElementChild.remove()
     $('ev-count').textContent = num(events) + ' received'
   }
   function onEvent(e) {
     logEvent(e)
+    if (detailId && e.taskId === detailId) detailEvent(e)
     if (e.agentId) dirtyAgents.add(e.agentId)
     if (e.taskId) dirtyTasks.add(e.taskId)
     statsDirty = true
   }
+
+  // A changed task is re-read: one that left the filter's statuses leaves the table, one that
+  // entered it joins, and the open detail shows the new state.
+  async function refreshTask(id) {
+    const r = await fetch(api + '/tasks/' + id, { headers: { authorization: 'Bearer ' + token } })
+    if (r.status === 404) { tasks.delete(id); if (id === detailId) { detailGone = true; renderDetail() } return }
+    if (!r.ok) return
+    const x = await r.json()
+    if (shown(x)) tasks.set(id, x); else tasks.delete(id)
+    if (id === detailId) { detailTask = x; renderDetail() }
+  }
+
+  // The task detail: its fields, and its history (GET /tasks/{id}/events, oldest first) merged
+  // with the stream's events for it by event id, so neither a gap nor a duplicate shows.
+  const dlg = $('task-detail')
+  let detailId = null, detailTask = null, detailEvents = new Map(), detailGone = false
+  const MAX_DETAIL_EVENTS = 1000
+  const when = (iso) => { if (!iso) return '–'; const d = new Date(iso); return (d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString()) }
+  const stamp = (iso) => (iso ? when(iso) + ' (' + ago(iso) + ')' : '–')
+  function pretty(pre, v) {
+    const text = v === undefined || v === null ? 'none' : JSON.stringify(v, null, 2)
+    pre.className = v === undefined || v === null ? 'none' : ''
+    pre.textContent = text.length > 20000 ? text.slice(0, 20000) + '\\n… ' + num(text.length - 20000) + ' more characters' : text
+  }
+  function openTask(id) {
+    detailId = id; detailTask = tasks.get(id) || null; detailEvents = new Map(); detailGone = false
+    $('td-events').replaceChildren(); $('td-ev-count').textContent = 'loading…'
+    renderDetail()
+    if (!dlg.open) dlg.showModal()
+    $('td-events').dataset.stick = '1'
+    refreshTask(id).catch(() => {})
+    loadDetailEvents(id).catch(() => { if (id === detailId) $('td-ev-count').textContent = 'could not be read' })
+  }
+  async function loadDetailEvents(id) {
+    let after = 0
+    for (let pages = 0; pages < 20; pages++) {
+      const p = await get('/tasks/' + encodeURIComponent(id) + '/events?limit=1000&after=' + after)
+      if (id !== detailId) return
+      for (const e of p.items) detailEvents.set(e.id, e)
+      renderDetailEvents()
+      if (p.items.length < 1000) return
+      after = p.nextAfter
+    }
+  }
+  function detailEvent(e) {
+    detailEvents.set(e.id, e)
+    if (e.type === 'task.deleted') detailGone = true
+    renderDetailEvents()
+    if (detailGone) renderDetail()
+  }
+  function renderDetail() {
+    const t = detailTask
+    $('td-title').textContent = t ? t.name : 'Task'
+    $('td-id').textContent = detailId || ''
+    const note = $('td-note')
+    note.hidden = !detailGone && !!t
+    note.textContent = detailGone ? 'This task was deleted.' : t ? '' : 'Loading…'
+    if (!t) { $('td-fields').replaceChildren(); for (const k of ['requirements', 'payload', 'result', 'error']) $('td-' + k).textContent = ''; return }
+    const agent = t.agentId ? agents.get(t.agentId) : null
+    const status = el('span', null, el('span', { class: 'st ' + t.status }, t.status.replace('_', ' ')), t.cancelRequested ? ' · cancel requested' : null)
+    const fields = [
+      ['status', 'Status', status],
+      ['type', 'Type', el('span', { class: 'mono' }, t.type)],
+      ['agent', 'Agent', agent ? agent.name : t.agentId || '–'],
+      ['attempt', 'Attempt', t.attempt + ' of ' + t.maxAttempts],
+      ['failures', 'Failures', String(t.failures)],
+      ['lostCount', 'Lost count', String(t.lostCount)],
+      ['priority', 'Priority', String(t.priority)],
+      ['progress', 'Progress', t.progress == null ? '–' : t.progress + '%'],
+      ['pendingReason', 'Pending reason', t.pendingReason || '–'],
+      ['timeoutSeconds', 'Timeout', t.timeoutSeconds + ' s'],
+      ['idempotencyKey', 'Idempotency key', t.idempotencyKey || '–'],
+      ['version', 'Version', String(t.version)],
+      ['createdAt', 'Created', stamp(t.createdAt)],
+      ['scheduledAt', 'Scheduled', stamp(t.scheduledAt)],
+      ['assignedAt', 'Assigned', stamp(t.assignedAt)],
+      ['startedAt', 'Started', stamp(t.startedAt)],
+      ['finishedAt', 'Finished', stamp(t.finishedAt)],
+      ['updatedAt', 'Updated', stamp(t.updatedAt)],
+    ]
+    $('td-fields').replaceChildren(...fields.flatMap(([k, label, v]) => [el('dt', null, label), el('dd', { 'data-field': k }, v)]))
+    pretty($('td-requirements'), t.requirements)
+    pretty($('td-payload'), t.payload)
+    pretty($('td-result'), t.result)
+    const err = $('td-error')
+    err.className = t.error ? 'bad' : 'none'
+    err.textContent = t.error ? t.error.code + ': ' + t.error.message : 'none'
+  }
+  function renderDetailEvents() {
+    const box = $('td-events')
+    // Stay at the newest (the bottom) unless the reader scrolled up.
+    const stick = box.dataset.stick === '1' || box.scrollTop + box.clientHeight >= box.scrollHeight - 8
+    const all = [...detailEvents.values()].sort((a, b) => a.id - b.id)
+    const list = all.slice(-MAX_DETAIL_EVENTS)
+    box.replaceChildren(...list.map((e) => el('li', { 'data-event-id': String(e.id), title: JSON.stringify(e.data) },
+      el('span', { class: 't' }, when(e.time)), el('span', { class: 'k' }, e.type), el('span', { class: 'muted' }, describe(e) || ' '))))
+    $('td-ev-count').textContent = num(all.length) + (all.length > list.length ? ' (the newest ' + num(list.length) + ' shown)' : '')
+    if (stick) { box.scrollTop = box.scrollHeight; delete box.dataset.stick }
+  }
+  $('td-close').addEventListener('click', () => dlg.close())
+  dlg.addEventListener('click', (e) => { if (e.target === dlg) dlg.close() }) // the backdrop
+  dlg.addEventListener('close', () => { detailId = null; detailTask = null; detailEvents = new Map() })
+  const rowTask = (e) => e.target.closest('[data-task-id]')?.dataset.taskId
+  $('tasks').addEventListener('click', (e) => { const id = rowTask(e); if (id) openTask(id) })
+  $('tasks').addEventListener('keydown', (e) => { const id = (e.key === 'Enter' || e.key === ' ') && rowTask(e); if (id) { e.preventDefault(); openTask(id) } })
+  $('log').addEventListener('click', (e) => { const id = rowTask(e); if (id) openTask(id) })
 
   // Event bursts become one refresh a second: changed agents and tasks are re-read by id.
   async function flush() {
@@ -330,8 +487,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
     a.forEach((id) => dirtyAgents.delete(id)); t.forEach((id) => dirtyTasks.delete(id))
     await Promise.all([
       ...a.map((id) => fetch(api + '/agents/' + id, { headers: { authorization: 'Bearer ' + token } }).then((r) => r.status === 404 ? agents.delete(id) : r.ok ? r.json().then((x) => agents.set(id, x)) : null)),
-      // A task that left the filter's statuses leaves the table; one that entered it joins.
-      ...t.map((id) => fetch(api + '/tasks/' + id, { headers: { authorization: 'Bearer ' + token } }).then((r) => r.status === 404 ? tasks.delete(id) : r.ok ? r.json().then((x) => shown(x) ? tasks.set(id, x) : tasks.delete(id)) : null)),
+      ...t.map(refreshTask),
     ])
     if (a.length) renderAgents()
     if (t.length) renderTasks()
