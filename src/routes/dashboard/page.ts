@@ -35,10 +35,10 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .card h2 { margin: 0 0 10px; font-size: 12px; text-transform: uppercase; letter-spacing: .08em; color: var(--muted); font-weight: 600; display: flex; align-items: center; gap: 8px; }
   .card h2 .count { margin-left: auto; text-transform: none; letter-spacing: 0; }
   .kpis { grid-column: span 12; display: grid; grid-template-columns: repeat(6, minmax(0, 1fr)); gap: 16px; min-width: 0; }
-  .kpis .card { display: block; }
-  /* A figure stays on one line: a second figure (p95) is set smaller, never wrapped. */
-  .kpi .v { font-size: 26px; font-weight: 650; font-variant-numeric: tabular-nums; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-  .kpi .v small { font-size: 17px; font-weight: 550; color: var(--muted); }
+  .kpis .card { display: block; container-type: inline-size; }
+  /* A figure stays on one line: it scales with its card, a second figure (p95) is set smaller, nothing wraps. */
+  .kpi .v { font-size: clamp(18px, 14cqi, 26px); font-weight: 650; font-variant-numeric: tabular-nums; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+  .kpi .v small { font-size: .65em; font-weight: 550; color: var(--muted); }
   .kpi .s { color: var(--muted); font-size: 12px; }
   .span4 { grid-column: span 4; } .span8 { grid-column: span 8; } .span6 { grid-column: span 6; } .span12 { grid-column: span 12; }
   .thr-now { display: flex; align-items: baseline; gap: 6px 10px; flex-wrap: wrap; margin: -2px 0 10px; }
@@ -125,7 +125,6 @@ export const dashboardHtml = /* html */ `<!doctype html>
     .card { padding: 12px; }
     .fields { grid-template-columns: max-content minmax(0, 1fr); }
     .td-head { padding: 12px; } .td-body { padding: 0 12px 24px; }
-    .kpi .v { font-size: 22px; } .kpi .v small { font-size: 15px; }
     td { max-width: 170px; }
     /* The first column (the name) stays put while the rest scrolls. */
     .scroll td:first-child, .scroll th:first-child { position: sticky; left: 0; background: var(--panel); box-shadow: inset -1px 0 0 var(--line); }
@@ -148,7 +147,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
     <div class="card kpi"><h2>Pending</h2><div class="v" id="k-pending">–</div><div class="s" id="k-oldest">–</div></div>
     <div class="card kpi"><h2>Running</h2><div class="v" id="k-running">–</div><div class="s" id="k-assigned">–</div></div>
     <div class="card kpi"><h2>Done · last hour</h2><div class="v" id="k-done">–</div><div class="s" id="k-success">–</div></div>
-    <div class="card kpi"><h2>Placement p50 / p95</h2><div class="v" id="k-wait">–</div><div class="s" id="k-run">–</div></div>
+    <div class="card kpi"><h2 title="From creation to assignment, over the tasks finished in the last hour">Time to place</h2><div class="v" id="k-wait">–</div><div class="s" id="k-run">–</div></div>
   </section>
   <section class="card span8">
     <h2>Throughput <span class="count muted">tasks completed per minute, last hour</span></h2>
@@ -229,7 +228,8 @@ export const dashboardHtml = /* html */ `<!doctype html>
   const span = (s) => s < 60 ? s + ' s' : s < 3600 ? Math.round(s / 60) + ' min' : s < 172800 ? Math.round(s / 3600) + ' h' : s < 63072000 ? Math.round(s / 86400) + ' d' : Math.round(s / 31557600) + ' y'
   const ago = (iso) => { if (!iso) return '–'; const s = Math.round((Date.now() - new Date(iso).getTime()) / 1000); return s < -1 ? 'in ' + span(-s) : span(Math.max(0, s)) + ' ago' }
   const num = (n) => (n ?? 0).toLocaleString()
-  const secs = (x) => x == null ? '–' : x < 1 ? Math.round(x * 1000) + ' ms' : x < 120 ? x.toFixed(1) + ' s' : Math.round(x / 60) + ' min'
+  // Short enough for a KPI card: 3 ms, 4.2 s, 17 s, 6 min, 5 h.
+  const secs = (x) => x == null ? '–' : x < 0.9995 ? Math.round(x * 1000) + ' ms' : x < 9.95 ? x.toFixed(1) + ' s' : x < 119.5 ? Math.round(x) + ' s' : x < 7170 ? Math.round(x / 60) + ' min' : Math.round(x / 3600) + ' h'
 
   async function get(path) {
     const res = await fetch(api + path, { headers: { authorization: 'Bearer ' + token } })
@@ -275,7 +275,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
     $('k-running').textContent = num(t.byStatus.running); $('k-assigned').textContent = num(t.byStatus.assigned) + ' assigned, not started'
     const h = t.recent.last60Minutes
     $('k-done').textContent = num(h.completed); $('k-success').textContent = (t.recent.successRate == null ? '–' : (t.recent.successRate * 100).toFixed(1) + '% success') + ' · ' + num(h.failed + h.timedOut) + ' failed'
-    $('k-wait').replaceChildren(secs(t.createToAssignedSeconds.p50), el('small', null, ' / ' + secs(t.createToAssignedSeconds.p95))); $('k-run').textContent = 'run p50 ' + secs(t.durationSeconds.p50)
+    $('k-wait').replaceChildren(secs(t.createToAssignedSeconds.p50), el('small', null, ' / ' + secs(t.createToAssignedSeconds.p95))); $('k-run').textContent = 'p50 / p95 · run p50 ' + secs(t.durationSeconds.p50)
     renderThroughput(t.recent.completedPerMinute)
     taskCounts = t; renderTaskChips()
     const pmax = Math.max(1, ...Object.values(t.queue.byPriority))
