@@ -312,6 +312,14 @@ describe('agenticcp-agent end to end', () => {
     await start()
     const done = await taskIn(task.id, ['completed', 'failed', 'pending', 'assigned'])
     expect(done).toMatchObject({ status: 'completed', result: { outputTail: 'survived\n' } })
+    // Its output, written while the service was away, was kept and delivered.
+    const log = await fetch(`${url}/api/v1/tasks/${task.id}/logs`, {
+      headers: {
+        authorization: `Bearer ${await signToken({ secretKey: SECRET, algorithm: 'HS256' }, { sub: 'v', role: 'viewer' }, 5)}`,
+        accept: 'text/plain',
+      },
+    })
+    expect(await log.text()).toMatch(/survived\n\[agent\] exited with status 0\n$/)
     expect(r.child.exitCode).toBeNull()
   })
 })
