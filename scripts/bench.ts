@@ -195,6 +195,20 @@ async function startServer(
   throw new Error('server did not become ready in 60 s')
 }
 
+/** JSON calls to the server under test, with `token` unless a call names another. */
+function jsonApi(base: string, token: string) {
+  return async (path: string, init: { method?: string; token?: string; body?: unknown } = {}) => {
+    const res = await fetch(`${base}${path}`, {
+      method: init.method ?? 'GET',
+      headers: { authorization: `Bearer ${init.token ?? token}`, 'content-type': 'application/json' },
+      body: init.body === undefined ? undefined : JSON.stringify(init.body),
+    })
+    const text = await res.text()
+    // biome-ignore lint/suspicious/noExplicitAny: the bench reads answers field by field
+    return { status: res.status, body: (text ? JSON.parse(text) : null) as any }
+  }
+}
+
 const percentile = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN
@@ -232,15 +246,7 @@ async function benchLifecycle(mode: Mode) {
   const stopAt = Date.now() + LIMIT_MS
   try {
     const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
-    const api = async (path: string, init: { method?: string; token?: string; body?: unknown } = {}) => {
-      const res = await fetch(`${base}${path}`, {
-        method: init.method ?? 'GET',
-        headers: { authorization: `Bearer ${init.token ?? admin}`, 'content-type': 'application/json' },
-        body: init.body === undefined ? undefined : JSON.stringify(init.body),
-      })
-      const text = await res.text()
-      return { status: res.status, body: text ? JSON.parse(text) : null }
-    }
+    const api = jsonApi(base, admin)
 
     const agents: { id: string; token: string }[] = []
     // agents mode: the runner's library; every handled task feeds the phase running then.
@@ -860,15 +866,11 @@ async function benchLogs() {
   })
   try {
     const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
-    const api = async (path: string, init: { method?: string; token?: string; body?: unknown } = {}) => {
-      const res = await fetch(`${base}${path}`, {
-        method: init.method ?? 'GET',
-        headers: { authorization: `Bearer ${init.token ?? admin}`, 'content-type': 'application/json' },
-        body: init.body === undefined ? undefined : JSON.stringify(init.body),
-      })
-      const text = await res.text()
-      if (res.status >= 300) throw new Error(`${path}: ${res.status} ${text.slice(0, 200)}`)
-      return text ? JSON.parse(text) : null
+    const call = jsonApi(base, admin)
+    const api = async (path: string, init: Parameters<typeof call>[1] = {}) => {
+      const r = await call(path, init)
+      if (r.status >= 300) throw new Error(`${path}: ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`)
+      return r.body
     }
     // Each agent holds one running task.
     const held: { token: string; taskId: string; attempt: number }[] = []
