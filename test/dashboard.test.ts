@@ -1,8 +1,12 @@
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { serve } from '@hono/node-server'
 import { type Browser, chromium, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createHarness, type Harness } from './harness'
+import { Agent, shellHandler } from '../src/agent'
+import { silentAgentLogger } from '../src/agent/log'
+import { createHarness, type Harness, unique } from './harness'
 
 /**
  * The dashboard in a real browser (Debian's Chromium, driven by playwright-core): it
@@ -295,9 +299,11 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     expect(await page.textContent('#td-requirements')).toContain('"scope"')
     expect(await page.textContent('#td-result')).toBe('none')
     await expect.poll(eventTypes).toEqual(['task.created', 'task.assigned', 'task.started'])
-    // The log's place is there, empty, under its heading.
-    expect(await page.locator('#task-detail h3:has(+ #task-log)').textContent()).toBe('Log')
+    // The log's place is there under its heading: this task wrote none, and it is still live.
+    expect(await page.locator('#task-detail h3:has(+ #task-log) #td-log-title').textContent()).toBe('Log')
+    await expect.poll(() => page.getAttribute('#task-log', 'data-state')).toBe('live')
     expect(await page.locator('#task-log').evaluate((e) => e.childNodes.length)).toBe(0)
+    expect(await page.locator('#td-log-attempt').isHidden()).toBe(true)
 
     // Live while open: the task ends, its fields and history follow.
     await h.report(t.id, a.token, { status: 'completed', attempt: t.attempt, result: { rows: 7 } })
@@ -323,10 +329,12 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     await page.mouse.click(40, 500)
     await expect.poll(() => dialog.evaluate((d: HTMLDialogElement) => d.open)).toBe(false)
 
-    // Untrusted text stayed text, and no logs API was called.
+    // Untrusted text stayed text; the log was read for this task only.
     expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined()
     expect(await page.locator('img').count()).toBe(0)
-    expect(requests.filter((u) => /\/logs\b/.test(u))).toEqual([])
+    const logReads = requests.filter((u) => /\/logs\b/.test(u))
+    expect(logReads.length).toBeGreaterThan(0)
+    for (const u of logReads) expect(u).toContain(`/api/v1/tasks/${t.id}/logs`)
     expect(problems).toEqual([])
     await page.close()
   }, 60_000)
@@ -358,6 +366,235 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     await expect
       .poll(() => line('task.requeued', 'retry-me').locator('.d').textContent(), { timeout: 15_000 })
       .toBe('failed → pending (manual_retry)')
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
+
+  it('follows a running shell task’s log live: stored output first, then lines as they come, stderr marked, text never markup; the follow ends with the task', async () => {
+    h.clock.set(Date.now())
+    // A real runner in process (src/agent) with the shell handler, against the app the page reads.
+    const appFetch: typeof fetch = async (input, init) => h.app.fetch(new Request(input as RequestInfo, init))
+    const reg = (
+      await h.call('POST', '/api/v1/registration-tokens', { body: { maxUses: 1, labels: { scope: h.scope() } } })
+    ).body
+    const runner = new Agent({
+      url: 'http://app',
+      token: reg.token,
+      name: unique('log-runner'),
+      capabilities: ['shell'],
+      stateDir: false,
+      maxWaitSeconds: 1,
+      logger: silentAgentLogger,
+      fetch: appFetch,
+    }).handle('shell', shellHandler({ graceSeconds: 1 }))
+    await runner.start()
+    const gate = join(mkdtempSync(join(tmpdir(), 'dash-log-')), 'go')
+    try {
+      const task = await h.task({
+        name: 'log-follow',
+        type: 'shell',
+        payload: {
+          command: [
+            'echo "first line"',
+            'echo "oops <b>bold</b> <img src=x onerror=window.__xss=3>" >&2',
+            `while [ ! -e '${gate}' ]; do sleep 0.05; done`,
+            'echo "after the gate"',
+            "printf '%0300d\\n' 7",
+            'echo "last line"',
+          ].join('; '),
+        },
+        requirements: { capabilities: ['shell'] },
+      })
+      const { page, problems } = await openDashboard({ width: 1280, height: 1000 })
+      const requests: string[] = []
+      page.on('request', (r) => requests.push(`${r.headers().accept ?? ''} ${r.url()}`))
+      await expect
+        .poll(async () => (await h.call('GET', `/api/v1/tasks/${task.id}`)).body.status, { timeout: 15_000 })
+        .toBe('running')
+      // Wait until the command's first output is stored, so the page reads some of it as stored output.
+      await expect
+        .poll(async () => (await h.call('GET', `/api/v1/tasks/${task.id}/logs`)).body.items.length, {
+          timeout: 15_000,
+        })
+        .toBeGreaterThanOrEqual(3)
+      await page.click(`#tasks tr[data-task-id="${task.id}"]`)
+      const log = page.locator('#task-log')
+      const chunks = () =>
+        log
+          .locator('span[data-seq]')
+          .evaluateAll((els) =>
+            els.map((e) => ({ seq: Number(e.getAttribute('data-seq')), cls: e.className, text: e.textContent })),
+          )
+      await expect.poll(() => log.getAttribute('data-state'), { timeout: 15_000 }).toBe('live')
+      await expect.poll(async () => (await log.textContent()) ?? '').toContain('first line')
+      let shown = await chunks()
+      expect(shown[0]).toMatchObject({ cls: 'system' })
+      expect(shown[0]?.text).toMatch(/^\[agent\] started: /)
+      // (The system line quotes the command: the output is looked for in stdout and stderr.)
+      const output = (list: typeof shown) =>
+        list
+          .filter((c) => c.cls !== 'system')
+          .map((c) => c.text)
+          .join('')
+      const oops = shown.find((c) => c.cls === 'stderr')
+      expect(oops).toEqual({
+        seq: oops?.seq,
+        cls: 'stderr',
+        text: 'oops <b>bold</b> <img src=x onerror=window.__xss=3>\n',
+      })
+      expect(output(shown)).toContain('first line')
+      expect(output(shown)).not.toContain('after the gate')
+      // A monospace block that wraps long lines; stderr looks unlike stdout, system lines are dimmed.
+      const styles = await page.evaluate(() => {
+        const box = document.querySelector('#task-log') as HTMLElement
+        const of = (sel: string) => getComputedStyle(box.querySelector(sel) as HTMLElement)
+        return {
+          font: getComputedStyle(box).fontFamily,
+          ws: getComputedStyle(box).whiteSpace,
+          out: of('.stdout').color,
+          err: of('.stderr').color,
+          sys: of('.system').color,
+        }
+      })
+      expect(styles.font).toMatch(/mono/i)
+      expect(styles.ws).toBe('pre-wrap')
+      expect(new Set([styles.out, styles.err, styles.sys]).size).toBe(3)
+
+      // The command goes on: the new lines arrive on the stream, in order, and the follow ends with the task.
+      writeFileSync(gate, '')
+      await expect.poll(async () => output(await chunks()), { timeout: 15_000 }).toContain('last line')
+      await expect
+        .poll(async () => (await h.call('GET', `/api/v1/tasks/${task.id}`)).body.status, { timeout: 15_000 })
+        .toBe('completed')
+      await expect.poll(() => log.getAttribute('data-state'), { timeout: 15_000 }).toBe('ended')
+      shown = await chunks()
+      const seqs = shown.map((c) => c.seq)
+      expect(seqs).toEqual([...seqs].sort((a, b) => a - b))
+      expect(new Set(seqs).size).toBe(seqs.length)
+      const text = shown.map((c) => c.text).join('')
+      const stored = (await h.call('GET', `/api/v1/tasks/${task.id}/logs`, { headers: { accept: 'text/plain' } })).body
+      expect(text).toBe(stored)
+      // (stdout and stderr are separate pipes: their order between them is the agent's reading order.)
+      expect(output(shown.filter((c) => c.cls === 'stdout'))).toBe(
+        `first line\nafter the gate\n${'7'.padStart(300, '0')}\nlast line\n`,
+      )
+      expect(output(shown.filter((c) => c.cls === 'stderr'))).toBe(
+        'oops <b>bold</b> <img src=x onerror=window.__xss=3>\n',
+      )
+      // It was read stored first, then followed on the stream, and the stream was not reopened after its end.
+      const streams = requests.filter((r) => r.startsWith('text/event-stream') && r.includes(`/tasks/${task.id}/logs`))
+      expect(streams.length).toBeGreaterThanOrEqual(1)
+      expect(requests.some((r) => !r.startsWith('text/event-stream') && r.includes(`/tasks/${task.id}/logs?`))).toBe(
+        true,
+      )
+      const after = requests.length
+      await page.waitForTimeout(1500)
+      expect(requests.slice(after).filter((r) => r.includes('/logs'))).toEqual([])
+      // The long line wraps inside the panel: nothing scrolls sideways.
+      expect(await log.evaluate((e) => e.scrollWidth <= e.clientWidth)).toBe(true)
+      expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined()
+      expect(await page.locator('#task-log img, #task-log b').count()).toBe(0)
+      mkdirSync('test-results', { recursive: true })
+      await log.scrollIntoViewIfNeeded()
+      await page.screenshot({ path: 'test-results/dashboard-log-1280.png' })
+      expect(problems).toEqual([])
+      await page.close()
+    } finally {
+      runner.kill()
+      await runner.done().catch(() => {})
+    }
+  }, 90_000)
+
+  it('scrolls with a live log while the reader is at the bottom, stays put once they scroll up, and stops following when the panel closes', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({ name: `log-agent-${Date.now()}` })
+    const t = await h.assignedTask(a.id, { name: 'log-scroll', maxAttempts: 2 })
+    await h.report(t.id, a.token, { status: 'running', attempt: t.attempt })
+    let seq = 0
+    const write = async (n: number, stream = 'stdout') => {
+      const chunks = Array.from({ length: n }, () => ({ seq: seq++, stream, data: `line ${seq} of the output\n` }))
+      const res = await h.call('POST', `/api/v1/tasks/${t.id}/logs`, {
+        token: a.token,
+        body: { attempt: t.attempt, chunks },
+      })
+      expect(res.status).toBe(202)
+    }
+    await write(80)
+    const { page, problems } = await openDashboard({ width: 390, height: 844 })
+    const requests: string[] = []
+    page.on('request', (r) => requests.push(r.url()))
+    page.on('requestfinished', (r) => requests.push(`done ${r.url()}`))
+    page.on('requestfailed', (r) => requests.push(`failed ${r.url()}`))
+    await page.click(`#tasks tr[data-task-id="${t.id}"] td:nth-child(3)`)
+    const log = page.locator('#task-log')
+    const count = () => log.locator('span[data-seq]').count()
+    const atBottom = () => log.evaluate((e) => e.scrollTop + e.clientHeight >= e.scrollHeight - 4)
+    await expect.poll(() => log.getAttribute('data-state'), { timeout: 15_000 }).toBe('live')
+    await expect.poll(count).toBe(80)
+    expect(await log.evaluate((e) => e.scrollHeight > e.clientHeight)).toBe(true)
+    expect(await atBottom()).toBe(true)
+    await write(20, 'stderr')
+    await expect.poll(count, { timeout: 10_000 }).toBe(100)
+    await expect.poll(atBottom).toBe(true)
+    expect(await log.locator('.stderr').count()).toBe(20)
+    await page.locator('#task-log').scrollIntoViewIfNeeded()
+    await page.screenshot({ path: 'test-results/dashboard-log-390.png' })
+    const panel = await page.evaluate(() => {
+      const body = document.querySelector('#task-detail .td-body') as HTMLElement
+      return { wide: body.scrollWidth > body.clientWidth }
+    })
+    expect(panel).toEqual({ wide: false })
+
+    // Scrolled up, the reader stays where they are as lines come; a button offers the newest.
+    await log.hover()
+    await page.mouse.wheel(0, -400)
+    await expect.poll(atBottom).toBe(false)
+    const top = await log.evaluate((e) => e.scrollTop)
+    await write(20)
+    await expect.poll(count, { timeout: 10_000 }).toBe(120)
+    expect(await log.evaluate((e) => e.scrollTop)).toBe(top)
+    expect(await atBottom()).toBe(false)
+    expect(await page.locator('#td-log-jump').isVisible()).toBe(true)
+    // Back at the bottom, it follows again.
+    await log.evaluate((e) => {
+      e.scrollTop = e.scrollHeight
+    })
+    await expect.poll(() => page.locator('#td-log-jump').isHidden()).toBe(true)
+    await write(20)
+    await expect.poll(count, { timeout: 10_000 }).toBe(140)
+    await expect.poll(atBottom).toBe(true)
+
+    // Closed, the stream is let go (its request ends): lines written then are not read.
+    const streamUrl = (u: string) => u.includes(`/tasks/${t.id}/logs`) && !u.includes('limit=')
+    await page.keyboard.press('Escape')
+    await expect.poll(() => requests.filter((u) => /^(done|failed) /.test(u) && streamUrl(u)).length).toBeGreaterThan(0)
+    const before = requests.length
+    await write(5)
+    await page.waitForTimeout(1000)
+    expect(requests.slice(before).filter((u) => u.includes('/logs'))).toEqual([])
+
+    // A second attempt: the latest is shown, with a choice of the earlier one.
+    await h.report(t.id, a.token, { status: 'failed', attempt: t.attempt, error: { code: 'exit_1', message: 'no' } })
+    h.clock.advance(60_000)
+    expect((await h.call('POST', '/api/v1/scheduler/sweep')).status).toBe(200)
+    const again = (await h.call('POST', '/api/v1/tasks/execute', { body: { taskId: t.id, agentId: a.id } })).body
+    expect(again.attempt).toBe(t.attempt + 1)
+    expect(
+      (
+        await h.call('POST', `/api/v1/tasks/${t.id}/logs`, {
+          token: a.token,
+          body: { attempt: again.attempt, chunks: [{ seq: 0, stream: 'stdout', data: 'second try\n' }] },
+        })
+      ).status,
+    ).toBe(202)
+    await page.click(`#tasks tr[data-task-id="${t.id}"] td:nth-child(3)`)
+    await expect.poll(async () => (await log.textContent()) ?? '', { timeout: 10_000 }).toBe('second try\n')
+    const sel = page.locator('#td-log-attempt')
+    expect(await sel.isVisible()).toBe(true)
+    expect(await sel.inputValue()).toBe(String(again.attempt))
+    await sel.selectOption(String(t.attempt))
+    await expect.poll(count, { timeout: 10_000 }).toBe(145)
+    await expect.poll(() => log.getAttribute('data-state')).toBe('ended')
     expect(problems).toEqual([])
     await page.close()
   }, 60_000)

@@ -114,9 +114,17 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .td-events li { display: grid; grid-template-columns: auto minmax(0, 1fr); gap: 0 10px; padding: 4px 0; border-bottom: 1px dashed #20283a; }
   .td-events .t { color: var(--muted); font-variant-numeric: tabular-nums; white-space: nowrap; grid-row: span 2; }
   .td-events .k { color: var(--accent); }
-  /* Reserved for the task's log (rendered by a later change); empty until then. */
-  #task-log { min-height: 40px; border: 1px dashed var(--line); border-radius: 6px; }
-  #task-log:empty::before { content: 'No log is shown here yet.'; display: block; padding: 10px; color: var(--muted); font-size: 12px; }
+  /* The task's log: text only, wrapped; stderr in red with a mark at its edge, system lines dimmed. */
+  .td-log-head { display: flex; align-items: center; flex-wrap: wrap; gap: 4px 10px; }
+  .td-log-head select { padding: 2px 6px; font-size: 12px; text-transform: none; letter-spacing: 0; }
+  .td-log-head .muted { text-transform: none; letter-spacing: 0; font-weight: 400; }
+  #task-log { position: relative; min-height: 40px; max-height: min(60vh, 520px); overflow: auto; overscroll-behavior: contain; margin: 0; padding: 8px 10px; background: #0a0e14; border: 1px solid var(--line); border-radius: 6px;
+    font: 12px/1.5 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; color: #d6dde6; white-space: pre-wrap; overflow-wrap: anywhere; tab-size: 4; }
+  #task-log:empty::before { content: attr(data-empty); color: var(--muted); }
+  #task-log .stderr { color: #ff938a; background: rgba(248,81,73,.1); box-shadow: -3px 0 0 rgba(248,81,73,.1), 3px 0 0 rgba(248,81,73,.1); }
+  #task-log .system { color: var(--muted); font-style: italic; }
+  #task-log .cut { display: block; margin-bottom: 6px; padding-bottom: 6px; border-bottom: 1px dashed var(--line); color: var(--warn); font: 12px/1.4 ui-sans-serif, system-ui, sans-serif; white-space: normal; }
+  #td-log-jump { margin-left: auto; padding: 1px 10px; font-size: 12px; text-transform: none; letter-spacing: 0; border-radius: 999px; }
   @media (max-width: 1100px) { .kpis { grid-template-columns: repeat(3, minmax(0, 1fr)); } .span4, .span8, .span6 { grid-column: span 12; } }
   @media (max-width: 640px) {
     header { padding: 10px 12px; gap: 6px 12px; } header h1 .sub, #who { display: none; }
@@ -189,9 +197,8 @@ export const dashboardHtml = /* html */ `<!doctype html>
       <h3>Events <span class="muted" id="td-ev-count"></span></h3>
       <ol class="td-events" id="td-events"></ol>
       <section aria-labelledby="td-log-title">
-        <h3 id="td-log-title">Log</h3>
-        <!-- RESERVED: the task's log goes here (a later change renders it into #task-log). Nothing on this page calls a logs API yet. -->
-        <div id="task-log"></div>
+        <h3 class="td-log-head"><span id="td-log-title">Log</span><select id="td-log-attempt" aria-label="Attempt whose log is shown" hidden></select><span class="muted" id="td-log-state"></span><button type="button" id="td-log-jump" hidden>↓ newest</button></h3>
+        <div id="task-log" role="log" aria-labelledby="td-log-title" tabindex="0" data-empty="No output."></div>
       </section>
     </div>
   </div>
@@ -404,6 +411,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
     renderDetail()
     if (!dlg.open) dlg.showModal()
     $('td-events').dataset.stick = '1'
+    logPinned = false; logLatest = detailTask?.attempt || 0; openLog(id, null)
     refreshTask(id).catch(() => {})
     loadDetailEvents(id).catch(() => { if (id === detailId) $('td-ev-count').textContent = 'could not be read' })
   }
@@ -461,6 +469,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
     const err = $('td-error')
     err.className = t.error ? 'bad' : 'none'
     err.textContent = t.error ? t.error.code + ': ' + t.error.message : 'none'
+    syncLog(t)
   }
   function renderDetailEvents() {
     const box = $('td-events')
@@ -473,9 +482,143 @@ export const dashboardHtml = /* html */ `<!doctype html>
     $('td-ev-count').textContent = num(all.length) + (all.length > list.length ? ' (the newest ' + num(list.length) + ' shown)' : '')
     if (stick) { box.scrollTop = box.scrollHeight; delete box.dataset.stick }
   }
+  // The task's log (GET /tasks/{id}/logs): what is stored, then, while the attempt is live,
+  // followed on its event stream (read with fetch, resumed with Last-Event-ID after a drop,
+  // ended by 'event: end'). Chunks go in as text nodes (the output is untrusted); the page
+  // keeps the newest MAX_LOG_CHUNKS. It scrolls with the output while the reader is at the
+  // bottom, and stays put once they scroll up.
+  const MAX_LOG_CHUNKS = 5000, LOG_PAGE = 1000, LOG_RETRIES = 5
+  const logBox = $('task-log')
+  let logCtl = null, logId = null, logAttempt = null, logPinned = false, logLatest = 0, logLast = -1
+  let logState = '', logStateLabel = '', logCount = 0, logCut = 0, logStick = true, logQueue = [], logTimer = null, logUnseen = false
+  const STREAM_CLASSES = { stdout: 'stdout', stderr: 'stderr', system: 'system' }
+  function setLogState(state, text) {
+    logState = state; logStateLabel = text; logBox.dataset.state = state
+    $('td-log-state').textContent = [text, logCount + logCut ? num(logCount + logCut) + ' chunk' + (logCount + logCut === 1 ? '' : 's') : ''].filter(Boolean).join(' · ')
+  }
+  const logStateText = { loading: 'loading…', live: 'live', reconnecting: 'reconnecting…', ended: 'ended', error: 'could not be read', lost: 'connection lost, reopen to retry' }
+  function stopLog() {
+    logCtl?.abort(); logCtl = null
+    clearTimeout(logTimer); logTimer = null; logQueue = []
+  }
+  function renderLogAttempts() {
+    const sel = $('td-log-attempt')
+    const n = Math.max(logLatest, logAttempt || 0)
+    sel.hidden = n <= 1
+    if (sel.hidden) return
+    if (sel.options.length !== n) sel.replaceChildren(...Array.from({ length: n }, (_, i) => n - i).map((a) => el('option', { value: String(a) }, 'attempt ' + a + (a === n ? ' (latest)' : ''))))
+    sel.value = String(logAttempt)
+  }
+  // attempt: a number, or null for the task's latest.
+  function openLog(id, attempt) {
+    stopLog()
+    const ctl = (logCtl = new AbortController())
+    logId = id; logAttempt = attempt; logLast = -1; logCount = 0; logCut = 0; logStick = true; logUnseen = false
+    logBox.replaceChildren(); logBox.dataset.attempt = attempt == null ? '' : String(attempt)
+    $('td-log-jump').hidden = true
+    setLogState('loading', logStateText.loading)
+    loadLog(id, ctl).catch(() => { if (!ctl.signal.aborted) setLogState('error', logStateText.error) })
+      .finally(() => { if (logCtl === ctl) logCtl = null })
+  }
+  const logUrl = (id, attempt) => api + '/tasks/' + encodeURIComponent(id) + '/logs?' + (attempt == null ? '' : 'attempt=' + attempt + '&')
+  async function loadLog(id, ctl) {
+    let live = false
+    for (;;) {
+      const res = await fetch(logUrl(id, logAttempt) + 'limit=' + LOG_PAGE + '&after=' + logLast, { headers: { authorization: 'Bearer ' + token }, signal: ctl.signal })
+      if (res.status === 404) { setLogState('error', 'no such task'); return }
+      if (!res.ok) throw new Error('logs ' + res.status)
+      const p = await res.json()
+      if (ctl.signal.aborted) return
+      if (logAttempt == null) { logAttempt = p.attempt; logBox.dataset.attempt = String(p.attempt) }
+      logLatest = Math.max(logLatest, p.attempt, detailTask?.attempt || 0); renderLogAttempts()
+      addLogChunks(p.items)
+      live = p.live
+      if (p.items.length < LOG_PAGE) break
+    }
+    if (!live) { flushLog(); setLogState('ended', logCount + logCut ? logStateText.ended : 'no output'); return }
+    await followLog(id, ctl)
+  }
+  async function followLog(id, ctl) {
+    const signal = ctl.signal
+    for (let tries = 0; !signal.aborted;) {
+      let ended = false
+      try {
+        const headers = { authorization: 'Bearer ' + token, accept: 'text/event-stream' }
+        if (logLast >= 0) headers['last-event-id'] = String(logLast)
+        const res = await fetch(logUrl(id, logAttempt).replace(/[?&]$/, ''), { headers, signal })
+        if (res.status === 404 || res.status === 401 || res.status === 403) { setLogState('error', logStateText.error + ' (' + res.status + ')'); return }
+        if (!res.ok || !res.body) throw new Error('log stream ' + res.status)
+        setLogState('live', logStateText.live)
+        await readSSE(res, (type, _id, data) => {
+          if (type === 'end') { ended = true; return }
+          if (!STREAM_CLASSES[type]) return
+          tries = 0
+          addLogChunks([JSON.parse(data)])
+        })
+      } catch (err) { if (signal.aborted) return }
+      if (ended || signal.aborted) break
+      if (++tries > LOG_RETRIES) { flushLog(); setLogState('lost', logStateText.lost); return }
+      setLogState('reconnecting', logStateText.reconnecting)
+      await new Promise((r) => { const t = setTimeout(r, 500 * 2 ** (tries - 1)); signal.addEventListener('abort', () => { clearTimeout(t); r() }, { once: true }) })
+    }
+    if (signal.aborted) return
+    flushLog(); setLogState('ended', logStateText.ended)
+  }
+  // Chunks arrive in seq order; one already shown (a resume's overlap) is skipped. They are
+  // drawn in batches, so a burst is one layout.
+  function addLogChunks(items) {
+    for (const c of items) {
+      if (c.seq <= logLast) continue
+      logLast = c.seq; logQueue.push(c)
+    }
+    if (logQueue.length > MAX_LOG_CHUNKS) { logCut += logQueue.length - MAX_LOG_CHUNKS; logQueue.splice(0, logQueue.length - MAX_LOG_CHUNKS) }
+    if (logQueue.length && !logTimer) logTimer = setTimeout(flushLog, 40)
+  }
+  function flushLog() {
+    clearTimeout(logTimer); logTimer = null
+    if (!logQueue.length) return
+    const frag = document.createDocumentFragment()
+    for (const c of logQueue) frag.append(el('span', { class: STREAM_CLASSES[c.stream] || 'stdout', 'data-seq': String(c.seq) }, c.data))
+    logCount += logQueue.length; logQueue = []
+    const before = logBox.scrollHeight
+    logBox.append(frag)
+    if (logCount > MAX_LOG_CHUNKS) {
+      const first = logBox.querySelector('.cut') ? 1 : 0
+      const drop = logCount - MAX_LOG_CHUNKS
+      for (let i = 0; i < drop; i++) logBox.children[first]?.remove()
+      logCount -= drop; logCut += drop
+    }
+    if (logCut) {
+      let note = logBox.querySelector('.cut')
+      if (!note) { note = el('span', { class: 'cut' }); logBox.prepend(note) }
+      note.textContent = num(logCut) + ' earlier chunk' + (logCut === 1 ? ' is' : 's are') + ' not shown here (only the newest ' + num(MAX_LOG_CHUNKS) + ' are kept): read them from GET /api/v1/tasks/' + logId + '/logs?attempt=' + logAttempt + '.'
+    }
+    if (logStick) logBox.scrollTop = logBox.scrollHeight
+    else { logUnseen = true; $('td-log-jump').hidden = false; if (logCut) logBox.scrollTop -= Math.max(0, before - logBox.scrollHeight) }
+    setLogState(logState, logStateLabel)
+  }
+  // At the bottom (within a few pixels) the log follows the output; scrolled up, it stays.
+  logBox.addEventListener('scroll', () => {
+    logStick = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 4
+    if (logStick) { logUnseen = false; $('td-log-jump').hidden = true }
+  })
+  $('td-log-jump').addEventListener('click', () => { logStick = true; logBox.scrollTop = logBox.scrollHeight; $('td-log-jump').hidden = true })
+  $('td-log-attempt').addEventListener('change', (e) => { if (detailId) { logPinned = true; openLog(detailId, Number(e.target.value)) } })
+  // As the open task moves on: a new attempt is shown (unless the reader chose one), and an
+  // attempt that became live again (placed, then started) is followed.
+  function syncLog(t) {
+    if (!t || t.id !== logId || logAttempt == null || logState === 'loading') return
+    if (t.attempt > logLatest) { logLatest = t.attempt; renderLogAttempts() }
+    const live = t.status === 'assigned' || t.status === 'running'
+    if (!logPinned && t.attempt !== logAttempt) openLog(t.id, null)
+    else if (t.attempt === logAttempt && live && !logCtl && logState !== 'lost') {
+      const ctl = (logCtl = new AbortController())
+      followLog(t.id, ctl).catch(() => {}).finally(() => { if (logCtl === ctl) logCtl = null })
+    }
+  }
   $('td-close').addEventListener('click', () => dlg.close())
   dlg.addEventListener('click', (e) => { if (e.target === dlg) dlg.close() }) // the backdrop
-  dlg.addEventListener('close', () => { detailId = null; detailTask = null; detailEvents = new Map() })
+  dlg.addEventListener('close', () => { detailId = null; detailTask = null; detailEvents = new Map(); stopLog(); logId = null })
   const rowTask = (e) => e.target.closest('[data-task-id]')?.dataset.taskId
   $('tasks').addEventListener('click', (e) => { const id = rowTask(e); if (id) openTask(id) })
   $('tasks').addEventListener('keydown', (e) => { const id = (e.key === 'Enter' || e.key === ' ') && rowTask(e); if (id) { e.preventDefault(); openTask(id) } })
@@ -494,6 +637,29 @@ export const dashboardHtml = /* html */ `<!doctype html>
     if (statsDirty) await loadStats()
   }
 
+  // Server-Sent Events read from a fetch response (EventSource cannot send the Authorization
+  // header): calls on(event, id, data) for each message with data, until the stream ends.
+  async function readSSE(res, on) {
+    const reader = res.body.getReader(), dec = new TextDecoder()
+    let buf = ''
+    for (;;) {
+      const { value, done } = await reader.read()
+      if (done) return
+      buf += dec.decode(value, { stream: true }).replace(/\\r\\n?/g, '\\n')
+      let i
+      while ((i = buf.indexOf('\\n\\n')) >= 0) {
+        const block = buf.slice(0, i); buf = buf.slice(i + 2)
+        let id = null, type = 'message', data = null
+        for (const line of block.split('\\n')) {
+          const c = line.indexOf(':'), field = c < 0 ? line : line.slice(0, c)
+          const v = c < 0 ? '' : line.slice(c + (line[c + 1] === ' ' ? 2 : 1))
+          if (field === 'id') id = v; else if (field === 'event') type = v; else if (field === 'data') data = data === null ? v : data + '\\n' + v
+        }
+        if (data !== null) on(type, id, data)
+      }
+    }
+  }
+
   async function listen() {
     for (;;) {
       stream = new AbortController()
@@ -504,20 +670,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
         if (res.status === 401 || res.status === 403) return showLogin('That token was refused (' + res.status + ').')
         if (!res.ok || !res.body) throw new Error('stream ' + res.status)
         live('on', 'live')
-        const reader = res.body.getReader(), dec = new TextDecoder()
-        let buf = ''
-        for (;;) {
-          const { value, done } = await reader.read()
-          if (done) break
-          buf += dec.decode(value, { stream: true })
-          let i
-          while ((i = buf.indexOf('\\n\\n')) >= 0) {
-            const block = buf.slice(0, i); buf = buf.slice(i + 2)
-            let id = null, data = ''
-            for (const line of block.split('\\n')) { if (line.startsWith('id:')) id = line.slice(3).trim(); else if (line.startsWith('data:')) data += line.slice(5).trim() }
-            if (data) { lastEventId = id; onEvent(JSON.parse(data)) }
-          }
-        }
+        await readSSE(res, (_type, id, data) => { lastEventId = id; onEvent(JSON.parse(data)) })
       } catch (err) { if (stream.signal.aborted) return }
       live('retry', 'reconnecting…')
       await new Promise((r) => setTimeout(r, 2000))
