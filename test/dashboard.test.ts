@@ -599,6 +599,75 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     await page.close()
   }, 60_000)
 
+  it('resumes a dropped log stream with Last-Event-ID, and keeps only the newest 5,000 chunks with a note', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({ name: `log-bound-agent-${Date.now()}` })
+    const t = await h.assignedTask(a.id, { name: 'log-bound' })
+    await h.report(t.id, a.token, { status: 'running', attempt: t.attempt })
+    let seq = 0
+    const write = async (n: number) => {
+      for (let left = n; left > 0; left -= 500) {
+        const chunks = Array.from({ length: Math.min(500, left) }, () => ({
+          seq: seq++,
+          stream: 'stdout',
+          data: `chunk ${seq - 1}\n`,
+        }))
+        const res = await h.call('POST', `/api/v1/tasks/${t.id}/logs`, {
+          token: a.token,
+          body: { attempt: t.attempt, chunks },
+        })
+        expect(res.status).toBe(202)
+      }
+    }
+    await write(5100)
+    const { page, problems } = await openDashboard({ width: 1280, height: 1000 })
+    // The first stream request is cut after one made-up chunk (no 'event: end'): the page reconnects, saying where it was.
+    const resumedFrom: (string | undefined)[] = []
+    let cut = false
+    await page.route(
+      (u) => u.pathname === `/api/v1/tasks/${t.id}/logs`,
+      async (route) => {
+        const req = route.request()
+        if (!(req.headers().accept ?? '').includes('text/event-stream')) return route.continue()
+        resumedFrom.push(req.headers()['last-event-id'])
+        if (cut) return route.continue()
+        cut = true
+        const chunk = { seq: 5100, stream: 'system', data: '[… dropped here …]\n', at: new Date().toISOString() }
+        return route.fulfill({
+          status: 200,
+          headers: { 'content-type': 'text/event-stream' },
+          body: `retry: 2000\n\nid: 5100\nevent: system\ndata: ${JSON.stringify(chunk)}\n\n`,
+        })
+      },
+    )
+    await page.click(`#tasks tr[data-task-id="${t.id}"]`)
+    const log = page.locator('#task-log')
+    await expect.poll(() => log.locator('span[data-seq]').count(), { timeout: 15_000 }).toBe(5000)
+    await expect.poll(() => resumedFrom.length, { timeout: 10_000 }).toBe(2)
+    expect(resumedFrom).toEqual(['5099', '5100'])
+    await expect.poll(() => log.getAttribute('data-state')).toBe('live')
+    seq = 5101
+    await write(3)
+    await expect
+      .poll(() => log.locator('span[data-seq]').last().textContent(), { timeout: 10_000 })
+      .toBe('chunk 5103\n')
+    const seqs = await log
+      .locator('span[data-seq]')
+      .evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-seq'))))
+    expect(seqs).toHaveLength(5000)
+    expect(seqs.at(-5)).toBe(5099)
+    expect(await log.locator('span[data-seq="5100"]').getAttribute('class')).toBe('system')
+    // What the page let go of is said, with where to read it.
+    const note = (await log.locator('.cut').textContent()) ?? ''
+    expect(note).toContain('104 earlier chunks')
+    expect(note).toContain(`/api/v1/tasks/${t.id}/logs?attempt=${t.attempt}`)
+    expect(await log.evaluate((e) => e.firstElementChild?.className)).toBe('cut')
+    await h.report(t.id, a.token, { status: 'completed', attempt: t.attempt })
+    await expect.poll(() => log.getAttribute('data-state'), { timeout: 15_000 }).toBe('ended')
+    expect(problems).toEqual([])
+    await page.close()
+  }, 90_000)
+
   it('at 390 px wide: the page is no wider than the viewport, wide tables scroll inside their card, figures stay on one line, the task detail fits', async () => {
     h.clock.set(Date.now())
     const a = await h.agent({

@@ -541,7 +541,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
   async function followLog(id, ctl) {
     const signal = ctl.signal
     for (let tries = 0; !signal.aborted;) {
-      let ended = false
+      let ended = false, opened = 0
       try {
         const headers = { authorization: 'Bearer ' + token, accept: 'text/event-stream' }
         if (logLast >= 0) headers['last-event-id'] = String(logLast)
@@ -549,6 +549,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
         if (res.status === 404 || res.status === 401 || res.status === 403) { setLogState('error', logStateText.error + ' (' + res.status + ')'); return }
         if (!res.ok || !res.body) throw new Error('log stream ' + res.status)
         setLogState('live', logStateText.live)
+        opened = Date.now()
         await readSSE(res, (type, _id, data) => {
           if (type === 'end') { ended = true; return }
           if (!STREAM_CLASSES[type]) return
@@ -557,6 +558,8 @@ export const dashboardHtml = /* html */ `<!doctype html>
         })
       } catch (err) { if (signal.aborted) return }
       if (ended || signal.aborted) break
+      // A connection that held a while (past a keep-alive) before it dropped starts the count afresh.
+      if (opened && Date.now() - opened > 20000) tries = 0
       if (++tries > LOG_RETRIES) { flushLog(); setLogState('lost', logStateText.lost); return }
       setLogState('reconnecting', logStateText.reconnecting)
       await new Promise((r) => { const t = setTimeout(r, 500 * 2 ** (tries - 1)); signal.addEventListener('abort', () => { clearTimeout(t); r() }, { once: true }) })
