@@ -176,6 +176,8 @@ export class Agent {
   private loopDone?: Promise<void>
   /** Runs that ended and are flushing their output before their report. */
   private finishing = 0
+  /** Task output not yet all stored (of runs still going, or ended while the service was away). */
+  private readonly outputs = new Set<TaskLog>()
   private readonly quit = new AbortController()
   private fatal?: Error
 
@@ -380,7 +382,15 @@ export class Agent {
       try {
         const signal = AbortSignal.any([poll.signal, this.quit.signal, AbortSignal.timeout((waitSeconds + 30) * 1000)])
         const answer = await ok(this.api.api.v1.agents.heartbeat.$post({ json: body }, { init: { signal } }))
-        if (failures > 0) this.logger.info('service reachable again', { after: failures })
+        if (failures > 0) {
+          this.logger.info('service reachable again', { after: failures })
+          // Output kept through the outage goes now, not at its own next retry.
+          for (const output of this.outputs) {
+            if (output.empty || output.dead) {
+              if (!this.runs.has(output.taskId)) this.outputs.delete(output)
+            } else void output.flush()
+          }
+        }
         failures = 0
         if (status && this.sendStatus === status) this.sendStatus = undefined
         if (status && this.identity && (this.identity.drained ?? false) !== (status === 'draining')) {
@@ -510,7 +520,8 @@ export class Agent {
       this.report({ taskId: task.id, attempt: task.attempt, status: 'failed', error })
       return true
     }
-    const output = new TaskLog((chunks) => this.sendLog(task, chunks))
+    const output = new TaskLog((chunks) => this.sendLog(task, chunks), {}, task.id)
+    this.outputs.add(output)
     const run: Run = { task, controller: new AbortController(), logger, output }
     this.runs.set(task.id, run)
     logger.info('task started')
@@ -560,6 +571,7 @@ export class Agent {
     if (reason === 'stale') {
       // Not ours: forget it now (and its unsent output); whatever the handler still returns is ignored.
       run.output.kill()
+      this.outputs.delete(run.output)
       this.forget(run)
       return
     }
@@ -653,7 +665,11 @@ export class Agent {
     void run.output
       .drain(LOG_DRAIN_MS)
       .then(() => this.report(report))
-      .finally(() => this.finishing--)
+      .finally(() => {
+        this.finishing--
+        // What is still unsent keeps retrying on its own (and at once when the service is back).
+        if (run.output.empty || run.output.dead) this.outputs.delete(run.output)
+      })
   }
 
   /** Sends one batch of a task's output; what became of it. */

@@ -44,6 +44,8 @@ export class TaskLog {
   constructor(
     private readonly send: (chunks: LogChunk[]) => Promise<SendOutcome>,
     options: TaskLogOptions = {},
+    /** The task it belongs to (for its owner's bookkeeping). */
+    readonly taskId = '',
   ) {
     this.o = {
       flushMs: 250,
@@ -165,8 +167,9 @@ export class TaskLog {
       this.inflight = 0
       if (outcome === 'stale') return this.kill()
       if (outcome === 'retry') {
-        // Kept; tried again later (1 s, 2 s … 30 s).
-        this.schedule(Math.min(30_000, 1000 * 2 ** Math.min(this.failures++, 5)))
+        // Kept; tried again later (1 s, 2 s, 4 s, 5 s …; the agent also flushes it at once
+        // when its heartbeat finds the service back).
+        this.schedule(Math.min(5000, 1000 * 2 ** Math.min(this.failures++, 3)))
         return
       }
       this.failures = 0
