@@ -160,7 +160,9 @@ describe('Agent (library)', () => {
         return new Promise(() => {})
       },
     })
-    const task = await h.task({ type: 'held', maxAttempts: 3 })
+    // A day's timeout: the clock jumps below must end the run by the agent's silence, never
+    // by a timeout (which a heartbeat landing first with the new time would leave as the cause).
+    const task = await h.task({ type: 'held', maxAttempts: 3, timeoutSeconds: 86_400 })
     expect((await taskIn(task.id, ['running'])).attempt).toBe(1)
     // The service stops hearing the agent (its clock jumps past the heartbeat timeout): the
     // sweep takes the agent offline and requeues its task; the agent comes back and is
