@@ -99,7 +99,8 @@ export class TaskLog {
   async drain(ms: number): Promise<boolean> {
     const end = Date.now() + ms
     while (!this.dead && !this.empty && Date.now() < end) {
-      await this.flush()
+      // A retry already scheduled (the service failed) keeps its backoff: wait for it.
+      if (!this.timer) await this.flush()
       if (!this.empty && !this.dead)
         await new Promise((r) => setTimeout(r, Math.min(250, Math.max(0, end - Date.now()))))
     }
