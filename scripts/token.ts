@@ -8,8 +8,13 @@
  * http://127.0.0.1:$PORT, else :8000) for a registration token, with an admin JWT signed
  * here with the same key and living 5 minutes, and prints only the token, so
  * `TOKEN=$(npm run -s token -- --registration)` works.
+ *
+ * `--out FILE` writes the token to FILE instead (mode 0600, replaced whole), for a runner's
+ * `--token-file`: the compose file's one-shot `fleet-token` service does this.
+ *
+ * Built to dist/token.js (`node dist/token.js …`) for production installs without tsx.
  */
-import { existsSync } from 'node:fs'
+import { existsSync, renameSync, writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { type Config, ConfigError, loadConfig } from '../src/env'
 import { maxLifetimeMinutes, signToken } from '../src/lib/auth'
@@ -28,8 +33,25 @@ const { values } = parseArgs({
     description: { type: 'string' },
     labels: { type: 'string' },
     url: { type: 'string' },
+    out: { type: 'string' },
   },
 })
+
+/** The token on stdout, or written to --out whole (a reader never sees half of it). */
+function emit(token: string) {
+  if (values.out === undefined) {
+    console.log(token)
+    return
+  }
+  const tmp = `${values.out}.${process.pid}.tmp`
+  try {
+    writeFileSync(tmp, `${token}\n`, { mode: 0o600 })
+    renameSync(tmp, values.out)
+  } catch (err) {
+    throw new ConfigError(`cannot write --out ${values.out}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+  }
+  console.error(`token written to ${values.out}`)
+}
 
 const wholeNumber = (flag: string, value: string) => {
   const n = Number(value)
@@ -103,7 +125,7 @@ try {
     )
   const config = { ...loaded, secretKey }
   if (values.registration) {
-    console.log(await registrationToken(config))
+    emit(await registrationToken(config))
   } else {
     for (const flag of ['uses', 'description', 'labels', 'url'] as const) {
       if (values[flag] !== undefined) throw new ConfigError(`--${flag} goes with --registration`)
@@ -127,7 +149,7 @@ try {
       { sub: values.sub ?? `local-${role}`, role, ...(values.tv ? { tv: Number(values.tv) } : {}) },
       minutes,
     )
-    console.log(token)
+    emit(token)
   }
 } catch (err) {
   console.error(err instanceof Error ? err.message : String(err))

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, statSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -352,5 +352,33 @@ describe('agenticcp-agent command line', () => {
       code: 1,
       err: expect.stringContaining('neither a registration token'),
     })
+  })
+
+  it('reads the token from --token-file (a mounted secret), and says what is wrong with the file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'acp-token-file-'))
+    try {
+      const file = join(dir, 'token')
+      const missing = await run(['run', '--url', 'http://127.0.0.1:9', '--token-file', file])
+      expect(missing).toMatchObject({
+        code: 2,
+        err: expect.stringContaining(`cannot read --token-file ${file}: ENOENT`),
+      })
+      writeFileSync(file, '\n')
+      expect(await run(['run', '--url', 'http://127.0.0.1:9', '--token-file', file])).toMatchObject({
+        code: 2,
+        err: expect.stringContaining('is empty'),
+      })
+      expect(
+        await run(['run', '--url', 'http://127.0.0.1:9', '--token-file', file], { AGENTICCP_TOKEN: 'acpr_x' }),
+      ).toMatchObject({ code: 2, err: expect.stringContaining('not both') })
+      // The file's content is the token (trailing newline trimmed): this one is refused as such.
+      writeFileSync(file, 'not-a-token\n')
+      expect(await run(['run', '--url', 'http://127.0.0.1:9'], { AGENTICCP_TOKEN_FILE: file })).toMatchObject({
+        code: 1,
+        err: expect.stringContaining('neither a registration token'),
+      })
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

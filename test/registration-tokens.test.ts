@@ -1,6 +1,9 @@
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { type AddressInfo, createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { eq } from 'drizzle-orm'
 import { sign } from 'hono/jwt'
@@ -473,6 +476,13 @@ describe('housekeeping', () => {
   })
 })
 
+const registerWith = (url: string, token: string, name: string) =>
+  fetch(`${url}/api/v1/agents`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name, provider: 'onprem' }),
+  })
+
 describe('npm run token -- --registration', () => {
   const run = promisify(execFile)
   const script = (args: string[], env: Record<string, string>) =>
@@ -507,12 +517,7 @@ describe('npm run token -- --registration', () => {
       )
       expect(stdout).toMatch(/^acpr_[A-Za-z0-9_-]{43}\n$/)
       const token = stdout.trim()
-      const reg = (name: string) =>
-        fetch(`${url}/api/v1/agents`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ name, provider: 'onprem' }),
-        })
+      const reg = (name: string) => registerWith(url, token, name)
       const res = await reg('from-script')
       expect(res.status).toBe(201)
       expect((await res.json()).labels).toEqual({ zone: 'a', tier: 'b' })
@@ -529,6 +534,23 @@ describe('npm run token -- --registration', () => {
       // --role admin is unchanged.
       const admin = await script(['--role', 'admin'], { SECRET_KEY: SECRET })
       expect(admin.stdout).toMatch(/^ey[\w-]+\.[\w-]+\.[\w-]+\n$/)
+
+      // --out writes the token to a file (mode 0600) for a runner's --token-file, and prints nothing.
+      const dir = mkdtempSync(join(tmpdir(), 'act-token-out-'))
+      try {
+        const file = join(dir, 'registration-token')
+        const written = await script(['--registration', '--url', url, '--out', file], { SECRET_KEY: SECRET })
+        expect(written.stdout).toBe('')
+        expect(readFileSync(file, 'utf8')).toMatch(/^acpr_[A-Za-z0-9_-]{43}\n$/)
+        expect(statSync(file).mode & 0o777).toBe(0o600)
+        expect((await registerWith(url, readFileSync(file, 'utf8').trim(), 'from-file')).status).toBe(201)
+        const unwritable = await script(['--role', 'admin', '--out', join(dir, 'missing', 'x')], {
+          SECRET_KEY: SECRET,
+        }).catch((e: { code: number; stderr: string }) => e)
+        expect(unwritable).toMatchObject({ code: 1, stderr: expect.stringContaining('cannot write --out') })
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
     } catch (err) {
       // Say what the server did, should it have gone away.
       const { out, err: stderr } = s.output()

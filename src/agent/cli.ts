@@ -1,13 +1,14 @@
 /**
  * agenticcp-agent: the runner as a command.
  *
- *   agenticcp-agent run --url URL --token TOKEN [--name NAME] [--provider P] [--region R]
+ *   agenticcp-agent run --url URL (--token TOKEN | --token-file FILE) [--name NAME] [--provider P] [--region R]
  *     [--capabilities a,b] [--labels k=v,k=v] [--slots N] [--state-dir DIR] [--allow-shell]
  *     [--cancel-grace S] [--drain-timeout S] [--log-format text|json] [--log-level L]
  *
  * Every flag is also an environment variable: AGENTICCP_URL, AGENTICCP_TOKEN, AGENTICCP_NAME,
  * … (the flag's name in capitals, dashes as underscores). Flags win.
  */
+import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -15,10 +16,11 @@ import { Agent, AgentFatalError, type Provider } from './agent'
 import { createLogger, type LogFormat, type LogLevel } from './log'
 import { shellHandler } from './shell'
 
-const usage = `Usage: agenticcp-agent run --url URL --token TOKEN [options]
+const usage = `Usage: agenticcp-agent run --url URL (--token TOKEN | --token-file FILE) [options]
 
   --url URL              the service (AGENTICCP_URL)
   --token TOKEN          a registration token (acpr_…, first start) or an agent token (AGENTICCP_TOKEN)
+  --token-file FILE      the token read from a file, e.g. a mounted secret (AGENTICCP_TOKEN_FILE)
   --name NAME            the agent's name (default: this host's name)
   --provider P           aws|azure|gcp|ncp|oci|alibaba|onprem|other (default onprem)
   --region R             e.g. us-east-1
@@ -39,6 +41,7 @@ stops what is left (reported failed with agent_stopped) and exits 1.`
 const options = {
   url: { type: 'string' },
   token: { type: 'string' },
+  'token-file': { type: 'string' },
   name: { type: 'string' },
   description: { type: 'string' },
   provider: { type: 'string' },
@@ -86,6 +89,24 @@ function parseLabels(v: string | undefined): Record<string, string> {
   return out
 }
 
+/** --token, or the first line of --token-file; exactly one of them. */
+function readToken(token: string | undefined, file: string | undefined): string {
+  if (token !== undefined && file !== undefined) throw new UsageError('give --token or --token-file, not both.')
+  if (file !== undefined) {
+    let text: string
+    try {
+      text = readFileSync(file, 'utf8')
+    } catch (err) {
+      throw new UsageError(`cannot read --token-file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+    }
+    const read = text.trim()
+    if (!read) throw new UsageError(`--token-file ${file} is empty.`)
+    return read
+  }
+  if (!token) throw new UsageError('--token or --token-file (or AGENTICCP_TOKEN, AGENTICCP_TOKEN_FILE) is required.')
+  return token
+}
+
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let parsed: ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true }>>
   try {
@@ -105,9 +126,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   let drainTimeout: number
   try {
     const url = get('url')
-    const token = get('token')
+    const token = readToken(get('token'), get('token-file'))
     if (!url) throw new UsageError('--url (or AGENTICCP_URL) is required.')
-    if (!token) throw new UsageError('--token (or AGENTICCP_TOKEN) is required.')
     if (!/^https?:\/\//.test(url)) throw new UsageError('--url must start with http:// or https://.')
     const format = get('log-format') ?? 'text'
     const level = get('log-level') ?? 'info'

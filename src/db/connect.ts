@@ -1,5 +1,5 @@
-import { mkdirSync } from 'node:fs'
-import { dirname, resolve } from 'node:path'
+import { existsSync, mkdirSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { PoolClient } from 'pg'
 import { describeError } from '../lib/logger'
@@ -15,7 +15,17 @@ import { guardPool, pgErrorCode } from './tx'
  * - `postgres://` / `postgresql://` → node-postgres pool
  * (Workers use src/db/neon.ts instead.)
  */
-export const migrationsFolder = resolve(dirname(fileURLToPath(import.meta.url)), '../../drizzle')
+export const migrationsFolder = findMigrationsFolder()
+
+/**
+ * drizzle/ beside the code: `../../drizzle` from src/db/ (sources run by tsx), `../drizzle`
+ * from dist/ (the build, where this module is bundled into dist/*.js).
+ */
+function findMigrationsFolder(): string {
+  const here = dirname(fileURLToPath(import.meta.url))
+  const candidates = [resolve(here, '../../drizzle'), resolve(here, '../drizzle')]
+  return candidates.find((dir) => existsSync(join(dir, 'meta', '_journal.json'))) ?? (candidates[0] as string)
+}
 
 export function isPostgresUrl(url: string): boolean {
   return /^postgres(ql)?:\/\//i.test(url)
