@@ -1,5 +1,7 @@
 /**
- * Cloudflare Workers entry: the same app as Node and Bun, on the Neon serverless driver.
+ * Cloudflare Workers entry: the same app as Node and Bun, on the Neon serverless driver, or
+ * on node-postgres through a Hyperdrive binding named HYPERDRIVE when there is one (then
+ * any Postgres can be behind it, and DATABASE_URL is not needed).
  * Settings come from `[vars]` and secrets (DATABASE_URL, SECRET_KEY, REDIS_URL), validated
  * once per isolate. Workers may not share I/O objects between requests, so every request
  * and every cron run gets its own database pool, closed with `waitUntil` once the answer
@@ -9,6 +11,7 @@ import type { ExecutionContext, ExportedHandler, ScheduledController } from '@cl
 import type { Context } from 'hono'
 import { createApp } from './app'
 import type { Database } from './db/client'
+import { hyperdriveDatabase } from './db/hyperdrive'
 import { neonDatabase } from './db/neon'
 import { type Config, loadConfig } from './env'
 import { systemClock } from './lib/clock'
@@ -19,7 +22,8 @@ import { RedisKv } from './lib/redis'
 import { MigrationGate } from './services/migrations'
 import { runSweep, sweepFailure } from './services/scheduler'
 
-export type Env = Record<string, string | undefined>
+/** `[vars]` and secrets are strings; a Hyperdrive binding is an object with its connection string. */
+export type Env = Record<string, string | undefined> & { HYPERDRIVE?: { connectionString: string } }
 
 // workers-types and the DOM lib describe the same Request/Response with different types;
 // these two casts bridge them at the edge and nowhere else.
@@ -33,6 +37,8 @@ type Isolate = {
   migrations: MigrationGate
   /** Why the last cron run did not sweep ('' when it did), so each change is logged once. */
   sweepProblem: string
+  /** A database for one request or cron run: Hyperdrive's when bound, else the Neon pool. */
+  connect: () => Database
 }
 type PerRequest = { database: Database; kv: Kv }
 /**
@@ -46,11 +52,15 @@ let isolate: Isolate | undefined
 function boot(env: Env): Isolate {
   if (isolate) return isolate
   // No in-process timer on Workers: the cron trigger runs the sweep.
-  const config = { ...loadConfig(env), sweepIntervalSeconds: 0 }
+  const { HYPERDRIVE: hyperdrive, ...settings } = env
+  const config = { ...loadConfig(settings), sweepIntervalSeconds: 0 }
   if (!config.secretKey)
     throw new Error('invalid setting SECRET_KEY: required on Workers (wrangler secret put SECRET_KEY)')
-  if (!config.databaseUrl.startsWith('postgres')) {
-    throw new Error('invalid setting DATABASE_URL: a postgres:// URL is required on Workers')
+  if (hyperdrive !== undefined && typeof hyperdrive?.connectionString !== 'string') {
+    throw new Error('invalid binding HYPERDRIVE: not a Hyperdrive binding ([[hyperdrive]] in wrangler.toml)')
+  }
+  if (!hyperdrive && !config.databaseUrl.startsWith('postgres')) {
+    throw new Error('invalid setting DATABASE_URL: a postgres:// URL (or a HYPERDRIVE binding) is required on Workers')
   }
   const logger = createLogger({ level: config.logLevel, format: config.logFormat })
   // The Worker never migrates: until `npm run db:migrate` has run, requests answer 503
@@ -66,7 +76,10 @@ function boot(env: Env): Isolate {
     database: (c: Context) => (c.env as PerRequest).database,
     kv: (c: Context) => (c.env as PerRequest).kv,
   })
-  isolate = { config, logger, app, migrations, sweepProblem: '' }
+  const connect = hyperdrive
+    ? () => hyperdriveDatabase(hyperdrive.connectionString)
+    : () => neonDatabase(config.databaseUrl, config.neonWsProxy)
+  isolate = { config, logger, app, migrations, sweepProblem: '', connect }
   return isolate
 }
 
@@ -106,7 +119,7 @@ export default {
     // Answers that go on after the handler returns (event streams) keep the pool open.
     const holds: Promise<unknown>[] = []
     const database: Database = {
-      ...neonDatabase(config.databaseUrl, config.neonWsProxy),
+      ...booted.connect(),
       hold: (work) => {
         holds.push(work)
       },
@@ -122,7 +135,7 @@ export default {
   async scheduled(_controller: ScheduledController, env: Env, ctx: ExecutionContext) {
     const booted = boot(env)
     const { config, logger, migrations } = booted
-    const database = neonDatabase(config.databaseUrl, config.neonWsProxy)
+    const database = booted.connect()
     // The sweep drops cached copies of what it changes, so it needs Redis when the requests use it.
     const kv = requestKv(config, logger)
     const paused = (reason: string, err?: unknown) => {

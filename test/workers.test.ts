@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { sign } from 'hono/jwt'
 import pg from 'pg'
@@ -51,6 +52,48 @@ async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 60_0
   }
 }
 
+/**
+ * `wrangler dev` of the Worker on `port` (with the given config file, default wrangler.toml),
+ * the secret and Redis (when the suite has one, ioredis inside workerd) set; resolves once
+ * it answers its liveness probe.
+ */
+async function wranglerDev(port: number, args: string[], config?: string) {
+  const w = run(
+    process.execPath,
+    [
+      'node_modules/wrangler/bin/wrangler.js',
+      'dev',
+      ...(config ? ['-c', config] : []),
+      '--ip',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--test-scheduled',
+      '--show-interactive-dev-session=false',
+      '--var',
+      `SECRET_KEY:${SECRET}`,
+      '--var',
+      'ENVIRONMENT:test',
+      ...(testRedisUrl ? ['--var', `REDIS_URL:${testRedisUrl}`] : []),
+      ...args,
+    ],
+    {
+      WRANGLER_SEND_METRICS: 'false',
+      CLOUDFLARE_CF_FETCH_ENABLED: 'false',
+      XDG_CONFIG_HOME: `${process.cwd()}/.config`,
+      CI: '1',
+    },
+  )
+  await until(
+    'wrangler dev',
+    async () => ((await fetch(`http://127.0.0.1:${port}/api/v1/health/liveness`)).ok ? true : undefined),
+    90_000,
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}\n${w.output().slice(-3000)}`)
+  })
+  return w
+}
+
 let base = ''
 let databaseUrl = ''
 let wranglerOut: () => string = () => ''
@@ -62,42 +105,14 @@ beforeAll(async () => {
   const proxyPort = await freePort()
   const port = await freePort()
   run(process.execPath, ['--import', 'tsx', 'scripts/ws-proxy.ts', '--port', String(proxyPort)])
-  const w = run(
-    process.execPath,
-    [
-      'node_modules/wrangler/bin/wrangler.js',
-      'dev',
-      '--ip',
-      '127.0.0.1',
-      '--port',
-      String(port),
-      '--test-scheduled',
-      '--show-interactive-dev-session=false',
-      '--var',
-      `DATABASE_URL:${databaseUrl}`,
-      '--var',
-      `SECRET_KEY:${SECRET}`,
-      '--var',
-      `NEON_WS_PROXY:127.0.0.1:${proxyPort}`,
-      '--var',
-      'ENVIRONMENT:test',
-      // ioredis inside workerd, when the suite has a Redis (CI does).
-      ...(testRedisUrl ? ['--var', `REDIS_URL:${testRedisUrl}`] : []),
-    ],
-    {
-      WRANGLER_SEND_METRICS: 'false',
-      CLOUDFLARE_CF_FETCH_ENABLED: 'false',
-      XDG_CONFIG_HOME: `${process.cwd()}/.config`,
-      CI: '1',
-    },
-  )
+  const w = await wranglerDev(port, [
+    '--var',
+    `DATABASE_URL:${databaseUrl}`,
+    '--var',
+    `NEON_WS_PROXY:127.0.0.1:${proxyPort}`,
+  ])
   wranglerOut = w.output
   base = `http://127.0.0.1:${port}`
-  await until(
-    'wrangler dev',
-    async () => ((await fetch(`${base}/api/v1/health/liveness`)).ok ? true : undefined),
-    90_000,
-  )
   // Bare database: the Worker refuses politely and its cron leaves the sweep alone; then
   // `npm run db:migrate` (here: the same migrator) runs, and it serves within its recheck.
   const admin = await sign({ sub: 'e2e', role: 'admin', exp: Math.floor(Date.now() / 1000) + 600 }, SECRET)
@@ -247,6 +262,85 @@ describe.runIf(enabled)('the Worker when its database connections are killed', (
   }, 60_000)
 })
 
+describe.runIf(enabled)('on Cloudflare Workers behind Hyperdrive (wrangler dev, node-postgres)', () => {
+  // The deploy guide's [[hyperdrive]] block, with wrangler's local stand-in for Hyperdrive
+  // (localConnectionString: straight to this machine's Postgres; it wants a password, which
+  // trust auth ignores). No DATABASE_URL and no WebSocket proxy.
+  let hd = ''
+  let hdUrl = ''
+  let hdOut: () => string = () => ''
+  const config = `.wrangler/test-hyperdrive-${process.pid}.toml`
+  beforeAll(async () => {
+    hdUrl = await freshPostgresUrl(true)
+    const local = new URL(hdUrl)
+    local.password = 'unused'
+    mkdirSync('.wrangler', { recursive: true })
+    writeFileSync(
+      config,
+      `${readFileSync('wrangler.toml', 'utf8').replace(/^main = "src\//m, 'main = "../src/')}
+[[hyperdrive]]
+binding = "HYPERDRIVE"
+id = "00000000000000000000000000000000"
+localConnectionString = "${local.toString()}"
+`,
+    )
+    const port = await freePort()
+    hdOut = (await wranglerDev(port, [], config)).output
+    hd = `http://127.0.0.1:${port}`
+  }, 120_000)
+  afterAll(() => rmSync(config, { force: true }))
+
+  it('serves the API and the cron sweep over the binding, one Postgres session per request', async () => {
+    const health = await (await fetch(`${hd}/api/v1/health`)).json()
+    expect(health.checks.database).toMatchObject({ status: 'ok', driver: 'hyperdrive', migrations: 'applied' })
+    const admin = await sign({ sub: 'e2e-hd', role: 'admin', exp: Math.floor(Date.now() / 1000) + 600 }, SECRET)
+    const json = async (method: string, path: string, token: string, body?: unknown) => {
+      const res = await fetch(`${hd}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      })
+      return { status: res.status, body: await res.json() }
+    }
+    const agent = await json('POST', '/api/v1/agents', admin, { name: 'hd-1', provider: 'other' })
+    expect(agent.status).toBe(201)
+    const task = await json('POST', '/api/v1/tasks', admin, { name: 'via-cron', type: 'e2e' })
+    expect(task.body.status).toBe('pending')
+    await json('PATCH', `/api/v1/agents/${agent.body.id}/status`, admin, { status: 'online' })
+    expect((await fetch(`${hd}/__scheduled?cron=*+*+*+*+*`)).status).toBe(200)
+    await until('the cron sweep to place the task', async () => {
+      const t = await json('GET', `/api/v1/tasks/${task.body.id}`, admin)
+      return t.body.status === 'assigned' ? true : undefined
+    })
+    const hb = await json('POST', '/api/v1/agents/heartbeat', agent.body.token, {
+      agentId: agent.body.id,
+      reports: [
+        { taskId: task.body.id, attempt: 1, status: 'running' },
+        { taskId: task.body.id, attempt: 1, status: 'completed', result: { via: 'hyperdrive' } },
+      ],
+    })
+    expect(hb.body.reports.map((r: { ok: boolean }) => r.ok)).toEqual([true, true])
+    const done = await json('GET', `/api/v1/tasks/${task.body.id}`, admin)
+    expect(done.body).toMatchObject({ status: 'completed', result: { via: 'hyperdrive' } })
+    expect(hdOut()).toContain('"trigger":"cron"')
+
+    // Workers share no I/O between requests: every request opens its own connection (here
+    // to Postgres itself; deployed, to Hyperdrive in the same location, which pools the origin's).
+    const sessions = async () => {
+      const c = new pg.Client({ connectionString: hdUrl })
+      await c.connect()
+      const { rows } = await c.query<{ n: string }>(
+        'SELECT sessions::text AS n FROM pg_stat_database WHERE datname = current_database()',
+      )
+      await c.end()
+      return Number(rows[0]?.n)
+    }
+    const before = await sessions()
+    for (let i = 0; i < 10; i++) expect((await json('GET', '/api/v1/tasks?limit=1', admin)).status).toBe(200)
+    expect((await sessions()) - before).toBeGreaterThanOrEqual(10)
+  }, 120_000)
+})
+
 describe('the Worker entry, misconfigured', () => {
   it('answers every request with a problem+json naming the setting, never its value', async () => {
     const { default: worker } = await import('../src/worker')
@@ -265,5 +359,17 @@ describe('the Worker entry, misconfigured', () => {
     })
     expect(body.detail).toContain('SECRET_KEY')
     expect(JSON.stringify(body)).not.toContain('too-short-and-secret')
+  })
+
+  it('says so when HYPERDRIVE is bound to something that is not a Hyperdrive binding', async () => {
+    const { default: worker } = await import('../src/worker')
+    const ctx = { waitUntil: () => {}, passThroughOnException: () => {}, props: {} }
+    const env = { SECRET_KEY: SECRET, HYPERDRIVE: 'postgres://u:pw@db/app' }
+    const call = worker.fetch as unknown as (r: Request, e: typeof env, c: typeof ctx) => Promise<Response>
+    const res = await call(new Request('http://edge.example/api/v1/tasks'), env, ctx)
+    expect(res.status).toBe(503)
+    const body = await res.json()
+    expect(body.detail).toContain('invalid binding HYPERDRIVE')
+    expect(JSON.stringify(body)).not.toContain('pw@db')
   })
 })

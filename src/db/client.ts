@@ -6,13 +6,13 @@ import type { schema } from './schema'
 
 type Schema = typeof schema
 
-/** The one database type the services see, whichever driver (PGlite, node-postgres, Neon) is behind it. */
+/** The one database type the services see, whichever driver (PGlite, node-postgres, Neon, Hyperdrive) is behind it. */
 export type Db = PgDatabase<PgQueryResultHKT, Schema>
 export type Tx = PgTransaction<PgQueryResultHKT, Schema, ExtractTablesWithRelations<Schema>>
 /** Anything a query can run on: the database or an open transaction. */
 export type Executor = Db | Tx
 
-export type DriverName = 'pglite' | 'node-postgres' | 'neon'
+export type DriverName = 'pglite' | 'node-postgres' | 'neon' | 'hyperdrive'
 
 export interface Database {
   db: Db
