@@ -15,12 +15,14 @@ import { parseArgs } from 'node:util'
 import { Agent, AgentFatalError, type Provider } from './agent'
 import { createLogger, type LogFormat, type LogLevel } from './log'
 import { shellHandler } from './shell'
+import { loadState } from './state'
 
 const usage = `Usage: agenticcp-agent run --url URL (--token TOKEN | --token-file FILE) [options]
 
   --url URL              the service (AGENTICCP_URL)
   --token TOKEN          a registration token (acpr_…, first start) or an agent token (AGENTICCP_TOKEN)
   --token-file FILE      the token read from a file, e.g. a mounted secret (AGENTICCP_TOKEN_FILE)
+                         (neither is needed once --state-dir holds this agent's identity)
   --name NAME            the agent's name (default: this host's name)
   --provider P           aws|azure|gcp|ncp|oci|alibaba|onprem|other (default onprem)
   --region R             e.g. us-east-1
@@ -89,8 +91,11 @@ function parseLabels(v: string | undefined): Record<string, string> {
   return out
 }
 
-/** --token, or the first line of --token-file; exactly one of them. */
-function readToken(token: string | undefined, file: string | undefined): string {
+/**
+ * --token, or the content of --token-file; one of them, or neither once the state dir holds
+ * this agent's identity for this URL (the registration token is then no longer needed).
+ */
+function readToken(token: string | undefined, file: string | undefined, registered: boolean): string {
   if (token !== undefined && file !== undefined) throw new UsageError('give --token or --token-file, not both.')
   if (file !== undefined) {
     let text: string
@@ -103,6 +108,7 @@ function readToken(token: string | undefined, file: string | undefined): string 
     if (!read) throw new UsageError(`--token-file ${file} is empty.`)
     return read
   }
+  if (!token && registered) return ''
   if (!token) throw new UsageError('--token or --token-file (or AGENTICCP_TOKEN, AGENTICCP_TOKEN_FILE) is required.')
   return token
 }
@@ -126,7 +132,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   let drainTimeout: number
   try {
     const url = get('url')
-    const token = readToken(get('token'), get('token-file'))
+    const stateDir = get('state-dir') ?? join(homedir(), '.agenticcp-agent')
+    const token = readToken(get('token'), get('token-file'), url !== undefined && loadState(stateDir)?.url === url)
     if (!url) throw new UsageError('--url (or AGENTICCP_URL) is required.')
     if (!/^https?:\/\//.test(url)) throw new UsageError('--url must start with http:// or https://.')
     const format = get('log-format') ?? 'text'
@@ -153,7 +160,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       capabilities,
       labels: parseLabels(get('labels')),
       slots: int('slots', get('slots'), 1, 1000, 1),
-      stateDir: get('state-dir') ?? join(homedir(), '.agenticcp-agent'),
+      stateDir,
       cancelGraceSeconds: grace,
       logger,
     })
