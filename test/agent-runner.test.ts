@@ -281,9 +281,13 @@ describe('agenticcp-agent end to end', () => {
     expect(await first.exited).toBe(0)
     expect(await getTask(task.id)).toMatchObject({ status: 'completed', result: { outputTail: 'drained\n' } })
     expect((await getTask(later.id)).status).toBe('pending')
-    // The registration token had one use: the restart needs none (it is given none at all:
+    // The registration token had one use: the restart needs none (its --token-file is gone:
     // the state dir holds the identity), and it is the same agent.
-    const again = runner('', { stateDir: first.stateDir, scope: first.scope })
+    const again = runner('', {
+      stateDir: first.stateDir,
+      scope: first.scope,
+      extra: ['--token-file', join(first.stateDir, 'deleted-after-registration')],
+    })
     expect(await agentIdOf(again)).toBe(id)
     const done = await taskIn(later.id, ['completed', 'failed'])
     expect(done).toMatchObject({ status: 'completed', agentId: id })

@@ -102,6 +102,8 @@ function readToken(token: string | undefined, file: string | undefined, register
     try {
       text = readFileSync(file, 'utf8')
     } catch (err) {
+      // Registered already: the token file may have been removed, as it is no longer needed.
+      if (registered && (err as NodeJS.ErrnoException).code === 'ENOENT') return ''
       throw new UsageError(`cannot read --token-file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
     }
     const read = text.trim()
