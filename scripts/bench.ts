@@ -1,5 +1,6 @@
 /**
- * `npm run bench [-- sweep|lifecycle]`: prints one `key=value` line per figure.
+ * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|scale]`:
+ * prints one `key=value` line per figure (`scale` runs only when named).
  *
  * Database: PGlite in memory by default; with DATABASE_URL=postgres://… a scratch
  * database is created on that server for the run and dropped afterwards.
@@ -14,11 +15,14 @@
  *   database statements per second and server CPU (Postgres only).
  * - logs: 50 agents writing task output at once (ingest MiB/s), then 100 followers of one
  *   task's log (delay from a write to each follower, p50/p99).
+ * - scale: 1, then 2 server processes over one Postgres database and one Redis, the load
+ *   spread round-robin over them: heartbeats/s, liveness/s and batched-lifecycle tasks/s,
+ *   with the servers', Postgres's and the load generator's CPU per 1,000 (Postgres only).
  * Every phase is bounded in count and time and stops by itself.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { setMaxListeners } from 'node:events'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import type { Options as AutocannonOptions } from 'autocannon'
 import { sql } from 'drizzle-orm'
@@ -151,15 +155,18 @@ async function freePort(): Promise<number> {
 async function startServer(
   url: string,
   secret: string,
-  opts: { runtime?: 'node' | 'bun'; redisUrl?: string; env?: Record<string, string> } = {},
+  opts: { runtime?: 'node' | 'bun'; redisUrl?: string; env?: Record<string, string>; built?: boolean } = {},
 ): Promise<{ child: ChildProcess; base: string }> {
   const port = await freePort()
   // BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the server.
   const extra = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  // built: the production bundle (`npm run build`), run by Node without tsx.
   const [cmd, args] =
     opts.runtime === 'bun'
       ? ['node_modules/.bin/bun', ['src/server.ts']]
-      : [process.execPath, [...extra, '--import', 'tsx', 'src/server.ts']]
+      : opts.built
+        ? [process.execPath, [...extra, 'dist/server.js']]
+        : [process.execPath, [...extra, '--import', 'tsx', 'src/server.ts']]
   const child = spawn(cmd, args, {
     env: {
       PATH: process.env.PATH ?? '',
@@ -486,6 +493,21 @@ async function benchPeers(ours: number | undefined) {
   }
 }
 
+/** Whether Redis at `url` answers a PING (500 ms to connect). */
+async function redisAnswers(url: string): Promise<boolean> {
+  const { Redis } = await import('ioredis')
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 500 })
+  try {
+    await r.connect()
+    await r.ping()
+    return true
+  } catch {
+    return false
+  } finally {
+    r.disconnect()
+  }
+}
+
 /**
  * read: requests/s with autocannon (20 connections, 5 s each) for the agent-token reads
  * every agent makes — GET /api/v1/agents/{id} and the heartbeat — beside the same
@@ -496,19 +518,7 @@ async function benchRead() {
   const { default: autocannon } = await import('autocannon')
   const secret = 'r'.repeat(40)
   const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
-  const redisUp = await (async () => {
-    const { Redis } = await import('ioredis')
-    const r = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 500 })
-    try {
-      await r.connect()
-      await r.ping()
-      return true
-    } catch {
-      return false
-    } finally {
-      r.disconnect()
-    }
-  })()
+  const redisUp = await redisAnswers(redisUrl)
   const runtimes = existsSync('node_modules/.bin/bun') ? (['node', 'bun'] as const) : (['node'] as const)
   const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
   const measure = async (opts: AutocannonOptions) => {
@@ -735,6 +745,13 @@ async function benchStreams() {
 
 /** CPU seconds of every Postgres backend serving `dbName` (they are this machine's processes). */
 async function postgresCpuSeconds(dbName: string): Promise<number> {
+  let total = 0
+  for (const seconds of (await postgresCpuByPid(dbName)).values()) total += seconds
+  return total
+}
+
+/** CPU seconds of each Postgres backend serving `dbName`, by pid. */
+async function postgresCpuByPid(dbName: string): Promise<Map<number, number>> {
   const admin = new pg.Client({ connectionString: baseUrl })
   await admin.connect()
   try {
@@ -742,15 +759,15 @@ async function postgresCpuSeconds(dbName: string): Promise<number> {
       `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
       [dbName],
     )
-    let total = 0
+    const byPid = new Map<number, number>()
     for (const r of rows) {
       try {
-        total += cpuSeconds(r.pid)
+        byPid.set(r.pid, cpuSeconds(r.pid))
       } catch {
         // ended meanwhile
       }
     }
-    return total
+    return byPid
   } finally {
     await admin.end()
   }
@@ -1005,6 +1022,435 @@ async function benchLogs() {
   }
 }
 
+/** Stops a server child: SIGTERM, SIGKILL after 10 s; at once if it has already exited. */
+async function stopServer(child: ChildProcess) {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise((r) => child.once('exit', r))
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+  await exited
+  clearTimeout(timer)
+}
+
+/** Busy and total CPU time of the whole machine (every core, any process), from /proc/stat. */
+function machineTicks(): { busy: number; total: number } {
+  const f = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1, 9).map(Number)
+  const total = f.reduce((a, b) => a + b, 0) // user nice system idle iowait irq softirq steal
+  return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total }
+}
+
+/** Pids of this machine's processes named `comm` (e.g. redis-server). */
+function pidsNamed(comm: string): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return readFileSync(`/proc/${d}/comm`, 'utf8').trim() === comm
+      } catch {
+        return false
+      }
+    })
+    .map(Number)
+}
+
+/**
+ * What N server processes, their Postgres backends, Redis and this process (the load
+ * generator) used over a window: CPU seconds per 1,000 operations, and each as cores busy
+ * beside the whole machine's busy cores (which also counts anything else running).
+ */
+async function costOfServers(
+  servers: { base: string; pid: number }[],
+  dbName: string,
+  redisPids: number[],
+  run: () => Promise<number>,
+) {
+  const sumCpu = (pids: number[]) =>
+    pids.reduce((sum, pid) => {
+      try {
+        return sum + cpuSeconds(pid)
+      } catch {
+        return sum // ended meanwhile
+      }
+    }, 0)
+  const snapshot = async () => {
+    let statements = 0
+    for (const s of servers) {
+      const text = await (await fetch(`${s.base}/metrics`)).text()
+      statements += Number(/^agenticcp_db_statements_total (\d+)/m.exec(text)?.[1] ?? Number.NaN)
+    }
+    return {
+      statements,
+      servers: servers.map((s) => cpuSeconds(s.pid)),
+      postgres: await postgresCpuByPid(dbName),
+      redis: sumCpu(redisPids),
+      loadgen: process.cpuUsage(),
+      machine: machineTicks(),
+      at: performance.now(),
+    }
+  }
+  const a = await snapshot()
+  const ops = Math.max(1, await run())
+  const b = await snapshot()
+  const wall = (b.at - a.at) / 1000
+  const serverEach = b.servers.map((c, i) => c - (a.servers[i] ?? 0))
+  const server = serverEach.reduce((x, y) => x + y, 0)
+  // Per backend: one born in the window counts whole; one that ended in it (a pool closing an
+  // idle connection) loses what it used after the first reading (counted in postgres_backends_ended).
+  let postgres = 0
+  for (const [pid, seconds] of b.postgres) postgres += seconds - (a.postgres.get(pid) ?? 0)
+  const ended = [...a.postgres.keys()].filter((pid) => !b.postgres.has(pid)).length
+  const redis = b.redis - a.redis
+  const loadgenUs = process.cpuUsage(a.loadgen)
+  const loadgen = (loadgenUs.user + loadgenUs.system) / 1e6
+  const machineBusyCores = ((b.machine.busy - a.machine.busy) / (b.machine.total - a.machine.total)) * cpus().length
+  const per1k = (cpu: number) => (cpu * 1000) / ops
+  return {
+    ops,
+    statements_per_op: (b.statements - a.statements) / ops,
+    server_cpu_s_per_1k: per1k(server),
+    postgres_cpu_s_per_1k: per1k(postgres),
+    redis_cpu_s_per_1k: per1k(redis),
+    loadgen_cpu_s_per_1k: per1k(loadgen),
+    server_cpu_s_each: serverEach.map((c) => c.toFixed(2)).join('+'),
+    postgres_backends_ended: ended,
+    cores_server: server / wall,
+    cores_postgres: postgres / wall,
+    cores_redis: redis / wall,
+    cores_loadgen: loadgen / wall,
+    cores_machine: machineBusyCores,
+    // Busy, but none of the above: Postgres's own workers (WAL writer, checkpointer,
+    // autovacuum), other databases' backends, the kernel's threads, anything else running.
+    cores_other: machineBusyCores - (server + postgres + redis + loadgen) / wall,
+  }
+}
+
+type ScaleAgent = { base: string; id: string; token: string }
+
+/**
+ * The lifecycle bench's batched workload against several servers: 100 agents with 4 slots,
+ * agent i registered on and heartbeating to server i % N (sticky, as behind a load balancer
+ * with affinity); 4 producer loops posting 50 tasks a request, loop w to server w % N. Each
+ * heartbeat carries the previous answer's tasks as running and completed. Stops when every
+ * created task's completion was acknowledged (open long polls are then aborted) or at
+ * `limitMs`; `seconds` runs to the last acknowledgement.
+ */
+async function scaleLifecycle(bases: string[], admin: string, agents: ScaleAgent[], count: number, limitMs: number) {
+  const BATCH = 50
+  const IN_FLIGHT = 4
+  const stopAt = Date.now() + limitMs
+  const done = new AbortController()
+  setMaxListeners(0, done.signal) // every request of the run listens to it
+  const call = async (base: string, token: string, path: string, body: unknown) => {
+    const res = await fetch(`${base}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: done.signal,
+    })
+    const text = await res.text()
+    // biome-ignore lint/suspicious/noExplicitAny: the bench reads answers field by field
+    return { status: res.status, body: (text ? JSON.parse(text) : null) as any }
+  }
+  let created = 0
+  let completed = 0
+  let errors = 0
+  let doneAt = 0
+  const started = performance.now()
+  const producer = async (w: number) => {
+    const base = bases[w % bases.length] as string
+    try {
+      while (created < count && Date.now() < stopAt) {
+        const n = Math.min(BATCH, count - created)
+        created += n
+        const tasks = Array.from({ length: n }, () => ({ name: 'lc', type: 'bench.lifecycle' }))
+        const r = await call(base, admin, '/api/v1/tasks/batch', { tasks })
+        if (r.status !== 201) errors += n
+      }
+    } catch (err) {
+      // Its last batch may be done before its answer arrives.
+      if (!done.signal.aborted) throw err
+    }
+  }
+  const agent = async (a: ScaleAgent) => {
+    let reports: { taskId: string; attempt: number; status: string; result?: unknown }[] = []
+    try {
+      while ((completed < count || reports.length) && Date.now() < stopAt) {
+        const hb = await call(a.base, a.token, '/api/v1/agents/heartbeat', {
+          agentId: a.id,
+          waitSeconds: reports.length ? 0 : 2,
+          reports,
+        })
+        if (hb.status !== 200) errors++
+        for (const [i, r] of (hb.body?.reports ?? []).entries()) {
+          if (!r.ok) errors++
+          else if (reports[i]?.status === 'completed') completed++
+        }
+        if (completed >= count && !doneAt) {
+          doneAt = performance.now()
+          done.abort() // the other agents' long polls
+        }
+        reports = []
+        for (const t of (hb.body?.assignments ?? []) as { id: string; attempt: number }[]) {
+          reports.push({ taskId: t.id, attempt: t.attempt, status: 'running' })
+          reports.push({ taskId: t.id, attempt: t.attempt, status: 'completed', result: { ok: true } })
+        }
+      }
+    } catch (err) {
+      if (!done.signal.aborted) throw err
+    }
+  }
+  await Promise.all([...Array.from({ length: IN_FLIGHT }, (_, w) => producer(w)), ...agents.map(agent)])
+  return { created, completed, errors, seconds: ((doneAt || performance.now()) - started) / 1000 }
+}
+
+/**
+ * scale: DESIGN's claim that instances share nothing but Postgres (and Redis), measured —
+ * N = 1, then N = 2 server processes (Node; `src/server.ts` through tsx, or the production
+ * bundle with BENCH_SCALE_BUILT=1 when dist/server.js exists) on one scratch database and
+ * the same Redis (BENCH_REDIS_URL, default redis://127.0.0.1:6379; without it when it does
+ * not answer). For each N, on fresh servers and a fresh database per workload:
+ * - heartbeat: 100 agents, one keep-alive autocannon connection each, connections
+ *   round-robin over the servers (connection i to server i % N, so each agent sticks to one
+ *   server), BENCH_SCALE_SECONDS (10) after a 2 s warm-up; sweep off, as in `heartbeat`;
+ * - liveness: the same servers' GET /health/liveness, the same connections and seconds;
+ * - lifecycle: the batched lifecycle (scaleLifecycle) for BENCH_SCALE_TASKS (4,000) after
+ *   400 unmeasured; sweep every second, as in `lifecycle` (with N = 2 both servers run the
+ *   sweep timer; its advisory lock lets one sweep at a time). Then the database is checked:
+ *   every task completed, none on a second attempt, one task.completed event per task.
+ * Per N and workload: operations/s, errors, statements per operation, CPU seconds per 1,000
+ * operations of the servers (together, and each), their Postgres backends, Redis and the
+ * load generator (this process), and the cores each kept busy beside the machine's; then
+ * the N = 2 / N = 1 ratios.
+ */
+async function benchScale() {
+  if (!onPostgres) {
+    console.log('scale note=needs_postgres (set DATABASE_URL=postgres://…)')
+    return
+  }
+  const { default: autocannon } = await import('autocannon')
+  const SECONDS = Number(process.env.BENCH_SCALE_SECONDS ?? 10)
+  const TASKS = Number(process.env.BENCH_SCALE_TASKS ?? 4000)
+  const WARM_TASKS = 400
+  const CONNECTIONS = 100
+  const AGENTS = 100
+  const secret = 'k'.repeat(40)
+  const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
+  const wantBuilt = process.env.BENCH_SCALE_BUILT === '1'
+  const built = wantBuilt && existsSync('dist/server.js')
+  if (wantBuilt && !built) console.log('scale note=dist/server.js_missing_running_src_through_tsx')
+  const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
+  const redisUp = await redisAnswers(redisUrl)
+  if (!redisUp) console.log(`scale note=redis_unreachable url=${redisUrl.replace(/\/\/.*@/, '//…@')} (running without)`)
+  const redisHost = new URL(redisUrl).hostname
+  // Redis's CPU only when it runs on this machine.
+  const redisPids = redisUp && ['127.0.0.1', 'localhost', '::1'].includes(redisHost) ? pidsNamed('redis-server') : []
+  const common = {
+    runtime: 'node',
+    entry: built ? 'dist/server.js' : 'src/server.ts(tsx)',
+    redis: redisUp ? 'on' : 'off',
+    spread: 'round_robin_sticky_per_agent',
+    cpus: cpus().length,
+  }
+
+  /** N servers (started one after another) on a fresh scratch database; both dropped after `body`. */
+  const withServers = async <T>(
+    n: number,
+    env: Record<string, string>,
+    body: (servers: { base: string; pid: number }[], dbName: string, database: Database) => Promise<T>,
+  ): Promise<T> => {
+    const { database, url, drop } = await scratch()
+    const children: ChildProcess[] = []
+    try {
+      const servers: { base: string; pid: number }[] = []
+      for (let i = 0; i < n; i++) {
+        const { child, base } = await startServer(url, secret, { built, redisUrl: redisUp ? redisUrl : '', env })
+        children.push(child)
+        servers.push({ base, pid: child.pid as number })
+      }
+      return await body(servers, new URL(url).pathname.slice(1), database)
+    } finally {
+      await Promise.all(children.map(stopServer))
+      await drop()
+    }
+  }
+
+  /** 100 agents, agent i registered on server i % N, one first heartbeat there. */
+  const register = async (bases: string[], prefix: string, maxConcurrentTasks: number, capabilities: string[]) => {
+    const agents: ScaleAgent[] = []
+    for (let i = 0; i < AGENTS; i++) {
+      const base = bases[i % bases.length] as string
+      const api = jsonApi(base, admin)
+      const r = await api('/api/v1/agents', {
+        method: 'POST',
+        body: { name: `${prefix}-${i}`, provider: PROVIDERS[i % 8], capabilities, maxConcurrentTasks },
+      })
+      if (r.status >= 300) throw new Error(`register: ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`)
+      const hb = await api('/api/v1/agents/heartbeat', {
+        method: 'POST',
+        token: r.body.token,
+        body: { agentId: r.body.id },
+      })
+      if (hb.status !== 200) throw new Error(`first heartbeat: ${hb.status}`)
+      agents.push({ base, id: r.body.id, token: r.body.token })
+    }
+    return agents
+  }
+
+  type Figures = Awaited<ReturnType<typeof costOfServers>> & { ops_per_sec: number }
+  const results = new Map<string, Figures>()
+  let failed = false
+
+  for (const n of [1, 2]) {
+    // 1. Heartbeats, then liveness, on the same N servers (sweep off, as in `heartbeat`).
+    await withServers(n, { SWEEP_INTERVAL_SECONDS: '0' }, async (servers, dbName) => {
+      const bases = servers.map((s) => s.base)
+      const agents = await register(bases, 'hb', 4, [])
+      // Connection i goes to server i % N (autocannon's round-robin over `url`) and is set up
+      // i-th, so it carries agent i, the one registered on that server.
+      const heartbeats = (seconds: number) => {
+        let next = 0
+        return autocannon({
+          url: bases.map((b) => `${b}/api/v1/agents/heartbeat`) as unknown as string,
+          method: 'POST',
+          connections: CONNECTIONS,
+          duration: seconds,
+          setupClient: (client: { setHeaders(h: Record<string, string>): void; setBody(b: string): void }) => {
+            const a = agents[next++ % agents.length] as ScaleAgent
+            client.setHeaders({ authorization: `Bearer ${a.token}`, 'content-type': 'application/json' })
+            client.setBody(JSON.stringify({ agentId: a.id }))
+          },
+        })
+      }
+      await heartbeats(2) // warm-up, not measured
+      let hbSeconds = SECONDS
+      let hbErrors = 0
+      const hb = await costOfServers(servers, dbName, redisPids, async () => {
+        const r = await heartbeats(SECONDS)
+        hbSeconds = r.duration
+        hbErrors = r.non2xx + r.errors
+        return r.requests.total
+      })
+      let liveSeconds = SECONDS
+      let liveErrors = 0
+      const live = await costOfServers(servers, dbName, redisPids, async () => {
+        const r = await autocannon({
+          url: bases.map((b) => `${b}/api/v1/health/liveness`) as unknown as string,
+          connections: CONNECTIONS,
+          duration: SECONDS,
+        })
+        liveSeconds = r.duration
+        liveErrors = r.non2xx + r.errors
+        return r.requests.total
+      })
+      const hbFig = { ...hb, ops_per_sec: hb.ops / hbSeconds }
+      const liveFig = { ...live, ops_per_sec: live.ops / liveSeconds }
+      results.set(`heartbeat:${n}`, hbFig)
+      results.set(`liveness:${n}`, liveFig)
+      if (hbErrors + liveErrors > 0) failed = true
+      for (const [phase, f, errors, seconds] of [
+        ['heartbeat', hbFig, hbErrors, hbSeconds],
+        ['liveness', liveFig, liveErrors, liveSeconds],
+      ] as const) {
+        const { ops, ops_per_sec, ...cost } = f
+        line('scale', {
+          phase,
+          servers: n,
+          ...common,
+          connections: CONNECTIONS,
+          seconds,
+          ops,
+          ops_per_sec: Math.round(ops_per_sec),
+          errors,
+          ...(phase === 'heartbeat' ? { heartbeat_vs_liveness: hbFig.ops_per_sec / liveFig.ops_per_sec } : {}),
+          ...cost,
+        })
+      }
+    })
+
+    // 2. The batched lifecycle on fresh servers and database (sweep every second, as in `lifecycle`).
+    await withServers(n, {}, async (servers, dbName, database) => {
+      const bases = servers.map((s) => s.base)
+      const agents = await register(bases, 'lc', 4, ['cpu'])
+      const warm = await scaleLifecycle(bases, admin, agents, WARM_TASKS, 30_000)
+      let run = { created: 0, completed: 0, errors: 0, seconds: 0 }
+      const cost = await costOfServers(servers, dbName, redisPids, async () => {
+        run = await scaleLifecycle(bases, admin, agents, TASKS, 90_000)
+        return run.completed
+      })
+      // Every task created is completed, once, on its first attempt.
+      const byStatus = await rowsOf<{ status: string; n: number }>(
+        database.db,
+        sql`SELECT status, count(*)::int AS n FROM tasks GROUP BY status ORDER BY status`,
+      )
+      const [t] = await rowsOf<{ retried: number; max_attempt: number; lost: number }>(
+        database.db,
+        sql`SELECT count(*) FILTER (WHERE attempt > 1)::int AS retried, coalesce(max(attempt), 0)::int AS max_attempt,
+                   coalesce(sum(lost_count), 0)::int AS lost FROM tasks`,
+      )
+      const [e] = await rowsOf<{ events: number; tasks: number }>(
+        database.db,
+        sql`SELECT count(*)::int AS events, count(DISTINCT task_id)::int AS tasks FROM events WHERE type = 'task.completed'`,
+      )
+      const created = warm.created + run.created
+      const completedInDb = byStatus.find((r) => r.status === 'completed')?.n ?? 0
+      const errors = warm.errors + run.errors
+      const ok =
+        errors === 0 &&
+        run.completed === TASKS &&
+        warm.completed + run.completed === created &&
+        completedInDb === created &&
+        byStatus.length === 1 &&
+        t?.retried === 0 &&
+        e?.events === created &&
+        e.tasks === created
+      if (!ok) failed = true
+      const fig = { ...cost, ops_per_sec: run.completed / run.seconds }
+      results.set(`lifecycle:${n}`, fig)
+      const { ops: _ops, ops_per_sec, ...rest } = fig
+      line('scale', {
+        phase: 'lifecycle',
+        servers: n,
+        ...common,
+        agents: AGENTS,
+        slots_per_agent: 4,
+        tasks: run.created,
+        completed: run.completed,
+        seconds: run.seconds,
+        ops_per_sec: Math.round(ops_per_sec),
+        errors,
+        db_tasks_by_status: byStatus.map((r) => `${r.status}:${r.n}`).join(',') || 'none',
+        db_tasks_created: created,
+        db_attempt_over_1: t?.retried ?? Number.NaN,
+        db_max_attempt: t?.max_attempt ?? Number.NaN,
+        db_lost: t?.lost ?? Number.NaN,
+        db_completed_events: e?.events ?? Number.NaN,
+        db_tasks_with_completed_event: e?.tasks ?? Number.NaN,
+        check: ok ? 'ok' : 'FAILED',
+        ...rest,
+      })
+    })
+  }
+
+  for (const phase of ['heartbeat', 'liveness', 'lifecycle']) {
+    const one = results.get(`${phase}:1`)
+    const two = results.get(`${phase}:2`)
+    if (!one || !two) continue
+    const ratio = (a: number, b: number) => (b > 0 ? a / b : 'n/a')
+    line('scale_ratio', {
+      phase,
+      n2_vs_n1_ops_per_sec: ratio(two.ops_per_sec, one.ops_per_sec),
+      n2_vs_n1_server_cpu_per_op: ratio(two.server_cpu_s_per_1k, one.server_cpu_s_per_1k),
+      n2_vs_n1_postgres_cpu_per_op: ratio(two.postgres_cpu_s_per_1k, one.postgres_cpu_s_per_1k),
+      n2_vs_n1_loadgen_cpu_per_op: ratio(two.loadgen_cpu_s_per_1k, one.loadgen_cpu_s_per_1k),
+      n2_vs_n1_machine_busy_cores: ratio(two.cores_machine, one.cores_machine),
+    })
+  }
+  if (failed) {
+    console.log('scale note=errors_or_failed_check')
+    process.exitCode = 1
+  }
+}
+
 if (!only || only === 'sweep') await benchSweep()
 if (!only || only === 'heartbeat') await benchHeartbeat()
 if (!only || only === 'statistics') await benchStatistics()
@@ -1016,3 +1462,4 @@ if (!only || only === 'peers') await benchPeers(batchedRate)
 if (!only || only === 'read') await benchRead()
 if (!only || only === 'streams') await benchStreams()
 if (!only || only === 'logs') await benchLogs()
+if (only === 'scale') await benchScale()
