@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|scale]`:
- * prints one `key=value` line per figure (`scale` runs only when named).
+ * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|scale|worker]`:
+ * prints one `key=value` line per figure (`scale` and `worker` run only when named).
  *
  * Database: PGlite in memory by default; with DATABASE_URL=postgres://… a scratch
  * database is created on that server for the run and dropped afterwards.
@@ -18,6 +18,10 @@
  * - scale: 1, then 2 server processes over one Postgres database and one Redis, the load
  *   spread round-robin over them: heartbeats/s, liveness/s and batched-lifecycle tasks/s,
  *   with the servers', Postgres's and the load generator's CPU per 1,000 (Postgres only).
+ * - worker: what a connection per request costs: the same reads, one at a time, from the
+ *   Node server (pooled), the Worker under wrangler dev on the Neon driver (through
+ *   scripts/ws-proxy.ts) and on a Hyperdrive binding (wrangler's local stand-in); latency
+ *   and Postgres sessions opened per request (Postgres only; runs only when named).
  * Every phase is bounded in count and time and stops by itself.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -1451,6 +1455,159 @@ async function benchScale() {
   }
 }
 
+/**
+ * worker: the price of a connection per request. One scratch database; the Node server
+ * (its pool keeps connections open), the Worker under `wrangler dev` with the Neon driver
+ * (a WebSocket per request, through scripts/ws-proxy.ts to Postgres) and with a Hyperdrive
+ * binding (wrangler's local stand-in connects straight to Postgres; the real Hyperdrive
+ * would pool). BENCH_WORKER_REQUESTS sequential reads of one task each (and of the liveness
+ * route, which touches nothing), after a warm-up: latency p50/p99, and Postgres sessions
+ * opened per request (pg_stat_database.sessions).
+ */
+async function benchWorker() {
+  if (!onPostgres) {
+    line('worker', { skipped: 'needs DATABASE_URL=postgres://…' })
+    return
+  }
+  const REQUESTS = Number(process.env.BENCH_WORKER_REQUESTS ?? 300)
+  const { url, drop } = await scratch()
+  const secret = 'bench-worker-secret-at-least-32-characters'
+  const children: ChildProcess[] = []
+  const config = `.wrangler/bench-hyperdrive-${process.pid}.toml`
+  const { mkdirSync, rmSync, writeFileSync } = await import('node:fs')
+  try {
+    const node = await startServer(url, secret, { env: { SWEEP_INTERVAL_SECONDS: '0' } })
+    children.push(node.child)
+    const proxyPort = await freePort()
+    children.push(
+      spawn(process.execPath, ['--import', 'tsx', 'scripts/ws-proxy.ts', '--port', String(proxyPort)], {
+        stdio: 'ignore',
+      }),
+    )
+    const local = new URL(url)
+    local.password = 'unused' // wrangler wants one; trust auth ignores it
+    mkdirSync('.wrangler', { recursive: true })
+    writeFileSync(
+      config,
+      `${readFileSync('wrangler.toml', 'utf8').replace(/^main = "src\//m, 'main = "../src/')}
+[[hyperdrive]]
+binding = "HYPERDRIVE"
+id = "00000000000000000000000000000000"
+localConnectionString = "${local.toString()}"
+`,
+    )
+    const wrangler = async (args: string[], file?: string) => {
+      const port = await freePort()
+      const child = spawn(
+        process.execPath,
+        [
+          'node_modules/wrangler/bin/wrangler.js',
+          'dev',
+          ...(file ? ['-c', file] : []),
+          '--ip',
+          '127.0.0.1',
+          '--port',
+          String(port),
+          '--show-interactive-dev-session=false',
+          '--var',
+          `SECRET_KEY:${secret}`,
+          '--var',
+          'LOG_LEVEL:warn',
+          ...args,
+        ],
+        {
+          env: {
+            ...process.env,
+            WRANGLER_SEND_METRICS: 'false',
+            CLOUDFLARE_CF_FETCH_ENABLED: 'false',
+            XDG_CONFIG_HOME: `${process.cwd()}/.config`,
+            CI: '1',
+          },
+          stdio: 'ignore',
+        },
+      )
+      children.push(child)
+      const base = `http://127.0.0.1:${port}`
+      const deadline = Date.now() + 90_000
+      for (;;) {
+        if ((await fetch(`${base}/api/v1/health/readiness`).catch(() => undefined))?.ok) return base
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error('wrangler dev did not start')
+        await new Promise((r) => setTimeout(r, 250))
+      }
+    }
+    const neon = await wrangler(['--var', `DATABASE_URL:${url}`, '--var', `NEON_WS_PROXY:127.0.0.1:${proxyPort}`])
+    const hyperdrive = await wrangler([], config)
+
+    const admin = await signToken(
+      { ...loadConfig({}), secretKey: secret, algorithm: 'HS256' },
+      { sub: 'bench-worker', role: 'admin' },
+      30,
+    )
+    const created = await jsonApi(node.base, admin)('/api/v1/tasks', {
+      method: 'POST',
+      body: { name: 'read-me', type: 'bench', scheduledAt: '2099-01-01T00:00:00Z' },
+    })
+    const path = `/api/v1/tasks/${created.body.id}`
+    const stats = new pg.Client({ connectionString: url })
+    await stats.connect()
+    const sessions = async () => {
+      await new Promise((r) => setTimeout(r, 1500)) // ended sessions' counters reach the view
+      const { rows } = await stats.query<{ n: string }>(
+        'SELECT sessions::text AS n FROM pg_stat_database WHERE datname = current_database()',
+      )
+      return Number(rows[0]?.n)
+    }
+    const timed = async (target: string, route: string) => {
+      for (let i = 0; i < 20; i++)
+        await (await fetch(`${target}${route}`, { headers: { authorization: `Bearer ${admin}` } })).text()
+      const before = await sessions()
+      const ms: number[] = []
+      let errors = 0
+      for (let i = 0; i < REQUESTS; i++) {
+        const t0 = performance.now()
+        const res = await fetch(`${target}${route}`, { headers: { authorization: `Bearer ${admin}` } })
+        await res.text()
+        ms.push(performance.now() - t0)
+        if (res.status !== 200) errors++
+      }
+      // (The stats client's own session is still open, so not counted.)
+      const opened = (await sessions()) - before
+      return { ms, errors, opened }
+    }
+    const results: Record<string, number> = {}
+    for (const [name, target] of [
+      ['node', node.base],
+      ['worker_neon', neon],
+      ['worker_hyperdrive', hyperdrive],
+    ] as const) {
+      const read = await timed(target, path)
+      const live = await timed(target, '/api/v1/health/liveness')
+      results[name] = percentile(read.ms, 50)
+      line('worker', {
+        target: name,
+        requests: REQUESTS,
+        read_p50_ms: percentile(read.ms, 50),
+        read_p99_ms: percentile(read.ms, 99),
+        liveness_p50_ms: percentile(live.ms, 50),
+        read_minus_liveness_p50_ms: percentile(read.ms, 50) - percentile(live.ms, 50),
+        sessions_per_read: read.opened / REQUESTS,
+        sessions_per_liveness: live.opened / REQUESTS,
+        errors: read.errors + live.errors,
+      })
+    }
+    await stats.end()
+    line('worker_ratio', {
+      neon_vs_node_read_p50: (results.worker_neon ?? 0) / (results.node ?? 1),
+      hyperdrive_vs_node_read_p50: (results.worker_hyperdrive ?? 0) / (results.node ?? 1),
+    })
+  } finally {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGTERM')
+    await Promise.all(children.map((c) => (c.exitCode !== null ? undefined : new Promise((r) => c.once('exit', r)))))
+    rmSync(config, { force: true })
+    await drop()
+  }
+}
+
 if (!only || only === 'sweep') await benchSweep()
 if (!only || only === 'heartbeat') await benchHeartbeat()
 if (!only || only === 'statistics') await benchStatistics()
@@ -1463,3 +1620,4 @@ if (!only || only === 'read') await benchRead()
 if (!only || only === 'streams') await benchStreams()
 if (!only || only === 'logs') await benchLogs()
 if (only === 'scale') await benchScale()
+if (only === 'worker') await benchWorker()
