@@ -2,12 +2,16 @@
 # AgenticCP Agent: the control-plane server, and the agent runner, in one image.
 #   docker build -t agenticcp-agent:0.1.0 .
 #   server: docker run -p 8000:8000 -e SECRET_KEY=… -e DATABASE_URL=postgres://… agenticcp-agent:0.1.0
-#   runner: docker run --init agenticcp-agent:0.1.0 agenticcp-agent run --url … --token-file …
+#   runner: docker run --init --no-healthcheck --stop-timeout 660 agenticcp-agent:0.1.0 agenticcp-agent run --url … --token-file …
 # The commands this image runs are the ones `npm run check:prod` runs in CI on a copy made
 # the same way (see docs/deploy.md: Docker cannot run on the build machines).
 
+# Node 20 is what CI runs the build on. It left upstream support on 2026-04-30: build with
+# `--build-arg NODE_VERSION=22` (or 24) for a supported runtime (engines: >= 20.12).
+ARG NODE_VERSION=20
+
 # ---- build: every dependency, then `npm run build` → dist/
-FROM node:20-bookworm-slim AS build
+FROM node:${NODE_VERSION}-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 # No install scripts: none of the dependencies this build uses needs its own (package.json allowScripts).
@@ -19,7 +23,7 @@ COPY drizzle ./drizzle
 RUN npm run build
 
 # ---- runtime: production dependencies and dist/ only
-FROM node:20-bookworm-slim AS runtime
+FROM node:${NODE_VERSION}-bookworm-slim AS runtime
 ENV NODE_ENV=production \
     ENVIRONMENT=production \
     HOST=0.0.0.0 \
