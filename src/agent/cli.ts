@@ -24,7 +24,7 @@ const usage = `Usage: agenticcp-agent run --url URL (--token TOKEN | --token-fil
   --token-file FILE      the token read from a file, e.g. a mounted secret (AGENTICCP_TOKEN_FILE)
                          (neither is needed once --state-dir holds this agent's identity)
   --name NAME            the agent's name (default: this host's name)
-  --description TEXT     shown with the agent in the API and dashboard
+  --description TEXT     stored with the agent, shown by the API
   --provider P           aws|azure|gcp|ncp|oci|alibaba|onprem|other (default onprem)
   --region R             e.g. us-east-1
   --capabilities a,b     what this host offers (tasks may require them); --allow-shell adds "shell"
