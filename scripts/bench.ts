@@ -39,6 +39,7 @@ import { loadConfig } from '../src/env'
 import { signToken } from '../src/lib/auth'
 import { ManualClock } from '../src/lib/clock'
 import { runSweep } from '../src/services/scheduler'
+import { writeHyperdriveConfig } from './hyperdrive-local'
 
 if (existsSync('.dev.vars')) process.loadEnvFile('.dev.vars')
 const only = process.argv[2]
@@ -1474,7 +1475,7 @@ async function benchWorker() {
   const secret = 'bench-worker-secret-at-least-32-characters'
   const children: ChildProcess[] = []
   const config = `.wrangler/bench-hyperdrive-${process.pid}.toml`
-  const { mkdirSync, rmSync, writeFileSync } = await import('node:fs')
+  const { rmSync } = await import('node:fs')
   try {
     const node = await startServer(url, secret, { env: { SWEEP_INTERVAL_SECONDS: '0' } })
     children.push(node.child)
@@ -1484,18 +1485,7 @@ async function benchWorker() {
         stdio: 'ignore',
       }),
     )
-    const local = new URL(url)
-    local.password = 'unused' // wrangler wants one; trust auth ignores it
-    mkdirSync('.wrangler', { recursive: true })
-    writeFileSync(
-      config,
-      `${readFileSync('wrangler.toml', 'utf8').replace(/^main = "src\//m, 'main = "../src/')}
-[[hyperdrive]]
-binding = "HYPERDRIVE"
-id = "00000000000000000000000000000000"
-localConnectionString = "${local.toString()}"
-`,
-    )
+    writeHyperdriveConfig(config, url)
     const wrangler = async (args: string[], file?: string) => {
       const port = await freePort()
       const child = spawn(

@@ -1,9 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { sign } from 'hono/jwt'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { writeHyperdriveConfig } from '../scripts/hyperdrive-local'
 import { connectDatabase } from '../src/db/connect'
 import { freshPostgresUrl, onPostgres, testRedisUrl } from './harness'
 
@@ -272,18 +273,7 @@ describe.runIf(enabled)('on Cloudflare Workers behind Hyperdrive (wrangler dev, 
   const config = `.wrangler/test-hyperdrive-${process.pid}.toml`
   beforeAll(async () => {
     hdUrl = await freshPostgresUrl(true)
-    const local = new URL(hdUrl)
-    local.password = 'unused'
-    mkdirSync('.wrangler', { recursive: true })
-    writeFileSync(
-      config,
-      `${readFileSync('wrangler.toml', 'utf8').replace(/^main = "src\//m, 'main = "../src/')}
-[[hyperdrive]]
-binding = "HYPERDRIVE"
-id = "00000000000000000000000000000000"
-localConnectionString = "${local.toString()}"
-`,
-    )
+    writeHyperdriveConfig(config, hdUrl)
     const port = await freePort()
     hdOut = (await wranglerDev(port, [], config)).output
     hd = `http://127.0.0.1:${port}`
