@@ -190,6 +190,58 @@ describe('Agent (library)', () => {
     expect(t.lostCount).toBeGreaterThanOrEqual(1)
   })
 
+  it('a restart from the state dir reports the runs the old process lost (agent_restarted), and they are retried at once', async () => {
+    const api = createClient({ url: 'http://app', token: await h.token('admin'), fetch: appFetch })
+    const reg = await ok(
+      api.api.v1['registration-tokens'].$post({ json: { maxUses: 1, labels: { scope: h.scope() } } }),
+    )
+    const base = {
+      url: 'http://app',
+      name: unique('lib'),
+      stateDir: mkdtempSync(join(tmpdir(), 'act-lib-')),
+      cancelGraceSeconds: 1,
+      maxWaitSeconds: 1,
+      logger: silentAgentLogger,
+    }
+    let cut = false
+    const cuttable: typeof fetch = (input, init) =>
+      cut ? Promise.reject(new TypeError('fetch failed')) : appFetch(input, init)
+    const first = new Agent({ ...base, token: reg.token, fetch: cuttable }).handle('hang', () => new Promise(() => {}))
+    agents.push(first)
+    await first.start()
+    // A day's timeout: nothing but the restart may end the run.
+    const task = await h.task({ type: 'hang', maxAttempts: 3, timeoutSeconds: 86_400 })
+    expect((await taskIn(task.id, ['running'])).attempt).toBe(1)
+    // The first process dies without a word (from here on it reaches nothing) and a new one
+    // starts from the same state dir, with no token: the same agent, which never went silent.
+    cut = true
+    const second = new Agent({ ...base, token: '', fetch: appFetch }).handle('hang', () => 'second run')
+    agents.push(second)
+    await second.start()
+    expect(second.id).toBe(first.id)
+    await until('the lost run reported failed', async () => {
+      const t = (await h.call('GET', `/api/v1/tasks/${task.id}`)).body
+      return t.attempt === 1 && t.status === 'failed' ? true : t.failures === 1
+    })
+    const events = (await h.call('GET', `/api/v1/tasks/${task.id}/events`)).body.items as {
+      type: string
+      data: unknown
+    }[]
+    const failed = events.filter((e) => e.type === 'task.failed')
+    expect(failed).toHaveLength(1)
+    expect(JSON.stringify(failed[0]?.data)).toContain('agent_restarted')
+    // The sweep retries it after its backoff and the restarted agent takes attempt 2 (the
+    // clock moves in steps shorter than the heartbeat timeout, so the agent stays online).
+    const done = await until('attempt 2 completed', async () => {
+      h.clock.advance(30_000)
+      expect((await h.call('POST', '/api/v1/scheduler/sweep')).status).toBe(200)
+      await new Promise((r) => setTimeout(r, 500))
+      const t = (await h.call('GET', `/api/v1/tasks/${task.id}`)).body
+      return t.status === 'completed' ? t : undefined
+    })
+    expect(done).toMatchObject({ attempt: 2, agentId: first.id, result: 'second run', failures: 1, lostCount: 0 })
+  })
+
   it('drains on stop: takes nothing new, finishes what runs, reports it', async () => {
     let release: () => void = () => {}
     const gate = new Promise<void>((r) => (release = r))

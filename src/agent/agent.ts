@@ -180,6 +180,11 @@ export class Agent {
   private readonly outputs = new Set<TaskLog>()
   private readonly quit = new AbortController()
   private fatal?: Error
+  /**
+   * Started from a kept identity: tasks the service still counts running on this agent
+   * belonged to the previous process and died with it. Reported once the service answers.
+   */
+  private lostRunsUnreported = false
 
   constructor(options: AgentOptions) {
     this.options = { slots: 1, cancelGraceSeconds: 10, maxWaitSeconds: 25, ...options }
@@ -283,6 +288,7 @@ export class Agent {
     const kept = stateDir ? loadState(stateDir) : undefined
     if (kept && kept.url === url) {
       this.identity = kept
+      this.lostRunsUnreported = true
       if (kept.drained) this.sendStatus = 'online'
       this.logger.info('identity from the state dir', { agentId: kept.id, name: kept.name })
       return
@@ -364,6 +370,7 @@ export class Agent {
       if (this.quit.signal.aborted) break
       if (finishing && this.runs.size === 0 && this.finishing === 0 && this.outbox.length === 0 && !this.sendStatus)
         break
+      if (this.lostRunsUnreported) await this.reportLostRuns()
       const reports = this.takeReports()
       const status = this.sendStatus
       const mayWait = reports.length === 0 && !status && !this.wakePending
@@ -441,6 +448,52 @@ export class Agent {
     this.phase = 'stopped'
     if (this.outbox.length) this.logger.error('reports not delivered', { count: this.outbox.length })
     this.logger.info('agent stopped', { agentId: this.identity?.id })
+  }
+
+  /**
+   * After a restart (an identity from the state dir): the tasks the service still counts
+   * `running` on this agent and that this process is not running were lost with the
+   * previous one (killed, crashed, its host rebooted). They are reported `failed`
+   * (`agent_restarted`, fenced by their attempt) in the next heartbeat, so the service
+   * retries them now instead of at their timeout; the agent never went silent, so the
+   * sweep would not. Tries again at the next heartbeat while the service is away.
+   */
+  private async reportLostRuns(): Promise<void> {
+    const agentId = this.identity?.id
+    if (!agentId) return
+    try {
+      const lost: Report[] = []
+      let cursor: string | undefined
+      for (let page = 0; page < 100; page++) {
+        const query = { agentId, status: 'running', limit: '100', ...(cursor ? { cursor } : {}) }
+        const signal = AbortSignal.any([this.quit.signal, AbortSignal.timeout(30_000)])
+        const answer = await ok(this.api.api.v1.tasks.$get({ query }, { init: { signal } }))
+        for (const t of answer.items) {
+          if (this.runs.has(t.id)) continue
+          lost.push({
+            taskId: t.id,
+            attempt: t.attempt,
+            status: 'failed',
+            error: { code: 'agent_restarted', message: 'The agent restarted while this task ran; the run was lost.' },
+          })
+        }
+        if (!answer.nextCursor) break
+        cursor = answer.nextCursor
+      }
+      this.lostRunsUnreported = false
+      if (lost.length) {
+        this.logger.warn('runs lost with the previous process; reporting them failed', {
+          tasks: lost.map((r) => r.taskId).join(','),
+        })
+        this.outbox = [...lost, ...this.outbox]
+      }
+    } catch (err) {
+      if (err instanceof ApiClientError && !isRetryable(err)) {
+        this.lostRunsUnreported = false
+        this.logger.warn('cannot list this agent’s running tasks; lost runs end at their timeout', { code: err.code })
+      }
+      // Unreachable: the heartbeat below backs off, and this is tried again after it.
+    }
   }
 
   /** The next reports to send: in order, up to 1,000 and 512 KiB. */
