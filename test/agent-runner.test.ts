@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -266,6 +266,48 @@ describe('agenticcp-agent end to end', () => {
     expect(done).toMatchObject({ status: 'completed', agentId: secondId, failures: 0, result: { exitCode: 0 } })
     expect(done.lostCount).toBeGreaterThanOrEqual(1)
     expect(done.attempt).toBeGreaterThanOrEqual(2)
+  })
+
+  it('a runner killed -9 and started again stops the command it left running, and the task is retried', async () => {
+    const first = runner(await registrationToken(1))
+    await agentIdOf(first)
+    const marker = join(first.stateDir, 'ran-once')
+    const task = await shellTask(first.scope, {
+      command: `if [ -e ${marker} ]; then echo second; else touch ${marker}; exec sleep 300; fi`,
+    })
+    await taskIn(task.id, ['running'])
+    const groups = join(first.stateDir, 'groups')
+    const pgid = await until('its process group recorded', async () => {
+      const [file] = readdirSync(groups)
+      return file ? (JSON.parse(readFileSync(join(groups, file), 'utf8')).pid as number) : undefined
+    })
+    // A live process (not a zombie nobody reaps) in that group?
+    const groupAlive = () =>
+      readdirSync('/proc')
+        .filter((p) => /^\d+$/.test(p))
+        .some((p) => {
+          try {
+            const stat = readFileSync(`/proc/${p}/stat`, 'utf8')
+            const [state, , group] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+            return Number(group) === pgid && state !== 'Z'
+          } catch {
+            return false
+          }
+        })
+    first.child.kill('SIGKILL')
+    await first.exited
+    expect(groupAlive()).toBe(true) // nothing could stop it: the runner died at once
+    // The same state dir, no token: the same agent, which stops the leftover before it works.
+    const again = runner('', { stateDir: first.stateDir, scope: first.scope })
+    await again.waitFor(/killed a command left running by the previous process/)
+    await until('the leftover gone', async () => !groupAlive())
+    // The lost run is reported (agent_restarted, or agent_lost should the service have
+    // counted the agent silent first; `failed` until the sweep retries it) and attempt 2
+    // runs on the restarted runner.
+    const done = await taskIn(task.id, ['completed'], 30_000).catch(async (err: Error) => {
+      throw new Error(`${err.message}: ${JSON.stringify(await getTask(task.id))}`)
+    })
+    expect(done).toMatchObject({ attempt: 2, result: { outputTail: 'second\n' } })
   })
 
   it('a restarted runner with the same state dir is the same agent, and SIGTERM drains and exits 0', async () => {

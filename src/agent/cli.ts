@@ -13,6 +13,7 @@ import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Agent, AgentFatalError, type Provider } from './agent'
+import { killLeftoverGroups } from './groups'
 import { createLogger, type LogFormat, type LogLevel } from './log'
 import { shellHandler } from './shell'
 import { loadState } from './state'
@@ -133,9 +134,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   let agent: Agent
   let logger: ReturnType<typeof createLogger>
   let drainTimeout: number
+  let stateDir: string
   try {
     const url = get('url')
-    const stateDir = get('state-dir') ?? join(homedir(), '.agenticcp-agent')
+    stateDir = get('state-dir') ?? join(homedir(), '.agenticcp-agent')
     const token = readToken(get('token'), get('token-file'), url !== undefined && loadState(stateDir)?.url === url)
     if (!url) throw new UsageError('--url (or AGENTICCP_URL) is required.')
     if (!/^https?:\/\//.test(url)) throw new UsageError('--url must start with http:// or https://.')
@@ -167,7 +169,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       cancelGraceSeconds: grace,
       logger,
     })
-    if (allowShell) agent.handle('shell', shellHandler({ graceSeconds: grace }))
+    if (allowShell) agent.handle('shell', shellHandler({ graceSeconds: grace, groupsDir: join(stateDir, 'groups') }))
     else logger.info('shell tasks are off (start with --allow-shell to run them)')
   } catch (err) {
     if (!(err instanceof UsageError)) throw err
@@ -188,6 +190,15 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
+  // Commands a runner killed with SIGKILL left running: stopped before their runs are
+  // reported lost and retried, so a retry never runs beside its previous attempt.
+  for (const g of killLeftoverGroups(join(stateDir, 'groups'))) {
+    logger.warn('killed a command left running by the previous process', {
+      taskId: g.taskId,
+      attempt: g.attempt,
+      pid: g.pid,
+    })
+  }
   try {
     await agent.start()
     await agent.done()

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process'
 import { z } from 'zod'
 import { type Handler, TaskError } from './agent'
+import { recordGroup } from './groups'
 
 /** The payload of a `shell` task. */
 export const ShellPayload = z.strictObject({
@@ -43,6 +44,12 @@ class Tail {
 export interface ShellOptions {
   /** Between SIGTERM and SIGKILL when the task is stopped (cancel, timeout, shutdown). */
   graceSeconds?: number
+  /**
+   * Where each running command's process group is recorded (the CLI: `<state-dir>/groups`),
+   * so that a runner killed with SIGKILL stops what it left behind when it starts again
+   * (`killLeftoverGroups`). Unset: not recorded.
+   */
+  groupsDir?: string
 }
 
 /**
@@ -72,6 +79,8 @@ export function shellHandler(options: ShellOptions = {}): Handler {
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true, // its own process group: -pid reaches all it starts
       })
+      const forget =
+        options.groupsDir && child.pid ? recordGroup(options.groupsDir, child.pid, task.id, task.attempt) : () => {}
       // Each stream decoded on its own (a character split across reads stays whole), into
       // the task's log as it comes and into the tail of the result.
       const out = new TextDecoder()
@@ -104,6 +113,7 @@ export function shellHandler(options: ShellOptions = {}): Handler {
       if (ctx.signal.aborted) stop()
       else ctx.signal.addEventListener('abort', stop, { once: true })
       child.on('error', (err) => {
+        forget()
         ctx.signal.removeEventListener('abort', stop)
         clearTimeout(killTimer)
         reject(new TaskError('spawn_failed', `Could not start ${JSON.stringify(file)}: ${err.message}`))
@@ -112,6 +122,7 @@ export function shellHandler(options: ShellOptions = {}): Handler {
       // the pipes, or 'close' would wait for it).
       child.on('exit', () => group('SIGKILL'))
       child.on('close', (exitCode, signal) => {
+        forget()
         ctx.signal.removeEventListener('abort', stop)
         clearTimeout(killTimer)
         const rest = out.decode() + err.decode()
