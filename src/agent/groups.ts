@@ -19,23 +19,16 @@ export interface GroupRecord {
   attempt: number
 }
 
-/** Field 22 of /proc/<pid>/stat (after the parenthesised command name), or undefined. */
-function startTicks(pid: number): number | undefined {
+/**
+ * A process's group (pgrp, field 5 of /proc/<pid>/stat) and start time (field 22, clock
+ * ticks since boot), or undefined when it is gone (or there is no /proc).
+ */
+function procStat(pid: number): { group: number; start: number } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const start = Number(fields[19])
-    return Number.isFinite(start) ? start : undefined
-  } catch {
-    return undefined
-  }
-}
-
-/** The process group (pgrp, field 5) of a process, or undefined. */
-function groupOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2])
+    // The fields after the parenthesised command name (which may hold spaces), from field 3 on.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return { group: Number(f[2]), start: Number(f[19]) }
   } catch {
     return undefined
   }
@@ -43,8 +36,8 @@ function groupOf(pid: number): number | undefined {
 
 /** Records a just-started group leader; returns what forgets it (when the command has ended). */
 export function recordGroup(dir: string, pid: number, taskId: string, attempt: number): () => void {
-  const start = startTicks(pid)
-  if (start === undefined) return () => {}
+  const start = procStat(pid)?.start
+  if (start === undefined || !Number.isFinite(start)) return () => {}
   const file = join(dir, `${pid}.json`)
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 })
@@ -72,10 +65,10 @@ export function killLeftoverGroups(dir: string): GroupRecord[] {
     try {
       const r = JSON.parse(readFileSync(file, 'utf8')) as GroupRecord
       if (!Number.isInteger(r.pid) || r.pid <= 1) continue
-      const leaderStart = startTicks(r.pid)
+      const leader = procStat(r.pid)
       // The leader alive as the same process, or gone while members of its group remain
       // (a pid still in use as a group id is not handed out again).
-      const ours = leaderStart === undefined ? anyMemberOf(r.pid) : leaderStart === r.start && groupOf(r.pid) === r.pid
+      const ours = leader ? leader.start === r.start && leader.group === r.pid : anyMemberOf(r.pid)
       if (ours) {
         try {
           process.kill(-r.pid, 'SIGKILL')
@@ -99,5 +92,5 @@ function anyMemberOf(pgid: number): boolean {
   } catch {
     return false
   }
-  return pids.some((p) => groupOf(Number(p)) === pgid)
+  return pids.some((p) => procStat(Number(p))?.group === pgid)
 }
