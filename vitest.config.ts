@@ -1,13 +1,77 @@
+import { readdirSync, readFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
+import { fileURLToPath } from 'node:url'
 import { defineConfig } from 'vitest/config'
+
+/**
+ * Two projects, one run (`npm test` runs both, the unit project first):
+ * - `unit`: everything that runs in this process against its own PGlite copy (or, in CI's
+ *   second run, its own Postgres database). CPU-bound, so one file per core.
+ * - `integration`: the files below, which start processes (the server, scripts, the runner,
+ *   command-line tools), a browser, or need Postgres/Redis. They mostly wait on those
+ *   processes and on real time, so more of them run at once than there are cores, with
+ *   longer timeouts (a loaded machine slows a child process's start several-fold).
+ *
+ * Vitest runs projects with different parallelism one after the other (sequence.groupOrder).
+ * `npm run test:unit` and `npm run test:integration` run one project each.
+ */
+const integration: Record<string, string> = {
+  'agent-runner.test.ts': 'the server and runner processes (bin/agenticcp-agent.mjs), killed and restarted',
+  'agent-library.test.ts': 'real agents on their real timers (heartbeats, grace periods, restarts): mostly waiting',
+  'container.test.ts': 'docker-compose config (a Python process, ~1 s a call)',
+  'concurrency.test.ts': 'Postgres only (skipped on PGlite)',
+  'dashboard.test.ts': 'headless Chromium against a server process',
+  'deploy-manifests.test.ts': 'systemd-analyze verify',
+  'faults.test.ts': 'Postgres only: kills the database connections of server processes under load',
+  'first-run.test.ts': 'the server and scripts on fresh data directories, restarted and refused',
+  'metrics.test.ts': 'promtool check metrics',
+  'pglite-lock.test.ts': 'processes racing for the embedded database lock',
+  'redis.test.ts': 'Redis (TEST_REDIS_URL), cut and restored through a TCP relay',
+  'registration-tokens.test.ts': 'the server and `npm run token -- --registration` against it',
+  'server.test.ts': 'the server under Node and Bun, its shutdown, and its refusals to start',
+  'workers.test.ts': 'the Worker under `wrangler dev` and the WebSocket proxy (TEST_WORKERS=1)',
+}
+const integrationFiles = Object.keys(integration).map((f) => `test/${f}`)
+
+// A file that starts a process or a browser belongs in the list above: say so at once
+// rather than let it run, CPU-bound assumptions and short timeouts, among the unit files.
+const testDir = fileURLToPath(new URL('./test/', import.meta.url))
+for (const f of readdirSync(testDir).filter((n) => n.endsWith('.test.ts') && !(n in integration))) {
+  if (/node:child_process|playwright|from '\.\/spawn'/.test(readFileSync(`${testDir}${f}`, 'utf8'))) {
+    throw new Error(`test/${f} starts processes: list it in vitest.config.ts's integration files`)
+  }
+}
+
+const cores = availableParallelism()
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
+    // Once for the whole run: the migrated PGlite snapshot (or Postgres template) every file copies.
     globalSetup: ['test/global-setup.ts'],
-    pool: 'forks',
-    // Each file builds its own app on its own database copy; 2 cores here.
-    maxWorkers: 2,
-    testTimeout: 20_000,
-    hookTimeout: 60_000,
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['test/**/*.test.ts'],
+          exclude: integrationFiles,
+          pool: 'forks',
+          maxWorkers: cores,
+          sequence: { groupOrder: 0 },
+          testTimeout: 20_000,
+          hookTimeout: 60_000,
+        },
+      },
+      {
+        test: {
+          name: 'integration',
+          include: integrationFiles,
+          pool: 'forks',
+          maxWorkers: cores * 2,
+          sequence: { groupOrder: 1 },
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+        },
+      },
+    ],
   },
 })
