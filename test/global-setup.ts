@@ -1,20 +1,24 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { migrate } from 'drizzle-orm/pglite/migrator'
 import type {} from 'vitest'
 import type { TestProject } from 'vitest/node'
-import { connectDatabase } from '../src/db/connect'
+import { MIGRATIONS_SCHEMA, MIGRATIONS_TABLE } from '../src/db/client'
+import { connectDatabase, migrationsFolder } from '../src/db/connect'
 
 /**
  * Prepares one migrated database for the run, which every test file then copies:
  * - PGlite (default): a data-dir snapshot on disk (a fresh copy loads in a fraction of a
- *   migration's time).
+ *   migration's time), and one taken before the migrations (for tests of a bare database).
  * - Postgres (TEST_DATABASE_URL set): a template database `act_<run>_tpl`; each file gets
  *   `CREATE DATABASE … TEMPLATE`, and everything is dropped at the end.
  */
 declare module 'vitest' {
   export interface ProvidedContext {
     pgliteSnapshot: string
+    /** The same, before the migrations (initdb only). */
+    pgliteBareSnapshot: string
     pgAdminUrl: string
     pgRunPrefix: string
   }
@@ -34,6 +38,7 @@ export default async function setup(project: TestProject) {
     project.provide('pgAdminUrl', adminUrl)
     project.provide('pgRunPrefix', prefix)
     project.provide('pgliteSnapshot', '')
+    project.provide('pgliteBareSnapshot', '')
     return async () => {
       const { rows } = await admin.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE $1`, [
         `${prefix}_%`,
@@ -43,13 +48,25 @@ export default async function setup(project: TestProject) {
     }
   }
   const dir = mkdtempSync(join(tmpdir(), 'act-pglite-'))
-  const db = await connectDatabase('memory://')
-  const snapshot = join(dir, 'snapshot.tar')
-  const dump = await db.dumpDataDir?.()
-  if (!dump) throw new Error('PGlite database cannot dump its data dir')
-  writeFileSync(snapshot, new Uint8Array(await dump.arrayBuffer()))
+  // One initdb (the slow part) for both: the bare database, then the same one migrated.
+  const db = await connectDatabase('memory://', { migrate: false })
+  const save = async (file: string) => {
+    const dump = await db.dumpDataDir?.()
+    if (!dump) throw new Error('PGlite database cannot dump its data dir')
+    writeFileSync(join(dir, file), new Uint8Array(await dump.arrayBuffer()))
+    return join(dir, file)
+  }
+  const bare = await save('bare.tar')
+  // db.db is drizzle's PGlite database: migrated as connectDatabase migrates it.
+  await migrate(db.db as never, {
+    migrationsFolder,
+    migrationsSchema: MIGRATIONS_SCHEMA,
+    migrationsTable: MIGRATIONS_TABLE,
+  })
+  const snapshot = await save('snapshot.tar')
   await db.close()
   project.provide('pgliteSnapshot', snapshot)
+  project.provide('pgliteBareSnapshot', bare)
   project.provide('pgAdminUrl', '')
   project.provide('pgRunPrefix', '')
   return () => rmSync(dir, { recursive: true, force: true })

@@ -23,13 +23,12 @@ export const onPostgres = () => inject('pgAdminUrl') !== ''
 
 /**
  * A fresh, migrated database for one test file: a copy of the run's PGlite snapshot, or a
- * new Postgres database made from the run's template.
+ * new Postgres database made from the run's template. `migrated: false`: a bare one.
  */
 export async function freshDatabase(opts: { migrated?: boolean } = {}): Promise<Database> {
   const migrated = opts.migrated ?? true
   if (onPostgres()) return connectDatabase(await freshPostgresUrl(migrated), { poolMax: 20 })
-  if (!migrated) return connectDatabase('memory://', { migrate: false })
-  const snapshot = readFileSync(inject('pgliteSnapshot'))
+  const snapshot = readFileSync(inject(migrated ? 'pgliteSnapshot' : 'pgliteBareSnapshot'))
   return connectDatabase('memory://', { loadDataDir: new Blob([snapshot]) })
 }
 
