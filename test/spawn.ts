@@ -1,7 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync } from 'node:fs'
+import { cpSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { inject } from 'vitest'
+import { connectDatabase } from '../src/db/connect'
 
 export const bunBin = 'node_modules/.bin/bun'
 export const runtimes = existsSync(bunBin) ? (['node', 'bun'] as const) : (['node'] as const)
@@ -13,8 +15,18 @@ export interface Spawned {
   listening: Promise<string>
   exited: Promise<number | null>
   output(): { out: string; err: string }
-  /** Resolves once `pattern` appears on stdout or stderr (or rejects when the process exits first). */
-  waitFor(pattern: RegExp): Promise<RegExpExecArray>
+  /**
+   * Resolves once `pattern` appears on stdout or stderr (or rejects when the process exits
+   * first); with `since` (from mark()), only in what was printed after that mark.
+   */
+  waitFor(pattern: RegExp, since?: Mark): Promise<RegExpExecArray>
+  /** How much has been printed so far: what a later waitFor should not look at. */
+  mark(): Mark
+}
+
+export interface Mark {
+  out: number
+  err: number
 }
 
 /**
@@ -63,10 +75,10 @@ export function track(child: ChildProcess): Omit<Spawned, 'listening'> {
     onData()
   })
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-  const waitFor = (pattern: RegExp) =>
+  const waitFor = (pattern: RegExp, since: Mark = { out: 0, err: 0 }) =>
     new Promise<RegExpExecArray>((resolve, reject) => {
       const check = () => {
-        const m = pattern.exec(out) ?? pattern.exec(err)
+        const m = pattern.exec(out.slice(since.out)) ?? pattern.exec(err.slice(since.err))
         if (m) {
           listeners.delete(check)
           resolve(m)
@@ -80,8 +92,60 @@ export function track(child: ChildProcess): Omit<Spawned, 'listening'> {
         reject(new Error(`process exited ${code} before printing ${pattern}: ${err || out}`))
       })
     })
-  return { child, exited, output: () => ({ out, err }), waitFor }
+  return { child, exited, output: () => ({ out, err }), waitFor, mark: () => ({ out: out.length, err: err.length }) }
 }
+
+/** Runs a script of this repository (`scripts/…`) as `npm run` would, without npm: node with tsx. */
+export function script(
+  file: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number | null; out: string; err: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', file, ...args], {
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const t = track(child)
+  return t.exited.then((code) => ({ code, ...t.output() }))
+}
+
+let template: Promise<string> | undefined
+
+/**
+ * A new DATA_DIR holding an embedded database already migrated (PGlite runs only): for a
+ * server whose test is not about a first start, which would otherwise spend seconds of CPU
+ * on initdb and the migrations. Copied from one directory per run, made from the run's
+ * snapshot by the first file that asks.
+ */
+export async function migratedDataDir(): Promise<string> {
+  template ??= (async () => {
+    const snapshot = inject('pgliteSnapshot')
+    if (!snapshot) throw new Error('migratedDataDir() is for runs on the embedded database')
+    const dir = join(dirname(snapshot), 'data-dir')
+    if (!existsSync(join(dir, 'pglite', 'PG_VERSION'))) {
+      // Made aside and renamed into place: files racing here never see half a directory.
+      const building = mkdtempSync(join(dirname(snapshot), 'building-'))
+      const db = await connectDatabase(join(building, 'pglite'), { loadDataDir: new Blob([readFileSync(snapshot)]) })
+      await db.close()
+      try {
+        renameSync(building, dir)
+      } catch {
+        rmSync(building, { recursive: true, force: true }) // another file's copy won
+      }
+    }
+    return dir
+  })()
+  const dataDir = mkdtempSync(join(tmpdir(), 'act-data-'))
+  cpSync(await template, dataDir, { recursive: true })
+  if (copies.length === 0) {
+    process.once('exit', () => {
+      for (const d of copies) rmSync(d, { recursive: true, force: true })
+    })
+  }
+  copies.push(dataDir)
+  return dataDir
+}
+const copies: string[] = [] // 40 MB each: removed when the test file's process ends
 
 export async function stopped(child: ChildProcess, exited: Promise<number | null>) {
   if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
