@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { registrationTokens } from '../src/db/schema'
 import { runSweep } from '../src/services/scheduler'
 import { createHarness, freshPostgresUrl, type Harness, onPostgres, SECRET, unique } from './harness'
-import { startServer, stopped } from './spawn'
+import { migratedDataDir, startServer, stopped } from './spawn'
 
 let h: Harness
 beforeAll(async () => {
@@ -485,36 +485,56 @@ const registerWith = (url: string, token: string, name: string) =>
 
 describe('npm run token -- --registration', () => {
   const run = promisify(execFile)
-  const script = (args: string[], env: Record<string, string>) =>
-    run(process.execPath, ['--import', 'tsx', 'scripts/token.ts', ...args], {
-      env: { PATH: process.env.PATH ?? '', DATA_DIR: '/nonexistent-act-data', ...env },
-    })
+  const env = { PATH: process.env.PATH ?? '', DATA_DIR: '/nonexistent-act-data', SECRET_KEY: SECRET }
+  /** scripts/token.ts as `npm run token` runs it, without npm's second or so. */
+  const script = (args: string[]) => run(process.execPath, ['--import', 'tsx', 'scripts/token.ts', ...args], { env })
+  type Failed = { code: number; stdout: string; stderr: string }
 
   it('asks the running server for a token and prints only the token', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'act-token-out-'))
+    // What needs no server runs while it starts: --role admin is unchanged, and --out says
+    // when it cannot write.
+    const offline = Promise.all([
+      script(['--role', 'admin']),
+      script(['--role', 'admin', '--out', join(dir, 'missing', 'x')]).catch((e: Failed) => e),
+    ])
+    offline.catch(() => {}) // awaited below; a failure before then is the one to report
     const s = startServer({
-      DATABASE_URL: onPostgres() ? await freshPostgresUrl() : 'memory://',
+      ...(onPostgres() ? { DATABASE_URL: await freshPostgresUrl() } : { DATA_DIR: await migratedDataDir() }),
       SECRET_KEY: SECRET,
       ENVIRONMENT: 'test',
       SWEEP_INTERVAL_SECONDS: '0',
     })
     try {
       const url = await s.listening
-      const { stdout } = await script(
-        [
-          '--registration',
-          '--uses',
-          '1',
-          '--minutes',
-          '30',
-          '--description',
-          'from the script',
-          '--labels',
-          'zone=a,tier=b',
-          '--url',
-          url,
-        ],
-        { SECRET_KEY: SECRET },
-      )
+      const file = join(dir, 'registration-token')
+      const [{ stdout }, bad, written] = await Promise.all([
+        // The command as users type it (`TOKEN=$(npm run -s token -- --registration)`).
+        run(
+          'npm',
+          [
+            'run',
+            '-s',
+            'token',
+            '--',
+            '--registration',
+            '--uses',
+            '1',
+            '--minutes',
+            '30',
+            '--description',
+            'from the script',
+            '--labels',
+            'zone=a,tier=b',
+            '--url',
+            url,
+          ],
+          { env },
+        ),
+        script(['--registration', '--minutes', '999999', '--url', url]).catch((e: Failed) => e),
+        // --out writes the token to a file (mode 0600) for a runner's --token-file, and prints nothing.
+        script(['--registration', '--url', url, '--out', file]),
+      ])
       expect(stdout).toMatch(/^acpr_[A-Za-z0-9_-]{43}\n$/)
       const token = stdout.trim()
       const reg = (name: string) => registerWith(url, token, name)
@@ -524,33 +544,19 @@ describe('npm run token -- --registration', () => {
       expect((await reg('second')).status).toBe(401) // --uses 1
 
       // The server's refusal is one line naming the field.
-      const bad = await script(['--registration', '--minutes', '999999', '--url', url], { SECRET_KEY: SECRET }).catch(
-        (e: { code: number; stdout: string; stderr: string }) => e,
-      )
       expect(bad).toMatchObject({ code: 1, stdout: '' })
-      expect((bad as { stderr: string }).stderr.trim().split('\n')).toEqual([
+      expect((bad as Failed).stderr.trim().split('\n')).toEqual([
         expect.stringMatching(/refused the registration token: 422 .*body\.expiresInMinutes must be at most 525600/),
       ])
-      // --role admin is unchanged.
-      const admin = await script(['--role', 'admin'], { SECRET_KEY: SECRET })
-      expect(admin.stdout).toMatch(/^ey[\w-]+\.[\w-]+\.[\w-]+\n$/)
 
-      // --out writes the token to a file (mode 0600) for a runner's --token-file, and prints nothing.
-      const dir = mkdtempSync(join(tmpdir(), 'act-token-out-'))
-      try {
-        const file = join(dir, 'registration-token')
-        const written = await script(['--registration', '--url', url, '--out', file], { SECRET_KEY: SECRET })
-        expect(written.stdout).toBe('')
-        expect(readFileSync(file, 'utf8')).toMatch(/^acpr_[A-Za-z0-9_-]{43}\n$/)
-        expect(statSync(file).mode & 0o777).toBe(0o600)
-        expect((await registerWith(url, readFileSync(file, 'utf8').trim(), 'from-file')).status).toBe(201)
-        const unwritable = await script(['--role', 'admin', '--out', join(dir, 'missing', 'x')], {
-          SECRET_KEY: SECRET,
-        }).catch((e: { code: number; stderr: string }) => e)
-        expect(unwritable).toMatchObject({ code: 1, stderr: expect.stringContaining('cannot write --out') })
-      } finally {
-        rmSync(dir, { recursive: true, force: true })
-      }
+      expect(written.stdout).toBe('')
+      expect(readFileSync(file, 'utf8')).toMatch(/^acpr_[A-Za-z0-9_-]{43}\n$/)
+      expect(statSync(file).mode & 0o777).toBe(0o600)
+      expect((await registerWith(url, readFileSync(file, 'utf8').trim(), 'from-file')).status).toBe(201)
+
+      const [admin, unwritable] = await offline
+      expect(admin.stdout).toMatch(/^ey[\w-]+\.[\w-]+\.[\w-]+\n$/)
+      expect(unwritable).toMatchObject({ code: 1, stderr: expect.stringContaining('cannot write --out') })
     } catch (err) {
       // Say what the server did, should it have gone away.
       const { out, err: stderr } = s.output()
@@ -563,8 +569,9 @@ describe('npm run token -- --registration', () => {
       )
     } finally {
       await stopped(s.child, s.exited)
+      rmSync(dir, { recursive: true, force: true })
     }
-  }, 60_000)
+  })
 
   it('says in one line that the server is unreachable', async () => {
     // A port nothing listens on: taken from the system, then let go.
@@ -574,9 +581,7 @@ describe('npm run token -- --registration', () => {
         srv.close(() => resolve(port))
       })
     })
-    const err = await script(['--registration', '--url', `http://127.0.0.1:${port}`], { SECRET_KEY: SECRET }).catch(
-      (e: { code: number; stdout: string; stderr: string }) => e,
-    )
+    const err = await script(['--registration', '--url', `http://127.0.0.1:${port}`]).catch((e: Failed) => e)
     expect(err).toMatchObject({ code: 1, stdout: '' })
     const lines = (err as { stderr: string }).stderr.trim().split('\n')
     expect(lines).toEqual([
