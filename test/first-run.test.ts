@@ -1,13 +1,15 @@
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
+import pg from 'pg'
 import { describe, expect, it } from 'vitest'
 import { migrationCount, migrationState } from '../src/db/client'
 import { connectDatabase } from '../src/db/connect'
 import { freshPostgresUrl, onPostgres, SECRET, unique } from './harness'
-import { startServer, stopped } from './spawn'
+import { migratedDataDir, script, startServer, stopped } from './spawn'
+import { until } from './until'
 
 /**
  * What a new user meets first: the real entry point on a bare Postgres database, on the
@@ -24,25 +26,6 @@ async function api(base: string, token: string, method: string, path: string, bo
   })
   const text = await res.text()
   return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : undefined }
-}
-
-/** Runs a script of this repository (as `npm run …` would) and collects its output. */
-function script(file: string, args: string[], env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', file, ...args], {
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  let err = ''
-  child.stdout.on('data', (d) => {
-    out += d
-  })
-  child.stderr.on('data', (d) => {
-    err += d
-  })
-  return new Promise<{ code: number | null; out: string; err: string }>((resolve) =>
-    child.on('exit', (code) => resolve({ code, out, err })),
-  )
 }
 
 describe.runIf(onPostgres())('on a bare Postgres database', () => {
@@ -76,14 +59,12 @@ describe.runIf(onPostgres())('on a bare Postgres database', () => {
       )
       expect(row?.n).toBe(migrationCount)
       // One that finds the lock taken says it waits, then finishes once it is free.
-      const pg = (await import('pg')).default
       const holder = new pg.Client({ connectionString: url })
       await holder.connect()
       await holder.query('SELECT pg_advisory_lock(7240431003)')
       let waited = false
       const late = connectDatabase(url, { migrate: true, poolMax: 1, onMigrationWait: () => (waited = true) })
-      for (let i = 0; i < 100 && !waited; i++) await new Promise((r) => setTimeout(r, 50))
-      expect(waited).toBe(true)
+      await until('the late migrator to say it waits for the lock', () => waited)
       await holder.end()
       await (await late).close()
     } finally {
@@ -115,9 +96,29 @@ describe.runIf(onPostgres())('on a bare Postgres database', () => {
       expect(ready.status).toBe(503)
       expect(await ready.json()).toEqual({ status: 'not_ready', reason: 'migrations not applied' })
 
-      // The sweep says so once, however many ticks pass (the timer ticks every second).
+      // The sweep says so once, however many ticks pass (the timer ticks every second, and
+      // asks the database again every 2 s while it is behind): wait until it has asked twice
+      // more since it said so.
       await s.waitFor(/"msg":"sweep paused"/)
-      await new Promise((r) => setTimeout(r, 3_000))
+      const watcher = new pg.Client({ connectionString: url })
+      await watcher.connect()
+      try {
+        const asks = async () =>
+          (
+            await watcher.query<{ at: string }>(
+              `SELECT query_start::text AS at FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%to_regclass(%'`,
+            )
+          ).rows.map((r) => r.at)
+        const before = new Set(await asks())
+        const since = new Set<string>()
+        await until('the sweep timer to check the database twice more', async () => {
+          for (const at of await asks()) if (!before.has(at)) since.add(at)
+          return since.size >= 2
+        })
+      } finally {
+        await watcher.end()
+      }
       const migrated = await connectDatabase(url, { migrate: true })
       await migrated.close()
       await s.waitFor(/"msg":"sweep resumed"/)
@@ -159,16 +160,16 @@ describe('the embedded default', () => {
       expect(statSync(join(dataDir, 'secret-key')).mode & 0o777).toBe(0o600)
 
       // A second server on the same directory would lose writes: it is refused, also when it
-      // names the directory as a file: URL, and so is `npm run db:migrate` on it.
-      for (const second of [
-        startServer(env),
-        startServer({ ...env, DATABASE_URL: `file://${join(dataDir, 'pglite')}` }),
-      ]) {
+      // names the directory as a file: URL, and so is `npm run db:migrate` on it (the three
+      // tried at once).
+      const seconds = [startServer(env), startServer({ ...env, DATABASE_URL: `file://${join(dataDir, 'pglite')}` })]
+      const migrating = script('scripts/migrate.ts', [], { DATABASE_URL: join(dataDir, 'pglite') })
+      for (const second of seconds) {
         expect(await second.exited).toBe(1)
         expect(second.output().err.trim().split('\n')).toHaveLength(1)
         expect(second.output().err).toMatch(/^Cannot start: the embedded database in .* is in use by process \d+ on /)
       }
-      const migrate = await script('scripts/migrate.ts', [], { DATABASE_URL: join(dataDir, 'pglite') })
+      const migrate = await migrating
       expect(migrate.code).toBe(1)
       expect(migrate.err).toMatch(/^Cannot migrate: the embedded database in .* is in use by process \d+/)
 
@@ -179,6 +180,8 @@ describe('the embedded default', () => {
     }
 
     const again = startServer(env)
+    // `npm run token` needs no server to sign: it runs while the server starts again.
+    const minting = script('scripts/token.ts', ['--role', 'viewer'], { DATA_DIR: dataDir })
     try {
       const base = await again.listening
       // The token printed by the first run still works, and the agent is still there.
@@ -186,7 +189,7 @@ describe('the embedded default', () => {
       expect(read.status).toBe(200)
       expect(read.body.name).toBe('kept')
       // `npm run token` without SECRET_KEY signs with the same kept key.
-      const minted = await script('scripts/token.ts', ['--role', 'viewer'], { DATA_DIR: dataDir })
+      const minted = await minting
       expect(minted.code).toBe(0)
       expect((await api(base, minted.out.trim(), 'GET', '/api/v1/agents')).status).toBe(200)
     } finally {
@@ -195,7 +198,7 @@ describe('the embedded default', () => {
   }, 90_000)
 
   it('takes over the lock of a server that died without releasing it', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'act-stale-'))
+    const dataDir = onPostgres() ? mkdtempSync(join(tmpdir(), 'act-stale-')) : await migratedDataDir()
     mkdirSync(join(dataDir, 'pglite'), { recursive: true })
     // A lock left by a process of this host that no longer runs (kill -9, a crash).
     const gone = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid
@@ -244,7 +247,10 @@ describe('refusing to start, in one line', () => {
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()))
     const port = (holder.address() as { port: number }).port
     try {
-      const line = await oneLine(startServer({ PORT: String(port), DATABASE_URL: 'memory://', SECRET_KEY: SECRET }))
+      const database: Record<string, string> = onPostgres()
+        ? { DATABASE_URL: 'memory://' }
+        : { DATA_DIR: await migratedDataDir() }
+      const line = await oneLine(startServer({ PORT: String(port), ...database, SECRET_KEY: SECRET }))
       expect(line).toBe(`Cannot start: PORT ${port} is already in use on 127.0.0.1; stop what holds it, or set PORT`)
     } finally {
       holder.close()
@@ -253,9 +259,10 @@ describe('refusing to start, in one line', () => {
 
   it('when nothing listens at DATABASE_URL, and `npm run db:migrate` likewise', async () => {
     const url = 'postgres://someone:hunter2-secret@127.0.0.1:1/app'
+    const migrating = script('scripts/migrate.ts', [], { DATABASE_URL: url }) // at the same time
     const line = await oneLine(startServer({ DATABASE_URL: url, SECRET_KEY: SECRET }))
     expect(line).toBe('Cannot start: DATABASE_URL: nothing accepts connections at 127.0.0.1:1 (is Postgres running?)')
-    const m = await script('scripts/migrate.ts', [], { DATABASE_URL: url })
+    const m = await migrating
     expect(m.code).toBe(1)
     expect(m.err.trim()).toBe(
       'Cannot migrate: DATABASE_URL: nothing accepts connections at 127.0.0.1:1 (is Postgres running?)',
