@@ -198,7 +198,7 @@ describe('the embedded default', () => {
   }, 90_000)
 
   it('takes over the lock of a server that died without releasing it', async () => {
-    const dataDir = onPostgres() ? mkdtempSync(join(tmpdir(), 'act-stale-')) : await migratedDataDir()
+    const dataDir = await migratedDataDir()
     mkdirSync(join(dataDir, 'pglite'), { recursive: true })
     // A lock left by a process of this host that no longer runs (kill -9, a crash).
     const gone = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid
@@ -247,10 +247,9 @@ describe('refusing to start, in one line', () => {
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()))
     const port = (holder.address() as { port: number }).port
     try {
-      const database: Record<string, string> = onPostgres()
-        ? { DATABASE_URL: 'memory://' }
-        : { DATA_DIR: await migratedDataDir() }
-      const line = await oneLine(startServer({ PORT: String(port), ...database, SECRET_KEY: SECRET }))
+      const line = await oneLine(
+        startServer({ PORT: String(port), DATA_DIR: await migratedDataDir(), SECRET_KEY: SECRET }),
+      )
       expect(line).toBe(`Cannot start: PORT ${port} is already in use on 127.0.0.1; stop what holds it, or set PORT`)
     } finally {
       holder.close()

@@ -37,7 +37,7 @@ const serverFor = (runtime: Runtime, kind: 'embedded' | 'postgres') => {
       const database: Record<string, string> =
         kind === 'postgres'
           ? { DATABASE_URL: await freshPostgresUrl() }
-          : runtime === 'node' || onPostgres()
+          : runtime === 'node'
             ? { DATABASE_URL: 'memory://' }
             : { DATA_DIR: await migratedDataDir() }
       const logFile = join(mkdtempSync(join(tmpdir(), 'act-log-')), 'logs', 'agent.log')

@@ -112,15 +112,13 @@ export function script(
 let template: Promise<string> | undefined
 
 /**
- * A new DATA_DIR holding an embedded database already migrated (PGlite runs only): for a
- * server whose test is not about a first start, which would otherwise spend seconds of CPU
+ * A new DATA_DIR holding an embedded database already migrated: for a server whose test is not about a first start, which would otherwise spend seconds of CPU
  * on initdb and the migrations. Copied from one directory per run, made from the run's
  * snapshot by the first file that asks.
  */
 export async function migratedDataDir(): Promise<string> {
   template ??= (async () => {
     const snapshot = inject('pgliteSnapshot')
-    if (!snapshot) throw new Error('migratedDataDir() is for runs on the embedded database')
     const dir = join(dirname(snapshot), 'data-dir')
     if (!existsSync(join(dir, 'pglite', 'PG_VERSION'))) {
       // Made aside and renamed into place: files racing here never see half a directory.
