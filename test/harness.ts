@@ -69,7 +69,15 @@ export type Harness = Awaited<ReturnType<typeof createHarness>>
 /** Redis for the suite when TEST_REDIS_URL is set (CI): every API test then runs through the cache. */
 export const testRedisUrl = process.env.TEST_REDIS_URL ?? ''
 
-export async function createHarness(overrides: Record<string, string> = {}, db?: Database) {
+export async function createHarness(
+  overrides: Record<string, string> = {},
+  db?: Database,
+  /**
+   * queueWhileConnecting: Redis commands wait for the connection (default, so a test's first
+   * calls find the cache) or, false, fail at once while Redis is away, as the server's do.
+   */
+  opts: { queueWhileConnecting?: boolean } = {},
+) {
   const database = db ?? (await freshDatabase())
   const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'))
   const config: Config = loadConfig({
@@ -81,7 +89,7 @@ export async function createHarness(overrides: Record<string, string> = {}, db?:
   })
   const kv: Kv = config.redisUrl
     ? new RedisKv(config.redisUrl, {
-        queueWhileConnecting: true,
+        queueWhileConnecting: opts.queueWhileConnecting ?? true,
         maxTtlMs: Math.max(config.cacheTtlSeconds, config.authCacheTtlSeconds) * 1000,
       })
     : new MemoryKv()

@@ -4,6 +4,7 @@ import { keys, MemoryKv } from '../src/lib/kv'
 import { BusNotifier, LocalNotifier } from '../src/lib/notifier'
 import { RedisKv } from '../src/lib/redis'
 import { createHarness, type Harness, testRedisUrl, unique } from './harness'
+import { until } from './until'
 
 /**
  * Redis as an accelerator, never the source of truth: against this machine's Redis
@@ -35,16 +36,6 @@ class Relay {
   async stop(): Promise<void> {
     for (const s of this.sockets) s.destroy()
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()))
-  }
-}
-
-async function eventually<T>(what: string, f: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await f()
-    if (v !== undefined) return v
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 100))
   }
 }
 
@@ -118,11 +109,16 @@ describe.runIf(withRedis)('with Redis', () => {
     const gate = new Promise<void>((r) => {
       release = r
     })
+    let loading: () => void = () => {}
+    const started = new Promise<void>((r) => {
+      loading = r
+    })
     const slow = raw.cached(key, 60_000, async () => {
+      loading()
       await gate
       return 'old'
     })
-    await new Promise((r) => setTimeout(r, 50))
+    await started // the reader has looked in Redis and is reading Postgres
     await raw.invalidate([key]) // a write committed while the reader was loading
     release()
     expect(await slow).toBe('old') // the reader gets what it read…
@@ -137,16 +133,28 @@ describe.runIf(withRedis)('with Redis', () => {
       const channel = `agenticcp:test:${unique()}`
       const got: string[] = []
       other.subscribe(channel, (m) => got.push(m))
-      await eventually('the subscription', async () => {
+      await until('the subscription', async () => {
         await raw.publish(channel, 'ping')
-        return got.length > 0 ? true : undefined
+        return got.length > 0
       })
       expect(got[0]).toBe('ping')
 
       // Two instances' notifiers on one bus: a placement on B wakes the heartbeat waiting on A.
-      const a = new BusNotifier(new LocalNotifier(), raw, `agenticcp:work:${unique()}`)
-      const b = new BusNotifier(new LocalNotifier(), other, (a as unknown as { channel: string }).channel)
-      await new Promise((r) => setTimeout(r, 200)) // both subscriptions in place
+      const work = `agenticcp:work:${unique()}`
+      const a = new BusNotifier(new LocalNotifier(), raw, work)
+      const b = new BusNotifier(new LocalNotifier(), other, work)
+      // Both subscriptions in place: each hears what the other instance's client publishes.
+      for (const [listener, publisher] of [
+        [a, other],
+        [b, raw],
+      ] as const) {
+        await until('the bus subscriptions', async () => {
+          const probe = unique('probe')
+          const heard = listener.wait(probe, 200)
+          await publisher.publish(work, JSON.stringify([probe]))
+          return heard
+        })
+      }
       const waiting = a.wait('agent-1', 10_000)
       b.notify(['agent-1'])
       expect(await waiting).toBe(true) // woken, not timed out
@@ -200,7 +208,11 @@ describe('without Redis or with Redis gone', () => {
   })
 
   it('serves every request from Postgres when Redis is unreachable, and health says degraded', async () => {
-    const h = await createHarness({ REDIS_URL: 'redis://127.0.0.1:1', RATE_LIMIT_PER_MINUTE: '100' })
+    // As the server runs its client: commands fail at once while Redis is away (queued,
+    // each would wait out the 250 ms bound first).
+    const h = await createHarness({ REDIS_URL: 'redis://127.0.0.1:1', RATE_LIMIT_PER_MINUTE: '100' }, undefined, {
+      queueWhileConnecting: false,
+    })
     try {
       const a = await h.agent()
       const t = await h.assignedTask(a.id)
@@ -238,13 +250,10 @@ describe('without Redis or with Redis gone', () => {
         expect((await a.call('GET', `/api/v1/agents/${agent.id}`, { token: agent.token })).status).toBe(401)
         expect((await a.call('GET', `/api/v1/agents/${agent.id}`, { token: rotated.body.token })).status).toBe(200)
         // On B, once its copy has lived AUTH_CACHE_TTL_SECONDS (1 s here), never 30 s.
-        await eventually(
+        await until(
           'B to refuse the old token',
-          async () =>
-            (await b.call('GET', `/api/v1/agents/${agent.id}`, { token: agent.token })).status === 401
-              ? true
-              : undefined,
-          10_000,
+          async () => (await b.call('GET', `/api/v1/agents/${agent.id}`, { token: agent.token })).status === 401,
+          { timeoutMs: 10_000 },
         )
         expect(Date.now() - at).toBeLessThan(5_000)
         expect((await b.call('GET', `/api/v1/agents/${agent.id}`, { token: rotated.body.token })).status).toBe(200)
@@ -275,8 +284,9 @@ describe('without Redis or with Redis gone', () => {
         expect((await h.call('GET', '/api/v1/health', { token: null })).body.status).toBe('degraded')
 
         await relay.start(port) // Redis back on the same address
-        await eventually('redis to be back', async () =>
-          (await h.call('GET', '/api/v1/health/redis', { token: null })).body.status === 'ok' ? true : undefined,
+        await until(
+          'redis to be back',
+          async () => (await h.call('GET', '/api/v1/health/redis', { token: null })).body.status === 'ok',
         )
         expect((await h.call('GET', '/api/v1/health', { token: null })).body.status).toBe('ok')
         // The write made while Redis was away is what readers see now (no stale copy survived).
