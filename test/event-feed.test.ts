@@ -65,7 +65,8 @@ describe('the shared event reader', () => {
   })
 
   it('wakes waiting streams when new events are read, and stops reading when the last stream leaves', async () => {
-    const feed = new EventFeed(h.database.db, h.kv, { pollMs: 60_000 })
+    let reads = 0
+    const feed = new EventFeed(h.database.db, h.kv, { pollMs: 60_000, onRead: () => reads++ })
     await feed.join()
     const before = feed.latest
     const woken = feed.changed(before, 10_000)
@@ -74,9 +75,21 @@ describe('the shared event reader', () => {
     expect(feed.latest).toBeGreaterThan(before)
     feed.leave()
     const after = feed.latest
-    await h.pendingTask()
-    await new Promise((r) => setTimeout(r, 100))
+    const readsBefore = reads
+    // A feed still listening reads the next write at once: once another one has, this one
+    // must not have read anything.
+    const control = new EventFeed(h.database.db, h.kv, { pollMs: 60_000 })
+    await control.join()
+    try {
+      const seen = control.changed(control.latest, 10_000)
+      await h.pendingTask()
+      await seen
+      expect(control.latest).toBeGreaterThan(after)
+    } finally {
+      control.leave()
+    }
     expect(feed.latest).toBe(after) // nobody listens: nothing was read
+    expect(reads).toBe(readsBefore)
   })
 
   it('does not make a stream wait for what the feed read while the stream was busy', async () => {

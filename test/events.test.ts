@@ -3,16 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { rowsOf } from '../src/db/client'
 import { runSweep } from '../src/services/scheduler'
 import { createHarness, type Harness, onPostgres } from './harness'
-
-async function eventually<T>(f: () => Promise<T | undefined>, ms = 5_000): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await f()
-    if (v !== undefined) return v
-    if (Date.now() > end) throw new Error('timed out')
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
+import { until } from './until'
 
 let h: Harness
 beforeAll(async () => {
@@ -322,7 +313,7 @@ describe('live streams share one reader and are capped', () => {
     // JSON pages are not streams: never capped.
     expect((await capped.call('GET', '/api/v1/events?limit=1', { token: alice })).status).toBe(200)
     await a1.close()
-    const c2 = await eventually(async () => {
+    const c2 = await until('a stream freed for carol', async () => {
       const o = await open(carol)
       return o.res.status === 200 ? o : undefined
     })

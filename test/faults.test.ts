@@ -71,8 +71,13 @@ describe.runIf(onPostgres())('a pool with no free connection', () => {
     let release: () => void = () => {}
     const held = new Promise<void>((r) => (release = r))
     try {
-      const holder = withTx(database.db, async () => held)
-      await new Promise((r) => setTimeout(r, 50))
+      let inside: () => void = () => {}
+      const holding = new Promise<void>((r) => (inside = r))
+      const holder = withTx(database.db, async () => {
+        inside()
+        await held
+      })
+      await holding // the only connection is taken
       const waited = await withTx(database.db, async (tx) => rowsOf(tx, sql`select 1`)).catch((e: unknown) => e)
       expect(waited).toBeInstanceOf(Error)
       expect(isDatabaseUnavailable(waited), String(waited)).toBe(true)

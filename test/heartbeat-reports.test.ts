@@ -2,6 +2,7 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectDatabase } from '../src/db/connect'
 import { createHarness, freshPostgresUrl, type Harness, onPostgres } from './harness'
+import { until } from './until'
 
 let h: Harness
 beforeAll(async () => {
@@ -174,14 +175,13 @@ describe.runIf(onPostgres())('lock order', () => {
         body: { agentId: a.id, reports: [{ taskId: t.id, attempt: 1, status: 'running' }] },
       })
       // Wait until the heartbeat waits for that lock…
-      for (let i = 0; i < 100; i++) {
+      await until('the heartbeat to wait for the agent row', async () => {
         const { rows } = await other.query(
           `SELECT count(*)::int AS n FROM pg_stat_activity
             WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,
         )
-        if (rows[0]?.n > 0) break
-        await new Promise((r) => setTimeout(r, 50))
-      }
+        return rows[0]?.n > 0
+      })
       // …by then it must already hold the task: taking it now fails instead of deadlocking.
       const taken = await other.query('SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE NOWAIT', [t.id]).then(
         () => 'taken',

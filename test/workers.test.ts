@@ -7,6 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { writeHyperdriveConfig } from '../scripts/hyperdrive-local'
 import { connectDatabase } from '../src/db/connect'
 import { freshPostgresUrl, onPostgres, testRedisUrl } from './harness'
+import { until } from './until'
+
+/** The Worker under wrangler dev is slow to start and to answer on a busy machine. */
+const patient = { timeoutMs: 60_000, everyMs: 250 }
 
 /**
  * The Worker (src/worker.ts) under `wrangler dev` (workerd, offline), reaching this
@@ -37,20 +41,6 @@ function run(cmd: string, args: string[], env: Record<string, string> = {}) {
   })
   children.push(child)
   return { child, output: () => out }
-}
-
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    try {
-      const v = await f()
-      if (v !== undefined) return v
-    } catch {
-      // not yet
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 250))
-  }
 }
 
 /**
@@ -85,11 +75,10 @@ async function wranglerDev(port: number, args: string[], config?: string) {
       CI: '1',
     },
   )
-  await until(
-    'wrangler dev',
-    async () => ((await fetch(`http://127.0.0.1:${port}/api/v1/health/liveness`)).ok ? true : undefined),
-    90_000,
-  ).catch((err: Error) => {
+  await until('wrangler dev', async () => (await fetch(`http://127.0.0.1:${port}/api/v1/health/liveness`)).ok, {
+    ...patient,
+    timeoutMs: 90_000,
+  }).catch((err: Error) => {
     throw new Error(`${err.message}\n${w.output().slice(-3000)}`)
   })
   return w
@@ -123,13 +112,15 @@ beforeAll(async () => {
   const cronLog = await until(
     'the cron to say it paused',
     async () => /sweep paused[^\n]*db:migrate/.exec(wranglerOut())?.[0],
+    patient,
   )
   beforeMigration = { agents: refused.status, code: (await refused.json()).code, readiness, cronLog }
   await (await connectDatabase(databaseUrl, { migrate: true })).close()
-  await until('the Worker to see the migrations', async () =>
-    (await fetch(`${base}/api/v1/agents`, { headers: { authorization: `Bearer ${admin}` } })).status === 200
-      ? true
-      : undefined,
+  await until(
+    'the Worker to see the migrations',
+    async () =>
+      (await fetch(`${base}/api/v1/agents`, { headers: { authorization: `Bearer ${admin}` } })).status === 200,
+    patient,
   )
 }, 150_000)
 
@@ -180,10 +171,14 @@ describe.runIf(enabled)('on Cloudflare Workers (wrangler dev, Neon driver)', () 
     await call('PATCH', `/api/v1/agents/${agent.body.id}/status`, admin, { status: 'online' })
     const fired = await fetch(`${base}/__scheduled?cron=*+*+*+*+*`)
     expect(fired.status).toBe(200)
-    const placed = await until('the cron sweep to place the task', async () => {
-      const t = await call('GET', `/api/v1/tasks/${task.body.id}`, admin)
-      return t.body.status === 'assigned' ? t.body : undefined
-    })
+    const placed = await until(
+      'the cron sweep to place the task',
+      async () => {
+        const t = await call('GET', `/api/v1/tasks/${task.body.id}`, admin)
+        return t.body.status === 'assigned' ? t.body : undefined
+      },
+      patient,
+    )
     expect(placed).toMatchObject({ agentId: agent.body.id, attempt: 1 })
     const status = await call('GET', '/api/v1/scheduler/status', admin)
     expect(status.body).toMatchObject({ runs: 1, sweepIntervalSeconds: 0, lastSummary: { assigned: 1 } })
@@ -255,10 +250,14 @@ describe.runIf(enabled)('the Worker when its database connections are killed', (
     const bad = [...statuses.keys()].filter((s) => !(s >= 200 && s < 300) && s !== 503)
     expect(bad, JSON.stringify([...statuses])).toEqual([])
     expect(kills).toBeGreaterThan(0)
-    const after = await until('the Worker to serve again', async () => {
-      const res = await fetch(`${base}/api/v1/tasks?limit=1`, { headers: { authorization: `Bearer ${admin}` } })
-      return res.status === 200 ? res.status : undefined
-    })
+    const after = await until(
+      'the Worker to serve again',
+      async () => {
+        const res = await fetch(`${base}/api/v1/tasks?limit=1`, { headers: { authorization: `Bearer ${admin}` } })
+        return res.status === 200 ? res.status : undefined
+      },
+      patient,
+    )
     expect(after).toBe(200)
   }, 60_000)
 })
@@ -298,10 +297,11 @@ describe.runIf(enabled)('on Cloudflare Workers behind Hyperdrive (wrangler dev, 
     expect(task.body.status).toBe('pending')
     await json('PATCH', `/api/v1/agents/${agent.body.id}/status`, admin, { status: 'online' })
     expect((await fetch(`${hd}/__scheduled?cron=*+*+*+*+*`)).status).toBe(200)
-    await until('the cron sweep to place the task', async () => {
-      const t = await json('GET', `/api/v1/tasks/${task.body.id}`, admin)
-      return t.body.status === 'assigned' ? true : undefined
-    })
+    await until(
+      'the cron sweep to place the task',
+      async () => (await json('GET', `/api/v1/tasks/${task.body.id}`, admin)).body.status === 'assigned',
+      patient,
+    )
     const hb = await json('POST', '/api/v1/agents/heartbeat', agent.body.token, {
       agentId: agent.body.id,
       reports: [
