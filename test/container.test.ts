@@ -5,10 +5,11 @@
  * docker-compose, installed by .ci/run) and wires the fleet the README promises, with no
  * secret in it. That the image's commands work is `npm run check:prod`'s part (CI runs it).
  */
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFile, spawnSync } from 'node:child_process'
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { validate } from 'dockerfile-utils'
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
@@ -140,27 +141,44 @@ describe('docker-compose.yml', () => {
     expect(example).toMatch(/^POSTGRES_PASSWORD=$/m)
   })
 
-  const haveCompose = spawnSync('docker-compose', ['version'], { stdio: 'ignore' }).status === 0
+  const run = promisify(execFile)
+  // On PATH (asking it for its version would cost a Python start at every collection).
+  const haveCompose = spawnSync('sh', ['-c', 'command -v docker-compose'], { stdio: 'ignore' }).status === 0
   // CI installs Debian's docker-compose; elsewhere this check runs where it is installed.
-  it.runIf(haveCompose || process.env.CI)('passes docker-compose config -q, and refuses to start without .env', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'acp-compose-'))
-    try {
-      copyFileSync('docker-compose.yml', join(dir, 'docker-compose.yml'))
-      writeFileSync(join(dir, '.env'), 'SECRET_KEY=x\n')
-      // POSTGRES_PASSWORD unset: the file says what to set.
-      const missing = spawnSync('docker-compose', ['config', '-q'], { cwd: dir, encoding: 'utf8' })
-      expect(missing.status).not.toBe(0)
-      expect(missing.stderr).toContain('set POSTGRES_PASSWORD in .env')
-      writeFileSync(join(dir, '.env'), 'SECRET_KEY=0123456789abcdef0123456789abcdef\nPOSTGRES_PASSWORD=abc123\n')
-      execFileSync('docker-compose', ['config', '-q'], { cwd: dir, stdio: 'pipe' })
-      const resolved = parse(execFileSync('docker-compose', ['config'], { cwd: dir, encoding: 'utf8' })) as {
-        services: Record<string, Service>
+  it.runIf(haveCompose || process.env.CI)(
+    'passes docker-compose config -q, and refuses to start without .env',
+    async () => {
+      // Two copies, one with POSTGRES_PASSWORD unset; each docker-compose (a Python process,
+      // ~1 s to start) runs at the same time.
+      const dir = (env: string) => {
+        const d = mkdtempSync(join(tmpdir(), 'acp-compose-'))
+        copyFileSync('docker-compose.yml', join(d, 'docker-compose.yml'))
+        writeFileSync(join(d, '.env'), env)
+        return d
       }
-      expect(resolved.services.agent?.environment?.DATABASE_URL).toBe(
-        'postgres://agenticcp:abc123@postgres:5432/agenticcp',
-      )
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-    }
-  })
+      const missingDir = dir('SECRET_KEY=x\n')
+      const goodDir = dir('SECRET_KEY=0123456789abcdef0123456789abcdef\nPOSTGRES_PASSWORD=abc123\n')
+      const compose = (cwd: string, args: string[]) => run('docker-compose', args, { cwd, encoding: 'utf8' })
+      try {
+        const [missing, quiet, full] = await Promise.all([
+          compose(missingDir, ['config', '-q']).then(
+            ({ stderr }) => ({ code: 0, stderr }),
+            (e: { code: number; stderr: string }) => e,
+          ),
+          compose(goodDir, ['config', '-q']),
+          compose(goodDir, ['config']),
+        ])
+        // POSTGRES_PASSWORD unset: the file says what to set.
+        expect(missing.code).not.toBe(0)
+        expect(missing.stderr).toContain('set POSTGRES_PASSWORD in .env')
+        expect(quiet.stdout).toBe('')
+        const resolved = parse(full.stdout) as { services: Record<string, Service> }
+        expect(resolved.services.agent?.environment?.DATABASE_URL).toBe(
+          'postgres://agenticcp:abc123@postgres:5432/agenticcp',
+        )
+      } finally {
+        for (const d of [missingDir, goodDir]) rmSync(d, { recursive: true, force: true })
+      }
+    },
+  )
 })
