@@ -51,7 +51,7 @@ describe.runIf(onPostgres())('on a bare Postgres database', () => {
     const s = startServer({ DATABASE_URL: url, SECRET_KEY: SECRET, ENVIRONMENT: 'development' })
     try {
       const base = await s.listening
-      const { signToken } = await import('../src/lib/auth')
+      const { signToken } = await import('../src/lib/tokens')
       const { loadConfig } = await import('../src/env')
       const admin = await signToken(loadConfig({ SECRET_KEY: SECRET }), { sub: 'first', role: 'admin' }, 10)
       expect((await api(base, admin, 'POST', '/api/v1/agents', { name: 'first', provider: 'aws' })).status).toBe(201)
@@ -102,7 +102,7 @@ describe.runIf(onPostgres())('on a bare Postgres database', () => {
     })
     try {
       const base = await s.listening
-      const { signToken } = await import('../src/lib/auth')
+      const { signToken } = await import('../src/lib/tokens')
       const { loadConfig } = await import('../src/env')
       const admin = await signToken(loadConfig({ SECRET_KEY: SECRET }), { sub: 'first', role: 'admin' }, 10)
       const secretName = unique('never-logged')

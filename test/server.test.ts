@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import { loadConfig } from '../src/env'
-import { signToken } from '../src/lib/auth'
+import { signToken } from '../src/lib/tokens'
 import { freshPostgresUrl, onPostgres, SECRET, testRedisUrl } from './harness'
 import { runtimes, startServer as start, stopped } from './spawn'
 
