@@ -153,11 +153,11 @@ function signingKey(config: Config): { config: Config; generated: boolean } {
 }
 
 async function main() {
-  const settings_ = settings()
-  const logFile = logWriter(settings_.logFile)
-  const logger: Logger = createLogger({ level: settings_.logLevel, format: settings_.logFormat, write: logFile.write })
+  const loaded = settings()
+  const logFile = logWriter(loaded.logFile)
+  const logger: Logger = createLogger({ level: loaded.logLevel, format: loaded.logFormat, write: logFile.write })
   // Development only (production refuses to start without SECRET_KEY, see env.ts).
-  const { config, generated } = signingKey(settings_)
+  const { config, generated } = signingKey(loaded)
   const devToken = generated
     ? await signToken(config, { sub: 'dev-admin', role: 'admin' }, config.accessTokenExpireMinutes)
     : undefined

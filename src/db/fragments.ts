@@ -20,9 +20,6 @@ export function bind(text: string, values: Record<string, unknown>): SQL {
   return sql.join(chunks)
 }
 
-/** The marker `bind` replaces with `values[name]`. */
-export const mark = (name: string) => `{{${name}}}`
-
 /** A Postgres text[] literal, one bound parameter whatever the length. */
 export function pgTextArray(values: readonly string[]): string {
   return `{${values.map((v) => `"${v.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`).join(',')}}`

@@ -291,7 +291,7 @@ export interface GuardedTask {
   autoRetry: boolean
 }
 
-export function guardHolds(when: MoveGuard | undefined, task: Omit<GuardedTask, 'status'>): boolean {
+function guardHolds(when: MoveGuard | undefined, task: Omit<GuardedTask, 'status'>): boolean {
   switch (when) {
     case undefined:
       return true
@@ -305,7 +305,7 @@ export function guardHolds(when: MoveGuard | undefined, task: Omit<GuardedTask, 
 }
 
 /** The moves the table has from `status` (guards not applied). */
-export const movesFrom = (status: TaskStatus): TaskMove[] => TASK_MOVES.filter((m) => m.from.includes(status))
+const movesFrom = (status: TaskStatus): TaskMove[] => TASK_MOVES.filter((m) => m.from.includes(status))
 
 /** The moves from a state, as a 409's `allowed` list names them. */
 export const allowedMoves = (status: TaskStatus): string[] => movesFrom(status).map((m) => `${m.to} (${m.label})`)

@@ -1,4 +1,4 @@
-import type { OpenAPIHono, RouteConfig, RouteHandler } from '@hono/zod-openapi'
+import type { RouteConfig, RouteHandler } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import type { Database } from '../db/client'
 import type { Principal } from '../domain/model'
@@ -57,7 +57,6 @@ export interface AppBindings {
   }
 }
 
-export type AppOpenAPI = OpenAPIHono<AppBindings>
 export type AppRouteHandler<R extends RouteConfig> = RouteHandler<R, AppBindings>
 
 /** What services take from a request: the database, the clock and the settings. */

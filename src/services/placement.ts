@@ -348,10 +348,10 @@ export async function placePending(
   let assigned = 0
   let scanned = 0
   let after: { priority: number; id: string } | undefined
-  const pending: string[] = []
+  const placedOn: string[] = []
   const placedTasks: string[] = []
   while (scanned < maxTasks) {
-    pending.length = 0
+    placedOn.length = 0
     placedTasks.length = 0
     const result = await withTx(db, async (tx) => {
       const pool = await tx
@@ -379,15 +379,15 @@ export async function placePending(
       const pairs = matchTasks(batch, pool)
       const rows = await writeAssignments(tx, now, pairs, via)
       recordAssignments(metrics, rows, via)
-      pending.push(...rows.map((r) => r.agent_id))
+      placedOn.push(...rows.map((r) => r.agent_id))
       placedTasks.push(...rows.map((r) => r.id))
       const slotsLeft = pool.some((a) => a.activeTasks < a.maxConcurrentTasks)
       return { placed: rows.length, batch, noSlots: !slotsLeft }
     })
     assigned += result.placed
     scanned += result.batch.length
-    await changed({ kv }, { tasks: placedTasks, agents: pending })
-    notifier?.notify(pending)
+    await changed({ kv }, { tasks: placedTasks, agents: placedOn })
+    notifier?.notify(placedOn)
     const last = result.batch.at(-1)
     if (result.noSlots || result.batch.length < batchSize || !last) break
     after = { priority: last.priority, id: last.id }
