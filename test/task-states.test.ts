@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { reportStatuses, type TaskStatus } from '../src/domain/model'
@@ -315,4 +316,28 @@ describe("the sweep's moves", () => {
       expect(after.version).toBe(before.version)
     },
   )
+})
+
+describe('docs/architecture.md', () => {
+  it('shows the state table as it is: one row per move, with its states, slot, count and event', () => {
+    const doc = readFileSync('docs/architecture.md', 'utf8')
+    const rows = doc
+      .split('\n')
+      .filter((l) => /^\| `[a-z_]+` \| [a-z_, ]+ → /.test(l))
+      .map((l) =>
+        l
+          .split('|')
+          .slice(1, -1)
+          .map((c) => c.trim()),
+      )
+      .map(([name, states, , , slot, counts, , event]) => ({ name, states, slot, counts, event }))
+    expect(rows.length).toBe(TASK_MOVES.length)
+    for (const m of TASK_MOVES) {
+      const row = rows.find((r) => r.name === `\`${m.name}\`` && r.states?.startsWith(`${m.from.join(', ')} → ${m.to}`))
+      expect(row, `${m.name}: ${m.from.join(', ')} → ${m.to}`).toBeDefined()
+      expect(row?.slot, `${m.name} slot`).toBe(m.slot === 'keep' ? '' : m.slot)
+      expect(row?.counts, `${m.name} counts`).toBe(m.counts ?? '')
+      expect(row?.event, `${m.name} event`).toBe(`\`${m.event}\``)
+    }
+  })
 })
