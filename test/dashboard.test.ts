@@ -1,12 +1,14 @@
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { serve } from '@hono/node-server'
-import { type Browser, chromium, type Page } from 'playwright-core'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type Browser, chromium, type Page, type Request } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { bundleDashboard, bundlePath } from '../scripts/build-dashboard'
 import { Agent, shellHandler } from '../src/agent'
 import { silentAgentLogger } from '../src/agent/log'
 import { createHarness, type Harness, unique } from './harness'
+import { until } from './until'
 
 /**
  * The dashboard in a real browser (Debian's Chromium, driven by playwright-core): it
@@ -16,6 +18,9 @@ import { createHarness, type Harness, unique } from './harness'
  */
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const enabled = existsSync(CHROMIUM)
+// What the page shows comes a refresh (a second) or two after the API changes: on a busy
+// machine that can take several seconds, so polls here wait up to 10 s unless they say.
+vi.setConfig({ expect: { poll: { timeout: 10_000 } } })
 
 let h: Harness
 let browser: Browser | undefined
@@ -126,6 +131,28 @@ async function openDashboard(viewport = { width: 1440, height: 1100 }) {
   return { page, problems }
 }
 
+/**
+ * For a check that something did NOT happen. `poke(n)` changes something through the API and
+ * returns the path the page re-reads on its next once-a-second refresh because of it. This
+ * pokes twice, each time waiting until the page's read has ended: by the second, the page
+ * has handled the first's answer and made any request that leads to, however slow the
+ * machine (a fixed sleep could only guess how long that takes).
+ */
+async function twoRefreshes(page: Page, poke: (n: number) => Promise<string>) {
+  const read: string[] = []
+  const onRead = (r: Request) => read.push(new URL(r.url()).pathname)
+  page.on('requestfinished', onRead)
+  try {
+    for (const n of [1, 2]) {
+      const path = await poke(n)
+      await until(`the page to re-read ${path}`, () => read.includes(path), { timeoutMs: 15_000 })
+      read.length = 0
+    }
+  } finally {
+    page.off('requestfinished', onRead)
+  }
+}
+
 /** The page is no wider than its viewport: nothing scrolls sideways but inside a card. */
 const pageOverflow = (page: Page) =>
   page.evaluate(() => ({
@@ -157,6 +184,13 @@ afterAll(async () => {
   await browser?.close()
   await new Promise((r) => (server ? server.close(() => r(null)) : r(null)))
   await h?.close()
+})
+
+describe('the dashboard script', () => {
+  it('is served as bundled from src/routes/dashboard/client (npm run build:dashboard)', async () => {
+    const fresh = (await bundleDashboard()) === readFileSync(bundlePath, 'utf8')
+    expect(fresh, `${bundlePath} is stale: run npm run build:dashboard`).toBe(true)
+  })
 })
 
 describe.runIf(enabled)('GET /dashboard in a browser', () => {
@@ -488,7 +522,13 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
         true,
       )
       const after = requests.length
-      await page.waitForTimeout(1500)
+      // The page has re-read the finished task (as it would to follow a live attempt again),
+      // then refreshed twice more (for agents registered now): no log read started meanwhile.
+      await until(
+        'the detail to show the task completed',
+        async () => (await page.textContent('#td-fields [data-field="status"]')) === 'completed',
+      )
+      await twoRefreshes(page, async () => `/api/v1/agents/${(await h.agent({ name: unique('later') })).id}`)
       expect(requests.slice(after).filter((r) => r.includes('/logs'))).toEqual([])
       // The long line wraps inside the panel: nothing scrolls sideways.
       expect(await log.evaluate((e) => e.scrollWidth <= e.clientWidth)).toBe(true)
@@ -570,7 +610,11 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     await expect.poll(() => requests.filter((u) => /^(done|failed) /.test(u) && streamUrl(u)).length).toBeGreaterThan(0)
     const before = requests.length
     await write(5)
-    await page.waitForTimeout(1000)
+    // News of the task comes after: the page re-reads the task on its next refreshes, not its log.
+    await twoRefreshes(page, async (n) => {
+      await h.report(t.id, a.token, { status: 'running', attempt: t.attempt, progress: 10 * n })
+      return `/api/v1/tasks/${t.id}`
+    })
     expect(requests.slice(before).filter((u) => u.includes('/logs'))).toEqual([])
 
     // A second attempt: the latest is shown, with a choice of the earlier one.
