@@ -11,9 +11,10 @@ export function backoffMs(failures: number, maxMs = BACKOFF_MAX_MS): number {
   return Math.round(cap * (0.5 + Math.random() / 2))
 }
 
-/** Resolves after `ms`, or as soon as `signal` aborts. */
+/** Resolves after `ms`, or as soon as `signal` aborts (at once if it has). */
 export const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve()
     const t = setTimeout(done, ms)
     function done() {
       clearTimeout(t)

@@ -63,9 +63,13 @@ export class HeartbeatLoop {
     this.pause?.abort()
   }
 
-  /** A signal for a pause between heartbeats that a wake (or quitting) ends. */
+  /**
+   * A signal for a pause between heartbeats that a wake (or quitting) ends. A wake that came
+   * while the heartbeat was answered (too late to end its long poll) ends the pause at once.
+   */
   private wakeSignal(): AbortSignal {
     this.pause = new AbortController()
+    if (this.wakePending) this.pause.abort()
     return AbortSignal.any([this.pause.signal, this.o.quit])
   }
 
