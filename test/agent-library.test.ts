@@ -1,11 +1,12 @@
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { Agent, loadState, type Task, TaskError } from '../src/agent'
 import { silentAgentLogger } from '../src/agent/log'
 import { ApiClientError, createClient, ok } from '../src/client'
 import { createHarness, type Harness, unique } from './harness'
+import { until } from './until'
 
 /**
  * The runner as a library (`new Agent(…).handle(type, fn)`), in process against the real
@@ -27,6 +28,13 @@ afterEach(async () => {
 afterAll(async () => h.close())
 
 const appFetch: typeof fetch = async (input, init) => h.app.fetch(new Request(input as RequestInfo, init))
+
+/**
+ * Resolves once the service counts the agent online (its first heartbeat is in): a task
+ * created from then on is placed on it at once, not at the end of its first long poll.
+ */
+const online = (agent: Agent) =>
+  until('the agent online', async () => (await h.call('GET', `/api/v1/agents/${agent.id}`)).body.status === 'online')
 
 async function agentWith(
   handlers: Record<string, (task: Task, ctx: Parameters<Parameters<Agent['handle']>[1]>[1]) => unknown>,
@@ -50,17 +58,8 @@ async function agentWith(
   for (const [type, fn] of Object.entries(handlers)) agent.handle(type, fn)
   agents.push(agent)
   await agent.start()
+  await online(agent)
   return { agent, api, stateDir }
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await probe()
-    if (v) return v
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
 }
 
 const taskIn = (id: string, statuses: string[]) =>
@@ -170,13 +169,16 @@ describe('Agent (library)', () => {
     // it no longer holds).
     // (A heartbeat in flight may land with the new time before the sweep reads it: then
     // the jump is tried again.)
-    await until('the old run to be stopped', async () => {
-      if (signals[0]?.aborted) return true
-      h.clock.advance(10 * 60_000)
-      expect((await h.call('POST', '/api/v1/scheduler/sweep')).status).toBe(200)
-      await new Promise((r) => setTimeout(r, 1500))
-      return signals[0]?.aborted
-    })
+    await until(
+      'the sweep to requeue the task of the silent agent',
+      async () => {
+        h.clock.advance(10 * 60_000)
+        expect((await h.call('POST', '/api/v1/scheduler/sweep')).status).toBe(200)
+        return (await h.call('GET', `/api/v1/tasks/${task.id}`)).body.lostCount >= 1
+      },
+      { everyMs: 200 },
+    )
+    await until('the old run to be stopped', () => signals[0]?.aborted)
     h.clock.advance(10 * 60_000) // past the requeue's backoff
     await until('attempt 2 running', async () => {
       const t = (await h.call('GET', `/api/v1/tasks/${task.id}`)).body
@@ -207,8 +209,11 @@ describe('Agent (library)', () => {
     const cuttable: typeof fetch = (input, init) =>
       cut ? Promise.reject(new TypeError('fetch failed')) : appFetch(input, init)
     const first = new Agent({ ...base, token: reg.token, fetch: cuttable }).handle('hang', () => new Promise(() => {}))
-    agents.push(first)
+    // Not stopped with the others: it stands for a dead process, whose reports never go out,
+    // so its loop only ends at its last chance (grace + 10 s after kill). Nothing waits for it.
+    onTestFinished(() => first.kill())
     await first.start()
+    await online(first)
     // A day's timeout: nothing but the restart may end the run.
     const task = await h.task({ type: 'hang', maxAttempts: 3, timeoutSeconds: 86_400 })
     expect((await taskIn(task.id, ['running'])).attempt).toBe(1)
@@ -230,15 +235,19 @@ describe('Agent (library)', () => {
     const failed = events.filter((e) => e.type === 'task.failed')
     expect(failed).toHaveLength(1)
     expect(JSON.stringify(failed[0]?.data)).toContain('agent_restarted')
-    // The sweep retries it after its backoff and the restarted agent takes attempt 2 (the
-    // clock moves in steps shorter than the heartbeat timeout, so the agent stays online).
-    const done = await until('attempt 2 completed', async () => {
-      h.clock.advance(30_000)
-      expect((await h.call('POST', '/api/v1/scheduler/sweep')).status).toBe(200)
-      await new Promise((r) => setTimeout(r, 500))
-      const t = (await h.call('GET', `/api/v1/tasks/${task.id}`)).body
-      return t.status === 'completed' ? t : undefined
-    })
+    // The sweep puts it back to pending with a backoff, and once that has passed the
+    // restarted agent takes attempt 2 (the clock moves in steps shorter than the heartbeat
+    // timeout, between which the agent beats, so it stays online).
+    await until(
+      'the sweep to retry it and the agent to take it',
+      async () => {
+        h.clock.advance(30_000)
+        expect((await h.call('POST', '/api/v1/scheduler/sweep')).status).toBe(200)
+        return !['failed', 'pending'].includes((await h.call('GET', `/api/v1/tasks/${task.id}`)).body.status)
+      },
+      { everyMs: 500 },
+    )
+    const done = await taskIn(task.id, ['completed'])
     expect(done).toMatchObject({ attempt: 2, agentId: first.id, result: 'second run', failures: 1, lostCount: 0 })
   })
 
