@@ -3,7 +3,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { Agent, loadState, type Task, TaskError } from '../src/agent'
+import type { Report } from '../src/agent/api'
 import { silentAgentLogger } from '../src/agent/log'
+import { Outbox } from '../src/agent/outbox'
+import { endReport, MAX_RESULT_BYTES } from '../src/agent/result'
 import { ApiClientError, createClient, ok } from '../src/client'
 import { createHarness, type Harness, unique } from './harness'
 import { until } from './until'
@@ -294,6 +297,86 @@ describe('Agent (library)', () => {
   it('keeps its identity in the state dir and reuses it', async () => {
     const { agent, stateDir } = await agentWith({})
     expect(loadState(stateDir)?.id).toBe(agent.id)
+  })
+})
+
+describe('the runner’s parts', () => {
+  const running = (i: number): Report => ({ taskId: `t${i}`, attempt: 1, status: 'running' })
+
+  it('the outbox sends in order, at most 1,000 reports and 512 KiB a heartbeat, and puts back what went unanswered', () => {
+    const outbox = new Outbox(() => {})
+    outbox.addFirst(Array.from({ length: 1500 }, (_, i) => running(i)))
+    const first = outbox.take()
+    expect(first).toHaveLength(1000)
+    expect(first[0]?.taskId).toBe('t0')
+    outbox.putBack(first)
+    expect(outbox.size).toBe(1500)
+    expect(outbox.take()[999]?.taskId).toBe('t999')
+    expect(outbox.take()).toHaveLength(500)
+    const big = 'x'.repeat(200 * 1024)
+    outbox.addFirst([1, 2, 3].map((i) => ({ ...running(i), status: 'completed', result: big })))
+    expect(outbox.take()).toHaveLength(2)
+    expect(outbox.take()).toHaveLength(1)
+    // One report too large alone still goes (the service judges it).
+    outbox.addFirst([{ ...running(4), status: 'completed', result: 'x'.repeat(600 * 1024) }])
+    expect(outbox.take()).toHaveLength(1)
+  })
+
+  it('the outbox folds progress into a waiting running report and drops what is no longer the agent’s', () => {
+    const outbox = new Outbox(() => {})
+    outbox.addFirst([running(1), { ...running(2), attempt: 2 }])
+    outbox.progress('t1', 1, 40)
+    outbox.progress('t1', 1, 60)
+    outbox.progress('t3', 1, 10)
+    outbox.drop('t2', 2)
+    expect(outbox.take()).toEqual([
+      { taskId: 't1', attempt: 1, status: 'running', progress: 60 },
+      { taskId: 't3', attempt: 1, status: 'running', progress: 10 },
+    ])
+  })
+
+  it('a run’s end: its result, result_too_large, a TaskError’s code and bounded result, or why it was stopped', () => {
+    const task = { id: 't', attempt: 2, timeoutSeconds: 7 } as Task
+    expect(endReport(task, undefined, { ok: true, result: { n: 1 } })).toEqual({
+      taskId: 't',
+      attempt: 2,
+      status: 'completed',
+      result: { n: 1 },
+    })
+    expect(endReport(task, undefined, { ok: true, result: undefined })).toEqual({
+      taskId: 't',
+      attempt: 2,
+      status: 'completed',
+    })
+    const huge = 'x'.repeat(MAX_RESULT_BYTES)
+    expect(endReport(task, undefined, { ok: true, result: huge })).toMatchObject({
+      status: 'failed',
+      error: { code: 'result_too_large' },
+    })
+    expect(endReport(task, undefined, { ok: false, err: new TaskError('exit_3', 'bad', huge) })).toMatchObject({
+      status: 'failed',
+      error: { code: 'exit_3', message: 'bad' },
+      result: { omitted: expect.stringContaining('left out') },
+    })
+    expect(endReport(task, undefined, { ok: false, err: 'thrown' })).toMatchObject({
+      error: { code: 'handler_error', message: 'thrown' },
+    })
+    expect(endReport(task, 'cancel', { ok: false, err: new Error('aborted') })).toEqual({
+      taskId: 't',
+      attempt: 2,
+      status: 'cancelled',
+    })
+    expect(endReport(task, 'timeout', { ok: true, result: 1 })).toMatchObject({
+      status: 'failed',
+      error: { code: 'timeout', message: expect.stringContaining('(7 s)') },
+    })
+    expect(endReport(task, 'stopped', { ok: false, err: new TaskError('signal_SIGTERM', 'x', { out: 'y' }) })).toEqual({
+      taskId: 't',
+      attempt: 2,
+      status: 'failed',
+      result: { out: 'y' },
+      error: { code: 'agent_stopped', message: 'The agent stopped before the task finished.' },
+    })
   })
 })
 

@@ -176,6 +176,8 @@ export class Runs {
     run.logger.info(report.status === 'completed' ? 'task completed' : `task ${report.status}`, {
       ...(report.error ? { code: report.error.code } : {}),
     })
+    // Its output goes first (a follower's stream ends with the attempt), for a few seconds
+    // at most; then the report.
     this.flushing++
     void this.o.logs
       .finish(run.output, () => this.o.outbox.add(report))
