@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type Client, createClient, ok } from '../src/client'
 import { signToken } from '../src/lib/auth'
 import { freshPostgresUrl, onPostgres, SECRET, testRedisUrl, unique } from './harness'
-import { type Built, buildEntries, type Spawned, startBuiltServer, stopped, track } from './spawn'
+import { type Built, buildEntries, migratedDataDir, type Spawned, startBuiltServer, stopped, track } from './spawn'
 import { until } from './until'
 
 /**
@@ -69,7 +69,8 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     env = {
       PORT: String(port),
       SECRET_KEY: SECRET,
-      DATA_DIR: mkdtempSync(join(tmpdir(), 'act-runner-')),
+      // The run's migrated database: initdb and the migrations are first-run.test.ts's concern.
+      DATA_DIR: migratedDataDir(),
       HEARTBEAT_INTERVAL_SECONDS: '1',
       HEARTBEAT_TIMEOUT_SECONDS: '3',
       SWEEP_INTERVAL_SECONDS: '1',

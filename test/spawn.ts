@@ -1,8 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
+import { inject } from 'vitest'
 
 export const bunBin = 'node_modules/.bin/bun'
 export const runtimes = existsSync(bunBin) ? (['node', 'bun'] as const) : (['node'] as const)
@@ -157,4 +158,20 @@ export function startBuiltServer(file: string, env: Record<string, string>): Spa
   const listening = tracked.waitFor(/"url":"(http:\/\/[^"]+)"/).then((m) => m[1] as string)
   listening.catch(() => {})
   return { ...tracked, listening }
+}
+
+/**
+ * A DATA_DIR whose embedded database is a copy of the run's migrated one (the PGlite
+ * snapshot of test/global-setup.ts), for a server that needs a database rather than a first
+ * start: PGlite's initdb and the migrations take seconds on a busy machine. On Postgres
+ * (the snapshot is '') the directory is empty and the caller sets DATABASE_URL.
+ */
+export function migratedDataDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'act-data-'))
+  const snapshot = inject('pgliteSnapshot')
+  if (snapshot) {
+    mkdirSync(join(dir, 'pglite'))
+    execFileSync('tar', ['-xf', snapshot, '-C', join(dir, 'pglite')], { stdio: 'ignore' })
+  }
+  return dir
 }
