@@ -16,10 +16,10 @@
  */
 import { existsSync, renameSync, writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
+import { type Role, roles } from '../src/domain/model'
 import { type Config, ConfigError, loadConfig } from '../src/env'
-import { maxLifetimeMinutes, signToken } from '../src/lib/auth'
-import { type Role, roles } from '../src/lib/context'
 import { devSecret, devSecretPath } from '../src/lib/dev-secret'
+import { maxLifetimeMinutes, signToken } from '../src/lib/tokens'
 
 if (existsSync('.dev.vars')) process.loadEnvFile('.dev.vars')
 const { values } = parseArgs({

@@ -16,15 +16,15 @@ import { migrationState } from './db/client'
 import { connectDatabase, explainDatabaseError, isPostgresUrl, pgliteDirectory } from './db/connect'
 import { DataDirLockedError, lockDataDir } from './db/pglite-lock'
 import { type Config, ConfigError, loadConfig } from './env'
-import { signToken } from './lib/auth'
 import { systemClock } from './lib/clock'
-import type { AssetLoader } from './lib/context'
 import { DevSecretError, devSecret, devSecretPath } from './lib/dev-secret'
 import { type Kv, MemoryKv } from './lib/kv'
 import { createLogger, describeError, type Logger } from './lib/logger'
 import { Metrics } from './lib/metrics'
 import { BusNotifier, LocalNotifier } from './lib/notifier'
 import { RedisKv } from './lib/redis'
+import { signToken } from './lib/tokens'
+import type { AssetLoader } from './middleware/context'
 import { MigrationGate } from './services/migrations'
 import { startSweepTimer } from './services/scheduler'
 
@@ -153,11 +153,11 @@ function signingKey(config: Config): { config: Config; generated: boolean } {
 }
 
 async function main() {
-  const settings_ = settings()
-  const logFile = logWriter(settings_.logFile)
-  const logger: Logger = createLogger({ level: settings_.logLevel, format: settings_.logFormat, write: logFile.write })
+  const loaded = settings()
+  const logFile = logWriter(loaded.logFile)
+  const logger: Logger = createLogger({ level: loaded.logLevel, format: loaded.logFormat, write: logFile.write })
   // Development only (production refuses to start without SECRET_KEY, see env.ts).
-  const { config, generated } = signingKey(settings_)
+  const { config, generated } = signingKey(loaded)
   const devToken = generated
     ? await signToken(config, { sub: 'dev-admin', role: 'admin' }, config.accessTokenExpireMinutes)
     : undefined

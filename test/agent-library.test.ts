@@ -1,11 +1,15 @@
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { Agent, loadState, type Task, TaskError } from '../src/agent'
+import type { Report } from '../src/agent/api'
 import { silentAgentLogger } from '../src/agent/log'
+import { Outbox } from '../src/agent/outbox'
+import { endReport, MAX_RESULT_BYTES } from '../src/agent/result'
 import { ApiClientError, createClient, ok } from '../src/client'
 import { createHarness, type Harness, unique } from './harness'
+import { until } from './until'
 
 /**
  * The runner as a library (`new Agent(…).handle(type, fn)`), in process against the real
@@ -27,6 +31,13 @@ afterEach(async () => {
 afterAll(async () => h.close())
 
 const appFetch: typeof fetch = async (input, init) => h.app.fetch(new Request(input as RequestInfo, init))
+
+/**
+ * Resolves once the service counts the agent online (its first heartbeat is in): a task
+ * created from then on is placed on it at once, not at the end of its first long poll.
+ */
+const online = (agent: Agent) =>
+  until('the agent online', async () => (await h.call('GET', `/api/v1/agents/${agent.id}`)).body.status === 'online')
 
 async function agentWith(
   handlers: Record<string, (task: Task, ctx: Parameters<Parameters<Agent['handle']>[1]>[1]) => unknown>,
@@ -50,17 +61,8 @@ async function agentWith(
   for (const [type, fn] of Object.entries(handlers)) agent.handle(type, fn)
   agents.push(agent)
   await agent.start()
+  await online(agent)
   return { agent, api, stateDir }
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await probe()
-    if (v) return v
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
 }
 
 const taskIn = (id: string, statuses: string[]) =>
@@ -170,13 +172,16 @@ describe('Agent (library)', () => {
     // it no longer holds).
     // (A heartbeat in flight may land with the new time before the sweep reads it: then
     // the jump is tried again.)
-    await until('the old run to be stopped', async () => {
-      if (signals[0]?.aborted) return true
-      h.clock.advance(10 * 60_000)
-      expect((await h.call('POST', '/api/v1/scheduler/sweep')).status).toBe(200)
-      await new Promise((r) => setTimeout(r, 1500))
-      return signals[0]?.aborted
-    })
+    await until(
+      'the sweep to requeue the task of the silent agent',
+      async () => {
+        h.clock.advance(10 * 60_000)
+        expect((await h.call('POST', '/api/v1/scheduler/sweep')).status).toBe(200)
+        return (await h.call('GET', `/api/v1/tasks/${task.id}`)).body.lostCount >= 1
+      },
+      { everyMs: 200 },
+    )
+    await until('the old run to be stopped', () => signals[0]?.aborted)
     h.clock.advance(10 * 60_000) // past the requeue's backoff
     await until('attempt 2 running', async () => {
       const t = (await h.call('GET', `/api/v1/tasks/${task.id}`)).body
@@ -207,8 +212,11 @@ describe('Agent (library)', () => {
     const cuttable: typeof fetch = (input, init) =>
       cut ? Promise.reject(new TypeError('fetch failed')) : appFetch(input, init)
     const first = new Agent({ ...base, token: reg.token, fetch: cuttable }).handle('hang', () => new Promise(() => {}))
-    agents.push(first)
+    // Not stopped with the others: it stands for a dead process, whose reports never go out,
+    // so its loop only ends at its last chance (grace + 10 s after kill). Nothing waits for it.
+    onTestFinished(() => first.kill())
     await first.start()
+    await online(first)
     // A day's timeout: nothing but the restart may end the run.
     const task = await h.task({ type: 'hang', maxAttempts: 3, timeoutSeconds: 86_400 })
     expect((await taskIn(task.id, ['running'])).attempt).toBe(1)
@@ -230,15 +238,19 @@ describe('Agent (library)', () => {
     const failed = events.filter((e) => e.type === 'task.failed')
     expect(failed).toHaveLength(1)
     expect(JSON.stringify(failed[0]?.data)).toContain('agent_restarted')
-    // The sweep retries it after its backoff and the restarted agent takes attempt 2 (the
-    // clock moves in steps shorter than the heartbeat timeout, so the agent stays online).
-    const done = await until('attempt 2 completed', async () => {
-      h.clock.advance(30_000)
-      expect((await h.call('POST', '/api/v1/scheduler/sweep')).status).toBe(200)
-      await new Promise((r) => setTimeout(r, 500))
-      const t = (await h.call('GET', `/api/v1/tasks/${task.id}`)).body
-      return t.status === 'completed' ? t : undefined
-    })
+    // The sweep puts it back to pending with a backoff, and once that has passed the
+    // restarted agent takes attempt 2 (the clock moves in steps shorter than the heartbeat
+    // timeout, between which the agent beats, so it stays online).
+    await until(
+      'the sweep to retry it and the agent to take it',
+      async () => {
+        h.clock.advance(30_000)
+        expect((await h.call('POST', '/api/v1/scheduler/sweep')).status).toBe(200)
+        return !['failed', 'pending'].includes((await h.call('GET', `/api/v1/tasks/${task.id}`)).body.status)
+      },
+      { everyMs: 500 },
+    )
+    const done = await taskIn(task.id, ['completed'])
     expect(done).toMatchObject({ attempt: 2, agentId: first.id, result: 'second run', failures: 1, lostCount: 0 })
   })
 
@@ -285,6 +297,86 @@ describe('Agent (library)', () => {
   it('keeps its identity in the state dir and reuses it', async () => {
     const { agent, stateDir } = await agentWith({})
     expect(loadState(stateDir)?.id).toBe(agent.id)
+  })
+})
+
+describe('the runner’s parts', () => {
+  const running = (i: number): Report => ({ taskId: `t${i}`, attempt: 1, status: 'running' })
+
+  it('the outbox sends in order, at most 1,000 reports and 512 KiB a heartbeat, and puts back what went unanswered', () => {
+    const outbox = new Outbox(() => {})
+    outbox.addFirst(Array.from({ length: 1500 }, (_, i) => running(i)))
+    const first = outbox.take()
+    expect(first).toHaveLength(1000)
+    expect(first[0]?.taskId).toBe('t0')
+    outbox.putBack(first)
+    expect(outbox.size).toBe(1500)
+    expect(outbox.take()[999]?.taskId).toBe('t999')
+    expect(outbox.take()).toHaveLength(500)
+    const big = 'x'.repeat(200 * 1024)
+    outbox.addFirst([1, 2, 3].map((i) => ({ ...running(i), status: 'completed', result: big })))
+    expect(outbox.take()).toHaveLength(2)
+    expect(outbox.take()).toHaveLength(1)
+    // One report too large alone still goes (the service judges it).
+    outbox.addFirst([{ ...running(4), status: 'completed', result: 'x'.repeat(600 * 1024) }])
+    expect(outbox.take()).toHaveLength(1)
+  })
+
+  it('the outbox folds progress into a waiting running report and drops what is no longer the agent’s', () => {
+    const outbox = new Outbox(() => {})
+    outbox.addFirst([running(1), { ...running(2), attempt: 2 }])
+    outbox.progress('t1', 1, 40)
+    outbox.progress('t1', 1, 60)
+    outbox.progress('t3', 1, 10)
+    outbox.drop('t2', 2)
+    expect(outbox.take()).toEqual([
+      { taskId: 't1', attempt: 1, status: 'running', progress: 60 },
+      { taskId: 't3', attempt: 1, status: 'running', progress: 10 },
+    ])
+  })
+
+  it('a run’s end: its result, result_too_large, a TaskError’s code and bounded result, or why it was stopped', () => {
+    const task = { id: 't', attempt: 2, timeoutSeconds: 7 } as Task
+    expect(endReport(task, undefined, { ok: true, result: { n: 1 } })).toEqual({
+      taskId: 't',
+      attempt: 2,
+      status: 'completed',
+      result: { n: 1 },
+    })
+    expect(endReport(task, undefined, { ok: true, result: undefined })).toEqual({
+      taskId: 't',
+      attempt: 2,
+      status: 'completed',
+    })
+    const huge = 'x'.repeat(MAX_RESULT_BYTES)
+    expect(endReport(task, undefined, { ok: true, result: huge })).toMatchObject({
+      status: 'failed',
+      error: { code: 'result_too_large' },
+    })
+    expect(endReport(task, undefined, { ok: false, err: new TaskError('exit_3', 'bad', huge) })).toMatchObject({
+      status: 'failed',
+      error: { code: 'exit_3', message: 'bad' },
+      result: { omitted: expect.stringContaining('left out') },
+    })
+    expect(endReport(task, undefined, { ok: false, err: 'thrown' })).toMatchObject({
+      error: { code: 'handler_error', message: 'thrown' },
+    })
+    expect(endReport(task, 'cancel', { ok: false, err: new Error('aborted') })).toEqual({
+      taskId: 't',
+      attempt: 2,
+      status: 'cancelled',
+    })
+    expect(endReport(task, 'timeout', { ok: true, result: 1 })).toMatchObject({
+      status: 'failed',
+      error: { code: 'timeout', message: expect.stringContaining('(7 s)') },
+    })
+    expect(endReport(task, 'stopped', { ok: false, err: new TaskError('signal_SIGTERM', 'x', { out: 'y' }) })).toEqual({
+      taskId: 't',
+      attempt: 2,
+      status: 'failed',
+      result: { out: 'y' },
+      error: { code: 'agent_stopped', message: 'The agent stopped before the task finished.' },
+    })
   })
 })
 

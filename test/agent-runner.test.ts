@@ -5,17 +5,32 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type Client, createClient, ok } from '../src/client'
-import { signToken } from '../src/lib/auth'
+import { signToken } from '../src/lib/tokens'
 import { freshPostgresUrl, onPostgres, SECRET, testRedisUrl, unique } from './harness'
-import { type Spawned, startServer, stopped, track } from './spawn'
+import { type Built, buildEntries, migratedDataDir, type Spawned, startBuiltServer, stopped, track } from './spawn'
+import { until } from './until'
 
 /**
  * The runner end to end: the real server (a child process; embedded PGlite, or this
- * machine's Postgres in CI) and real `agenticcp-agent` processes (bin/agenticcp-agent.mjs),
- * driven through the typed client. Short heartbeat settings so that a lost runner is
- * noticed in seconds.
+ * machine's Postgres in CI) and real `agenticcp-agent` processes, driven through the typed
+ * client. Short heartbeat settings so that a lost runner is noticed in seconds.
+ *
+ * The server and the runner are built once for the file (as `npm run build` builds them)
+ * and started with node, which takes a fraction of tsx's time on each start; one test runs
+ * bin/agenticcp-agent.mjs from the sources, as a user of this checkout does.
  */
 const GRACE = 2
+/** The tests that stop and start the server wait on its start and the runner's backoff. */
+const OUTAGE_TEST_MS = 90_000
+
+let built: Built<'server' | 'agent'>
+beforeAll(async () => {
+  built = await buildEntries({ server: 'src/server.ts', agent: 'src/agent/bin.ts' })
+})
+afterAll(() => built?.remove())
+
+/** The command: the build (`node <build>`), or the real entry (`node bin/agenticcp-agent.mjs`). */
+const command = (entry: 'build' | 'bin' = 'build') => (entry === 'bin' ? 'bin/agenticcp-agent.mjs' : built.files.agent)
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -28,28 +43,14 @@ async function freePort(): Promise<number> {
   })
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await probe()
-      if (v) return v
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
-
 interface Runner extends Omit<Spawned, 'listening'> {
   child: ChildProcess
   stateDir: string
   scope: string
 }
 
-describe('agenticcp-agent end to end', () => {
+// Each waits on real processes and on the server's own timers (heartbeat timeout, sweep).
+describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
   let port: number
   let url: string
   let env: Record<string, string>
@@ -58,7 +59,7 @@ describe('agenticcp-agent end to end', () => {
   const runners: Runner[] = []
 
   const start = async () => {
-    server = startServer(env)
+    server = startBuiltServer(built.files.server, env)
     await server.listening
   }
 
@@ -68,7 +69,8 @@ describe('agenticcp-agent end to end', () => {
     env = {
       PORT: String(port),
       SECRET_KEY: SECRET,
-      DATA_DIR: mkdtempSync(join(tmpdir(), 'act-runner-')),
+      // The run's migrated database: initdb and the migrations are first-run.test.ts's concern.
+      DATA_DIR: migratedDataDir(),
       HEARTBEAT_INTERVAL_SECONDS: '1',
       HEARTBEAT_TIMEOUT_SECONDS: '3',
       SWEEP_INTERVAL_SECONDS: '1',
@@ -94,13 +96,16 @@ describe('agenticcp-agent end to end', () => {
     (await ok(api.api.v1['registration-tokens'].$post({ json: { maxUses, description: 'runner test' } }))).token
 
   /** A runner process; its tasks are kept apart from other tests' by a label. */
-  const runner = (token: string, opts: { stateDir?: string; scope?: string; name?: string; extra?: string[] } = {}) => {
+  const runner = (
+    token: string,
+    opts: { stateDir?: string; scope?: string; name?: string; extra?: string[]; entry?: 'build' | 'bin' } = {},
+  ) => {
     const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'act-agent-'))
     const scope = opts.scope ?? unique('scope')
     const child = spawn(
       process.execPath,
       [
-        'bin/agenticcp-agent.mjs',
+        command(opts.entry),
         'run',
         '--url',
         url,
@@ -128,13 +133,15 @@ describe('agenticcp-agent end to end', () => {
     return r
   }
 
+  /**
+   * The runner's agent id, once it has registered (its state dir holds its identity) and the
+   * service counts it online: a task created from then on is placed on it at once.
+   */
   const agentIdOf = (r: Runner) =>
-    until('the runner to register', async () => {
-      try {
-        return JSON.parse(readFileSync(join(r.stateDir, 'agent.json'), 'utf8')).id as string
-      } catch {
-        return undefined
-      }
+    until('the runner to register and come online', async () => {
+      const id = JSON.parse(readFileSync(join(r.stateDir, 'agent.json'), 'utf8')).id as string
+      const agent = await ok(api.api.v1.agents[':id'].$get({ param: { id } }))
+      return agent.status === 'online' ? id : undefined
     })
 
   const shellTask = (scope: string, payload: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
@@ -152,18 +159,19 @@ describe('agenticcp-agent end to end', () => {
     )
 
   const getTask = (id: string) => ok(api.api.v1.tasks[':id'].$get({ param: { id } }))
-  const taskIn = (id: string, statuses: string[], ms?: number) =>
+  const taskIn = (id: string, statuses: string[], timeoutMs?: number) =>
     until(
       `task ${id} to be ${statuses.join('|')}`,
       async () => {
         const t = await getTask(id)
         return statuses.includes(t.status) ? t : undefined
       },
-      ms,
+      { timeoutMs },
     )
 
   it('registers with a registration token, keeps its identity 0600, and completes a shell task with its output', async () => {
-    const r = runner(await registrationToken())
+    // The real entry, run as a user of this checkout runs it (tsx, the sources).
+    const r = runner(await registrationToken(), { entry: 'bin' })
     const id = await agentIdOf(r)
     const state = statSync(join(r.stateDir, 'agent.json'))
     expect(state.mode & 0o777).toBe(0o600)
@@ -337,44 +345,55 @@ describe('agenticcp-agent end to end', () => {
     expect(agent.status).toBe('online')
   })
 
-  it('a runner started while the server is down starts working when it comes up', async () => {
-    const token = await registrationToken()
-    await stopped(server.child, server.exited)
-    const r = runner(token)
-    await r.waitFor(/service unreachable/)
-    await start()
-    const id = await agentIdOf(r)
-    const task = await shellTask(r.scope, { command: 'echo back' })
-    expect(await taskIn(task.id, ['completed', 'failed'])).toMatchObject({ status: 'completed', agentId: id })
-  })
+  it(
+    'a runner started while the server is down starts working when it comes up',
+    async () => {
+      const token = await registrationToken()
+      await stopped(server.child, server.exited)
+      const r = runner(token)
+      await r.waitFor(/service unreachable/)
+      await start()
+      const id = await agentIdOf(r)
+      const task = await shellTask(r.scope, { command: 'echo back' })
+      expect(await taskIn(task.id, ['completed', 'failed'])).toMatchObject({ status: 'completed', agentId: id })
+    },
+    OUTAGE_TEST_MS,
+  )
 
-  it('keeps running tasks through a server outage and delivers their reports when it answers', async () => {
-    const r = runner(await registrationToken())
-    await agentIdOf(r)
-    const task = await shellTask(r.scope, { command: 'sleep 2; echo survived' })
-    await taskIn(task.id, ['running'])
-    await stopped(server.child, server.exited)
-    await r.waitFor(/service unreachable/)
-    await new Promise((res) => setTimeout(res, 2500)) // the task ends while the server is away
-    await start()
-    const done = await taskIn(task.id, ['completed', 'failed', 'pending', 'assigned'])
-    expect(done).toMatchObject({ status: 'completed', result: { outputTail: 'survived\n' } })
-    // Its output, written while the service was away, was kept and delivered.
-    const viewer = await signToken({ secretKey: SECRET, algorithm: 'HS256' }, { sub: 'v', role: 'viewer' }, 5)
-    await until('the output kept through the outage', async () => {
-      const log = await fetch(`${url}/api/v1/tasks/${task.id}/logs`, {
-        headers: { authorization: `Bearer ${viewer}`, accept: 'text/plain' },
+  it(
+    'keeps running tasks through a server outage and delivers their reports when it answers',
+    async () => {
+      const r = runner(await registrationToken())
+      await agentIdOf(r)
+      // The command ends when the test lets it: while the server is away.
+      const gate = join(r.stateDir, 'go')
+      const task = await shellTask(r.scope, { command: `until [ -e ${gate} ]; do sleep 0.1; done; echo survived` })
+      await taskIn(task.id, ['running'])
+      await stopped(server.child, server.exited)
+      await r.waitFor(/service unreachable/)
+      writeFileSync(gate, '')
+      await r.waitFor(new RegExp(`"msg":"task completed","taskId":"${task.id}"`))
+      await start()
+      const done = await taskIn(task.id, ['completed', 'failed', 'pending', 'assigned'])
+      expect(done).toMatchObject({ status: 'completed', result: { outputTail: 'survived\n' } })
+      // Its output, written while the service was away, was kept and delivered.
+      const viewer = await signToken({ secretKey: SECRET, algorithm: 'HS256' }, { sub: 'v', role: 'viewer' }, 5)
+      await until('the output kept through the outage', async () => {
+        const log = await fetch(`${url}/api/v1/tasks/${task.id}/logs`, {
+          headers: { authorization: `Bearer ${viewer}`, accept: 'text/plain' },
+        })
+        return /survived\n\[agent\] exited with status 0\n$/.test(await log.text())
       })
-      return /survived\n\[agent\] exited with status 0\n$/.test(await log.text())
-    })
-    expect(r.child.exitCode).toBeNull()
-  })
+      expect(r.child.exitCode).toBeNull()
+    },
+    OUTAGE_TEST_MS,
+  )
 })
 
 describe('agenticcp-agent command line', () => {
   const run = (args: string[], env: Record<string, string> = {}) =>
     new Promise<{ code: number | null; err: string }>((resolve) => {
-      const child = spawn(process.execPath, ['bin/agenticcp-agent.mjs', ...args], {
+      const child = spawn(process.execPath, [command(), ...args], {
         env: { PATH: process.env.PATH ?? '', ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
       })

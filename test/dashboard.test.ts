@@ -1,12 +1,14 @@
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { serve } from '@hono/node-server'
-import { type Browser, chromium, type Page } from 'playwright-core'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type Browser, chromium, type Page, type Request } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { bundleDashboard, bundlePath } from '../scripts/build-dashboard'
 import { Agent, shellHandler } from '../src/agent'
 import { silentAgentLogger } from '../src/agent/log'
 import { createHarness, type Harness, unique } from './harness'
+import { until } from './until'
 
 /**
  * The dashboard in a real browser (Debian's Chromium, driven by playwright-core): it
@@ -16,11 +18,20 @@ import { createHarness, type Harness, unique } from './harness'
  */
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const enabled = existsSync(CHROMIUM)
+// What the page shows comes a refresh (a second) or two after the API changes: on a busy
+// machine that can take several seconds, so polls here wait up to 10 s unless they say.
+vi.setConfig({ expect: { poll: { timeout: 10_000 } } })
 
 let h: Harness
 let browser: Browser | undefined
 let server: ReturnType<typeof serve> | undefined
 let base = ''
+
+/** A heartbeat from each agent, all at once (their order does not matter). */
+const beat = (agents: { id: string; token: string }[]) =>
+  Promise.all(
+    agents.map((a) => h.call('POST', '/api/v1/agents/heartbeat', { token: a.token, body: { agentId: a.id } })),
+  )
 
 /** A fleet and an hour of history, so the page has something to show. */
 async function seed() {
@@ -33,7 +44,7 @@ async function seed() {
     ['cpu', 'docker', 'playwright'],
   ]
   h.clock.set(Date.now() - 60 * 60_000)
-  const fleet = []
+  const fleet: { id: string; token: string }[] = []
   for (let i = 0; i < 36; i++) {
     fleet.push(
       await h.agent({
@@ -48,7 +59,9 @@ async function seed() {
   const types = ['report.generate', 'video.transcode', 'model.evaluate', 'crawl.site', 'backup.snapshot']
   for (let minute = 0; minute < 58; minute += 2) {
     h.clock.set(Date.now() - (60 - minute) * 60_000)
-    for (const a of fleet) await h.call('POST', '/api/v1/agents/heartbeat', { token: a.token, body: { agentId: a.id } })
+    // The agents that take work this minute report in first (the others beat at the end).
+    const busy = Array.from({ length: 3 + (minute % 5) }, (_, k) => fleet[(minute * 7 + k) % fleet.length])
+    await beat([...new Set(busy)].filter((a) => a !== undefined))
     for (let k = 0; k < 3 + (minute % 5); k++) {
       const a = fleet[(minute * 7 + k) % fleet.length]
       if (!a) continue
@@ -70,7 +83,7 @@ async function seed() {
     }
   }
   h.clock.set(Date.now())
-  for (const a of fleet) await h.call('POST', '/api/v1/agents/heartbeat', { token: a.token, body: { agentId: a.id } })
+  await beat(fleet)
   for (const [i, status] of ['draining', 'maintenance', 'error'].entries()) {
     await h.call('PATCH', `/api/v1/agents/${fleet[i + 3]?.id}/status`, { body: { status } })
   }
@@ -88,6 +101,24 @@ async function seed() {
 
 beforeAll(async () => {
   if (!enabled) return
+  // The browser starts while the app does: neither needs the other until a page opens.
+  const launched = chromium
+    .launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    })
+    .then((b) => {
+      browser = b
+    })
   h = await createHarness({ RATE_LIMIT_PER_MINUTE: '0' })
   await new Promise<void>((resolve) => {
     server = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => {
@@ -95,19 +126,7 @@ beforeAll(async () => {
       resolve()
     })
   })
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  })
+  await launched
 }, 120_000)
 
 /** A page on the dashboard, connected with a viewer token; `problems` collects page errors. */
@@ -124,6 +143,28 @@ async function openDashboard(viewport = { width: 1440, height: 1100 }) {
   await page.waitForSelector('#live.on', { timeout: 15_000 })
   await page.waitForFunction(() => document.querySelector('#task-count')?.textContent)
   return { page, problems }
+}
+
+/**
+ * For a check that something did NOT happen. `poke(n)` changes something through the API and
+ * returns the path the page re-reads on its next once-a-second refresh because of it. This
+ * pokes twice, each time waiting until the page's read has ended: by the second, the page
+ * has handled the first's answer and made any request that leads to, however slow the
+ * machine (a fixed sleep could only guess how long that takes).
+ */
+async function twoRefreshes(page: Page, poke: (n: number) => Promise<string>) {
+  const read: string[] = []
+  const onRead = (r: Request) => read.push(new URL(r.url()).pathname)
+  page.on('requestfinished', onRead)
+  try {
+    for (const n of [1, 2]) {
+      const path = await poke(n)
+      await until(`the page to re-read ${path}`, () => read.includes(path), { timeoutMs: 15_000 })
+      read.length = 0
+    }
+  } finally {
+    page.off('requestfinished', onRead)
+  }
 }
 
 /** The page is no wider than its viewport: nothing scrolls sideways but inside a card. */
@@ -157,6 +198,13 @@ afterAll(async () => {
   await browser?.close()
   await new Promise((r) => (server ? server.close(() => r(null)) : r(null)))
   await h?.close()
+})
+
+describe('the dashboard script', () => {
+  it('is served as bundled from src/routes/dashboard/client (npm run build:dashboard)', async () => {
+    const fresh = (await bundleDashboard()) === readFileSync(bundlePath, 'utf8')
+    expect(fresh, `${bundlePath} is stale: run npm run build:dashboard`).toBe(true)
+  })
 })
 
 describe.runIf(enabled)('GET /dashboard in a browser', () => {
@@ -488,7 +536,13 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
         true,
       )
       const after = requests.length
-      await page.waitForTimeout(1500)
+      // The page has re-read the finished task (as it would to follow a live attempt again),
+      // then refreshed twice more (for agents registered now): no log read started meanwhile.
+      await until(
+        'the detail to show the task completed',
+        async () => (await page.textContent('#td-fields [data-field="status"]')) === 'completed',
+      )
+      await twoRefreshes(page, async () => `/api/v1/agents/${(await h.agent({ name: unique('later') })).id}`)
       expect(requests.slice(after).filter((r) => r.includes('/logs'))).toEqual([])
       // The long line wraps inside the panel: nothing scrolls sideways.
       expect(await log.evaluate((e) => e.scrollWidth <= e.clientWidth)).toBe(true)
@@ -570,7 +624,11 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     await expect.poll(() => requests.filter((u) => /^(done|failed) /.test(u) && streamUrl(u)).length).toBeGreaterThan(0)
     const before = requests.length
     await write(5)
-    await page.waitForTimeout(1000)
+    // News of the task comes after: the page re-reads the task on its next refreshes, not its log.
+    await twoRefreshes(page, async (n) => {
+      await h.report(t.id, a.token, { status: 'running', attempt: t.attempt, progress: 10 * n })
+      return `/api/v1/tasks/${t.id}`
+    })
     expect(requests.slice(before).filter((u) => u.includes('/logs'))).toEqual([])
 
     // A second attempt: the latest is shown, with a choice of the earlier one.

@@ -38,7 +38,7 @@ const k8sDir = join(root, 'deploy/k8s')
 const systemdDir = join(root, 'deploy/systemd')
 const docsPath = join(root, 'docs/deploy.md')
 
-/** The seed's probe paths (DESIGN.md, "Where things are") and the server's port. */
+/** The probe paths (docs/architecture.md) and the server's port. */
 const LIVENESS = '/api/v1/health/liveness'
 const READINESS = '/api/v1/health/readiness'
 const PORT = 8000

@@ -5,7 +5,7 @@ import { rowsOf } from '../src/db/client'
 import { connectDatabase } from '../src/db/connect'
 import { isDatabaseUnavailable, withTx } from '../src/db/tx'
 import { loadConfig } from '../src/env'
-import { signToken } from '../src/lib/auth'
+import { signToken } from '../src/lib/tokens'
 import { freshPostgresUrl, onPostgres, SECRET } from './harness'
 import { runtimes, startServer, stopped } from './spawn'
 

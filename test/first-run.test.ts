@@ -34,7 +34,7 @@ describe.runIf(onPostgres())('on a bare Postgres database', () => {
     const s = startServer({ DATABASE_URL: url, SECRET_KEY: SECRET, ENVIRONMENT: 'development' })
     try {
       const base = await s.listening
-      const { signToken } = await import('../src/lib/auth')
+      const { signToken } = await import('../src/lib/tokens')
       const { loadConfig } = await import('../src/env')
       const admin = await signToken(loadConfig({ SECRET_KEY: SECRET }), { sub: 'first', role: 'admin' }, 10)
       expect((await api(base, admin, 'POST', '/api/v1/agents', { name: 'first', provider: 'aws' })).status).toBe(201)
@@ -83,7 +83,7 @@ describe.runIf(onPostgres())('on a bare Postgres database', () => {
     })
     try {
       const base = await s.listening
-      const { signToken } = await import('../src/lib/auth')
+      const { signToken } = await import('../src/lib/tokens')
       const { loadConfig } = await import('../src/env')
       const admin = await signToken(loadConfig({ SECRET_KEY: SECRET }), { sub: 'first', role: 'admin' }, 10)
       const secretName = unique('never-logged')
@@ -198,7 +198,7 @@ describe('the embedded default', () => {
   }, 90_000)
 
   it('takes over the lock of a server that died without releasing it', async () => {
-    const dataDir = await migratedDataDir()
+    const dataDir = migratedDataDir()
     mkdirSync(join(dataDir, 'pglite'), { recursive: true })
     // A lock left by a process of this host that no longer runs (kill -9, a crash).
     const gone = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid
@@ -247,9 +247,7 @@ describe('refusing to start, in one line', () => {
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()))
     const port = (holder.address() as { port: number }).port
     try {
-      const line = await oneLine(
-        startServer({ PORT: String(port), DATA_DIR: await migratedDataDir(), SECRET_KEY: SECRET }),
-      )
+      const line = await oneLine(startServer({ PORT: String(port), DATA_DIR: migratedDataDir(), SECRET_KEY: SECRET }))
       expect(line).toBe(`Cannot start: PORT ${port} is already in use on 127.0.0.1; stop what holds it, or set PORT`)
     } finally {
       holder.close()

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type AgentFit, matchTasks, misfits, type TaskReq } from '../src/services/placement'
+import { type FitAgent, misfits } from '../src/domain/fit'
+import { matchTasks, type TaskReq } from '../src/services/placement'
 import { createHarness, type Harness, unique } from './harness'
 
 let h: Harness
@@ -138,7 +139,7 @@ describe('POST /api/v1/tasks/execute', () => {
 })
 
 describe('matchTasks (in-memory placement for batches)', () => {
-  const agent = (id: string, over: Partial<AgentFit> = {}): AgentFit => ({
+  const agent = (id: string, over: Partial<FitAgent> = {}): FitAgent => ({
     id,
     status: 'online',
     provider: 'aws',

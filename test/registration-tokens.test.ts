@@ -500,7 +500,7 @@ describe('npm run token -- --registration', () => {
     ])
     offline.catch(() => {}) // awaited below; a failure before then is the one to report
     const s = startServer({
-      ...(onPostgres() ? { DATABASE_URL: await freshPostgresUrl() } : { DATA_DIR: await migratedDataDir() }),
+      ...(onPostgres() ? { DATABASE_URL: await freshPostgresUrl() } : { DATA_DIR: migratedDataDir() }),
       SECRET_KEY: SECRET,
       ENVIRONMENT: 'test',
       SWEEP_INTERVAL_SECONDS: '0',

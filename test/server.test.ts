@@ -39,7 +39,7 @@ const serverFor = (runtime: Runtime, kind: 'embedded' | 'postgres') => {
           ? { DATABASE_URL: await freshPostgresUrl() }
           : runtime === 'node'
             ? { DATABASE_URL: 'memory://' }
-            : { DATA_DIR: await migratedDataDir() }
+            : { DATA_DIR: migratedDataDir() }
       const logFile = join(mkdtempSync(join(tmpdir(), 'act-log-')), 'logs', 'agent.log')
       const s = start(
         { ...database, ENVIRONMENT: 'development', LOG_FILE: logFile, LOG_LEVEL: 'debug', REDIS_URL: testRedisUrl },

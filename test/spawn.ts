@@ -1,9 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process'
-import { cpSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { inject } from 'vitest'
-import { connectDatabase } from '../src/db/connect'
 
 export const bunBin = 'node_modules/.bin/bun'
 export const runtimes = existsSync(bunBin) ? (['node', 'bun'] as const) : (['node'] as const)
@@ -109,43 +109,101 @@ export function script(
   return t.exited.then((code) => ({ code, ...t.output() }))
 }
 
-let template: Promise<string> | undefined
+export async function stopped(child: ChildProcess, exited: Promise<number | null>) {
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  await exited
+}
+
+export interface Built<K extends string> {
+  /** Each entry's built file (an absolute path): run it with `node <file>`. */
+  files: Record<K, string>
+  /** Deletes the build. */
+  remove(): void
+}
 
 /**
- * A new DATA_DIR holding an embedded database already migrated: for a server whose test is not about a first start, which would otherwise spend seconds of CPU
- * on initdb and the migrations. Copied from one directory per run, made from the run's
- * snapshot by the first file that asks.
+ * Entry points built once for a test file that starts them many times, as `npm run build`
+ * builds them (scripts/build.mjs: esbuild, our code bundled, packages left in node_modules),
+ * so that each start is `node <file>` instead of tsx compiling the sources again. The build
+ * sits in a temporary directory beside links to node_modules and drizzle/, which the built
+ * code finds there as it does beside dist/.
  */
-export async function migratedDataDir(): Promise<string> {
-  template ??= (async () => {
-    const snapshot = inject('pgliteSnapshot')
-    const dir = join(dirname(snapshot), 'data-dir')
-    if (!existsSync(join(dir, 'pglite', 'PG_VERSION'))) {
-      // Made aside and renamed into place: files racing here never see half a directory.
-      const building = mkdtempSync(join(dirname(snapshot), 'building-'))
-      const db = await connectDatabase(join(building, 'pglite'), { loadDataDir: new Blob([readFileSync(snapshot)]) })
-      await db.close()
-      try {
-        renameSync(building, dir)
-      } catch {
-        rmSync(building, { recursive: true, force: true }) // another file's copy won
-      }
-    }
-    return dir
-  })()
-  const dataDir = mkdtempSync(join(tmpdir(), 'act-data-'))
-  cpSync(await template, dataDir, { recursive: true })
+export async function buildEntries<K extends string>(entries: Record<K, string>): Promise<Built<K>> {
+  const { build } = await import('esbuild')
+  const root = process.cwd()
+  const top = mkdtempSync(join(tmpdir(), 'act-build-'))
+  const dir = join(top, 'app')
+  mkdirSync(dir)
+  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'))
+  symlinkSync(join(root, 'drizzle'), join(dir, 'drizzle'))
+  await build({
+    entryPoints: Object.fromEntries(Object.entries(entries).map(([k, v]) => [k, join(root, v as string)])),
+    outdir: join(dir, 'dist'),
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20.12',
+    packages: 'external',
+    logLevel: 'warning',
+    plugins: [
+      {
+        // JSON our code imports from a package is inlined (Node would want an import attribute).
+        name: 'inline-package-json',
+        setup(b) {
+          b.onResolve({ filter: /^[^./].*\.json$/ }, (args) => ({
+            path: createRequire(join(args.resolveDir, 'noop.js')).resolve(args.path),
+          }))
+        },
+      },
+    ],
+  })
+  const files = Object.fromEntries(Object.keys(entries).map((k) => [k, join(dir, 'dist', `${k}.js`)])) as Record<
+    K,
+    string
+  >
+  return { files, remove: () => rmSync(dirname(dir), { recursive: true, force: true }) }
+}
+
+/** startServer for a server built by buildEntries (from src/server.ts): the same settings, started by node alone. */
+export function startBuiltServer(file: string, env: Record<string, string>): Spawned {
+  const child = spawn(process.execPath, [file], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      PORT: '0',
+      HOST: '127.0.0.1',
+      LOG_FORMAT: 'json',
+      DATA_DIR: mkdtempSync(join(tmpdir(), 'act-data-')),
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const tracked = track(child)
+  const listening = tracked.waitFor(/"url":"(http:\/\/[^"]+)"/).then((m) => m[1] as string)
+  listening.catch(() => {})
+  return { ...tracked, listening }
+}
+
+/**
+ * A DATA_DIR whose embedded database is a copy of the run's migrated one (the PGlite
+ * snapshot of test/global-setup.ts), for a server that needs a database rather than a first
+ * start: PGlite's initdb and the migrations take seconds on a busy machine. Postgres runs
+ * make the snapshot too; a caller there that sets DATABASE_URL just does not use it. The
+ * copies (40 MB each) are removed when the test file's process ends.
+ */
+export function migratedDataDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'act-data-'))
+  const snapshot = inject('pgliteSnapshot')
+  if (snapshot) {
+    mkdirSync(join(dir, 'pglite'))
+    execFileSync('tar', ['-xf', snapshot, '-C', join(dir, 'pglite')], { stdio: 'ignore' })
+  }
   if (copies.length === 0) {
     process.once('exit', () => {
       for (const d of copies) rmSync(d, { recursive: true, force: true })
     })
   }
-  copies.push(dataDir)
-  return dataDir
+  copies.push(dir)
+  return dir
 }
-const copies: string[] = [] // 40 MB each: removed when the test file's process ends
-
-export async function stopped(child: ChildProcess, exited: Promise<number | null>) {
-  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  await exited
-}
+const copies: string[] = []

@@ -1,15 +1,9 @@
 /** The runner as a library: `new Agent({url, token}).handle(type, fn).start()`. */
-export {
-  Agent,
-  AgentFatalError,
-  type AgentOptions,
-  backoffMs,
-  type Handler,
-  type Provider,
-  type Task,
-  type TaskContext,
-  TaskError,
-} from './agent'
+export { Agent, type AgentOptions } from './agent'
+export type { Provider, Task } from './api'
+export { backoffMs } from './backoff'
+export { type Handler, type TaskContext, TaskError } from './handler'
+export { AgentFatalError } from './identity'
 export { type AgentLogger, createLogger, silentAgentLogger } from './log'
 export { type ShellPayload, type ShellResult, shellHandler } from './shell'
 export { type AgentState, loadState, saveState } from './state'

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import { z } from 'zod'
-import { type Handler, TaskError } from './agent'
 import { recordGroup } from './groups'
+import { type Handler, TaskError } from './handler'
 
 /** The payload of a `shell` task. */
 export const ShellPayload = z.strictObject({

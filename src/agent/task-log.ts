@@ -1,10 +1,18 @@
 /**
- * One attempt's output on its way to the service: written as it comes, numbered (`seq`),
- * coalesced into chunks and sent every `flushMs` (or at once past `batchChars`), one request
- * at a time. Chunks are dropped from memory only once the service has them, so an outage
- * costs nothing but memory (bounded by `maxChars`: past it the oldest unsent output goes,
- * and a system line says how much); a resend is harmless (the service skips a seq it has).
+ * Task output on its way to the service (log shipping).
+ *
+ * `TaskLog`, one attempt's output: written as it comes, numbered (`seq`), coalesced into
+ * chunks and sent every `flushMs` (or at once past `batchChars`), one request at a time.
+ * Chunks are dropped from memory only once the service has them, so an outage costs nothing
+ * but memory (bounded by `maxChars`: past it the oldest unsent output goes, and a system
+ * line says how much); a resend is harmless (the service skips a seq it has).
+ *
+ * `LogShipper`, an agent's task logs: one per attempt, each batch sent through the API.
  */
+import { ApiClientError, type Client, isRetryable, ok } from '../client'
+import type { Task } from './api'
+import type { AgentLogger } from './log'
+
 export type LogStream = 'stdout' | 'stderr' | 'system'
 export interface LogChunk {
   seq: number
@@ -177,6 +185,91 @@ export class TaskLog {
       // 'ok' (stored) or 'drop' (refused for good): either way these are done.
       const done = this.pending.splice(0, n)
       for (const c of done) this.chars -= c.data.length
+    }
+  }
+}
+
+/** How long a finished task's report waits for its output to be stored. */
+const LOG_DRAIN_MS = 5000
+
+/**
+ * An agent's task output: one `TaskLog` per running attempt, kept after the attempt ends
+ * while some of it is unsent (the service was away), and each batch sent as
+ * `POST /tasks/{id}/logs`. Output the service refuses as `stale_attempt` means the run is no
+ * longer this agent's: `onStale` stops it.
+ */
+export class LogShipper {
+  /** Task output not yet all stored (of runs still going, or ended while the service was away). */
+  private readonly outputs = new Set<TaskLog>()
+
+  constructor(
+    private readonly api: Client,
+    private readonly logger: AgentLogger,
+    private readonly onStale: (taskId: string, attempt: number) => void,
+  ) {}
+
+  /** The output of an attempt that starts now. */
+  open(task: Task): TaskLog {
+    const output = new TaskLog((chunks) => this.send(task, chunks), {}, task.id)
+    this.outputs.add(output)
+    return output
+  }
+
+  /** Drops an attempt's unsent output (it is not ours any more). */
+  drop(output: TaskLog): void {
+    output.kill()
+    this.outputs.delete(output)
+  }
+
+  /**
+   * After an attempt ended: its output goes first (a follower's stream ends with the
+   * attempt), for a few seconds at most, then `report` runs: a service that cannot take the
+   * output gets the report anyway, and the output later.
+   */
+  async finish(output: TaskLog, report: () => void): Promise<void> {
+    try {
+      await output.drain(LOG_DRAIN_MS)
+      report()
+    } finally {
+      // What is still unsent keeps retrying on its own (and at once when the service is back).
+      if (output.empty || output.dead) this.outputs.delete(output)
+    }
+  }
+
+  /**
+   * The service answers again: output kept through the outage goes now, not at its own next
+   * retry. Logs that are all stored are let go once their run is over.
+   */
+  flushAll(running: (taskId: string) => boolean): void {
+    for (const output of this.outputs) {
+      if (output.empty || output.dead) {
+        if (!running(output.taskId)) this.outputs.delete(output)
+      } else void output.flush()
+    }
+  }
+
+  /** Sends one batch of a task's output; what became of it. */
+  private async send(task: Task, chunks: LogChunk[]): Promise<SendOutcome> {
+    try {
+      await ok(
+        this.api.api.v1.tasks[':id'].logs.$post(
+          { param: { id: task.id }, json: { attempt: task.attempt, chunks } },
+          { init: { signal: AbortSignal.timeout(30_000) } },
+        ),
+      )
+      return 'ok'
+    } catch (err) {
+      if (err instanceof ApiClientError && !isRetryable(err)) {
+        const log = this.logger.child({ taskId: task.id, attempt: task.attempt })
+        if (err.code === 'stale_attempt' || err.status === 404) {
+          log.warn('output refused: the task is no longer this agent’s run', { code: err.code })
+          this.onStale(task.id, task.attempt)
+          return 'stale'
+        }
+        log.error('output refused; dropped', { code: err.code, detail: err.detail })
+        return 'drop'
+      }
+      return 'retry'
     }
   }
 }

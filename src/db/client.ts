@@ -1,4 +1,4 @@
-import { getTableColumns, sql, type Table } from 'drizzle-orm'
+import { sql } from 'drizzle-orm'
 import type { PgDatabase, PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core'
 import type { ExtractTablesWithRelations } from 'drizzle-orm/relations'
 import journal from '../../drizzle/meta/_journal.json'
@@ -60,18 +60,4 @@ export async function migrationState(db: Db): Promise<MigrationState> {
     latestApplied: latest,
     expected: latestMigrationMillis,
   }
-}
-
-/**
- * Maps a raw row (column names, driver values) of `table` to what drizzle's own queries
- * return (property names, mapped values), for statements drizzle cannot build, such as
- * data-modifying CTEs.
- */
-export function mapRow<T extends Table>(table: T, raw: Record<string, unknown>): T['$inferSelect'] {
-  const out: Record<string, unknown> = {}
-  for (const [key, col] of Object.entries(getTableColumns(table))) {
-    const v = raw[col.name]
-    out[key] = v === null || v === undefined ? null : col.mapFromDriverValue(v)
-  }
-  return out as T['$inferSelect']
 }

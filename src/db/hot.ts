@@ -1,4 +1,14 @@
 import { getTableColumns, type Table } from 'drizzle-orm'
+import {
+  agentColumns,
+  FITS_QUEUE_SQL,
+  leastLoadedOrderSql,
+  meetsRequirementsSql,
+  queueOrderSql,
+  takesWorkSql,
+} from '../domain/fit'
+import { assignedEvents, assignSet, releaseSlots } from '../domain/sql'
+import { reportAllowedSql } from '../domain/task-states'
 import type { Db } from './client'
 import { type AgentRow, agents, type TaskRow, tasks } from './schema'
 
@@ -53,11 +63,11 @@ const timestampColumns = (table: Table) =>
     name: col.name,
     date: col.columnType === 'PgTimestamp',
   }))
-const agentColumns = timestampColumns(agents)
-const taskColumns = timestampColumns(tasks)
+const agentJsonColumns = timestampColumns(agents)
+const taskJsonColumns = timestampColumns(tasks)
 
 /** A row from `to_jsonb(...)`: JSON values as they are, timestamps as Dates, keys in camelCase. */
-function fromJson<T>(columns: typeof agentColumns, json: Record<string, unknown>): T {
+function fromJson<T>(columns: typeof agentJsonColumns, json: Record<string, unknown>): T {
   const out: Record<string, unknown> = {}
   for (const c of columns) {
     const v = json[c.name]
@@ -65,38 +75,10 @@ function fromJson<T>(columns: typeof agentColumns, json: Record<string, unknown>
   }
   return out as T
 }
-export const agentFromJson = (json: Record<string, unknown>) => fromJson<AgentRow>(agentColumns, json)
-export const taskFromJson = (json: Record<string, unknown>) => fromJson<TaskRow>(taskColumns, json)
+export const agentFromJson = (json: Record<string, unknown>) => fromJson<AgentRow>(agentJsonColumns, json)
+export const taskFromJson = (json: Record<string, unknown>) => fromJson<TaskRow>(taskJsonColumns, json)
 
-/**
- * The fit rule between aliases `a` (agents) and `t` (tasks), as the function `task_fits`
- * (migration 0002) rather than the expression inside it: the planner cannot estimate how
- * many tasks the expression lets through (containment between two columns), guesses almost
- * none, and so sorted the whole pending queue on every fill — 15 ms with 20,000 pending.
- * Behind a function it assumes a third, reads the queue in index order and stops at the
- * free slots (0.4 ms).
- */
-const FITS = `task_fits(a.capabilities, a.provider, a.region, a.labels, a.id,
-  t.req_capabilities, t.req_provider, t.req_region, t.req_labels, t.req_agent_id)`
-
-/** The `task.assigned` event of every task in CTE `rows`, placed by `via`, at $2. */
-const assignedEvents = (rows: string, via: string) => `
-  INSERT INTO events (type, agent_id, task_id, data, created_at)
-  SELECT 'task.assigned', agent_id, id,
-         jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', '${via}'), $2
-    FROM ${rows} ORDER BY id
-  RETURNING 1`
-
-/** The queue's order, spelled as its index has it (tasks_pending_queue_idx: DESC NULLS LAST). */
-const QUEUE_ORDER = 't.priority DESC NULLS LAST, t.id'
-
-// A new attempt starts clean: the previous attempt's result, error and progress stay in
-// the task's events, not on the task. (Also used by src/services/placement.ts.)
-export const ASSIGN_SET = `status = 'assigned', attempt = t.attempt + 1,
-       assigned_at = $2, started_at = NULL, finished_at = NULL, deadline_at = NULL,
-       progress = NULL, result = NULL, error = NULL,
-       cancel_requested = false, cancel_requested_at = NULL,
-       version = t.version + 1, updated_at = $2`
+const QUEUE_ORDER = queueOrderSql('t')
 
 /**
  * Agents' reports on tasks, as CTEs both the report statement and the heartbeat use: one
@@ -119,20 +101,19 @@ rr AS (
   SELECT t.* FROM tasks t WHERE t.id = ANY(${ids}::uuid[]) ORDER BY t.id FOR UPDATE
 ), rv AS (
   SELECT rr.*, rc.status AS was,
-    -- "running" then an end, in one row: judged as the end of a running task.
-    CASE WHEN rr.started AND rc.status IN ('assigned', 'running') THEN 'running' ELSE rc.status END AS from_status,
+    f.from_status,
     CASE
       WHEN rc.id IS NULL THEN 'not_found'
       WHEN rr.agent_id IS NOT NULL AND rc.agent_id IS DISTINCT FROM rr.agent_id THEN 'stale_attempt'
       WHEN rr.attempt <> rc.attempt THEN 'stale_attempt'
       WHEN rr.status = rc.status AND rc.status <> 'running' AND rc.finished_at IS NOT NULL THEN 'repeat'
-      WHEN (rc.status = 'assigned' AND NOT rr.started AND rr.status IN ('running', 'failed'))
-        OR ((rc.status = 'running' OR (rr.started AND rc.status = 'assigned'))
-            AND (rr.status IN ('running', 'completed', 'failed') OR (rr.status = 'cancelled' AND rc.cancel_requested)))
-        THEN 'ok'
+      WHEN ${reportAllowedSql('f.from_status', 'rr.status', 'rc.cancel_requested')} THEN 'ok'
       ELSE 'invalid_transition'
     END AS verdict
   FROM rr LEFT JOIN rc ON rc.id = rr.task_id
+  -- "running" then an end, in one row: judged as the end of a running task.
+  CROSS JOIN LATERAL (SELECT CASE WHEN rr.started AND rc.status IN ('assigned', 'running') THEN 'running'
+                                  ELSE rc.status END AS from_status) f
 ), ru AS (
   UPDATE tasks t SET
     status = v.status,
@@ -198,12 +179,7 @@ const reportVerdicts = (whole: string) => `
 export const applyReports: HotStatement = {
   name: 'apply_reports',
   text: `
-WITH ${reportCtes('$1', '$3', '$2')}, rel AS (
-  UPDATE agents a SET active_tasks = greatest(a.active_tasks - c.n, 0)
-    FROM (SELECT agent_id, count(*)::int AS n FROM ru WHERE status <> 'running' AND agent_id IS NOT NULL
-          GROUP BY agent_id ORDER BY agent_id) c
-   WHERE a.id = c.agent_id
-  RETURNING 1
+WITH ${reportCtes('$1', '$3', '$2')}, rel AS (${releaseSlots('ru', "status <> 'running'")}
 )
 SELECT (${reportVerdicts('$4::boolean')}) AS reports`,
 }
@@ -237,14 +213,14 @@ WITH ${withReports ? `${reportCtes('$6', '$7', '$2')}, ` : ''}cur AS (
     FROM cur
 ), picked AS (
   SELECT t.id FROM tasks t, a
-   WHERE a.next = 'online' AND a.active < a.max_concurrent_tasks
-     AND t.status = 'pending' AND t.available_at <= $2 AND ${FITS}
+   WHERE ${takesWorkSql({ ...agentColumns('a'), status: 'a.next', activeTasks: 'a.active' })}
+     AND t.status = 'pending' AND t.available_at <= $2 AND ${FITS_QUEUE_SQL}
    ORDER BY ${QUEUE_ORDER}
    LIMIT (SELECT greatest(max_concurrent_tasks - active, 0) FROM a)
      FOR UPDATE OF t SKIP LOCKED
 ), given AS (
   -- By key (= ANY of an array): a join on the CTE was planned as a scan of all tasks.
-  UPDATE tasks t SET ${ASSIGN_SET}, agent_id = $1
+  UPDATE tasks t SET ${assignSet('t', '$2', '$1')}
    WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
   RETURNING t.*, extract(epoch FROM $2::timestamptz - t.created_at)::float8 AS wait_s
 ), upd AS (
@@ -260,8 +236,7 @@ WITH ${withReports ? `${reportCtes('$6', '$7', '$2')}, ` : ''}cur AS (
   SELECT 'agent.status_changed', id, jsonb_build_object('from', was, 'to', status, 'by', 'heartbeat'), $2
     FROM upd WHERE status <> was
   RETURNING 1
-), placed AS (
-${assignedEvents('given', 'heartbeat')}
+), placed AS (${assignedEvents('given', "'heartbeat'", '$2')}
 )
 SELECT to_jsonb(upd) - 'was' AS agent, upd.status <> upd.was AS moved,
   -- The statement's snapshot still shows reported tasks as they were: leave those out.
@@ -316,34 +291,40 @@ SELECT to_jsonb(ins) AS task FROM ins`,
  * older or more urgent ones that fit the same agent.
  * $1 capabilities (text[]) · $2 now · $3 provider · $4 region · $5 labels (jsonb) · $6 pinned agent
  */
+/** The new task's requirements, as fillBestAgent's parameters. */
+const NEW_TASK = {
+  capabilities: '$1::text[]',
+  provider: '$3::text',
+  region: '$4::text',
+  labels: '$5::jsonb',
+  agentId: '$6::uuid',
+}
+
 export const fillBestAgent: HotStatement = {
   name: 'fill_best',
   text: `
 WITH a AS (
-  SELECT id, provider, region, capabilities, labels, max_concurrent_tasks - active_tasks AS free
-    FROM agents
-   WHERE status = 'online' AND active_tasks < max_concurrent_tasks AND capabilities @> $1::text[]
-     AND ($3::text IS NULL OR provider = $3) AND ($4::text IS NULL OR region = $4)
-     AND labels @> $5::jsonb AND ($6::uuid IS NULL OR id = $6)
-   ORDER BY active_tasks, cardinality(capabilities), max_concurrent_tasks - active_tasks DESC, id
+  SELECT g.id, g.provider, g.region, g.capabilities, g.labels, g.max_concurrent_tasks - g.active_tasks AS free
+    FROM agents g
+   WHERE ${takesWorkSql(agentColumns('g'))} AND ${meetsRequirementsSql(agentColumns('g'), NEW_TASK)}
+   ORDER BY ${leastLoadedOrderSql(agentColumns('g'))}
    LIMIT 1
      FOR UPDATE SKIP LOCKED
 ), picked AS (
   SELECT t.id, a.id AS agent_id FROM tasks t, a
-   WHERE t.status = 'pending' AND t.available_at <= $2 AND ${FITS}
+   WHERE t.status = 'pending' AND t.available_at <= $2 AND ${FITS_QUEUE_SQL}
    ORDER BY ${QUEUE_ORDER}
    LIMIT (SELECT free FROM a)
      FOR UPDATE OF t SKIP LOCKED
 ), upd AS (
-  UPDATE tasks t SET ${ASSIGN_SET}, agent_id = (SELECT id FROM a)
+  UPDATE tasks t SET ${assignSet('t', '$2', '(SELECT id FROM a)')}
    WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
   RETURNING t.*, extract(epoch FROM $2::timestamptz - t.created_at)::float8 AS wait_s
 ), load AS (
   UPDATE agents SET active_tasks = active_tasks + (SELECT count(*) FROM upd)
    WHERE id = (SELECT id FROM a) AND EXISTS (SELECT 1 FROM upd)
   RETURNING 1
-), ev AS (
-${assignedEvents('upd', 'create')}
+), ev AS (${assignedEvents('upd', "'create'", '$2')}
 )
 SELECT coalesce((SELECT jsonb_agg(to_jsonb(upd) ORDER BY upd.priority DESC, upd.id) FROM upd), '[]'::jsonb) AS rows`,
 }

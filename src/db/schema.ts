@@ -16,13 +16,9 @@ import {
   uuid,
 } from 'drizzle-orm/pg-core'
 
-import type { AgentStatus, Provider, TaskStatus } from '../services/model'
-import type { SweepSummary } from '../services/scheduler'
+import type { AgentStatus, Labels, Provider, SweepSummary, TaskError, TaskStatus } from '../domain/model'
 
 const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' })
-
-export type Labels = Record<string, string>
-export type TaskError = { code: string; message: string }
 
 /**
  * Ids are UUIDv7, made by the app: they sort by creation time, so "oldest first" and the

@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi'
-import { agentStatuses, pendingReasons, providers, reportStatuses, taskStatuses } from '../services/model'
+import { agentStatuses, pendingReasons, providers, reportStatuses, taskStatuses } from '../domain/model'
 
 /** Shared request and response schemas: the API contract in one place. */
 

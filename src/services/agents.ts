@@ -1,17 +1,22 @@
 import { and, arrayContains, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
-import type { Db, Executor, Tx } from '../db/client'
+import type { Db, Tx } from '../db/client'
+import { bind } from '../db/fragments'
 import { agentFromJson, heartbeatPlain, heartbeat as heartbeatStatement, hot, taskFromJson } from '../db/hot'
 import { queries } from '../db/prepared'
-import { type AgentRow, agents, type Labels, type TaskRow, tasks } from '../db/schema'
+import { getAgent } from '../db/rows'
+import { type AgentRow, agents, type TaskRow, tasks } from '../db/schema'
 import { pgConstraint, pgErrorCode, withTx } from '../db/tx'
-import type { Principal } from '../lib/context'
+import type { AgentStatus, Labels, Principal, Provider } from '../domain/model'
+import { liveStatuses } from '../domain/model'
+import { requeueSet } from '../domain/sql'
+import { move } from '../domain/task-states'
 import { ApiError } from '../lib/errors'
+import { ifMatchOk } from '../lib/etag'
 import { keys, reviveRow } from '../lib/kv'
 import { decodeCursor, page, type SortOrder } from '../lib/pagination'
 import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
-import { type AgentStatus, activeStatuses, ifMatchOk, type Provider } from './model'
 import { recordAssignments } from './placement'
 import { consumeRegistrationToken } from './registration-tokens'
 import { applyTaskReports, type ReportOutcome, type TaskReport, type VerdictRow } from './tasks'
@@ -193,13 +198,6 @@ export async function listAgents(db: Db, f: AgentFilters) {
   return page(rows, f.limit, f.order)
 }
 
-export async function getAgent(db: Executor, id: string, lock = false): Promise<AgentRow> {
-  const q = db.select().from(agents).where(eq(agents.id, id))
-  const [row] = lock ? await q.for('update') : await q
-  if (!row) throw new ApiError('not_found', `No agent with id ${id}.`)
-  return row
-}
-
 /** An agent by id for GET /agents/{id}: cached (Redis), dropped by every write that changes it. */
 export async function readAgent(deps: Pick<ServiceDeps, 'db' | 'kv' | 'config'>, id: string): Promise<AgentRow> {
   const load = async () => (await queries(deps.db).agentById.execute({ id }))[0]
@@ -302,6 +300,9 @@ export async function setAgentStatus(
   return out
 }
 
+/** The move of the tasks a force-deleted agent held (the same from assigned and running). */
+const DEREGISTERED = move('agent_deregistered', 'running')
+
 /**
  * Deregisters an agent. While it holds assigned or running tasks this is refused unless
  * `force`, which puts those tasks back to pending (their attempt is not counted, and the
@@ -314,7 +315,7 @@ export async function deleteAgent(deps: ServiceDeps, id: string, force: boolean,
     tx
       .select({ id: tasks.id, status: tasks.status })
       .from(tasks)
-      .where(and(eq(tasks.agentId, id), inArray(tasks.status, [...activeStatuses])))
+      .where(and(eq(tasks.agentId, id), inArray(tasks.status, [...liveStatuses])))
       .for('update')
   const requeued = await withTx(db, async (tx) => {
     // Tasks before their agent, the order every report and cancel takes, so none deadlocks with this.
@@ -331,35 +332,23 @@ export async function deleteAgent(deps: ServiceDeps, id: string, force: boolean,
       )
     }
     if (held.length > 0) {
-      await tx
-        .update(tasks)
-        .set({
-          status: 'pending',
-          agentId: null,
-          assignedAt: null,
-          startedAt: null,
-          deadlineAt: null,
-          progress: null,
-          cancelRequested: false,
-          cancelRequestedAt: null,
-          availableAt: now,
-          version: sql`${tasks.version} + 1`,
-          updatedAt: now,
-        })
-        .where(
-          inArray(
-            tasks.id,
-            held.map((t) => t.id),
-          ),
-        )
+      await tx.execute(
+        bind(
+          `UPDATE tasks t SET ${requeueSet(DEREGISTERED, 't', '{{now}}', '{{now}}')} WHERE t.id = ANY({{ids}}::uuid[])`,
+          {
+            now,
+            ids: `{${held.map((t) => t.id).join(',')}}`,
+          },
+        ),
+      )
     }
     await tx.delete(agents).where(eq(agents.id, id))
     await recordEvents(tx, now, [
       ...held.map((t) => ({
-        type: 'task.requeued',
+        type: DEREGISTERED.event,
         taskId: t.id,
         agentId: id,
-        data: { from: t.status, to: 'pending', reason: 'agent_deregistered' },
+        data: { from: t.status, to: DEREGISTERED.to, reason: DEREGISTERED.name },
       })),
       { type: 'agent.deregistered', agentId: id, data: { name: current.name, requeued: held.length } },
     ])

@@ -1,20 +1,34 @@
-import { and, asc, desc, eq, gt, lt, lte, or, type SQL, sql } from 'drizzle-orm'
+import { and, asc, eq, gt, lt, lte, or, sql } from 'drizzle-orm'
 import type { Executor, Tx } from '../db/client'
 import { rowsOf } from '../db/client'
-import { ASSIGN_SET } from '../db/hot'
-import { type AgentRow, agents, type Labels, type TaskRow, tasks } from '../db/schema'
+import { bind, pgTextArray } from '../db/fragments'
+import { getAgent, lockTask } from '../db/rows'
+import { agents, type TaskRow, tasks } from '../db/schema'
 import { withTx } from '../db/tx'
+import {
+  agentColumns,
+  FIT_RULE,
+  type FitAgent,
+  type FitTask,
+  fits,
+  leastLoadedOrderSql,
+  lessLoaded,
+  meetsRequirementsSql,
+  misfits,
+  type TaskSql,
+  takesWorkSql,
+  taskColumns,
+} from '../domain/fit'
+import type { PendingReason } from '../domain/model'
+import { assignedEvents, assignSet } from '../domain/sql'
+import { allowedMoves } from '../domain/task-states'
 import { ApiError } from '../lib/errors'
 import type { Metrics } from '../lib/metrics'
-import { getAgent } from './agents'
 import { changed, type ServiceDeps } from './deps'
-import { type PendingReason, taskMoves } from './model'
 
 /**
- * Placement: which agent takes which pending task. The rule (DESIGN.md): a task fits an
- * agent that is online, has a free slot, holds every required capability and matches
- * provider, region, labels and agentId where the task names them. Tasks go by priority
- * (high first), then age; among fitting agents the least loaded wins.
+ * Placement: which agent takes which pending task, by the rules of src/domain/fit.ts (the
+ * fit rule, the queue's order, least loaded first).
  *
  * Correctness under concurrency comes from row locks, never process memory: the tasks
  * and agents a placement touches are locked (`FOR UPDATE`, `SKIP LOCKED` where another
@@ -22,62 +36,7 @@ import { type PendingReason, taskMoves } from './model'
  * the agents' load and appends the events.
  */
 
-export type TaskReq = Pick<TaskRow, 'id' | 'reqCapabilities' | 'reqProvider' | 'reqRegion' | 'reqLabels' | 'reqAgentId'>
-export type AgentFit = Pick<
-  AgentRow,
-  'id' | 'status' | 'provider' | 'region' | 'capabilities' | 'labels' | 'maxConcurrentTasks' | 'activeTasks'
->
-
-function labelsContain(have: Labels, want: Labels): boolean {
-  for (const [k, v] of Object.entries(want)) if (have[k] !== v) return false
-  return true
-}
-
-/** The hot-loop form of `misfits(task, agent).length === 0`. */
-function fits(task: TaskReq, agent: AgentFit): boolean {
-  if (agent.status !== 'online' || agent.activeTasks >= agent.maxConcurrentTasks) return false
-  if (task.reqProvider && task.reqProvider !== agent.provider) return false
-  if (task.reqRegion && task.reqRegion !== agent.region) return false
-  if (task.reqAgentId && task.reqAgentId !== agent.id) return false
-  for (const c of task.reqCapabilities) if (!agent.capabilities.includes(c)) return false
-  return labelsContain(agent.labels, task.reqLabels)
-}
-
-/** Why `agent` cannot take `task` (empty when it can). */
-export function misfits(task: TaskReq, agent: AgentFit): string[] {
-  const out: string[] = []
-  if (agent.status !== 'online') out.push(`agent is ${agent.status}, not online`)
-  if (agent.activeTasks >= agent.maxConcurrentTasks) {
-    out.push(`agent has no free slot (${agent.activeTasks}/${agent.maxConcurrentTasks})`)
-  }
-  const missing = task.reqCapabilities.filter((c) => !agent.capabilities.includes(c))
-  if (missing.length) out.push(`agent lacks capabilities: ${missing.join(', ')}`)
-  if (task.reqProvider && task.reqProvider !== agent.provider) {
-    out.push(`task needs provider ${task.reqProvider}, agent is ${agent.provider}`)
-  }
-  if (task.reqRegion && task.reqRegion !== agent.region) {
-    out.push(`task needs region ${task.reqRegion}, agent is in ${agent.region ?? 'no region'}`)
-  }
-  if (!labelsContain(agent.labels, task.reqLabels)) out.push('agent labels do not match the required labels')
-  if (task.reqAgentId && task.reqAgentId !== agent.id) out.push(`task is pinned to agent ${task.reqAgentId}`)
-  return out
-}
-
-/** SQL: agent row `agents` satisfies the static requirements of a task (capacity and status aside). */
-function matchesTaskSql(t: TaskReq) {
-  return and(
-    sql`${agents.capabilities} @> ${pgTextArray(t.reqCapabilities)}::text[]`,
-    t.reqProvider ? eq(agents.provider, t.reqProvider) : undefined,
-    t.reqRegion ? eq(agents.region, t.reqRegion) : undefined,
-    Object.keys(t.reqLabels).length ? sql`${agents.labels} @> ${JSON.stringify(t.reqLabels)}::jsonb` : undefined,
-    t.reqAgentId ? eq(agents.id, t.reqAgentId) : undefined,
-  )
-}
-
-/** A Postgres text[] literal, one bound parameter whatever the length. */
-export function pgTextArray(values: readonly string[]): string {
-  return `{${values.map((v) => `"${v.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`).join(',')}}`
-}
+export type TaskReq = FitTask & Pick<TaskRow, 'id'>
 
 export interface Assignment {
   taskId: string
@@ -101,26 +60,6 @@ export function recordAssignments(metrics: Metrics | undefined, rows: AssignedRo
 
 /** How a task reached its agent; recorded on the `task.assigned` event. */
 export type PlacedVia = 'execute' | 'create' | 'batch' | 'heartbeat' | 'sweep'
-
-/** The columns an assignment sets on task row `t` (one place for every placement path). */
-/**
- * The columns an assignment sets on task row `t` (one text for every placement path: the
- * hot statements use it with `$2` as the time; here the time is bound in its place).
- */
-const assignSet = (now: Date, agentId: SQL) =>
-  sql`${sql.join(
-    ASSIGN_SET.split('$2').map((part) => sql.raw(part)),
-    sql`${now}`,
-  )}, agent_id = ${agentId}`
-/** The `task.assigned` event of every row in CTE `upd`. */
-const assignEvents = (now: Date, via: PlacedVia) => sql`
-      INSERT INTO events (type, agent_id, task_id, data, created_at)
-      SELECT 'task.assigned', agent_id, id,
-             jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', ${via}::text), ${now}
-        FROM upd ORDER BY id
-      RETURNING 1`
-const assignReturning = (now: Date) =>
-  sql`t.id, t.agent_id, t.attempt, extract(epoch FROM ${now}::timestamptz - t.created_at)::float8 AS wait_s`
 
 /**
  * Writes a batch of assignments in one statement: moves the tasks to assigned (bumping
@@ -147,16 +86,16 @@ export async function writeAssignments(
       SELECT * FROM unnest(${taskIds}::uuid[], ${agentIds}::uuid[]) AS v(id, agent_id)
     ), upd AS (
       UPDATE tasks t
-         SET ${assignSet(now, sql.raw('v.agent_id'))}
+         SET ${bind(assignSet('t', '{{now}}', 'v.agent_id'), { now })}
         FROM v
        WHERE t.id = v.id AND t.status = 'pending'
-      RETURNING ${assignReturning(now)}
+      RETURNING t.id, t.agent_id, t.attempt, extract(epoch FROM ${now}::timestamptz - t.created_at)::float8 AS wait_s
     ), load AS (
       UPDATE agents a SET active_tasks = a.active_tasks + c.n
         FROM (SELECT agent_id, count(*)::int AS n FROM upd GROUP BY agent_id) c
        WHERE a.id = c.agent_id AND a.status = 'online' AND a.active_tasks + c.n <= a.max_concurrent_tasks
       RETURNING a.id
-    ), ev AS (${assignEvents(now, via)})
+    ), ev AS (${bind(assignedEvents('upd', '{{via}}::text', '{{now}}'), { via, now })})
     SELECT (SELECT count(*)::int FROM load) AS loaded,
            (SELECT count(DISTINCT agent_id)::int FROM upd) AS expected,
            coalesce((SELECT json_agg(json_build_object('id', id, 'agent_id', agent_id, 'attempt', attempt, 'wait_s', wait_s)) FROM upd), '[]'::json) AS rows`,
@@ -173,9 +112,9 @@ export async function writeAssignments(
  * the least-loaded fitting agent that still has a slot. A task nothing fits is skipped,
  * so it never blocks the tasks behind it. Agents' load is updated as it goes.
  */
-export function matchTasks(list: TaskReq[], pool: AgentFit[]): Assignment[] {
+export function matchTasks(list: TaskReq[], pool: FitAgent[]): Assignment[] {
   const out: Assignment[] = []
-  const byCap = new Map<string, AgentFit[]>()
+  const byCap = new Map<string, FitAgent[]>()
   for (const a of pool) {
     for (const c of a.capabilities) {
       const posting = byCap.get(c)
@@ -189,7 +128,7 @@ export function matchTasks(list: TaskReq[], pool: AgentFit[]): Assignment[] {
       const posting = byCap.get(c) ?? []
       if (posting.length < candidates.length) candidates = posting
     }
-    let best: AgentFit | undefined
+    let best: FitAgent | undefined
     for (const a of candidates) {
       if (a.activeTasks >= a.maxConcurrentTasks) continue
       if (best && !lessLoaded(a, best)) continue
@@ -203,20 +142,6 @@ export function matchTasks(list: TaskReq[], pool: AgentFit[]): Assignment[] {
   return out
 }
 
-/**
- * Least loaded first (DESIGN.md). Ties go to the agent with fewer capabilities, which
- * keeps specialised agents (gpu, arm…) free for the tasks only they can take, then to the
- * one with more free slots.
- */
-function lessLoaded(a: AgentFit, b: AgentFit): boolean {
-  if (a.activeTasks !== b.activeTasks) return a.activeTasks < b.activeTasks
-  if (a.capabilities.length !== b.capabilities.length) return a.capabilities.length < b.capabilities.length
-  const fa = a.maxConcurrentTasks - a.activeTasks
-  const fb = b.maxConcurrentTasks - b.activeTasks
-  if (fa !== fb) return fa > fb
-  return a.id < b.id
-}
-
 const agentFitColumns = {
   id: agents.id,
   status: agents.status,
@@ -228,62 +153,71 @@ const agentFitColumns = {
   activeTasks: agents.activeTasks,
 }
 
-/** `lessLoaded` as SQL ORDER BY terms. */
-const leastLoadedOrder = [
-  asc(agents.activeTasks),
-  asc(sql`cardinality(${agents.capabilities})`),
-  desc(sql`${agents.maxConcurrentTasks} - ${agents.activeTasks}`),
-  asc(agents.id),
-]
+/** A task's requirements as bound values, for the SQL forms of the fit rule. */
+const requirementValues = (t: FitTask) => ({
+  caps: pgTextArray(t.reqCapabilities),
+  provider: t.reqProvider,
+  region: t.reqRegion,
+  labels: JSON.stringify(t.reqLabels),
+  agentId: t.reqAgentId,
+})
+const REQUIRED: TaskSql = {
+  capabilities: '{{caps}}::text[]',
+  provider: '{{provider}}::text',
+  region: '{{region}}::text',
+  labels: '{{labels}}::jsonb',
+  agentId: '{{agentId}}::uuid',
+}
+const G = agentColumns('g')
+const fitColumnsSql = `g.id, g.status, g.provider, g.region, g.capabilities, g.labels,
+  g.max_concurrent_tasks AS "maxConcurrentTasks", g.active_tasks AS "activeTasks"`
 
 /**
- * Locks the least-loaded online agent with a free slot that fits `task`, or none. Prefers
- * an agent no other placement holds; with `wait`, waits for one when all are held.
+ * Locks the least-loaded agent that takes work and fits `task`, or none. Prefers an agent
+ * no other placement holds; with `wait`, waits for one when all are held.
  */
-async function lockBestAgent(tx: Tx, task: TaskReq, wait: boolean): Promise<AgentFit | undefined> {
-  const query = () =>
-    tx
-      .select(agentFitColumns)
-      .from(agents)
-      .where(and(eq(agents.status, 'online'), lt(agents.activeTasks, agents.maxConcurrentTasks), matchesTaskSql(task)))
-      .orderBy(...leastLoadedOrder)
-      .limit(1)
-  const [free] = await query().for('update', { skipLocked: true })
+async function lockBestAgent(tx: Tx, task: FitTask, wait: boolean): Promise<FitAgent | undefined> {
+  const query = (lock: string) =>
+    rowsOf<FitAgent>(
+      tx,
+      bind(
+        `SELECT ${fitColumnsSql} FROM agents g
+          WHERE ${takesWorkSql(G)} AND ${meetsRequirementsSql(G, REQUIRED)}
+          ORDER BY ${leastLoadedOrderSql(G)} LIMIT 1 ${lock}`,
+        requirementValues(task),
+      ),
+    )
+  const [free] = await query('FOR UPDATE SKIP LOCKED')
   if (free || !wait) return free
-  const [waited] = await query().for('update')
+  const [waited] = await query('FOR UPDATE')
   return waited
 }
 
 /** Why nothing can take `task` now: one line per requirement no online agent meets, or capacity. */
-export async function explainNoFit(db: Executor, task: TaskReq): Promise<{ reason: PendingReason; details: string[] }> {
-  const has = (cond: ReturnType<typeof sql>) => sql<number>`count(*) FILTER (WHERE ${cond})::int`
-  const online = sql`${agents.status} = 'online'`
-  const match = matchesTaskSql(task) ?? sql`true`
-  const [c] = await db
-    .select({
-      online: has(online),
-      caps: has(sql`${online} AND ${agents.capabilities} @> ${pgTextArray(task.reqCapabilities)}::text[]`),
-      provider: has(sql`${online} AND ${task.reqProvider ? eq(agents.provider, task.reqProvider) : sql`true`}`),
-      region: has(sql`${online} AND ${task.reqRegion ? eq(agents.region, task.reqRegion) : sql`true`}`),
-      labels: has(sql`${online} AND ${agents.labels} @> ${JSON.stringify(task.reqLabels)}::jsonb`),
-      pinned: has(sql`${online} AND ${task.reqAgentId ? eq(agents.id, task.reqAgentId) : sql`true`}`),
-      fitting: has(sql`${online} AND ${match}`),
-      free: has(sql`${online} AND ${match} AND ${agents.activeTasks} < ${agents.maxConcurrentTasks}`),
-    })
-    .from(agents)
+async function explainNoFit(db: Executor, task: FitTask): Promise<{ reason: PendingReason; details: string[] }> {
+  const named = FIT_RULE.filter((r) => r.named(task))
+  const online = `${G.status} = 'online'`
+  const meets = meetsRequirementsSql(G, REQUIRED)
+  const [c] = await rowsOf<Record<string, number>>(
+    db,
+    bind(
+      `SELECT count(*) FILTER (WHERE ${online})::int AS online,
+        ${named.map((r) => `count(*) FILTER (WHERE ${online} AND ${r.sql(G, REQUIRED)})::int AS "${r.name}",`).join('\n')}
+        count(*) FILTER (WHERE ${online} AND ${meets})::int AS fitting,
+        count(*) FILTER (WHERE ${takesWorkSql(G)} AND ${meets})::int AS free
+       FROM agents g`,
+      requirementValues(task),
+    ),
+  )
   if (!c) return { reason: 'no_matching_agent', details: ['no agents'] }
-  if (c.free > 0) return { reason: 'queued', details: [`${c.free} fitting agent(s) have a free slot`] }
-  if (c.fitting > 0) {
+  if ((c.free ?? 0) > 0) return { reason: 'queued', details: [`${c.free} fitting agent(s) have a free slot`] }
+  if ((c.fitting ?? 0) > 0) {
     return { reason: 'agents_busy', details: [`all ${c.fitting} fitting online agent(s) are at capacity`] }
   }
   const details: string[] = []
   if (c.online === 0) details.push('no agent is online')
   else {
-    if (c.caps === 0) details.push(`no online agent has capabilities: ${task.reqCapabilities.join(', ')}`)
-    if (c.provider === 0) details.push(`no online agent on provider ${task.reqProvider}`)
-    if (c.region === 0) details.push(`no online agent in region ${task.reqRegion}`)
-    if (c.labels === 0) details.push(`no online agent has labels ${JSON.stringify(task.reqLabels)}`)
-    if (c.pinned === 0) details.push(`pinned agent ${task.reqAgentId} is not online`)
+    for (const r of named) if (c[r.name] === 0) details.push(r.nobody(task))
     if (details.length === 0) details.push('no online agent meets all requirements together')
   }
   return { reason: 'no_matching_agent', details }
@@ -301,14 +235,13 @@ export async function placeTask(
 ): Promise<{ task: TaskRow; attempt: number }> {
   const now = clock.now()
   const out = await withTx(db, async (tx) => {
-    const [task] = await tx.select().from(tasks).where(eq(tasks.id, taskId)).for('update')
-    if (!task) throw new ApiError('not_found', `No task with id ${taskId}.`)
+    const task = await lockTask(tx, taskId)
     if (task.status !== 'pending') {
       throw new ApiError('invalid_transition', `The task is ${task.status}; only a pending task can be placed.`, {
-        allowed: [...taskMoves[task.status]],
+        allowed: allowedMoves(task.status),
       })
     }
-    let target: AgentFit | undefined
+    let target: FitAgent | undefined
     if (agentId) {
       const agent = await getAgent(tx, agentId, true)
       const why = misfits(task, agent)
@@ -372,8 +305,8 @@ export async function pendingReasonsFor(db: Executor, list: TaskRow[], now: Date
     db,
     sql`
     SELECT t.id,
-      EXISTS (SELECT 1 FROM agents a WHERE a.status = 'online' AND ${fitsSql} AND a.active_tasks < a.max_concurrent_tasks) AS free,
-      EXISTS (SELECT 1 FROM agents a WHERE a.status = 'online' AND ${fitsSql}) AS fitting
+      EXISTS (SELECT 1 FROM agents a WHERE ${sql.raw(`${takesWorkSql(A)} AND ${FITS}`)}) AS free,
+      EXISTS (SELECT 1 FROM agents a WHERE ${sql.raw(`${A.status} = 'online' AND ${FITS}`)}) AS fitting
     FROM tasks t WHERE t.id = ANY(${`{${probes.join(',')}}`}::uuid[])`,
   )
   const reasonOf = new Map(
@@ -386,12 +319,8 @@ export async function pendingReasonsFor(db: Executor, list: TaskRow[], now: Date
   return out
 }
 
-/** The fit rule between aliases `a` (agents) and `t` (tasks), for set-based queries. */
-export const fitsSql = sql.raw(`(a.capabilities @> t.req_capabilities
-  AND (t.req_provider IS NULL OR a.provider = t.req_provider)
-  AND (t.req_region IS NULL OR a.region = t.req_region)
-  AND a.labels @> t.req_labels
-  AND (t.req_agent_id IS NULL OR a.id = t.req_agent_id))`)
+const A = agentColumns('a')
+const FITS = meetsRequirementsSql(A, taskColumns('t'))
 
 const taskReqColumns = {
   id: tasks.id,
@@ -419,10 +348,10 @@ export async function placePending(
   let assigned = 0
   let scanned = 0
   let after: { priority: number; id: string } | undefined
-  const pending: string[] = []
+  const placedOn: string[] = []
   const placedTasks: string[] = []
   while (scanned < maxTasks) {
-    pending.length = 0
+    placedOn.length = 0
     placedTasks.length = 0
     const result = await withTx(db, async (tx) => {
       const pool = await tx
@@ -450,15 +379,15 @@ export async function placePending(
       const pairs = matchTasks(batch, pool)
       const rows = await writeAssignments(tx, now, pairs, via)
       recordAssignments(metrics, rows, via)
-      pending.push(...rows.map((r) => r.agent_id))
+      placedOn.push(...rows.map((r) => r.agent_id))
       placedTasks.push(...rows.map((r) => r.id))
       const slotsLeft = pool.some((a) => a.activeTasks < a.maxConcurrentTasks)
       return { placed: rows.length, batch, noSlots: !slotsLeft }
     })
     assigned += result.placed
     scanned += result.batch.length
-    await changed({ kv }, { tasks: placedTasks, agents: pending })
-    notifier?.notify(pending)
+    await changed({ kv }, { tasks: placedTasks, agents: placedOn })
+    notifier?.notify(placedOn)
     const last = result.batch.at(-1)
     if (result.noSlots || result.batch.length < batchSize || !last) break
     after = { priority: last.priority, id: last.id }

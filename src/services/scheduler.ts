@@ -1,7 +1,11 @@
 import { type SQL, sql } from 'drizzle-orm'
 import { rowsOf, type Tx } from '../db/client'
+import { bind } from '../db/fragments'
 import { schedulerState } from '../db/schema'
 import { isDatabaseUnavailable, pgErrorCode, withTx } from '../db/tx'
+import type { SweepSummary } from '../domain/model'
+import { releaseSlots, requeueSet } from '../domain/sql'
+import { move, type TaskMove } from '../domain/task-states'
 import { describeError } from '../lib/logger'
 import { changed, type ServiceDeps } from './deps'
 import { pruneEvents } from './events'
@@ -21,28 +25,22 @@ import { pruneRegistrationTokens } from './registration-tokens'
  *   such a row is simply left for the next sweep.
  */
 
-export interface SweepSummary {
-  expiredAgents: number
-  requeued: number
-  timedOut: number
-  retried: number
-  cancelled: number
-  assigned: number
-  /** Events past EVENT_RETENTION_DAYS deleted by this sweep. */
-  eventsPruned: number
-  /** Task log chunks past LOG_RETENTION_DAYS deleted by this sweep. */
-  logsPruned: number
-  durationMs: number
-  /** Another sweep held the lock: steps 1–3 were left to it. */
-  skipped: boolean
-  startedAt: string
-}
+export type { SweepSummary }
 
 /** An arbitrary, fixed key for pg_try_advisory_xact_lock: "one sweep at a time". */
 const SWEEP_LOCK_KEY = 7_240_431_001
 
 type Count = { n: number; task_ids: string[]; agent_ids: string[] }
 const none: Count = { n: 0, task_ids: [], agent_ids: [] }
+
+/** The state table's moves the steps make (src/domain/task-states.ts). */
+const LOST_ASSIGNED = move('agent_lost', 'assigned')
+const LOST_FAILED = move('agent_lost', 'running', 'failed')
+const LOST_CANCELLED = move('agent_lost', 'running', 'cancelled')
+const GRACE_EXPIRED = move('cancel_grace_expired', 'running')
+const TIMEOUT = move('timeout', 'running')
+const NOT_STARTED = move('assign_timeout', 'assigned')
+const RETRY = move('retry', 'failed')
 
 /**
  * Step 1. Agents silent past HEARTBEAT_TIMEOUT_SECONDS go offline. Their assigned tasks
@@ -85,8 +83,7 @@ async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps) {
         FROM lost WHERE a.id = lost.id
       RETURNING a.id, lost.status AS was
     ), requeue AS (
-      UPDATE tasks t SET status = 'pending', agent_id = NULL, assigned_at = NULL, available_at = ${now},
-             version = t.version + 1, updated_at = ${now}
+      UPDATE tasks t SET ${bind(requeueSet(LOST_ASSIGNED, 't', '{{now}}', '{{now}}'), { now })}
         FROM tk WHERE t.id = tk.id AND tk.status = 'assigned'
       RETURNING t.id, tk.agent_id
     ), cancel AS (
@@ -108,12 +105,15 @@ async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps) {
         SELECT 1 AS k, 'agent.expired' AS type, id AS agent_id, NULL::uuid AS task_id,
                jsonb_build_object('from', was, 'to', 'offline', 'lastHeartbeatBefore', ${cutoff}::timestamptz) AS data FROM ag
         UNION ALL
-        SELECT 2, 'task.requeued', agent_id, id, jsonb_build_object('from', 'assigned', 'to', 'pending', 'reason', 'agent_lost') FROM requeue
+        SELECT 2, ${LOST_ASSIGNED.event}::text, agent_id, id,
+               jsonb_build_object('from', 'assigned', 'to', 'pending', 'reason', ${LOST_ASSIGNED.name}::text) FROM requeue
         UNION ALL
-        SELECT 2, 'task.cancelled', agent_id, id, jsonb_build_object('from', 'running', 'to', 'cancelled', 'attempt', attempt, 'reason', 'agent_lost') FROM cancel
+        SELECT 2, ${LOST_CANCELLED.event}::text, agent_id, id,
+               jsonb_build_object('from', 'running', 'to', 'cancelled', 'attempt', attempt, 'reason', ${LOST_CANCELLED.name}::text) FROM cancel
         UNION ALL
-        SELECT 2, 'task.failed', agent_id, id, jsonb_build_object('from', 'running', 'to', 'failed', 'attempt', attempt, 'lostCount', lost_count,
-               'error', jsonb_build_object('code', 'agent_lost')) FROM fail
+        SELECT 2, ${LOST_FAILED.event}::text, agent_id, id,
+               jsonb_build_object('from', 'running', 'to', 'failed', 'attempt', attempt, 'lostCount', lost_count,
+                                  'error', jsonb_build_object('code', ${LOST_FAILED.name}::text)) FROM fail
       ) e ORDER BY k, task_id
       RETURNING 1
     )
@@ -134,27 +134,20 @@ async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps) {
 async function moveDue(
   tx: Tx,
   now: Date,
-  step: { due: SQL; set: SQL; agentId: SQL; event: string; data: SQL; releasesSlot: boolean },
+  step: { move: TaskMove; due: SQL; set: SQL; agentId: SQL; data: SQL },
 ): Promise<Count> {
-  const release = step.releasesSlot
-    ? sql`, load AS (
-      UPDATE agents a SET active_tasks = greatest(a.active_tasks - c.n, 0)
-        FROM (SELECT agent_id, count(*)::int AS n FROM upd WHERE agent_id IS NOT NULL GROUP BY agent_id) c
-       WHERE a.id = c.agent_id
-      RETURNING 1
-    )`
-    : sql``
+  const release = step.move.slot === 'release' ? sql`, load AS (${sql.raw(releaseSlots('upd'))})` : sql``
   const [r] = await rowsOf<Count>(
     tx,
     sql`
     WITH due AS (${step.due}
     ), upd AS (
-      UPDATE tasks t SET ${step.set}, version = t.version + 1, updated_at = ${now}
+      UPDATE tasks t SET ${step.set}
         FROM due WHERE t.id = due.due_id
       RETURNING t.id, ${step.agentId} AS agent_id, t.attempt, due.*
     )${release}, ev AS (
       INSERT INTO events (type, agent_id, task_id, data, created_at)
-      SELECT ${step.event}::text, agent_id, id, ${step.data}, ${now} FROM upd ORDER BY id
+      SELECT ${step.move.event}::text, agent_id, id, ${step.data}, ${now} FROM upd ORDER BY id
       RETURNING 1
     )
     SELECT count(*)::int AS n, coalesce(json_agg(id), '[]'::json) AS task_ids,
@@ -169,11 +162,10 @@ function expireCancels(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
   return moveDue(tx, now, {
     due: sql`SELECT id AS due_id FROM tasks WHERE status = 'running' AND cancel_requested AND cancel_requested_at < ${cutoff}
               ORDER BY cancel_requested_at LIMIT ${limit} FOR UPDATE SKIP LOCKED`,
-    set: sql`status = 'cancelled', finished_at = ${now}, deadline_at = NULL`,
+    move: GRACE_EXPIRED,
+    set: sql`status = 'cancelled', finished_at = ${now}, deadline_at = NULL, version = t.version + 1, updated_at = ${now}`,
     agentId: sql`t.agent_id`,
-    event: 'task.cancelled',
-    data: sql`jsonb_build_object('from', 'running', 'to', 'cancelled', 'attempt', attempt, 'reason', 'cancel_grace_expired')`,
-    releasesSlot: true,
+    data: sql`jsonb_build_object('from', 'running', 'to', 'cancelled', 'attempt', attempt, 'reason', ${GRACE_EXPIRED.name}::text)`,
   })
 }
 
@@ -182,14 +174,14 @@ function timeOutRunning(tx: Tx, now: Date, limit: number) {
   return moveDue(tx, now, {
     due: sql`SELECT id AS due_id FROM tasks WHERE status = 'running' AND deadline_at < ${now}
               ORDER BY deadline_at LIMIT ${limit} FOR UPDATE SKIP LOCKED`,
+    move: TIMEOUT,
     // A task someone asked to cancel is never run again automatically.
     set: sql`status = 'timed_out', finished_at = ${now}, deadline_at = NULL, failures = t.failures + 1,
              auto_retry = NOT t.cancel_requested AND t.failures + 1 < t.max_attempts,
-             error = jsonb_build_object('code', 'timeout', 'message', 'The task ran past its timeoutSeconds (' || t.timeout_seconds || ' s).')`,
+             error = jsonb_build_object('code', 'timeout', 'message', 'The task ran past its timeoutSeconds (' || t.timeout_seconds || ' s).'),
+             version = t.version + 1, updated_at = ${now}`,
     agentId: sql`t.agent_id`,
-    event: 'task.timed_out',
     data: sql`jsonb_build_object('from', 'running', 'to', 'timed_out', 'attempt', attempt)`,
-    releasesSlot: true,
   })
 }
 
@@ -199,11 +191,10 @@ function requeueUnstarted(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
   return moveDue(tx, now, {
     due: sql`SELECT id AS due_id, agent_id AS was_agent FROM tasks WHERE status = 'assigned' AND assigned_at < ${cutoff}
               ORDER BY assigned_at LIMIT ${limit} FOR UPDATE SKIP LOCKED`,
-    set: sql`status = 'pending', agent_id = NULL, assigned_at = NULL, available_at = ${now}`,
+    move: NOT_STARTED,
+    set: bind(requeueSet(NOT_STARTED, 't', '{{now}}', '{{now}}'), { now }),
     agentId: sql`due.was_agent`,
-    event: 'task.requeued',
-    data: sql`jsonb_build_object('from', 'assigned', 'to', 'pending', 'attempt', attempt, 'reason', 'assign_timeout')`,
-    releasesSlot: true,
+    data: sql`jsonb_build_object('from', 'assigned', 'to', 'pending', 'attempt', attempt, 'reason', ${NOT_STARTED.name}::text)`,
   })
 }
 
@@ -222,14 +213,11 @@ function scheduleRetries(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
              * (0.5 + random() / 2) AS delay
         FROM tasks WHERE auto_retry AND status IN ('failed', 'timed_out')
        LIMIT ${limit} FOR UPDATE SKIP LOCKED`,
-    set: sql`status = 'pending', auto_retry = false, agent_id = NULL, cancel_requested = false, cancel_requested_at = NULL,
-             available_at = ${now}::timestamptz + make_interval(secs => due.delay),
-             assigned_at = NULL, started_at = NULL, finished_at = NULL, progress = NULL, result = NULL`,
+    move: RETRY,
+    set: bind(requeueSet(RETRY, 't', '{{now}}', '{{now}}::timestamptz + make_interval(secs => due.delay)'), { now }),
     agentId: sql`NULL::uuid`,
-    event: 'task.requeued',
-    data: sql`jsonb_build_object('to', 'pending', 'attempt', attempt, 'reason', 'retry',
+    data: sql`jsonb_build_object('to', 'pending', 'attempt', attempt, 'reason', ${RETRY.name}::text,
               'backoffSeconds', round(delay::numeric, 3), 'availableAt', ${now}::timestamptz + make_interval(secs => delay))`,
-    releasesSlot: false,
   })
 }
 

@@ -1,8 +1,8 @@
 import { sql } from 'drizzle-orm'
 import { type Db, rowsOf } from '../db/client'
+import { agentStatuses, taskStatuses } from '../domain/model'
 import { keys } from '../lib/kv'
 import type { ServiceDeps } from './deps'
-import { agentStatuses, taskStatuses } from './model'
 
 /**
  * Fleet and queue statistics, built to stay fast at millions of tasks:

@@ -1,27 +1,23 @@
 import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
 import { type Db, type Executor, rowsOf, type Tx } from '../db/client'
+import { bind, pgTextArray } from '../db/fragments'
 import { applyReports, fillBestAgent, hot, insertTask as insertTaskStatement, taskFromJson } from '../db/hot'
 import { queries } from '../db/prepared'
-import { agents, type Labels, type TaskRow, tasks } from '../db/schema'
+import { lockTask } from '../db/rows'
+import { type TaskRow, tasks } from '../db/schema'
 import { withTx } from '../db/tx'
-import type { Principal } from '../lib/context'
+import type { Labels, Principal, Provider, ReportStatus, TaskStatus } from '../domain/model'
+import { releaseSlots, requeueSet } from '../domain/sql'
+import { allowedMoves, allowedReports, moveFor, type TaskMove } from '../domain/task-states'
 import { ApiError } from '../lib/errors'
+import { ifMatchOk } from '../lib/etag'
 import { keys, reviveRow } from '../lib/kv'
 import { describeError } from '../lib/logger'
 import { decodeCursor, page, type SortOrder } from '../lib/pagination'
 import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
-import {
-  allowedReports,
-  ifMatchOk,
-  type PendingReason,
-  type Provider,
-  type ReportStatus,
-  type TaskStatus,
-  taskMoves,
-} from './model'
-import { pendingReasonsFor, pgTextArray, placePending, recordAssignments } from './placement'
+import { placePending, recordAssignments } from './placement'
 
 export interface TaskInput {
   name: string
@@ -59,15 +55,10 @@ function fields(input: TaskInput, now: Date) {
   }
 }
 
-async function lockTask(tx: Tx, id: string): Promise<TaskRow> {
-  const [row] = await tx.select().from(tasks).where(eq(tasks.id, id)).for('update')
-  if (!row) throw new ApiError('not_found', `No task with id ${id}.`)
-  return row
-}
-
+/** The 409 for a move the state table does not allow, with the moves it does. */
 function refuse(task: TaskRow, what: string): never {
   throw new ApiError('invalid_transition', `The task is ${task.status}; ${what}.`, {
-    allowed: [...taskMoves[task.status]],
+    allowed: allowedMoves(task.status),
   })
 }
 
@@ -77,12 +68,28 @@ function checkVersion(row: TaskRow, ifMatch: string | undefined) {
   }
 }
 
+/** Gives the slot of a task that left `agentId` back. */
 async function releaseSlot(tx: Tx, agentId: string | null) {
   if (!agentId) return
-  await tx
-    .update(agents)
-    .set({ activeTasks: sql`greatest(${agents.activeTasks} - 1, 0)` })
-    .where(eq(agents.id, agentId))
+  await tx.execute(
+    bind(`WITH left_agent AS (SELECT {{agentId}}::uuid AS agent_id) ${releaseSlots('left_agent')}`, { agentId }),
+  )
+}
+
+/** Moves task `id` back to pending by move `m` (src/domain/sql.ts), returning the task as it is then. */
+async function requeue(tx: Tx, id: string, m: TaskMove, now: Date): Promise<TaskRow> {
+  const [row] = await rowsOf<{ task: Record<string, unknown> }>(
+    tx,
+    bind(
+      `UPDATE tasks t SET ${requeueSet(m, 't', '{{now}}', '{{now}}')} WHERE t.id = {{id}} RETURNING to_jsonb(t) AS task`,
+      {
+        now,
+        id,
+      },
+    ),
+  )
+  if (!row) throw new ApiError('not_found', `No task with id ${id}.`)
+  return taskFromJson(row.task)
 }
 
 /** An idempotency key and whose it is: keys are scoped to the caller (the token's `sub`). */
@@ -347,23 +354,19 @@ export async function createTasks(
         written.tasks.map((t) => t.id),
       ),
     )
-  const now2 = new Map(fresh.map((t) => [t.id, t]))
-  return { tasks: written.tasks.map((t) => now2.get(t.id) ?? t), created: written.created }
+  const placedNow = new Map(fresh.map((t) => [t.id, t]))
+  return { tasks: written.tasks.map((t) => placedNow.get(t.id) ?? t), created: written.created }
 }
 
-/** A task by id, cached (Redis) and dropped by every write that changes it; with why it waits. */
-export async function getTask(
-  deps: Pick<ServiceDeps, 'db' | 'kv' | 'config' | 'clock'>,
-  id: string,
-): Promise<{ task: TaskRow; pendingReason: PendingReason | null }> {
+/** A task by id, cached (Redis) and dropped by every write that changes it. */
+export async function getTask(deps: Pick<ServiceDeps, 'db' | 'kv' | 'config'>, id: string): Promise<TaskRow> {
   const { db, kv } = deps
   const load = async () => (await queries(db).taskById.execute({ id }))[0]
   const row = kv
     ? await kv.cached(keys.task(id), deps.config.cacheTtlSeconds * 1000, load, reviveRow<TaskRow>)
     : await load()
   if (!row) throw new ApiError('not_found', `No task with id ${id}.`)
-  const reasons = await pendingReasonsFor(db, [row], deps.clock.now())
-  return { task: row, pendingReason: reasons.get(row.id) ?? null }
+  return row
 }
 
 export interface TaskFilters {
@@ -376,7 +379,7 @@ export interface TaskFilters {
   order: SortOrder
 }
 
-export async function listTasks(db: Db, f: TaskFilters, now: Date) {
+export async function listTasks(db: Db, f: TaskFilters) {
   const after = decodeCursor(f.cursor, f.order)
   const rows = await db
     .select()
@@ -392,9 +395,7 @@ export async function listTasks(db: Db, f: TaskFilters, now: Date) {
     )
     .orderBy(f.order === 'asc' ? asc(tasks.id) : desc(tasks.id))
     .limit(f.limit + 1)
-  const result = page(rows, f.limit, f.order)
-  const reasons = await pendingReasonsFor(db, result.items, now)
-  return { ...result, reasons }
+  return page(rows, f.limit, f.order)
 }
 
 export async function updateTask(deps: ServiceDeps, id: string, input: TaskInput, ifMatch?: string) {
@@ -595,45 +596,45 @@ export async function reportTaskStatus(deps: ServiceDeps, id: string, by: Princi
 }
 
 /**
- * Cancels a task: pending or assigned ones end at once (`accepted: false`); a running one
- * gets `cancelRequested` and ends when its agent reports it cancelled (`accepted: true`).
+ * Cancels a task, by the state table's `cancel` moves: pending or assigned ones end at once
+ * (`accepted: false`), as does a failed or timed-out one still waiting for its automatic
+ * retry; a running one gets `cancelRequested` and ends when its agent reports it cancelled
+ * (`accepted: true`).
  */
 export async function cancelTask(deps: ServiceDeps, id: string): Promise<{ task: TaskRow; accepted: boolean }> {
   const { db, clock, notifier } = deps
   const now = clock.now()
   const out = await withTx(db, async (tx) => {
     const task = await lockTask(tx, id)
-    if (task.status === 'running') {
-      if (task.cancelRequested) return { task, accepted: true }
+    if (task.status === 'running' && task.cancelRequested) return { task, accepted: true }
+    const m = moveFor(task, 'cancel', 'staff')
+    if (!m) refuse(task, 'it can no longer be cancelled')
+    if (m.to === 'running') {
       const [row] = await tx
         .update(tasks)
         .set({ cancelRequested: true, cancelRequestedAt: now, version: sql`${tasks.version} + 1`, updatedAt: now })
         .where(eq(tasks.id, id))
         .returning()
       await recordEvents(tx, now, [
-        { type: 'task.cancel_requested', taskId: id, agentId: task.agentId, data: { attempt: task.attempt } },
+        { type: m.event, taskId: id, agentId: task.agentId, data: { attempt: task.attempt } },
       ])
       return { task: row ?? task, accepted: true }
     }
-    // A failed or timed-out task waiting for its automatic retry can still be called off.
-    const retryDue = (task.status === 'failed' || task.status === 'timed_out') && task.autoRetry
-    if (task.status !== 'pending' && task.status !== 'assigned' && !retryDue) {
-      refuse(task, 'it can no longer be cancelled')
-    }
-    if (task.status === 'assigned') await releaseSlot(tx, task.agentId)
+    if (m.slot === 'release') await releaseSlot(tx, task.agentId)
     const [row] = await tx
       .update(tasks)
       .set({
-        status: 'cancelled',
+        status: m.to,
         autoRetry: false,
-        finishedAt: retryDue ? task.finishedAt : now,
+        // A task called off while waiting for its retry keeps the time its last run ended.
+        finishedAt: m.name === 'cancel_retry' ? task.finishedAt : now,
         version: sql`${tasks.version} + 1`,
         updatedAt: now,
       })
       .where(eq(tasks.id, id))
       .returning()
     await recordEvents(tx, now, [
-      { type: 'task.cancelled', taskId: id, agentId: task.agentId, data: { from: task.status, to: 'cancelled' } },
+      { type: m.event, taskId: id, agentId: task.agentId, data: { from: task.status, to: m.to } },
     ])
     return { task: row ?? task, accepted: false }
   })
@@ -653,36 +654,10 @@ export async function retryTask(deps: ServiceDeps, id: string): Promise<TaskRow>
   const now = clock.now()
   const out = await withTx(db, async (tx) => {
     const task = await lockTask(tx, id)
-    if (!['failed', 'cancelled', 'timed_out'].includes(task.status)) {
-      refuse(task, 'only failed, cancelled or timed-out tasks can be retried')
-    }
-    const [row] = await tx
-      .update(tasks)
-      .set({
-        status: 'pending',
-        agentId: null,
-        failures: 0,
-        lostCount: 0,
-        autoRetry: false,
-        cancelRequested: false,
-        cancelRequestedAt: null,
-        deadlineAt: null,
-        progress: null,
-        result: null,
-        error: null,
-        assignedAt: null,
-        startedAt: null,
-        finishedAt: null,
-        availableAt: now,
-        version: sql`${tasks.version} + 1`,
-        updatedAt: now,
-      })
-      .where(eq(tasks.id, id))
-      .returning()
-    if (!row) throw new ApiError('not_found', `No task with id ${id}.`)
-    await recordEvents(tx, now, [
-      { type: 'task.requeued', taskId: id, data: { from: task.status, to: 'pending', reason: 'manual_retry' } },
-    ])
+    const m = moveFor(task, 'retry', 'staff')
+    if (!m) refuse(task, 'only failed, cancelled or timed-out tasks can be retried')
+    const row = await requeue(tx, id, m, now)
+    await recordEvents(tx, now, [{ type: m.event, taskId: id, data: { from: task.status, to: m.to, reason: m.name } }])
     return row
   })
   await changed(deps, { tasks: [id] })

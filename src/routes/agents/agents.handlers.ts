@@ -1,8 +1,10 @@
 import type { Context } from 'hono'
-import { assertSelfOrStaff, signToken } from '../../lib/auth'
-import { type AppBindings, type AppRouteHandler, serviceDeps as svc } from '../../lib/context'
+import { etagOf } from '../../lib/etag'
+import { signToken } from '../../lib/tokens'
+import { assertSelfOrStaff } from '../../middleware/auth'
+import { type AppBindings, type AppRouteHandler, serviceDeps as svc } from '../../middleware/context'
 import * as agents from '../../services/agents'
-import { etagOf, toAgentDto, toTaskDto } from '../../services/model'
+import { toAgentDto, toTaskDto } from '../dto'
 import type {
   CreateRoute,
   GetRoute,

@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi'
-import { createRouter } from '../../lib/create-app'
-import { dashboardHtml } from './page'
+import { createRouter } from '../../middleware/router'
+import { dashboardCsp, dashboardHtml } from './page'
 
 const route = createRoute({
   method: 'get',
@@ -13,9 +13,7 @@ const route = createRoute({
 
 export const dashboardRouter = createRouter().openapi(route, (c) =>
   c.html(dashboardHtml, 200, {
-    // Only this origin: the page's own inline code, and the API.
-    'Content-Security-Policy':
-      "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    'Content-Security-Policy': dashboardCsp,
     'Cache-Control': 'no-cache',
   }),
 )

@@ -1,10 +1,10 @@
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
-import { assertSelfOrStaff } from '../../lib/auth'
-import type { AppBindings } from '../../lib/context'
-import { serviceDeps } from '../../lib/context'
-import { createRouter } from '../../lib/create-app'
 import { ApiError } from '../../lib/errors'
+import { assertSelfOrStaff } from '../../middleware/auth'
+import type { AppBindings } from '../../middleware/context'
+import { serviceDeps } from '../../middleware/context'
+import { createRouter } from '../../middleware/router'
 import { readAgent } from '../../services/agents'
 import { EventFeed } from '../../services/event-feed'
 import { type EventFilter, readEvents, sequenceEvents, toEventDto } from '../../services/events'
@@ -96,7 +96,7 @@ export const eventsRouter = createRouter()
   })
   .openapi(routes.taskHistory, async (c) => {
     const { id } = c.req.valid('param')
-    const { task } = await getTask(serviceDeps(c), id)
+    const task = await getTask(serviceDeps(c), id)
     const p = c.var.principal
     if (p.role === 'agent' && task.agentId !== p.agentId) throw new ApiError('not_found', `No task with id ${id}.`)
     const { after, limit } = c.req.valid('query')

@@ -1,5 +1,5 @@
-import type { AppRouteHandler } from '../../lib/context'
-import { createRouter } from '../../lib/create-app'
+import type { AppRouteHandler } from '../../middleware/context'
+import { createRouter } from '../../middleware/router'
 import { checkDatabase } from '../../services/health'
 import * as routes from './health.routes'
 

@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi'
-import { createRouter } from '../../lib/create-app'
 import { ApiError, errorResponses as E } from '../../lib/errors'
+import { createRouter } from '../../middleware/router'
 import { agentStatistics, taskStatistics } from '../../services/statistics'
 
 const route = createRoute({

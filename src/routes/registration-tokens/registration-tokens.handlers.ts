@@ -1,4 +1,4 @@
-import { type AppRouteHandler, serviceDeps as svc } from '../../lib/context'
+import { type AppRouteHandler, serviceDeps as svc } from '../../middleware/context'
 import * as tokens from '../../services/registration-tokens'
 import type { CreateRoute, ListRoute, RemoveRoute } from './registration-tokens.routes'
 

@@ -1,4 +1,4 @@
-import { createRouter } from '../../lib/create-app'
+import { createRouter } from '../../middleware/router'
 import * as handlers from './registration-tokens.handlers'
 import * as routes from './registration-tokens.routes'
 

@@ -1,5 +1,5 @@
-import { serviceDeps } from '../../lib/context'
-import { createRouter } from '../../lib/create-app'
+import { serviceDeps } from '../../middleware/context'
+import { createRouter } from '../../middleware/router'
 import { runSweep, schedulerStatus } from '../../services/scheduler'
 import * as routes from './scheduler.routes'
 

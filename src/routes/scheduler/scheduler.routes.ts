@@ -1,7 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi'
-import { authenticate, canRead, requireRole } from '../../lib/auth'
 import { errorResponses as E } from '../../lib/errors'
 import { jsonContent as json, security } from '../../lib/route-helpers'
+import { authenticate, canRead, requireRole } from '../../middleware/auth'
 
 const tags = ['Scheduler']
 

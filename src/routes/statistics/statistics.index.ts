@@ -1,5 +1,5 @@
-import { serviceDeps } from '../../lib/context'
-import { createRouter } from '../../lib/create-app'
+import { serviceDeps } from '../../middleware/context'
+import { createRouter } from '../../middleware/router'
 import { cachedAgentStatistics, cachedTaskStatistics } from '../../services/statistics'
 import * as routes from './statistics.routes'
 

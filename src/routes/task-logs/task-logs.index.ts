@@ -1,9 +1,9 @@
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
-import type { AppBindings } from '../../lib/context'
-import { serviceDeps } from '../../lib/context'
-import { createRouter } from '../../lib/create-app'
 import { ApiError } from '../../lib/errors'
+import type { AppBindings } from '../../middleware/context'
+import { serviceDeps } from '../../middleware/context'
+import { createRouter } from '../../middleware/router'
 import { attemptLive, logAttempt, logKey, readLogs, writeLogs } from '../../services/logs'
 import * as routes from './task-logs.routes'
 

@@ -1,10 +1,11 @@
 import type { Context } from 'hono'
 import type { TaskRow } from '../../db/schema'
-import { type AppBindings, type AppRouteHandler, serviceDeps as svc } from '../../lib/context'
 import { ApiError } from '../../lib/errors'
-import { etagOf, type TaskDto, toTaskDto } from '../../services/model'
+import { etagOf } from '../../lib/etag'
+import { type AppBindings, type AppRouteHandler, serviceDeps as svc } from '../../middleware/context'
 import { pendingReasonsFor, placeTask } from '../../services/placement'
 import * as tasks from '../../services/tasks'
+import { type TaskDto, toTaskDto } from '../dto'
 import type {
   CancelRoute,
   CreateBatchRoute,
@@ -18,11 +19,17 @@ import type {
   UpdateRoute,
 } from './tasks.routes'
 
-/** The task as every route answers it: with its ETag, and why it waits when pending. */
+/** Tasks as the routes answer them, each pending one with why it waits (one query a page). */
+async function presentAll(c: Context<AppBindings>, rows: TaskRow[]): Promise<TaskDto[]> {
+  const reasons = await pendingReasonsFor(c.var.deps.database.db, rows, c.var.deps.clock.now())
+  return rows.map((t) => toTaskDto(t, reasons.get(t.id)))
+}
+
+/** One task as every route answers it: with its ETag, and why it waits when pending. */
 async function present(c: Context<AppBindings>, task: TaskRow): Promise<TaskDto> {
-  const reasons = await pendingReasonsFor(c.var.deps.database.db, [task], c.var.deps.clock.now())
   c.header('ETag', etagOf(task.version))
-  return toTaskDto(task, reasons.get(task.id))
+  const [dto] = await presentAll(c, [task])
+  return dto as TaskDto
 }
 
 export const create: AppRouteHandler<CreateRoute> = async (c) => {
@@ -47,8 +54,7 @@ export const createBatch: AppRouteHandler<CreateBatchRoute> = async (c) => {
     items.map(({ idempotencyKey, ...input }) => ({ input, ...(idempotencyKey ? { idempotencyKey } : {}) })),
     c.var.principal.sub,
   )
-  const reasons = await pendingReasonsFor(c.var.deps.database.db, made, c.var.deps.clock.now())
-  return c.json({ items: made.map((t) => toTaskDto(t, reasons.get(t.id))), created }, 201)
+  return c.json({ items: await presentAll(c, made), created }, 201)
 }
 
 export const list: AppRouteHandler<ListRoute> = async (c) => {
@@ -58,21 +64,17 @@ export const list: AppRouteHandler<ListRoute> = async (c) => {
     if (q.agentId && q.agentId !== p.agentId) throw new ApiError('forbidden', 'An agent token sees only its own tasks.')
     q.agentId = p.agentId
   }
-  const result = await tasks.listTasks(svc(c).db, q, c.var.deps.clock.now())
-  return c.json(
-    { items: result.items.map((t) => toTaskDto(t, result.reasons.get(t.id))), nextCursor: result.nextCursor },
-    200,
-  )
+  const result = await tasks.listTasks(svc(c).db, q)
+  return c.json({ items: await presentAll(c, result.items), nextCursor: result.nextCursor }, 200)
 }
 
 export const get: AppRouteHandler<GetRoute> = async (c) => {
   const { id } = c.req.valid('param')
-  const { task, pendingReason } = await tasks.getTask(svc(c), id)
+  const task = await tasks.getTask(svc(c), id)
   const p = c.var.principal
   // To an agent, another agent's task does not exist (its id tells nothing either way).
   if (p.role === 'agent' && task.agentId !== p.agentId) throw new ApiError('not_found', `No task with id ${id}.`)
-  c.header('ETag', etagOf(task.version))
-  return c.json(toTaskDto(task, pendingReason), 200)
+  return c.json(await present(c, task), 200)
 }
 
 export const update: AppRouteHandler<UpdateRoute> = async (c) => {

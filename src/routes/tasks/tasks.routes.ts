@@ -1,7 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi'
-import { authenticate, canWrite, requireRole } from '../../lib/auth'
 import { errorResponses as E } from '../../lib/errors'
 import { jsonBody as body, jsonContent as json, security } from '../../lib/route-helpers'
+import { authenticate, canWrite, requireRole } from '../../middleware/auth'
 import {
   ExecuteInput,
   etagHeader,

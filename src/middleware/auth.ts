@@ -1,72 +1,21 @@
 import { z } from '@hono/zod-openapi'
 import { createMiddleware } from 'hono/factory'
-import { sign, verify } from 'hono/jwt'
-import type { Config } from '../env'
+import type { Principal, PrincipalRole, Role } from '../domain/model'
+import { ApiError } from '../lib/errors'
+import { keys } from '../lib/kv'
+import { REGISTRATION_TOKEN_PREFIX, registrationTokenShape } from '../lib/registration-secret'
+import { claimsOf } from '../lib/tokens'
 import { findAgentAuth } from '../services/agents'
 import { authenticateRegistrationToken } from '../services/registration-tokens'
-import { TtlCache } from './auth-cache'
-import { type AppBindings, type AppDeps, type Principal, type PrincipalRole, type Role, roles } from './context'
-import { ApiError } from './errors'
-import { keys } from './kv'
-import { REGISTRATION_TOKEN_PREFIX, registrationTokenShape } from './registration-secret'
+import type { AppBindings, AppDeps } from './context'
 
 /**
- * The token contract (another system sharing SECRET_KEY may mint these):
- * HS256/384/512 JWT with `sub`, `role` (admin|operator|viewer|agent) and `exp`.
- * Agent tokens have `sub` = the agent id and `tv` = the agent's token version; asking for a
- * fresh token bumps the version, so every earlier token of that agent stops working.
- * The role enum is the JWT roles only: `registration` belongs to opaque `acpr_…` registration
- * tokens (looked up in the database), and no JWT can claim it.
+ * Authentication and authorisation middleware. The token contract (claims, lifetimes,
+ * signing) is in src/lib/tokens.ts; here a request's bearer token becomes its `principal`,
+ * checked against the live agent row for agent tokens, and routes name the roles they take.
  */
-const claimsSchema = z.object({
-  sub: z.string().min(1).max(200),
-  role: z.enum(roles),
-  exp: z.number(),
-  iat: z.number().optional(),
-  tv: z.number().int().optional(),
-})
 
-/** Clock skew allowed between the system that minted a token and this one. */
-const LEEWAY_SECONDS = 60
-
-/** The longest a token of this role may live (MAX_TOKEN_LIFETIME_MINUTES, MAX_AGENT_TOKEN_LIFETIME_MINUTES). */
-export const maxLifetimeMinutes = (config: Config, role: Role) =>
-  role === 'agent' ? config.maxAgentTokenLifetimeMinutes : config.maxTokenLifetimeMinutes
-
-export type Claims = z.infer<typeof claimsSchema>
 const uuidSchema = z.uuid()
-
-const hashes = { HS256: 'SHA-256', HS384: 'SHA-384', HS512: 'SHA-512' } as const
-const hmacKeys = new Map<string, Promise<CryptoKey>>()
-
-/**
- * The HMAC key, imported once per secret and algorithm: importing it on every request
- * costs more than the signature check itself. (A cache of a pure function, not state.)
- */
-function hmacKey({ secretKey, algorithm }: Pick<Config, 'secretKey' | 'algorithm'>): Promise<CryptoKey> {
-  const id = `${algorithm}:${secretKey}`
-  let key = hmacKeys.get(id)
-  if (!key) {
-    key = crypto.subtle.importKey(
-      'raw',
-      new TextEncoder().encode(secretKey),
-      { name: 'HMAC', hash: hashes[algorithm] },
-      false,
-      ['sign', 'verify'],
-    )
-    hmacKeys.set(id, key)
-  }
-  return key
-}
-
-export async function signToken(
-  config: Pick<Config, 'secretKey' | 'algorithm'>,
-  claims: { sub: string; role: Role; tv?: number },
-  expiresInMinutes: number,
-): Promise<string> {
-  const iat = Math.floor(Date.now() / 1000)
-  return sign({ ...claims, iat, exp: iat + expiresInMinutes * 60 }, await hmacKey(config), config.algorithm)
-}
 
 type Bearer = { kind: 'jwt'; token: string } | { kind: 'registration'; token: string }
 
@@ -85,46 +34,6 @@ function bearer(header: string | undefined): Bearer {
   const m = /^Bearer\s+([A-Za-z0-9\-_=]+\.[A-Za-z0-9\-_=]+\.?[A-Za-z0-9\-_.+/=]*)\s*$/i.exec(header)
   if (!m?.[1]) throw new ApiError('unauthorized', 'Authorization must be "Bearer <token>".')
   return { kind: 'jwt', token: m[1] }
-}
-
-/**
- * Tokens already verified, per signing key: a token is checked once (signature, claims,
- * lifetime) and then trusted until its `exp`. Verifying costs ~80 µs of WebCrypto per
- * request otherwise; an agent sends the same token every few seconds for a year. A cache
- * of a pure function (the same token and key always give the same answer), not state.
- */
-const verified = new Map<string, TtlCache<Claims>>()
-const VERIFIED_MAX = 10_000
-
-async function claimsOf(config: Config, token: string): Promise<Claims> {
-  const keyId = `${config.algorithm}:${config.secretKey}`
-  let cache = verified.get(keyId)
-  if (!cache) {
-    cache = new TtlCache<Claims>(VERIFIED_MAX)
-    verified.set(keyId, cache)
-  }
-  const hit = cache.get(token)
-  if (hit) return hit
-  let payload: unknown
-  try {
-    payload = await verify(token, await hmacKey(config), config.algorithm)
-  } catch {
-    throw new ApiError('unauthorized', 'The token is invalid or expired.')
-  }
-  const parsed = claimsSchema.safeParse(payload)
-  if (!parsed.success) throw new ApiError('unauthorized', 'The token lacks valid sub, role or exp claims.')
-  const claims = parsed.data
-  // A token minted to live longer than its role may (by a system sharing the secret, or
-  // before the bound was lowered) is refused: a leaked one must not work for years.
-  const lifetime = claims.exp - (claims.iat ?? Math.floor(Date.now() / 1000))
-  if (lifetime > maxLifetimeMinutes(config, claims.role) * 60 + LEEWAY_SECONDS) {
-    throw new ApiError(
-      'unauthorized',
-      `The token lives longer than a token of role "${claims.role}" may (${maxLifetimeMinutes(config, claims.role)} minutes).`,
-    )
-  }
-  cache.set(token, claims, claims.exp * 1000)
-  return claims
 }
 
 /**

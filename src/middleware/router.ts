@@ -1,6 +1,6 @@
 import { OpenAPIHono } from '@hono/zod-openapi'
+import { ApiError, type FieldError } from '../lib/errors'
 import type { AppBindings } from './context'
-import { ApiError, type FieldError } from './errors'
 
 type Issue = { path: PropertyKey[]; message: string }
 

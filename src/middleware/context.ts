@@ -1,34 +1,22 @@
-import type { OpenAPIHono, RouteConfig, RouteHandler } from '@hono/zod-openapi'
+import type { RouteConfig, RouteHandler } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import type { Database } from '../db/client'
+import type { Principal } from '../domain/model'
 import type { Config } from '../env'
+import type { TtlCache } from '../lib/auth-cache'
+import type { Clock } from '../lib/clock'
+import type { Kv } from '../lib/kv'
+import type { Logger } from '../lib/logger'
+import type { Metrics } from '../lib/metrics'
+import type { WorkNotifier } from '../lib/notifier'
+import type { StreamSlots } from '../lib/stream-slots'
 import type { EventFeed } from '../services/event-feed'
 import type { MigrationGate } from '../services/migrations'
-import type { TtlCache } from './auth-cache'
-import type { Clock } from './clock'
-import type { Kv } from './kv'
-import type { Logger } from './logger'
-import type { Metrics } from './metrics'
-import type { WorkNotifier } from './notifier'
-import type { StreamSlots } from './stream-slots'
-
-/** Roles a JWT may claim. */
-export const roles = ['admin', 'operator', 'viewer', 'agent'] as const
-export type Role = (typeof roles)[number]
 
 /**
- * Who a request acts as: a JWT's role, or `registration` for an `acpr_…` registration
- * token (never a JWT claim), which may do exactly one thing: POST /agents.
+ * What every route and middleware reads from the request context: the app's dependencies
+ * (built once by an entry point) and who the request acts as.
  */
-export type PrincipalRole = Role | 'registration'
-
-export interface Principal {
-  /** The JWT's `sub`; for a registration token, the token's id. */
-  sub: string
-  role: PrincipalRole
-  /** For role `agent`: the agent id (same as `sub`). */
-  agentId?: string
-}
 
 /** Serves a vendored static file (Swagger UI assets); absent on runtimes without a filesystem. */
 export type AssetLoader = (name: string) => Promise<{ body: Uint8Array | string; contentType: string } | null>
@@ -69,7 +57,6 @@ export interface AppBindings {
   }
 }
 
-export type AppOpenAPI = OpenAPIHono<AppBindings>
 export type AppRouteHandler<R extends RouteConfig> = RouteHandler<R, AppBindings>
 
 /** What services take from a request: the database, the clock and the settings. */

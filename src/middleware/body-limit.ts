@@ -1,6 +1,6 @@
 import { createMiddleware } from 'hono/factory'
+import { ApiError } from '../lib/errors'
 import type { AppBindings } from './context'
-import { ApiError } from './errors'
 
 export interface BodyLimitOptions {
   /** Larger bodies get 413 (MAX_BODY_BYTES). */

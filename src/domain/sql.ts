@@ -1,0 +1,67 @@
+import { move, type TaskMove } from './task-states'
+
+/**
+ * Named SQL fragments for the pieces the placement and recovery statements share, each
+ * written once. They take SQL expressions (a column, a `$n` parameter, or a `{{name}}`
+ * marker that `bind` in src/db/fragments.ts turns into a bound value), so the hot path's
+ * prepared statements (src/db/hot.ts) and the drizzle statements of the sweep and the
+ * services build the same text. The fit rule and the orders are in ./fit.ts.
+ */
+
+const ASSIGN = move('assign', 'pending')
+
+/** The SET items of what a move clears (its `clears` in the table). */
+const clearing: Record<TaskMove['clears'][number], string> = {
+  result: 'result = NULL',
+  error: 'error = NULL',
+  progress: 'progress = NULL',
+  budget: 'failures = 0, lost_count = 0',
+}
+
+/**
+ * The columns an assignment sets on task row `t`: a new attempt (the fence an agent's report
+ * must echo) that starts clean — the previous attempt's result, error and progress stay in
+ * the task's events, not on the task.
+ */
+export const assignSet = (t: string, now: string, agentId: string) => `status = '${ASSIGN.to}', agent_id = ${agentId},
+       attempt = ${t}.attempt + 1, assigned_at = ${now}, started_at = NULL, finished_at = NULL, deadline_at = NULL,
+       ${ASSIGN.clears.map((c) => clearing[c]).join(', ')}, cancel_requested = false, cancel_requested_at = NULL,
+       version = ${t}.version + 1, updated_at = ${now}`
+
+/** The `task.assigned` event of every row of `rows` (id, agent_id, attempt), placed by `via`. */
+export const assignedEvents = (rows: string, via: string, now: string) => `
+  INSERT INTO events (type, agent_id, task_id, data, created_at)
+  SELECT '${ASSIGN.event}', agent_id, id,
+         jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', ${via}), ${now}
+    FROM ${rows} ORDER BY id
+  RETURNING 1`
+
+/**
+ * Back to pending by move `m` (agent lost, not started in time, agent deregistered,
+ * automatic or manual retry), on task row `t`. Every such move resets the same columns —
+ * the run's agent, times and cancel request — and clears what the table says it clears: the
+ * last `error` stays while a task waits out a retry backoff, so it still says why it failed,
+ * and a manual retry also clears it and the budget. `attempt` is never lowered: a late
+ * report of the run that was left is fenced off even if the same agent gets the task again.
+ */
+export function requeueSet(m: TaskMove, t: string, now: string, availableAt: string): string {
+  if (m.to !== 'pending') throw new Error(`move ${m.name} does not requeue`)
+  return [
+    "status = 'pending', agent_id = NULL",
+    'assigned_at = NULL, started_at = NULL, finished_at = NULL, deadline_at = NULL',
+    'cancel_requested = false, cancel_requested_at = NULL, auto_retry = false',
+    ...m.clears.map((c) => clearing[c]),
+    `available_at = ${availableAt}, version = ${t}.version + 1, updated_at = ${now}`,
+  ].join(',\n       ')
+}
+
+/**
+ * Gives back one slot per row of `rows` (with an `agent_id`; `where` picks the rows that
+ * left their agent) to its agent, agents in id order. Never below zero.
+ */
+export const releaseSlots = (rows: string, where = 'true') => `
+  UPDATE agents a SET active_tasks = greatest(a.active_tasks - c.n, 0)
+    FROM (SELECT agent_id, count(*)::int AS n FROM ${rows} WHERE agent_id IS NOT NULL AND (${where})
+          GROUP BY agent_id ORDER BY agent_id) c
+   WHERE a.id = c.agent_id
+  RETURNING 1`

@@ -1,0 +1,194 @@
+/**
+ * The task detail (a dialog): the task's fields, its history (GET /tasks/{id}/events,
+ * oldest first) merged with the stream's events for it by event id, so neither a gap nor a
+ * duplicate shows, and its log.
+ */
+import { apiFetch, get } from './api'
+import { describe } from './describe'
+import { $, type Child, el, rowTask } from './dom'
+import { num, stamp, when } from './format'
+import { agents, detail, tasks } from './state'
+import { closeLog, showLog, syncLog } from './task-log'
+import { shown } from './tasks'
+import type { FleetEvent, Task } from './types'
+
+const MAX_DETAIL_EVENTS = 1000
+const dialog = () => $<HTMLDialogElement>('task-detail')
+
+/**
+ * A changed task, re-read: one that left the filter's statuses leaves the table, one that
+ * entered it joins, and the open detail shows the new state.
+ */
+export async function refreshTask(id: string) {
+  const r = await apiFetch(`/tasks/${id}`)
+  if (r.status === 404) {
+    tasks.delete(id)
+    if (id === detail.id) {
+      detail.gone = true
+      renderDetail()
+    }
+    return
+  }
+  if (!r.ok) return
+  const x: Task = await r.json()
+  if (shown(x)) tasks.set(id, x)
+  else tasks.delete(id)
+  if (id === detail.id) {
+    detail.task = x
+    renderDetail()
+  }
+}
+
+function pretty(pre: HTMLElement, v: unknown) {
+  const text = v === undefined || v === null ? 'none' : JSON.stringify(v, null, 2)
+  pre.className = v === undefined || v === null ? 'none' : ''
+  pre.textContent =
+    text.length > 20000 ? `${text.slice(0, 20000)}\n… ${num(text.length - 20000)} more characters` : text
+}
+
+function openTask(id: string) {
+  detail.id = id
+  detail.task = tasks.get(id) || null
+  detail.events = new Map()
+  detail.gone = false
+  $('td-events').replaceChildren()
+  $('td-ev-count').textContent = 'loading…'
+  renderDetail()
+  const dlg = dialog()
+  if (!dlg.open) dlg.showModal()
+  $('td-events').dataset.stick = '1'
+  showLog(id, detail.task?.attempt || 0)
+  refreshTask(id).catch(() => {})
+  loadDetailEvents(id).catch(() => {
+    if (id === detail.id) $('td-ev-count').textContent = 'could not be read'
+  })
+}
+
+async function loadDetailEvents(id: string) {
+  let after = 0
+  for (let pages = 0; pages < 20; pages++) {
+    const p = await get<{ items: FleetEvent[]; nextAfter: number }>(
+      `/tasks/${encodeURIComponent(id)}/events?limit=1000&after=${after}`,
+    )
+    if (id !== detail.id) return
+    for (const e of p.items) detail.events.set(e.id, e)
+    renderDetailEvents()
+    if (p.items.length < 1000) return
+    after = p.nextAfter
+  }
+}
+
+/** An event from the stream about the open task. */
+export function detailEvent(e: FleetEvent) {
+  detail.events.set(e.id, e)
+  if (e.type === 'task.deleted') detail.gone = true
+  renderDetailEvents()
+  if (detail.gone) renderDetail()
+}
+
+function renderDetail() {
+  const t = detail.task
+  $('td-title').textContent = t ? t.name : 'Task'
+  $('td-id').textContent = detail.id || ''
+  const note = $('td-note')
+  note.hidden = !detail.gone && !!t
+  note.textContent = detail.gone ? 'This task was deleted.' : t ? '' : 'Loading…'
+  if (!t) {
+    $('td-fields').replaceChildren()
+    for (const k of ['requirements', 'payload', 'result', 'error']) $(`td-${k}`).textContent = ''
+    return
+  }
+  const agent = t.agentId ? agents.get(t.agentId) : null
+  const status = el(
+    'span',
+    null,
+    el('span', { class: `st ${t.status}` }, t.status.replace('_', ' ')),
+    t.cancelRequested ? ' · cancel requested' : null,
+  )
+  const fields: [string, string, Child][] = [
+    ['status', 'Status', status],
+    ['type', 'Type', el('span', { class: 'mono' }, t.type)],
+    ['agent', 'Agent', agent ? agent.name : t.agentId || '–'],
+    ['attempt', 'Attempt', `${t.attempt} of ${t.maxAttempts}`],
+    ['failures', 'Failures', String(t.failures)],
+    ['lostCount', 'Lost count', String(t.lostCount)],
+    ['priority', 'Priority', String(t.priority)],
+    ['progress', 'Progress', t.progress == null ? '–' : `${t.progress}%`],
+    ['pendingReason', 'Pending reason', t.pendingReason || '–'],
+    ['timeoutSeconds', 'Timeout', `${t.timeoutSeconds} s`],
+    ['idempotencyKey', 'Idempotency key', t.idempotencyKey || '–'],
+    ['version', 'Version', String(t.version)],
+    ['createdAt', 'Created', stamp(t.createdAt)],
+    ['scheduledAt', 'Scheduled', stamp(t.scheduledAt)],
+    ['assignedAt', 'Assigned', stamp(t.assignedAt)],
+    ['startedAt', 'Started', stamp(t.startedAt)],
+    ['finishedAt', 'Finished', stamp(t.finishedAt)],
+    ['updatedAt', 'Updated', stamp(t.updatedAt)],
+  ]
+  $('td-fields').replaceChildren(
+    ...fields.flatMap(([k, label, v]) => [el('dt', null, label), el('dd', { 'data-field': k }, v)]),
+  )
+  pretty($('td-requirements'), t.requirements)
+  pretty($('td-payload'), t.payload)
+  pretty($('td-result'), t.result)
+  const err = $('td-error')
+  err.className = t.error ? 'bad' : 'none'
+  err.textContent = t.error ? `${t.error.code}: ${t.error.message}` : 'none'
+  syncLog(t)
+}
+
+function renderDetailEvents() {
+  const box = $('td-events')
+  // Stay at the newest (the bottom) unless the reader scrolled up.
+  const stick = box.dataset.stick === '1' || box.scrollTop + box.clientHeight >= box.scrollHeight - 8
+  const all = [...detail.events.values()].sort((a, b) => a.id - b.id)
+  const list = all.slice(-MAX_DETAIL_EVENTS)
+  box.replaceChildren(
+    ...list.map((e) =>
+      el(
+        'li',
+        { 'data-event-id': String(e.id), title: JSON.stringify(e.data) },
+        el('span', { class: 't' }, when(e.time)),
+        el('span', { class: 'k' }, e.type),
+        el('span', { class: 'muted' }, describe(e) || ' '),
+      ),
+    ),
+  )
+  $('td-ev-count').textContent =
+    num(all.length) + (all.length > list.length ? ` (the newest ${num(list.length)} shown)` : '')
+  if (stick) {
+    box.scrollTop = box.scrollHeight
+    delete box.dataset.stick
+  }
+}
+
+export function wireDetail() {
+  const dlg = dialog()
+  $('td-close').addEventListener('click', () => dlg.close())
+  // A click on the backdrop (outside the panel) closes it; so does Escape (the dialog's own).
+  dlg.addEventListener('click', (e) => {
+    if (e.target === dlg) dlg.close()
+  })
+  dlg.addEventListener('close', () => {
+    detail.id = null
+    detail.task = null
+    detail.events = new Map()
+    closeLog()
+  })
+  // A task opens from its row in the table (click, or Enter / Space) and from the event feed.
+  $('tasks').addEventListener('click', (e) => {
+    const id = rowTask(e)
+    if (id) openTask(id)
+  })
+  $('tasks').addEventListener('keydown', (e) => {
+    const id = (e.key === 'Enter' || e.key === ' ') && rowTask(e)
+    if (id) {
+      e.preventDefault()
+      openTask(id)
+    }
+  })
+  $('log').addEventListener('click', (e) => {
+    const id = rowTask(e)
+    if (id) openTask(id)
+  })
+}

@@ -1,0 +1,116 @@
+import type { AgentRow, TaskRow } from '../db/schema'
+import type { AgentStatus, Labels, PendingReason, Provider, TaskError, TaskStatus } from '../domain/model'
+
+/** Rows as the API answers them (the schemas in ./schemas.ts describe the same shapes). */
+
+export interface AgentDto {
+  id: string
+  name: string
+  description: string | null
+  provider: Provider
+  region: string | null
+  capabilities: string[]
+  labels: Labels
+  maxConcurrentTasks: number
+  status: AgentStatus
+  activeTasks: number
+  lastHeartbeatAt: string | null
+  lastMetrics: Record<string, unknown> | null
+  version: number
+  createdAt: string
+  updatedAt: string
+}
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null)
+
+export function toAgentDto(a: AgentRow): AgentDto {
+  return {
+    id: a.id,
+    name: a.name,
+    description: a.description,
+    provider: a.provider,
+    region: a.region,
+    capabilities: a.capabilities,
+    labels: a.labels,
+    maxConcurrentTasks: a.maxConcurrentTasks,
+    status: a.status,
+    activeTasks: a.activeTasks,
+    lastHeartbeatAt: iso(a.lastHeartbeatAt),
+    lastMetrics: a.lastMetrics ?? null,
+    version: a.version,
+    createdAt: a.createdAt.toISOString(),
+    updatedAt: a.updatedAt.toISOString(),
+  }
+}
+
+export interface TaskDto {
+  id: string
+  name: string
+  type: string
+  payload: unknown
+  priority: number
+  requirements: {
+    capabilities: string[]
+    provider: Provider | null
+    region: string | null
+    labels: Labels
+    agentId: string | null
+  }
+  agentId: string | null
+  status: TaskStatus
+  attempt: number
+  maxAttempts: number
+  failures: number
+  lostCount: number
+  timeoutSeconds: number
+  scheduledAt: string | null
+  idempotencyKey: string | null
+  cancelRequested: boolean
+  pendingReason: PendingReason | null
+  progress: number | null
+  result: unknown
+  error: TaskError | null
+  version: number
+  createdAt: string
+  assignedAt: string | null
+  startedAt: string | null
+  finishedAt: string | null
+  updatedAt: string
+}
+
+export function toTaskDto(t: TaskRow, pendingReason: PendingReason | null = null): TaskDto {
+  return {
+    id: t.id,
+    name: t.name,
+    type: t.type,
+    payload: t.payload,
+    priority: t.priority,
+    requirements: {
+      capabilities: t.reqCapabilities,
+      provider: t.reqProvider,
+      region: t.reqRegion,
+      labels: t.reqLabels,
+      agentId: t.reqAgentId,
+    },
+    agentId: t.agentId,
+    status: t.status,
+    attempt: t.attempt,
+    maxAttempts: t.maxAttempts,
+    failures: t.failures,
+    lostCount: t.lostCount,
+    timeoutSeconds: t.timeoutSeconds,
+    scheduledAt: iso(t.scheduledAt),
+    idempotencyKey: t.idempotencyKey,
+    cancelRequested: t.cancelRequested,
+    pendingReason: t.status === 'pending' ? pendingReason : null,
+    progress: t.progress,
+    result: t.result ?? null,
+    error: t.error ?? null,
+    version: t.version,
+    createdAt: t.createdAt.toISOString(),
+    assignedAt: iso(t.assignedAt),
+    startedAt: iso(t.startedAt),
+    finishedAt: iso(t.finishedAt),
+    updatedAt: t.updatedAt.toISOString(),
+  }
+}
