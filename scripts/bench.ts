@@ -22,6 +22,8 @@
  *   Node server (pooled), the Worker under wrangler dev on the Neon driver (through
  *   scripts/ws-proxy.ts) and on a Hyperdrive binding (wrangler's local stand-in); latency
  *   and Postgres sessions opened per request (Postgres only; runs only when named).
+ * - queue-plan: the heartbeat fill's plan and time with each form of the fit rule (Postgres
+ *   only; runs only when named).
  * Every phase is bounded in count and time and stops by itself.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -35,6 +37,7 @@ import { Agent, type Provider } from '../src/agent'
 import { silentAgentLogger } from '../src/agent/log'
 import { type Database, rowsOf } from '../src/db/client'
 import { connectDatabase, isPostgresUrl } from '../src/db/connect'
+import { agentColumns, FITS_QUEUE_SQL, meetsRequirementsSql, queueOrderSql, taskColumns } from '../src/domain/fit'
 import { loadConfig } from '../src/env'
 import { ManualClock } from '../src/lib/clock'
 import { signToken } from '../src/lib/tokens'
@@ -1598,6 +1601,66 @@ async function benchWorker() {
   }
 }
 
+/**
+ * queue-plan (Postgres only, runs only when named): how Postgres plans the heartbeat's fill
+ * — the pending queue read in index order until the agent's free slots are filled — with
+ * the fit rule in each form it has had: bare (the plain conjunction), the plpgsql function
+ * `task_fits` of migration 0002, and `FITS_QUEUE_SQL` (the rule in coalesce(…, false), what
+ * the fill uses). 20,000 pending tasks (half need a capability the agent lacks), one agent
+ * with 4 free slots. For each form: whether the plan reads the queue's index or sorts the
+ * queue, and the median execution time of 9 EXPLAIN ANALYZE runs.
+ */
+async function benchQueuePlan() {
+  if (!onPostgres) {
+    console.log('queue-plan: skipped (needs DATABASE_URL=postgres://…)')
+    return
+  }
+  const { database, drop } = await scratch()
+  try {
+    const db = database.db
+    await db.execute(sql`INSERT INTO agents (id, name, provider, capabilities, labels, max_concurrent_tasks, status, created_at, updated_at)
+      VALUES (gen_random_uuid(), 'plan-agent', 'aws', '{cpu,docker}', '{}', 4, 'online', now(), now())`)
+    await db.execute(sql`INSERT INTO tasks (id, name, type, priority, req_capabilities, req_labels, status, available_at, created_at, updated_at)
+      SELECT gen_random_uuid(), 'plan-' || i, 'x', 1 + i % 10,
+             CASE WHEN i % 2 = 0 THEN '{gpu}'::text[] ELSE '{cpu}'::text[] END, '{}', 'pending', now(), now(), now()
+        FROM generate_series(1, 20000) i`)
+    await db.execute(sql`ANALYZE`)
+    const forms = {
+      bare: meetsRequirementsSql(agentColumns('a'), taskColumns('t')),
+      task_fits: `task_fits(a.capabilities, a.provider, a.region, a.labels, a.id,
+                            t.req_capabilities, t.req_provider, t.req_region, t.req_labels, t.req_agent_id)`,
+      coalesce: FITS_QUEUE_SQL,
+    }
+    for (const [form, fit] of Object.entries(forms)) {
+      const ms: number[] = []
+      let plan = ''
+      for (let i = 0; i < 9; i++) {
+        const [row] = await rowsOf<{ 'QUERY PLAN': { Plan: unknown; 'Execution Time': number }[] }>(
+          db,
+          sql.raw(`EXPLAIN (ANALYZE, FORMAT JSON)
+            WITH a AS MATERIALIZED (SELECT * FROM agents WHERE name = 'plan-agent')
+            SELECT t.id FROM tasks t, a
+             WHERE t.status = 'pending' AND t.available_at <= now() AND ${fit}
+             ORDER BY ${queueOrderSql('t')} LIMIT 4 FOR UPDATE OF t SKIP LOCKED`),
+        )
+        const out = row?.['QUERY PLAN'][0]
+        if (!out) throw new Error('no plan')
+        ms.push(out['Execution Time'])
+        plan = JSON.stringify(out.Plan)
+      }
+      line('queue_plan', {
+        form,
+        pending: 20_000,
+        reads_queue_index: plan.includes('tasks_pending_queue_idx') ? 'yes' : 'no',
+        sorts_queue: plan.includes('"Node Type":"Sort"') ? 'yes' : 'no',
+        execution_ms_p50: percentile(ms, 50),
+      })
+    }
+  } finally {
+    await drop()
+  }
+}
+
 if (!only || only === 'sweep') await benchSweep()
 if (!only || only === 'heartbeat') await benchHeartbeat()
 if (!only || only === 'statistics') await benchStatistics()
@@ -1609,5 +1672,6 @@ if (!only || only === 'peers') await benchPeers(batchedRate)
 if (!only || only === 'read') await benchRead()
 if (!only || only === 'streams') await benchStreams()
 if (!only || only === 'logs') await benchLogs()
+if (only === 'queue-plan') await benchQueuePlan()
 if (only === 'scale') await benchScale()
 if (only === 'worker') await benchWorker()
