@@ -21,8 +21,8 @@ import { migratedDataDir, track } from './spawn'
  *
  * - Each ```sh block runs, unless the line before it is `<!-- not run: <reason> -->`.
  * - `npm start` (with any settings before it) is a server: the test starts it in a scratch
- *   checkout (links to this one) with a free PORT and a DATA_DIR of its own (a copy of the
- *   migrated embedded database), and waits for the URL it prints. The blocks after it run
+ *   checkout (links to this one) with a free PORT, HOST=127.0.0.1 and a DATA_DIR of its own (a
+ *   copy of the migrated embedded database), and waits for the URL it prints. The blocks after it run
  *   against it; a server no block runs against is stopped once it has printed its URL.
  * - The other blocks of a section run in order in one bash (what one defines, the next
  *   uses), with `set -eo pipefail`, in that checkout, `8000` replaced by the server's port.
