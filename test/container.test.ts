@@ -2,7 +2,7 @@
  * The container image and docker-compose.yml, checked without a Docker engine (none runs on
  * the build machines): the Dockerfile passes dockerfile-utils' validator and has what a
  * production image needs; the compose file passes `docker-compose config -q` (Debian's
- * docker-compose, installed by .ci/run) and wires the fleet the README promises, with no
+ * docker-compose, installed by .ci/run) and wires the fleet docs/deploy.md promises, with no
  * secret in it. That the image's commands work is `npm run check:prod`'s part (CI runs it).
  */
 import { execFile, spawnSync } from 'node:child_process'
