@@ -13,7 +13,14 @@ import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { createApp } from './app'
 import { migrationState } from './db/client'
-import { connectDatabase, explainDatabaseError, isPostgresUrl, pgliteDirectory } from './db/connect'
+import {
+  connectDatabase,
+  DatabaseUrlError,
+  databaseUrlProblem,
+  explainDatabaseError,
+  isPostgresUrl,
+  pgliteDirectory,
+} from './db/connect'
 import { DataDirLockedError, lockDataDir } from './db/pglite-lock'
 import { type Config, ConfigError, loadConfig } from './env'
 import { systemClock } from './lib/clock'
@@ -130,7 +137,9 @@ async function openDatabase(config: Config, logger: Logger) {
     }
   } catch (err) {
     unlock()
-    if (err instanceof StartError || err instanceof DataDirLockedError) throw new StartError(err.message)
+    if (err instanceof StartError || err instanceof DataDirLockedError || err instanceof DatabaseUrlError) {
+      throw new StartError(err.message)
+    }
     throw new StartError(explainDatabaseError(err, url))
   }
 }
@@ -154,6 +163,9 @@ function signingKey(config: Config): { config: Config; generated: boolean } {
 
 async function main() {
   const loaded = settings()
+  // Refused before anything is made (a log file, the development key, the database).
+  const urlProblem = databaseUrlProblem(loaded.databaseUrl)
+  if (urlProblem) throw new StartError(urlProblem)
   const logFile = logWriter(loaded.logFile)
   const logger: Logger = createLogger({ level: loaded.logLevel, format: loaded.logFormat, write: logFile.write })
   // Development only (production refuses to start without SECRET_KEY, see env.ts).

@@ -1,14 +1,23 @@
-import { spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { createServer } from 'node:net'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { describe, expect, it } from 'vitest'
 import { migrationCount, migrationState } from '../src/db/client'
-import { connectDatabase } from '../src/db/connect'
+import { connectDatabase, databaseUrlProblem } from '../src/db/connect'
 import { freshPostgresUrl, onPostgres, SECRET, unique } from './harness'
-import { migratedDataDir, script, startServer, stopped } from './spawn'
+import { migratedDataDir, script, startServer, stopped, track } from './spawn'
 import { until } from './until'
 
 /**
@@ -233,6 +242,50 @@ describe('the embedded default', () => {
   })
 })
 
+/** The kinds of DATABASE_URL Node and Bun take, as a refusal names them. */
+const takes =
+  'use postgres:// or postgresql:// (a Postgres server), or memory://, file:<dir> or a directory path (the embedded database)'
+
+describe('DATABASE_URL under Node and Bun', () => {
+  it('takes Postgres URLs, memory://, file:<dir> and paths, and refuses every other scheme', () => {
+    for (const url of [
+      '',
+      'postgres://u:p@h/db',
+      'postgresql://h/db',
+      'POSTGRES://h/db',
+      'memory://',
+      'file:///var/lib/acp',
+      'file:data',
+      '/var/lib/acp',
+      './data',
+      'data',
+      'C:\\acp\\data',
+    ]) {
+      expect(databaseUrlProblem(url), url).toBeUndefined()
+    }
+    for (const [url, shown] of [
+      ['mysql://x@127.0.0.1/y', 'mysql://…'],
+      ['redis://127.0.0.1:6379', 'redis://…'],
+      ['sqlite:app.db', 'sqlite:…'],
+      ['postgres:/h/db', 'postgres:…'],
+      ['postgresfoo://h/db', 'postgresfoo://…'],
+    ] as const) {
+      expect(databaseUrlProblem(url)).toBe(`DATABASE_URL "${shown}" is not a database this service takes: ${takes}`)
+    }
+    expect(databaseUrlProblem('file:')).toBe(`DATABASE_URL "file:" names no directory: ${takes}`)
+    expect(databaseUrlProblem('memory://db')).toBe(
+      'DATABASE_URL: the in-memory database is exactly "memory://", with nothing after it',
+    )
+  })
+
+  it('is refused by connectDatabase too (the scripts, the bench), before a directory is made', async () => {
+    await expect(connectDatabase('mysql://x@127.0.0.1/y')).rejects.toThrow(
+      /^DATABASE_URL "mysql:\/\/…" is not a database/,
+    )
+    expect(existsSync('mysql:')).toBe(false)
+  })
+})
+
 describe('refusing to start, in one line', () => {
   const oneLine = async (s: ReturnType<typeof startServer>) => {
     expect(await s.exited).toBe(1)
@@ -252,6 +305,26 @@ describe('refusing to start, in one line', () => {
     } finally {
       holder.close()
     }
+  })
+
+  it('when DATABASE_URL is another kind of database, naming the kinds it takes; `npm run db:migrate` likewise', async () => {
+    const url = 'mysql://someone:hunter2-secret@127.0.0.1/app'
+    // Run where a directory named after the URL would appear if it were taken for a path.
+    const cwd = mkdtempSync(join(tmpdir(), 'act-mysql-'))
+    const migrate = spawn(
+      process.execPath,
+      ['--import', join(process.cwd(), 'node_modules/tsx/dist/loader.mjs'), join(process.cwd(), 'scripts/migrate.ts')],
+      { cwd, env: { PATH: process.env.PATH ?? '', DATABASE_URL: url }, stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    const migrating = track(migrate)
+    const line = await oneLine(startServer({ DATABASE_URL: url, SECRET_KEY: SECRET }, 'node', cwd))
+    expect(line).toBe(`Cannot start: DATABASE_URL "mysql://…" is not a database this service takes: ${takes}`)
+    expect(await migrating.exited).toBe(1)
+    expect(migrating.output().err.trim()).toBe(
+      `Cannot migrate: DATABASE_URL "mysql://…" is not a database this service takes: ${takes}`,
+    )
+    expect(line + migrating.output().err).not.toContain('hunter2')
+    expect(readdirSync(cwd)).toEqual([])
   })
 
   it('when nothing listens at DATABASE_URL, and `npm run db:migrate` likewise', async () => {
