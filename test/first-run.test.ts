@@ -17,7 +17,7 @@ import { describe, expect, it } from 'vitest'
 import { migrationCount, migrationState } from '../src/db/client'
 import { connectDatabase, databaseUrlProblem } from '../src/db/connect'
 import { freshPostgresUrl, onPostgres, SECRET, unique } from './harness'
-import { migratedDataDir, script, startServer, stopped, track } from './spawn'
+import { migratedDataDir, runtimes, script, startServer, stopped, track } from './spawn'
 import { until } from './until'
 
 /**
@@ -295,17 +295,31 @@ describe('refusing to start, in one line', () => {
     return lines[0] as string
   }
 
-  it('when the port is in use', async () => {
-    const holder = createServer()
-    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()))
-    const port = (holder.address() as { port: number }).port
-    try {
-      const line = await oneLine(startServer({ PORT: String(port), DATA_DIR: migratedDataDir(), SECRET_KEY: SECRET }))
-      expect(line).toBe(`Cannot start: PORT ${port} is already in use on 127.0.0.1; stop what holds it, or set PORT`)
-    } finally {
-      holder.close()
-    }
-  })
+  it.each(runtimes)(
+    'when the port is in use, before making anything, and starts on it once free (under %s)',
+    async (runtime) => {
+      const holder = createServer()
+      await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()))
+      const port = (holder.address() as { port: number }).port
+      // A first start: no database and no development key yet, which the start would make
+      // (building a new embedded database takes seconds) before it found the port taken.
+      const dataDir = mkdtempSync(join(tmpdir(), 'act-port-'))
+      try {
+        const line = await oneLine(startServer({ PORT: String(port), DATA_DIR: dataDir }, runtime))
+        expect(line).toBe(`Cannot start: PORT ${port} is already in use on 127.0.0.1; stop what holds it, or set PORT`)
+        expect(readdirSync(dataDir)).toEqual([])
+      } finally {
+        await new Promise((r) => holder.close(r))
+      }
+      // Once free, the same port is taken: the check lets go of it before the server binds.
+      const s = startServer({ PORT: String(port), DATA_DIR: migratedDataDir() }, runtime)
+      try {
+        expect(await s.listening).toBe(`http://127.0.0.1:${port}`)
+      } finally {
+        await stopped(s.child, s.exited)
+      }
+    },
+  )
 
   it('when DATABASE_URL is another kind of database, naming the kinds it takes; `npm run db:migrate` likewise', async () => {
     const url = 'mysql://someone:hunter2-secret@127.0.0.1/app'
