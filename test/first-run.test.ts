@@ -37,6 +37,10 @@ async function api(base: string, token: string, method: string, path: string, bo
   return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : undefined }
 }
 
+if (!onPostgres())
+  console.warn(
+    'skipped: on a bare Postgres database, and a database that does not exist: no Postgres (set TEST_DATABASE_URL=postgres://…)',
+  )
 describe.runIf(onPostgres())('on a bare Postgres database', () => {
   it('migrates at start by default and serves at once', async () => {
     const url = await freshPostgresUrl(false)
@@ -361,4 +365,39 @@ describe('refusing to start, in one line', () => {
     expect(line).toMatch(/^Cannot start: DATABASE_URL: database "no_such_database_here" does not exist on /)
     expect(line).toContain('createdb')
   })
+})
+
+describe('`npm test` without the optional tools and services', () => {
+  it('says in its output why each group of tests skipped, and how to run it', async () => {
+    // A clean environment (no TEST_DATABASE_URL, TEST_REDIS_URL, TEST_WORKERS) and no
+    // Chromium; `-t` selects no test, so only what the files say at collection is printed.
+    const child = spawn(
+      process.execPath,
+      [
+        'node_modules/vitest/vitest.mjs',
+        'run',
+        '--project',
+        'integration',
+        ...['dashboard', 'concurrency', 'redis', 'workers'].map((f) => `test/${f}.test.ts`),
+        '-t',
+        '^no test has this name$',
+        '--passWithNoTests',
+      ],
+      {
+        env: { PATH: process.env.PATH ?? '', CHROMIUM_PATH: '/nonexistent/chromium', NO_COLOR: '1' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    )
+    const run = track(child)
+    expect(await run.exited, run.output().err).toBe(0)
+    const { out, err } = run.output()
+    const said = (out + err).split('\n').filter((l) => l.startsWith('skipped: '))
+    const pg = 'no Postgres (set TEST_DATABASE_URL=postgres://…)'
+    expect(said.sort()).toEqual([
+      `skipped: the Worker under wrangler dev: TEST_WORKERS=1 is not set, and ${pg}`,
+      'skipped: the dashboard in a browser: Chromium not found at /nonexistent/chromium (set CHROMIUM_PATH)',
+      'skipped: the tests against a real Redis: no Redis (set TEST_REDIS_URL=redis://…)',
+      `skipped: under concurrency on Postgres: ${pg}`,
+    ])
+  }, 120_000)
 })

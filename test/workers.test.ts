@@ -18,6 +18,13 @@ const patient = { timeoutMs: 60_000, everyMs: 250 }
  * Runs when TEST_WORKERS=1 and the suite is on Postgres (CI does both).
  */
 const enabled = onPostgres() && process.env.TEST_WORKERS === '1'
+if (!enabled) {
+  const why = [
+    process.env.TEST_WORKERS === '1' ? '' : 'TEST_WORKERS=1 is not set',
+    onPostgres() ? '' : 'no Postgres (set TEST_DATABASE_URL=postgres://…)',
+  ]
+  console.warn(`skipped: the Worker under wrangler dev: ${why.filter(Boolean).join(', and ')}`)
+}
 const SECRET = 'workers-e2e-secret-at-least-32-characters'
 
 async function freePort(): Promise<number> {
