@@ -1,9 +1,11 @@
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { cpSync, existsSync, mkdtempSync, readFileSync, utimesSync, writeFileSync } from 'node:fs'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
-import { Agent, loadState, type Task, TaskError } from '../src/agent'
+import { Agent, AgentFatalError, loadState, type Task, TaskError } from '../src/agent'
 import type { Report } from '../src/agent/api'
+import { procStat } from '../src/agent/groups'
+import { LOCK_FILE } from '../src/agent/lock'
 import { silentAgentLogger } from '../src/agent/log'
 import { Outbox } from '../src/agent/outbox'
 import { endReport, MAX_RESULT_BYTES } from '../src/agent/result'
@@ -222,8 +224,12 @@ describe('Agent (library)', () => {
     expect((await taskIn(task.id, ['running'])).attempt).toBe(1)
     // The first process dies without a word (from here on it reaches nothing) and a new one
     // starts from the same state dir, with no token: the same agent, which never went silent.
+    // (The first, in this process, still holds its dir: the new one starts from a copy of the
+    // state it left, as a dead process leaves it; its lock would name a process that is gone.)
     cut = true
-    const second = new Agent({ ...base, token: '', fetch: appFetch }).handle('hang', () => 'second run')
+    const copy = mkdtempSync(join(tmpdir(), 'act-lib-'))
+    cpSync(join(base.stateDir, 'agent.json'), join(copy, 'agent.json'))
+    const second = new Agent({ ...base, stateDir: copy, token: '', fetch: appFetch }).handle('hang', () => 'second run')
     agents.push(second)
     await second.start()
     expect(second.id).toBe(first.id)
@@ -292,6 +298,54 @@ describe('Agent (library)', () => {
     expect(err).toMatchObject({ status: 404, code: 'not_found' })
     const refused = await ok(api.api.v1.tasks.$post({ header: {}, json: { name: 'x', type: 'y' } })).catch((e) => e)
     expect(refused).toMatchObject({ status: 403, code: 'forbidden' })
+  })
+
+  it('holds its state dir: a second agent on it is refused by name, a lock left by a process that is gone is taken over', async () => {
+    const { agent, stateDir } = await agentWith({})
+    const lock = join(stateDir, LOCK_FILE)
+    const holder = () => JSON.parse(readFileSync(lock, 'utf8'))
+    expect(holder()).toMatchObject({ pid: process.pid, host: hostname(), start: procStat(process.pid)?.start })
+    const again = () => {
+      const a = new Agent({ url: 'http://app', token: '', stateDir, logger: silentAgentLogger, fetch: appFetch })
+      agents.push(a)
+      return a
+    }
+    // Held by a live agent (here, of this very process): refused before it does anything.
+    const second = again()
+    const refused = await second.start().catch((e: unknown) => e)
+    expect(refused).toBeInstanceOf(AgentFatalError)
+    expect((refused as Error).message).toMatch(new RegExp(`in use by runner process ${process.pid}\\b`))
+    expect(second.id).toBeUndefined()
+    // Held by another live process of this host (pid 1, as it started): refused by its pid.
+    await agent.stop(5)
+    expect(existsSync(lock)).toBe(false) // released on a clean stop
+    const init = procStat(1)
+    if (init) {
+      writeFileSync(lock, JSON.stringify({ pid: 1, start: init.start, host: hostname() }))
+      await expect(again().start()).rejects.toThrow(/in use by runner process 1\b/)
+      // The same pid started at another time is another process: the lock is stale.
+      writeFileSync(lock, JSON.stringify({ pid: 1, start: init.start + 1, host: hostname() }))
+      const reused = again()
+      await reused.start()
+      expect(reused.id).toBe(agent.id)
+      expect(holder().pid).toBe(process.pid)
+      await reused.stop(5)
+    }
+    // A pid no process has (above the largest pid_max): taken over.
+    writeFileSync(lock, JSON.stringify({ pid: 2 ** 22 + 1, start: 1, host: hostname() }))
+    const third = again()
+    await third.start()
+    expect(third.id).toBe(agent.id)
+    expect(holder().pid).toBe(process.pid)
+    await third.stop(5)
+    // Another host's runner (a shared volume): its pid means nothing here; its lease does.
+    writeFileSync(lock, JSON.stringify({ pid: 4242, host: 'elsewhere', since: '2026-01-01T00:00:00.000Z' }))
+    await expect(again().start()).rejects.toThrow(/in use by runner process 4242 on elsewhere/)
+    const old = new Date(Date.now() - 60_000)
+    utimesSync(lock, old, old)
+    const fourth = again()
+    await fourth.start()
+    expect(fourth.id).toBe(agent.id)
   })
 
   it('keeps its identity in the state dir and reuses it', async () => {

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -305,6 +305,8 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     first.child.kill('SIGKILL')
     await first.exited
     expect(groupAlive()).toBe(true) // nothing could stop it: the runner died at once
+    // Its lock stays, naming a process that is gone: the restart takes it over.
+    expect(JSON.parse(readFileSync(join(first.stateDir, 'runner.lock'), 'utf8')).pid).toBe(first.child.pid)
     // The same state dir, no token: the same agent, which stops the leftover before it works.
     const again = runner('', { stateDir: first.stateDir, scope: first.scope })
     await again.waitFor(/killed a command left running by the previous process/)
@@ -316,6 +318,40 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
       throw new Error(`${err.message}: ${JSON.stringify(await getTask(task.id))}`)
     })
     expect(done).toMatchObject({ attempt: 2, result: { outputTail: 'second\n' } })
+  })
+
+  it('a second runner on a held state dir refuses to start, naming the holder, and the first keeps its work', async () => {
+    const first = runner(await registrationToken())
+    const id = await agentIdOf(first)
+    const gate = join(first.stateDir, 'go')
+    const task = await shellTask(first.scope, { command: `until [ -e ${gate} ]; do sleep 0.1; done; echo kept` })
+    await taskIn(task.id, ['running'])
+    const second = runner('', { stateDir: first.stateDir, scope: first.scope })
+    expect(await second.exited).toBe(1)
+    // One line, naming the holder's pid; nothing else done (no leftover killed, no heartbeat).
+    const { out, err } = second.output()
+    const lines = `${out}${err}`.trim().split('\n')
+    expect(lines).toHaveLength(1)
+    expect(JSON.parse(lines[0] as string)).toMatchObject({
+      level: 'error',
+      msg: expect.stringContaining(`in use by runner process ${first.child.pid} `),
+    })
+    expect(readdirSync(join(first.stateDir, 'groups'))).toHaveLength(1) // the first one's command, still recorded
+    writeFileSync(gate, '')
+    const done = await taskIn(task.id, ['completed', 'failed'])
+    expect(done).toMatchObject({
+      status: 'completed',
+      agentId: id,
+      attempt: 1,
+      failures: 0,
+      lostCount: 0,
+      result: { outputTail: 'kept\n' },
+    })
+    expect((await ok(api.api.v1.agents[':id'].$get({ param: { id } }))).status).toBe('online')
+    // A clean stop lets go of the dir.
+    first.child.kill('SIGTERM')
+    expect(await first.exited).toBe(0)
+    expect(existsSync(join(first.stateDir, 'runner.lock'))).toBe(false)
   })
 
   it('a restarted runner with the same state dir is the same agent, and SIGTERM drains and exits 0', async () => {

@@ -33,7 +33,8 @@ const usage = `Usage: agenticcp-agent run --url URL (--token TOKEN | --token-fil
   --capabilities a,b     what this host offers (tasks may require them); --allow-shell adds "shell"
   --labels k=v,k=v       labels (a registration token's own labels win)
   --slots N              tasks run at once (default 1)
-  --state-dir DIR        where the agent's id and token are kept (default ~/.agenticcp-agent)
+  --state-dir DIR        where the agent's id and token are kept (default ~/.agenticcp-agent);
+                         one live runner per dir: a second one exits 1, naming the first's pid
   --allow-shell          run tasks of type "shell": {command, env?, cwd?}
   --cancel-grace S       seconds between SIGTERM and SIGKILL when a task is stopped (default 10)
   --drain-timeout S      on SIGTERM/SIGINT, how long running tasks may finish (default 600)
@@ -172,12 +173,21 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       logger,
     })
     if (allowShell) agent.handle('shell', shellHandler({ graceSeconds: grace, groupsDir: join(stateDir, 'groups') }))
-    else logger.info('shell tasks are off (start with --allow-shell to run them)')
   } catch (err) {
     if (!(err instanceof UsageError)) throw err
     process.stderr.write(`agenticcp-agent: ${err.message}\n`)
     return 2
   }
+  // One live runner per state dir, taken before anything in it is touched: a second runner
+  // on a held dir says whose it is and exits, leaving the first one's commands alone.
+  try {
+    agent.lockStateDir()
+  } catch (err) {
+    if (!(err instanceof AgentFatalError)) throw err
+    logger.error(err.message)
+    return 1
+  }
+  if (!agent.taskTypes.includes('shell')) logger.info('shell tasks are off (start with --allow-shell to run them)')
 
   let signals = 0
   const onSignal = (signal: NodeJS.Signals) => {
