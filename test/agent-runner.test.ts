@@ -427,10 +427,13 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
 })
 
 describe('agenticcp-agent command line', () => {
+  // Its default state dir (~/.agenticcp-agent) in a home of its own, never this user's.
+  const home = mkdtempSync(join(tmpdir(), 'act-home-'))
+  afterAll(() => rmSync(home, { recursive: true, force: true }))
   const run = (args: string[], env: Record<string, string> = {}) =>
     new Promise<{ code: number | null; err: string }>((resolve) => {
       const child = spawn(process.execPath, [command(), ...args], {
-        env: { PATH: process.env.PATH ?? '', ...env },
+        env: { PATH: process.env.PATH ?? '', HOME: home, ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
       })
       let err = ''
@@ -450,10 +453,17 @@ describe('agenticcp-agent command line', () => {
     expect(
       await run(['run', '--url', 'http://127.0.0.1:9', '--slots', 'many'], { AGENTICCP_TOKEN: 'acpr_x' }),
     ).toMatchObject({ code: 2, err: expect.stringContaining('--slots') })
-    expect(await run(['run', '--url', 'http://127.0.0.1:9', '--token', 'not-a-token'])).toMatchObject({
+    const onCommandLine = await run(['run', '--url', 'http://127.0.0.1:9', '--token', 'not-a-token'])
+    expect(onCommandLine).toMatchObject({
       code: 1,
       err: expect.stringContaining('neither a registration token'),
     })
+    // A token among the arguments shows in ps: said once, with what to use instead.
+    expect(onCommandLine.err.match(/--token on the command line can be read by every user/g)).toHaveLength(1)
+    expect(onCommandLine.err).toMatch(/use --token-file FILE or the AGENTICCP_TOKEN environment variable/)
+    const fromEnv = await run(['run', '--url', 'http://127.0.0.1:9'], { AGENTICCP_TOKEN: 'not-a-token' })
+    expect(fromEnv).toMatchObject({ code: 1, err: expect.stringContaining('neither a registration token') })
+    expect(fromEnv.err).not.toContain('--token on the command line')
   })
 
   it('reads the token from --token-file (a mounted secret), and says what is wrong with the file', async () => {
