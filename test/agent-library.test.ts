@@ -1,4 +1,6 @@
 import { cpSync, existsSync, mkdtempSync, readFileSync, utimesSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
@@ -6,7 +8,8 @@ import { Agent, AgentFatalError, loadState, type Task, TaskError } from '../src/
 import type { Report } from '../src/agent/api'
 import { procStat } from '../src/agent/groups'
 import { LOCK_FILE } from '../src/agent/lock'
-import { silentAgentLogger } from '../src/agent/log'
+import { createLogger, silentAgentLogger } from '../src/agent/log'
+import { unreachableCause } from '../src/agent/net'
 import { Outbox } from '../src/agent/outbox'
 import { endReport, MAX_RESULT_BYTES } from '../src/agent/result'
 import { ApiClientError, createClient, ok } from '../src/client'
@@ -431,6 +434,78 @@ describe('the runner’s parts', () => {
       result: { out: 'y' },
       error: { code: 'agent_stopped', message: 'The agent stopped before the task finished.' },
     })
+  })
+})
+
+describe('a service the runner cannot reach', () => {
+  /** A port nothing listens on (taken, then let go). */
+  const closedPort = async () => {
+    const s = createServer()
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+    const { port } = s.address() as AddressInfo
+    await new Promise((r) => s.close(r))
+    return port
+  }
+  const causeOf = (u: string, init?: RequestInit) =>
+    fetch(u, init).then(
+      () => undefined,
+      (err: unknown) => unreachableCause(err),
+    )
+
+  it('names the cause fetch keeps in err.cause: refused, DNS, TLS, a timeout, fetch’s own refusal', async () => {
+    expect(await causeOf(`http://127.0.0.1:${await closedPort()}/`)).toMatchObject({
+      code: 'ECONNREFUSED',
+      text: expect.stringMatching(/^connection refused.*\(ECONNREFUSED\)$/),
+    })
+    const dns = await causeOf('http://agenticcp.invalid/')
+    expect(dns?.code).toMatch(/^(ENOTFOUND|EAI_AGAIN)$/)
+    expect(dns?.text).toContain('(DNS)')
+    // https:// to a plain HTTP server; and one that never answers, with a time limit.
+    const plain = createServer(() => {})
+    await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r))
+    onTestFinished(() => {
+      plain.closeAllConnections()
+      plain.close()
+    })
+    const { port } = plain.address() as AddressInfo
+    expect(await causeOf(`https://127.0.0.1:${port}/`)).toMatchObject({
+      code: expect.stringMatching(/SSL|TLS/),
+      text: expect.stringMatching(/^TLS handshake failed/),
+    })
+    expect(await causeOf(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(200) })).toEqual({
+      code: 'timeout',
+      text: 'no answer in time (timeout)',
+    })
+    expect(await causeOf('http://127.0.0.1:9/')).toEqual({ code: 'fetch_failed', text: 'fetch failed: bad port' })
+  })
+
+  it('logs every try with the URL, the cause and the delay it then waits, and nothing longer goes unsaid', async () => {
+    const url = `http://127.0.0.1:${await closedPort()}`
+    const lines: { at: number; line: { msg: string; retryInMs: number } }[] = []
+    const logger = createLogger({ format: 'json', write: (l) => lines.push({ at: Date.now(), line: JSON.parse(l) }) })
+    const agent = new Agent({ url, token: 'acpr_unused', stateDir: false, logger })
+    agents.push(agent)
+    void agent.start().catch(() => {})
+    const tries = () => lines.filter((l) => l.line.msg.startsWith('service unreachable'))
+    await until('four tries', () => tries().length >= 4)
+    agent.kill()
+    for (const { line } of tries()) {
+      expect(line).toMatchObject({ url, code: 'ECONNREFUSED' })
+      expect(line.msg).toMatch(
+        new RegExp(`^service unreachable at ${url} \\(registration\\): .*; retrying in \\d+(\\.\\d)? s$`),
+      )
+    }
+    // The next line comes when the delay announced has passed (a refused try fails at once).
+    const [a, b, c, d] = tries()
+    for (const [before, after] of [
+      [a, b],
+      [b, c],
+      [c, d],
+    ] as const) {
+      if (!before || !after) throw new Error('four tries expected')
+      expect(after.at - before.at).toBeGreaterThanOrEqual(before.line.retryInMs - 5)
+      expect(after.at - before.at).toBeLessThan(before.line.retryInMs + 2000)
+    }
   })
 })
 

@@ -388,7 +388,17 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
       await stopped(server.child, server.exited)
       const r = runner(token)
       await r.waitFor(/service unreachable/)
+      // Each try says where, why and when the next one is (with its unit), not once "fetch failed".
+      const tries = await r.waitFor(/\{[^\n]*"msg":"service unreachable[^\n]*"tries":2[^\n]*\}/)
+      const line = JSON.parse(tries[0])
+      expect(line).toMatchObject({ level: 'warn', url, code: 'ECONNREFUSED' })
+      expect(line.msg).toMatch(
+        new RegExp(
+          `^service unreachable at ${url} \\(registration\\): .*\\(ECONNREFUSED\\); retrying in \\d+(\\.\\d)? s$`,
+        ),
+      )
       await start()
+      await r.waitFor(new RegExp(`service reachable again at ${url} after \\d+ failed tries`))
       const id = await agentIdOf(r)
       const task = await shellTask(r.scope, { command: 'echo back' })
       expect(await taskIn(task.id, ['completed', 'failed'])).toMatchObject({ status: 'completed', agentId: id })

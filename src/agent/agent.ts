@@ -86,6 +86,7 @@ export class Agent {
     })
     this.heartbeats = new HeartbeatLoop({
       api,
+      url: options.url,
       identity: this.identity,
       outbox: this.outbox,
       runs: this.runs,
