@@ -238,6 +238,27 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     const refused = await taskIn(other.id, ['failed'])
     expect(refused.error).toMatchObject({ code: 'unsupported_type' })
     expect(refused.error?.message).toContain('python.run')
+    // A command that cannot start says why (the spawn error's code), not "exited with status -2".
+    const missing = await shellTask(r.scope, { command: ['/nonexistent/program', 'x'] }, { maxAttempts: 1 })
+    const noDir = await shellTask(r.scope, { command: 'true', cwd: '/nonexistent-dir' }, { maxAttempts: 1 })
+    expect(await taskIn(missing.id, ['failed'])).toMatchObject({
+      error: { code: 'spawn_failed', message: 'Could not start: ENOENT (no program "/nonexistent/program").' },
+      result: { exitCode: null, signal: null, spawnError: 'ENOENT' },
+    })
+    expect(await taskIn(noDir.id, ['failed'])).toMatchObject({
+      error: { code: 'spawn_failed', message: 'Could not start: ENOENT (no directory "/nonexistent-dir" (cwd)).' },
+    })
+    const viewer = await signToken({ secretKey: SECRET, algorithm: 'HS256' }, { sub: 'v', role: 'viewer' }, 5)
+    const text = await until('the log of the command that did not start', async () => {
+      const res = await fetch(`${url}/api/v1/tasks/${missing.id}/logs`, {
+        headers: { authorization: `Bearer ${viewer}`, accept: 'text/plain' },
+      })
+      const body = await res.text()
+      return body.includes('could not start') ? body : undefined
+    })
+    expect(text).toBe('[agent] could not start: ENOENT (no program "/nonexistent/program")\n')
+    await r.waitFor(/"msg":"could not start: ENOENT \(no program \\"\/nonexistent\/program\\"\)"/)
+    expect(r.output().err).not.toContain('status -2')
   })
 
   it('cancels a running command: SIGTERM to its group, SIGKILL after the grace, reported cancelled', async () => {

@@ -174,7 +174,7 @@ export class Runs {
     this.runs.delete(run.task.id)
     const report = endReport(run.task, run.reason, outcome)
     run.logger.info(report.status === 'completed' ? 'task completed' : `task ${report.status}`, {
-      ...(report.error ? { code: report.error.code } : {}),
+      ...(report.error ? { code: report.error.code, error: report.error.message.slice(0, 300) } : {}),
     })
     // Its output goes first (a follower's stream ends with the attempt), for a few seconds
     // at most; then the report.
