@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
-import { Agent, AgentFatalError, loadState, type Task, TaskError } from '../src/agent'
+import { Agent, AgentFatalError, loadState, type Task, TaskError, TaskLog } from '../src/agent'
 import type { Report } from '../src/agent/api'
 import { procStat } from '../src/agent/groups'
 import { LOCK_FILE } from '../src/agent/lock'
@@ -390,6 +390,90 @@ describe('the runner’s parts', () => {
       { taskId: 't1', attempt: 1, status: 'running', progress: 60 },
       { taskId: 't3', attempt: 1, status: 'running', progress: 10 },
     ])
+  })
+
+  it('a burst the service cannot take: whole lines dropped, each gap marked where it is with its own bytes and lines', async () => {
+    type Chunk = { seq: number; stream: string; data: string }
+    const stored = new Map<number, Chunk>()
+    // A slow service: each request waits until the test lets it through.
+    const waiting: (() => void)[] = []
+    const log = new TaskLog(
+      (chunks) =>
+        new Promise((resolve) =>
+          waiting.push(() => {
+            for (const c of chunks) if (!stored.has(c.seq)) stored.set(c.seq, c)
+            resolve('ok')
+          }),
+        ),
+      { flushMs: 1, chunkChars: 1000, batchChars: 4000, maxChars: 20_000 },
+    )
+    const letOneThrough = async () => {
+      waiting.shift()?.()
+      await new Promise((r) => setImmediate(r))
+    }
+    // 40 times the bound, written in pieces cut anywhere (mid-line), a stderr line now and then
+    // between two pieces of a stdout line; the service takes a request now and then.
+    let out = ''
+    for (let i = 1; i <= 70_000; i++) out += `line ${i}\n`
+    let errs = 0
+    for (let at = 0, k = 0; at < out.length; at += 777, k++) {
+      log.write(out.slice(at, at + 777), 'stdout')
+      if (k % 50 === 0) log.write(`err ${++errs}\n`, 'stderr')
+      if (k % 200 === 199) await letOneThrough()
+    }
+    const drained = log.drain(10_000)
+    while (!log.empty) await letOneThrough()
+    expect(await drained).toBe(true)
+    const chunks = [...stored.values()].sort((a, b) => a.seq - b.seq)
+    const markers = chunks.filter((c) => c.stream === 'system')
+    expect(markers.length).toBeGreaterThan(1)
+    // Each stream's text is whole lines, in order, the first and the last kept.
+    const linesOf = (stream: string) =>
+      chunks
+        .filter((c) => c.stream === stream)
+        .map((c) => c.data)
+        .join('')
+        .split('\n')
+    const outLines = linesOf('stdout')
+    expect(outLines.pop()).toBe('')
+    expect(outLines.every((l) => /^line \d+$/.test(l))).toBe(true)
+    const numbers = outLines.map((l) => Number(l.slice(5)))
+    expect(numbers[0]).toBe(1)
+    expect(numbers.at(-1)).toBe(70_000)
+    expect(numbers.every((n, i) => i === 0 || n > (numbers[i - 1] as number))).toBe(true)
+    const errLines = linesOf('stderr')
+    expect(errLines.pop()).toBe('')
+    expect(errLines.every((l) => /^err \d+$/.test(l))).toBe(true)
+    // The markers add up to exactly what is missing (each counts its own gap, not a running total).
+    const kept = new Set([...outLines, ...errLines])
+    const all = [...out.split('\n').slice(0, -1), ...Array.from({ length: errs }, (_, i) => `err ${i + 1}`)]
+    const missing = all.filter((l) => !kept.has(l))
+    const counted = markers.map((m) => {
+      const found = /^\[agent\] (\d+) bytes \((\d+) lines\) of output dropped here: .*\n$/.exec(m.data)
+      if (!found) throw new Error(`not a marker: ${m.data}`)
+      return { bytes: Number(found[1]), lines: Number(found[2]) }
+    })
+    expect(counted.reduce((n, m) => n + m.lines, 0)).toBe(missing.length)
+    expect(counted.reduce((n, m) => n + m.bytes, 0)).toBe(missing.reduce((n, l) => n + l.length + 1, 0))
+    // Each stands in its gap: between the last stdout line before it and the first after, the
+    // lines missing are as many as it (and the markers next to it) say. Here: each gap is
+    // between kept lines whose numbers jump.
+    let prev = 0
+    let between = 0
+    let partial = ''
+    for (const c of chunks) {
+      if (c.stream === 'system') between += 1
+      if (c.stream !== 'stdout') continue
+      const parts = (partial + c.data).split('\n')
+      partial = parts.pop() ?? ''
+      for (const l of parts) {
+        const n = Number(l.slice(5))
+        if (n !== prev + 1) expect(between, `a marker between line ${prev} and line ${n}`).toBeGreaterThan(0)
+        prev = n
+        between = 0
+      }
+    }
+    expect(prev).toBe(70_000)
   })
 
   it('a run’s end: its result, result_too_large, a TaskError’s code and bounded result, or why it was stopped', () => {
