@@ -46,6 +46,7 @@ const online = (agent: Agent) =>
 
 async function agentWith(
   handlers: Record<string, (task: Task, ctx: Parameters<Parameters<Agent['handle']>[1]>[1]) => unknown>,
+  logger = silentAgentLogger,
 ) {
   const admin = await h.token('admin')
   const api = createClient({ url: 'http://app', token: admin, fetch: appFetch })
@@ -60,7 +61,7 @@ async function agentWith(
     stateDir,
     cancelGraceSeconds: 1,
     maxWaitSeconds: 1,
-    logger: silentAgentLogger,
+    logger,
     fetch: appFetch,
   })
   for (const [type, fn] of Object.entries(handlers)) agent.handle(type, fn)
@@ -104,7 +105,7 @@ describe('Agent (library)', () => {
     ])
   })
 
-  it('fails with the code of a TaskError (kept result) or handler_error, and refuses unknown types by name', async () => {
+  it('fails with the code of a TaskError (kept result) or handler_error; a type it has no handler for never reaches it', async () => {
     await agentWith({
       coded: () => {
         throw new TaskError('quota_exceeded', 'Out of quota.', { used: 5 })
@@ -121,9 +122,89 @@ describe('Agent (library)', () => {
       result: { used: 5 },
     })
     expect(await taskIn(broken.id, ['failed'])).toMatchObject({ error: { code: 'handler_error', message: 'boom' } })
-    const refused = await taskIn(unknown.id, ['failed'])
-    expect(refused.error.code).toBe('unsupported_type')
-    expect(refused.error.message).toContain('nobody.handles')
+    // A type it has no handler for is never handed to it (it declared the types it runs):
+    // the task waits, saying why and naming its type.
+    const refused = await until('the unknown type to wait', async () => {
+      const t = (await h.call('GET', `/api/v1/tasks/${unknown.id}`)).body
+      return t.pendingReason === 'no_agent_for_type' ? t : undefined
+    })
+    expect(refused).toMatchObject({ status: 'pending', attempt: 0, error: null })
+    expect(refused.pendingDetails.join(' ')).toContain('nobody.handles')
+  })
+
+  it('declares the types it has handlers for (registering, and in a heartbeat when one is added)', async () => {
+    const { agent } = await agentWith({ 'etl.load': () => 'loaded' })
+    const declared = async () => (await h.call('GET', `/api/v1/agents/${agent.id}`)).body.taskTypes
+    expect(await declared()).toEqual(['etl.load'])
+    const later = await h.task({ type: 'etl.report' })
+    await until('etl.report to wait', async () => {
+      const t = (await h.call('GET', `/api/v1/tasks/${later.id}`)).body
+      return t.pendingReason === 'no_agent_for_type'
+    })
+    agent.handle('etl.report', () => 'reported')
+    await until('the new type declared', async () => (await declared()).includes('etl.report'))
+    expect(await declared()).toEqual(['etl.load', 'etl.report'])
+    expect(await taskIn(later.id, ['completed', 'failed'])).toMatchObject({ status: 'completed', result: 'reported' })
+  })
+
+  it('declines a task of a type it has no handler for (a stale declaration): back to the queue, no attempt spent, never handed to it again; one log line per type', async () => {
+    const lines: { msg: string; type?: string }[] = []
+    const logger = createLogger({ format: 'json', write: (l) => lines.push(JSON.parse(l)) })
+    const { agent } = await agentWith({ known: () => 'ok' }, logger)
+    const declared = async () => (await h.call('GET', `/api/v1/agents/${agent.id}`)).body.taskTypes
+    expect(await declared()).toEqual(['known'])
+    /** An operator's PUT (its settings as they are) saying it runs any type. */
+    const runsAnything = async () => {
+      const a = (await h.call('GET', `/api/v1/agents/${agent.id}`)).body
+      const body = {
+        name: a.name,
+        provider: a.provider,
+        capabilities: a.capabilities,
+        labels: a.labels,
+        maxConcurrentTasks: a.maxConcurrentTasks,
+        taskTypes: ['*'],
+      }
+      expect((await h.call('PUT', `/api/v1/agents/${agent.id}`, { body })).status).toBe(200)
+    }
+    const tasks = [
+      ...(await Promise.all([1, 2, 3].map(() => h.task({ type: 'etl.load', maxAttempts: 1 })))),
+      ...(await Promise.all([1, 2].map(() => h.task({ type: 'model.train', maxAttempts: 1 })))),
+    ]
+    // The service is told it runs anything (an operator, or a declaration from before a
+    // handler went): it is handed those tasks, declines each, and says again what it runs.
+    // Told again whenever it has said so, until it has declined all five.
+    const total = () => Object.values(agent.declined).reduce((n, k) => n + k, 0)
+    await until(
+      'all five declined',
+      async () => {
+        if (total() >= 5) return true
+        if (!(await declared()).includes('*')) await runsAnything()
+        return false
+      },
+      { everyMs: 100 },
+    )
+    expect(agent.declined).toEqual({ 'etl.load': 3, 'model.train': 2 })
+    await until('its own types declared again', async () => !(await declared()).includes('*'))
+    for (const t of tasks) {
+      const got = (await h.call('GET', `/api/v1/tasks/${t.id}`)).body
+      expect(got).toMatchObject({ status: 'pending', attempt: 1, failures: 0, lostCount: 0, agentId: null })
+    }
+    // One line per type, not per task.
+    const said = lines.filter((l) => l.msg.startsWith('declining tasks of type'))
+    expect(said.map((l) => l.type)).toEqual(['etl.load', 'model.train'])
+    expect(said[0]?.msg).toMatch(
+      /^declining tasks of type etl\.load: no handler \(first seen \d{4}-.*\); this agent runs: known$/,
+    )
+    // Declined is final for this agent: told again that it runs anything, it is not handed them.
+    await runsAnything()
+    const known = await h.task({ type: 'known' })
+    expect(await taskIn(known.id, ['completed', 'failed'])).toMatchObject({ status: 'completed', agentId: agent.id })
+    expect(total()).toBe(5)
+    for (const t of tasks) {
+      const got = (await h.call('GET', `/api/v1/tasks/${t.id}`)).body
+      expect(got.status).toBe('pending')
+      expect(got.pendingReason).not.toBe('queued')
+    }
   })
 
   it('aborts ctx.signal on a cancel and reports the task cancelled', async () => {

@@ -3,7 +3,8 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, w
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
+import { Agent, silentAgentLogger } from '../src/agent'
 import { type Client, createClient, ok } from '../src/client'
 import { signToken } from '../src/lib/tokens'
 import { freshPostgresUrl, onPostgres, SECRET, testRedisUrl, unique } from './harness'
@@ -227,7 +228,8 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     expect(done).toMatchObject({ status: 'failed', attempt: 2, failures: 2, error: { code: 'exit_3' } })
     expect(done.result).toMatchObject({ exitCode: 3, outputTail: 'bad\n' })
     // A payload the runner would refuse is refused by the service at create, with the same
-    // schema (so it never reaches a runner); an unknown type is refused by name.
+    // schema (so it never reaches a runner); a type the runner does not run is never handed
+    // to it (it declares the types it runs: here only shell), and waits, saying why.
     await expect(shellTask(r.scope, { cmd: 'echo' }, { maxAttempts: 3 })).rejects.toMatchObject({
       status: 422,
       body: { code: 'validation_failed' },
@@ -238,9 +240,12 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
         json: { name: 'py', type: 'python.run', maxAttempts: 1, requirements: { labels: { scope: r.scope } } },
       }),
     )
-    const refused = await taskIn(other.id, ['failed'])
-    expect(refused.error).toMatchObject({ code: 'unsupported_type' })
-    expect(refused.error?.message).toContain('python.run')
+    const waiting = await until('the python.run task to wait for an agent that runs it', async () => {
+      const t = await getTask(other.id)
+      return t.pendingReason === 'no_agent_for_type' ? t : undefined
+    })
+    expect(waiting).toMatchObject({ status: 'pending', attempt: 0, agentId: null, error: null })
+    expect(waiting.pendingDetails?.join(' ')).toContain('python.run')
     // A command that cannot start says why (the spawn error's code), not "exited with status -2".
     const missing = await shellTask(r.scope, { command: ['/nonexistent/program', 'x'] }, { maxAttempts: 1 })
     const noDir = await shellTask(r.scope, { command: 'true', cwd: '/nonexistent-dir' }, { maxAttempts: 1 })
@@ -262,6 +267,64 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     expect(text).toBe('[agent] could not start: ENOENT (no program "/nonexistent/program")\n')
     await r.waitFor(/"msg":"could not start: ENOENT \(no program \\"\/nonexistent\/program\\"\)"/)
     expect(r.output().err).not.toContain('status -2')
+  })
+
+  it('a shell-only runner beside tasks of five other types takes only the shell tasks; the others wait (no_agent_for_type) for an agent that runs them', async () => {
+    const r = runner(await registrationToken())
+    const id = await agentIdOf(r)
+    expect((await ok(api.api.v1.agents[':id'].$get({ param: { id } }))).taskTypes).toEqual(['shell'])
+    const types = ['etl.load', 'model.train', 'report.render', 'python.run', 'mail.send']
+    const others = await Promise.all(
+      types.map((type) =>
+        ok(
+          api.api.v1.tasks.$post({
+            header: {},
+            json: { name: unique(type), type, maxAttempts: 1, requirements: { labels: { scope: r.scope } } },
+          }),
+        ),
+      ),
+    )
+    const shells = await Promise.all([1, 2, 3].map((i) => shellTask(r.scope, { command: `echo ${i}` })))
+    for (const [i, s] of shells.entries()) {
+      expect(await taskIn(s.id, ['completed', 'failed'])).toMatchObject({
+        status: 'completed',
+        agentId: id,
+        result: { outputTail: `${i + 1}\n` },
+      })
+    }
+    for (const t of others) {
+      const waiting = await until(`${t.type} to wait for an agent that runs it`, async () => {
+        const got = await getTask(t.id)
+        return got.pendingReason === 'no_agent_for_type' ? got : undefined
+      })
+      expect(waiting).toMatchObject({ status: 'pending', attempt: 0, agentId: null, failures: 0 })
+    }
+    // The runner was never handed them: nothing declined, nothing refused, nothing failed.
+    expect(r.output().err).not.toMatch(/declin|refused|unsupported_type/)
+    // An agent that runs them comes (the library, in this process): they go to it.
+    const lib = new Agent({
+      url,
+      token: await registrationToken(),
+      name: unique('lib'),
+      labels: { scope: r.scope },
+      slots: 5,
+      stateDir: false,
+      maxWaitSeconds: 1,
+      logger: silentAgentLogger,
+    })
+    for (const type of types) lib.handle(type, (task) => `${task.type} done`)
+    onTestFinished(() => lib.kill())
+    await lib.start()
+    for (const t of others) {
+      expect(await taskIn(t.id, ['completed', 'failed'])).toMatchObject({
+        status: 'completed',
+        agentId: lib.id,
+        attempt: 1,
+        result: `${t.type} done`,
+      })
+    }
+    expect(lib.declined).toEqual({})
+    await lib.stop(5)
   })
 
   it('cancels a running command: SIGTERM to its group, SIGKILL after the grace, reported cancelled', async () => {

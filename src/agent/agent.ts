@@ -72,7 +72,7 @@ export class Agent {
     this.options = { slots: 1, cancelGraceSeconds: 10, maxWaitSeconds: 25, ...options }
     const logger = options.logger ?? createLogger()
     this.logger = logger
-    this.identity = new Identity(this.options, logger, this.quit.signal)
+    this.identity = new Identity({ ...this.options, taskTypes: () => this.taskTypes }, logger, this.quit.signal)
     const api: Client = createClient({ url: options.url, token: () => this.identity.token, fetch: options.fetch })
     this.outbox = new Outbox(() => this.heartbeats.wake())
     const logs = new LogShipper(api, logger, (taskId, attempt) => this.runs.stale(taskId, attempt))
@@ -83,6 +83,7 @@ export class Agent {
       logger,
       cancelGraceSeconds: this.options.cancelGraceSeconds,
       stopping: () => this.phase === 'stopping',
+      onDecline: () => this.heartbeats.declareTypes(),
     })
     this.heartbeats = new HeartbeatLoop({
       api,
@@ -95,13 +96,25 @@ export class Agent {
       maxWaitSeconds: this.options.maxWaitSeconds,
       quit: this.quit.signal,
       finishing: () => this.phase === 'draining' || this.phase === 'stopping',
+      taskTypes: () => this.taskTypes,
     })
   }
 
-  /** Registers the handler of a task type (before start). */
+  /**
+   * Registers the handler of a task type. The service places on this agent only the types it
+   * has handlers for (declared when it registers and in its heartbeats): one added after
+   * start is declared in the next heartbeat.
+   */
   handle(type: string, handler: Handler): this {
+    const known = this.handlers.has(type)
     this.handlers.set(type, handler)
+    if (!known && this.phase !== 'new') this.heartbeats.declareTypes()
     return this
+  }
+
+  /** Tasks declined so far because this agent has no handler for their type, by type. */
+  get declined(): Record<string, number> {
+    return Object.fromEntries(this.runs.declined)
   }
 
   /** The task types it has handlers for. */
@@ -160,6 +173,11 @@ export class Agent {
     }
     if (this.phase !== 'starting') return this.releaseStateDir()
     this.phase = 'running'
+    if (this.handlers.size === 0) {
+      this.logger.warn(
+        'no task handlers: this agent declares no task types, so the service may hand it any, and it declines each (register them with handle(type, fn))',
+      )
+    }
     this.logger.info('agent started', {
       agentId: this.identity.id,
       name: this.identity.name,
@@ -169,7 +187,8 @@ export class Agent {
     this.loopDone = this.heartbeats.run().finally(() => {
       this.phase = 'stopped'
       this.releaseStateDir()
-      this.logger.info('agent stopped', { agentId: this.identity.id })
+      const declined = this.runs.declined.size ? { declined: JSON.stringify(this.declined) } : {}
+      this.logger.info('agent stopped', { agentId: this.identity.id, ...declined })
     })
   }
 

@@ -36,6 +36,8 @@ export interface HeartbeatOptions {
   quit: AbortSignal
   /** The agent drains or stops: the loop ends once nothing is left to run or report. */
   finishing: () => boolean
+  /** The task types it has handlers for (declared in a heartbeat after start and after each change). */
+  taskTypes: () => string[]
 }
 
 export class HeartbeatLoop {
@@ -44,6 +46,9 @@ export class HeartbeatLoop {
   private wakePending = false
   private status?: 'online' | 'draining'
   private intervalSeconds = 30
+  /** Bumped when the task types should be declared again; `typesDeclared` is the last the service has. */
+  private typesWanted = 1
+  private typesDeclared = 0
   /**
    * Started from a kept identity: tasks the service still counts running on this agent
    * belonged to the previous process and died with it. Reported once the service answers.
@@ -57,6 +62,15 @@ export class HeartbeatLoop {
   /** A status to send, in every heartbeat until the service has it. */
   announce(status: 'online' | 'draining'): void {
     this.status = status
+  }
+
+  /**
+   * Declares the task types in the next heartbeat (the handlers changed, or the service
+   * handed a type this agent does not run: its declaration there is not what it runs).
+   */
+  declareTypes(): void {
+    this.typesWanted++
+    this.wake()
   }
 
   /** Ends a long poll (or a pause) now, so that waiting reports (or a status) go out. */
@@ -86,7 +100,11 @@ export class HeartbeatLoop {
       if (this.lostRunsUnreported) await this.reportLostRuns()
       const reports = outbox.take()
       const status = this.status
-      const mayWait = reports.length === 0 && !status && !this.wakePending
+      // The types it runs: in the first heartbeat after start and after each change (none:
+      // nothing to declare; the service's list needs one at least).
+      const typesVersion = this.typesWanted
+      const taskTypes = typesVersion !== this.typesDeclared ? this.o.taskTypes() : []
+      const mayWait = reports.length === 0 && !status && !taskTypes.length && !this.wakePending
       this.wakePending = false
       // No long poll while the service is not answering: the first answer comes back at once.
       const waitSeconds =
@@ -98,6 +116,7 @@ export class HeartbeatLoop {
         runningTaskIds: runs.ids(),
         ...(reports.length ? { reports } : {}),
         ...(status ? { status } : {}),
+        ...(taskTypes.length ? { taskTypes } : {}),
         ...(waitSeconds ? { waitSeconds } : {}),
       }
       const sentAt = Date.now()
@@ -114,6 +133,7 @@ export class HeartbeatLoop {
         }
         refusals = 0
         if (status && this.status === status) this.status = undefined
+        if (typesVersion > this.typesDeclared) this.typesDeclared = typesVersion
         if (status) identity.setDrained(status === 'draining')
         this.intervalSeconds = answer.heartbeatIntervalSeconds
         identity.learnName(answer.agent.name)

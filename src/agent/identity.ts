@@ -31,6 +31,8 @@ export interface IdentityOptions {
   slots: number
   stateDir?: string | false
   fetch?: typeof fetch
+  /** The task types it has handlers for, declared when it registers (none: not declared, so any). */
+  taskTypes: () => string[]
 }
 
 const isRegistrationToken = (t: string) => t.startsWith('acpr_')
@@ -110,6 +112,7 @@ export class Identity {
       capabilities: o.capabilities ?? [],
       labels: o.labels ?? {},
       maxConcurrentTasks: o.slots,
+      ...(o.taskTypes().length ? { taskTypes: o.taskTypes() } : {}),
     }
     const registrar = createClient({ url: o.url, token: o.token, fetch: o.fetch })
     const retry = new Retrying(this.logger, o.url, 'registration')
