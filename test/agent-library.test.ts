@@ -1,10 +1,15 @@
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { cpSync, existsSync, mkdtempSync, readFileSync, utimesSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
-import { Agent, loadState, type Task, TaskError } from '../src/agent'
+import { Agent, AgentFatalError, loadState, type Task, TaskError, TaskLog } from '../src/agent'
 import type { Report } from '../src/agent/api'
-import { silentAgentLogger } from '../src/agent/log'
+import { procStat } from '../src/agent/groups'
+import { LOCK_FILE } from '../src/agent/lock'
+import { createLogger, silentAgentLogger } from '../src/agent/log'
+import { unreachableCause } from '../src/agent/net'
 import { Outbox } from '../src/agent/outbox'
 import { endReport, MAX_RESULT_BYTES } from '../src/agent/result'
 import { ApiClientError, createClient, ok } from '../src/client'
@@ -41,6 +46,7 @@ const online = (agent: Agent) =>
 
 async function agentWith(
   handlers: Record<string, (task: Task, ctx: Parameters<Parameters<Agent['handle']>[1]>[1]) => unknown>,
+  logger = silentAgentLogger,
 ) {
   const admin = await h.token('admin')
   const api = createClient({ url: 'http://app', token: admin, fetch: appFetch })
@@ -55,7 +61,7 @@ async function agentWith(
     stateDir,
     cancelGraceSeconds: 1,
     maxWaitSeconds: 1,
-    logger: silentAgentLogger,
+    logger,
     fetch: appFetch,
   })
   for (const [type, fn] of Object.entries(handlers)) agent.handle(type, fn)
@@ -99,7 +105,7 @@ describe('Agent (library)', () => {
     ])
   })
 
-  it('fails with the code of a TaskError (kept result) or handler_error, and refuses unknown types by name', async () => {
+  it('fails with the code of a TaskError (kept result) or handler_error; a type it has no handler for never reaches it', async () => {
     await agentWith({
       coded: () => {
         throw new TaskError('quota_exceeded', 'Out of quota.', { used: 5 })
@@ -116,9 +122,89 @@ describe('Agent (library)', () => {
       result: { used: 5 },
     })
     expect(await taskIn(broken.id, ['failed'])).toMatchObject({ error: { code: 'handler_error', message: 'boom' } })
-    const refused = await taskIn(unknown.id, ['failed'])
-    expect(refused.error.code).toBe('unsupported_type')
-    expect(refused.error.message).toContain('nobody.handles')
+    // A type it has no handler for is never handed to it (it declared the types it runs):
+    // the task waits, saying why and naming its type.
+    const refused = await until('the unknown type to wait', async () => {
+      const t = (await h.call('GET', `/api/v1/tasks/${unknown.id}`)).body
+      return t.pendingReason === 'no_agent_for_type' ? t : undefined
+    })
+    expect(refused).toMatchObject({ status: 'pending', attempt: 0, error: null })
+    expect(refused.pendingDetails.join(' ')).toContain('nobody.handles')
+  })
+
+  it('declares the types it has handlers for (registering, and in a heartbeat when one is added)', async () => {
+    const { agent } = await agentWith({ 'etl.load': () => 'loaded' })
+    const declared = async () => (await h.call('GET', `/api/v1/agents/${agent.id}`)).body.taskTypes
+    expect(await declared()).toEqual(['etl.load'])
+    const later = await h.task({ type: 'etl.report' })
+    await until('etl.report to wait', async () => {
+      const t = (await h.call('GET', `/api/v1/tasks/${later.id}`)).body
+      return t.pendingReason === 'no_agent_for_type'
+    })
+    agent.handle('etl.report', () => 'reported')
+    await until('the new type declared', async () => (await declared()).includes('etl.report'))
+    expect(await declared()).toEqual(['etl.load', 'etl.report'])
+    expect(await taskIn(later.id, ['completed', 'failed'])).toMatchObject({ status: 'completed', result: 'reported' })
+  })
+
+  it('declines a task of a type it has no handler for (a stale declaration): back to the queue, no attempt spent, never handed to it again; one log line per type', async () => {
+    const lines: { msg: string; type?: string }[] = []
+    const logger = createLogger({ format: 'json', write: (l) => lines.push(JSON.parse(l)) })
+    const { agent } = await agentWith({ known: () => 'ok' }, logger)
+    const declared = async () => (await h.call('GET', `/api/v1/agents/${agent.id}`)).body.taskTypes
+    expect(await declared()).toEqual(['known'])
+    /** An operator's PUT (its settings as they are) saying it runs any type. */
+    const runsAnything = async () => {
+      const a = (await h.call('GET', `/api/v1/agents/${agent.id}`)).body
+      const body = {
+        name: a.name,
+        provider: a.provider,
+        capabilities: a.capabilities,
+        labels: a.labels,
+        maxConcurrentTasks: a.maxConcurrentTasks,
+        taskTypes: ['*'],
+      }
+      expect((await h.call('PUT', `/api/v1/agents/${agent.id}`, { body })).status).toBe(200)
+    }
+    const tasks = [
+      ...(await Promise.all([1, 2, 3].map(() => h.task({ type: 'etl.load', maxAttempts: 1 })))),
+      ...(await Promise.all([1, 2].map(() => h.task({ type: 'model.train', maxAttempts: 1 })))),
+    ]
+    // The service is told it runs anything (an operator, or a declaration from before a
+    // handler went): it is handed those tasks, declines each, and says again what it runs.
+    // Told again whenever it has said so, until it has declined all five.
+    const total = () => Object.values(agent.declined).reduce((n, k) => n + k, 0)
+    await until(
+      'all five declined',
+      async () => {
+        if (total() >= 5) return true
+        if (!(await declared()).includes('*')) await runsAnything()
+        return false
+      },
+      { everyMs: 100 },
+    )
+    expect(agent.declined).toEqual({ 'etl.load': 3, 'model.train': 2 })
+    await until('its own types declared again', async () => !(await declared()).includes('*'))
+    for (const t of tasks) {
+      const got = (await h.call('GET', `/api/v1/tasks/${t.id}`)).body
+      expect(got).toMatchObject({ status: 'pending', attempt: 1, failures: 0, lostCount: 0, agentId: null })
+    }
+    // One line per type, not per task.
+    const said = lines.filter((l) => l.msg.startsWith('declining tasks of type'))
+    expect(said.map((l) => l.type)).toEqual(['etl.load', 'model.train'])
+    expect(said[0]?.msg).toMatch(
+      /^declining tasks of type etl\.load: no handler \(first seen \d{4}-.*\); this agent runs: known$/,
+    )
+    // Declined is final for this agent: told again that it runs anything, it is not handed them.
+    await runsAnything()
+    const known = await h.task({ type: 'known' })
+    expect(await taskIn(known.id, ['completed', 'failed'])).toMatchObject({ status: 'completed', agentId: agent.id })
+    expect(total()).toBe(5)
+    for (const t of tasks) {
+      const got = (await h.call('GET', `/api/v1/tasks/${t.id}`)).body
+      expect(got.status).toBe('pending')
+      expect(got.pendingReason).not.toBe('queued')
+    }
   })
 
   it('aborts ctx.signal on a cancel and reports the task cancelled', async () => {
@@ -222,8 +308,12 @@ describe('Agent (library)', () => {
     expect((await taskIn(task.id, ['running'])).attempt).toBe(1)
     // The first process dies without a word (from here on it reaches nothing) and a new one
     // starts from the same state dir, with no token: the same agent, which never went silent.
+    // (The first, in this process, still holds its dir: the new one starts from a copy of the
+    // state it left, as a dead process leaves it; its lock would name a process that is gone.)
     cut = true
-    const second = new Agent({ ...base, token: '', fetch: appFetch }).handle('hang', () => 'second run')
+    const copy = mkdtempSync(join(tmpdir(), 'act-lib-'))
+    cpSync(join(base.stateDir, 'agent.json'), join(copy, 'agent.json'))
+    const second = new Agent({ ...base, stateDir: copy, token: '', fetch: appFetch }).handle('hang', () => 'second run')
     agents.push(second)
     await second.start()
     expect(second.id).toBe(first.id)
@@ -294,6 +384,54 @@ describe('Agent (library)', () => {
     expect(refused).toMatchObject({ status: 403, code: 'forbidden' })
   })
 
+  it('holds its state dir: a second agent on it is refused by name, a lock left by a process that is gone is taken over', async () => {
+    const { agent, stateDir } = await agentWith({})
+    const lock = join(stateDir, LOCK_FILE)
+    const holder = () => JSON.parse(readFileSync(lock, 'utf8'))
+    expect(holder()).toMatchObject({ pid: process.pid, host: hostname(), start: procStat(process.pid)?.start })
+    const again = () => {
+      const a = new Agent({ url: 'http://app', token: '', stateDir, logger: silentAgentLogger, fetch: appFetch })
+      agents.push(a)
+      return a
+    }
+    // Held by a live agent (here, of this very process): refused before it does anything.
+    const second = again()
+    const refused = await second.start().catch((e: unknown) => e)
+    expect(refused).toBeInstanceOf(AgentFatalError)
+    expect((refused as Error).message).toMatch(new RegExp(`in use by runner process ${process.pid}\\b`))
+    expect(second.id).toBeUndefined()
+    // Held by another live process of this host (pid 1, as it started): refused by its pid.
+    await agent.stop(5)
+    expect(existsSync(lock)).toBe(false) // released on a clean stop
+    const init = procStat(1)
+    if (init) {
+      writeFileSync(lock, JSON.stringify({ pid: 1, start: init.start, host: hostname() }))
+      await expect(again().start()).rejects.toThrow(/in use by runner process 1\b/)
+      // The same pid started at another time is another process: the lock is stale.
+      writeFileSync(lock, JSON.stringify({ pid: 1, start: init.start + 1, host: hostname() }))
+      const reused = again()
+      await reused.start()
+      expect(reused.id).toBe(agent.id)
+      expect(holder().pid).toBe(process.pid)
+      await reused.stop(5)
+    }
+    // A pid no process has (above the largest pid_max): taken over.
+    writeFileSync(lock, JSON.stringify({ pid: 2 ** 22 + 1, start: 1, host: hostname() }))
+    const third = again()
+    await third.start()
+    expect(third.id).toBe(agent.id)
+    expect(holder().pid).toBe(process.pid)
+    await third.stop(5)
+    // Another host's runner (a shared volume): its pid means nothing here; its lease does.
+    writeFileSync(lock, JSON.stringify({ pid: 4242, host: 'elsewhere', since: '2026-01-01T00:00:00.000Z' }))
+    await expect(again().start()).rejects.toThrow(/in use by runner process 4242 on elsewhere/)
+    const old = new Date(Date.now() - 60_000)
+    utimesSync(lock, old, old)
+    const fourth = again()
+    await fourth.start()
+    expect(fourth.id).toBe(agent.id)
+  })
+
   it('keeps its identity in the state dir and reuses it', async () => {
     const { agent, stateDir } = await agentWith({})
     expect(loadState(stateDir)?.id).toBe(agent.id)
@@ -333,6 +471,90 @@ describe('the runner’s parts', () => {
       { taskId: 't1', attempt: 1, status: 'running', progress: 60 },
       { taskId: 't3', attempt: 1, status: 'running', progress: 10 },
     ])
+  })
+
+  it('a burst the service cannot take: whole lines dropped, each gap marked where it is with its own bytes and lines', async () => {
+    type Chunk = { seq: number; stream: string; data: string }
+    const stored = new Map<number, Chunk>()
+    // A slow service: each request waits until the test lets it through.
+    const waiting: (() => void)[] = []
+    const log = new TaskLog(
+      (chunks) =>
+        new Promise((resolve) =>
+          waiting.push(() => {
+            for (const c of chunks) if (!stored.has(c.seq)) stored.set(c.seq, c)
+            resolve('ok')
+          }),
+        ),
+      { flushMs: 1, chunkChars: 1000, batchChars: 4000, maxChars: 20_000 },
+    )
+    const letOneThrough = async () => {
+      waiting.shift()?.()
+      await new Promise((r) => setImmediate(r))
+    }
+    // 40 times the bound, written in pieces cut anywhere (mid-line), a stderr line now and then
+    // between two pieces of a stdout line; the service takes a request now and then.
+    let out = ''
+    for (let i = 1; i <= 70_000; i++) out += `line ${i}\n`
+    let errs = 0
+    for (let at = 0, k = 0; at < out.length; at += 777, k++) {
+      log.write(out.slice(at, at + 777), 'stdout')
+      if (k % 50 === 0) log.write(`err ${++errs}\n`, 'stderr')
+      if (k % 200 === 199) await letOneThrough()
+    }
+    const drained = log.drain(10_000)
+    while (!log.empty) await letOneThrough()
+    expect(await drained).toBe(true)
+    const chunks = [...stored.values()].sort((a, b) => a.seq - b.seq)
+    const markers = chunks.filter((c) => c.stream === 'system')
+    expect(markers.length).toBeGreaterThan(1)
+    // Each stream's text is whole lines, in order, the first and the last kept.
+    const linesOf = (stream: string) =>
+      chunks
+        .filter((c) => c.stream === stream)
+        .map((c) => c.data)
+        .join('')
+        .split('\n')
+    const outLines = linesOf('stdout')
+    expect(outLines.pop()).toBe('')
+    expect(outLines.every((l) => /^line \d+$/.test(l))).toBe(true)
+    const numbers = outLines.map((l) => Number(l.slice(5)))
+    expect(numbers[0]).toBe(1)
+    expect(numbers.at(-1)).toBe(70_000)
+    expect(numbers.every((n, i) => i === 0 || n > (numbers[i - 1] as number))).toBe(true)
+    const errLines = linesOf('stderr')
+    expect(errLines.pop()).toBe('')
+    expect(errLines.every((l) => /^err \d+$/.test(l))).toBe(true)
+    // The markers add up to exactly what is missing (each counts its own gap, not a running total).
+    const kept = new Set([...outLines, ...errLines])
+    const all = [...out.split('\n').slice(0, -1), ...Array.from({ length: errs }, (_, i) => `err ${i + 1}`)]
+    const missing = all.filter((l) => !kept.has(l))
+    const counted = markers.map((m) => {
+      const found = /^\[agent\] (\d+) bytes \((\d+) lines\) of output dropped here: .*\n$/.exec(m.data)
+      if (!found) throw new Error(`not a marker: ${m.data}`)
+      return { bytes: Number(found[1]), lines: Number(found[2]) }
+    })
+    expect(counted.reduce((n, m) => n + m.lines, 0)).toBe(missing.length)
+    expect(counted.reduce((n, m) => n + m.bytes, 0)).toBe(missing.reduce((n, l) => n + l.length + 1, 0))
+    // Each stands in its gap: between the last stdout line before it and the first after, the
+    // lines missing are as many as it (and the markers next to it) say. Here: each gap is
+    // between kept lines whose numbers jump.
+    let prev = 0
+    let between = 0
+    let partial = ''
+    for (const c of chunks) {
+      if (c.stream === 'system') between += 1
+      if (c.stream !== 'stdout') continue
+      const parts = (partial + c.data).split('\n')
+      partial = parts.pop() ?? ''
+      for (const l of parts) {
+        const n = Number(l.slice(5))
+        if (n !== prev + 1) expect(between, `a marker between line ${prev} and line ${n}`).toBeGreaterThan(0)
+        prev = n
+        between = 0
+      }
+    }
+    expect(prev).toBe(70_000)
   })
 
   it('a run’s end: its result, result_too_large, a TaskError’s code and bounded result, or why it was stopped', () => {
@@ -377,6 +599,78 @@ describe('the runner’s parts', () => {
       result: { out: 'y' },
       error: { code: 'agent_stopped', message: 'The agent stopped before the task finished.' },
     })
+  })
+})
+
+describe('a service the runner cannot reach', () => {
+  /** A port nothing listens on (taken, then let go). */
+  const closedPort = async () => {
+    const s = createServer()
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+    const { port } = s.address() as AddressInfo
+    await new Promise((r) => s.close(r))
+    return port
+  }
+  const causeOf = (u: string, init?: RequestInit) =>
+    fetch(u, init).then(
+      () => undefined,
+      (err: unknown) => unreachableCause(err),
+    )
+
+  it('names the cause fetch keeps in err.cause: refused, DNS, TLS, a timeout, fetch’s own refusal', async () => {
+    expect(await causeOf(`http://127.0.0.1:${await closedPort()}/`)).toMatchObject({
+      code: 'ECONNREFUSED',
+      text: expect.stringMatching(/^connection refused.*\(ECONNREFUSED\)$/),
+    })
+    const dns = await causeOf('http://agenticcp.invalid/')
+    expect(dns?.code).toMatch(/^(ENOTFOUND|EAI_AGAIN)$/)
+    expect(dns?.text).toContain('(DNS)')
+    // https:// to a plain HTTP server; and one that never answers, with a time limit.
+    const plain = createServer(() => {})
+    await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r))
+    onTestFinished(() => {
+      plain.closeAllConnections()
+      plain.close()
+    })
+    const { port } = plain.address() as AddressInfo
+    expect(await causeOf(`https://127.0.0.1:${port}/`)).toMatchObject({
+      code: expect.stringMatching(/SSL|TLS/),
+      text: expect.stringMatching(/^TLS handshake failed/),
+    })
+    expect(await causeOf(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(200) })).toEqual({
+      code: 'timeout',
+      text: 'no answer in time (timeout)',
+    })
+    expect(await causeOf('http://127.0.0.1:9/')).toEqual({ code: 'fetch_failed', text: 'fetch failed: bad port' })
+  })
+
+  it('logs every try with the URL, the cause and the delay it then waits, and nothing longer goes unsaid', async () => {
+    const url = `http://127.0.0.1:${await closedPort()}`
+    const lines: { at: number; line: { msg: string; retryInMs: number } }[] = []
+    const logger = createLogger({ format: 'json', write: (l) => lines.push({ at: Date.now(), line: JSON.parse(l) }) })
+    const agent = new Agent({ url, token: 'acpr_unused', stateDir: false, logger })
+    agents.push(agent)
+    void agent.start().catch(() => {})
+    const tries = () => lines.filter((l) => l.line.msg.startsWith('service unreachable'))
+    await until('four tries', () => tries().length >= 4)
+    agent.kill()
+    for (const { line } of tries()) {
+      expect(line).toMatchObject({ url, code: 'ECONNREFUSED' })
+      expect(line.msg).toMatch(
+        new RegExp(`^service unreachable at ${url} \\(registration\\): .*; retrying in \\d+(\\.\\d)? s$`),
+      )
+    }
+    // The next line comes when the delay announced has passed (a refused try fails at once).
+    const [a, b, c, d] = tries()
+    for (const [before, after] of [
+      [a, b],
+      [b, c],
+      [c, d],
+    ] as const) {
+      if (!before || !after) throw new Error('four tries expected')
+      expect(after.at - before.at).toBeGreaterThanOrEqual(before.line.retryInMs - 5)
+      expect(after.at - before.at).toBeLessThan(before.line.retryInMs + 2000)
+    }
   })
 })
 

@@ -1,9 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
+import { Agent, silentAgentLogger } from '../src/agent'
 import { type Client, createClient, ok } from '../src/client'
 import { signToken } from '../src/lib/tokens'
 import { freshPostgresUrl, onPostgres, SECRET, testRedisUrl, unique } from './harness'
@@ -227,7 +228,8 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     expect(done).toMatchObject({ status: 'failed', attempt: 2, failures: 2, error: { code: 'exit_3' } })
     expect(done.result).toMatchObject({ exitCode: 3, outputTail: 'bad\n' })
     // A payload the runner would refuse is refused by the service at create, with the same
-    // schema (so it never reaches a runner); an unknown type is refused by name.
+    // schema (so it never reaches a runner); a type the runner does not run is never handed
+    // to it (it declares the types it runs: here only shell), and waits, saying why.
     await expect(shellTask(r.scope, { cmd: 'echo' }, { maxAttempts: 3 })).rejects.toMatchObject({
       status: 422,
       body: { code: 'validation_failed' },
@@ -238,9 +240,91 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
         json: { name: 'py', type: 'python.run', maxAttempts: 1, requirements: { labels: { scope: r.scope } } },
       }),
     )
-    const refused = await taskIn(other.id, ['failed'])
-    expect(refused.error).toMatchObject({ code: 'unsupported_type' })
-    expect(refused.error?.message).toContain('python.run')
+    const waiting = await until('the python.run task to wait for an agent that runs it', async () => {
+      const t = await getTask(other.id)
+      return t.pendingReason === 'no_agent_for_type' ? t : undefined
+    })
+    expect(waiting).toMatchObject({ status: 'pending', attempt: 0, agentId: null, error: null })
+    expect(waiting.pendingDetails?.join(' ')).toContain('python.run')
+    // A command that cannot start says why (the spawn error's code), not "exited with status -2".
+    const missing = await shellTask(r.scope, { command: ['/nonexistent/program', 'x'] }, { maxAttempts: 1 })
+    const noDir = await shellTask(r.scope, { command: 'true', cwd: '/nonexistent-dir' }, { maxAttempts: 1 })
+    expect(await taskIn(missing.id, ['failed'])).toMatchObject({
+      error: { code: 'spawn_failed', message: 'Could not start: ENOENT (no program "/nonexistent/program").' },
+      result: { exitCode: null, signal: null, spawnError: 'ENOENT' },
+    })
+    expect(await taskIn(noDir.id, ['failed'])).toMatchObject({
+      error: { code: 'spawn_failed', message: 'Could not start: ENOENT (no directory "/nonexistent-dir" (cwd)).' },
+    })
+    const viewer = await signToken({ secretKey: SECRET, algorithm: 'HS256' }, { sub: 'v', role: 'viewer' }, 5)
+    const text = await until('the log of the command that did not start', async () => {
+      const res = await fetch(`${url}/api/v1/tasks/${missing.id}/logs`, {
+        headers: { authorization: `Bearer ${viewer}`, accept: 'text/plain' },
+      })
+      const body = await res.text()
+      return body.includes('could not start') ? body : undefined
+    })
+    expect(text).toBe('[agent] could not start: ENOENT (no program "/nonexistent/program")\n')
+    await r.waitFor(/"msg":"could not start: ENOENT \(no program \\"\/nonexistent\/program\\"\)"/)
+    expect(r.output().err).not.toContain('status -2')
+  })
+
+  it('a shell-only runner beside tasks of five other types takes only the shell tasks; the others wait (no_agent_for_type) for an agent that runs them', async () => {
+    const r = runner(await registrationToken())
+    const id = await agentIdOf(r)
+    expect((await ok(api.api.v1.agents[':id'].$get({ param: { id } }))).taskTypes).toEqual(['shell'])
+    const types = ['etl.load', 'model.train', 'report.render', 'python.run', 'mail.send']
+    const others = await Promise.all(
+      types.map((type) =>
+        ok(
+          api.api.v1.tasks.$post({
+            header: {},
+            json: { name: unique(type), type, maxAttempts: 1, requirements: { labels: { scope: r.scope } } },
+          }),
+        ),
+      ),
+    )
+    const shells = await Promise.all([1, 2, 3].map((i) => shellTask(r.scope, { command: `echo ${i}` })))
+    for (const [i, s] of shells.entries()) {
+      expect(await taskIn(s.id, ['completed', 'failed'])).toMatchObject({
+        status: 'completed',
+        agentId: id,
+        result: { outputTail: `${i + 1}\n` },
+      })
+    }
+    for (const t of others) {
+      const waiting = await until(`${t.type} to wait for an agent that runs it`, async () => {
+        const got = await getTask(t.id)
+        return got.pendingReason === 'no_agent_for_type' ? got : undefined
+      })
+      expect(waiting).toMatchObject({ status: 'pending', attempt: 0, agentId: null, failures: 0 })
+    }
+    // The runner was never handed them: nothing declined, nothing refused, nothing failed.
+    expect(r.output().err).not.toMatch(/declin|refused|unsupported_type/)
+    // An agent that runs them comes (the library, in this process): they go to it.
+    const lib = new Agent({
+      url,
+      token: await registrationToken(),
+      name: unique('lib'),
+      labels: { scope: r.scope },
+      slots: 5,
+      stateDir: false,
+      maxWaitSeconds: 1,
+      logger: silentAgentLogger,
+    })
+    for (const type of types) lib.handle(type, (task) => `${task.type} done`)
+    onTestFinished(() => lib.kill())
+    await lib.start()
+    for (const t of others) {
+      expect(await taskIn(t.id, ['completed', 'failed'])).toMatchObject({
+        status: 'completed',
+        agentId: lib.id,
+        attempt: 1,
+        result: `${t.type} done`,
+      })
+    }
+    expect(lib.declined).toEqual({})
+    await lib.stop(5)
   })
 
   it('cancels a running command: SIGTERM to its group, SIGKILL after the grace, reported cancelled', async () => {
@@ -308,6 +392,8 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     first.child.kill('SIGKILL')
     await first.exited
     expect(groupAlive()).toBe(true) // nothing could stop it: the runner died at once
+    // Its lock stays, naming a process that is gone: the restart takes it over.
+    expect(JSON.parse(readFileSync(join(first.stateDir, 'runner.lock'), 'utf8')).pid).toBe(first.child.pid)
     // The same state dir, no token: the same agent, which stops the leftover before it works.
     const again = runner('', { stateDir: first.stateDir, scope: first.scope })
     await again.waitFor(/killed a command left running by the previous process/)
@@ -319,6 +405,40 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
       throw new Error(`${err.message}: ${JSON.stringify(await getTask(task.id))}`)
     })
     expect(done).toMatchObject({ attempt: 2, result: { outputTail: 'second\n' } })
+  })
+
+  it('a second runner on a held state dir refuses to start, naming the holder, and the first keeps its work', async () => {
+    const first = runner(await registrationToken())
+    const id = await agentIdOf(first)
+    const gate = join(first.stateDir, 'go')
+    const task = await shellTask(first.scope, { command: `until [ -e ${gate} ]; do sleep 0.1; done; echo kept` })
+    await taskIn(task.id, ['running'])
+    const second = runner('', { stateDir: first.stateDir, scope: first.scope })
+    expect(await second.exited).toBe(1)
+    // One line, naming the holder's pid; nothing else done (no leftover killed, no heartbeat).
+    const { out, err } = second.output()
+    const lines = `${out}${err}`.trim().split('\n')
+    expect(lines).toHaveLength(1)
+    expect(JSON.parse(lines[0] as string)).toMatchObject({
+      level: 'error',
+      msg: expect.stringContaining(`in use by runner process ${first.child.pid} `),
+    })
+    expect(readdirSync(join(first.stateDir, 'groups'))).toHaveLength(1) // the first one's command, still recorded
+    writeFileSync(gate, '')
+    const done = await taskIn(task.id, ['completed', 'failed'])
+    expect(done).toMatchObject({
+      status: 'completed',
+      agentId: id,
+      attempt: 1,
+      failures: 0,
+      lostCount: 0,
+      result: { outputTail: 'kept\n' },
+    })
+    expect((await ok(api.api.v1.agents[':id'].$get({ param: { id } }))).status).toBe('online')
+    // A clean stop lets go of the dir.
+    first.child.kill('SIGTERM')
+    expect(await first.exited).toBe(0)
+    expect(existsSync(join(first.stateDir, 'runner.lock'))).toBe(false)
   })
 
   it('a restarted runner with the same state dir is the same agent, and SIGTERM drains and exits 0', async () => {
@@ -355,7 +475,17 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
       await stopped(server.child, server.exited)
       const r = runner(token)
       await r.waitFor(/service unreachable/)
+      // Each try says where, why and when the next one is (with its unit), not once "fetch failed".
+      const tries = await r.waitFor(/\{[^\n]*"msg":"service unreachable[^\n]*"tries":2[^\n]*\}/)
+      const line = JSON.parse(tries[0])
+      expect(line).toMatchObject({ level: 'warn', url, code: 'ECONNREFUSED' })
+      expect(line.msg).toMatch(
+        new RegExp(
+          `^service unreachable at ${url} \\(registration\\): .*\\(ECONNREFUSED\\); retrying in \\d+(\\.\\d)? s$`,
+        ),
+      )
       await start()
+      await r.waitFor(new RegExp(`service reachable again at ${url} after \\d+ failed tries`))
       const id = await agentIdOf(r)
       const task = await shellTask(r.scope, { command: 'echo back' })
       expect(await taskIn(task.id, ['completed', 'failed'])).toMatchObject({ status: 'completed', agentId: id })
@@ -394,10 +524,13 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
 })
 
 describe('agenticcp-agent command line', () => {
+  // Its default state dir (~/.agenticcp-agent) in a home of its own, never this user's.
+  const home = mkdtempSync(join(tmpdir(), 'act-home-'))
+  afterAll(() => rmSync(home, { recursive: true, force: true }))
   const run = (args: string[], env: Record<string, string> = {}) =>
     new Promise<{ code: number | null; err: string }>((resolve) => {
       const child = spawn(process.execPath, [command(), ...args], {
-        env: { PATH: process.env.PATH ?? '', ...env },
+        env: { PATH: process.env.PATH ?? '', HOME: home, ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
       })
       let err = ''
@@ -417,10 +550,17 @@ describe('agenticcp-agent command line', () => {
     expect(
       await run(['run', '--url', 'http://127.0.0.1:9', '--slots', 'many'], { AGENTICCP_TOKEN: 'acpr_x' }),
     ).toMatchObject({ code: 2, err: expect.stringContaining('--slots') })
-    expect(await run(['run', '--url', 'http://127.0.0.1:9', '--token', 'not-a-token'])).toMatchObject({
+    const onCommandLine = await run(['run', '--url', 'http://127.0.0.1:9', '--token', 'not-a-token'])
+    expect(onCommandLine).toMatchObject({
       code: 1,
       err: expect.stringContaining('neither a registration token'),
     })
+    // A token among the arguments shows in ps: said once, with what to use instead.
+    expect(onCommandLine.err.match(/--token on the command line can be read by every user/g)).toHaveLength(1)
+    expect(onCommandLine.err).toMatch(/use --token-file FILE or the AGENTICCP_TOKEN environment variable/)
+    const fromEnv = await run(['run', '--url', 'http://127.0.0.1:9'], { AGENTICCP_TOKEN: 'not-a-token' })
+    expect(fromEnv).toMatchObject({ code: 1, err: expect.stringContaining('neither a registration token') })
+    expect(fromEnv.err).not.toContain('--token on the command line')
   })
 
   it('reads the token from --token-file (a mounted secret), and says what is wrong with the file', async () => {

@@ -3,6 +3,7 @@ import type { Provider } from './api'
 import type { Handler } from './handler'
 import { HeartbeatLoop } from './heartbeat'
 import { Identity } from './identity'
+import { lockStateDir } from './lock'
 import { type AgentLogger, createLogger } from './log'
 import { Outbox } from './outbox'
 import { Runs } from './runs'
@@ -22,7 +23,10 @@ export interface AgentOptions {
   labels?: Record<string, string>
   /** Tasks run at once (default 1). */
   slots?: number
-  /** Where the agent keeps its id and token between starts (file mode 0600); false: in memory only. */
+  /**
+   * Where the agent keeps its id and token between starts (file mode 0600); false: in memory
+   * only. One live runner per dir: `start()` refuses a dir another live process holds.
+   */
   stateDir?: string | false
   /** Between asking a task to stop and giving up on it (default 10 s). */
   cancelGraceSeconds?: number
@@ -62,12 +66,13 @@ export class Agent {
   private phase: 'new' | 'starting' | 'running' | 'draining' | 'stopping' | 'stopped' = 'new'
   private loopDone?: Promise<void>
   private readonly quit = new AbortController()
+  private unlock?: () => void
 
   constructor(options: AgentOptions) {
     this.options = { slots: 1, cancelGraceSeconds: 10, maxWaitSeconds: 25, ...options }
     const logger = options.logger ?? createLogger()
     this.logger = logger
-    this.identity = new Identity(this.options, logger, this.quit.signal)
+    this.identity = new Identity({ ...this.options, taskTypes: () => this.taskTypes }, logger, this.quit.signal)
     const api: Client = createClient({ url: options.url, token: () => this.identity.token, fetch: options.fetch })
     this.outbox = new Outbox(() => this.heartbeats.wake())
     const logs = new LogShipper(api, logger, (taskId, attempt) => this.runs.stale(taskId, attempt))
@@ -78,9 +83,11 @@ export class Agent {
       logger,
       cancelGraceSeconds: this.options.cancelGraceSeconds,
       stopping: () => this.phase === 'stopping',
+      onDecline: () => this.heartbeats.declareTypes(),
     })
     this.heartbeats = new HeartbeatLoop({
       api,
+      url: options.url,
       identity: this.identity,
       outbox: this.outbox,
       runs: this.runs,
@@ -89,13 +96,30 @@ export class Agent {
       maxWaitSeconds: this.options.maxWaitSeconds,
       quit: this.quit.signal,
       finishing: () => this.phase === 'draining' || this.phase === 'stopping',
+      taskTypes: () => this.taskTypes,
     })
   }
 
-  /** Registers the handler of a task type (before start). */
+  /**
+   * Registers the handler of a task type. The service places on this agent only the types it
+   * has handlers for (declared when it registers and in its heartbeats): one added after
+   * start is declared in the next heartbeat.
+   */
   handle(type: string, handler: Handler): this {
+    const known = this.handlers.has(type)
     this.handlers.set(type, handler)
+    if (!known && this.phase !== 'new') this.heartbeats.declareTypes()
     return this
+  }
+
+  /** Tasks declined so far because this agent has no handler for their type, by type. */
+  get declined(): Record<string, number> {
+    return Object.fromEntries(this.runs.declined)
+  }
+
+  /** The task types it has handlers for. */
+  get taskTypes(): string[] {
+    return [...this.handlers.keys()]
   }
 
   /** The agent's id once registered. */
@@ -109,21 +133,51 @@ export class Agent {
   }
 
   /**
-   * Registers (or reuses the kept identity) and starts the heartbeat loop. Resolves once the
-   * agent is known to the service (retrying while it is unreachable); rejects with
-   * AgentFatalError when the service refuses the token.
+   * Takes the state dir for this process (start() does it too; the CLI does it first, before
+   * it stops commands a previous process left running there). Throws AgentFatalError
+   * (StateDirHeldError, naming the holder's pid) when another live runner holds it; a lock
+   * left by a process that is gone is taken over. Held until the agent has stopped.
+   */
+  lockStateDir(): void {
+    if (this.unlock || !this.options.stateDir) return
+    if (this.phase !== 'new') throw new Error('The state dir is taken before the agent starts.')
+    this.unlock = lockStateDir(this.options.stateDir)
+  }
+
+  private releaseStateDir(): void {
+    this.unlock?.()
+    this.unlock = undefined
+  }
+
+  /**
+   * Takes the state dir, registers (or reuses the kept identity) and starts the heartbeat
+   * loop. Resolves once the agent is known to the service (retrying while it is
+   * unreachable); rejects with AgentFatalError when the state dir is held by another live
+   * runner, or when the service refuses the token.
    */
   async start(): Promise<void> {
     if (this.phase !== 'new') throw new Error('An agent starts once.')
+    this.lockStateDir()
     this.phase = 'starting'
-    await this.identity.establish()
+    try {
+      await this.identity.establish()
+    } catch (err) {
+      this.phase = 'stopped'
+      this.releaseStateDir()
+      throw err
+    }
     if (this.identity.restored) {
       // The previous process's runs died with it; a previous drain is undone.
       this.heartbeats.lostRunsUnreported = true
       if (this.identity.drained) this.heartbeats.announce('online')
     }
-    if (this.phase !== 'starting') return
+    if (this.phase !== 'starting') return this.releaseStateDir()
     this.phase = 'running'
+    if (this.handlers.size === 0) {
+      this.logger.warn(
+        'no task handlers: this agent declares no task types, so the service may hand it any, and it declines each (register them with handle(type, fn))',
+      )
+    }
     this.logger.info('agent started', {
       agentId: this.identity.id,
       name: this.identity.name,
@@ -132,7 +186,9 @@ export class Agent {
     })
     this.loopDone = this.heartbeats.run().finally(() => {
       this.phase = 'stopped'
-      this.logger.info('agent stopped', { agentId: this.identity.id })
+      this.releaseStateDir()
+      const declined = this.runs.declined.size ? { declined: JSON.stringify(this.declined) } : {}
+      this.logger.info('agent stopped', { agentId: this.identity.id, ...declined })
     })
   }
 
@@ -149,6 +205,7 @@ export class Agent {
    */
   async stop(drainTimeoutSeconds = 600): Promise<void> {
     if (this.phase === 'new' || this.phase === 'starting') {
+      if (this.phase === 'new') this.releaseStateDir()
       this.phase = 'stopped'
       this.quit.abort()
       return
@@ -181,6 +238,7 @@ export class Agent {
   kill(): void {
     if (this.phase === 'stopped' || this.phase === 'stopping') return
     const wasStarted = this.phase === 'running' || this.phase === 'draining'
+    if (this.phase === 'new') this.releaseStateDir()
     this.phase = wasStarted ? 'stopping' : 'stopped'
     if (!wasStarted) this.quit.abort()
     this.runs.abortAll('stopped')

@@ -1,12 +1,13 @@
 /**
  * agenticcp-agent: the runner as a command.
  *
- *   agenticcp-agent run --url URL (--token TOKEN | --token-file FILE) [--name NAME] [--provider P] [--region R]
+ *   agenticcp-agent run --url URL (--token-file FILE | --token TOKEN) [--name NAME] [--provider P] [--region R]
  *     [--capabilities a,b] [--labels k=v,k=v] [--slots N] [--state-dir DIR] [--allow-shell]
  *     [--cancel-grace S] [--drain-timeout S] [--log-format text|json] [--log-level L]
  *
  * Every flag is also an environment variable: AGENTICCP_URL, AGENTICCP_TOKEN, AGENTICCP_NAME,
- * … (the flag's name in capitals, dashes as underscores). Flags win.
+ * … (the flag's name in capitals, dashes as underscores). Flags win. The token is best given
+ * as AGENTICCP_TOKEN or --token-file: --token shows in `ps`, and says so.
  */
 import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
@@ -20,12 +21,15 @@ import { createLogger, type LogFormat, type LogLevel } from './log'
 import { shellHandler } from './shell'
 import { loadState } from './state'
 
-const usage = `Usage: agenticcp-agent run --url URL (--token TOKEN | --token-file FILE) [options]
+const usage = `Usage: agenticcp-agent run --url URL (--token-file FILE | AGENTICCP_TOKEN=… | --token TOKEN) [options]
 
   --url URL              the service (AGENTICCP_URL)
-  --token TOKEN          a registration token (acpr_…, first start) or an agent token (AGENTICCP_TOKEN)
-  --token-file FILE      the token read from a file, e.g. a mounted secret (AGENTICCP_TOKEN_FILE)
-                         (neither is needed once --state-dir holds this agent's identity)
+  --token-file FILE      the token (a registration token, acpr_…, for the first start, or an agent
+                         token) read from a file, e.g. a mounted secret (AGENTICCP_TOKEN_FILE)
+  AGENTICCP_TOKEN        the token from the environment (as a service manager gives it)
+  --token TOKEN          the token as an argument: every user of this host can read it (ps), so
+                         it prints a warning; prefer --token-file or AGENTICCP_TOKEN
+                         (no token is needed once --state-dir holds this agent's identity)
   --name NAME            the agent's name (default: this host's name)
   --description TEXT     stored with the agent, shown by the API
   --provider P           aws|azure|gcp|ncp|oci|alibaba|onprem|other (default onprem)
@@ -33,7 +37,8 @@ const usage = `Usage: agenticcp-agent run --url URL (--token TOKEN | --token-fil
   --capabilities a,b     what this host offers (tasks may require them); --allow-shell adds "shell"
   --labels k=v,k=v       labels (a registration token's own labels win)
   --slots N              tasks run at once (default 1)
-  --state-dir DIR        where the agent's id and token are kept (default ~/.agenticcp-agent)
+  --state-dir DIR        where the agent's id and token are kept (default ~/.agenticcp-agent);
+                         one live runner per dir: a second one exits 1, naming the first's pid
   --allow-shell          run tasks of type "shell": {command, env?, cwd?}
   --cancel-grace S       seconds between SIGTERM and SIGKILL when a task is stopped (default 10)
   --drain-timeout S      on SIGTERM/SIGINT, how long running tasks may finish (default 600)
@@ -172,12 +177,27 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       logger,
     })
     if (allowShell) agent.handle('shell', shellHandler({ graceSeconds: grace, groupsDir: join(stateDir, 'groups') }))
-    else logger.info('shell tasks are off (start with --allow-shell to run them)')
   } catch (err) {
     if (!(err instanceof UsageError)) throw err
     process.stderr.write(`agenticcp-agent: ${err.message}\n`)
     return 2
   }
+  // One live runner per state dir, taken before anything in it is touched: a second runner
+  // on a held dir says whose it is and exits, leaving the first one's commands alone.
+  try {
+    agent.lockStateDir()
+  } catch (err) {
+    if (!(err instanceof AgentFatalError)) throw err
+    logger.error(err.message)
+    return 1
+  }
+  // A token in the arguments is there for every user of this host to read (ps, /proc).
+  if (typeof values.token === 'string') {
+    logger.warn(
+      '--token on the command line can be read by every user of this host (ps); use --token-file FILE or the AGENTICCP_TOKEN environment variable instead',
+    )
+  }
+  if (!agent.taskTypes.includes('shell')) logger.info('shell tasks are off (start with --allow-shell to run them)')
 
   let signals = 0
   const onSignal = (signal: NodeJS.Signals) => {

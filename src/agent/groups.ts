@@ -21,9 +21,10 @@ export interface GroupRecord {
 
 /**
  * A process's group (pgrp, field 5 of /proc/<pid>/stat) and start time (field 22, clock
- * ticks since boot), or undefined when it is gone (or there is no /proc).
+ * ticks since boot), or undefined when it is gone (or there is no /proc). The start time
+ * tells a process from a later one given the same pid (the state dir's lock uses it too).
  */
-function procStat(pid: number): { group: number; start: number } | undefined {
+export function procStat(pid: number): { group: number; start: number } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     // The fields after the parenthesised command name (which may hold spaces), from field 3 on.

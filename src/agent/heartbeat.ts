@@ -13,6 +13,7 @@ import { BACKOFF_MAX_MS, backoffMs, sleep } from './backoff'
 import type { Identity } from './identity'
 import type { AgentLogger } from './log'
 import { lostRuns } from './lost-runs'
+import { Retrying } from './net'
 import type { Outbox } from './outbox'
 import type { Runs } from './runs'
 import type { LogShipper } from './task-log'
@@ -22,6 +23,8 @@ const MIN_POLL_MS = 1000
 
 export interface HeartbeatOptions {
   api: Client
+  /** The service's URL (named when it does not answer). */
+  url: string
   identity: Identity
   outbox: Outbox
   runs: Runs
@@ -33,6 +36,8 @@ export interface HeartbeatOptions {
   quit: AbortSignal
   /** The agent drains or stops: the loop ends once nothing is left to run or report. */
   finishing: () => boolean
+  /** The task types it has handlers for (declared in a heartbeat after start and after each change). */
+  taskTypes: () => string[]
 }
 
 export class HeartbeatLoop {
@@ -41,6 +46,9 @@ export class HeartbeatLoop {
   private wakePending = false
   private status?: 'online' | 'draining'
   private intervalSeconds = 30
+  /** Bumped when the task types should be declared again; `typesDeclared` is the last the service has. */
+  private typesWanted = 1
+  private typesDeclared = 0
   /**
    * Started from a kept identity: tasks the service still counts running on this agent
    * belonged to the previous process and died with it. Reported once the service answers.
@@ -54,6 +62,15 @@ export class HeartbeatLoop {
   /** A status to send, in every heartbeat until the service has it. */
   announce(status: 'online' | 'draining'): void {
     this.status = status
+  }
+
+  /**
+   * Declares the task types in the next heartbeat (the handlers changed, or the service
+   * handed a type this agent does not run: its declaration there is not what it runs).
+   */
+  declareTypes(): void {
+    this.typesWanted++
+    this.wake()
   }
 
   /** Ends a long poll (or a pause) now, so that waiting reports (or a status) go out. */
@@ -75,16 +92,23 @@ export class HeartbeatLoop {
 
   async run(): Promise<void> {
     const { api, identity, outbox, runs, logger, quit } = this.o
-    let failures = 0
+    const retry = new Retrying(logger, this.o.url, 'heartbeat')
+    let refusals = 0
     for (;;) {
       if (quit.aborted) break
       if (this.o.finishing() && runs.size === 0 && runs.finishing === 0 && outbox.size === 0 && !this.status) break
       if (this.lostRunsUnreported) await this.reportLostRuns()
       const reports = outbox.take()
       const status = this.status
-      const mayWait = reports.length === 0 && !status && !this.wakePending
+      // The types it runs: in the first heartbeat after start and after each change (none:
+      // nothing to declare; the service's list needs one at least).
+      const typesVersion = this.typesWanted
+      const taskTypes = typesVersion !== this.typesDeclared ? this.o.taskTypes() : []
+      const mayWait = reports.length === 0 && !status && !taskTypes.length && !this.wakePending
       this.wakePending = false
-      const waitSeconds = mayWait ? Math.max(0, Math.min(this.o.maxWaitSeconds, this.intervalSeconds)) : 0
+      // No long poll while the service is not answering: the first answer comes back at once.
+      const waitSeconds =
+        mayWait && retry.failures === 0 ? Math.max(0, Math.min(this.o.maxWaitSeconds, this.intervalSeconds)) : 0
       const poll = new AbortController()
       if (mayWait) this.poll = poll
       const body: HeartbeatInput = {
@@ -92,19 +116,24 @@ export class HeartbeatLoop {
         runningTaskIds: runs.ids(),
         ...(reports.length ? { reports } : {}),
         ...(status ? { status } : {}),
+        ...(taskTypes.length ? { taskTypes } : {}),
         ...(waitSeconds ? { waitSeconds } : {}),
       }
       const sentAt = Date.now()
+      const unwatch = retry.watch()
       try {
-        const signal = AbortSignal.any([poll.signal, quit, AbortSignal.timeout((waitSeconds + 30) * 1000)])
+        const timeout = AbortSignal.timeout(retry.timeoutMs((waitSeconds + 30) * 1000))
+        const signal = AbortSignal.any([poll.signal, quit, timeout])
         const answer = await ok(api.api.v1.agents.heartbeat.$post({ json: body }, { init: { signal } }))
-        if (failures > 0) {
-          logger.info('service reachable again', { after: failures })
+        unwatch()
+        if (retry.failures > 0) {
+          retry.answered()
           // Output kept through the outage goes now, not at its own next retry.
           this.o.logs.flushAll((taskId) => runs.has(taskId))
         }
-        failures = 0
+        refusals = 0
         if (status && this.status === status) this.status = undefined
+        if (typesVersion > this.typesDeclared) this.typesDeclared = typesVersion
         if (status) identity.setDrained(status === 'draining')
         this.intervalSeconds = answer.heartbeatIntervalSeconds
         identity.learnName(answer.agent.name)
@@ -114,6 +143,7 @@ export class HeartbeatLoop {
         const early = Date.now() - sentAt
         if (mayWait && !news && early < MIN_POLL_MS) await sleep(MIN_POLL_MS - early, this.wakeSignal())
       } catch (err) {
+        unwatch()
         if (poll.signal.aborted && !quit.aborted) {
           outbox.putBack(reports)
           continue // woken: nothing lost, go again
@@ -140,15 +170,20 @@ export class HeartbeatLoop {
           }
           // Our own request is wrong (a bug, or a result the service will not take): the
           // reports are dropped, not resent forever.
-          logger.error('heartbeat refused; its reports are dropped', { code: err.code, detail: err.detail })
+          const delay = backoffMs(refusals++, Math.min(BACKOFF_MAX_MS, this.intervalSeconds * 1000))
+          logger.error('heartbeat refused; its reports are dropped', {
+            code: err.code,
+            detail: err.detail,
+            nextInMs: delay,
+          })
+          await sleep(delay, quit)
         } else {
-          // Not answered: the reports are sent again.
+          // Not answered: the reports are sent again, after a delay never longer than a
+          // heartbeat interval (a service that comes back must hear this agent before it
+          // judges it silent). Every try says why it failed and when the next one is.
           outbox.putBack(reports)
-          if (failures === 0) logger.warn('service unreachable; retrying with backoff', { error: String(err) })
+          await retry.failed(err, quit, Math.min(BACKOFF_MAX_MS, this.intervalSeconds * 1000))
         }
-        // Never longer than a heartbeat interval: a service that comes back must hear this
-        // agent before it judges it silent.
-        await sleep(backoffMs(failures++, Math.min(BACKOFF_MAX_MS, this.intervalSeconds * 1000)), quit)
       } finally {
         if (this.poll === poll) this.poll = undefined
       }

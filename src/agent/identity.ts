@@ -8,6 +8,7 @@ import { ApiClientError, createClient, isRetryable, ok } from '../client'
 import type { Provider, RegisterCall, RegisterInput } from './api'
 import { backoffMs, sleep } from './backoff'
 import type { AgentLogger } from './log'
+import { Retrying, seconds } from './net'
 import { type AgentState, loadState, saveState } from './state'
 
 /** Why a runner gave up: its credentials or settings are refused (not a network fault). */
@@ -30,6 +31,8 @@ export interface IdentityOptions {
   slots: number
   stateDir?: string | false
   fetch?: typeof fetch
+  /** The task types it has handlers for, declared when it registers (none: not declared, so any). */
+  taskTypes: () => string[]
 }
 
 const isRegistrationToken = (t: string) => t.startsWith('acpr_')
@@ -109,31 +112,42 @@ export class Identity {
       capabilities: o.capabilities ?? [],
       labels: o.labels ?? {},
       maxConcurrentTasks: o.slots,
+      ...(o.taskTypes().length ? { taskTypes: o.taskTypes() } : {}),
     }
     const registrar = createClient({ url: o.url, token: o.token, fetch: o.fetch })
-    for (let failures = 0; ; failures++) {
+    const retry = new Retrying(this.logger, o.url, 'registration')
+    for (let held = 0; ; ) {
       if (this.quit.aborted) return
+      const unwatch = retry.watch()
       try {
         const call: RegisterCall = registrar.api.v1.agents.$post(
           { json: body },
-          { init: { signal: AbortSignal.timeout(30_000) } },
+          { init: { signal: AbortSignal.timeout(retry.timeoutMs(30_000)) } },
         )
         const agent = await ok(call)
+        unwatch()
+        retry.answered()
         this.state = { url: o.url, id: agent.id, name: agent.name, token: agent.token }
         this.keep()
         this.logger.info('registered', { agentId: agent.id, name: agent.name })
         return
       } catch (err) {
+        unwatch()
+        if (this.quit.aborted) return
         if (err instanceof ApiClientError && err.status === 409) {
           // The name is held by an agent the service still counts live (our own earlier
           // run, not yet timed out): taken over once it is offline.
-          this.logger.warn('name held by a live agent; retrying until it is offline', { name })
+          retry.answered()
+          const delay = backoffMs(held++)
+          this.logger.warn(`name held by a live agent; retrying until it is offline, next in ${seconds(delay)}`, {
+            name,
+          })
+          await sleep(delay, this.quit)
         } else if (isRetryable(err)) {
-          if (failures === 0) this.logger.warn('service unreachable; retrying', { error: String(err) })
+          await retry.failed(err, this.quit)
         } else {
           throw new AgentFatalError(`Registration refused: ${(err as Error).message}`)
         }
-        await sleep(backoffMs(failures), this.quit)
       }
     }
   }

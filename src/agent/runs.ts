@@ -33,6 +33,8 @@ export interface RunsOptions {
   cancelGraceSeconds: number
   /** The agent is stopping: a task handed to it now is refused (`agent_stopped`). */
   stopping: () => boolean
+  /** A task of a type it has no handler for was handed to it (its declaration there is stale). */
+  onDecline: (type: string) => void
 }
 
 export class Runs {
@@ -40,6 +42,8 @@ export class Runs {
   private readonly seen = new Map<string, true>()
   /** Runs that ended and are flushing their output before their report. */
   private flushing = 0
+  /** Tasks declined, by type (the first of each type is logged, the others only counted). */
+  readonly declined = new Map<string, number>()
 
   constructor(private readonly o: RunsOptions) {}
 
@@ -71,16 +75,18 @@ export class Runs {
     if (old) this.abort(old, 'stale') // an earlier attempt we still run: not ours any more
     const logger = this.o.logger.child({ taskId: task.id, attempt: task.attempt, type: task.type })
     const handler = this.o.handlers.get(task.type)
-    if (!handler || this.o.stopping()) {
-      const handled = [...this.o.handlers.keys()].join(', ') || 'none'
-      const error = handler
-        ? { code: 'agent_stopped', message: 'The agent is stopping.' }
-        : {
-            code: 'unsupported_type',
-            message: `This agent has no handler for task type "${task.type}" (it handles: ${handled}).`,
-          }
-      logger.warn('task refused', { code: error.code })
-      this.o.outbox.add({ taskId: task.id, attempt: task.attempt, status: 'failed', error })
+    if (!handler) {
+      this.decline(task)
+      return true
+    }
+    if (this.o.stopping()) {
+      logger.warn('task refused', { code: 'agent_stopped' })
+      this.o.outbox.add({
+        taskId: task.id,
+        attempt: task.attempt,
+        status: 'failed',
+        error: { code: 'agent_stopped', message: 'The agent is stopping.' },
+      })
       return true
     }
     const output = this.o.logs.open(task)
@@ -106,6 +112,33 @@ export class Runs {
         (err) => this.finish(run, { ok: false, err }),
       )
     return true
+  }
+
+  /**
+   * A task of a type this agent has no handler for (the service had a stale declaration):
+   * declined, so it goes back to the queue without spending an attempt and is never offered
+   * to this agent again. One log line per type, the first time; the rest only counted.
+   */
+  private decline(task: Task): void {
+    const handled = [...this.o.handlers.keys()].join(', ') || 'none'
+    const seen = this.declined.get(task.type) ?? 0
+    this.declined.set(task.type, seen + 1)
+    if (seen === 0) {
+      this.o.logger.warn(
+        `declining tasks of type ${task.type}: no handler (first seen ${new Date().toISOString()}, task ${task.id}); this agent runs: ${handled}`,
+        { type: task.type },
+      )
+    }
+    this.o.outbox.add({
+      taskId: task.id,
+      attempt: task.attempt,
+      status: 'declined',
+      error: {
+        code: 'unsupported_type',
+        message: `This agent has no handler for task type "${task.type}" (it handles: ${handled}).`,
+      },
+    })
+    this.o.onDecline(task.type)
   }
 
   /** The service cancelled the task: its run is asked to stop. Whether that is news. */
@@ -174,7 +207,7 @@ export class Runs {
     this.runs.delete(run.task.id)
     const report = endReport(run.task, run.reason, outcome)
     run.logger.info(report.status === 'completed' ? 'task completed' : `task ${report.status}`, {
-      ...(report.error ? { code: report.error.code } : {}),
+      ...(report.error ? { code: report.error.code, error: report.error.message.slice(0, 300) } : {}),
     })
     // Its output goes first (a follower's stream ends with the attempt), for a few seconds
     // at most; then the report.

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { statSync } from 'node:fs'
 import { ShellPayload } from '../domain/shell'
 import { recordGroup } from './groups'
 import { type Handler, TaskError } from './handler'
@@ -79,7 +80,10 @@ export function shellHandler(options: ShellOptions = {}): Handler {
       // the task's log as it comes and into the tail of the result.
       const out = new TextDecoder()
       const err = new TextDecoder()
-      ctx.log(`[agent] started: ${typeof command === 'string' ? command : JSON.stringify(command)}\n`, 'system')
+      // Said once it has started (before any of its output: that is read later).
+      child.once('spawn', () =>
+        ctx.log(`[agent] started: ${typeof command === 'string' ? command : JSON.stringify(command)}\n`, 'system'),
+      )
       child.stdout.on('data', (b: Buffer) => {
         tail.push(b)
         ctx.log(out.decode(b, { stream: true }), 'stdout')
@@ -106,16 +110,30 @@ export function shellHandler(options: ShellOptions = {}): Handler {
       }
       if (ctx.signal.aborted) stop()
       else ctx.signal.addEventListener('abort', stop, { once: true })
-      child.on('error', (err) => {
+      // The only 'error' here: it could not start (no such program or directory, not
+      // executable, …). Its 'close' follows, with the negated errno as a status: not an exit.
+      child.on('error', (e: NodeJS.ErrnoException) => {
         forget()
         ctx.signal.removeEventListener('abort', stop)
         clearTimeout(killTimer)
-        reject(new TaskError('spawn_failed', `Could not start ${JSON.stringify(file)}: ${err.message}`))
+        const code = e.code ?? 'unknown'
+        const why = notStarted(code, file, cwd)
+        ctx.log(`[agent] could not start: ${code} (${why})\n`, 'system')
+        ctx.logger.warn(`could not start: ${code} (${why})`)
+        reject(
+          new TaskError('spawn_failed', `Could not start: ${code} (${why}).`, {
+            exitCode: null,
+            signal: null,
+            outputTail: '',
+            spawnError: code,
+          }),
+        )
       })
       // Whatever the command left running in its group goes with it (and so lets go of
       // the pipes, or 'close' would wait for it).
       child.on('exit', () => group('SIGKILL'))
       child.on('close', (exitCode, signal) => {
+        if (child.pid === undefined) return // never started: said by 'error'
         forget()
         ctx.signal.removeEventListener('abort', stop)
         clearTimeout(killTimer)
@@ -129,4 +147,22 @@ export function shellHandler(options: ShellOptions = {}): Handler {
       })
     })
   }
+}
+
+/** Why a command could not start, from the spawn error's code. */
+function notStarted(code: string, file: string, cwd: string | undefined): string {
+  const dirMissing = () => {
+    if (!cwd) return false
+    try {
+      return !statSync(cwd).isDirectory()
+    } catch {
+      return true
+    }
+  }
+  if ((code === 'ENOENT' || code === 'ENOTDIR') && dirMissing()) return `no directory ${JSON.stringify(cwd)} (cwd)`
+  if (code === 'ENOENT')
+    return file.includes('/') ? `no program ${JSON.stringify(file)}` : `no program ${JSON.stringify(file)} on PATH`
+  if (code === 'EACCES') return `${JSON.stringify(file)} is not executable, or a directory on its way is not accessible`
+  if (code === 'E2BIG') return 'its arguments and environment are too large'
+  return `${JSON.stringify(file)}`
 }

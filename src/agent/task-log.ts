@@ -2,10 +2,12 @@
  * Task output on its way to the service (log shipping).
  *
  * `TaskLog`, one attempt's output: written as it comes, numbered (`seq`), coalesced into
- * chunks and sent every `flushMs` (or at once past `batchChars`), one request at a time.
- * Chunks are dropped from memory only once the service has them, so an outage costs nothing
- * but memory (bounded by `maxChars`: past it the oldest unsent output goes, and a system
- * line says how much); a resend is harmless (the service skips a seq it has).
+ * chunks that end at line ends where the lines fit, and sent every `flushMs` (or at once past
+ * `batchChars`), one request at a time. Chunks are dropped from memory only once the service
+ * has them, so an outage costs nothing but memory, bounded by `maxChars`: past it the oldest
+ * unsent output goes, whole lines of it, and a system line stands in the gap, counting the
+ * bytes and lines it replaced (a gap that grows keeps one line, with the sum). A resend is
+ * harmless (the service skips a seq it has).
  *
  * `LogShipper`, an agent's task logs: one per attempt, each batch sent through the API.
  */
@@ -36,6 +38,14 @@ export interface TaskLogOptions {
   maxChars?: number
 }
 
+/** What a drop marker stands for. */
+interface Gap {
+  bytes: number
+  lines: number
+}
+
+const STREAMS: readonly LogStream[] = ['stdout', 'stderr', 'system']
+
 export class TaskLog {
   private seq = 0
   private pending: LogChunk[] = []
@@ -43,8 +53,11 @@ export class TaskLog {
   private inflight = 0
   private timer?: NodeJS.Timeout
   private sending?: Promise<void>
-  private droppedChars = 0
   private failures = 0
+  /** The chunks that are drop markers, and the gap each stands for. */
+  private readonly gaps = new WeakMap<LogChunk, Gap>()
+  /** Per stream: the output already stored (or given up) ends inside a line. */
+  private readonly leftOpen: Record<LogStream, boolean> = { stdout: false, stderr: false, system: false }
   /** Not ours any more (or closed): everything is dropped, nothing more is sent. */
   dead = false
   private readonly o: Required<TaskLogOptions>
@@ -70,23 +83,43 @@ export class TaskLog {
     return this.pending.length === 0
   }
 
+  /**
+   * Appends output. A chunk ends where a line ends when the lines fit (a line longer than a
+   * chunk is cut), so that dropping whole chunks drops whole lines.
+   */
   write(data: string, stream: LogStream = 'system'): void {
     if (this.dead || data.length === 0) return
     const at = new Date().toISOString()
-    for (let i = 0; i < data.length; i += this.o.chunkChars) {
-      const piece = data.slice(i, i + this.o.chunkChars)
+    const max = this.o.chunkChars
+    let rest = data
+    while (rest.length > 0) {
       const last = this.pending.at(-1)
-      if (
-        last &&
+      let open =
+        last !== undefined &&
         this.pending.length > this.inflight &&
         last.stream === stream &&
-        last.data.length + piece.length <= this.o.chunkChars
-      ) {
-        last.data += piece
-      } else {
-        this.pending.push({ seq: this.seq++, stream, data: piece, at })
+        !this.gaps.has(last) &&
+        last.data.length < max
+      let room = open && last ? max - last.data.length : max
+      let n = rest.length
+      if (n > room) {
+        n = rest.lastIndexOf('\n', room - 1) + 1 // the whole lines that fit
+        if (n === 0 && open) {
+          // None fits in the open chunk: the next line starts a chunk of its own.
+          open = false
+          room = max
+          n = rest.length <= room ? rest.length : rest.lastIndexOf('\n', room - 1) + 1
+        }
+        if (n === 0) n = room // one line longer than a chunk: cut
+        // Never between the halves of a character outside the BMP.
+        const code = rest.charCodeAt(n - 1)
+        if (n > 1 && n < rest.length && code >= 0xd800 && code <= 0xdbff) n--
       }
+      const piece = rest.slice(0, n)
+      if (open && last) last.data += piece
+      else this.pending.push({ seq: this.seq++, stream, data: piece, at })
       this.chars += piece.length
+      rest = rest.slice(n)
     }
     this.bound()
     if (this.chars - this.inflightChars() >= this.o.batchChars) void this.flush()
@@ -138,20 +171,81 @@ export class TaskLog {
     this.timer.unref?.()
   }
 
-  /** Past `maxChars` unsent: the oldest unsent chunks go, and a system line says so. */
+  /**
+   * Past `maxChars` unsent: the oldest unsent chunks go (never the newest: output goes on
+   * into it), whole chunks, so whole lines, and a marker takes the place (and the seq) of the
+   * first: `[agent] N bytes (M lines) of output dropped here: …`, counting this gap only. A
+   * marker still unsent at the gap's start is part of the same gap: folded into the new one.
+   * - A stream whose line began before the gap keeps its first chunk there (it ends that line).
+   * - Past the amount to drop, a stream whose dropped output ends inside a line loses the
+   *   rest of that line too (its next chunks, up to a line end); the other streams' chunks stay.
+   * Only a line longer than a chunk, or streams interleaved within a line, can still be cut.
+   */
   private bound() {
+    if (this.chars <= this.o.maxChars) return
+    // Down to 7/8 of the bound: a burst cuts a gap now and then, not at every write.
+    const need = this.chars - Math.floor(this.o.maxChars * 0.875)
+    const last = this.pending.length - 1
+    const open = this.openBefore(this.inflight)
+    const gap: Gap = { bytes: 0, lines: 0 }
+    /** Streams whose dropped output ends inside a line. */
+    const cut = new Set<LogStream>()
+    const drop = new Set<number>()
+    let first = -1
     let dropped = 0
-    while (this.chars > this.o.maxChars && this.pending.length > this.inflight + 1) {
-      const [gone] = this.pending.splice(this.inflight, 1)
-      this.chars -= gone?.data.length ?? 0
-      dropped += gone?.data.length ?? 0
+    for (let j = this.inflight; j < last; j++) {
+      const c = this.pending[j] as LogChunk
+      const marker = this.gaps.get(c)
+      if (dropped >= need) {
+        // A marker right after the gap is the same gap; else only cut lines are still dropped.
+        if (!(marker && drop.has(j - 1))) {
+          if (cut.size === 0) break
+          if (!cut.has(c.stream) || marker) continue
+        }
+      }
+      if (marker) {
+        gap.bytes += marker.bytes
+        gap.lines += marker.lines
+        dropped += c.data.length
+        drop.add(j)
+        if (first < 0) first = j
+        continue
+      }
+      if (dropped < need && open.delete(c.stream)) {
+        continue // it ends a line begun before the gap
+      }
+      drop.add(j)
+      if (first < 0) first = j
+      dropped += c.data.length
+      gap.bytes += Buffer.byteLength(c.data, 'utf8')
+      gap.lines += count(c.data, '\n')
+      if (c.data.endsWith('\n')) cut.delete(c.stream)
+      else cut.add(c.stream)
     }
-    if (dropped > 0) {
-      this.droppedChars += dropped
-      const note = `[agent: ${this.droppedChars} characters of output dropped while the service could not take them]\n`
-      this.pending.push({ seq: this.seq++, stream: 'system', data: note, at: new Date().toISOString() })
-      this.chars += note.length
+    if (first < 0) return
+    const note: LogChunk = {
+      seq: (this.pending[first] as LogChunk).seq,
+      stream: 'system',
+      data: `[agent] ${gap.bytes} bytes (${gap.lines} lines) of output dropped here: the service did not take them as fast as they came\n`,
+      at: (this.pending[first] as LogChunk).at,
     }
+    this.gaps.set(note, gap)
+    this.pending = this.pending.flatMap((c, j) => (j === first ? [note] : drop.has(j) ? [] : [c]))
+    this.chars += note.data.length - dropped
+  }
+
+  /** The streams whose output before `index` (in flight, or stored) ends inside a line. */
+  private openBefore(index: number): Set<LogStream> {
+    const open = new Set<LogStream>()
+    for (const stream of STREAMS) {
+      let ends: boolean | undefined
+      for (let j = index - 1; j >= 0 && ends === undefined; j--) {
+        const c = this.pending[j] as LogChunk
+        if (c.stream === stream) ends = c.data.endsWith('\n')
+      }
+      if (ends === undefined ? this.leftOpen[stream] : !ends) open.add(stream)
+    }
+    return open
   }
 
   private async sendAll(): Promise<void> {
@@ -184,9 +278,18 @@ export class TaskLog {
       this.failures = 0
       // 'ok' (stored) or 'drop' (refused for good): either way these are done.
       const done = this.pending.splice(0, n)
-      for (const c of done) this.chars -= c.data.length
+      for (const c of done) {
+        this.chars -= c.data.length
+        this.leftOpen[c.stream] = !c.data.endsWith('\n')
+      }
     }
   }
+}
+
+function count(text: string, ch: string): number {
+  let n = 0
+  for (let i = text.indexOf(ch); i >= 0; i = text.indexOf(ch, i + 1)) n++
+  return n
 }
 
 /** How long a finished task's report waits for its output to be stored. */
