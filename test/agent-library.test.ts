@@ -147,6 +147,16 @@ describe('Agent (library)', () => {
     expect(await taskIn(later.id, ['completed', 'failed'])).toMatchObject({ status: 'completed', result: 'reported' })
   })
 
+  it('with no handler at all declares that it runs nothing, and is handed nothing', async () => {
+    const { agent } = await agentWith({})
+    expect((await h.call('GET', `/api/v1/agents/${agent.id}`)).body.taskTypes).toEqual([])
+    const t = await h.task({ type: 'etl.load' })
+    expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body).toMatchObject({
+      status: 'pending',
+      pendingReason: 'no_agent_for_type',
+    })
+  })
+
   it('declines a task of a type it has no handler for (a stale declaration): back to the queue, no attempt spent, never handed to it again; one log line per type', async () => {
     const lines: { msg: string; type?: string }[] = []
     const logger = createLogger({ format: 'json', write: (l) => lines.push(JSON.parse(l)) })

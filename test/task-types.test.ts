@@ -53,7 +53,7 @@ describe('declaring task types', () => {
   })
 
   it('refuses a declaration that is empty, too long or names no type (422, nothing written)', async () => {
-    for (const taskTypes of [[], ['bad type'], Array.from({ length: 65 }, (_, i) => `t${i}`), ['**']]) {
+    for (const taskTypes of [['bad type'], Array.from({ length: 65 }, (_, i) => `t${i}`), ['**']]) {
       const res = await h.call('POST', '/api/v1/agents', {
         body: { name: `types-${taskTypes.length}`, provider: 'aws', taskTypes },
       })
@@ -61,9 +61,14 @@ describe('declaring task types', () => {
       expect(res.body.errors[0].path).toMatch(/^body\.taskTypes/)
     }
     const a = await h.agent()
-    const res = await beat(a, { taskTypes: [] })
+    const res = await beat(a, { taskTypes: ['ok', 'not ok'] })
     expect(res.status).toBe(422)
     expect((await h.call('GET', `/api/v1/agents/${a.id}`)).body.taskTypes).toEqual(['*'])
+    // None at all is a declaration too: it runs nothing, and is handed nothing.
+    const idle = await beat(a, { taskTypes: [] })
+    expect(idle.body.agent.taskTypes).toEqual([])
+    const t = await h.task({ type: 'etl.load' })
+    expect(await get(t.id)).toMatchObject({ status: 'pending', pendingReason: 'no_agent_for_type' })
   })
 })
 

@@ -197,7 +197,12 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       '--token on the command line can be read by every user of this host (ps); use --token-file FILE or the AGENTICCP_TOKEN environment variable instead',
     )
   }
-  if (!agent.taskTypes.includes('shell')) logger.info('shell tasks are off (start with --allow-shell to run them)')
+  if (agent.taskTypes.length === 0) {
+    logger.warn(
+      'this runner has no handlers (start it with --allow-shell to run shell tasks): it will be handed nothing',
+    )
+  } else if (!agent.taskTypes.includes('shell'))
+    logger.info('shell tasks are off (start with --allow-shell to run them)')
 
   let signals = 0
   const onSignal = (signal: NodeJS.Signals) => {

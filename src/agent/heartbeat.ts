@@ -100,11 +100,11 @@ export class HeartbeatLoop {
       if (this.lostRunsUnreported) await this.reportLostRuns()
       const reports = outbox.take()
       const status = this.status
-      // The types it runs: in the first heartbeat after start and after each change (none:
-      // nothing to declare; the service's list needs one at least).
+      // The types it runs: in the first heartbeat after start and after each change (an empty
+      // list is a declaration too: it runs nothing, and is handed nothing).
       const typesVersion = this.typesWanted
-      const taskTypes = typesVersion !== this.typesDeclared ? this.o.taskTypes() : []
-      const mayWait = reports.length === 0 && !status && !taskTypes.length && !this.wakePending
+      const taskTypes = typesVersion !== this.typesDeclared ? this.o.taskTypes() : undefined
+      const mayWait = reports.length === 0 && !status && !taskTypes && !this.wakePending
       this.wakePending = false
       // No long poll while the service is not answering: the first answer comes back at once.
       const waitSeconds =
@@ -116,7 +116,7 @@ export class HeartbeatLoop {
         runningTaskIds: runs.ids(),
         ...(reports.length ? { reports } : {}),
         ...(status ? { status } : {}),
-        ...(taskTypes.length ? { taskTypes } : {}),
+        ...(taskTypes ? { taskTypes } : {}),
         ...(waitSeconds ? { waitSeconds } : {}),
       }
       const sentAt = Date.now()

@@ -112,7 +112,7 @@ export class Identity {
       capabilities: o.capabilities ?? [],
       labels: o.labels ?? {},
       maxConcurrentTasks: o.slots,
-      ...(o.taskTypes().length ? { taskTypes: o.taskTypes() } : {}),
+      taskTypes: o.taskTypes(),
     }
     const registrar = createClient({ url: o.url, token: o.token, fetch: o.fetch })
     const retry = new Retrying(this.logger, o.url, 'registration')

@@ -45,10 +45,10 @@ const TaskType = token('type', 100).openapi({ example: 'report.generate' })
 /** The task types an agent runs: types as tasks name them, or `*` for any. */
 export const TaskTypes = z
   .array(z.union([TaskType, z.literal(ANY_TASK_TYPE)]))
-  .min(1)
   .max(64)
   .openapi({
-    description: 'The task types this agent runs; `*` runs any. Tasks of other types are never placed on it.',
+    description:
+      'The task types this agent runs; `*` runs any, and none (`[]`) runs nothing. Tasks of other types are never placed on it.',
     example: ['shell', 'report.generate'],
   })
 export const Labels = z
