@@ -778,3 +778,78 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     await wide.page.close()
   }, 60_000)
 })
+
+describe.runIf(enabled)('the dashboard for an operator: actions, search, the agent detail, failures by code', () => {
+  it('shows failures by error code for the last hour, a spike at a glance, and slots over the same agents', async () => {
+    h.clock.set(Date.now())
+    const big = await h.agent({ name: unique('spike-agent'), maxConcurrentTasks: 300 })
+    const made = await h.call('POST', '/api/v1/tasks/batch', {
+      body: {
+        tasks: Array.from({ length: 300 }, (_, i) => ({
+          name: `spike-${i}`,
+          type: 'etl.load',
+          maxAttempts: 1,
+          requirements: { agentId: big.id, labels: { scope: h.scope() } },
+        })),
+      },
+    })
+    expect(made.status).toBe(201)
+    // Placed at once, the most of them; the rest by hand.
+    const items: { id: string; attempt: number; status: string }[] = []
+    for (const t of made.body.items as typeof items)
+      items.push(
+        t.status === 'assigned'
+          ? t
+          : (await h.call('POST', '/api/v1/tasks/execute', { body: { taskId: t.id, agentId: big.id } })).body,
+      )
+    expect(items.filter((t) => t.status === 'assigned')).toHaveLength(300)
+    // Each started, then failed with the same code: one heartbeat carries every report.
+    const reports = items.flatMap((t) => [
+      { taskId: t.id, status: 'running', attempt: t.attempt },
+      { taskId: t.id, status: 'failed', attempt: t.attempt, error: { code: 'exit_127', message: 'command not found' } },
+    ])
+    const hb = await h.call('POST', '/api/v1/agents/heartbeat', {
+      token: big.token,
+      body: { agentId: big.id, reports },
+    })
+    expect(hb.status).toBe(200)
+    expect(hb.body.reports.every((r: { ok: boolean }) => r.ok)).toBe(true)
+
+    const { page, problems } = await openDashboard()
+    const rows = page.locator('#failures .fc')
+    await expect.poll(() => rows.first().getAttribute('data-code')).toBe('exit_127')
+    expect(await rows.first().locator('.n').textContent()).toBe('300')
+    // The spike's bar is the full width; every other code's is a sliver beside it.
+    const widths = await rows.locator('.b i').evaluateAll((bars) => bars.map((b) => (b as HTMLElement).style.width))
+    expect(widths[0]).toBe('100%')
+    for (const w of widths.slice(1)) expect(Number.parseFloat(w)).toBeLessThan(5)
+    const stats = (await h.call('GET', '/api/v1/tasks/statistics')).body
+    expect(
+      await page.locator('#failures .fc[data-code]').evaluateAll((r) => r.map((e) => e.getAttribute('data-code'))),
+    ).toEqual(stats.failuresByCode.codes.map((c: { code: string }) => c.code))
+    expect(await page.textContent('#fail-count')).toBe(`${stats.failuresByCode.sample} by code`)
+
+    // Slots: used and free among the online agents' slots; tasks held by the others said apart.
+    const slotsText = async () => {
+      const s = (await h.call('GET', '/api/v1/agents/statistics')).body
+      const held = Object.entries(s.activeTasksByStatus as Record<string, number>)
+        .filter(([st]) => st !== 'online')
+        .reduce((n, [, v]) => n + v, 0)
+      const fmt = (n: number) => n.toLocaleString('en-US')
+      return `${fmt(s.slots.used)} | ${fmt(s.slots.free)} free of ${fmt(s.slots.total)}${held ? ` · ${fmt(held)} more on agents not online` : ''}`
+    }
+    const drained = await h.agent({ name: unique('spike-drained'), maxConcurrentTasks: 2 })
+    await h.assignedTask(drained.id)
+    await h.call('PATCH', `/api/v1/agents/${drained.id}/status`, { body: { status: 'draining' } })
+    await expect
+      .poll(async () => `${await page.textContent('#k-slots')} | ${await page.textContent('#k-free')}`, {
+        timeout: 15_000,
+      })
+      .toBe(await slotsText())
+    expect(await page.textContent('#k-free')).toContain('more on agents not online')
+    await page.locator('#failures').scrollIntoViewIfNeeded()
+    await page.screenshot({ path: 'test-results/dashboard-failures.png' })
+    expect(problems).toEqual([])
+    await page.close()
+  }, 90_000)
+})

@@ -44,7 +44,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .kpi .v { font-size: clamp(18px, 14cqi, 26px); font-weight: 650; font-variant-numeric: tabular-nums; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
   .kpi .v small { font-size: .65em; font-weight: 550; color: var(--muted); }
   .kpi .s { color: var(--muted); font-size: 12px; }
-  .span4 { grid-column: span 4; } .span8 { grid-column: span 8; } .span6 { grid-column: span 6; } .span12 { grid-column: span 12; }
+  .span3 { grid-column: span 3; } .span9 { grid-column: span 9; } .span4 { grid-column: span 4; } .span8 { grid-column: span 8; } .span6 { grid-column: span 6; } .span12 { grid-column: span 12; }
   .thr-now { display: flex; align-items: baseline; gap: 6px 10px; flex-wrap: wrap; margin: -2px 0 10px; }
   .thr-now b { font-size: 22px; font-weight: 650; font-variant-numeric: tabular-nums; white-space: nowrap; }
   .thr-now .muted { font-size: 12px; }
@@ -60,8 +60,15 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .xaxis span { position: absolute; top: 4px; transform: translateX(-50%); white-space: nowrap; }
   .xaxis span:first-child { transform: none; } .xaxis span:last-child { transform: translateX(-100%); }
   .prio { display: grid; grid-template-columns: 24px 1fr 48px; gap: 6px 10px; align-items: center; font-size: 12px; }
-  .prio .b { height: 10px; border-radius: 5px; background: var(--panel2); overflow: hidden; }
+  .prio .b, .fc .b { height: 10px; border-radius: 5px; background: var(--panel2); overflow: hidden; }
   .prio .b i { display: block; height: 100%; background: var(--info); }
+  /* Failures by code: the commonest first, its bar the longest, in red. */
+  #failures { display: grid; gap: 6px; font-size: 12px; max-height: 300px; overflow: auto; }
+  .fc { display: grid; grid-template-columns: minmax(0, 11ch) minmax(40px, 1fr) max-content; gap: 10px; align-items: center; }
+  .fc > span:first-child { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: var(--text); }
+  .fc .b i { display: block; height: 100%; background: var(--bad); }
+  .fc.other .b i { background: var(--idle); }
+  .fc .n { text-align: right; font-variant-numeric: tabular-nums; }
   .chips { display: flex; flex-wrap: wrap; gap: 6px; margin-bottom: 10px; }
   .chip { font-size: 12px; padding: 2px 8px; border-radius: 999px; border: 1px solid var(--line); background: transparent; color: var(--muted); cursor: pointer; user-select: none; white-space: nowrap; }
   .chip.sel { color: var(--text); border-color: var(--accent); }
@@ -129,11 +136,12 @@ export const dashboardHtml = /* html */ `<!doctype html>
   #task-log .system { color: var(--muted); font-style: italic; }
   #task-log .cut { display: block; margin-bottom: 6px; padding-bottom: 6px; border-bottom: 1px dashed var(--line); color: var(--warn); font: 12px/1.4 ui-sans-serif, system-ui, sans-serif; white-space: normal; }
   #td-log-jump { margin-left: auto; padding: 1px 10px; font-size: 12px; text-transform: none; letter-spacing: 0; border-radius: 999px; }
-  @media (max-width: 1100px) { .kpis { grid-template-columns: repeat(3, minmax(0, 1fr)); } .span4, .span8, .span6 { grid-column: span 12; } }
+  @media (max-width: 1100px) { .kpis { grid-template-columns: repeat(3, minmax(0, 1fr)); } .span4, .span8, .span6, .span9, .span3.events { grid-column: span 12; } .span3 { grid-column: span 6; } }
   @media (max-width: 640px) {
     header { padding: 10px 12px; gap: 6px 12px; } header h1 .sub, #who { display: none; }
     main { padding: 12px 12px 32px; gap: 12px; }
     .kpis { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 12px; }
+    .span3 { grid-column: span 12; }
     .card { padding: 12px; }
     .fields { grid-template-columns: max-content minmax(0, 1fr); }
     .td-head { padding: 12px; } .td-body { padding: 0 12px 24px; }
@@ -161,8 +169,8 @@ export const dashboardHtml = /* html */ `<!doctype html>
     <div class="card kpi"><h2>Done · last hour</h2><div class="v" id="k-done">–</div><div class="s" id="k-success">–</div></div>
     <div class="card kpi"><h2 title="From creation to assignment, over the tasks finished in the last hour">Time to place</h2><div class="v" id="k-wait">–</div><div class="s" id="k-run">–</div></div>
   </section>
-  <section class="card span8">
-    <h2>Throughput <span class="count muted">tasks completed per minute, last hour</span></h2>
+  <section class="card span6">
+    <h2>Throughput <span class="count muted">completed per minute, last hour</span></h2>
     <div class="thr-now"><b id="thr-now">–</b><span class="muted" id="thr-note"></span></div>
     <div class="chart" id="thr-chart" role="img" aria-label="Tasks completed per minute over the last hour">
       <div class="yaxis" id="thr-y"></div>
@@ -170,15 +178,19 @@ export const dashboardHtml = /* html */ `<!doctype html>
       <div class="xaxis" id="thr-x"></div>
     </div>
   </section>
-  <section class="card span4"><h2>Queue by priority</h2><div class="prio" id="prio"></div></section>
-  <section class="card span8">
+  <section class="card span3" aria-labelledby="fail-title">
+    <h2 title="Tasks that ended failed or timed out in the last hour (the newest 10,000), per error code"><span id="fail-title">Failures · last hour</span> <span class="count muted" id="fail-count"></span></h2>
+    <div id="failures"></div>
+  </section>
+  <section class="card span3"><h2>Queue by priority</h2><div class="prio" id="prio"></div></section>
+  <section class="card span9">
     <h2>Fleet <span class="count muted" id="fleet-count"></span></h2>
     <div class="chips" id="agent-chips"></div>
     <input id="filter" placeholder="Filter by name, provider, region, capability…" style="width:100%;margin-bottom:8px">
     <div class="scroll"><table><thead><tr><th>Agent</th><th>Status</th><th>Provider · region</th><th>Load</th><th>Capabilities</th><th>Last heartbeat</th></tr></thead><tbody id="agents"></tbody></table></div>
     <div class="pager"><span id="page-info"></span><button id="prev" type="button">‹</button><button id="next" type="button">›</button></div>
   </section>
-  <section class="card span4"><h2>Live events <span class="count muted" id="ev-count"></span></h2><div id="log" class="scroll"></div></section>
+  <section class="card span3 events"><h2>Live events <span class="count muted" id="ev-count"></span></h2><div id="log" class="scroll"></div></section>
   <section class="card span12">
     <h2>Tasks <span class="count muted" id="task-count"></span></h2>
     <div class="chips" id="task-chips" role="group" aria-label="Show tasks by status"></div>

@@ -82,7 +82,10 @@ export interface LogChunk {
 export interface AgentStatistics {
   total: number
   byStatus: Record<string, number>
+  /** Over the online agents alone: total, used and free. */
   slots: { used: number; free: number; total: number }
+  /** Tasks held per agent status (online: slots.used). */
+  activeTasksByStatus: Record<string, number>
 }
 
 export interface TaskStatistics {
@@ -97,4 +100,6 @@ export interface TaskStatistics {
   }
   durationSeconds: { p50: number | null }
   createToAssignedSeconds: { p50: number | null; p95: number | null }
+  /** Failed or timed-out in the last hour, per error code: the commonest, most first. */
+  failuresByCode: { codes: { code: string; count: number }[]; other: number; sample: number }
 }
