@@ -779,7 +779,159 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
   }, 60_000)
 })
 
-describe.runIf(enabled)('the dashboard for an operator: actions, search, the agent detail, failures by code', () => {
+/** Whether a dialog (`#task-detail`, `#agent-detail`, `#confirm`) is open. */
+const isOpen = (page: Page, id: string) => page.locator(`#${id}`).evaluate((d: HTMLDialogElement) => d.open)
+
+describe.runIf(enabled)('the dashboard for an operator: search, the agent detail, failures by code', () => {
+  it('finds tasks by id, by type, or by the start of their name in any case, and keeps the search live', async () => {
+    h.clock.set(Date.now())
+    const u = unique('find')
+    const t1 = await h.pendingTask({ name: `${u}-alpha-1`, type: `findtype.${u}` })
+    const t2 = await h.pendingTask({ name: `${u}-Alpha-2`, type: 'other.type' })
+    const t3 = await h.pendingTask({ name: `${u}-beta`, type: `findtype.${u}` })
+    const t4 = await h.pendingTask({ name: `x-${u}`, type: 'other.type' })
+    const { page, problems } = await openDashboard()
+    const reads: string[] = []
+    page.on('request', (r) => reads.push(decodeURIComponent(new URL(r.url()).pathname + new URL(r.url()).search)))
+    const shown = () =>
+      page.locator('#tasks tr[data-task-id]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-task-id')))
+    const find = async (q: string) => {
+      await page.fill('#task-search', q)
+      await page.press('#task-search', 'Enter')
+    }
+
+    await find(`${u.toUpperCase()}-ALPHA`)
+    await expect.poll(shown).toEqual([t2.id, t1.id])
+    expect(reads).toContain(`/api/v1/tasks?limit=60&name=${u.toUpperCase()}-ALPHA`)
+    expect(await page.textContent('#task-count')).toBe('2 found')
+    await find(`findtype.${u}`)
+    await expect.poll(shown).toEqual([t3.id, t1.id])
+    expect(reads).toContain(`/api/v1/tasks?limit=60&type=findtype.${u}`)
+    await find(` ${t4.id.toUpperCase()} `)
+    await expect.poll(shown).toEqual([t4.id])
+    expect(reads).toContain(`/api/v1/tasks/${t4.id}`)
+    // A found task opens like any other.
+    await page.click(`#tasks tr[data-task-id="${t4.id}"]`)
+    await expect.poll(() => page.textContent('#td-title')).toBe(`x-${u}`)
+    await page.keyboard.press('Escape')
+    await find(`${u}-nothing`)
+    await expect
+      .poll(() => page.textContent('#tasks'))
+      .toContain(`No task has the type “${u}-nothing” or a name starting with it`)
+
+    // Live: a task created that matches joins; one that does not, stays out.
+    await find(`${u}-alpha`)
+    await expect.poll(shown).toEqual([t2.id, t1.id])
+    const miss = await h.pendingTask({ name: `${u}-gamma` })
+    const hit = await h.pendingTask({ name: `${u}-ALPHA-3` })
+    await expect.poll(shown, { timeout: 15_000 }).toEqual([hit.id, t2.id, t1.id])
+    expect(await shown()).not.toContain(miss.id)
+    // Typing (no Enter) searches too, after a pause; emptied, the table shows the newest again.
+    await page.fill('#task-search', '')
+    await expect.poll(async () => (await shown()).length).toBeGreaterThan(5)
+    expect(await page.textContent('#task-count')).toMatch(/^\d+ newest/)
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
+
+  it('opens an agent’s detail: its settings, last metrics, running tasks and newest failures, live; tasks open from it and it from a task', async () => {
+    h.clock.set(Date.now())
+    const c = await h.agent({
+      name: unique('drawer-agent'),
+      capabilities: ['cpu', 'gpu'],
+      maxConcurrentTasks: 3,
+      labels: { zone: 'z1' },
+      description: 'the <b>drawer</b> agent',
+    })
+    const metrics = { cpu: 0.42, memoryMb: 2048, disk: { freeGb: 12 } }
+    expect(
+      (await h.call('POST', '/api/v1/agents/heartbeat', { token: c.token, body: { agentId: c.id, metrics } })).status,
+    ).toBe(200)
+    const run = await h.assignedTask(c.id, { name: 'drawer-running', type: 'drawer.run' })
+    await h.report(run.id, c.token, { status: 'running', attempt: run.attempt, progress: 20 })
+    const fail = async (name: string, code: string) => {
+      const t = await h.assignedTask(c.id, { name, maxAttempts: 1 })
+      await h.report(t.id, c.token, { status: 'failed', attempt: t.attempt, error: { code, message: `${name} broke` } })
+      h.clock.advance(1000)
+      return t
+    }
+    const older = await fail('drawer-fail-old', 'exit_7')
+    const newer = await fail('drawer-fail-new', 'oom')
+    const { page, problems } = await openDashboard()
+    const field = (k: string) => page.locator(`#ad-fields [data-field="${k}"]`).textContent()
+    const ids = (sel: string) =>
+      page.locator(`${sel} tr[data-task-id]`).evaluateAll((r) => r.map((e) => e.getAttribute('data-task-id')))
+
+    await page.click(`#agents tr[data-agent-id="${c.id}"]`)
+    await expect.poll(() => isOpen(page, 'agent-detail')).toBe(true)
+    expect(await page.textContent('#ad-title')).toBe(c.name)
+    expect(await page.textContent('#ad-id')).toBe(c.id)
+    await expect.poll(() => ids('#ad-running')).toEqual([run.id])
+    expect(await field('status')).toBe('online')
+    expect(await field('load')).toBe('1 of 3 slots')
+    expect(await field('capabilities')).toBe('cpu, gpu')
+    expect(await field('labels')).toContain('zone=z1')
+    expect(await field('description')).toBe('the <b>drawer</b> agent')
+    expect(await field('lastHeartbeatAt')).toMatch(/ago\)$/)
+    expect(JSON.parse((await page.textContent('#ad-metrics')) ?? '')).toEqual(metrics)
+    expect(await page.locator('#ad-running tr').first().locator('td').allTextContents()).toEqual([
+      'drawer-running',
+      'running',
+      'drawer.run',
+      '1/3',
+      '20%',
+      expect.stringMatching(/ago$/),
+    ])
+    // Failures: the newest first, with their error.
+    expect(await ids('#ad-failures')).toEqual([newer.id, older.id])
+    expect(await page.locator('#ad-failures tr').first().locator('td').nth(2).textContent()).toBe(
+      'oom: drawer-fail-new broke',
+    )
+
+    // Live: work placed on it appears.
+    const more = await h.assignedTask(c.id, { name: 'drawer-more' })
+    await expect.poll(() => ids('#ad-running'), { timeout: 15_000 }).toEqual([more.id, run.id])
+    await expect.poll(() => field('load')).toBe('2 of 3 slots')
+
+    // A task opens from it, over it; closed, the agent is still there.
+    await page.click(`#ad-failures tr[data-task-id="${older.id}"]`)
+    await expect.poll(() => isOpen(page, 'task-detail')).toBe(true)
+    await expect.poll(() => page.textContent('#td-title')).toBe('drawer-fail-old')
+    await page.keyboard.press('Escape')
+    await expect.poll(() => isOpen(page, 'task-detail')).toBe(false)
+    expect(await isOpen(page, 'agent-detail')).toBe(true)
+    await page.click('#ad-close')
+    await expect.poll(() => isOpen(page, 'agent-detail')).toBe(false)
+
+    // And the agent opens from a task's detail.
+    await page.click(`#tasks tr[data-task-id="${run.id}"]`)
+    await expect.poll(() => page.textContent('#td-summary [data-agent-id]')).toBe(c.name)
+    await page.click('#td-summary [data-agent-id]')
+    await expect.poll(() => isOpen(page, 'agent-detail')).toBe(true)
+    await expect.poll(() => page.textContent('#ad-title')).toBe(c.name)
+    expect(await page.locator('#agent-detail b').count()).toBe(0)
+    await page.screenshot({ path: 'test-results/dashboard-agent.png' })
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
+
+  it('names the task in the feed’s progress events, also one the table does not hold', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({ name: unique('feed-agent') })
+    const t = await h.assignedTask(a.id, { name: 'feed-progress-task' })
+    await h.report(t.id, a.token, { status: 'running', attempt: t.attempt })
+    const { page, problems } = await openDashboard()
+    // Under the "completed" filter the table holds no running task: the name is not known from it.
+    await page.click('#task-chips [data-s="completed"]')
+    await expect.poll(() => page.locator(`#tasks tr[data-task-id="${t.id}"]`).count()).toBe(0)
+    await h.report(t.id, a.token, { status: 'running', attempt: t.attempt, progress: 55 })
+    const line = page.locator(`#log > div[data-task-id="${t.id}"]`).filter({ hasText: 'task.progress' }).first()
+    await expect.poll(() => line.locator('.d').textContent(), { timeout: 15_000 }).toBe('progress 55% (attempt 1)')
+    await expect.poll(() => line.locator('.n').textContent(), { timeout: 15_000 }).toBe('feed-progress-task')
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
+
   it('shows failures by error code for the last hour, a spike at a glance, and slots over the same agents', async () => {
     h.clock.set(Date.now())
     const big = await h.agent({ name: unique('spike-agent'), maxConcurrentTasks: 300 })
@@ -852,4 +1004,84 @@ describe.runIf(enabled)('the dashboard for an operator: actions, search, the age
     expect(problems).toEqual([])
     await page.close()
   }, 90_000)
+
+  it('at 1280 px wide: no column header is clipped, in the tables or the drawers; the task’s log comes right after its status', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({
+      name: `a-rather-long-agent-name-for-a-laptop-${Date.now()}`,
+      capabilities: ['cpu', 'docker', 'playwright', 'gpu', 'cuda'],
+      region: 'ap-northeast-2',
+      maxConcurrentTasks: 12,
+    })
+    const t = await h.assignedTask(a.id, { name: 'laptop-task-with-a-long-name', type: 'some.long.task.type.name' })
+    await h.call('PATCH', `/api/v1/agents/${a.id}/status`, { body: { status: 'maintenance' } })
+    await h.report(t.id, a.token, { status: 'running', attempt: t.attempt, progress: 5 })
+    await h.report(t.id, a.token, {
+      status: 'failed',
+      attempt: t.attempt,
+      error: { code: 'exit_1', message: 'y'.repeat(300) },
+    })
+    const { page, problems } = await openDashboard({ width: 1280, height: 1000 })
+    await page.waitForFunction(() => document.querySelectorAll('#agents tr').length > 0)
+    expect(await pageOverflow(page)).toEqual({ scrollWidth: 1280, innerWidth: 1280, wide: [] })
+    for (const f of await kpiFigures(page)) expect(f).toEqual({ id: f.id, ws: 'nowrap', clipped: false })
+    /** Headers cut short (their text overflows) or out of their table's visible box. */
+    const clipped = (scope: string) =>
+      page.evaluate((scope) => {
+        const out: string[] = []
+        for (const th of document.querySelectorAll<HTMLElement>(`${scope} th`)) {
+          const box = (th.closest('.scroll, .td-body') ?? document.documentElement).getBoundingClientRect()
+          const r = th.getBoundingClientRect()
+          if (th.scrollWidth > th.clientWidth || r.left < box.left - 0.5 || r.right > box.right + 0.5)
+            out.push(th.textContent ?? '')
+        }
+        return { headers: document.querySelectorAll(`${scope} th`).length, clipped: out }
+      }, scope)
+    expect(await clipped('#fleet-table')).toEqual({ headers: 6, clipped: [] })
+    expect(await clipped('#tasks-table')).toEqual({ headers: 8, clipped: [] })
+    // Neither big table scrolls sideways at this width: every column is in sight.
+    for (const id of ['fleet-table', 'tasks-table'])
+      expect(
+        await page.locator(`#${id}`).evaluate((tb) => {
+          const box = tb.closest('.scroll') as HTMLElement
+          return box.scrollWidth <= box.clientWidth
+        }),
+      ).toBe(true)
+
+    // The task's detail: its status, then its log, then the rest.
+    await page.click(`#tasks tr[data-task-id="${t.id}"] td:nth-child(3)`)
+    await expect.poll(() => page.locator('#td-fields [data-field="status"]').textContent()).toBe('failed')
+    const order = await page.evaluate(() => {
+      const top = (sel: string) => (document.querySelector(sel) as HTMLElement).getBoundingClientRect().top
+      const next = document.querySelector('#td-summary')?.nextElementSibling
+      return {
+        afterStatus: next?.querySelector('#task-log') ? 'log' : next?.tagName,
+        statusAboveLog: top('#td-summary [data-field="status"]') < top('#task-log'),
+        logAboveType: top('#task-log') < top('#td-more [data-field="type"]'),
+      }
+    })
+    expect(order).toEqual({ afterStatus: 'log', statusAboveLog: true, logAboveType: true })
+    expect(
+      await page.evaluate(() => {
+        const body = document.querySelector('#task-detail .td-body') as HTMLElement
+        return body.scrollWidth > body.clientWidth
+      }),
+    ).toBe(false)
+    await page.screenshot({ path: 'test-results/dashboard-detail-1280.png' })
+    await page.keyboard.press('Escape')
+
+    // The agent's detail, with its tables.
+    await page.click(`#agents tr[data-agent-id="${a.id}"]`)
+    await expect.poll(() => page.locator('#ad-failures tr[data-task-id]').count()).toBe(1)
+    expect(await clipped('#agent-detail')).toEqual({ headers: 10, clipped: [] })
+    expect(
+      await page.evaluate(() => {
+        const body = document.querySelector('#agent-detail .td-body') as HTMLElement
+        return body.scrollWidth > body.clientWidth
+      }),
+    ).toBe(false)
+    await page.screenshot({ path: 'test-results/dashboard-agent-1280.png' })
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
 })

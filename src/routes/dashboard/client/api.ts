@@ -1,8 +1,7 @@
 /**
  * The API, read with the operator's token. `apiFetch` is the one place that puts the token
- * on a request: plain reads and the event streams (the fleet's, a task log's) alike. The
- * streams are read with fetch, not EventSource, so the token travels in the Authorization
- * header and never in a URL (which access logs would keep).
+ * on a request: plain reads and the event streams (the fleet's, a task log's) alike. The streams are read with fetch, not EventSource, so the token travels in
+ * the Authorization header and never in a URL (which access logs would keep).
  */
 const API = '/api/v1'
 const TOKEN_KEY = 'agenticcp.token'
@@ -16,6 +15,17 @@ export const currentToken = () => token
 export function saveToken(value: string) {
   token = value
   localStorage.setItem(TOKEN_KEY, value)
+}
+
+/** What the token says of itself (its payload, not verified): for display only. */
+export function tokenClaims(): { sub?: string; role?: string } {
+  try {
+    const part = (token.split('.')[1] ?? '').replace(/-/g, '+').replace(/_/g, '/')
+    const claims: unknown = JSON.parse(atob(part))
+    return claims && typeof claims === 'object' ? claims : {}
+  } catch {
+    return {}
+  }
 }
 
 /** What to do when the API refuses the token (401 or 403): the page asks for another. */

@@ -7,13 +7,21 @@ export interface Page<T> {
 export interface Agent {
   id: string
   name: string
+  description: string | null
   status: string
   provider: string
   region: string | null
   capabilities: string[]
+  labels: Record<string, string>
+  /** The task types it runs, where the API says (absent: any). */
+  taskTypes?: string[]
   activeTasks: number
   maxConcurrentTasks: number
   lastHeartbeatAt: string | null
+  lastMetrics: Record<string, unknown> | null
+  version: number
+  createdAt: string
+  updatedAt: string
 }
 
 export interface Task {
