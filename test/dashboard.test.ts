@@ -129,16 +129,19 @@ beforeAll(async () => {
   await launched
 }, 120_000)
 
-/** A page on the dashboard, connected with a viewer token; `problems` collects page errors. */
-async function openDashboard(viewport = { width: 1440, height: 1100 }) {
+/** A page on the dashboard, connected with a viewer token (or `role`'s); `problems` collects page errors. */
+async function openDashboard(viewport = { width: 1440, height: 1100 }, role: 'viewer' | 'operator' = 'viewer') {
   const page = await (browser as Browser).newPage({ viewport })
   const problems: string[] = []
   page.on('pageerror', (e) => problems.push(e.message))
   page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(m.text())
+    // An operator's refused action (a 4xx) is logged by the browser too; the page shows it in its dialog.
+    const refused =
+      role === 'operator' && /^Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())
+    if (m.type() === 'error' && !refused) problems.push(m.text())
   })
   await page.goto(`${base}/dashboard`)
-  await page.fill('#token', await h.token('viewer', 'dashboard-viewer'))
+  await page.fill('#token', await h.token(role, `dashboard-${role}`))
   await page.click('#connect')
   await page.waitForSelector('#live.on', { timeout: 15_000 })
   await page.waitForFunction(() => document.querySelector('#task-count')?.textContent)
@@ -782,7 +785,199 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
 /** Whether a dialog (`#task-detail`, `#agent-detail`, `#confirm`) is open. */
 const isOpen = (page: Page, id: string) => page.locator(`#${id}`).evaluate((d: HTMLDialogElement) => d.open)
 
-describe.runIf(enabled)('the dashboard for an operator: search, the agent detail, failures by code', () => {
+/** Clicks an action's button, waits for its confirmation, and answers it (`#cf-ok` or `#cf-cancel`). */
+async function act(page: Page, button: string, answer: 'ok' | 'cancel' = 'ok') {
+  await page.click(button)
+  await expect.poll(() => isOpen(page, 'confirm')).toBe(true)
+  await page.click(`#cf-${answer}`)
+}
+
+/** The writes a page made (method, path and query, and whether they carried `token`). */
+function writesOf(page: Page, token: string) {
+  const writes: string[] = []
+  page.on('request', (r) => {
+    if (r.method() === 'GET') return
+    const u = new URL(r.url())
+    writes.push(
+      `${r.method()} ${u.pathname}${u.search}${r.headers().authorization === `Bearer ${token}` ? '' : ' (no token)'}`,
+    )
+  })
+  return writes
+}
+
+describe.runIf(enabled)('the dashboard for an operator: actions, search, the agent detail, failures by code', () => {
+  it('lets an operator cancel and retry a task, each confirmed first, and shows the API’s refusal', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({ name: unique('act-agent'), maxConcurrentTasks: 4 })
+    const waiting = await h.pendingTask({ name: 'act-waiting' })
+    const running = await h.assignedTask(a.id, { name: 'act-running' })
+    await h.report(running.id, a.token, { status: 'running', attempt: running.attempt })
+    const failed = await h.assignedTask(a.id, { name: 'act-failed', maxAttempts: 1 })
+    await h.report(failed.id, a.token, {
+      status: 'failed',
+      attempt: failed.attempt,
+      error: { code: 'x', message: 'no' },
+    })
+    const { page, problems } = await openDashboard(undefined, 'operator')
+    const writes = writesOf(page, await h.token('operator', 'dashboard-operator'))
+    const field = (k: string) => page.locator(`#td-fields [data-field="${k}"]`).textContent()
+    const actions = () =>
+      page.locator('#td-actions [data-action]').evaluateAll((b) => b.map((e) => e.getAttribute('data-action')))
+    const apiTask = async (id: string) => (await h.call('GET', `/api/v1/tasks/${id}`)).body
+
+    // A pending task: cancel only. Kept as is, nothing happens; confirmed, it is cancelled.
+    await page.click(`#tasks tr[data-task-id="${waiting.id}"]`)
+    await expect.poll(() => field('status')).toBe('pending')
+    expect(await actions()).toEqual(['cancel'])
+    await act(page, '#td-actions [data-action="cancel"]', 'cancel')
+    await expect.poll(() => isOpen(page, 'confirm')).toBe(false)
+    expect((await apiTask(waiting.id)).status).toBe('pending')
+    await act(page, '#td-actions [data-action="cancel"]')
+    expect(await page.textContent('#cf-title')).toBe('Cancel “act-waiting”?')
+    await expect.poll(() => isOpen(page, 'confirm')).toBe(false)
+    expect((await apiTask(waiting.id)).status).toBe('cancelled')
+    await expect.poll(() => field('status')).toBe('cancelled')
+    // Cancelled, it may be retried: back to pending.
+    await expect.poll(actions).toEqual(['retry'])
+    await act(page, '#td-actions [data-action="retry"]')
+    await expect.poll(() => field('status')).toBe('pending')
+    expect((await apiTask(waiting.id)).status).toBe('pending')
+    await page.keyboard.press('Escape')
+    await expect.poll(() => isOpen(page, 'task-detail')).toBe(false)
+
+    // A running task: its agent is asked to stop it.
+    await page.click(`#tasks tr[data-task-id="${running.id}"]`)
+    await expect.poll(() => field('status')).toBe('running')
+    await act(page, '#td-actions [data-action="cancel"]')
+    await expect.poll(() => field('status')).toBe('running · cancel requested')
+    expect(await apiTask(running.id)).toMatchObject({ status: 'running', cancelRequested: true })
+    await expect.poll(actions).toEqual([])
+    await page.keyboard.press('Escape')
+
+    // Refused: the task was retried elsewhere meanwhile; the dialog stays open with the API's words.
+    await page.click(`#tasks tr[data-task-id="${failed.id}"]`)
+    await expect.poll(() => field('status')).toBe('failed')
+    expect(await actions()).toEqual(['retry'])
+    expect((await h.call('POST', `/api/v1/tasks/${failed.id}/retry`)).status).toBe(200)
+    await act(page, '#td-actions [data-action="retry"]')
+    await expect.poll(() => page.locator('#cf-err').isVisible()).toBe(true)
+    expect(await page.textContent('#cf-err')).toBe(
+      'The task is pending; only failed, cancelled or timed-out tasks can be retried.',
+    )
+    expect(await page.getAttribute('#cf-err', 'data-code')).toBe('invalid_transition')
+    expect(await isOpen(page, 'confirm')).toBe(true)
+    await page.click('#cf-cancel')
+    await expect.poll(() => isOpen(page, 'confirm')).toBe(false)
+    // The detail caught up with the move made elsewhere: cancel is offered now.
+    await expect.poll(() => field('status')).toBe('pending')
+    await expect.poll(actions).toEqual(['cancel'])
+
+    // Every write went through the page's one fetch, with the operator's token, and only on a confirm.
+    expect(writes).toEqual([
+      `POST /api/v1/tasks/${waiting.id}/cancel`,
+      `POST /api/v1/tasks/${waiting.id}/retry`,
+      `POST /api/v1/tasks/${running.id}/cancel`,
+      `POST /api/v1/tasks/${failed.id}/retry`,
+    ])
+    expect(problems).toEqual([])
+    await page.close()
+  }, 90_000)
+
+  it('lets an operator drain an agent, set it to maintenance and online, and delete it, forcing when it holds tasks', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({ name: unique('act-fleet'), maxConcurrentTasks: 2 })
+    for (const n of [1, 2]) {
+      const t = await h.assignedTask(a.id, { name: `held-${n}` })
+      await h.report(t.id, a.token, { status: 'running', attempt: t.attempt })
+    }
+    const other = await h.agent({ name: unique('act-gone') })
+    const { page, problems } = await openDashboard(undefined, 'operator')
+    const writes = writesOf(page, await h.token('operator', 'dashboard-operator'))
+    const field = (k: string) => page.locator(`#ad-fields [data-field="${k}"]`).textContent()
+    const actions = () =>
+      page.locator('#ad-actions [data-action]').evaluateAll((b) => b.map((e) => e.getAttribute('data-action')))
+    const apiStatus = async () => (await h.call('GET', `/api/v1/agents/${a.id}`)).body.status
+    const row = page.locator(`#agents tr[data-agent-id="${a.id}"]`)
+
+    await row.click()
+    await expect.poll(() => isOpen(page, 'agent-detail')).toBe(true)
+    await expect.poll(() => field('status')).toBe('online')
+    expect(await actions()).toEqual(['drain', 'maintenance', 'delete'])
+    for (const [action, status, offered] of [
+      ['drain', 'draining', ['maintenance', 'online', 'delete']],
+      ['maintenance', 'maintenance', ['drain', 'online', 'delete']],
+      ['online', 'online', ['drain', 'maintenance', 'delete']],
+    ] as const) {
+      await act(page, `#ad-actions [data-action="${action}"]`)
+      await expect.poll(() => field('status')).toBe(status)
+      expect(await apiStatus()).toBe(status)
+      await expect.poll(actions).toEqual(offered)
+      // The fleet table follows.
+      await expect.poll(() => row.locator('.st').textContent()).toBe(status)
+    }
+
+    // Delete: refused while it holds tasks, the dialog says so and offers to force it.
+    await act(page, '#ad-actions [data-action="delete"]')
+    await expect.poll(() => page.textContent('#cf-ok')).toBe('Delete and requeue its tasks')
+    expect(await page.textContent('#cf-err')).toBe(
+      'The agent holds 2 assigned or running task(s); pass force=true to put them back to pending.',
+    )
+    expect(await apiStatus()).toBe('online')
+    await page.screenshot({ path: 'test-results/dashboard-confirm.png' })
+    await page.click('#cf-ok')
+    await expect.poll(() => isOpen(page, 'confirm')).toBe(false)
+    await expect.poll(() => page.textContent('#ad-note')).toBe('This agent was deleted.')
+    expect(await actions()).toEqual([])
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`)).status).toBe(404)
+    await expect.poll(() => row.count()).toBe(0)
+    await page.keyboard.press('Escape')
+
+    // Refused: an agent deleted elsewhere meanwhile (404), in the API's words.
+    await page.click(`#agents tr[data-agent-id="${other.id}"]`)
+    await expect.poll(() => field('status')).toBe('online')
+    expect((await h.call('DELETE', `/api/v1/agents/${other.id}`)).status).toBe(204)
+    await act(page, '#ad-actions [data-action="drain"]')
+    await expect.poll(() => page.textContent('#cf-err')).toBe(`No agent with id ${other.id}.`)
+    expect(await page.getAttribute('#cf-err', 'data-code')).toBe('not_found')
+    await page.keyboard.press('Escape')
+    await expect.poll(() => isOpen(page, 'confirm')).toBe(false)
+
+    expect(writes).toEqual([
+      `PATCH /api/v1/agents/${a.id}/status`,
+      `PATCH /api/v1/agents/${a.id}/status`,
+      `PATCH /api/v1/agents/${a.id}/status`,
+      `DELETE /api/v1/agents/${a.id}`,
+      `DELETE /api/v1/agents/${a.id}?force=true`,
+      `PATCH /api/v1/agents/${other.id}/status`,
+    ])
+    expect(problems).toEqual([])
+    await page.close()
+  }, 90_000)
+
+  it('offers a viewer no action, on a task or an agent', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({ name: unique('view-agent') })
+    const t = await h.assignedTask(a.id, { name: 'view-failed', maxAttempts: 1 })
+    await h.report(t.id, a.token, { status: 'failed', attempt: t.attempt, error: { code: 'x', message: 'no' } })
+    const p = await h.pendingTask({ name: 'view-pending' })
+    const { page, problems } = await openDashboard()
+    for (const id of [t.id, p.id]) {
+      await page.click(`#tasks tr[data-task-id="${id}"]`)
+      await expect.poll(() => page.textContent('#td-title')).toBe(id === t.id ? 'view-failed' : 'view-pending')
+      await expect.poll(() => page.locator('#td-fields [data-field="status"]').textContent()).toMatch(/failed|pending/)
+      expect(await page.locator('#td-actions button').count()).toBe(0)
+      await page.keyboard.press('Escape')
+    }
+    await page.click(`#agents tr[data-agent-id="${a.id}"]`)
+    await expect.poll(() => page.locator('#ad-fields [data-field="status"]').textContent()).toBe('online')
+    await expect.poll(() => page.locator('#ad-failures tr[data-task-id]').count()).toBe(1)
+    expect(await page.locator('#ad-actions button').count()).toBe(0)
+    expect(await page.locator('[data-action]').count()).toBe(0)
+    expect(await isOpen(page, 'confirm')).toBe(false)
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
+
   it('finds tasks by id, by type, or by the start of their name in any case, and keeps the search live', async () => {
     h.clock.set(Date.now())
     const u = unique('find')
@@ -1021,7 +1216,7 @@ describe.runIf(enabled)('the dashboard for an operator: search, the agent detail
       attempt: t.attempt,
       error: { code: 'exit_1', message: 'y'.repeat(300) },
     })
-    const { page, problems } = await openDashboard({ width: 1280, height: 1000 })
+    const { page, problems } = await openDashboard({ width: 1280, height: 1000 }, 'operator')
     await page.waitForFunction(() => document.querySelectorAll('#agents tr').length > 0)
     expect(await pageOverflow(page)).toEqual({ scrollWidth: 1280, innerWidth: 1280, wide: [] })
     for (const f of await kpiFigures(page)) expect(f).toEqual({ id: f.id, ws: 'nowrap', clipped: false })
@@ -1070,10 +1265,11 @@ describe.runIf(enabled)('the dashboard for an operator: search, the agent detail
     await page.screenshot({ path: 'test-results/dashboard-detail-1280.png' })
     await page.keyboard.press('Escape')
 
-    // The agent's detail, with its tables.
+    // The agent's detail, with its tables and actions.
     await page.click(`#agents tr[data-agent-id="${a.id}"]`)
     await expect.poll(() => page.locator('#ad-failures tr[data-task-id]').count()).toBe(1)
     expect(await clipped('#agent-detail')).toEqual({ headers: 10, clipped: [] })
+    expect(await page.locator('#ad-actions [data-action]').count()).toBe(3)
     expect(
       await page.evaluate(() => {
         const body = document.querySelector('#agent-detail .td-body') as HTMLElement

@@ -9,6 +9,7 @@ import { dashboardScript, dashboardScriptHash } from './client.bundle'
  * fetch so the token travels in the Authorization header, never in a URL), resuming with
  * Last-Event-ID after a drop. Built for fleets of a thousand agents: the agent table is
  * filtered and paged in the browser, and event bursts are folded into one refresh a second.
+ * Admin and operator tokens get actions on tasks and agents, each confirmed in a dialog.
  */
 export const dashboardHtml = /* html */ `<!doctype html>
 <html lang="en">
@@ -120,6 +121,11 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .drawer .td { display: flex; flex-direction: column; height: 100%; }
   .td-head { display: flex; align-items: flex-start; gap: 12px; padding: 14px 18px; border-bottom: 1px solid var(--line); }
   .td-head > div { flex: 1; min-width: 0; }
+  .td-actions { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 8px; }
+  .td-actions:empty { display: none; }
+  button.act { padding: 3px 10px; font-size: 12px; }
+  button.danger { color: #ffb1ab; border-color: rgba(248,81,73,.45); }
+  button.danger:hover { border-color: var(--bad); }
   button.link { padding: 0; border: 0; background: none; color: var(--accent); text-align: left; overflow-wrap: anywhere; }
   button.link:hover { text-decoration: underline; }
   .td-head h2 { margin: 0 0 2px; font-size: 16px; font-weight: 600; overflow-wrap: anywhere; }
@@ -134,6 +140,15 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .drawer pre { margin: 0; background: var(--panel2); border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; font: 12px/1.45 ui-monospace, SFMono-Regular, Menlo, monospace; max-height: 260px; overflow: auto; white-space: pre-wrap; overflow-wrap: anywhere; }
   .drawer pre.none { color: var(--muted); }
   .drawer pre.bad { color: var(--bad); }
+  /* The confirmation every action asks for. */
+  #confirm { width: min(480px, 92vw); padding: 20px; border: 1px solid var(--line); border-radius: 12px; background: var(--panel); color: var(--text); }
+  #confirm::backdrop { background: rgba(5,8,12,.7); }
+  #confirm h2 { margin: 0 0 8px; font-size: 16px; overflow-wrap: anywhere; }
+  #confirm p { margin: 0 0 12px; color: var(--muted); }
+  #cf-err { margin: 0 0 12px; padding: 8px 10px; border-radius: 6px; background: rgba(248,81,73,.12); color: #ff938a; font-size: 13px; overflow-wrap: anywhere; }
+  .cf-buttons { display: flex; justify-content: flex-end; gap: 8px; }
+  #cf-ok { border-color: var(--accent); } #cf-ok.danger { background: #3a1d1f; border-color: rgba(248,81,73,.55); }
+  #cf-ok:disabled { opacity: .6; cursor: progress; }
   .td-events { list-style: none; margin: 0; padding: 0; max-height: 340px; overflow: auto; font-size: 12px; }
   .td-events li { display: grid; grid-template-columns: auto minmax(0, 1fr); gap: 0 10px; padding: 4px 0; border-bottom: 1px dashed #20283a; }
   .td-events .t { color: var(--muted); font-variant-numeric: tabular-nums; white-space: nowrap; grid-row: span 2; }
@@ -215,7 +230,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
 <dialog id="task-detail" class="drawer" aria-labelledby="td-title">
   <div class="td">
     <div class="td-head">
-      <div><h2 id="td-title">Task</h2><div class="mono" id="td-id"></div></div>
+      <div><h2 id="td-title">Task</h2><div class="mono" id="td-id"></div><div class="td-actions" id="td-actions"></div></div>
       <button type="button" id="td-close" aria-label="Close the task detail">✕</button>
     </div>
     <div class="td-body">
@@ -241,7 +256,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
 <dialog id="agent-detail" class="drawer" aria-labelledby="ad-title">
   <div class="td">
     <div class="td-head">
-      <div><h2 id="ad-title">Agent</h2><div class="mono" id="ad-id"></div></div>
+      <div><h2 id="ad-title">Agent</h2><div class="mono" id="ad-id"></div><div class="td-actions" id="ad-actions"></div></div>
       <button type="button" id="ad-close" aria-label="Close the agent detail">✕</button>
     </div>
     <div class="td-body">
@@ -254,6 +269,12 @@ export const dashboardHtml = /* html */ `<!doctype html>
       <h3>Last metrics <span class="muted" id="ad-metrics-at"></span></h3><pre id="ad-metrics"></pre>
     </div>
   </div>
+</dialog>
+<dialog id="confirm" aria-labelledby="cf-title" aria-describedby="cf-text">
+  <h2 id="cf-title"></h2>
+  <p id="cf-text"></p>
+  <div id="cf-err" role="alert" hidden></div>
+  <div class="cf-buttons"><button type="button" id="cf-cancel">Keep as is</button><button type="button" id="cf-ok">Confirm</button></div>
 </dialog>
 <div id="login"><form id="login-form">
   <h2 style="margin:0;font-size:16px">Connect to the control plane</h2>

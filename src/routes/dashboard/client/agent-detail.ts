@@ -1,11 +1,13 @@
 /**
  * The agent detail (a dialog like the task's): its settings, the metrics it last reported,
  * the tasks it runs (GET /tasks?agentId=&status=assigned,running) and its recent failures
- * (status=failed,timed_out, newest first). Kept live: an event about
+ * (status=failed,timed_out, newest first), with the actions on it. Kept live: an event about
  * the agent or one of those tasks re-reads it on the next refresh.
  */
+import { agentActions } from './actions'
 import { apiFetch, get } from './api'
 import { $, type Child, el } from './dom'
+import { renderAgents } from './fleet'
 import { ago, num, stamp } from './format'
 import { agentDetail, agents, learnName } from './state'
 import type { Agent, Page, Task } from './types'
@@ -77,6 +79,14 @@ const cell = (text: string, cls?: string) => el('td', { class: cls ?? null, titl
 const badge = (status: string) =>
   el('td', null, el('span', { class: `st ${status}`, 'data-status': status }, status.replace('_', ' ')))
 
+/** After an action: the agent and its tasks re-read (a deleted one says so), the fleet redrawn. */
+function afterAction() {
+  if (!agentDetail.id) return
+  loadAgentDetail(agentDetail.id)
+    .then(() => renderAgents())
+    .catch(() => {})
+}
+
 function renderAgentDetail() {
   const a = agentDetail.agent
   $('ad-title').textContent = a ? a.name : 'Agent'
@@ -84,6 +94,7 @@ function renderAgentDetail() {
   const note = $('ad-note')
   note.hidden = !agentDetail.gone && !!a
   note.textContent = agentDetail.gone ? 'This agent was deleted.' : a ? '' : 'Loading…'
+  $('ad-actions').replaceChildren(...(a && !agentDetail.gone ? agentActions(a, afterAction) : []))
   if (!a) {
     $('ad-fields').replaceChildren()
     $('ad-metrics').textContent = ''

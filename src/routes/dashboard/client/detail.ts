@@ -1,15 +1,16 @@
 /**
- * The task detail (a dialog): its status, its log right after, then
+ * The task detail (a dialog): its status and the actions it allows, its log right after, then
  * the task's other fields, its history (GET /tasks/{id}/events, oldest first) merged with the
  * stream's events for it by event id, so neither a gap nor a duplicate shows.
  */
+import { taskActions } from './actions'
 import { apiFetch, get } from './api'
 import { describe } from './describe'
 import { $, type Child, el, rowTask } from './dom'
 import { num, stamp, when } from './format'
 import { agents, detail, learnName, tasks } from './state'
 import { closeLog, showLog, syncLog } from './task-log'
-import { shown } from './tasks'
+import { renderTasks, shown } from './tasks'
 import type { FleetEvent, Task } from './types'
 
 const MAX_DETAIL_EVENTS = 1000
@@ -92,6 +93,13 @@ export function detailEvent(e: FleetEvent) {
 const fieldList = (fields: [string, string, Child][]) =>
   fields.flatMap(([k, label, v]) => [el('dt', null, label), el('dd', { 'data-field': k }, v)])
 
+/** After an action: the task re-read, the table and the detail redrawn. */
+const afterAction = (id: string) => () => {
+  refreshTask(id)
+    .then(() => renderTasks())
+    .catch(() => {})
+}
+
 function renderDetail() {
   const t = detail.task
   $('td-title').textContent = t ? t.name : 'Task'
@@ -99,6 +107,7 @@ function renderDetail() {
   const note = $('td-note')
   note.hidden = !detail.gone && !!t
   note.textContent = detail.gone ? 'This task was deleted.' : t ? '' : 'Loading…'
+  $('td-actions').replaceChildren(...(t && !detail.gone ? taskActions(t, afterAction(t.id)) : []))
   if (!t) {
     $('td-summary').replaceChildren()
     $('td-more').replaceChildren()

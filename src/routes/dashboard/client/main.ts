@@ -3,9 +3,11 @@
  * It reads the API with a token the operator pastes once (kept in localStorage), and stays
  * live on the event stream. Built for fleets of a thousand agents: the agent table is
  * filtered and paged in the browser, and event bursts are folded into one refresh a second.
+ * Admin and operator tokens get the actions (actions.ts), each confirmed first.
  */
 import { openAgent, wireAgentDetail } from './agent-detail'
 import { currentToken, onTokenRefused, saveToken, tokenClaims } from './api'
+import { closeConfirm, wireConfirm } from './confirm'
 import { openTask, wireDetail } from './detail'
 import { $, chipStatus, rowTask } from './dom'
 import { flush, listen, setLive, stopListening } from './feed'
@@ -19,6 +21,7 @@ const tokenBox = () => $<HTMLTextAreaElement>('token')
 const loginShown = () => $('login').classList.contains('show')
 
 function showLogin(msg: string) {
+  closeConfirm()
   for (const id of ['task-detail', 'agent-detail']) {
     const dlg = $<HTMLDialogElement>(id)
     if (dlg.open) dlg.close()
@@ -74,6 +77,7 @@ onTokenRefused((status) => showLogin(`That token was refused (${status}).`))
 wireDetail()
 wireTaskLog()
 wireAgentDetail()
+wireConfirm()
 $('login-form').addEventListener('submit', (e) => {
   e.preventDefault()
   saveToken(tokenBox().value.trim())
