@@ -6,9 +6,10 @@
 # The commands this image runs are the ones `npm run check:prod` runs in CI on a copy made
 # the same way (see docs/deploy.md: Docker cannot run on the build machines).
 
-# Node 20 is what CI runs the build on. It left upstream support on 2026-04-30: build with
-# `--build-arg NODE_VERSION=22` (or 24) for a supported runtime (engines: >= 20.12).
-ARG NODE_VERSION=20
+# Node 22, a supported release line (Node 20 left upstream support on 2026-04-30). The code
+# needs 20.12 or later (engines), and CI builds and tests it on Node 20, where no Docker
+# engine runs: `--build-arg NODE_VERSION=20` builds that, 24 the newer line.
+ARG NODE_VERSION=22
 
 # ---- build: every dependency, then `npm run build` → dist/
 FROM node:${NODE_VERSION}-bookworm-slim AS build

@@ -29,6 +29,7 @@ const integration: Record<string, string> = {
   'first-run.test.ts': 'the server and scripts on fresh data directories, restarted and refused',
   'metrics.test.ts': 'promtool check metrics',
   'pglite-lock.test.ts': 'processes racing for the embedded database lock',
+  'readme.test.ts': "the README's commands: `npm start`, the runner and curl against them, in bash",
   'redis.test.ts': 'Redis (TEST_REDIS_URL), cut and restored through a TCP relay',
   'registration-tokens.test.ts': 'the server and `npm run token -- --registration` against it',
   'server.test.ts': 'the server under Node and Bun, its shutdown, and its refusals to start',

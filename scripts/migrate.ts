@@ -1,11 +1,19 @@
 /**
  * `npm run db:migrate`: applies drizzle/ to DATABASE_URL (a Postgres server, or a PGlite
  * directory), under the same advisory lock the servers take at start. A database that
- * cannot be used is one line naming the setting, and exit code 1.
+ * cannot be used, or a DATABASE_URL of another kind (mysql://…), is one line naming the
+ * setting, and exit code 1.
  */
 import { existsSync, mkdirSync } from 'node:fs'
 import { migrationState } from '../src/db/client'
-import { connectDatabase, explainDatabaseError, isPostgresUrl, pgliteDirectory } from '../src/db/connect'
+import {
+  connectDatabase,
+  DatabaseUrlError,
+  databaseUrlProblem,
+  explainDatabaseError,
+  isPostgresUrl,
+  pgliteDirectory,
+} from '../src/db/connect'
 import { DataDirLockedError, lockDataDir } from '../src/db/pglite-lock'
 import { ConfigError, loadConfig } from '../src/env'
 
@@ -15,6 +23,12 @@ try {
   url = loadConfig(process.env).databaseUrl
 } catch (err) {
   console.error(`Cannot migrate: ${err instanceof ConfigError ? err.message : String(err)}`)
+  process.exit(1)
+}
+// Another kind of database (mysql://…) is refused before any directory is made for it.
+const urlProblem = databaseUrlProblem(url)
+if (urlProblem) {
+  console.error(`Cannot migrate: ${urlProblem}`)
   process.exit(1)
 }
 if (!isPostgresUrl(url) && (url === '' || url === 'memory://')) {
@@ -34,7 +48,8 @@ try {
   await database.close()
   console.log(`migrations applied (${database.driver}); latest ${new Date(state.latestApplied ?? 0).toISOString()}`)
 } catch (err) {
-  console.error(`Cannot migrate: ${err instanceof DataDirLockedError ? err.message : explainDatabaseError(err, url)}`)
+  const known = err instanceof DataDirLockedError || err instanceof DatabaseUrlError
+  console.error(`Cannot migrate: ${known ? err.message : explainDatabaseError(err, url)}`)
   process.exitCode = 1
 } finally {
   unlock()

@@ -4,7 +4,8 @@
  * unless MIGRATE_ON_START=false), serves the app, and shuts down gracefully on
  * SIGTERM/SIGINT: stop accepting, finish in-flight requests, close the db. Anything that
  * stops the start (a bad setting, a database that is not there, a port in use) is one
- * line naming the setting, and exit code 1.
+ * line naming the setting, and exit code 1; a DATABASE_URL of another kind and a port in
+ * use are refused before anything is made.
  */
 import { setMaxListeners } from 'node:events'
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs'
@@ -13,7 +14,14 @@ import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { createApp } from './app'
 import { migrationState } from './db/client'
-import { connectDatabase, explainDatabaseError, isPostgresUrl, pgliteDirectory } from './db/connect'
+import {
+  connectDatabase,
+  DatabaseUrlError,
+  databaseUrlProblem,
+  explainDatabaseError,
+  isPostgresUrl,
+  pgliteDirectory,
+} from './db/connect'
 import { DataDirLockedError, lockDataDir } from './db/pglite-lock'
 import { type Config, ConfigError, loadConfig } from './env'
 import { systemClock } from './lib/clock'
@@ -130,9 +138,37 @@ async function openDatabase(config: Config, logger: Logger) {
     }
   } catch (err) {
     unlock()
-    if (err instanceof StartError || err instanceof DataDirLockedError) throw new StartError(err.message)
+    if (err instanceof StartError || err instanceof DataDirLockedError || err instanceof DatabaseUrlError) {
+      throw new StartError(err.message)
+    }
     throw new StartError(explainDatabaseError(err, url))
   }
+}
+
+/** Why listening on HOST:PORT failed, as the one line a start that cannot go on prints. */
+function listenError(config: Config, err: unknown): StartError {
+  const code = (err as { code?: unknown } | null)?.code
+  if (code === 'EADDRINUSE' || /in use/i.test(String(err))) {
+    return new StartError(`PORT ${config.port} is already in use on ${config.host}; stop what holds it, or set PORT`)
+  }
+  return new StartError(`cannot listen on ${config.host}:${config.port} (HOST, PORT): ${describeError(err)}`)
+}
+
+/**
+ * Binds HOST:PORT for a moment and lets it go, before anything else is done: a port in use
+ * (or a HOST this machine does not have) stops the start before the database is opened,
+ * which on a first start means building a new embedded database (seconds). PORT=0 (any
+ * free port) cannot be taken. The server binds again once the database is ready; a port
+ * taken in between is still refused then.
+ */
+async function checkPort(config: Config): Promise<void> {
+  if (config.port === 0) return
+  const { createServer } = await import('node:net')
+  await new Promise<void>((resolve, reject) => {
+    const probe = createServer()
+    probe.once('error', (err) => reject(listenError(config, err)))
+    probe.listen({ port: config.port, host: config.host, exclusive: true }, () => probe.close(() => resolve()))
+  })
 }
 
 /** The signing key: SECRET_KEY, or (development) the one kept in DATA_DIR, made on first start. */
@@ -154,6 +190,11 @@ function signingKey(config: Config): { config: Config; generated: boolean } {
 
 async function main() {
   const loaded = settings()
+  // What can be refused at once is refused before anything is made (a log file, the
+  // development key, the database).
+  const urlProblem = databaseUrlProblem(loaded.databaseUrl)
+  if (urlProblem) throw new StartError(urlProblem)
+  await checkPort(loaded)
   const logFile = logWriter(loaded.logFile)
   const logger: Logger = createLogger({ level: loaded.logLevel, format: loaded.logFormat, write: logFile.write })
   // Development only (production refuses to start without SECRET_KEY, see env.ts).
@@ -219,16 +260,13 @@ async function main() {
 
   let close: () => Promise<void>
   let port: number
-  const portTaken = () =>
-    new StartError(`PORT ${config.port} is already in use on ${config.host}; stop what holds it, or set PORT`)
   if (typeof Bun !== 'undefined') {
     let server: ReturnType<NonNullable<typeof Bun>['serve']>
     try {
       server = Bun.serve({ port: config.port, hostname: config.host, fetch: handle })
     } catch (err) {
       await database.close()
-      if ((err as { code?: string }).code === 'EADDRINUSE' || /in use/i.test(String(err))) throw portTaken()
-      throw new StartError(`cannot listen on ${config.host}:${config.port} (HOST, PORT): ${describeError(err)}`)
+      throw listenError(config, err)
     }
     port = server.port
     close = async () => {
@@ -239,11 +277,7 @@ async function main() {
     const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
       const s = serve({ fetch: handle, port: config.port, hostname: config.host }, () => resolve(s))
       s.once('error', (err: NodeJS.ErrnoException) => {
-        const failure =
-          err.code === 'EADDRINUSE'
-            ? portTaken()
-            : new StartError(`cannot listen on ${config.host}:${config.port} (HOST, PORT): ${describeError(err)}`)
-        void database.close().finally(() => reject(failure))
+        void database.close().finally(() => reject(listenError(config, err)))
       })
     })
     const address = server.address()

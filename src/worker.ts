@@ -59,8 +59,13 @@ function boot(env: Env): Isolate {
   if (hyperdrive !== undefined && typeof hyperdrive?.connectionString !== 'string') {
     throw new Error('invalid binding HYPERDRIVE: not a Hyperdrive binding ([[hyperdrive]] in wrangler.toml)')
   }
-  if (!hyperdrive && !config.databaseUrl.startsWith('postgres')) {
-    throw new Error('invalid setting DATABASE_URL: a postgres:// URL (or a HYPERDRIVE binding) is required on Workers')
+  if (!hyperdrive && !/^postgres(ql)?:\/\//i.test(config.databaseUrl)) {
+    // Only the scheme is shown: the rest of the URL may hold a password.
+    const scheme = /^[a-z][a-z0-9+.-]+:(\/\/)?/i.exec(config.databaseUrl)?.[0]
+    const given = !config.databaseUrl ? 'is unset' : scheme ? `"${scheme}…" is not a Postgres URL` : 'is not a URL'
+    throw new Error(
+      `invalid setting DATABASE_URL: ${given}; Workers take postgres:// or postgresql:// (or a HYPERDRIVE binding, [[hyperdrive]] in wrangler.toml)`,
+    )
   }
   const logger = createLogger({ level: config.logLevel, format: config.logFormat })
   // The Worker never migrates: until `npm run db:migrate` has run, requests answer 503

@@ -15,38 +15,103 @@ const now = () => Math.floor(Date.now() / 1000)
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url')
 
 describe('401: no, bad, expired, unsigned or revoked tokens', () => {
-  const cases: [string, () => Promise<string | null>][] = [
-    ['no token', async () => null],
-    ['garbage', async () => 'not-a-jwt'],
-    ['wrong secret', () => sign({ sub: 'x', role: 'admin', exp: now() + 60 }, 'another-secret-another-secret-xx')],
-    ['expired', () => sign({ sub: 'x', role: 'admin', exp: now() - 10 }, SECRET)],
+  // Whole seconds a minute back and a minute ahead, so each message's time can be spelled out.
+  const past = now() - 60
+  const ahead = now() + 60
+  const iso = (seconds: number) => new Date(seconds * 1000).toISOString()
+  const notAJwt = (has: string) =>
+    `The bearer token is not a JWT: a JWT has three dot-separated base64url parts (${has}); a registration token starts "acpr_".`
+  // Each refusal says why, naming what the token says and never the key.
+  const cases: [string, () => Promise<string | null>, string][] = [
+    ['no token', async () => null, 'Missing bearer token.'],
+    ['garbage', async () => 'nope', notAJwt('this one has 1')],
+    ['two parts', async () => 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0', notAJwt('this one has 2')],
+    [
+      'three parts, one of them empty',
+      async () => '.eyJzdWIiOiJ4In0.sig',
+      notAJwt('this one has an empty or non-base64url part'),
+    ],
+    [
+      'three parts that do not decode',
+      async () => 'abc.def.ghi',
+      'The token is not a JWT: its header, payload and signature must each be base64url (the first two JSON).',
+    ],
+    [
+      'wrong secret',
+      () => sign({ sub: 'x', role: 'admin', exp: ahead }, 'another-secret-another-secret-xx'),
+      "The token has a bad signature: it was not signed with this service's key.",
+    ],
+    ['expired', () => sign({ sub: 'x', role: 'admin', exp: past }, SECRET), `The token expired at ${iso(past)}.`],
+    [
+      'not valid yet',
+      () => sign({ sub: 'x', role: 'admin', nbf: ahead, exp: ahead + 60 }, SECRET),
+      `The token is not valid before ${iso(ahead)}.`,
+    ],
+    [
+      'issued in the future',
+      () => sign({ sub: 'x', role: 'admin', iat: ahead, exp: ahead + 60 }, SECRET),
+      `The token was issued in the future (iat ${iso(ahead)}): is a clock wrong?`,
+    ],
     [
       'alg none',
-      async () => `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ sub: 'x', role: 'admin', exp: now() + 60 })}.`,
+      async () => `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ sub: 'x', role: 'admin', exp: ahead })}.`,
+      'The token\'s header is not one this service takes: it wants alg "HS256", typ "JWT" or none, and no "crit".',
     ],
-    ['no exp', () => sign({ sub: 'x', role: 'admin' }, SECRET)],
-    ['unknown role', () => sign({ sub: 'x', role: 'root', exp: now() + 60 }, SECRET)],
-    ['no sub', () => sign({ role: 'admin', exp: now() + 60 }, SECRET)],
-    ['other algorithm', () => sign({ sub: 'x', role: 'admin', exp: now() + 60 }, SECRET, 'HS512')],
-    ['agent token for a non-uuid', () => sign({ sub: 'x', role: 'agent', tv: 1, exp: now() + 60 }, SECRET)],
-    ['lives longer than an admin token may', () => sign({ sub: 'x', role: 'admin', exp: now() + 2 * 3600 }, SECRET)],
+    ['no exp', () => sign({ sub: 'x', role: 'admin' }, SECRET), 'The token lacks valid sub, role or exp claims.'],
+    [
+      'unknown role',
+      () => sign({ sub: 'x', role: 'root', exp: ahead }, SECRET),
+      'The token lacks valid sub, role or exp claims.',
+    ],
+    ['no sub', () => sign({ role: 'admin', exp: ahead }, SECRET), 'The token lacks valid sub, role or exp claims.'],
+    [
+      'other algorithm',
+      () => sign({ sub: 'x', role: 'admin', exp: ahead }, SECRET, 'HS512'),
+      'The token is signed with HS512; this service signs with HS256.',
+    ],
+    [
+      'agent token for a non-uuid',
+      () => sign({ sub: 'x', role: 'agent', tv: 1, exp: ahead }, SECRET),
+      'The agent of this token no longer exists.',
+    ],
+    [
+      'lives longer than an admin token may',
+      () => sign({ sub: 'x', role: 'admin', exp: now() + 2 * 3600 }, SECRET),
+      'The token lives longer than a token of role "admin" may',
+    ],
     [
       'minted (iat) to live longer than a viewer token may',
       () => sign({ sub: 'x', role: 'viewer', iat: now() - 3 * 3600, exp: now() + 600 }, SECRET),
+      'The token lives longer than a token of role "viewer" may',
     ],
     [
       'agent token for an unknown agent',
-      () => sign({ sub: '0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d', role: 'agent', tv: 1, exp: now() + 60 }, SECRET),
+      () => sign({ sub: '0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d', role: 'agent', tv: 1, exp: ahead }, SECRET),
+      'The agent of this token no longer exists.',
     ],
   ]
-  for (const [name, make] of cases) {
+  for (const [name, make, detail] of cases) {
     it(name, async () => {
       const res = await h.call('GET', '/api/v1/agents', { token: await make() })
       expect(res.status).toBe(401)
       expect(res.body.code).toBe('unauthorized')
+      expect(res.body.detail).toContain(detail)
+      expect(res.body.detail).not.toContain(SECRET)
       expect(res.headers.get('www-authenticate')).toBe('Bearer')
     })
   }
+
+  it('another scheme than Bearer', async () => {
+    const res = await h.call('GET', '/api/v1/agents', { token: null, headers: { authorization: 'Basic dXNlcjpwdw==' } })
+    expect(res.status).toBe(401)
+    expect(res.body.detail).toBe('Authorization must be "Bearer <token>".')
+  })
+
+  it('a registration token of the wrong shape', async () => {
+    const res = await h.call('GET', '/api/v1/agents', { token: 'acpr_short' })
+    expect(res.status).toBe(401)
+    expect(res.body.detail).toBe('A registration token is "acpr_" and 43 base64url characters.')
+  })
 
   it('an agent token without the current token version', async () => {
     const a = await h.agent()

@@ -36,6 +36,9 @@ afterAll(async () => {
   await h.close()
 })
 
+// Said in the test output, so a run without Postgres does not pass for one with it.
+if (!onPostgres())
+  console.warn('skipped: under concurrency on Postgres: no Postgres (set TEST_DATABASE_URL=postgres://…)')
 describe.runIf(onPostgres())('under concurrency on Postgres', () => {
   it('never assigns a task twice, never overfills an agent, and ends every task where the rules say', async () => {
     const statuses = new Map<number, number>()

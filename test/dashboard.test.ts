@@ -18,6 +18,7 @@ import { until } from './until'
  */
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const enabled = existsSync(CHROMIUM)
+if (!enabled) console.warn(`skipped: the dashboard in a browser: Chromium not found at ${CHROMIUM} (set CHROMIUM_PATH)`)
 // What the page shows comes a refresh (a second) or two after the API changes: on a busy
 // machine that can take several seconds, so polls here wait up to 10 s unless they say.
 vi.setConfig({ expect: { poll: { timeout: 10_000 } } })

@@ -7,7 +7,7 @@ import { isDatabaseUnavailable, withTx } from '../src/db/tx'
 import { loadConfig } from '../src/env'
 import { signToken } from '../src/lib/tokens'
 import { freshPostgresUrl, onPostgres, SECRET } from './harness'
-import { runtimes, startServer, stopped } from './spawn'
+import { bunBin, runtimes, startServer, stopped } from './spawn'
 
 /**
  * A database blip under load, on the real server and the real Postgres: the service's
@@ -29,6 +29,11 @@ function byStatusOf(outcomes: Outcome[]) {
   return m
 }
 
+// Said in the test output, so a run without Postgres (or Bun) does not pass for one with it.
+if (!onPostgres())
+  console.warn('skipped: database faults (every test here): no Postgres (set TEST_DATABASE_URL=postgres://…)')
+else if (!(runtimes as readonly string[]).includes('bun'))
+  console.warn(`skipped: database faults under Bun: bun not found at ${bunBin} (npm ci installs it)`)
 describe.runIf(onPostgres())('a pooled connection that dies', () => {
   it('fails the transaction it was in, is discarded, and the next transaction gets a live one', async () => {
     const url = await freshPostgresUrl()

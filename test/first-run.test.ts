@@ -1,14 +1,23 @@
-import { spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { createServer } from 'node:net'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { describe, expect, it } from 'vitest'
 import { migrationCount, migrationState } from '../src/db/client'
-import { connectDatabase } from '../src/db/connect'
+import { connectDatabase, databaseUrlProblem } from '../src/db/connect'
 import { freshPostgresUrl, onPostgres, SECRET, unique } from './harness'
-import { migratedDataDir, script, startServer, stopped } from './spawn'
+import { migratedDataDir, runtimes, script, startServer, stopped, track } from './spawn'
 import { until } from './until'
 
 /**
@@ -28,6 +37,10 @@ async function api(base: string, token: string, method: string, path: string, bo
   return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : undefined }
 }
 
+if (!onPostgres())
+  console.warn(
+    'skipped: on a bare Postgres database, and a database that does not exist: no Postgres (set TEST_DATABASE_URL=postgres://…)',
+  )
 describe.runIf(onPostgres())('on a bare Postgres database', () => {
   it('migrates at start by default and serves at once', async () => {
     const url = await freshPostgresUrl(false)
@@ -233,6 +246,50 @@ describe('the embedded default', () => {
   })
 })
 
+/** The kinds of DATABASE_URL Node and Bun take, as a refusal names them. */
+const takes =
+  'use postgres:// or postgresql:// (a Postgres server), or memory://, file:<dir> or a directory path (the embedded database)'
+
+describe('DATABASE_URL under Node and Bun', () => {
+  it('takes Postgres URLs, memory://, file:<dir> and paths, and refuses every other scheme', () => {
+    for (const url of [
+      '',
+      'postgres://u:p@h/db',
+      'postgresql://h/db',
+      'POSTGRES://h/db',
+      'memory://',
+      'file:///var/lib/acp',
+      'file:data',
+      '/var/lib/acp',
+      './data',
+      'data',
+      'C:\\acp\\data',
+    ]) {
+      expect(databaseUrlProblem(url), url).toBeUndefined()
+    }
+    for (const [url, shown] of [
+      ['mysql://x@127.0.0.1/y', 'mysql://…'],
+      ['redis://127.0.0.1:6379', 'redis://…'],
+      ['sqlite:app.db', 'sqlite:…'],
+      ['postgres:/h/db', 'postgres:…'],
+      ['postgresfoo://h/db', 'postgresfoo://…'],
+    ] as const) {
+      expect(databaseUrlProblem(url)).toBe(`DATABASE_URL "${shown}" is not a database this service takes: ${takes}`)
+    }
+    expect(databaseUrlProblem('file:')).toBe(`DATABASE_URL "file:" names no directory: ${takes}`)
+    expect(databaseUrlProblem('memory://db')).toBe(
+      'DATABASE_URL: the in-memory database is exactly "memory://", with nothing after it',
+    )
+  })
+
+  it('is refused by connectDatabase too (the scripts, the bench), before a directory is made', async () => {
+    await expect(connectDatabase('mysql://x@127.0.0.1/y')).rejects.toThrow(
+      /^DATABASE_URL "mysql:\/\/…" is not a database/,
+    )
+    expect(existsSync('mysql:')).toBe(false)
+  })
+})
+
 describe('refusing to start, in one line', () => {
   const oneLine = async (s: ReturnType<typeof startServer>) => {
     expect(await s.exited).toBe(1)
@@ -242,16 +299,50 @@ describe('refusing to start, in one line', () => {
     return lines[0] as string
   }
 
-  it('when the port is in use', async () => {
-    const holder = createServer()
-    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()))
-    const port = (holder.address() as { port: number }).port
-    try {
-      const line = await oneLine(startServer({ PORT: String(port), DATA_DIR: migratedDataDir(), SECRET_KEY: SECRET }))
-      expect(line).toBe(`Cannot start: PORT ${port} is already in use on 127.0.0.1; stop what holds it, or set PORT`)
-    } finally {
-      holder.close()
-    }
+  it.each(runtimes)(
+    'when the port is in use, before making anything, and starts on it once free (under %s)',
+    async (runtime) => {
+      const holder = createServer()
+      await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()))
+      const port = (holder.address() as { port: number }).port
+      // A first start: no database and no development key yet, which the start would make
+      // (building a new embedded database takes seconds) before it found the port taken.
+      const dataDir = mkdtempSync(join(tmpdir(), 'act-port-'))
+      try {
+        const line = await oneLine(startServer({ PORT: String(port), DATA_DIR: dataDir }, runtime))
+        expect(line).toBe(`Cannot start: PORT ${port} is already in use on 127.0.0.1; stop what holds it, or set PORT`)
+        expect(readdirSync(dataDir)).toEqual([])
+      } finally {
+        await new Promise((r) => holder.close(r))
+      }
+      // Once free, the same port is taken: the check lets go of it before the server binds.
+      const s = startServer({ PORT: String(port), DATA_DIR: migratedDataDir() }, runtime)
+      try {
+        expect(await s.listening).toBe(`http://127.0.0.1:${port}`)
+      } finally {
+        await stopped(s.child, s.exited)
+      }
+    },
+  )
+
+  it('when DATABASE_URL is another kind of database, naming the kinds it takes; `npm run db:migrate` likewise', async () => {
+    const url = 'mysql://someone:hunter2-secret@127.0.0.1/app'
+    // Run where a directory named after the URL would appear if it were taken for a path.
+    const cwd = mkdtempSync(join(tmpdir(), 'act-mysql-'))
+    const migrate = spawn(
+      process.execPath,
+      ['--import', join(process.cwd(), 'node_modules/tsx/dist/loader.mjs'), join(process.cwd(), 'scripts/migrate.ts')],
+      { cwd, env: { PATH: process.env.PATH ?? '', DATABASE_URL: url }, stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    const migrating = track(migrate)
+    const line = await oneLine(startServer({ DATABASE_URL: url, SECRET_KEY: SECRET }, 'node', cwd))
+    expect(line).toBe(`Cannot start: DATABASE_URL "mysql://…" is not a database this service takes: ${takes}`)
+    expect(await migrating.exited).toBe(1)
+    expect(migrating.output().err.trim()).toBe(
+      `Cannot migrate: DATABASE_URL "mysql://…" is not a database this service takes: ${takes}`,
+    )
+    expect(line + migrating.output().err).not.toContain('hunter2')
+    expect(readdirSync(cwd)).toEqual([])
   })
 
   it('when nothing listens at DATABASE_URL, and `npm run db:migrate` likewise', async () => {
@@ -274,4 +365,39 @@ describe('refusing to start, in one line', () => {
     expect(line).toMatch(/^Cannot start: DATABASE_URL: database "no_such_database_here" does not exist on /)
     expect(line).toContain('createdb')
   })
+})
+
+describe('`npm test` without the optional tools and services', () => {
+  it('says in its output why each group of tests skipped, and how to run it', async () => {
+    // A clean environment (no TEST_DATABASE_URL, TEST_REDIS_URL, TEST_WORKERS) and no
+    // Chromium; `-t` selects no test, so only what the files say at collection is printed.
+    const child = spawn(
+      process.execPath,
+      [
+        'node_modules/vitest/vitest.mjs',
+        'run',
+        '--project',
+        'integration',
+        ...['dashboard', 'concurrency', 'redis', 'workers'].map((f) => `test/${f}.test.ts`),
+        '-t',
+        '^no test has this name$',
+        '--passWithNoTests',
+      ],
+      {
+        env: { PATH: process.env.PATH ?? '', CHROMIUM_PATH: '/nonexistent/chromium', NO_COLOR: '1' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    )
+    const run = track(child)
+    expect(await run.exited, run.output().err).toBe(0)
+    const { out, err } = run.output()
+    const said = (out + err).split('\n').filter((l) => l.startsWith('skipped: '))
+    const pg = 'no Postgres (set TEST_DATABASE_URL=postgres://…)'
+    expect(said.sort()).toEqual([
+      `skipped: the Worker under wrangler dev: TEST_WORKERS=1 is not set, and ${pg}`,
+      'skipped: the dashboard in a browser: Chromium not found at /nonexistent/chromium (set CHROMIUM_PATH)',
+      'skipped: the tests against a real Redis: no Redis (set TEST_REDIS_URL=redis://…)',
+      `skipped: under concurrency on Postgres: ${pg}`,
+    ])
+  }, 120_000)
 })

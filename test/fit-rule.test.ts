@@ -54,6 +54,7 @@ const labelPool: [string, string][] = [
   ['tier', 'spot'],
   ['team', "o'brien"],
 ]
+const typePool = ['shell', 'etl.load', 'model.train']
 const labelsOf = (pairs: [string, string][]) => Object.fromEntries(pairs)
 
 let database: Database
@@ -72,6 +73,8 @@ beforeAll(async () => {
       region: random() < 0.2 ? null : pick(regionPool),
       capabilities: subset(capabilityPool, 0.5),
       labels: labelsOf(subset(labelPool)),
+      // A quarter run any type, as agents registered without a declaration do.
+      taskTypes: random() < 0.25 ? ['*'] : subset(typePool, 0.5),
       maxConcurrentTasks: max,
       activeTasks: random() < 0.25 ? max : Math.floor(random() * max),
     })
@@ -80,6 +83,8 @@ beforeAll(async () => {
     const pinned = random() < 0.15 ? (random() < 0.7 ? pick(agentList).id : uuidv7()) : null
     taskList.push({
       id: uuidv7(),
+      type: pick(typePool),
+      declinedBy: random() < 0.15 ? [pick(agentList).id] : [],
       reqCapabilities: subset(capabilityPool, 0.25),
       reqProvider: random() < 0.4 ? pick(providerPool) : null,
       reqRegion: random() < 0.3 ? pick(regionPool) : null,
@@ -91,6 +96,7 @@ beforeAll(async () => {
     agentList.map((a, i) => ({
       ...a,
       capabilities: [...a.capabilities],
+      taskTypes: [...a.taskTypes],
       name: `fit-${i}`,
       provider: a.provider as Provider,
       createdAt: now,
@@ -101,7 +107,8 @@ beforeAll(async () => {
     taskList.map((t, i) => ({
       id: t.id,
       name: `fit-${i}`,
-      type: 'fit.check',
+      type: t.type,
+      declinedBy: [...t.declinedBy],
       reqCapabilities: [...t.reqCapabilities],
       reqProvider: t.reqProvider as Provider | null,
       reqRegion: t.reqRegion,
@@ -155,6 +162,8 @@ describe('the fit rule: TypeScript and SQL agree', () => {
 
   it("with a task's requirements as bound values (the create's and execute's form)", async () => {
     const required: TaskSql = {
+      type: '{{type}}::text',
+      declinedBy: '{{declinedBy}}::uuid[]',
       capabilities: '{{caps}}::text[]',
       provider: '{{provider}}::text',
       region: '{{region}}::text',
@@ -169,6 +178,8 @@ describe('the fit rule: TypeScript and SQL agree', () => {
           `SELECT a.id FROM agents a
             WHERE ${takesWorkSql(agentColumns('a'))} AND ${meetsRequirementsSql(agentColumns('a'), required)}`,
           {
+            type: t.type,
+            declinedBy: `{${t.declinedBy.join(',')}}`,
             caps: pgTextArray(t.reqCapabilities),
             provider: t.reqProvider,
             region: t.reqRegion,

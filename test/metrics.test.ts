@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createHarness, type Harness } from './harness'
 
 const promtool = spawnSync('sh', ['-c', 'command -v promtool']).stdout.toString().trim()
+if (!promtool)
+  console.warn('skipped: promtool check metrics: promtool not found on PATH (Debian: apt-get install prometheus)')
 
 let h: Harness
 beforeAll(async () => {

@@ -146,12 +146,15 @@ describe('matchTasks (in-memory placement for batches)', () => {
     region: 'r1',
     capabilities: [],
     labels: {},
+    taskTypes: ['*'],
     maxConcurrentTasks: 1,
     activeTasks: 0,
     ...over,
   })
   const task = (id: string, over: Partial<TaskReq> = {}): TaskReq => ({
     id,
+    type: 'x',
+    declinedBy: [],
     reqCapabilities: [],
     reqProvider: null,
     reqRegion: null,

@@ -12,6 +12,7 @@ import { until } from './until'
  * behind a TCP relay.
  */
 const withRedis = testRedisUrl !== ''
+if (!withRedis) console.warn('skipped: the tests against a real Redis: no Redis (set TEST_REDIS_URL=redis://…)')
 
 /** A TCP relay to Redis that the test can cut and restore, to play "Redis died". */
 class Relay {

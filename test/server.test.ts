@@ -5,13 +5,17 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { freshPostgresUrl, onPostgres, testRedisUrl, unique } from './harness'
-import { migratedDataDir, type Runtime, runtimes, type Spawned, startServer as start, stopped } from './spawn'
+import { bunBin, migratedDataDir, type Runtime, runtimes, type Spawned, startServer as start, stopped } from './spawn'
 
 const cases = runtimes.flatMap((runtime) =>
   (onPostgres() ? (['embedded', 'postgres'] as const) : (['embedded'] as const)).map(
     (kind) => [runtime, kind] as const,
   ),
 )
+// Said in the test output, so a run without Bun or Postgres does not pass for one with them.
+if (!(runtimes as readonly string[]).includes('bun'))
+  console.warn(`skipped: the server under Bun: bun not found at ${bunBin} (npm ci installs it)`)
+if (!onPostgres()) console.warn('skipped: the server on Postgres: no Postgres (set TEST_DATABASE_URL=postgres://…)')
 
 interface Server {
   s: Spawned

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { reportStatuses, type TaskStatus } from '../src/domain/model'
+import { type ReportStatus, reportStatuses, type TaskStatus } from '../src/domain/model'
 import { type MoveAction, type Mover, moveFor, TASK_MOVES, type TaskMove } from '../src/domain/task-states'
 import { type CallResult, createHarness, type Harness } from './harness'
 
@@ -103,7 +103,8 @@ interface Action {
   name: string
   action: MoveAction
   by: Mover
-  to?: TaskStatus
+  /** For a report: the status reported. */
+  to?: TaskStatus | ReportStatus
   run(s: Situation): Promise<CallResult>
 }
 

@@ -413,7 +413,7 @@ describe('PATCH /api/v1/tasks/{id}/status (agent reports)', () => {
     const t = await h.assignedTask(a.id)
     const early = await h.report(t.id, a.token, { status: 'completed', attempt: 1 })
     expect(early.status).toBe(409)
-    expect(early.body).toMatchObject({ code: 'invalid_transition', allowed: ['running', 'failed'] })
+    expect(early.body).toMatchObject({ code: 'invalid_transition', allowed: ['running', 'failed', 'declined'] })
     const noCancel = await h.report(t.id, a.token, { status: 'cancelled', attempt: 1 })
     expect(noCancel.status).toBe(409)
 

@@ -18,6 +18,13 @@ const patient = { timeoutMs: 60_000, everyMs: 250 }
  * Runs when TEST_WORKERS=1 and the suite is on Postgres (CI does both).
  */
 const enabled = onPostgres() && process.env.TEST_WORKERS === '1'
+if (!enabled) {
+  const why = [
+    process.env.TEST_WORKERS === '1' ? '' : 'TEST_WORKERS=1 is not set',
+    onPostgres() ? '' : 'no Postgres (set TEST_DATABASE_URL=postgres://…)',
+  ]
+  console.warn(`skipped: the Worker under wrangler dev: ${why.filter(Boolean).join(', and ')}`)
+}
 const SECRET = 'workers-e2e-secret-at-least-32-characters'
 
 async function freePort(): Promise<number> {
@@ -349,6 +356,30 @@ describe('the Worker entry, misconfigured', () => {
     })
     expect(body.detail).toContain('SECRET_KEY')
     expect(JSON.stringify(body)).not.toContain('too-short-and-secret')
+  })
+
+  it('names the URLs DATABASE_URL may be, showing only the scheme of what it is', async () => {
+    const { default: worker } = await import('../src/worker')
+    const ctx = { waitUntil: () => {}, passThroughOnException: () => {}, props: {} }
+    const call = worker.fetch as unknown as (r: Request, e: object, c: typeof ctx) => Promise<Response>
+    const takes = 'Workers take postgres:// or postgresql:// (or a HYPERDRIVE binding, [[hyperdrive]] in wrangler.toml)'
+    for (const [url, given] of [
+      ['mysql://u:pw@db/app', '"mysql://…" is not a Postgres URL'],
+      // Once taken for Postgres: only the prefix was checked.
+      ['postgresfoo://u:pw@db/app', '"postgresfoo://…" is not a Postgres URL'],
+      ['/var/lib/pw@db', 'is not a URL'],
+      ['', 'is unset'],
+    ]) {
+      const res = await call(
+        new Request('http://edge.example/api/v1/tasks'),
+        { SECRET_KEY: SECRET, DATABASE_URL: url },
+        ctx,
+      )
+      expect(res.status).toBe(503)
+      const body = await res.json()
+      expect(body.detail).toBe(`invalid setting DATABASE_URL: ${given}; ${takes}`)
+      expect(JSON.stringify(body)).not.toContain('pw@db')
+    }
   })
 
   it('says so when HYPERDRIVE is bound to something that is not a Hyperdrive binding', async () => {

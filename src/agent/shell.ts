@@ -1,16 +1,10 @@
 import { spawn } from 'node:child_process'
-import { z } from 'zod'
+import { ShellPayload } from '../domain/shell'
 import { recordGroup } from './groups'
 import { type Handler, TaskError } from './handler'
 
-/** The payload of a `shell` task. */
-export const ShellPayload = z.strictObject({
-  /** A string runs through `/bin/sh -c`; an array runs the program directly, no shell. */
-  command: z.union([z.string().min(1).max(100_000), z.array(z.string().max(100_000)).min(1).max(10_000)]),
-  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string().max(100_000)).optional(),
-  cwd: z.string().min(1).max(4096).optional(),
-})
-export type ShellPayload = z.infer<typeof ShellPayload>
+/** The payload of a `shell` task (the service checks it with the same schema at create). */
+export { ShellPayload }
 
 export interface ShellResult {
   exitCode: number | null

@@ -13,6 +13,7 @@ import { guardPool, pgErrorCode } from './tx'
  * - `memory://`, `file:<dir>` or a directory path (or empty: in memory) → embedded PGlite
  *   (the server turns an unset DATABASE_URL into `<DATA_DIR>/pglite` before calling this)
  * - `postgres://` / `postgresql://` → node-postgres pool
+ * - anything else (`mysql://…`) → DatabaseUrlError, naming the forms above
  * (Workers use src/db/neon.ts instead.)
  */
 export const migrationsFolder = findMigrationsFolder()
@@ -31,10 +32,43 @@ export function isPostgresUrl(url: string): boolean {
   return /^postgres(ql)?:\/\//i.test(url)
 }
 
+/** What DATABASE_URL may be under Node and Bun, as a refusal names it. */
+const DATABASE_URL_FORMS =
+  'use postgres:// or postgresql:// (a Postgres server), or memory://, file:<dir> or a directory path (the embedded database)'
+
+/** A DATABASE_URL Node and Bun cannot use; its message is one line that shows the URL's scheme, never the rest. */
+export class DatabaseUrlError extends Error {
+  override name = 'DatabaseUrlError'
+}
+
+/**
+ * Why Node and Bun cannot use this DATABASE_URL (one line), or undefined when they can: a
+ * Postgres URL, `memory://`, `file:<dir>`, a directory path, or empty (the server's default).
+ * Any other scheme (`mysql://…`, `redis://…`, `sqlite:…`) is refused rather than taken for a
+ * directory of that name. A scheme has two letters or more, so `C:\data` is a path.
+ */
+export function databaseUrlProblem(url: string): string | undefined {
+  if (url === '' || url === 'memory://' || isPostgresUrl(url)) return undefined
+  const scheme = /^([a-z][a-z0-9+.-]+):(\/\/)?/i.exec(url)
+  if (!scheme) return undefined // a directory path
+  const name = (scheme[1] as string).toLowerCase()
+  if (name === 'file') {
+    return url.slice(scheme[0].length) ? undefined : `DATABASE_URL "${url}" names no directory: ${DATABASE_URL_FORMS}`
+  }
+  if (name === 'memory') return `DATABASE_URL: the in-memory database is exactly "memory://", with nothing after it`
+  return `DATABASE_URL "${scheme[0]}…" is not a database this service takes: ${DATABASE_URL_FORMS}`
+}
+
+/** Throws DatabaseUrlError when Node and Bun cannot use this DATABASE_URL (databaseUrlProblem). */
+export function assertDatabaseUrl(url: string): void {
+  const problem = databaseUrlProblem(url)
+  if (problem) throw new DatabaseUrlError(problem)
+}
+
 /** The directory of an embedded database URL (`file:…` or a path); undefined for memory. */
 export function pgliteDirectory(url: string): string | undefined {
   if (!url || url === 'memory://' || isPostgresUrl(url)) return undefined
-  return resolve(url.replace(/^file:(\/\/)?/, ''))
+  return resolve(url.replace(/^file:(\/\/)?/i, ''))
 }
 
 export interface ConnectOptions {
@@ -63,6 +97,7 @@ const MIGRATION_LOCK_KEY = 7_240_431_003
 const CONNECT_TIMEOUT_MS = 10_000
 
 export async function connectDatabase(url: string, opts: ConnectOptions = {}): Promise<Database> {
+  assertDatabaseUrl(url)
   if (isPostgresUrl(url)) {
     const { Pool } = await import('pg')
     const { drizzle } = await import('drizzle-orm/node-postgres')

@@ -7,8 +7,8 @@ import {
   queueOrderSql,
   takesWorkSql,
 } from '../domain/fit'
-import { assignedEvents, assignSet, releaseSlots } from '../domain/sql'
-import { reportAllowedSql } from '../domain/task-states'
+import { assignedEvents, assignSet, releaseSlots, requeueSet } from '../domain/sql'
+import { move, reportAllowedSql } from '../domain/task-states'
 import type { Db } from './client'
 import { type AgentRow, agents, type TaskRow, tasks } from './schema'
 
@@ -93,6 +93,8 @@ const QUEUE_ORDER = queueOrderSql('t')
  * has_result, error} · ids: the task ids as uuid[] (so the planner reads tasks by primary
  * key; a join on the JSON rows alone was planned as a scan of the whole table) · now
  */
+const DECLINE = move('decline', 'assigned')
+
 const reportCtes = (rows: string, ids: string, now: string) => `
 rr AS (
   SELECT * FROM jsonb_to_recordset(${rows}::jsonb) AS r(i int, task_id uuid, agent_id uuid, attempt int, status text,
@@ -100,7 +102,7 @@ rr AS (
 ), rc AS (
   SELECT t.* FROM tasks t WHERE t.id = ANY(${ids}::uuid[]) ORDER BY t.id FOR UPDATE
 ), rv AS (
-  SELECT rr.*, rc.status AS was,
+  SELECT rr.*, rc.status AS was, rc.agent_id AS holder,
     f.from_status,
     CASE
       WHEN rc.id IS NULL THEN 'not_found'
@@ -135,8 +137,17 @@ rr AS (
                            AND NOT t.cancel_requested
                       ELSE t.auto_retry END,
     version = t.version + 1, updated_at = ${now}
-  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.verdict = 'ok'
-  RETURNING t.*, v.i, v.was, v.from_status, v.started, v.progress AS reported
+  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.verdict = 'ok' AND v.status <> 'declined'
+  RETURNING t.*, v.i, v.was, v.from_status, v.started, v.progress AS reported, t.agent_id AS holder
+), rd AS (
+  -- Declined: back to the queue (no attempt spent), never offered to that agent again.
+  UPDATE tasks t SET ${requeueSet(DECLINE, 't', now, now)},
+         declined_by = array_append(t.declined_by, t.agent_id)
+  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.verdict = 'ok' AND v.status = 'declined'
+  RETURNING t.*, v.i, v.was, v.from_status, v.started, v.progress AS reported, v.holder
+), done AS (
+  -- Every task a report moved, with the agent that held it (holder).
+  SELECT * FROM ru UNION ALL SELECT * FROM rd
 ), rev AS (
   INSERT INTO events (type, agent_id, task_id, data, created_at)
   SELECT e.type, e.agent_id, e.task_id, e.data, ${now} FROM (
@@ -151,20 +162,25 @@ rr AS (
                   THEN jsonb_build_object('from', u.from_status, 'to', 'failed', 'attempt', u.attempt, 'error', u.error)
                 ELSE jsonb_build_object('from', u.from_status, 'to', u.status, 'attempt', u.attempt) END
       FROM ru u WHERE NOT (u.status = 'running' AND u.was = 'assigned')
+    UNION ALL
+    SELECT d.i, 1, '${DECLINE.event}', d.holder, d.id,
+           jsonb_build_object('from', 'assigned', 'to', 'pending', 'attempt', d.attempt, 'reason', '${DECLINE.name}',
+                              'error', v.error)
+      FROM rd d JOIN rv v ON v.i = d.i
   ) e ORDER BY e.i, e.k
   RETURNING 1
 )`
 
 /** Each report's verdict, and what of its task the caller needs (`whole`: all of it). */
 const reportVerdicts = (whole: string) => `
-  SELECT coalesce(jsonb_agg(jsonb_build_object('i', v.i, 'verdict', v.verdict, 'task',
+  SELECT coalesce(jsonb_agg(jsonb_build_object('i', v.i, 'verdict', v.verdict, 'holder', v.holder, 'task',
     CASE WHEN ${whole} THEN
-      coalesce((SELECT to_jsonb(u) - 'i' - 'was' - 'from_status' - 'started' - 'reported' FROM ru u WHERE u.i = v.i),
+      coalesce((SELECT to_jsonb(u) - 'i' - 'was' - 'from_status' - 'started' - 'reported' - 'holder' FROM done u WHERE u.i = v.i),
                (SELECT to_jsonb(c) FROM rc c WHERE c.id = v.task_id))
     ELSE
       coalesce((SELECT jsonb_build_object('id', u.id, 'agent_id', u.agent_id, 'status', u.status, 'attempt', u.attempt,
                                           'started_at', u.started_at, 'finished_at', u.finished_at)
-                  FROM ru u WHERE u.i = v.i),
+                  FROM done u WHERE u.i = v.i),
                (SELECT jsonb_build_object('id', c.id, 'agent_id', c.agent_id, 'status', c.status, 'attempt', c.attempt)
                   FROM rc c WHERE c.id = v.task_id))
     END) ORDER BY v.i), '[]'::jsonb)
@@ -179,7 +195,7 @@ const reportVerdicts = (whole: string) => `
 export const applyReports: HotStatement = {
   name: 'apply_reports',
   text: `
-WITH ${reportCtes('$1', '$3', '$2')}, rel AS (${releaseSlots('ru', "status <> 'running'")}
+WITH ${reportCtes('$1', '$3', '$2')}, rel AS (${releaseSlots('done', "status <> 'running'", 'holder')}
 )
 SELECT (${reportVerdicts('$4::boolean')}) AS reports`,
 }
@@ -196,18 +212,21 @@ SELECT (${reportVerdicts('$4::boolean')}) AS reports`,
  * the reported running ids it no longer holds, and each report's verdict. The agent row is
  * read under its lock, so its free slots count every report committed before.
  * $1 agent id · $2 now · $3 reported status or null · $4 metrics (jsonb) or null ·
- * $5 running ids (uuid[]) · $6 report rows (jsonb, agent_id = $1) · $7 their task ids (uuid[])
- * (`heartbeatPlain`: the same without reports, $1–$5).
+ * $5 running ids (uuid[]) · $6 report rows (jsonb, agent_id = $1) · $7 their task ids (uuid[]) ·
+ * $8 the task types it runs (text[]) or null to keep its declaration
+ * (`heartbeatPlain`: the same without reports: $1–$5, and the task types as $6).
  */
-const heartbeatText = (withReports: boolean) => `
+const heartbeatText = (withReports: boolean, types = withReports ? '$8' : '$6') => `
 WITH ${withReports ? `${reportCtes('$6', '$7', '$2')}, ` : ''}cur AS (
   -- Tasks before their agent, the order every report, cancel, delete and sweep takes: with
   -- reports, the reported tasks are locked (rc) before this row, or two of them deadlock.
-  SELECT id, status, provider, region, capabilities, labels, max_concurrent_tasks, active_tasks
+  SELECT id, status, provider, region, capabilities, labels, task_types, max_concurrent_tasks, active_tasks
     FROM agents WHERE id = $1 ${withReports ? 'AND (SELECT count(*) FROM rc) >= 0' : ''} FOR UPDATE
 ), a AS (
-  SELECT cur.*, status AS was,
-         ${withReports ? "greatest(active_tasks - (SELECT count(*) FROM ru WHERE status <> 'running'), 0)" : 'active_tasks'} AS active,
+  SELECT id, status, provider, region, capabilities, labels, max_concurrent_tasks, active_tasks, status AS was,
+         -- The types it declares now, else the ones it declared before.
+         coalesce(${types}::text[], task_types) AS task_types, task_types AS declared,
+         ${withReports ? "greatest(active_tasks - (SELECT count(*) FROM done WHERE status <> 'running'), 0)" : 'active_tasks'} AS active,
          CASE WHEN status = 'maintenance' THEN 'maintenance'
               ELSE coalesce($3::text, CASE WHEN status = 'offline' THEN 'online' ELSE status END) END AS next
     FROM cur
@@ -226,9 +245,10 @@ WITH ${withReports ? `${reportCtes('$6', '$7', '$2')}, ` : ''}cur AS (
 ), upd AS (
   UPDATE agents g
      SET status = a.next, last_heartbeat_at = $2, last_metrics = coalesce($4::jsonb, g.last_metrics),
+         task_types = a.task_types,
          active_tasks = a.active + (SELECT count(*) FROM given),
-         version = g.version + CASE WHEN a.next <> a.was THEN 1 ELSE 0 END,
-         updated_at = CASE WHEN a.next <> a.was THEN $2 ELSE g.updated_at END
+         version = g.version + CASE WHEN a.next <> a.was OR a.task_types <> a.declared THEN 1 ELSE 0 END,
+         updated_at = CASE WHEN a.next <> a.was OR a.task_types <> a.declared THEN $2 ELSE g.updated_at END
     FROM a WHERE g.id = a.id
   RETURNING g.*, a.was
 ), moved AS (
@@ -242,11 +262,11 @@ SELECT to_jsonb(upd) - 'was' AS agent, upd.status <> upd.was AS moved,
   -- The statement's snapshot still shows reported tasks as they were: leave those out.
   (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id), '[]'::jsonb)
      FROM tasks t WHERE t.agent_id = $1 AND t.status = 'assigned'
-      ${withReports ? 'AND NOT EXISTS (SELECT 1 FROM ru WHERE ru.id = t.id)' : ''}) AS assigned,
+      ${withReports ? 'AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = t.id)' : ''}) AS assigned,
   (SELECT coalesce(jsonb_agg(to_jsonb(g) ORDER BY g.priority DESC, g.id), '[]'::jsonb) FROM given g) AS given,
   (SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}')
      FROM tasks t WHERE t.agent_id = $1 AND t.status = 'running' AND t.cancel_requested
-      ${withReports ? "AND NOT EXISTS (SELECT 1 FROM ru WHERE ru.id = t.id AND ru.status <> 'running')" : ''}) AS cancel,
+      ${withReports ? "AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = t.id AND done.status <> 'running')" : ''}) AS cancel,
   (SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}') FROM unnest($5::uuid[]) AS r(id)
     WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = $1 AND t.status IN ('assigned', 'running'))) AS lost,
   ${withReports ? `(${reportVerdicts('false')})` : "'[]'::jsonb"} AS reports
@@ -289,10 +309,12 @@ SELECT to_jsonb(ins) AS task FROM ins`,
  * requirements given (the new task's), locked `SKIP LOCKED` (never waiting on a placement
  * in progress), filled from the queue in priority order — so the new task never jumps
  * older or more urgent ones that fit the same agent.
- * $1 capabilities (text[]) · $2 now · $3 provider · $4 region · $5 labels (jsonb) · $6 pinned agent
+ * $1 capabilities (text[]) · $2 now · $3 provider · $4 region · $5 labels (jsonb) · $6 pinned agent · $7 type
  */
 /** The new task's requirements, as fillBestAgent's parameters. */
 const NEW_TASK = {
+  type: '$7::text',
+  declinedBy: "'{}'::uuid[]",
   capabilities: '$1::text[]',
   provider: '$3::text',
   region: '$4::text',
@@ -304,7 +326,8 @@ export const fillBestAgent: HotStatement = {
   name: 'fill_best',
   text: `
 WITH a AS (
-  SELECT g.id, g.provider, g.region, g.capabilities, g.labels, g.max_concurrent_tasks - g.active_tasks AS free
+  SELECT g.id, g.provider, g.region, g.capabilities, g.labels, g.task_types,
+         g.max_concurrent_tasks - g.active_tasks AS free
     FROM agents g
    WHERE ${takesWorkSql(agentColumns('g'))} AND ${meetsRequirementsSql(agentColumns('g'), NEW_TASK)}
    ORDER BY ${leastLoadedOrderSql(agentColumns('g'))}

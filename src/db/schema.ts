@@ -34,6 +34,8 @@ export const agents = pgTable(
     region: text('region'),
     capabilities: text('capabilities').array().notNull().default(sql`'{}'::text[]`),
     labels: jsonb('labels').$type<Labels>().notNull().default({}),
+    /** The task types it runs; `*` is any. Declared on register, update and heartbeat. */
+    taskTypes: text('task_types').array().notNull().default(sql`'{*}'::text[]`),
     maxConcurrentTasks: integer('max_concurrent_tasks').notNull().default(1),
     /** Tasks assigned to or running on this agent; kept in the same transaction as every task move. */
     activeTasks: integer('active_tasks').notNull().default(0),
@@ -73,6 +75,8 @@ export const tasks = pgTable(
     reqRegion: text('req_region'),
     reqLabels: jsonb('req_labels').$type<Labels>().notNull().default({}),
     reqAgentId: uuid('req_agent_id'),
+    /** Agents that declined the task (they do not run its type): it is not offered to them again. */
+    declinedBy: uuid('declined_by').array().notNull().default(sql`'{}'::uuid[]`),
     /** The agent holding the task now (assigned/running) or that last held it. No FK: history outlives agents. */
     agentId: uuid('agent_id'),
     status: text('status').$type<TaskStatus>().notNull().default('pending'),

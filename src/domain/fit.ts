@@ -1,4 +1,4 @@
-import type { AgentStatus, Labels } from './model'
+import { type AgentStatus, ANY_TASK_TYPE, type Labels } from './model'
 
 /**
  * Placement's rules: which agent may take which task (the fit rule), in what order tasks
@@ -11,6 +11,9 @@ import type { AgentStatus, Labels } from './model'
 
 /** What the fit rule reads of a task. */
 export interface FitTask {
+  type: string
+  /** Agents that declined it. */
+  declinedBy: readonly string[]
   reqCapabilities: readonly string[]
   reqProvider: string | null
   reqRegion: string | null
@@ -26,6 +29,8 @@ export interface FitAgent {
   region: string | null
   capabilities: readonly string[]
   labels: Labels
+  /** The task types it runs; `*` is any. */
+  taskTypes: readonly string[]
   maxConcurrentTasks: number
   activeTasks: number
 }
@@ -38,12 +43,15 @@ export interface AgentSql {
   region: string
   capabilities: string
   labels: string
+  taskTypes: string
   maxConcurrentTasks: string
   activeTasks: string
 }
 
 /** SQL expressions for a task's requirements: columns (`taskColumns('t')`) or bound values. */
 export interface TaskSql {
+  type: string
+  declinedBy: string
   capabilities: string
   provider: string
   region: string
@@ -58,11 +66,14 @@ export const agentColumns = (alias: string): AgentSql => ({
   region: `${alias}.region`,
   capabilities: `${alias}.capabilities`,
   labels: `${alias}.labels`,
+  taskTypes: `${alias}.task_types`,
   maxConcurrentTasks: `${alias}.max_concurrent_tasks`,
   activeTasks: `${alias}.active_tasks`,
 })
 
 export const taskColumns = (alias: string): TaskSql => ({
+  type: `${alias}.type`,
+  declinedBy: `${alias}.declined_by`,
   capabilities: `${alias}.req_capabilities`,
   provider: `${alias}.req_provider`,
   region: `${alias}.req_region`,
@@ -74,7 +85,7 @@ const labelsContain = (have: Labels, want: Labels) => Object.entries(want).every
 
 /** One requirement a task may name, in each form the service needs. */
 export interface Requirement {
-  name: 'capabilities' | 'provider' | 'region' | 'labels' | 'agentId'
+  name: 'type' | 'capabilities' | 'provider' | 'region' | 'labels' | 'agentId' | 'declined'
   /** Whether the task names this requirement at all. */
   named(task: FitTask): boolean
   meets(task: FitTask, agent: FitAgent): boolean
@@ -83,15 +94,29 @@ export interface Requirement {
   miss(task: FitTask, agent: FitAgent): string
   /** Why a task waits when no online agent meets it. */
   nobody(task: FitTask): string
+  /** Why a task waits when online agents meet all its other requirements, but not this one. */
+  blocks(task: FitTask): string
 }
 
+const runsType = (a: Pick<FitAgent, 'taskTypes'>, type: string) =>
+  a.taskTypes.includes(ANY_TASK_TYPE) || a.taskTypes.includes(type)
+
 /**
- * THE FIT RULE. A task fits an agent when the agent takes work (`TAKES_WORK`: online, with a
- * free slot) and meets every requirement below that the task names: it holds every required
- * capability, is on the provider and in the region asked for, carries the labels asked for,
- * and is the agent the task is pinned to.
+ * THE FIT RULE. A task fits an agent when the agent takes work (`takesWork`: online, with a
+ * free slot) and meets every requirement below that the task names: it runs the task's
+ * type, holds every required capability, is on the provider and in the region asked for,
+ * carries the labels asked for, is the agent the task is pinned to, and has not declined it.
  */
 export const FIT_RULE: readonly Requirement[] = [
+  {
+    name: 'type',
+    named: () => true,
+    meets: (t, a) => runsType(a, t.type),
+    sql: (a, t) => `(${t.type} = ANY(${a.taskTypes}) OR '${ANY_TASK_TYPE}' = ANY(${a.taskTypes}))`,
+    miss: (t, a) => `agent does not run tasks of type ${t.type} (it runs: ${a.taskTypes.join(', ') || 'none'})`,
+    nobody: (t) => `no online agent runs tasks of type ${t.type}`,
+    blocks: (t) => `the online agents that meet its other requirements do not run tasks of type ${t.type}`,
+  },
   {
     name: 'capabilities',
     named: (t) => t.reqCapabilities.length > 0,
@@ -100,6 +125,8 @@ export const FIT_RULE: readonly Requirement[] = [
     miss: (t, a) =>
       `agent lacks capabilities: ${t.reqCapabilities.filter((c) => !a.capabilities.includes(c)).join(', ')}`,
     nobody: (t) => `no online agent has capabilities: ${t.reqCapabilities.join(', ')}`,
+    blocks: (t) =>
+      `the online agents that meet its other requirements lack capabilities: ${t.reqCapabilities.join(', ')}`,
   },
   {
     name: 'provider',
@@ -108,6 +135,7 @@ export const FIT_RULE: readonly Requirement[] = [
     sql: (a, t) => `(${t.provider} IS NULL OR ${a.provider} = ${t.provider})`,
     miss: (t, a) => `task needs provider ${t.reqProvider}, agent is ${a.provider}`,
     nobody: (t) => `no online agent on provider ${t.reqProvider}`,
+    blocks: (t) => `the online agents that meet its other requirements are not on provider ${t.reqProvider}`,
   },
   {
     name: 'region',
@@ -116,6 +144,7 @@ export const FIT_RULE: readonly Requirement[] = [
     sql: (a, t) => `(${t.region} IS NULL OR ${a.region} = ${t.region})`,
     miss: (t, a) => `task needs region ${t.reqRegion}, agent is in ${a.region ?? 'no region'}`,
     nobody: (t) => `no online agent in region ${t.reqRegion}`,
+    blocks: (t) => `the online agents that meet its other requirements are not in region ${t.reqRegion}`,
   },
   {
     name: 'labels',
@@ -124,6 +153,7 @@ export const FIT_RULE: readonly Requirement[] = [
     sql: (a, t) => `${a.labels} @> ${t.labels}`,
     miss: () => 'agent labels do not match the required labels',
     nobody: (t) => `no online agent has labels ${JSON.stringify(t.reqLabels)}`,
+    blocks: (t) => `the online agents that meet its other requirements lack labels ${JSON.stringify(t.reqLabels)}`,
   },
   {
     name: 'agentId',
@@ -132,6 +162,16 @@ export const FIT_RULE: readonly Requirement[] = [
     sql: (a, t) => `(${t.agentId} IS NULL OR ${a.id} = ${t.agentId})`,
     miss: (t) => `task is pinned to agent ${t.reqAgentId}`,
     nobody: (t) => `pinned agent ${t.reqAgentId} is not online`,
+    blocks: (t) => `pinned agent ${t.reqAgentId} does not meet its other requirements`,
+  },
+  {
+    name: 'declined',
+    named: (t) => t.declinedBy.length > 0,
+    meets: (t, a) => !t.declinedBy.includes(a.id),
+    sql: (a, t) => `NOT (${a.id} = ANY(${t.declinedBy}))`,
+    miss: () => 'agent declined this task',
+    nobody: () => 'every online agent declined it',
+    blocks: () => 'the online agents that would fit it declined it',
   },
 ]
 
@@ -159,8 +199,14 @@ export function misfits(task: FitTask, agent: FitAgent): string[] {
   return out
 }
 
-/** `meetsRequirements` as SQL (a null in either side reads as "does not meet"). */
-export const meetsRequirementsSql = (a: AgentSql, t: TaskSql) => `(${FIT_RULE.map((r) => r.sql(a, t)).join(' AND ')})`
+/**
+ * `meetsRequirements` as SQL (a null in either side reads as "does not meet"); with `except`,
+ * every requirement but that one (what would fit if it were not asked).
+ */
+export const meetsRequirementsSql = (a: AgentSql, t: TaskSql, except?: Requirement['name']) =>
+  `(${FIT_RULE.filter((r) => r.name !== except)
+    .map((r) => r.sql(a, t))
+    .join(' AND ')})`
 
 /**
  * `meetsRequirements` between agent rows `a` and the task rows of a queue scan `t`,

@@ -19,15 +19,30 @@ export const liveStatuses = ['assigned', 'running'] as const satisfies readonly 
 
 /**
  * Why a pending task waits: `scheduled` (its scheduledAt is ahead, it never ran) · `backoff`
- * (a retry delay is ahead) · `no_matching_agent` (no online agent meets its requirements) ·
- * `agents_busy` (fitting agents are all full) · `queued` (a fitting agent has a free slot;
- * the next placement takes it).
+ * (a retry delay is ahead) · `no_agent_for_type` (no online agent runs its type) ·
+ * `no_matching_agent` (no online agent meets its requirements) · `agents_busy` (fitting
+ * agents are all full) · `queued` (a fitting agent has a free slot; the next placement
+ * takes it).
  */
-export const pendingReasons = ['scheduled', 'backoff', 'no_matching_agent', 'agents_busy', 'queued'] as const
+export const pendingReasons = [
+  'scheduled',
+  'backoff',
+  'no_agent_for_type',
+  'no_matching_agent',
+  'agents_busy',
+  'queued',
+] as const
 export type PendingReason = (typeof pendingReasons)[number]
 
-/** What an agent (or an operator on its behalf) may report through PATCH /tasks/{id}/status. */
-export const reportStatuses = ['running', 'completed', 'failed', 'cancelled'] as const
+/**
+ * What an agent (or an operator on its behalf) may report through PATCH /tasks/{id}/status
+ * or a heartbeat. `declined`: the agent does not run the task's type (its declaration was
+ * stale); the task goes back to the queue, no attempt spent, never offered to it again.
+ */
+export const reportStatuses = ['running', 'completed', 'failed', 'cancelled', 'declined'] as const
+
+/** An agent that declares no task types runs any (`*`). */
+export const ANY_TASK_TYPE = '*'
 export type ReportStatus = (typeof reportStatuses)[number]
 
 /** Roles a JWT may claim. */

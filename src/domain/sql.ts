@@ -56,12 +56,12 @@ export function requeueSet(m: TaskMove, t: string, now: string, availableAt: str
 }
 
 /**
- * Gives back one slot per row of `rows` (with an `agent_id`; `where` picks the rows that
- * left their agent) to its agent, agents in id order. Never below zero.
+ * Gives back one slot per row of `rows` (its agent in column `agent`; `where` picks the rows
+ * that left their agent) to its agent, agents in id order. Never below zero.
  */
-export const releaseSlots = (rows: string, where = 'true') => `
+export const releaseSlots = (rows: string, where = 'true', agent = 'agent_id') => `
   UPDATE agents a SET active_tasks = greatest(a.active_tasks - c.n, 0)
-    FROM (SELECT agent_id, count(*)::int AS n FROM ${rows} WHERE agent_id IS NOT NULL AND (${where})
-          GROUP BY agent_id ORDER BY agent_id) c
+    FROM (SELECT ${agent} AS agent_id, count(*)::int AS n FROM ${rows} WHERE ${agent} IS NOT NULL AND (${where})
+          GROUP BY ${agent} ORDER BY ${agent}) c
    WHERE a.id = c.agent_id
   RETURNING 1`

@@ -49,6 +49,8 @@ export interface TaskMove {
   action: MoveAction
   by: readonly Mover[]
   when?: MoveGuard
+  /** For a report: the status reported (the state reached, but for `declined`, which requeues). */
+  report?: ReportStatus
   /** The agent's slot: taken (placement), given back (the task leaves the agent), or kept. */
   slot: 'take' | 'release' | 'keep'
   /** Counted against the retry budget: `failures` (the task's fault) or `lostCount` (its agent's). */
@@ -94,6 +96,7 @@ export const TASK_MOVES: readonly TaskMove[] = [
       name,
       from: [from],
       to,
+      report: to,
       action: 'report',
       by: ['agent', 'staff'],
       slot,
@@ -103,10 +106,26 @@ export const TASK_MOVES: readonly TaskMove[] = [
       label,
     }),
   ),
+  // An agent handed a type it does not run (its declaration was stale): back to the queue,
+  // no attempt spent, and never offered to that agent again (`declinedBy`).
+  {
+    name: 'decline',
+    from: ['assigned'],
+    to: 'pending',
+    report: 'declined',
+    action: 'report',
+    by: ['agent', 'staff'],
+    slot: 'release',
+    counts: null,
+    clears: ['result', 'progress'],
+    event: 'task.requeued',
+    label: 'report: declined, its agent does not run its type',
+  },
   {
     name: 'confirm_cancel',
     from: ['running'],
     to: 'cancelled',
+    report: 'cancelled',
     action: 'report',
     by: ['agent', 'staff'],
     when: 'cancel_requested',
@@ -310,14 +329,22 @@ const movesFrom = (status: TaskStatus): TaskMove[] => TASK_MOVES.filter((m) => m
 /** The moves from a state, as a 409's `allowed` list names them. */
 export const allowedMoves = (status: TaskStatus): string[] => movesFrom(status).map((m) => `${m.to} (${m.label})`)
 
-/** The move `action` by `by` takes `task` through now (guards applied), if any; `to` picks among several. */
-export function moveFor(task: GuardedTask, action: MoveAction, by: Mover, to?: TaskStatus): TaskMove | undefined {
+/**
+ * The move `action` by `by` takes `task` through now (guards applied), if any; `to` picks
+ * among several (for a report, the status reported).
+ */
+export function moveFor(
+  task: GuardedTask,
+  action: MoveAction,
+  by: Mover,
+  to?: TaskStatus | ReportStatus,
+): TaskMove | undefined {
   return TASK_MOVES.find(
     (m) =>
       m.action === action &&
       m.by.includes(by) &&
       m.from.includes(task.status) &&
-      (to === undefined || m.to === to) &&
+      (to === undefined || (m.report ?? m.to) === to) &&
       guardHolds(m.when, task),
   )
 }
@@ -335,8 +362,8 @@ const reportMoves = TASK_MOVES.filter((m) => m.action === 'report')
 export function allowedReports(task: Pick<GuardedTask, 'status' | 'cancelRequested'>): ReportStatus[] {
   const out: ReportStatus[] = []
   for (const m of reportMoves) {
-    if (!m.from.includes(task.status) || !guardHolds(m.when, { ...task, autoRetry: false })) continue
-    if (!out.includes(m.to as ReportStatus)) out.push(m.to as ReportStatus)
+    if (!m.report || !m.from.includes(task.status) || !guardHolds(m.when, { ...task, autoRetry: false })) continue
+    if (!out.includes(m.report)) out.push(m.report)
   }
   return out
 }
@@ -357,7 +384,7 @@ export function reportAllowedSql(from: string, to: string, cancelRequested: stri
   return `(${reportMoves
     .map(
       (m) =>
-        `(${from} IN (${m.from.map((s) => `'${s}'`).join(', ')}) AND ${to} = '${m.to}'${guardSql(m.when, cancelRequested)})`,
+        `(${from} IN (${m.from.map((s) => `'${s}'`).join(', ')}) AND ${to} = '${m.report}'${guardSql(m.when, cancelRequested)})`,
     )
     .join('\n     OR ')})`
 }

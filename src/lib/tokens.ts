@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi'
-import { sign, verify } from 'hono/jwt'
+import { decode, sign, verify } from 'hono/jwt'
 import { type Role, roles } from '../domain/model'
 import type { Config } from '../env'
 import { TtlCache } from './auth-cache'
@@ -71,6 +71,52 @@ export async function signToken(
 const verified = new Map<string, TtlCache<Claims>>()
 const VERIFIED_MAX = 10_000
 
+/**
+ * Why hono/jwt's verify refused a token, in one sentence: expired (and when), a bad
+ * signature, not a JWT… Only what the token itself says (its times, its algorithm) and the
+ * algorithm this service signs with are named: never the key, nor anything else secret.
+ */
+function whyRefused(err: unknown, token: string, config: Pick<Config, 'algorithm'>): string {
+  let header: { alg?: unknown } = {}
+  let payload: Record<string, unknown> = {}
+  try {
+    const decoded = decode(token)
+    header = decoded.header
+    payload = decoded.payload
+  } catch {} // not decodable: JwtTokenInvalid, which names no claim
+  /** A time claim as an ISO time, or undefined when it is not a time in seconds. */
+  const time = (name: 'exp' | 'nbf' | 'iat') => {
+    const v = payload[name]
+    return typeof v === 'number' && Math.abs(v) < 8.64e12 ? new Date(v * 1000).toISOString() : undefined
+  }
+  switch (err instanceof Error ? err.name : '') {
+    case 'JwtTokenExpired': {
+      const at = time('exp')
+      return at ? `The token expired at ${at}.` : "The token's exp claim is not a time in seconds."
+    }
+    case 'JwtTokenSignatureMismatched':
+      return "The token has a bad signature: it was not signed with this service's key."
+    case 'JwtTokenInvalid':
+      return 'The token is not a JWT: its header, payload and signature must each be base64url (the first two JSON).'
+    case 'JwtHeaderInvalid':
+      return `The token's header is not one this service takes: it wants alg "${config.algorithm}", typ "JWT" or none, and no "crit".`
+    case 'JwtAlgorithmMismatch':
+      return `The token is signed with ${String(header.alg)}; this service signs with ${config.algorithm}.`
+    case 'JwtTokenNotBefore': {
+      const at = time('nbf')
+      return at ? `The token is not valid before ${at}.` : "The token's nbf claim is not a time in seconds."
+    }
+    case 'JwtTokenIssuedAt': {
+      const at = time('iat')
+      return at
+        ? `The token was issued in the future (iat ${at}): is a clock wrong?`
+        : "The token's iat claim is not a time in seconds."
+    }
+    default:
+      return 'The token could not be verified.'
+  }
+}
+
 /** The claims of a valid token of ours (signature, claims, lifetime checked), or 401. */
 export async function claimsOf(config: Config, token: string): Promise<Claims> {
   const keyId = `${config.algorithm}:${config.secretKey}`
@@ -84,8 +130,8 @@ export async function claimsOf(config: Config, token: string): Promise<Claims> {
   let payload: unknown
   try {
     payload = await verify(token, await hmacKey(config), config.algorithm)
-  } catch {
-    throw new ApiError('unauthorized', 'The token is invalid or expired.')
+  } catch (err) {
+    throw new ApiError('unauthorized', whyRefused(err, token, config))
   }
   const parsed = claimsSchema.safeParse(payload)
   if (!parsed.success) throw new ApiError('unauthorized', 'The token lacks valid sub, role or exp claims.')

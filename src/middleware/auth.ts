@@ -19,21 +19,32 @@ const uuidSchema = z.uuid()
 
 type Bearer = { kind: 'jwt'; token: string } | { kind: 'registration'; token: string }
 
+/** Three base64url parts, separated by dots (header.payload.signature). */
+const jwtShape = /^[A-Za-z0-9\-_=]+\.[A-Za-z0-9\-_=]+\.[A-Za-z0-9\-_=]*$/
+
 function bearer(header: string | undefined): Bearer {
   if (!header) throw new ApiError('unauthorized', 'Missing bearer token.')
-  const reg = /^Bearer\s+(acpr_\S*)\s*$/i.exec(header)
-  if (reg?.[1]) {
-    if (!registrationTokenShape.test(reg[1])) {
+  const token = /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1]
+  if (!token) throw new ApiError('unauthorized', 'Authorization must be "Bearer <token>".')
+  if (/^acpr_/i.test(token)) {
+    if (!registrationTokenShape.test(token)) {
       throw new ApiError(
         'unauthorized',
         `A registration token is "${REGISTRATION_TOKEN_PREFIX}" and 43 base64url characters.`,
       )
     }
-    return { kind: 'registration', token: reg[1] }
+    return { kind: 'registration', token }
   }
-  const m = /^Bearer\s+([A-Za-z0-9\-_=]+\.[A-Za-z0-9\-_=]+\.?[A-Za-z0-9\-_.+/=]*)\s*$/i.exec(header)
-  if (!m?.[1]) throw new ApiError('unauthorized', 'Authorization must be "Bearer <token>".')
-  return { kind: 'jwt', token: m[1] }
+  if (!jwtShape.test(token)) {
+    // What was expected, and what this token has instead (never the token itself).
+    const parts = token.split('.').length
+    const has = parts === 3 ? 'this one has an empty or non-base64url part' : `this one has ${parts}`
+    throw new ApiError(
+      'unauthorized',
+      `The bearer token is not a JWT: a JWT has three dot-separated base64url parts (${has}); a registration token starts "${REGISTRATION_TOKEN_PREFIX}".`,
+    )
+  }
+  return { kind: 'jwt', token }
 }
 
 /**

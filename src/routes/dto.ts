@@ -11,6 +11,7 @@ export interface AgentDto {
   region: string | null
   capabilities: string[]
   labels: Labels
+  taskTypes: string[]
   maxConcurrentTasks: number
   status: AgentStatus
   activeTasks: number
@@ -32,6 +33,7 @@ export function toAgentDto(a: AgentRow): AgentDto {
     region: a.region,
     capabilities: a.capabilities,
     labels: a.labels,
+    taskTypes: a.taskTypes,
     maxConcurrentTasks: a.maxConcurrentTasks,
     status: a.status,
     activeTasks: a.activeTasks,
@@ -67,6 +69,8 @@ export interface TaskDto {
   idempotencyKey: string | null
   cancelRequested: boolean
   pendingReason: PendingReason | null
+  /** GET /tasks/{id} of a pending task nothing can take: why, requirement by requirement. */
+  pendingDetails?: string[]
   progress: number | null
   result: unknown
   error: TaskError | null

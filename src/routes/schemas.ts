@@ -1,5 +1,6 @@
 import { z } from '@hono/zod-openapi'
-import { agentStatuses, pendingReasons, providers, reportStatuses, taskStatuses } from '../domain/model'
+import { ANY_TASK_TYPE, agentStatuses, pendingReasons, providers, reportStatuses, taskStatuses } from '../domain/model'
+import { SHELL_TASK_TYPE, ShellPayload } from '../domain/shell'
 
 /** Shared request and response schemas: the API contract in one place. */
 
@@ -37,6 +38,19 @@ const token = (what: string, max: number) =>
     .regex(/^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$/, `${what}: letters, digits and . _ : / @ + - only`)
 
 export const Capability = token('capability', 64).openapi({ example: 'gpu' })
+
+/** A task type as tasks name it. */
+const TaskType = token('type', 100).openapi({ example: 'report.generate' })
+
+/** The task types an agent runs: types as tasks name them, or `*` for any. */
+export const TaskTypes = z
+  .array(z.union([TaskType, z.literal(ANY_TASK_TYPE)]))
+  .min(1)
+  .max(64)
+  .openapi({
+    description: 'The task types this agent runs; `*` runs any. Tasks of other types are never placed on it.',
+    example: ['shell', 'report.generate'],
+  })
 export const Labels = z
   .record(
     z
@@ -66,6 +80,7 @@ export const AgentInput = z
     region: z.string().min(1).max(64).nullish().openapi({ example: 'us-east-1' }),
     capabilities: z.array(Capability).max(64).default([]),
     labels: Labels.default({}),
+    taskTypes: TaskTypes.default([ANY_TASK_TYPE]),
     maxConcurrentTasks: z.number().int().min(1).max(1000).default(1),
   })
   .openapi('AgentInput')
@@ -79,6 +94,7 @@ export const Agent = z
     region: z.string().nullable(),
     capabilities: z.array(z.string()),
     labels: z.record(z.string(), z.string()),
+    taskTypes: z.array(z.string()),
     maxConcurrentTasks: z.number().int(),
     status: AgentStatus,
     activeTasks: z.number().int(),
@@ -179,6 +195,9 @@ export const HeartbeatInput = z
       .optional()
       .openapi({ example: { cpu: 0.42, memoryMb: 2048 } }),
     runningTaskIds: z.array(z.uuid()).max(1000).optional(),
+    taskTypes: TaskTypes.optional().openapi({
+      description: 'When sent, replaces the task types this agent runs (a runner sends its handlers).',
+    }),
     waitSeconds: z.number().min(0).max(30).optional().openapi({
       description:
         'Long poll: with nothing to do, answer as soon as work lands on this agent, or after this many seconds.',
@@ -198,7 +217,7 @@ const Requirements = z
 
 const taskFields = {
   name: z.string().min(1).max(200).openapi({ example: 'nightly-report' }),
-  type: token('type', 100).openapi({ example: 'report.generate' }),
+  type: TaskType,
   payload: JsonValue.default({}).openapi({
     description: 'Any JSON value the agent needs.',
     example: { day: '2026-11-24' },
@@ -214,6 +233,20 @@ const taskFields = {
     .openapi({ type: 'string', format: 'date-time', description: 'Not placed before this time.' }),
 }
 
+/**
+ * A task of the built-in `shell` type carries the payload the runner's shell handler takes
+ * ({command, env?, cwd?}, the same schema and limits): refused here with 422, not accepted
+ * and failed later on the runner.
+ */
+const checkShellPayload = (t: { type: string; payload: unknown }, ctx: z.RefinementCtx) => {
+  if (t.type !== SHELL_TASK_TYPE) return
+  const parsed = ShellPayload.safeParse(t.payload)
+  if (parsed.success) return
+  for (const issue of parsed.error.issues) {
+    ctx.addIssue({ code: 'custom', path: ['payload', ...issue.path.map(String)], message: issue.message })
+  }
+}
+
 export const TaskCreateInput = z
   .strictObject({
     ...taskFields,
@@ -224,9 +257,10 @@ export const TaskCreateInput = z
       .optional()
       .openapi({ description: 'Or the Idempotency-Key header: a repeat returns the first task with 200.' }),
   })
+  .superRefine(checkShellPayload)
   .openapi('TaskCreateInput')
 
-export const TaskUpdateInput = z.strictObject(taskFields).openapi('TaskUpdateInput')
+export const TaskUpdateInput = z.strictObject(taskFields).superRefine(checkShellPayload).openapi('TaskUpdateInput')
 
 export const MAX_BATCH_TASKS = 1000
 
@@ -263,6 +297,10 @@ export const Task = z
     idempotencyKey: z.string().nullable(),
     cancelRequested: z.boolean(),
     pendingReason: z.enum(pendingReasons).nullable(),
+    pendingDetails: z.array(z.string()).optional().openapi({
+      description:
+        'GET /tasks/{id} of a pending task that no agent can take now: which requirement no online agent meets, or that they are busy.',
+    }),
     progress: z.number().nullable(),
     result: z.unknown(),
     error: z.object({ code: z.string(), message: z.string() }).nullable(),

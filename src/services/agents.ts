@@ -1,7 +1,7 @@
 import { and, arrayContains, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
 import type { Db, Tx } from '../db/client'
-import { bind } from '../db/fragments'
+import { bind, pgTextArray } from '../db/fragments'
 import { agentFromJson, heartbeatPlain, heartbeat as heartbeatStatement, hot, taskFromJson } from '../db/hot'
 import { queries } from '../db/prepared'
 import { getAgent } from '../db/rows'
@@ -28,6 +28,8 @@ export interface AgentInput {
   region?: string | null
   capabilities: string[]
   labels: Labels
+  /** The task types it runs (`*`: any). */
+  taskTypes: string[]
   maxConcurrentTasks: number
 }
 
@@ -50,6 +52,7 @@ const settings = (input: AgentInput) => ({
   region: input.region ?? null,
   capabilities: dedupe(input.capabilities),
   labels: input.labels,
+  taskTypes: dedupe(input.taskTypes),
   maxConcurrentTasks: input.maxConcurrentTasks,
 })
 
@@ -384,6 +387,8 @@ export interface HeartbeatInput {
   reports?: Omit<TaskReport, never>[]
   /** Long poll: when there is nothing to do, wait up to this long for work to arrive. */
   waitSeconds?: number
+  /** The task types it runs now (replaces its declaration); absent: unchanged. */
+  taskTypes?: string[]
 }
 
 export interface HeartbeatResult {
@@ -427,10 +432,11 @@ export async function heartbeat(
   const metrics = input.metrics === undefined ? null : JSON.stringify(input.metrics)
   const beat = async (rows: string | null, ids: string | null) => {
     const common = [id, clock.now(), input.status ?? null, metrics, running]
+    const types = input.taskTypes ? pgTextArray(dedupe(input.taskTypes)) : null
     const [row] =
       rows === null
-        ? await hot<WorkRow>(db, heartbeatPlain, common)
-        : await hot<WorkRow>(db, heartbeatStatement, [...common, rows, ids])
+        ? await hot<WorkRow>(db, heartbeatPlain, [...common, types])
+        : await hot<WorkRow>(db, heartbeatStatement, [...common, rows, ids, types])
     if (!row) throw new ApiError('not_found', `No agent with id ${id}.`)
     return row
   }

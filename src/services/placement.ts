@@ -149,12 +149,15 @@ const agentFitColumns = {
   region: agents.region,
   capabilities: agents.capabilities,
   labels: agents.labels,
+  taskTypes: agents.taskTypes,
   maxConcurrentTasks: agents.maxConcurrentTasks,
   activeTasks: agents.activeTasks,
 }
 
 /** A task's requirements as bound values, for the SQL forms of the fit rule. */
 const requirementValues = (t: FitTask) => ({
+  type: t.type,
+  declinedBy: `{${t.declinedBy.join(',')}}`,
   caps: pgTextArray(t.reqCapabilities),
   provider: t.reqProvider,
   region: t.reqRegion,
@@ -162,6 +165,8 @@ const requirementValues = (t: FitTask) => ({
   agentId: t.reqAgentId,
 })
 const REQUIRED: TaskSql = {
+  type: '{{type}}::text',
+  declinedBy: '{{declinedBy}}::uuid[]',
   capabilities: '{{caps}}::text[]',
   provider: '{{provider}}::text',
   region: '{{region}}::text',
@@ -169,7 +174,7 @@ const REQUIRED: TaskSql = {
   agentId: '{{agentId}}::uuid',
 }
 const G = agentColumns('g')
-const fitColumnsSql = `g.id, g.status, g.provider, g.region, g.capabilities, g.labels,
+const fitColumnsSql = `g.id, g.status, g.provider, g.region, g.capabilities, g.labels, g.task_types AS "taskTypes",
   g.max_concurrent_tasks AS "maxConcurrentTasks", g.active_tasks AS "activeTasks"`
 
 /**
@@ -193,8 +198,20 @@ async function lockBestAgent(tx: Tx, task: FitTask, wait: boolean): Promise<FitA
   return waited
 }
 
+/**
+ * Why a due pending task waits, from what the online agents offer: a fitting one with a free
+ * slot (`queued`), fitting ones all full (`agents_busy`), ones that meet every other
+ * requirement but do not run its type (`no_agent_for_type`), or none that meet its
+ * requirements (`no_matching_agent`).
+ */
+function waitReason(c: { free: boolean; fitting: boolean; fitsButType: boolean }): PendingReason {
+  if (c.free) return 'queued'
+  if (c.fitting) return 'agents_busy'
+  return c.fitsButType ? 'no_agent_for_type' : 'no_matching_agent'
+}
+
 /** Why nothing can take `task` now: one line per requirement no online agent meets, or capacity. */
-async function explainNoFit(db: Executor, task: FitTask): Promise<{ reason: PendingReason; details: string[] }> {
+export async function explainNoFit(db: Executor, task: FitTask): Promise<{ reason: PendingReason; details: string[] }> {
   const named = FIT_RULE.filter((r) => r.named(task))
   const online = `${G.status} = 'online'`
   const meets = meetsRequirementsSql(G, REQUIRED)
@@ -203,24 +220,28 @@ async function explainNoFit(db: Executor, task: FitTask): Promise<{ reason: Pend
     bind(
       `SELECT count(*) FILTER (WHERE ${online})::int AS online,
         ${named.map((r) => `count(*) FILTER (WHERE ${online} AND ${r.sql(G, REQUIRED)})::int AS "${r.name}",`).join('\n')}
+        ${named.map((r) => `count(*) FILTER (WHERE ${online} AND ${meetsRequirementsSql(G, REQUIRED, r.name)})::int AS "but_${r.name}",`).join('\n')}
         count(*) FILTER (WHERE ${online} AND ${meets})::int AS fitting,
         count(*) FILTER (WHERE ${takesWorkSql(G)} AND ${meets})::int AS free
        FROM agents g`,
       requirementValues(task),
     ),
   )
-  if (!c) return { reason: 'no_matching_agent', details: ['no agents'] }
-  if ((c.free ?? 0) > 0) return { reason: 'queued', details: [`${c.free} fitting agent(s) have a free slot`] }
-  if ((c.fitting ?? 0) > 0) {
-    return { reason: 'agents_busy', details: [`all ${c.fitting} fitting online agent(s) are at capacity`] }
-  }
+  const n = (k: string) => c?.[k] ?? 0
+  const reason = waitReason({ free: n('free') > 0, fitting: n('fitting') > 0, fitsButType: n('but_type') > 0 })
+  if (reason === 'queued') return { reason, details: [`${n('free')} fitting agent(s) have a free slot`] }
+  if (reason === 'agents_busy')
+    return { reason, details: [`all ${n('fitting')} fitting online agent(s) are at capacity`] }
   const details: string[] = []
-  if (c.online === 0) details.push('no agent is online')
+  if (n('online') === 0) details.push('no agent is online')
   else {
-    for (const r of named) if (c[r.name] === 0) details.push(r.nobody(task))
+    // The requirements that alone stand between online agents and the task, else every one
+    // that no online agent meets at all.
+    for (const r of named) if (n(`but_${r.name}`) > 0) details.push(r.blocks(task))
+    if (details.length === 0) for (const r of named) if (n(r.name) === 0) details.push(r.nobody(task))
     if (details.length === 0) details.push('no online agent meets all requirements together')
   }
-  return { reason: 'no_matching_agent', details }
+  return { reason, details }
 }
 
 /**
@@ -272,9 +293,7 @@ export async function placeTask(
 
 /**
  * Why each pending task is waiting, for a page of tasks in one query:
- * scheduled (scheduledAt ahead, never ran) · backoff (retry delay ahead) · no_matching_agent ·
- * agents_busy (fitting agents all full) · queued (a fitting agent has a free slot; the next
- * placement takes it).
+ * scheduled (scheduledAt ahead, never ran) · backoff (retry delay ahead) · else `waitReason`.
  */
 export async function pendingReasonsFor(db: Executor, list: TaskRow[], now: Date): Promise<Map<string, PendingReason>> {
   const out = new Map<string, PendingReason>()
@@ -289,6 +308,8 @@ export async function pendingReasonsFor(db: Executor, list: TaskRow[], now: Date
       continue
     }
     const kind = JSON.stringify([
+      t.type,
+      [...t.declinedBy].sort(),
       [...t.reqCapabilities].sort(),
       t.reqProvider,
       t.reqRegion,
@@ -301,17 +322,16 @@ export async function pendingReasonsFor(db: Executor, list: TaskRow[], now: Date
   }
   if (byKind.size === 0) return out
   const probes = [...byKind.values()].map((ids) => ids[0] as string)
-  const rows = await rowsOf<{ id: string; free: boolean; fitting: boolean }>(
+  const rows = await rowsOf<{ id: string; free: boolean; fitting: boolean; fitsButType: boolean }>(
     db,
     sql`
     SELECT t.id,
       EXISTS (SELECT 1 FROM agents a WHERE ${sql.raw(`${takesWorkSql(A)} AND ${FITS}`)}) AS free,
-      EXISTS (SELECT 1 FROM agents a WHERE ${sql.raw(`${A.status} = 'online' AND ${FITS}`)}) AS fitting
+      EXISTS (SELECT 1 FROM agents a WHERE ${sql.raw(`${A.status} = 'online' AND ${FITS}`)}) AS fitting,
+      EXISTS (SELECT 1 FROM agents a WHERE ${sql.raw(`${A.status} = 'online' AND ${FITS_BUT_TYPE}`)}) AS "fitsButType"
     FROM tasks t WHERE t.id = ANY(${`{${probes.join(',')}}`}::uuid[])`,
   )
-  const reasonOf = new Map(
-    rows.map((r) => [r.id, (r.free ? 'queued' : r.fitting ? 'agents_busy' : 'no_matching_agent') as PendingReason]),
-  )
+  const reasonOf = new Map(rows.map((r) => [r.id, waitReason(r)]))
   for (const ids of byKind.values()) {
     const reason = reasonOf.get(ids[0] as string)
     if (reason) for (const id of ids) out.set(id, reason)
@@ -321,9 +341,12 @@ export async function pendingReasonsFor(db: Executor, list: TaskRow[], now: Date
 
 const A = agentColumns('a')
 const FITS = meetsRequirementsSql(A, taskColumns('t'))
+const FITS_BUT_TYPE = meetsRequirementsSql(A, taskColumns('t'), 'type')
 
 const taskReqColumns = {
   id: tasks.id,
+  type: tasks.type,
+  declinedBy: tasks.declinedBy,
   reqCapabilities: tasks.reqCapabilities,
   reqProvider: tasks.reqProvider,
   reqRegion: tasks.reqRegion,

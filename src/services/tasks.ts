@@ -167,6 +167,7 @@ async function placeNew(deps: ServiceDeps, task: TaskRow): Promise<TaskRow[]> {
     task.reqRegion,
     JSON.stringify(task.reqLabels),
     task.reqAgentId,
+    task.type,
   ])
   const rows = out?.rows ?? []
   if (rows.length === 0) return []
@@ -472,7 +473,13 @@ export interface TaskReport extends StatusReport {
 export type ReportVerdict = 'ok' | 'repeat' | 'stale_attempt' | 'invalid_transition' | 'not_found'
 
 /** A report statement's answer for one row. */
-export type VerdictRow = { i: number; verdict: ReportVerdict; task: Record<string, unknown> | null }
+export type VerdictRow = {
+  i: number
+  verdict: ReportVerdict
+  /** The agent that held the task when the report was judged. */
+  holder: string | null
+  task: Record<string, unknown> | null
+}
 
 export interface ReportOutcome {
   report: TaskReport
@@ -566,6 +573,7 @@ export async function applyTaskReports(
       if (v.verdict === 'ok' && task) {
         touched.tasks.add(task.id)
         if (task.agentId) touched.agents.add(task.agentId)
+        if (v.holder) touched.agents.add(v.holder)
         if (task.finishedAt && task.startedAt && task.status !== 'running') {
           deps.metrics?.runDuration.observe(
             { status: task.status },

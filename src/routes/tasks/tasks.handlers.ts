@@ -3,7 +3,7 @@ import type { TaskRow } from '../../db/schema'
 import { ApiError } from '../../lib/errors'
 import { etagOf } from '../../lib/etag'
 import { type AppBindings, type AppRouteHandler, serviceDeps as svc } from '../../middleware/context'
-import { pendingReasonsFor, placeTask } from '../../services/placement'
+import { explainNoFit, pendingReasonsFor, placeTask } from '../../services/placement'
 import * as tasks from '../../services/tasks'
 import { type TaskDto, toTaskDto } from '../dto'
 import type {
@@ -74,7 +74,16 @@ export const get: AppRouteHandler<GetRoute> = async (c) => {
   const p = c.var.principal
   // To an agent, another agent's task does not exist (its id tells nothing either way).
   if (p.role === 'agent' && task.agentId !== p.agentId) throw new ApiError('not_found', `No task with id ${id}.`)
-  return c.json(await present(c, task), 200)
+  const dto = await present(c, task)
+  // A pending task nothing takes now says why, requirement by requirement, as execute would.
+  if (
+    dto.pendingReason === 'no_agent_for_type' ||
+    dto.pendingReason === 'no_matching_agent' ||
+    dto.pendingReason === 'agents_busy'
+  ) {
+    dto.pendingDetails = (await explainNoFit(c.var.deps.database.db, task)).details
+  }
+  return c.json(dto, 200)
 }
 
 export const update: AppRouteHandler<UpdateRoute> = async (c) => {
