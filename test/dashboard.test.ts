@@ -972,6 +972,7 @@ describe.runIf(enabled)('the dashboard for an operator: actions, search, the age
     await page.click(`#agents tr[data-agent-id="${a.id}"]`)
     await expect.poll(() => page.locator('#ad-fields [data-field="status"]').textContent()).toBe('online')
     await expect.poll(() => page.locator('#ad-failures tr[data-task-id]').count()).toBe(1)
+    expect(await page.textContent('#ad-fields [data-field="taskTypes"]')).toBe('any')
     expect(await page.locator('#ad-actions button').count()).toBe(0)
     expect(await page.locator('[data-action]').count()).toBe(0)
     expect(await isOpen(page, 'confirm')).toBe(false)
@@ -1037,6 +1038,7 @@ describe.runIf(enabled)('the dashboard for an operator: actions, search, the age
       capabilities: ['cpu', 'gpu'],
       maxConcurrentTasks: 3,
       labels: { zone: 'z1' },
+      taskTypes: ['drawer.run', 'test.run'],
       description: 'the <b>drawer</b> agent',
     })
     const metrics = { cpu: 0.42, memoryMb: 2048, disk: { freeGb: 12 } }
@@ -1067,6 +1069,7 @@ describe.runIf(enabled)('the dashboard for an operator: actions, search, the age
     expect(await field('load')).toBe('1 of 3 slots')
     expect(await field('capabilities')).toBe('cpu, gpu')
     expect(await field('labels')).toContain('zone=z1')
+    expect(await field('taskTypes')).toBe('drawer.run, test.run')
     expect(await field('description')).toBe('the <b>drawer</b> agent')
     expect(await field('lastHeartbeatAt')).toMatch(/ago\)$/)
     expect(JSON.parse((await page.textContent('#ad-metrics')) ?? '')).toEqual(metrics)

@@ -106,7 +106,12 @@ function renderAgentDetail() {
       ...field('provider', 'Provider', a.provider),
       ...field('region', 'Region', a.region || '–'),
       ...field('capabilities', 'Capabilities', a.capabilities.length ? a.capabilities.join(', ') : '–'),
-      ...field('taskTypes', 'Task types', a.taskTypes ? a.taskTypes.join(', ') || '–' : 'any'),
+      // '*' (the default) runs any type.
+      ...field(
+        'taskTypes',
+        'Task types',
+        !a.taskTypes || a.taskTypes.includes('*') ? 'any' : a.taskTypes.join(', ') || '–',
+      ),
       ...field('labels', 'Labels', labels.length ? labels.map(([k, v]) => `${k}=${v}`).join(', ') : '–'),
       ...field('description', 'Description', a.description || '–'),
       ...field('lastHeartbeatAt', 'Last heartbeat', stamp(a.lastHeartbeatAt)),

@@ -13,7 +13,7 @@ export interface Agent {
   region: string | null
   capabilities: string[]
   labels: Record<string, string>
-  /** The task types it runs, where the API says (absent: any). */
+  /** The task types it runs ('*': any). */
   taskTypes?: string[]
   activeTasks: number
   maxConcurrentTasks: number
