@@ -130,16 +130,19 @@ beforeAll(async () => {
   await launched
 }, 120_000)
 
-/** A page on the dashboard, connected with a viewer token; `problems` collects page errors. */
-async function openDashboard(viewport = { width: 1440, height: 1100 }) {
+/** A page on the dashboard, connected with a viewer token (or `role`'s); `problems` collects page errors. */
+async function openDashboard(viewport = { width: 1440, height: 1100 }, role: 'viewer' | 'operator' = 'viewer') {
   const page = await (browser as Browser).newPage({ viewport })
   const problems: string[] = []
   page.on('pageerror', (e) => problems.push(e.message))
   page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(m.text())
+    // An operator's refused action (a 4xx) is logged by the browser too; the page shows it in its dialog.
+    const refused =
+      role === 'operator' && /^Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())
+    if (m.type() === 'error' && !refused) problems.push(m.text())
   })
   await page.goto(`${base}/dashboard`)
-  await page.fill('#token', await h.token('viewer', 'dashboard-viewer'))
+  await page.fill('#token', await h.token(role, `dashboard-${role}`))
   await page.click('#connect')
   await page.waitForSelector('#live.on', { timeout: 15_000 })
   await page.waitForFunction(() => document.querySelector('#task-count')?.textContent)
@@ -777,5 +780,508 @@ describe.runIf(enabled)('GET /dashboard in a browser', () => {
     await wide.page.screenshot({ path: 'test-results/dashboard-1280.png', fullPage: true })
     expect(wide.problems).toEqual([])
     await wide.page.close()
+  }, 60_000)
+})
+
+/** Whether a dialog (`#task-detail`, `#agent-detail`, `#confirm`) is open. */
+const isOpen = (page: Page, id: string) => page.locator(`#${id}`).evaluate((d: HTMLDialogElement) => d.open)
+
+/** Clicks an action's button, waits for its confirmation, and answers it (`#cf-ok` or `#cf-cancel`). */
+async function act(page: Page, button: string, answer: 'ok' | 'cancel' = 'ok') {
+  await page.click(button)
+  await expect.poll(() => isOpen(page, 'confirm')).toBe(true)
+  await page.click(`#cf-${answer}`)
+}
+
+/** The writes a page made (method, path and query, and whether they carried `token`). */
+function writesOf(page: Page, token: string) {
+  const writes: string[] = []
+  page.on('request', (r) => {
+    if (r.method() === 'GET') return
+    const u = new URL(r.url())
+    writes.push(
+      `${r.method()} ${u.pathname}${u.search}${r.headers().authorization === `Bearer ${token}` ? '' : ' (no token)'}`,
+    )
+  })
+  return writes
+}
+
+describe.runIf(enabled)('the dashboard for an operator: actions, search, the agent detail, failures by code', () => {
+  it('lets an operator cancel and retry a task, each confirmed first, and shows the API’s refusal', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({ name: unique('act-agent'), maxConcurrentTasks: 4 })
+    const waiting = await h.pendingTask({ name: 'act-waiting' })
+    const running = await h.assignedTask(a.id, { name: 'act-running' })
+    await h.report(running.id, a.token, { status: 'running', attempt: running.attempt })
+    const failed = await h.assignedTask(a.id, { name: 'act-failed', maxAttempts: 1 })
+    await h.report(failed.id, a.token, {
+      status: 'failed',
+      attempt: failed.attempt,
+      error: { code: 'x', message: 'no' },
+    })
+    const { page, problems } = await openDashboard(undefined, 'operator')
+    const writes = writesOf(page, await h.token('operator', 'dashboard-operator'))
+    const field = (k: string) => page.locator(`#td-fields [data-field="${k}"]`).textContent()
+    const actions = () =>
+      page.locator('#td-actions [data-action]').evaluateAll((b) => b.map((e) => e.getAttribute('data-action')))
+    const apiTask = async (id: string) => (await h.call('GET', `/api/v1/tasks/${id}`)).body
+
+    // A pending task: cancel only. Kept as is, nothing happens; confirmed, it is cancelled.
+    await page.click(`#tasks tr[data-task-id="${waiting.id}"]`)
+    await expect.poll(() => field('status')).toBe('pending')
+    expect(await actions()).toEqual(['cancel'])
+    await act(page, '#td-actions [data-action="cancel"]', 'cancel')
+    await expect.poll(() => isOpen(page, 'confirm')).toBe(false)
+    expect((await apiTask(waiting.id)).status).toBe('pending')
+    await act(page, '#td-actions [data-action="cancel"]')
+    expect(await page.textContent('#cf-title')).toBe('Cancel “act-waiting”?')
+    await expect.poll(() => isOpen(page, 'confirm')).toBe(false)
+    expect((await apiTask(waiting.id)).status).toBe('cancelled')
+    await expect.poll(() => field('status')).toBe('cancelled')
+    // Cancelled, it may be retried: back to pending.
+    await expect.poll(actions).toEqual(['retry'])
+    await act(page, '#td-actions [data-action="retry"]')
+    await expect.poll(() => field('status')).toBe('pending')
+    expect((await apiTask(waiting.id)).status).toBe('pending')
+    await page.keyboard.press('Escape')
+    await expect.poll(() => isOpen(page, 'task-detail')).toBe(false)
+
+    // A running task: its agent is asked to stop it.
+    await page.click(`#tasks tr[data-task-id="${running.id}"]`)
+    await expect.poll(() => field('status')).toBe('running')
+    await act(page, '#td-actions [data-action="cancel"]')
+    await expect.poll(() => field('status')).toBe('running · cancel requested')
+    expect(await apiTask(running.id)).toMatchObject({ status: 'running', cancelRequested: true })
+    await expect.poll(actions).toEqual([])
+    await page.keyboard.press('Escape')
+
+    // Refused: the task was retried elsewhere meanwhile; the dialog stays open with the API's words.
+    await page.click(`#tasks tr[data-task-id="${failed.id}"]`)
+    await expect.poll(() => field('status')).toBe('failed')
+    expect(await actions()).toEqual(['retry'])
+    expect((await h.call('POST', `/api/v1/tasks/${failed.id}/retry`)).status).toBe(200)
+    await act(page, '#td-actions [data-action="retry"]')
+    await expect.poll(() => page.locator('#cf-err').isVisible()).toBe(true)
+    expect(await page.textContent('#cf-err')).toBe(
+      'The task is pending; only failed, cancelled or timed-out tasks can be retried.',
+    )
+    expect(await page.getAttribute('#cf-err', 'data-code')).toBe('invalid_transition')
+    expect(await isOpen(page, 'confirm')).toBe(true)
+    await page.click('#cf-cancel')
+    await expect.poll(() => isOpen(page, 'confirm')).toBe(false)
+    // The detail caught up with the move made elsewhere: cancel is offered now.
+    await expect.poll(() => field('status')).toBe('pending')
+    await expect.poll(actions).toEqual(['cancel'])
+
+    // Every write went through the page's one fetch, with the operator's token, and only on a confirm.
+    expect(writes).toEqual([
+      `POST /api/v1/tasks/${waiting.id}/cancel`,
+      `POST /api/v1/tasks/${waiting.id}/retry`,
+      `POST /api/v1/tasks/${running.id}/cancel`,
+      `POST /api/v1/tasks/${failed.id}/retry`,
+    ])
+    expect(problems).toEqual([])
+    await page.close()
+  }, 90_000)
+
+  it('lets an operator drain an agent, set it to maintenance and online, and delete it, forcing when it holds tasks', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({ name: unique('act-fleet'), maxConcurrentTasks: 2 })
+    for (const n of [1, 2]) {
+      const t = await h.assignedTask(a.id, { name: `held-${n}` })
+      await h.report(t.id, a.token, { status: 'running', attempt: t.attempt })
+    }
+    const other = await h.agent({ name: unique('act-gone') })
+    const { page, problems } = await openDashboard(undefined, 'operator')
+    const writes = writesOf(page, await h.token('operator', 'dashboard-operator'))
+    const field = (k: string) => page.locator(`#ad-fields [data-field="${k}"]`).textContent()
+    const actions = () =>
+      page.locator('#ad-actions [data-action]').evaluateAll((b) => b.map((e) => e.getAttribute('data-action')))
+    const apiStatus = async () => (await h.call('GET', `/api/v1/agents/${a.id}`)).body.status
+    const row = page.locator(`#agents tr[data-agent-id="${a.id}"]`)
+
+    await row.click()
+    await expect.poll(() => isOpen(page, 'agent-detail')).toBe(true)
+    await expect.poll(() => field('status')).toBe('online')
+    expect(await actions()).toEqual(['drain', 'maintenance', 'delete'])
+    for (const [action, status, offered] of [
+      ['drain', 'draining', ['maintenance', 'online', 'delete']],
+      ['maintenance', 'maintenance', ['drain', 'online', 'delete']],
+      ['online', 'online', ['drain', 'maintenance', 'delete']],
+    ] as const) {
+      await act(page, `#ad-actions [data-action="${action}"]`)
+      await expect.poll(() => field('status')).toBe(status)
+      expect(await apiStatus()).toBe(status)
+      await expect.poll(actions).toEqual(offered)
+      // The fleet table follows.
+      await expect.poll(() => row.locator('.st').textContent()).toBe(status)
+    }
+
+    // Delete: refused while it holds tasks, the dialog says so and offers to force it.
+    await act(page, '#ad-actions [data-action="delete"]')
+    await expect.poll(() => page.textContent('#cf-ok')).toBe('Delete and requeue its tasks')
+    expect(await page.textContent('#cf-err')).toBe(
+      'The agent holds 2 assigned or running task(s); pass force=true to put them back to pending.',
+    )
+    expect(await apiStatus()).toBe('online')
+    await page.screenshot({ path: 'test-results/dashboard-confirm.png' })
+    await page.click('#cf-ok')
+    await expect.poll(() => isOpen(page, 'confirm')).toBe(false)
+    await expect.poll(() => page.textContent('#ad-note')).toBe('This agent was deleted.')
+    expect(await actions()).toEqual([])
+    expect((await h.call('GET', `/api/v1/agents/${a.id}`)).status).toBe(404)
+    await expect.poll(() => row.count()).toBe(0)
+    await page.keyboard.press('Escape')
+
+    // Refused: an agent deleted elsewhere meanwhile (404), in the API's words.
+    await page.click(`#agents tr[data-agent-id="${other.id}"]`)
+    await expect.poll(() => field('status')).toBe('online')
+    expect((await h.call('DELETE', `/api/v1/agents/${other.id}`)).status).toBe(204)
+    await act(page, '#ad-actions [data-action="drain"]')
+    await expect.poll(() => page.textContent('#cf-err')).toBe(`No agent with id ${other.id}.`)
+    expect(await page.getAttribute('#cf-err', 'data-code')).toBe('not_found')
+    await page.keyboard.press('Escape')
+    await expect.poll(() => isOpen(page, 'confirm')).toBe(false)
+
+    expect(writes).toEqual([
+      `PATCH /api/v1/agents/${a.id}/status`,
+      `PATCH /api/v1/agents/${a.id}/status`,
+      `PATCH /api/v1/agents/${a.id}/status`,
+      `DELETE /api/v1/agents/${a.id}`,
+      `DELETE /api/v1/agents/${a.id}?force=true`,
+      `PATCH /api/v1/agents/${other.id}/status`,
+    ])
+    expect(problems).toEqual([])
+    await page.close()
+  }, 90_000)
+
+  it('offers a viewer no action, on a task or an agent', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({ name: unique('view-agent') })
+    const t = await h.assignedTask(a.id, { name: 'view-failed', maxAttempts: 1 })
+    await h.report(t.id, a.token, { status: 'failed', attempt: t.attempt, error: { code: 'x', message: 'no' } })
+    const p = await h.pendingTask({ name: 'view-pending' })
+    const { page, problems } = await openDashboard()
+    for (const id of [t.id, p.id]) {
+      await page.click(`#tasks tr[data-task-id="${id}"]`)
+      await expect.poll(() => page.textContent('#td-title')).toBe(id === t.id ? 'view-failed' : 'view-pending')
+      await expect.poll(() => page.locator('#td-fields [data-field="status"]').textContent()).toMatch(/failed|pending/)
+      expect(await page.locator('#td-actions button').count()).toBe(0)
+      await page.keyboard.press('Escape')
+    }
+    await page.click(`#agents tr[data-agent-id="${a.id}"]`)
+    await expect.poll(() => page.locator('#ad-fields [data-field="status"]').textContent()).toBe('online')
+    await expect.poll(() => page.locator('#ad-failures tr[data-task-id]').count()).toBe(1)
+    expect(await page.textContent('#ad-fields [data-field="taskTypes"]')).toBe('any')
+    expect(await page.locator('#ad-actions button').count()).toBe(0)
+    expect(await page.locator('[data-action]').count()).toBe(0)
+    expect(await isOpen(page, 'confirm')).toBe(false)
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
+
+  it('finds tasks by id, by type, or by the start of their name in any case, and keeps the search live', async () => {
+    h.clock.set(Date.now())
+    const u = unique('find')
+    const t1 = await h.pendingTask({ name: `${u}-alpha-1`, type: `findtype.${u}` })
+    const t2 = await h.pendingTask({ name: `${u}-Alpha-2`, type: 'other.type' })
+    const t3 = await h.pendingTask({ name: `${u}-beta`, type: `findtype.${u}` })
+    const t4 = await h.pendingTask({ name: `x-${u}`, type: 'other.type' })
+    const { page, problems } = await openDashboard()
+    const reads: string[] = []
+    page.on('request', (r) => reads.push(decodeURIComponent(new URL(r.url()).pathname + new URL(r.url()).search)))
+    const shown = () =>
+      page.locator('#tasks tr[data-task-id]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-task-id')))
+    const find = async (q: string) => {
+      await page.fill('#task-search', q)
+      await page.press('#task-search', 'Enter')
+    }
+
+    await find(`${u.toUpperCase()}-ALPHA`)
+    await expect.poll(shown).toEqual([t2.id, t1.id])
+    expect(reads).toContain(`/api/v1/tasks?limit=60&name=${u.toUpperCase()}-ALPHA`)
+    expect(await page.textContent('#task-count')).toBe('2 found')
+    await find(`findtype.${u}`)
+    await expect.poll(shown).toEqual([t3.id, t1.id])
+    expect(reads).toContain(`/api/v1/tasks?limit=60&type=findtype.${u}`)
+    await find(` ${t4.id.toUpperCase()} `)
+    await expect.poll(shown).toEqual([t4.id])
+    expect(reads).toContain(`/api/v1/tasks/${t4.id}`)
+    // A found task opens like any other.
+    await page.click(`#tasks tr[data-task-id="${t4.id}"]`)
+    await expect.poll(() => page.textContent('#td-title')).toBe(`x-${u}`)
+    await page.keyboard.press('Escape')
+    await find(`${u}-nothing`)
+    await expect
+      .poll(() => page.textContent('#tasks'))
+      .toContain(`No task has the type “${u}-nothing” or a name starting with it`)
+
+    // Live: a task created that matches joins; one that does not, stays out.
+    await find(`${u}-alpha`)
+    await expect.poll(shown).toEqual([t2.id, t1.id])
+    const miss = await h.pendingTask({ name: `${u}-gamma` })
+    const hit = await h.pendingTask({ name: `${u}-ALPHA-3` })
+    await expect.poll(shown, { timeout: 15_000 }).toEqual([hit.id, t2.id, t1.id])
+    expect(await shown()).not.toContain(miss.id)
+    // Typing (no Enter) searches too, after a pause; emptied, the table shows the newest again.
+    await page.fill('#task-search', '')
+    await expect.poll(async () => (await shown()).length).toBeGreaterThan(5)
+    expect(await page.textContent('#task-count')).toMatch(/^\d+ newest/)
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
+
+  it('opens an agent’s detail: its settings, last metrics, running tasks and newest failures, live; tasks open from it and it from a task', async () => {
+    h.clock.set(Date.now())
+    const c = await h.agent({
+      name: unique('drawer-agent'),
+      capabilities: ['cpu', 'gpu'],
+      maxConcurrentTasks: 3,
+      labels: { zone: 'z1' },
+      taskTypes: ['drawer.run', 'test.run'],
+      description: 'the <b>drawer</b> agent',
+    })
+    const metrics = { cpu: 0.42, memoryMb: 2048, disk: { freeGb: 12 } }
+    expect(
+      (await h.call('POST', '/api/v1/agents/heartbeat', { token: c.token, body: { agentId: c.id, metrics } })).status,
+    ).toBe(200)
+    const run = await h.assignedTask(c.id, { name: 'drawer-running', type: 'drawer.run' })
+    await h.report(run.id, c.token, { status: 'running', attempt: run.attempt, progress: 20 })
+    const fail = async (name: string, code: string) => {
+      const t = await h.assignedTask(c.id, { name, maxAttempts: 1 })
+      await h.report(t.id, c.token, { status: 'failed', attempt: t.attempt, error: { code, message: `${name} broke` } })
+      h.clock.advance(1000)
+      return t
+    }
+    const older = await fail('drawer-fail-old', 'exit_7')
+    const newer = await fail('drawer-fail-new', 'oom')
+    const { page, problems } = await openDashboard()
+    const field = (k: string) => page.locator(`#ad-fields [data-field="${k}"]`).textContent()
+    const ids = (sel: string) =>
+      page.locator(`${sel} tr[data-task-id]`).evaluateAll((r) => r.map((e) => e.getAttribute('data-task-id')))
+
+    await page.click(`#agents tr[data-agent-id="${c.id}"]`)
+    await expect.poll(() => isOpen(page, 'agent-detail')).toBe(true)
+    expect(await page.textContent('#ad-title')).toBe(c.name)
+    expect(await page.textContent('#ad-id')).toBe(c.id)
+    await expect.poll(() => ids('#ad-running')).toEqual([run.id])
+    expect(await field('status')).toBe('online')
+    expect(await field('load')).toBe('1 of 3 slots')
+    expect(await field('capabilities')).toBe('cpu, gpu')
+    expect(await field('labels')).toContain('zone=z1')
+    expect(await field('taskTypes')).toBe('drawer.run, test.run')
+    expect(await field('description')).toBe('the <b>drawer</b> agent')
+    expect(await field('lastHeartbeatAt')).toMatch(/ago\)$/)
+    expect(JSON.parse((await page.textContent('#ad-metrics')) ?? '')).toEqual(metrics)
+    expect(await page.locator('#ad-running tr').first().locator('td').allTextContents()).toEqual([
+      'drawer-running',
+      'running',
+      'drawer.run',
+      '1/3',
+      '20%',
+      expect.stringMatching(/ago$/),
+    ])
+    // Failures: the newest first, with their error.
+    expect(await ids('#ad-failures')).toEqual([newer.id, older.id])
+    expect(await page.locator('#ad-failures tr').first().locator('td').nth(2).textContent()).toBe(
+      'oom: drawer-fail-new broke',
+    )
+
+    // Live: work placed on it appears.
+    const more = await h.assignedTask(c.id, { name: 'drawer-more' })
+    await expect.poll(() => ids('#ad-running'), { timeout: 15_000 }).toEqual([more.id, run.id])
+    await expect.poll(() => field('load')).toBe('2 of 3 slots')
+
+    // A task opens from it, over it; closed, the agent is still there.
+    await page.click(`#ad-failures tr[data-task-id="${older.id}"]`)
+    await expect.poll(() => isOpen(page, 'task-detail')).toBe(true)
+    await expect.poll(() => page.textContent('#td-title')).toBe('drawer-fail-old')
+    await page.keyboard.press('Escape')
+    await expect.poll(() => isOpen(page, 'task-detail')).toBe(false)
+    expect(await isOpen(page, 'agent-detail')).toBe(true)
+    await page.click('#ad-close')
+    await expect.poll(() => isOpen(page, 'agent-detail')).toBe(false)
+
+    // And the agent opens from a task's detail.
+    await page.click(`#tasks tr[data-task-id="${run.id}"]`)
+    await expect.poll(() => page.textContent('#td-summary [data-agent-id]')).toBe(c.name)
+    await page.click('#td-summary [data-agent-id]')
+    await expect.poll(() => isOpen(page, 'agent-detail')).toBe(true)
+    await expect.poll(() => page.textContent('#ad-title')).toBe(c.name)
+    expect(await page.locator('#agent-detail b').count()).toBe(0)
+    await page.screenshot({ path: 'test-results/dashboard-agent.png' })
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
+
+  it('names the task in the feed’s progress events, also one the table does not hold', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({ name: unique('feed-agent') })
+    const t = await h.assignedTask(a.id, { name: 'feed-progress-task' })
+    await h.report(t.id, a.token, { status: 'running', attempt: t.attempt })
+    const { page, problems } = await openDashboard()
+    // Under the "completed" filter the table holds no running task: the name is not known from it.
+    await page.click('#task-chips [data-s="completed"]')
+    await expect.poll(() => page.locator(`#tasks tr[data-task-id="${t.id}"]`).count()).toBe(0)
+    await h.report(t.id, a.token, { status: 'running', attempt: t.attempt, progress: 55 })
+    const line = page.locator(`#log > div[data-task-id="${t.id}"]`).filter({ hasText: 'task.progress' }).first()
+    await expect.poll(() => line.locator('.d').textContent(), { timeout: 15_000 }).toBe('progress 55% (attempt 1)')
+    await expect.poll(() => line.locator('.n').textContent(), { timeout: 15_000 }).toBe('feed-progress-task')
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
+
+  it('shows failures by error code for the last hour, a spike at a glance, and slots over the same agents', async () => {
+    h.clock.set(Date.now())
+    const big = await h.agent({ name: unique('spike-agent'), maxConcurrentTasks: 300 })
+    const made = await h.call('POST', '/api/v1/tasks/batch', {
+      body: {
+        tasks: Array.from({ length: 300 }, (_, i) => ({
+          name: `spike-${i}`,
+          type: 'etl.load',
+          maxAttempts: 1,
+          requirements: { agentId: big.id, labels: { scope: h.scope() } },
+        })),
+      },
+    })
+    expect(made.status).toBe(201)
+    // Placed at once, the most of them; the rest by hand.
+    const items: { id: string; attempt: number; status: string }[] = []
+    for (const t of made.body.items as typeof items)
+      items.push(
+        t.status === 'assigned'
+          ? t
+          : (await h.call('POST', '/api/v1/tasks/execute', { body: { taskId: t.id, agentId: big.id } })).body,
+      )
+    expect(items.filter((t) => t.status === 'assigned')).toHaveLength(300)
+    // Each started, then failed with the same code: one heartbeat carries every report.
+    const reports = items.flatMap((t) => [
+      { taskId: t.id, status: 'running', attempt: t.attempt },
+      { taskId: t.id, status: 'failed', attempt: t.attempt, error: { code: 'exit_127', message: 'command not found' } },
+    ])
+    const hb = await h.call('POST', '/api/v1/agents/heartbeat', {
+      token: big.token,
+      body: { agentId: big.id, reports },
+    })
+    expect(hb.status).toBe(200)
+    expect(hb.body.reports.every((r: { ok: boolean }) => r.ok)).toBe(true)
+
+    const { page, problems } = await openDashboard()
+    const rows = page.locator('#failures .fc')
+    await expect.poll(() => rows.first().getAttribute('data-code')).toBe('exit_127')
+    expect(await rows.first().locator('.n').textContent()).toBe('300')
+    // The spike's bar is the full width; every other code's is a sliver beside it.
+    const widths = await rows.locator('.b i').evaluateAll((bars) => bars.map((b) => (b as HTMLElement).style.width))
+    expect(widths[0]).toBe('100%')
+    for (const w of widths.slice(1)) expect(Number.parseFloat(w)).toBeLessThan(5)
+    const stats = (await h.call('GET', '/api/v1/tasks/statistics')).body
+    expect(
+      await page.locator('#failures .fc[data-code]').evaluateAll((r) => r.map((e) => e.getAttribute('data-code'))),
+    ).toEqual(stats.failuresByCode.codes.map((c: { code: string }) => c.code))
+    expect(await page.textContent('#fail-count')).toBe(`${stats.failuresByCode.sample} by code`)
+
+    // Slots: used and free among the online agents' slots; tasks held by the others said apart.
+    const slotsText = async () => {
+      const s = (await h.call('GET', '/api/v1/agents/statistics')).body
+      const held = Object.entries(s.activeTasksByStatus as Record<string, number>)
+        .filter(([st]) => st !== 'online')
+        .reduce((n, [, v]) => n + v, 0)
+      const fmt = (n: number) => n.toLocaleString('en-US')
+      return `${fmt(s.slots.used)} | ${fmt(s.slots.free)} free of ${fmt(s.slots.total)}${held ? ` · ${fmt(held)} more on agents not online` : ''}`
+    }
+    const drained = await h.agent({ name: unique('spike-drained'), maxConcurrentTasks: 2 })
+    await h.assignedTask(drained.id)
+    await h.call('PATCH', `/api/v1/agents/${drained.id}/status`, { body: { status: 'draining' } })
+    await expect
+      .poll(async () => `${await page.textContent('#k-slots')} | ${await page.textContent('#k-free')}`, {
+        timeout: 15_000,
+      })
+      .toBe(await slotsText())
+    expect(await page.textContent('#k-free')).toContain('more on agents not online')
+    await page.locator('#failures').scrollIntoViewIfNeeded()
+    await page.screenshot({ path: 'test-results/dashboard-failures.png' })
+    expect(problems).toEqual([])
+    await page.close()
+  }, 90_000)
+
+  it('at 1280 px wide: no column header is clipped, in the tables or the drawers; the task’s log comes right after its status', async () => {
+    h.clock.set(Date.now())
+    const a = await h.agent({
+      name: `a-rather-long-agent-name-for-a-laptop-${Date.now()}`,
+      capabilities: ['cpu', 'docker', 'playwright', 'gpu', 'cuda'],
+      region: 'ap-northeast-2',
+      maxConcurrentTasks: 12,
+    })
+    const t = await h.assignedTask(a.id, { name: 'laptop-task-with-a-long-name', type: 'some.long.task.type.name' })
+    await h.call('PATCH', `/api/v1/agents/${a.id}/status`, { body: { status: 'maintenance' } })
+    await h.report(t.id, a.token, { status: 'running', attempt: t.attempt, progress: 5 })
+    await h.report(t.id, a.token, {
+      status: 'failed',
+      attempt: t.attempt,
+      error: { code: 'exit_1', message: 'y'.repeat(300) },
+    })
+    const { page, problems } = await openDashboard({ width: 1280, height: 1000 }, 'operator')
+    await page.waitForFunction(() => document.querySelectorAll('#agents tr').length > 0)
+    expect(await pageOverflow(page)).toEqual({ scrollWidth: 1280, innerWidth: 1280, wide: [] })
+    for (const f of await kpiFigures(page)) expect(f).toEqual({ id: f.id, ws: 'nowrap', clipped: false })
+    /** Headers cut short (their text overflows) or out of their table's visible box. */
+    const clipped = (scope: string) =>
+      page.evaluate((scope) => {
+        const out: string[] = []
+        for (const th of document.querySelectorAll<HTMLElement>(`${scope} th`)) {
+          const box = (th.closest('.scroll, .td-body') ?? document.documentElement).getBoundingClientRect()
+          const r = th.getBoundingClientRect()
+          if (th.scrollWidth > th.clientWidth || r.left < box.left - 0.5 || r.right > box.right + 0.5)
+            out.push(th.textContent ?? '')
+        }
+        return { headers: document.querySelectorAll(`${scope} th`).length, clipped: out }
+      }, scope)
+    expect(await clipped('#fleet-table')).toEqual({ headers: 6, clipped: [] })
+    expect(await clipped('#tasks-table')).toEqual({ headers: 8, clipped: [] })
+    // Neither big table scrolls sideways at this width: every column is in sight.
+    for (const id of ['fleet-table', 'tasks-table'])
+      expect(
+        await page.locator(`#${id}`).evaluate((tb) => {
+          const box = tb.closest('.scroll') as HTMLElement
+          return box.scrollWidth <= box.clientWidth
+        }),
+      ).toBe(true)
+
+    // The task's detail: its status, then its log, then the rest.
+    await page.click(`#tasks tr[data-task-id="${t.id}"] td:nth-child(3)`)
+    await expect.poll(() => page.locator('#td-fields [data-field="status"]').textContent()).toBe('failed')
+    const order = await page.evaluate(() => {
+      const top = (sel: string) => (document.querySelector(sel) as HTMLElement).getBoundingClientRect().top
+      const next = document.querySelector('#td-summary')?.nextElementSibling
+      return {
+        afterStatus: next?.querySelector('#task-log') ? 'log' : next?.tagName,
+        statusAboveLog: top('#td-summary [data-field="status"]') < top('#task-log'),
+        logAboveType: top('#task-log') < top('#td-more [data-field="type"]'),
+      }
+    })
+    expect(order).toEqual({ afterStatus: 'log', statusAboveLog: true, logAboveType: true })
+    expect(
+      await page.evaluate(() => {
+        const body = document.querySelector('#task-detail .td-body') as HTMLElement
+        return body.scrollWidth > body.clientWidth
+      }),
+    ).toBe(false)
+    await page.screenshot({ path: 'test-results/dashboard-detail-1280.png' })
+    await page.keyboard.press('Escape')
+
+    // The agent's detail, with its tables and actions.
+    await page.click(`#agents tr[data-agent-id="${a.id}"]`)
+    await expect.poll(() => page.locator('#ad-failures tr[data-task-id]').count()).toBe(1)
+    expect(await clipped('#agent-detail')).toEqual({ headers: 10, clipped: [] })
+    expect(await page.locator('#ad-actions [data-action]').count()).toBe(3)
+    expect(
+      await page.evaluate(() => {
+        const body = document.querySelector('#agent-detail .td-body') as HTMLElement
+        return body.scrollWidth > body.clientWidth
+      }),
+    ).toBe(false)
+    await page.screenshot({ path: 'test-results/dashboard-agent-1280.png' })
+    expect(problems).toEqual([])
+    await page.close()
   }, 60_000)
 })

@@ -49,7 +49,34 @@ describe('GET /api/v1/agents/statistics', () => {
       byStatus: { online: 3, draining: 1, maintenance: 0, error: 0, offline: 1 },
       byProvider: { aws: 2, gcp: 1, azure: 1, onprem: 1 },
       slots: { total: 9, used: 1, free: 8 },
+      activeTasksByStatus: { online: 1, draining: 0, maintenance: 0, error: 0, offline: 0 },
     })
+  })
+
+  it('counts slots total, used and free over the same agents (the online ones); tasks held elsewhere apart', async () => {
+    // The figure an operator saw: "196 used · 0 free of 155", used counting every agent.
+    const on = await h.agent({ maxConcurrentTasks: 3 })
+    const over = await h.agent({ maxConcurrentTasks: 2 })
+    const draining = await h.agent({ maxConcurrentTasks: 4 })
+    const down = await h.agent({ maxConcurrentTasks: 2 })
+    for (const a of [on, over, over, draining, draining, draining, down]) await h.assignedTask(a.id)
+    await h.call('PATCH', `/api/v1/agents/${draining.id}/status`, { body: { status: 'draining' } })
+    await h.call('PATCH', `/api/v1/agents/${down.id}/status`, { body: { status: 'maintenance' } })
+    expect((await h.call('GET', '/api/v1/agents/statistics')).body.slots, 'online: 3 + 2 slots, 1 + 2 used').toEqual({
+      total: 5,
+      used: 3,
+      free: 2,
+    })
+
+    // An online agent whose maximum is lowered below what it holds has no free slot (not -1).
+    const a = (await h.call('GET', `/api/v1/agents/${over.id}`)).body
+    const lowered = await h.call('PUT', `/api/v1/agents/${over.id}`, {
+      body: { name: a.name, provider: a.provider, region: a.region, labels: a.labels, maxConcurrentTasks: 1 },
+    })
+    expect(lowered.body).toMatchObject({ status: 'online', activeTasks: 2, maxConcurrentTasks: 1 })
+    const s = (await h.call('GET', '/api/v1/agents/statistics')).body
+    expect(s.slots).toEqual({ total: 4, used: 3, free: 2 })
+    expect(s.activeTasksByStatus).toEqual({ online: 3, draining: 3, maintenance: 1, error: 0, offline: 0 })
   })
 })
 
@@ -123,5 +150,66 @@ describe('GET /api/v1/tasks/statistics', () => {
     await countersMatchRows()
     await h.call('DELETE', `/api/v1/agents/${a.id}?force=true`)
     await countersMatchRows()
+  })
+})
+
+describe('GET /api/v1/tasks/statistics: failuresByCode', () => {
+  it('counts the last hour’s failed and timed-out tasks per error code, most first, the rest summed', async () => {
+    const a = await h.agent({ maxConcurrentTasks: 100 })
+    const fail = async (code: string | null, opts: Record<string, unknown> = {}) => {
+      const t = await h.assignedTask(a.id, { maxAttempts: 1, ...opts })
+      const error = code ? { code, message: `failed with ${code}` } : { message: 'no code given' }
+      expect((await h.report(t.id, a.token, { status: 'failed', attempt: t.attempt, error })).status).toBe(200)
+      return t
+    }
+    // Over an hour ago: not counted.
+    await fail('stale_code')
+    h.clock.advance(61 * 60_000)
+    for (let i = 0; i < 6; i++) await fail('unsupported_type')
+    await fail('exit_1')
+    await fail('exit_1')
+    await fail(null)
+    // A failed task retried since is waiting again, not failed: not counted.
+    const retried = await fail('retried_code')
+    expect((await h.call('POST', `/api/v1/tasks/${retried.id}/retry`)).status).toBe(200)
+    // A timed-out one counts under the code the sweep gives it.
+    const slow = await h.assignedTask(a.id, { maxAttempts: 1, timeoutSeconds: 5 })
+    await h.report(slow.id, a.token, { status: 'running', attempt: slow.attempt })
+    h.clock.advance(10_000)
+    await h.call('POST', '/api/v1/agents/heartbeat', { token: a.token, body: { agentId: a.id } })
+    await runSweep({ db: h.database.db, clock: h.clock, config: h.config })
+    expect((await h.call('GET', `/api/v1/tasks/${slow.id}`)).body.status).toBe('timed_out')
+    // Completed and cancelled tasks are not failures.
+    const ok = await h.assignedTask(a.id)
+    await h.report(ok.id, a.token, { status: 'running', attempt: ok.attempt })
+    await h.report(ok.id, a.token, { status: 'completed', attempt: ok.attempt })
+    await h.call('POST', `/api/v1/tasks/${(await h.pendingTask()).id}/cancel`)
+
+    const s = (await h.call('GET', '/api/v1/tasks/statistics')).body
+    expect(s.failuresByCode).toEqual({
+      codes: [
+        { code: 'unsupported_type', count: 6 },
+        { code: 'exit_1', count: 2 },
+        // A report without a code is stored with code "failed"; ties go by code.
+        { code: 'failed', count: 1 },
+        { code: 'timeout', count: 1 },
+      ],
+      other: 0,
+      sample: 10,
+    })
+    // The same failures as the hour's outcomes (with nothing retried in between).
+    expect(s.recent.last60Minutes.failed + s.recent.last60Minutes.timedOut).toBe(10)
+
+    // Past 20 codes, the rest are summed, not listed.
+    for (let i = 0; i < 22; i++) await fail(`code_${String(i).padStart(2, '0')}`)
+    const many = (await h.call('GET', '/api/v1/tasks/statistics')).body.failuresByCode
+    expect(many.codes).toHaveLength(20)
+    expect(many.codes.slice(0, 2)).toEqual([
+      { code: 'unsupported_type', count: 6 },
+      { code: 'exit_1', count: 2 },
+    ])
+    expect(many.sample).toBe(32)
+    expect(many.other).toBe(32 - many.codes.reduce((n: number, c: { count: number }) => n + c.count, 0))
+    expect(many.other).toBe(6)
   })
 })

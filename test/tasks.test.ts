@@ -1,9 +1,10 @@
 import { eq } from 'drizzle-orm'
 import { testClient } from 'hono/testing'
+import { v7 as uuidv7 } from 'uuid'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { tasks } from '../src/db/schema'
 import { keys } from '../src/lib/kv'
-import { createHarness, type Harness, unique } from './harness'
+import { type CallResult, createHarness, type Harness, unique } from './harness'
 
 let h: Harness
 beforeAll(async () => {
@@ -525,5 +526,84 @@ describe('typed client', () => {
     // `body.status` is typed as the TaskStatus union; the comparison below type-checks only if so.
     const status: 'pending' | 'assigned' | 'running' | 'completed' | 'failed' | 'cancelled' | 'timed_out' = body.status
     expect(status).toBe('pending')
+  })
+})
+
+describe('GET /api/v1/tasks?name= (prefix, any case, over the newest 10,000 tasks)', () => {
+  const names = async (query: string) => {
+    const res = await h.call('GET', `/api/v1/tasks?${query}`)
+    expect(res.status).toBe(200)
+    return res.body.items.map((t: { name: string }) => t.name)
+  }
+
+  it('finds tasks whose name starts with the text, in any case, newest first; wildcards are literal', async () => {
+    const p = unique('find')
+    for (const n of ['Report-Daily', 'report-weekly', 'a%b', 'a_b', 'axb', 'a\\b'])
+      await h.pendingTask({ name: `${p}-${n}` })
+    await h.pendingTask({ name: `x-${p}-report` })
+    const q = (s: string) => `name=${encodeURIComponent(s)}`
+    expect(await names(q(`${p}-report`))).toEqual([`${p}-report-weekly`, `${p}-Report-Daily`])
+    expect(await names(q(`${p.toUpperCase()}-REPORT-D`))).toEqual([`${p}-Report-Daily`])
+    expect(await names(q(`${p}-a%`))).toEqual([`${p}-a%b`])
+    expect(await names(q(`${p}-a_`))).toEqual([`${p}-a_b`])
+    expect(await names(q(`${p}-a\\`))).toEqual([`${p}-a\\b`])
+    expect(await names(`${q(`${p}-report`)}&order=asc`)).toEqual([`${p}-Report-Daily`, `${p}-report-weekly`])
+    expect(await names(q(`${p}-nothing`))).toEqual([])
+  })
+
+  it('combines with the other filters and pages with the cursor', async () => {
+    const p = unique('find')
+    const a = await h.agent()
+    const running = await h.assignedTask(a.id, { name: `${p}-one`, type: 'find.a' })
+    await h.report(running.id, a.token, { status: 'running', attempt: running.attempt })
+    await h.pendingTask({ name: `${p}-two`, type: 'find.a' })
+    await h.pendingTask({ name: `${p}-three`, type: 'find.b' })
+    expect(await names(`name=${p}&type=find.a`)).toEqual([`${p}-two`, `${p}-one`])
+    expect(await names(`name=${p}&status=running`)).toEqual([`${p}-one`])
+    expect(await names(`name=${p}&agentId=${a.id}`)).toEqual([`${p}-one`])
+    const seen: string[] = []
+    let cursor: string | null = null
+    do {
+      const res: CallResult = await h.call('GET', `/api/v1/tasks?name=${p}&limit=1${cursor ? `&cursor=${cursor}` : ''}`)
+      seen.push(...res.body.items.map((t: { name: string }) => t.name))
+      cursor = res.body.nextCursor
+    } while (cursor)
+    expect(seen).toEqual([`${p}-three`, `${p}-two`, `${p}-one`])
+  })
+
+  it('refuses an empty or overlong name with 422', async () => {
+    for (const bad of ['', 'x'.repeat(201)]) {
+      const res = await h.call('GET', `/api/v1/tasks?name=${bad}`)
+      expect(res.status).toBe(422)
+      expect(res.body.errors.map((e: { path: string }) => e.path)).toEqual(['query.name'])
+    }
+  })
+
+  it('searches the newest 10,000 tasks only: an older one is not matched by name, yet found by id and type', async () => {
+    const p = unique('find')
+    const old = await h.pendingTask({ name: `${p}-old`, type: `${p}.type` })
+    // 10,000 newer tasks, written straight to the table (cancelled: nothing places them).
+    const now = h.clock.now()
+    for (let i = 0; i < 10; i++) {
+      await h.database.db.insert(tasks).values(
+        Array.from({ length: 1000 }, (_, k) => ({
+          id: uuidv7(),
+          name: `filler-${i}-${k}`,
+          type: 'find.filler',
+          status: 'cancelled' as const,
+          availableAt: now,
+          createdAt: now,
+          updatedAt: now,
+        })),
+      )
+    }
+    const recent = await h.pendingTask({ name: `${p}-new`, type: `${p}.type` })
+    expect(await names(`name=${p}`)).toEqual([`${p}-new`])
+    expect((await h.call('GET', `/api/v1/tasks/${old.id}`)).body.name).toBe(`${p}-old`)
+    expect(await names(`type=${p}.type`)).toEqual([`${p}-new`, `${p}-old`])
+    // The edge: the 10,000th newest (the second filler written) is in reach, the 10,001st is not.
+    expect(await names('name=filler-0-1&order=asc&limit=1')).toEqual(['filler-0-1'])
+    expect(await names('name=filler-0-0')).toEqual([])
+    expect(recent.id > old.id).toBe(true)
   })
 })

@@ -388,6 +388,10 @@ export const TaskListQuery = z.object({
   agentId: z.uuid().optional(),
   type: z.string().max(100).optional(),
   priority: z.coerce.number().int().min(1).max(10).optional(),
+  name: z.string().min(1).max(200).optional().openapi({
+    description:
+      'Tasks whose name starts with this, in any case. Names are not indexed: this searches the newest 10,000 tasks only (older ones are never matched), so it stays as fast on a table of millions.',
+  }),
   ...paging,
 })
 

@@ -10,10 +10,14 @@ import type { ServiceDeps } from './deps'
  *   triggers (a few hundred rows at most), never from counting `tasks`;
  * - recent outcomes, durations and create→assigned latencies read the tasks finished in
  *   the last hour through an index, capped at the newest RECENT_CAP rows;
+ * - failures by error code read the same index, the same way (failed and timed-out tasks
+ *   finished in the last hour, the newest RECENT_CAP of them);
  * - the oldest pending task comes from a partial index.
  * Cached for STATS_TTL_MS in Redis (dropped by every write), computed per call without it.
  */
 const RECENT_CAP = 10_000
+/** Error codes are the agents' own words: the page and the answer show the commonest few. */
+const FAILURE_CODES = 20
 const STATS_TTL_MS = 2_000
 
 const zeroes = <K extends string>(ks: readonly K[]) => Object.fromEntries(ks.map((k) => [k, 0])) as Record<K, number>
@@ -22,14 +26,24 @@ export interface AgentStatistics {
   total: number
   byStatus: Record<(typeof agentStatuses)[number], number>
   byProvider: Record<string, number>
+  /**
+   * The slots that take work: those of online agents, and how many of them are used and free
+   * (all three over the same agents; an agent over its slots, after its maximum was lowered,
+   * has none free).
+   */
   slots: { total: number; used: number; free: number }
+  /**
+   * Assigned or running tasks held, per agent status: `online` is `slots.used`; the others are
+   * held by agents that take no new work (draining, maintenance, error, offline), outside the slots.
+   */
+  activeTasksByStatus: Record<(typeof agentStatuses)[number], number>
 }
 
 export async function agentStatistics(db: Db): Promise<AgentStatistics> {
-  const rows = await rowsOf<{ status: string; provider: string; n: number; slots: number; used: number }>(
+  const rows = await rowsOf<{ status: string; provider: string; n: number; slots: number; used: number; free: number }>(
     db,
     sql`SELECT status, provider, count(*)::int AS n, sum(max_concurrent_tasks)::int AS slots,
-               sum(active_tasks)::int AS used
+               sum(active_tasks)::int AS used, sum(greatest(max_concurrent_tasks - active_tasks, 0))::int AS free
           FROM agents GROUP BY status, provider`,
   )
   const out: AgentStatistics = {
@@ -37,16 +51,19 @@ export async function agentStatistics(db: Db): Promise<AgentStatistics> {
     byStatus: zeroes(agentStatuses),
     byProvider: {},
     slots: { total: 0, used: 0, free: 0 },
+    activeTasksByStatus: zeroes(agentStatuses),
   }
   for (const r of rows) {
+    const status = r.status as keyof AgentStatistics['byStatus']
     out.total += r.n
-    out.byStatus[r.status as keyof AgentStatistics['byStatus']] += r.n
+    out.byStatus[status] += r.n
     out.byProvider[r.provider] = (out.byProvider[r.provider] ?? 0) + r.n
-    out.slots.used += r.used
-    // Slots that can take work are those of online agents.
+    out.activeTasksByStatus[status] += r.used
+    // Slots that can take work are those of online agents: total, used and free count those alone.
     if (r.status === 'online') {
       out.slots.total += r.slots
-      out.slots.free += r.slots - r.used
+      out.slots.used += r.used
+      out.slots.free += r.free
     }
   }
   return out
@@ -67,12 +84,18 @@ export interface TaskStatistics {
   /** Over the tasks finished in the last hour (the newest 10,000 at most). */
   durationSeconds: { p50: number | null; p95: number | null; sample: number }
   createToAssignedSeconds: { p50: number | null; p95: number | null; sample: number }
+  /**
+   * Tasks that ended failed or timed out in the last hour (the newest 10,000 at most), per
+   * `error.code` (a failure without one counts under its status): the FAILURE_CODES commonest,
+   * most first, the rest summed in `other`; `sample` is how many were counted.
+   */
+  failuresByCode: { codes: { code: string; count: number }[]; other: number; sample: number }
 }
 
 export async function taskStatistics(db: Db, now: Date): Promise<TaskStatistics> {
   const hourAgo = new Date(now.getTime() - 3_600_000)
   const fiveAgo = new Date(now.getTime() - 300_000)
-  const [counts, oldest, recent, perMinute, latency] = await Promise.all([
+  const [counts, oldest, recent, perMinute, latency, failures] = await Promise.all([
     rowsOf<{ status: string; priority: number; n: number }>(
       db,
       sql`SELECT status, priority, sum(n)::int AS n FROM task_counts GROUP BY status, priority HAVING sum(n) <> 0`,
@@ -107,6 +130,17 @@ export async function taskStatistics(db: Db, now: Date): Promise<TaskStatistics>
                  (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s) FROM wait)::float8 AS a50,
                  (SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY s) FROM wait)::float8 AS a95,
                  (SELECT count(*) FROM wait)::int AS an`,
+    ),
+    rowsOf<{ code: string; n: number; total: number }>(
+      db,
+      sql`WITH failed AS (
+            SELECT coalesce(error->>'code', status) AS code FROM tasks
+             WHERE finished_at >= ${hourAgo} AND finished_at <= ${now} AND status IN ('failed', 'timed_out')
+             ORDER BY finished_at DESC LIMIT ${RECENT_CAP}
+          ), by_code AS (
+            SELECT code, count(*)::int AS n FROM failed GROUP BY code
+          )
+          SELECT code, n, (sum(n) OVER ())::int AS total FROM by_code ORDER BY n DESC, code LIMIT ${FAILURE_CODES}`,
     ),
   ])
   const byStatus = zeroes(taskStatuses)
@@ -149,6 +183,11 @@ export async function taskStatistics(db: Db, now: Date): Promise<TaskStatistics>
     },
     durationSeconds: { p50: round(l?.d50), p95: round(l?.d95), sample: l?.dn ?? 0 },
     createToAssignedSeconds: { p50: round(l?.a50), p95: round(l?.a95), sample: l?.an ?? 0 },
+    failuresByCode: {
+      codes: failures.map((r) => ({ code: r.code, count: r.n })),
+      other: (failures[0]?.total ?? 0) - failures.reduce((sum, r) => sum + r.n, 0),
+      sample: failures[0]?.total ?? 0,
+    },
   }
 }
 

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm'
+import { and, asc, desc, eq, gt, gte, ilike, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
 import { type Db, type Executor, rowsOf, type Tx } from '../db/client'
 import { bind, pgTextArray } from '../db/fragments'
@@ -375,13 +375,30 @@ export interface TaskFilters {
   agentId?: string
   type?: string
   priority?: number
+  /** A prefix of the name, any case; searched among the newest NAME_SEARCH_WINDOW tasks only. */
+  name?: string
   limit: number
   cursor?: string
   order: SortOrder
 }
 
+/**
+ * How many of the newest tasks a name search reads. Names have no index, on purpose (every
+ * index is written again on each status change), so the search is bounded instead: it
+ * walks the primary key from the newest task down to the NAME_SEARCH_WINDOW-th, whatever
+ * the table's size.
+ */
+export const NAME_SEARCH_WINDOW = 10_000
+
+/** A name prefix for LIKE: its wildcards and the escape character taken literally. */
+const likePrefix = (s: string) => `${s.replace(/[\\%_]/g, (c) => `\\${c}`)}%`
+
 export async function listTasks(db: Db, f: TaskFilters) {
   const after = decodeCursor(f.cursor, f.order)
+  // Ids are UUIDv7 (creation order): the newest N tasks are those from the N-th newest id up
+  // (every task, when there are fewer).
+  const newest = sql`coalesce((SELECT id FROM ${tasks} ORDER BY id DESC OFFSET ${NAME_SEARCH_WINDOW - 1} LIMIT 1),
+    '00000000-0000-0000-0000-000000000000'::uuid)`
   const rows = await db
     .select()
     .from(tasks)
@@ -391,6 +408,7 @@ export async function listTasks(db: Db, f: TaskFilters) {
         f.agentId ? eq(tasks.agentId, f.agentId) : undefined,
         f.type ? eq(tasks.type, f.type) : undefined,
         f.priority ? eq(tasks.priority, f.priority) : undefined,
+        f.name ? and(gte(tasks.id, newest), ilike(tasks.name, likePrefix(f.name))) : undefined,
         after ? (f.order === 'asc' ? gt(tasks.id, after) : lt(tasks.id, after)) : undefined,
       ),
     )

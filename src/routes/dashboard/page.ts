@@ -9,6 +9,7 @@ import { dashboardScript, dashboardScriptHash } from './client.bundle'
  * fetch so the token travels in the Authorization header, never in a URL), resuming with
  * Last-Event-ID after a drop. Built for fleets of a thousand agents: the agent table is
  * filtered and paged in the browser, and event bursts are folded into one refresh a second.
+ * Admin and operator tokens get actions on tasks and agents, each confirmed in a dialog.
  */
 export const dashboardHtml = /* html */ `<!doctype html>
 <html lang="en">
@@ -44,7 +45,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .kpi .v { font-size: clamp(18px, 14cqi, 26px); font-weight: 650; font-variant-numeric: tabular-nums; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
   .kpi .v small { font-size: .65em; font-weight: 550; color: var(--muted); }
   .kpi .s { color: var(--muted); font-size: 12px; }
-  .span4 { grid-column: span 4; } .span8 { grid-column: span 8; } .span6 { grid-column: span 6; } .span12 { grid-column: span 12; }
+  .span3 { grid-column: span 3; } .span9 { grid-column: span 9; } .span4 { grid-column: span 4; } .span8 { grid-column: span 8; } .span6 { grid-column: span 6; } .span12 { grid-column: span 12; }
   .thr-now { display: flex; align-items: baseline; gap: 6px 10px; flex-wrap: wrap; margin: -2px 0 10px; }
   .thr-now b { font-size: 22px; font-weight: 650; font-variant-numeric: tabular-nums; white-space: nowrap; }
   .thr-now .muted { font-size: 12px; }
@@ -60,8 +61,15 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .xaxis span { position: absolute; top: 4px; transform: translateX(-50%); white-space: nowrap; }
   .xaxis span:first-child { transform: none; } .xaxis span:last-child { transform: translateX(-100%); }
   .prio { display: grid; grid-template-columns: 24px 1fr 48px; gap: 6px 10px; align-items: center; font-size: 12px; }
-  .prio .b { height: 10px; border-radius: 5px; background: var(--panel2); overflow: hidden; }
+  .prio .b, .fc .b { height: 10px; border-radius: 5px; background: var(--panel2); overflow: hidden; }
   .prio .b i { display: block; height: 100%; background: var(--info); }
+  /* Failures by code: the commonest first, its bar the longest, in red. */
+  #failures { display: grid; gap: 6px; font-size: 12px; max-height: 300px; overflow: auto; }
+  .fc { display: grid; grid-template-columns: minmax(0, 11ch) minmax(40px, 1fr) max-content; gap: 10px; align-items: center; }
+  .fc > span:first-child { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: var(--text); }
+  .fc .b i { display: block; height: 100%; background: var(--bad); }
+  .fc.other .b i { background: var(--idle); }
+  .fc .n { text-align: right; font-variant-numeric: tabular-nums; }
   .chips { display: flex; flex-wrap: wrap; gap: 6px; margin-bottom: 10px; }
   .chip { font-size: 12px; padding: 2px 8px; border-radius: 999px; border: 1px solid var(--line); background: transparent; color: var(--muted); cursor: pointer; user-select: none; white-space: nowrap; }
   .chip.sel { color: var(--text); border-color: var(--accent); }
@@ -70,6 +78,12 @@ export const dashboardHtml = /* html */ `<!doctype html>
     /* A shadow, not a border: collapsed borders of sticky cells are not always painted. */
     box-shadow: inset 0 -1px 0 var(--line); }
   td { padding: 6px 8px; border-bottom: 1px solid #20283a; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; max-width: 280px; }
+  /* The big tables share their card's width by set columns (a long value is cut with an ellipsis
+     and has a title), so no column is pushed out of sight on a laptop; narrower, they scroll. */
+  table.fixed { table-layout: fixed; }
+  table.fixed th { overflow: hidden; text-overflow: ellipsis; }
+  table.fixed td { max-width: none; }
+  #fleet-table { min-width: 700px; } #tasks-table { min-width: 860px; }
   tr:hover td { background: #1a2130; }
   /* Wide tables scroll sideways inside their card, never the page. */
   .scroll { max-height: 460px; overflow: auto; overscroll-behavior-x: contain;
@@ -97,23 +111,44 @@ export const dashboardHtml = /* html */ `<!doctype html>
   #login form { background: var(--panel); border: 1px solid var(--line); border-radius: 12px; padding: 24px; width: min(560px, 92vw); display: grid; gap: 12px; }
   #login textarea { width: 100%; min-height: 90px; font: 12px ui-monospace, monospace; color: var(--text); background: var(--panel2); border: 1px solid var(--line); border-radius: 6px; padding: 8px; }
   #login .err { color: var(--bad); font-size: 12px; min-height: 16px; }
-  #tasks tr[data-task-id], #log > div[data-task-id] { cursor: pointer; }
-  #tasks tr[data-task-id]:focus-visible { outline: 2px solid var(--accent); outline-offset: -2px; }
-  /* The task detail: a panel from the right (the whole screen on a phone); Escape closes it. */
-  #task-detail { margin: 0 0 0 auto; width: min(700px, 100vw); max-width: 100vw; height: 100%; max-height: 100%; padding: 0; border: 0; border-left: 1px solid var(--line); background: var(--panel); color: var(--text); }
-  #task-detail::backdrop { background: rgba(5,8,12,.6); }
-  #task-detail .td { display: flex; flex-direction: column; height: 100%; }
+  tr[data-task-id], tr[data-agent-id], #log > div[data-task-id] { cursor: pointer; }
+  tr[data-task-id]:focus-visible, tr[data-agent-id]:focus-visible { outline: 2px solid var(--accent); outline-offset: -2px; }
+  .find { display: flex; gap: 8px; margin-bottom: 10px; }
+  .find input { flex: 1; min-width: 0; }
+  /* A task's and an agent's detail: a panel from the right (the whole screen on a phone); Escape closes it. */
+  .drawer { margin: 0 0 0 auto; width: min(700px, 100vw); max-width: 100vw; height: 100%; max-height: 100%; padding: 0; border: 0; border-left: 1px solid var(--line); background: var(--panel); color: var(--text); }
+  .drawer::backdrop { background: rgba(5,8,12,.6); }
+  .drawer .td { display: flex; flex-direction: column; height: 100%; }
   .td-head { display: flex; align-items: flex-start; gap: 12px; padding: 14px 18px; border-bottom: 1px solid var(--line); }
   .td-head > div { flex: 1; min-width: 0; }
+  .td-actions { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 8px; }
+  .td-actions:empty { display: none; }
+  button.act { padding: 3px 10px; font-size: 12px; }
+  button.danger { color: #ffb1ab; border-color: rgba(248,81,73,.45); }
+  button.danger:hover { border-color: var(--bad); }
+  button.link { padding: 0; border: 0; background: none; color: var(--accent); text-align: left; overflow-wrap: anywhere; }
+  button.link:hover { text-decoration: underline; }
   .td-head h2 { margin: 0 0 2px; font-size: 16px; font-weight: 600; overflow-wrap: anywhere; }
   .td-body { flex: 1; overflow: auto; padding: 0 18px 28px; overscroll-behavior: contain; }
   .td-body h3 { font-size: 12px; text-transform: uppercase; letter-spacing: .08em; color: var(--muted); margin: 20px 0 8px; font-weight: 600; }
   .td-note { margin-top: 14px; padding: 8px 10px; border-radius: 6px; background: rgba(210,153,34,.12); color: var(--warn); font-size: 13px; }
   .fields { display: grid; grid-template-columns: max-content minmax(0, 1fr) max-content minmax(0, 1fr); gap: 7px 14px; margin: 16px 0 0; font-size: 13px; }
   .fields dt { color: var(--muted); } .fields dd { margin: 0; overflow-wrap: anywhere; font-variant-numeric: tabular-nums; }
-  #task-detail pre { margin: 0; background: var(--panel2); border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; font: 12px/1.45 ui-monospace, SFMono-Regular, Menlo, monospace; max-height: 260px; overflow: auto; white-space: pre-wrap; overflow-wrap: anywhere; }
-  #task-detail pre.none { color: var(--muted); }
-  #task-detail pre.bad { color: var(--bad); }
+  #td-summary + section h3 { margin-top: 16px; }
+  .drawer table { margin: 0; }
+  .drawer .bad { color: var(--bad); }
+  .drawer pre { margin: 0; background: var(--panel2); border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; font: 12px/1.45 ui-monospace, SFMono-Regular, Menlo, monospace; max-height: 260px; overflow: auto; white-space: pre-wrap; overflow-wrap: anywhere; }
+  .drawer pre.none { color: var(--muted); }
+  .drawer pre.bad { color: var(--bad); }
+  /* The confirmation every action asks for. */
+  #confirm { width: min(480px, 92vw); padding: 20px; border: 1px solid var(--line); border-radius: 12px; background: var(--panel); color: var(--text); }
+  #confirm::backdrop { background: rgba(5,8,12,.7); }
+  #confirm h2 { margin: 0 0 8px; font-size: 16px; overflow-wrap: anywhere; }
+  #confirm p { margin: 0 0 12px; color: var(--muted); }
+  #cf-err { margin: 0 0 12px; padding: 8px 10px; border-radius: 6px; background: rgba(248,81,73,.12); color: #ff938a; font-size: 13px; overflow-wrap: anywhere; }
+  .cf-buttons { display: flex; justify-content: flex-end; gap: 8px; }
+  #cf-ok { border-color: var(--accent); } #cf-ok.danger { background: #3a1d1f; border-color: rgba(248,81,73,.55); }
+  #cf-ok:disabled { opacity: .6; cursor: progress; }
   .td-events { list-style: none; margin: 0; padding: 0; max-height: 340px; overflow: auto; font-size: 12px; }
   .td-events li { display: grid; grid-template-columns: auto minmax(0, 1fr); gap: 0 10px; padding: 4px 0; border-bottom: 1px dashed #20283a; }
   .td-events .t { color: var(--muted); font-variant-numeric: tabular-nums; white-space: nowrap; grid-row: span 2; }
@@ -129,15 +164,17 @@ export const dashboardHtml = /* html */ `<!doctype html>
   #task-log .system { color: var(--muted); font-style: italic; }
   #task-log .cut { display: block; margin-bottom: 6px; padding-bottom: 6px; border-bottom: 1px dashed var(--line); color: var(--warn); font: 12px/1.4 ui-sans-serif, system-ui, sans-serif; white-space: normal; }
   #td-log-jump { margin-left: auto; padding: 1px 10px; font-size: 12px; text-transform: none; letter-spacing: 0; border-radius: 999px; }
-  @media (max-width: 1100px) { .kpis { grid-template-columns: repeat(3, minmax(0, 1fr)); } .span4, .span8, .span6 { grid-column: span 12; } }
+  @media (max-width: 1100px) { .kpis { grid-template-columns: repeat(3, minmax(0, 1fr)); } .span4, .span8, .span6, .span9, .span3.events { grid-column: span 12; } .span3 { grid-column: span 6; } }
   @media (max-width: 640px) {
     header { padding: 10px 12px; gap: 6px 12px; } header h1 .sub, #who { display: none; }
     main { padding: 12px 12px 32px; gap: 12px; }
     .kpis { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 12px; }
+    .span3 { grid-column: span 12; }
     .card { padding: 12px; }
     .fields { grid-template-columns: max-content minmax(0, 1fr); }
     .td-head { padding: 12px; } .td-body { padding: 0 12px 24px; }
     td { max-width: 170px; }
+    #fleet-table { min-width: 820px; } #tasks-table { min-width: 980px; }
     /* The first column (the name) stays put while the rest scrolls. */
     .scroll td:first-child, .scroll th:first-child { position: sticky; left: 0; background: var(--panel); box-shadow: inset -1px 0 0 var(--line); }
     .scroll th:first-child { z-index: 1; box-shadow: inset -1px 0 0 var(--line), inset 0 -1px 0 var(--line); }
@@ -161,8 +198,8 @@ export const dashboardHtml = /* html */ `<!doctype html>
     <div class="card kpi"><h2>Done · last hour</h2><div class="v" id="k-done">–</div><div class="s" id="k-success">–</div></div>
     <div class="card kpi"><h2 title="From creation to assignment, over the tasks finished in the last hour">Time to place</h2><div class="v" id="k-wait">–</div><div class="s" id="k-run">–</div></div>
   </section>
-  <section class="card span8">
-    <h2>Throughput <span class="count muted">tasks completed per minute, last hour</span></h2>
+  <section class="card span6">
+    <h2>Throughput <span class="count muted">completed per minute, last hour</span></h2>
     <div class="thr-now"><b id="thr-now">–</b><span class="muted" id="thr-note"></span></div>
     <div class="chart" id="thr-chart" role="img" aria-label="Tasks completed per minute over the last hour">
       <div class="yaxis" id="thr-y"></div>
@@ -170,42 +207,74 @@ export const dashboardHtml = /* html */ `<!doctype html>
       <div class="xaxis" id="thr-x"></div>
     </div>
   </section>
-  <section class="card span4"><h2>Queue by priority</h2><div class="prio" id="prio"></div></section>
-  <section class="card span8">
+  <section class="card span3" aria-labelledby="fail-title">
+    <h2 title="Tasks that ended failed or timed out in the last hour (the newest 10,000), per error code"><span id="fail-title">Failures · last hour</span> <span class="count muted" id="fail-count"></span></h2>
+    <div id="failures"></div>
+  </section>
+  <section class="card span3"><h2>Queue by priority</h2><div class="prio" id="prio"></div></section>
+  <section class="card span9">
     <h2>Fleet <span class="count muted" id="fleet-count"></span></h2>
     <div class="chips" id="agent-chips"></div>
     <input id="filter" placeholder="Filter by name, provider, region, capability…" style="width:100%;margin-bottom:8px">
-    <div class="scroll"><table><thead><tr><th>Agent</th><th>Status</th><th>Provider · region</th><th>Load</th><th>Capabilities</th><th>Last heartbeat</th></tr></thead><tbody id="agents"></tbody></table></div>
+    <div class="scroll"><table class="fixed" id="fleet-table"><colgroup><col><col style="width:112px"><col style="width:21%"><col style="width:140px"><col><col style="width:118px"></colgroup><thead><tr><th>Agent</th><th>Status</th><th>Provider · region</th><th>Load</th><th>Capabilities</th><th>Last heartbeat</th></tr></thead><tbody id="agents"></tbody></table></div>
     <div class="pager"><span id="page-info"></span><button id="prev" type="button">‹</button><button id="next" type="button">›</button></div>
   </section>
-  <section class="card span4"><h2>Live events <span class="count muted" id="ev-count"></span></h2><div id="log" class="scroll"></div></section>
+  <section class="card span3 events"><h2>Live events <span class="count muted" id="ev-count"></span></h2><div id="log" class="scroll"></div></section>
   <section class="card span12">
     <h2>Tasks <span class="count muted" id="task-count"></span></h2>
+    <div class="find"><input id="task-search" type="search" placeholder="Find a task by id, type, or the start of its name…" aria-label="Find a task by id, type, or the start of its name (names: the newest 10,000 tasks)" title="An id finds that task; other text finds the tasks of that type and those whose name starts with it (any case, among the newest 10,000 tasks)" autocomplete="off" spellcheck="false"></div>
     <div class="chips" id="task-chips" role="group" aria-label="Show tasks by status"></div>
-    <div class="scroll"><table><thead><tr><th>Task</th><th>Status</th><th>Type</th><th>Priority</th><th>Agent</th><th>Attempt</th><th>Created</th><th>Result / reason</th></tr></thead><tbody id="tasks"></tbody></table></div>
+    <div class="scroll"><table class="fixed" id="tasks-table"><colgroup><col><col style="width:150px"><col style="width:15%"><col style="width:76px"><col style="width:17%"><col style="width:80px"><col style="width:100px"><col></colgroup><thead><tr><th>Task</th><th>Status</th><th>Type</th><th>Priority</th><th>Agent</th><th>Attempt</th><th>Created</th><th>Result / reason</th></tr></thead><tbody id="tasks"></tbody></table></div>
   </section>
 </main>
-<dialog id="task-detail" aria-labelledby="td-title">
+<dialog id="task-detail" class="drawer" aria-labelledby="td-title">
   <div class="td">
     <div class="td-head">
-      <div><h2 id="td-title">Task</h2><div class="mono" id="td-id"></div></div>
+      <div><h2 id="td-title">Task</h2><div class="mono" id="td-id"></div><div class="td-actions" id="td-actions"></div></div>
       <button type="button" id="td-close" aria-label="Close the task detail">✕</button>
     </div>
     <div class="td-body">
       <div class="td-note" id="td-note" hidden></div>
-      <dl class="fields" id="td-fields"></dl>
+      <div id="td-fields">
+        <dl class="fields" id="td-summary"></dl>
+        <section aria-labelledby="td-log-title">
+          <h3 class="td-log-head"><span id="td-log-title">Log</span><select id="td-log-attempt" aria-label="Attempt whose log is shown" hidden></select><span class="muted" id="td-log-state"></span><button type="button" id="td-log-jump" hidden>↓ newest</button></h3>
+          <div id="task-log" role="log" aria-labelledby="td-log-title" tabindex="0" data-empty="No output."></div>
+        </section>
+        <h3>Task</h3>
+        <dl class="fields" id="td-more"></dl>
+      </div>
+      <h3>Error</h3><pre id="td-error"></pre>
+      <h3>Result</h3><pre id="td-result"></pre>
       <h3>Requirements</h3><pre id="td-requirements"></pre>
       <h3>Payload</h3><pre id="td-payload"></pre>
-      <h3>Result</h3><pre id="td-result"></pre>
-      <h3>Error</h3><pre id="td-error"></pre>
       <h3>Events <span class="muted" id="td-ev-count"></span></h3>
       <ol class="td-events" id="td-events"></ol>
-      <section aria-labelledby="td-log-title">
-        <h3 class="td-log-head"><span id="td-log-title">Log</span><select id="td-log-attempt" aria-label="Attempt whose log is shown" hidden></select><span class="muted" id="td-log-state"></span><button type="button" id="td-log-jump" hidden>↓ newest</button></h3>
-        <div id="task-log" role="log" aria-labelledby="td-log-title" tabindex="0" data-empty="No output."></div>
-      </section>
     </div>
   </div>
+</dialog>
+<dialog id="agent-detail" class="drawer" aria-labelledby="ad-title">
+  <div class="td">
+    <div class="td-head">
+      <div><h2 id="ad-title">Agent</h2><div class="mono" id="ad-id"></div><div class="td-actions" id="ad-actions"></div></div>
+      <button type="button" id="ad-close" aria-label="Close the agent detail">✕</button>
+    </div>
+    <div class="td-body">
+      <div class="td-note" id="ad-note" hidden></div>
+      <dl class="fields" id="ad-fields"></dl>
+      <h3>Running <span class="muted" id="ad-running-count"></span></h3>
+      <table class="fixed"><colgroup><col><col style="width:96px"><col style="width:24%"><col style="width:72px"><col style="width:76px"><col style="width:84px"></colgroup><thead><tr><th>Task</th><th>Status</th><th>Type</th><th>Attempt</th><th>Progress</th><th>Since</th></tr></thead><tbody id="ad-running"></tbody></table>
+      <h3 title="Failed or timed out, the newest first">Recent failures <span class="muted" id="ad-failures-count"></span></h3>
+      <table class="fixed"><colgroup><col style="width:30%"><col style="width:96px"><col><col style="width:84px"></colgroup><thead><tr><th>Task</th><th>Status</th><th>Error</th><th>Ended</th></tr></thead><tbody id="ad-failures"></tbody></table>
+      <h3>Last metrics <span class="muted" id="ad-metrics-at"></span></h3><pre id="ad-metrics"></pre>
+    </div>
+  </div>
+</dialog>
+<dialog id="confirm" aria-labelledby="cf-title" aria-describedby="cf-text">
+  <h2 id="cf-title"></h2>
+  <p id="cf-text"></p>
+  <div id="cf-err" role="alert" hidden></div>
+  <div class="cf-buttons"><button type="button" id="cf-cancel">Keep as is</button><button type="button" id="cf-ok">Confirm</button></div>
 </dialog>
 <div id="login"><form id="login-form">
   <h2 style="margin:0;font-size:16px">Connect to the control plane</h2>

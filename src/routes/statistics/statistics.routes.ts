@@ -17,11 +17,19 @@ export const AgentStatistics = z
     total: z.number().int(),
     byStatus: counts('Agents per status'),
     byProvider: counts('Agents per provider'),
-    slots: z.object({
-      total: z.number().int().openapi({ description: 'Slots of online agents' }),
-      used: z.number().int().openapi({ description: 'Assigned or running tasks, all agents' }),
-      free: z.number().int().openapi({ description: 'Free slots of online agents' }),
-    }),
+    slots: z
+      .object({
+        total: z.number().int().openapi({ description: 'Slots of online agents' }),
+        used: z.number().int().openapi({ description: 'Assigned or running tasks held by online agents' }),
+        free: z.number().int().openapi({ description: 'Free slots of online agents' }),
+      })
+      .openapi({
+        description:
+          'The slots that take work, all three over the same agents (the online ones). Tasks held by agents that are not online are in activeTasksByStatus.',
+      }),
+    activeTasksByStatus: counts(
+      'Assigned or running tasks held, per agent status: `online` equals slots.used; the others are held by agents that take no new work (draining, maintenance, error, offline)',
+    ),
   })
   .openapi('AgentStatistics')
 
@@ -49,6 +57,18 @@ export const TaskStatistics = z
     createToAssignedSeconds: percentiles.openapi({
       description: 'Wait before placement, tasks finished in the last hour',
     }),
+    failuresByCode: z
+      .object({
+        codes: z
+          .array(z.object({ code: z.string(), count: z.number().int() }))
+          .openapi({ description: 'The 20 commonest codes, most first (ties by code)' }),
+        other: z.number().int().openapi({ description: 'Failures with a code beyond those 20' }),
+        sample: z.number().int().openapi({ description: 'Failures counted' }),
+      })
+      .openapi({
+        description:
+          'Tasks that ended failed or timed out in the last hour (the newest 10,000), per `error.code`; a failure without a code counts under its status. A task retried since is not among them until it ends again.',
+      }),
   })
   .openapi('TaskStatistics')
 
@@ -67,7 +87,7 @@ export const tasks = createRoute({
   method: 'get',
   path: '/tasks/statistics',
   operationId: 'taskStatistics',
-  summary: 'The queue: tasks by status, depth by priority, recent outcomes, durations, latency',
+  summary: 'The queue: tasks by status, depth by priority, recent outcomes and failures by code, durations, latency',
   tags: ['Tasks'],
   security,
   middleware: [authenticate, canRead] as const,

@@ -63,7 +63,8 @@ export const list = createRoute({
   path: '/tasks',
   operationId: 'listTasks',
   summary: 'List tasks',
-  description: 'An agent token sees only the tasks it holds or held.',
+  description:
+    'Newest first by default; the filters combine. `name` is a prefix search over the newest 10,000 tasks only (names have no index). An agent token sees only the tasks it holds or held.',
   tags,
   security,
   middleware: [authenticate] as const,

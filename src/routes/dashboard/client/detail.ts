@@ -1,15 +1,16 @@
 /**
- * The task detail (a dialog): the task's fields, its history (GET /tasks/{id}/events,
- * oldest first) merged with the stream's events for it by event id, so neither a gap nor a
- * duplicate shows, and its log.
+ * The task detail (a dialog): its status and the actions it allows, its log right after, then
+ * the task's other fields, its history (GET /tasks/{id}/events, oldest first) merged with the
+ * stream's events for it by event id, so neither a gap nor a duplicate shows.
  */
+import { taskActions } from './actions'
 import { apiFetch, get } from './api'
 import { describe } from './describe'
 import { $, type Child, el, rowTask } from './dom'
 import { num, stamp, when } from './format'
-import { agents, detail, tasks } from './state'
+import { agents, detail, learnName, tasks } from './state'
 import { closeLog, showLog, syncLog } from './task-log'
-import { shown } from './tasks'
+import { renderTasks, shown } from './tasks'
 import type { FleetEvent, Task } from './types'
 
 const MAX_DETAIL_EVENTS = 1000
@@ -31,6 +32,7 @@ export async function refreshTask(id: string) {
   }
   if (!r.ok) return
   const x: Task = await r.json()
+  learnName(id, x.name)
   if (shown(x)) tasks.set(id, x)
   else tasks.delete(id)
   if (id === detail.id) {
@@ -46,7 +48,8 @@ function pretty(pre: HTMLElement, v: unknown) {
     text.length > 20000 ? `${text.slice(0, 20000)}\n… ${num(text.length - 20000)} more characters` : text
 }
 
-function openTask(id: string) {
+/** Opens a task's detail (from the table, the feed, a search, an agent's detail). */
+export function openTask(id: string) {
   detail.id = id
   detail.task = tasks.get(id) || null
   detail.events = new Map()
@@ -86,6 +89,17 @@ export function detailEvent(e: FleetEvent) {
   if (detail.gone) renderDetail()
 }
 
+/** A field: its label and value, the value marked with its key (`data-field`). */
+const fieldList = (fields: [string, string, Child][]) =>
+  fields.flatMap(([k, label, v]) => [el('dt', null, label), el('dd', { 'data-field': k }, v)])
+
+/** After an action: the task re-read, the table and the detail redrawn. */
+const afterAction = (id: string) => () => {
+  refreshTask(id)
+    .then(() => renderTasks())
+    .catch(() => {})
+}
+
 function renderDetail() {
   const t = detail.task
   $('td-title').textContent = t ? t.name : 'Task'
@@ -93,8 +107,10 @@ function renderDetail() {
   const note = $('td-note')
   note.hidden = !detail.gone && !!t
   note.textContent = detail.gone ? 'This task was deleted.' : t ? '' : 'Loading…'
+  $('td-actions').replaceChildren(...(t && !detail.gone ? taskActions(t, afterAction(t.id)) : []))
   if (!t) {
-    $('td-fields').replaceChildren()
+    $('td-summary').replaceChildren()
+    $('td-more').replaceChildren()
     for (const k of ['requirements', 'payload', 'result', 'error']) $(`td-${k}`).textContent = ''
     return
   }
@@ -105,28 +121,36 @@ function renderDetail() {
     el('span', { class: `st ${t.status}` }, t.status.replace('_', ' ')),
     t.cancelRequested ? ' · cancel requested' : null,
   )
-  const fields: [string, string, Child][] = [
-    ['status', 'Status', status],
-    ['type', 'Type', el('span', { class: 'mono' }, t.type)],
-    ['agent', 'Agent', agent ? agent.name : t.agentId || '–'],
-    ['attempt', 'Attempt', `${t.attempt} of ${t.maxAttempts}`],
-    ['failures', 'Failures', String(t.failures)],
-    ['lostCount', 'Lost count', String(t.lostCount)],
-    ['priority', 'Priority', String(t.priority)],
-    ['progress', 'Progress', t.progress == null ? '–' : `${t.progress}%`],
-    ['pendingReason', 'Pending reason', t.pendingReason || '–'],
-    ['timeoutSeconds', 'Timeout', `${t.timeoutSeconds} s`],
-    ['idempotencyKey', 'Idempotency key', t.idempotencyKey || '–'],
-    ['version', 'Version', String(t.version)],
-    ['createdAt', 'Created', stamp(t.createdAt)],
-    ['scheduledAt', 'Scheduled', stamp(t.scheduledAt)],
-    ['assignedAt', 'Assigned', stamp(t.assignedAt)],
-    ['startedAt', 'Started', stamp(t.startedAt)],
-    ['finishedAt', 'Finished', stamp(t.finishedAt)],
-    ['updatedAt', 'Updated', stamp(t.updatedAt)],
-  ]
-  $('td-fields').replaceChildren(
-    ...fields.flatMap(([k, label, v]) => [el('dt', null, label), el('dd', { 'data-field': k }, v)]),
+  // The agent opens its own detail.
+  const agentLink = t.agentId
+    ? el('button', { type: 'button', class: 'link', 'data-agent-id': t.agentId }, agent ? agent.name : t.agentId)
+    : '–'
+  // What it is doing now comes first, then its log (in the page's markup), then the rest.
+  $('td-summary').replaceChildren(
+    ...fieldList([
+      ['status', 'Status', status],
+      ['progress', 'Progress', t.progress == null ? '–' : `${t.progress}%`],
+      ['agent', 'Agent', agentLink],
+      ['attempt', 'Attempt', `${t.attempt} of ${t.maxAttempts}`],
+    ]),
+  )
+  $('td-more').replaceChildren(
+    ...fieldList([
+      ['type', 'Type', el('span', { class: 'mono' }, t.type)],
+      ['priority', 'Priority', String(t.priority)],
+      ['failures', 'Failures', String(t.failures)],
+      ['lostCount', 'Lost count', String(t.lostCount)],
+      ['pendingReason', 'Pending reason', t.pendingReason || '–'],
+      ['timeoutSeconds', 'Timeout', `${t.timeoutSeconds} s`],
+      ['idempotencyKey', 'Idempotency key', t.idempotencyKey || '–'],
+      ['version', 'Version', String(t.version)],
+      ['createdAt', 'Created', stamp(t.createdAt)],
+      ['scheduledAt', 'Scheduled', stamp(t.scheduledAt)],
+      ['assignedAt', 'Assigned', stamp(t.assignedAt)],
+      ['startedAt', 'Started', stamp(t.startedAt)],
+      ['finishedAt', 'Finished', stamp(t.finishedAt)],
+      ['updatedAt', 'Updated', stamp(t.updatedAt)],
+    ]),
   )
   pretty($('td-requirements'), t.requirements)
   pretty($('td-payload'), t.payload)

@@ -3,6 +3,7 @@
  * Last-Event-ID after a drop), the feed of events in words, and the refresh that folds a
  * burst of events into one re-read a second of what changed.
  */
+import { agentEvent, refreshAgentDetail } from './agent-detail'
 import { apiFetch, tokenRefused } from './api'
 import { describe } from './describe'
 import { detailEvent, refreshTask } from './detail'
@@ -10,18 +11,15 @@ import { $, el } from './dom'
 import { refreshAgent, renderAgents } from './fleet'
 import { num } from './format'
 import { readSSE } from './sse'
-import { agents, detail, tasks } from './state'
+import { detail, learnName, nameOf } from './state'
 import { loadStats, markStatsStale, statsStale } from './stats'
 import { renderTasks } from './tasks'
 import type { FleetEvent } from './types'
 
 const FEED_LINES = 150
-const NAMES_KEPT = 5000
 let lastEventId: string | null = null
 let stream: AbortController | null = null
 let received = 0
-/** Names seen in events (task.created, agent.registered), for events about what the tables do not hold. */
-const names = new Map<string, string>()
 const dirtyAgents = new Set<string>()
 const dirtyTasks = new Set<string>()
 
@@ -33,18 +31,17 @@ export function setLive(cls: 'on' | 'retry' | 'off', text: string) {
 
 function logEvent(e: FleetEvent) {
   received++
-  // Who it is about: the task's (or else the agent's) name, known from the tables or an earlier event.
+  // Who it is about: the task's (or else the agent's) name, known from the tables, a read or an
+  // earlier event. Not known yet (a progress event of a task the table does not hold): the
+  // refresh re-reads the task, and the line then names it (see nameLines).
   const d = e.data || {}
   const named = d.name ? (e.type === 'task.created' ? e.taskId : e.agentId) : null
-  if (named) {
-    names.set(named, String(d.name))
-    if (names.size > NAMES_KEPT) {
-      const oldest = names.keys().next().value
-      if (oldest !== undefined) names.delete(oldest)
-    }
-  }
+  if (named) learnName(named, String(d.name))
   const about = e.taskId || e.agentId
-  const subject = about ? (tasks.get(about) || agents.get(about))?.name || names.get(about) || about.slice(0, 8) : null
+  const name = about ? nameOf(about) : undefined
+  const subject = about
+    ? el('span', { class: 'n', 'data-about': name ? null : about }, name || about.slice(0, 8))
+    : null
   const what = describe(e)
   const row = el(
     'div',
@@ -54,7 +51,7 @@ function logEvent(e: FleetEvent) {
       'span',
       { class: 'b' },
       el('span', { class: 'k' }, e.type),
-      subject ? el('span', { class: 'n' }, subject) : null,
+      subject,
       what ? el('span', { class: 'd muted' }, what) : null,
     ),
   )
@@ -67,6 +64,7 @@ function logEvent(e: FleetEvent) {
 function onEvent(e: FleetEvent) {
   logEvent(e)
   if (detail.id && e.taskId === detail.id) detailEvent(e)
+  agentEvent(e.agentId, e.taskId)
   if (e.agentId) dirtyAgents.add(e.agentId)
   if (e.taskId) dirtyTasks.add(e.taskId)
   markStatsStale()
@@ -78,10 +76,22 @@ export async function flush() {
   const t = [...dirtyTasks].slice(0, 50)
   for (const id of a) dirtyAgents.delete(id)
   for (const id of t) dirtyTasks.delete(id)
-  await Promise.all([...a.map((id) => refreshAgent(id)), ...t.map((id) => refreshTask(id))])
+  await Promise.all([...a.map((id) => refreshAgent(id)), ...t.map((id) => refreshTask(id)), refreshAgentDetail()])
   if (a.length) renderAgents()
   if (t.length) renderTasks()
+  if (a.length || t.length) nameLines()
   if (statsStale()) await loadStats()
+}
+
+/** Feed lines written before their subject's name was known, named now that it is. */
+function nameLines() {
+  for (const n of $('log').querySelectorAll<HTMLElement>('.n[data-about]')) {
+    const name = nameOf(n.dataset.about ?? '')
+    if (name) {
+      n.textContent = name
+      delete n.dataset.about
+    }
+  }
 }
 
 /** Reads the event stream until the token is refused or `stopListening`, reconnecting after a drop. */

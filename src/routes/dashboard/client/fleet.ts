@@ -2,7 +2,7 @@
 import { apiFetch, get } from './api'
 import { $, esc } from './dom'
 import { ago } from './format'
-import { agents } from './state'
+import { agents, learnName } from './state'
 import type { Agent, Page } from './types'
 
 const PAGE = 100
@@ -31,8 +31,11 @@ export async function loadAgents() {
 /** An agent that changed, re-read (one that is gone leaves the table). */
 export async function refreshAgent(id: string) {
   const r = await apiFetch(`/agents/${id}`)
-  if (r.status === 404) agents.delete(id)
-  else if (r.ok) agents.set(id, await r.json())
+  if (r.status === 404) {
+    const gone = agents.get(id)
+    if (gone) learnName(id, gone.name) // the feed still names it
+    agents.delete(id)
+  } else if (r.ok) agents.set(id, await r.json())
 }
 
 export function renderAgents() {
@@ -60,7 +63,9 @@ export function renderAgents() {
     .slice(page * PAGE, page * PAGE + PAGE)
     .map((a) => {
       const pct = a.maxConcurrentTasks ? (a.activeTasks / a.maxConcurrentTasks) * 100 : 0
-      return `<tr data-agent-id="${esc(a.id)}"><td title="${esc(a.id)}">${esc(a.name)}</td><td><span class="st ${esc(a.status)}">${esc(a.status)}</span></td><td>${esc(a.provider)}${a.region ? ` · ${esc(a.region)}` : ''}</td><td><span class="load"><i style="width:${pct}%;background:${pct >= 100 ? 'var(--warn)' : 'var(--ok)'}"></i></span>${a.activeTasks}/${a.maxConcurrentTasks}</td><td class="muted">${esc(a.capabilities.join(', '))}</td><td class="muted hb" data-at="${esc(a.lastHeartbeatAt || '')}">${ago(a.lastHeartbeatAt)}</td></tr>`
+      const where = `${a.provider}${a.region ? ` · ${a.region}` : ''}`
+      const caps = a.capabilities.join(', ')
+      return `<tr data-agent-id="${esc(a.id)}" tabindex="0"><td title="${esc(`${a.name} · ${a.id}`)}">${esc(a.name)}</td><td><span class="st ${esc(a.status)}">${esc(a.status)}</span></td><td title="${esc(where)}">${esc(where)}</td><td><span class="load"><i style="width:${pct}%;background:${pct >= 100 ? 'var(--warn)' : 'var(--ok)'}"></i></span>${a.activeTasks}/${a.maxConcurrentTasks}</td><td class="muted" title="${esc(caps)}">${esc(caps)}</td><td class="muted hb" data-at="${esc(a.lastHeartbeatAt || '')}">${ago(a.lastHeartbeatAt)}</td></tr>`
     })
     .join('')
   $('fleet-count').textContent = `${rows.length} shown of ${all.length}`

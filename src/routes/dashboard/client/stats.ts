@@ -1,4 +1,4 @@
-/** The figures (KPI cards), the throughput chart and the queue by priority. */
+/** The figures (KPI cards), the throughput chart, failures by error code and the queue by priority. */
 import { get } from './api'
 import { $, el } from './dom'
 import { hhmm, niceMax, num, secs } from './format'
@@ -19,8 +19,16 @@ export async function loadStats() {
   ])
   $('k-online').textContent = num(a.byStatus.online)
   $('k-agents').textContent = `${num(a.total)} registered · ${num(a.byStatus.offline)} offline`
+  // Slots that take work: those of online agents, used and free among them. Tasks held by
+  // agents that take no new work (draining, maintenance, error, offline) are said apart.
   $('k-slots').textContent = num(a.slots.used)
-  $('k-free').textContent = `${num(a.slots.free)} free of ${num(a.slots.total)}`
+  const elsewhere = Object.entries(a.activeTasksByStatus).filter(([s, n]) => s !== 'online' && n > 0)
+  const held = elsewhere.reduce((sum, [, n]) => sum + n, 0)
+  const free = $('k-free')
+  free.textContent = `${num(a.slots.free)} free of ${num(a.slots.total)}${held ? ` · ${num(held)} more on agents not online` : ''}`
+  free.title = held
+    ? `Tasks held by agents that take no new work: ${elsewhere.map(([s, n]) => `${s} ${num(n)}`).join(', ')}`
+    : ''
   $('k-pending').textContent = num(t.queue.pending)
   $('k-oldest').textContent =
     t.queue.oldestPendingAgeSeconds == null ? 'queue empty' : `oldest ${secs(t.queue.oldestPendingAgeSeconds)}`
@@ -36,6 +44,7 @@ export async function loadStats() {
   )
   $('k-run').textContent = `p50 / p95 · run p50 ${secs(t.durationSeconds.p50)}`
   renderThroughput(t.recent.completedPerMinute)
+  renderFailures(t.failuresByCode)
   showTaskCounts(t)
   const pmax = Math.max(1, ...Object.values(t.queue.byPriority))
   let rows = ''
@@ -78,4 +87,25 @@ function renderThroughput(perMinute: number[]) {
       .map(Math.round)
       .map((i) => el('span', { style: `left:${((i + 0.5) / n) * 100}%` }, label(i))),
   )
+}
+
+/** Failed and timed-out tasks of the last hour per error code, most first: a spike of one code stands out. */
+function renderFailures(f: TaskStatistics['failuresByCode']) {
+  $('fail-count').textContent = f.sample ? `${num(f.sample)} by code` : ''
+  if (!f.sample) {
+    $('failures').replaceChildren(el('div', { class: 'muted none' }, 'No failures in the last hour.'))
+    return
+  }
+  const top = Math.max(1, ...f.codes.map((c) => c.count), f.other)
+  const row = (code: string, count: number, cls: string) =>
+    el(
+      'div',
+      { class: `fc ${cls}`, 'data-code': cls === 'other' ? null : code, title: `${code}: ${num(count)}` },
+      el('span', { class: cls === 'other' ? 'muted' : 'mono' }, code),
+      el('span', { class: 'b' }, el('i', { style: `width:${(count / top) * 100}%` })),
+      el('span', { class: 'n' }, num(count)),
+    )
+  const rows = f.codes.map((c) => row(c.code, c.count, ''))
+  if (f.other) rows.push(row('other codes', f.other, 'other'))
+  $('failures').replaceChildren(...rows)
 }

@@ -7,13 +7,21 @@ export interface Page<T> {
 export interface Agent {
   id: string
   name: string
+  description: string | null
   status: string
   provider: string
   region: string | null
   capabilities: string[]
+  labels: Record<string, string>
+  /** The task types it runs ('*': any). */
+  taskTypes?: string[]
   activeTasks: number
   maxConcurrentTasks: number
   lastHeartbeatAt: string | null
+  lastMetrics: Record<string, unknown> | null
+  version: number
+  createdAt: string
+  updatedAt: string
 }
 
 export interface Task {
@@ -82,7 +90,10 @@ export interface LogChunk {
 export interface AgentStatistics {
   total: number
   byStatus: Record<string, number>
+  /** Over the online agents alone: total, used and free. */
   slots: { used: number; free: number; total: number }
+  /** Tasks held per agent status (online: slots.used). */
+  activeTasksByStatus: Record<string, number>
 }
 
 export interface TaskStatistics {
@@ -97,4 +108,6 @@ export interface TaskStatistics {
   }
   durationSeconds: { p50: number | null }
   createToAssignedSeconds: { p50: number | null; p95: number | null }
+  /** Failed or timed-out in the last hour, per error code: the commonest, most first. */
+  failuresByCode: { codes: { code: string; count: number }[]; other: number; sample: number }
 }
