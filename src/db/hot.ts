@@ -213,10 +213,14 @@ SELECT (${reportVerdicts('$4::boolean')}) AS reports`,
  * read under its lock, so its free slots count every report committed before.
  * $1 agent id · $2 now · $3 reported status or null · $4 metrics (jsonb) or null ·
  * $5 running ids (uuid[]) · $6 report rows (jsonb, agent_id = $1) · $7 their task ids (uuid[]) ·
- * $8 the task types it runs (text[]) or null to keep its declaration
- * (`heartbeatPlain`: the same without reports: $1–$5, and the task types as $6).
+ * (`heartbeatPlain`: the same without reports, $1–$5). The `…Declaring` twins take the task
+ * types it runs (text[]) as the next parameter ($8, or $6 without reports) and store them:
+ * the steady beat, which declares nothing, never writes or compares them.
  */
-const heartbeatText = (withReports: boolean, types = withReports ? '$8' : '$6') => `
+const heartbeatText = (withReports: boolean, declaring: boolean) => {
+  const types = withReports ? '$8' : '$6'
+  const changed = declaring ? 'a.next <> a.was OR a.task_types <> a.declared' : 'a.next <> a.was'
+  return `
 WITH ${withReports ? `${reportCtes('$6', '$7', '$2')}, ` : ''}cur AS (
   -- Tasks before their agent, the order every report, cancel, delete and sweep takes: with
   -- reports, the reported tasks are locked (rc) before this row, or two of them deadlock.
@@ -224,8 +228,7 @@ WITH ${withReports ? `${reportCtes('$6', '$7', '$2')}, ` : ''}cur AS (
     FROM agents WHERE id = $1 ${withReports ? 'AND (SELECT count(*) FROM rc) >= 0' : ''} FOR UPDATE
 ), a AS (
   SELECT id, status, provider, region, capabilities, labels, max_concurrent_tasks, active_tasks, status AS was,
-         -- The types it declares now, else the ones it declared before.
-         coalesce(${types}::text[], task_types) AS task_types, task_types AS declared,
+         ${declaring ? `${types}::text[] AS task_types, task_types AS declared,` : 'task_types,'}
          ${withReports ? "greatest(active_tasks - (SELECT count(*) FROM done WHERE status <> 'running'), 0)" : 'active_tasks'} AS active,
          CASE WHEN status = 'maintenance' THEN 'maintenance'
               ELSE coalesce($3::text, CASE WHEN status = 'offline' THEN 'online' ELSE status END) END AS next
@@ -245,10 +248,10 @@ WITH ${withReports ? `${reportCtes('$6', '$7', '$2')}, ` : ''}cur AS (
 ), upd AS (
   UPDATE agents g
      SET status = a.next, last_heartbeat_at = $2, last_metrics = coalesce($4::jsonb, g.last_metrics),
-         task_types = a.task_types,
+         ${declaring ? 'task_types = a.task_types,' : ''}
          active_tasks = a.active + (SELECT count(*) FROM given),
-         version = g.version + CASE WHEN a.next <> a.was OR a.task_types <> a.declared THEN 1 ELSE 0 END,
-         updated_at = CASE WHEN a.next <> a.was OR a.task_types <> a.declared THEN $2 ELSE g.updated_at END
+         version = g.version + CASE WHEN ${changed} THEN 1 ELSE 0 END,
+         updated_at = CASE WHEN ${changed} THEN $2 ELSE g.updated_at END
     FROM a WHERE g.id = a.id
   RETURNING g.*, a.was
 ), moved AS (
@@ -271,11 +274,17 @@ SELECT to_jsonb(upd) - 'was' AS agent, upd.status <> upd.was AS moved,
     WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = $1 AND t.status IN ('assigned', 'running'))) AS lost,
   ${withReports ? `(${reportVerdicts('false')})` : "'[]'::jsonb"} AS reports
 FROM upd`
+}
 
-export const heartbeat: HotStatement = { name: 'heartbeat', text: heartbeatText(true) }
+export const heartbeat: HotStatement = { name: 'heartbeat', text: heartbeatText(true, false) }
+export const heartbeatDeclaring: HotStatement = { name: 'heartbeat_declaring', text: heartbeatText(true, true) }
 
 /** The same without reports ($6 and $7 are not sent): the steady beat, with nothing to plan for them. */
-export const heartbeatPlain: HotStatement = { name: 'heartbeat_plain', text: heartbeatText(false) }
+export const heartbeatPlain: HotStatement = { name: 'heartbeat_plain', text: heartbeatText(false, false) }
+export const heartbeatPlainDeclaring: HotStatement = {
+  name: 'heartbeat_plain_declaring',
+  text: heartbeatText(false, true),
+}
 
 /**
  * Creates a task and its `task.created` event; on an idempotency key the caller already

@@ -2,7 +2,15 @@ import { and, arrayContains, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle
 import { v7 as uuidv7 } from 'uuid'
 import type { Db, Tx } from '../db/client'
 import { bind, pgTextArray } from '../db/fragments'
-import { agentFromJson, heartbeatPlain, heartbeat as heartbeatStatement, hot, taskFromJson } from '../db/hot'
+import {
+  agentFromJson,
+  heartbeatDeclaring,
+  heartbeatPlain,
+  heartbeatPlainDeclaring,
+  heartbeat as heartbeatStatement,
+  hot,
+  taskFromJson,
+} from '../db/hot'
 import { queries } from '../db/prepared'
 import { getAgent } from '../db/rows'
 import { type AgentRow, agents, type TaskRow, tasks } from '../db/schema'
@@ -435,8 +443,12 @@ export async function heartbeat(
     const types = input.taskTypes ? pgTextArray(dedupe(input.taskTypes)) : null
     const [row] =
       rows === null
-        ? await hot<WorkRow>(db, heartbeatPlain, [...common, types])
-        : await hot<WorkRow>(db, heartbeatStatement, [...common, rows, ids, types])
+        ? types === null
+          ? await hot<WorkRow>(db, heartbeatPlain, common)
+          : await hot<WorkRow>(db, heartbeatPlainDeclaring, [...common, types])
+        : types === null
+          ? await hot<WorkRow>(db, heartbeatStatement, [...common, rows, ids])
+          : await hot<WorkRow>(db, heartbeatDeclaring, [...common, rows, ids, types])
     if (!row) throw new ApiError('not_found', `No agent with id ${id}.`)
     return row
   }
