@@ -33,6 +33,7 @@ const integration: Record<string, string> = {
   'redis.test.ts': 'Redis (TEST_REDIS_URL), cut and restored through a TCP relay',
   'registration-tokens.test.ts': 'the server and `npm run token -- --registration` against it',
   'server.test.ts': 'the server under Node and Bun, its shutdown, and its refusals to start',
+  'stalls.test.ts': 'a server process paused (SIGSTOP) longer than the heartbeat timeout, then resumed',
   'workers.test.ts': 'the Worker under `wrangler dev` and the WebSocket proxy (TEST_WORKERS=1)',
 }
 const integrationFiles = Object.keys(integration).map((f) => `test/${f}`)

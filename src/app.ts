@@ -14,6 +14,7 @@ import { type Kv, MemoryKv } from './lib/kv'
 import { describeError } from './lib/logger'
 import { Metrics } from './lib/metrics'
 import { LocalNotifier } from './lib/notifier'
+import { StallWatch } from './lib/stalls'
 import { StreamSlots } from './lib/stream-slots'
 import { limitBody } from './middleware/body-limit'
 import type { AppBindings, AppDeps } from './middleware/context'
@@ -30,14 +31,20 @@ import { logsRouter } from './routes/task-logs/task-logs.index'
 import { tasksRouter } from './routes/tasks/tasks.index'
 import { EventFeed } from './services/event-feed'
 import { MigrationGate, missingObjectStates, notMigrated } from './services/migrations'
+import { recordStalls } from './services/stalls'
 
 /**
  * Builds the whole service from its dependencies. Imports nothing runtime-specific:
  * Node, Bun and Workers entry points build `deps` their own way and serve `app.fetch`.
  */
 export interface AppInput
-  extends Omit<AppDeps, 'database' | 'kv' | 'metrics' | 'migrations' | 'streams' | 'eventFeed' | 'authCache'> {
+  extends Omit<
+    AppDeps,
+    'database' | 'kv' | 'metrics' | 'migrations' | 'streams' | 'eventFeed' | 'authCache' | 'stalls'
+  > {
   metrics?: Metrics
+  /** The process's stall watch (Node and Bun start its watchdog); one per app when absent. */
+  stalls?: StallWatch
   migrations?: MigrationGate
   /** The database, or (Workers) a function giving each request its own. */
   database: Database | ((c: Context) => Database)
@@ -54,6 +61,7 @@ export function createApp(input: AppInput) {
     migrations: input.migrations ?? new MigrationGate(),
     streams: new StreamSlots(input.config.eventStreamsPerPrincipal, input.config.eventStreamsMax),
     authCache: new TtlCache<{ id: string; tokenVersion: number }>(100_000),
+    stalls: input.stalls ?? new StallWatch(),
   }
   // One database and bus for the process: every live event stream shares one reader.
   const fixed: AppDeps | undefined =
@@ -82,7 +90,16 @@ export function createApp(input: AppInput) {
     c.set('logger', shared.logger.child({ requestId: c.var.requestId }))
     c.var.logger.debug('request started', { method: c.req.method, path: c.req.path })
     const started = performance.now()
+    const startedWall = Date.now()
     await next()
+    // Agents could not reach the database through this request: a stall of the service from
+    // when it began, until a request gets through again (then written, for the sweep).
+    const { stalls } = shared
+    if (c.var.databaseUnreachable) stalls.deaf(startedWall)
+    else if (stalls.isDeaf && c.res.status < 500) {
+      stalls.heard()
+      await recordStalls(c.var.deps.database.db, stalls).catch(() => {})
+    }
     const ms = Math.round((performance.now() - started) * 10) / 10
     const status = c.res.status
     // The route pattern, never the raw path, keeps metric labels few.
@@ -250,6 +267,7 @@ function toProblem(err: Error, c: Context<AppBindings>) {
     return problem(c, 'validation_failed', 'A value is out of range for its field.')
   }
   if (sqlState === '40001' || sqlState === '40P01' || sqlState === '57014' || isDatabaseUnavailable(err)) {
+    if (isDatabaseUnavailable(err)) c.set('databaseUnreachable', true)
     c.var.logger.warn('database busy or unreachable', { sqlState, error: describeError(err) })
     const res = problem(c, 'service_unavailable', 'The database is busy or unreachable; try again.')
     res.headers.set('Retry-After', '1')

@@ -31,6 +31,7 @@ import { createLogger, describeError, type Logger } from './lib/logger'
 import { Metrics } from './lib/metrics'
 import { BusNotifier, LocalNotifier } from './lib/notifier'
 import { RedisKv } from './lib/redis'
+import { StallWatch } from './lib/stalls'
 import { signToken } from './lib/tokens'
 import type { AssetLoader } from './middleware/context'
 import { MigrationGate } from './services/migrations'
@@ -221,7 +222,11 @@ async function main() {
   const streamsEnd = new AbortController()
   // Every open event stream and log follower listens for the shutdown: no limit is meant.
   setMaxListeners(0, streamsEnd.signal)
+  // The watchdog: a paused process (SIGSTOP, a stalled VM) heard no agent meanwhile.
+  const stalls = new StallWatch()
+  stalls.start()
   const app = createApp({
+    stalls,
     shutdown: streamsEnd.signal,
     config,
     database,
@@ -291,7 +296,7 @@ async function main() {
   }
 
   const stopSweeps = startSweepTimer(
-    { db: database.db, clock: systemClock, config, notifier, kv, metrics },
+    { db: database.db, clock: systemClock, config, notifier, kv, metrics, stalls },
     logger,
     migrations,
   )

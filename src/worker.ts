@@ -13,12 +13,14 @@ import { createApp } from './app'
 import type { Database } from './db/client'
 import { hyperdriveDatabase } from './db/hyperdrive'
 import { neonDatabase } from './db/neon'
+import { isDatabaseUnavailable } from './db/tx'
 import { type Config, loadConfig } from './env'
 import { systemClock } from './lib/clock'
 import { problemBody } from './lib/errors'
 import { type Kv, MemoryKv, MemoryRateLimiter } from './lib/kv'
 import { createLogger, describeError, type Logger } from './lib/logger'
 import { RedisKv } from './lib/redis'
+import { StallWatch } from './lib/stalls'
 import { MigrationGate } from './services/migrations'
 import { runSweep, sweepFailure } from './services/scheduler'
 
@@ -47,6 +49,8 @@ type PerRequest = { database: Database; kv: Kv }
  * streams then wake on their 2 s re-read.
  */
 const isolateLimiter = new MemoryRateLimiter()
+/** What this isolate's requests and cron runs noticed of the database being unreachable. */
+const stalls = new StallWatch()
 let isolate: Isolate | undefined
 
 function boot(env: Env): Isolate {
@@ -75,6 +79,8 @@ function boot(env: Env): Isolate {
     config,
     logger,
     migrations,
+    // One per isolate: what its requests noticed of the database being unreachable.
+    stalls,
     clock: systemClock,
     startedAt: new Date(),
     // Per request: the pool (and Redis client) fetch() made for it, handed over in the Hono env.
@@ -149,18 +155,22 @@ export default {
       }
       booted.sweepProblem = reason
     }
+    const started = Date.now()
     const sweep = async () => {
       if (!(await migrations.isCurrent(database.db))) {
         return paused('the database lacks migrations this version needs: run `npm run db:migrate`')
       }
-      const s = await runSweep({ db: database.db, clock: systemClock, config, kv })
+      const s = await runSweep({ db: database.db, clock: systemClock, config, kv, stalls })
       if (booted.sweepProblem) logger.info('sweep resumed', { after: booted.sweepProblem, trigger: 'cron' })
       booted.sweepProblem = ''
       logger.info('sweep', { ...s, trigger: 'cron' })
     }
     ctx.waitUntil(
       sweep()
-        .catch((err: unknown) => paused(sweepFailure(err, migrations), err))
+        .catch((err: unknown) => {
+          if (isDatabaseUnavailable(err)) stalls.deaf(started)
+          paused(sweepFailure(err, migrations), err)
+        })
         .finally(() => Promise.allSettled([database.close(), kv.close()])),
     )
   },

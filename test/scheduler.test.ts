@@ -2,7 +2,8 @@ import { eq, sql } from 'drizzle-orm'
 import pg from 'pg'
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest'
 import { rowsOf } from '../src/db/client'
-import { tasks } from '../src/db/schema'
+import { serviceStalls, tasks } from '../src/db/schema'
+import { StallWatch } from '../src/lib/stalls'
 import { runSweep } from '../src/services/scheduler'
 import { withDatabase } from './global-setup'
 import { createHarness, type Harness, onPostgres, unique } from './harness'
@@ -23,7 +24,9 @@ afterAll(async () => {
 })
 // The sweep works on the whole fleet, so each test here starts from empty tables.
 beforeEach(async () => {
-  await h.database.db.execute(sql`TRUNCATE agents, tasks, task_logs, task_log_totals, events, scheduler_state`)
+  await h.database.db.execute(
+    sql`TRUNCATE agents, tasks, task_logs, task_log_totals, events, scheduler_state, service_stalls`,
+  )
 })
 
 const sweep = () => runSweep({ db: h.database.db, clock: h.clock, config: h.config })
@@ -121,8 +124,11 @@ describe('step 2: timeouts', () => {
     expect((await sweep()).timedOut).toBe(0)
     h.clock.advance(2_000)
     await beat(a)
-    const s = await sweep()
-    expect(s).toMatchObject({ timedOut: 1, retried: 1 })
+    // Its run may still be alive on the agent: no retry until the agent says it ended.
+    expect(await sweep()).toMatchObject({ timedOut: 1, retried: 0 })
+    const end = { status: 'failed', attempt: 1, error: { code: 'timeout', message: 'killed' } }
+    expect((await h.report(t.id, a.token, end)).status).toBe(409)
+    expect(await sweep()).toMatchObject({ retried: 1 })
     const after = await get(t.id)
     expect(after).toMatchObject({
       status: 'pending',
@@ -173,6 +179,180 @@ describe('step 2: timeouts', () => {
     expect((await sweep()).cancelled).toBe(1)
     expect(await get(t.id)).toMatchObject({ status: 'cancelled', cancelRequested: true })
     expect((await agentOf(a.id)).activeTasks).toBe(0)
+  })
+})
+
+describe('at most one live copy of a task', () => {
+  // CANCEL_GRACE_SECONDS is 30 here, KILL_MARGIN_SECONDS 10: a timed-out run may live 40 s more.
+  const timedOutOn = async (a: { id: string; token: string }, opts: Record<string, unknown> = {}) => {
+    const t = await h.assignedTask(a.id, { timeoutSeconds: 5, maxAttempts: 3, ...opts })
+    await h.report(t.id, a.token, { status: 'running', attempt: 1 })
+    h.clock.advance(6_000)
+    await beat(a)
+    expect(await sweep()).toMatchObject({ timedOut: 1, retried: 0 })
+    return t
+  }
+
+  it('places no retry of a timed-out task while its run may still live, unless its agent says it ended', async () => {
+    const a = await h.agent()
+    const other = await h.agent()
+    const t = await timedOutOn(a)
+    expect(await get(t.id)).toMatchObject({ status: 'timed_out', agentId: a.id })
+    // Past the backoff, but within the cancel grace plus the kill margin: still not retried,
+    // and the other agent is not handed it.
+    h.clock.advance(39_000)
+    await beat(a)
+    expect((await sweep()).retried).toBe(0)
+    expect((await beat(other)).body.assignments).toEqual([])
+    h.clock.advance(2_000)
+    await beat(a)
+    expect((await sweep()).retried).toBe(1)
+    expect((await get(t.id)).status).toBe('pending')
+  })
+
+  it('retries at once when the agent reports the end of the run, whatever the verdict', async () => {
+    const a = await h.agent()
+    const t = await timedOutOn(a)
+    // Another agent's word does not count; a report of another attempt does not either.
+    const other = await h.agent()
+    const end = { status: 'failed', attempt: 1, error: { code: 'timeout', message: 'killed' } }
+    expect((await h.report(t.id, other.token, end)).status).toBe(409)
+    expect((await h.report(t.id, a.token, { ...end, attempt: 2 })).status).toBe(409)
+    expect((await sweep()).retried).toBe(0)
+    expect((await h.report(t.id, a.token, end)).status).toBe(409)
+    expect((await sweep()).retried).toBe(1)
+  })
+
+  it('takes the run as ended when its agent is lost', async () => {
+    const a = await h.agent()
+    const t = await timedOutOn(a)
+    h.clock.advance(91_000)
+    expect(await sweep()).toMatchObject({ expiredAgents: 1, retried: 1 })
+    expect((await get(t.id)).status).toBe('pending')
+  })
+
+  it('holds a manual retry of a timed-out task until the run ended, and places it once its agent says so', async () => {
+    const a = await h.agent()
+    const t = await timedOutOn(a, { maxAttempts: 1 })
+    const retried = await h.call('POST', `/api/v1/tasks/${t.id}/retry`)
+    expect(retried.status).toBe(200)
+    expect(retried.body.status).toBe('pending')
+    const b = await h.agent()
+    expect((await beat(b)).body.assignments).toEqual([])
+    const end = { status: 'failed', attempt: 1, error: { code: 'timeout', message: 'killed' } }
+    expect((await h.report(t.id, a.token, end)).status).toBe(409)
+    const given = (await beat(b)).body.assignments
+    expect(given.map((x: { id: string }) => x.id)).toEqual([t.id])
+  })
+
+  it('holds a manual retry of a cancel its agent never confirmed for KILL_MARGIN_SECONDS', async () => {
+    const a = await h.agent()
+    const t = await h.assignedTask(a.id)
+    await h.report(t.id, a.token, { status: 'running', attempt: 1 })
+    await h.call('POST', `/api/v1/tasks/${t.id}/cancel`)
+    h.clock.advance(31_000)
+    await beat(a)
+    expect((await sweep()).cancelled).toBe(1)
+    expect((await h.call('POST', `/api/v1/tasks/${t.id}/retry`)).status).toBe(200)
+    const b = await h.agent()
+    expect((await beat(b)).body.assignments).toEqual([])
+    h.clock.advance(11_000)
+    expect((await beat(b)).body.assignments.map((x: { id: string }) => x.id)).toEqual([t.id])
+  })
+})
+
+describe('a runner that restarted', () => {
+  it('counts the runs it lost (agent_restarted) like a lost agent: lostCount, retried past maxAttempts, capped by MAX_LOST_COUNT', async () => {
+    const t = await h.pendingTask({ maxAttempts: 1 })
+    const lost = { status: 'failed', error: { code: 'agent_restarted', message: 'restarted' } }
+    for (let loss = 1; loss <= 2; loss++) {
+      const a = await h.agent()
+      const placed = await h.call('POST', '/api/v1/tasks/execute', { body: { taskId: t.id, agentId: a.id } })
+      expect(placed.status).toBe(200)
+      await h.report(t.id, a.token, { status: 'running', attempt: placed.body.attempt })
+      expect((await h.report(t.id, a.token, { ...lost, attempt: placed.body.attempt })).status).toBe(200)
+      expect(await get(t.id)).toMatchObject({ status: 'failed', failures: 0, lostCount: loss })
+      h.clock.advance(60_000)
+      expect((await sweep()).retried).toBe(loss < 2 ? 1 : 0)
+    }
+    expect(await get(t.id)).toMatchObject({ status: 'failed', lostCount: 2, failures: 0 })
+  })
+})
+
+describe('stalls of the service', () => {
+  // HEARTBEAT_TIMEOUT_SECONDS is 90 here. The watch reads the test's clock.
+  const watchOn = () => {
+    const w = new StallWatch(() => h.clock.now().getTime())
+    w.start()
+    w.stop() // its ticks are the test's: check() runs in each sweep
+    return w
+  }
+  const sweepWith = (stalls: StallWatch) => runSweep({ db: h.database.db, clock: h.clock, config: h.config, stalls })
+
+  it('declares no agent dead for a silence the service caused, and still finds a dead one within the timeout plus the stall', async () => {
+    const alive = await h.agent()
+    const dead = await h.agent()
+    const t = await h.assignedTask(alive.id, { timeoutSeconds: 60 })
+    await h.report(t.id, alive.token, { status: 'running', attempt: 1 })
+    h.clock.advance(10_000)
+    await beat(alive)
+    await beat(dead)
+    const watch = watchOn()
+    // The process is paused for 100 s: no heartbeat can land meanwhile.
+    h.clock.advance(100_000)
+    const s = await sweepWith(watch)
+    expect(s).toMatchObject({ expiredAgents: 0, timedOut: 0 })
+    const [stall] = await h.database.db.select().from(serviceStalls)
+    expect(stall).toMatchObject({ cause: 'paused' })
+    // The live agent answers again; the dead one stays silent. (Later sweeps go without the
+    // watch, whose check would take the test clock's jumps for stalls: the one recorded is
+    // in the database, for every sweep.)
+    await beat(alive)
+    // The task's timeout moved by the stall too: 10 s of it ran before, 50 s are left after.
+    h.clock.advance(49_000)
+    await beat(alive)
+    expect((await sweep()).timedOut).toBe(0)
+    h.clock.advance(2_000)
+    expect((await sweep()).timedOut).toBe(1)
+    h.clock.advance(37_000)
+    await beat(alive)
+    expect((await sweep()).expiredAgents).toBe(0)
+    // 90 s of heard silence: found, the stall added to its timeout, not more.
+    h.clock.advance(3_000)
+    expect((await sweep()).expiredAgents).toBe(1)
+    expect(await agentOf(dead.id)).toMatchObject({ status: 'offline' })
+    expect(await agentOf(alive.id)).toMatchObject({ status: 'online' })
+  })
+
+  it("moves a task's timeout by a stretch the database could not be reached", async () => {
+    const a = await h.agent()
+    const t = await h.assignedTask(a.id, { timeoutSeconds: 60 })
+    await h.report(t.id, a.token, { status: 'running', attempt: 1 })
+    h.clock.advance(50_000)
+    const watch = new StallWatch(() => h.clock.now().getTime()) // no watchdog: only the database's stretch
+    watch.deaf(h.clock.now().getTime())
+    h.clock.advance(20_000)
+    // The agent's report could not land; the first sweep that reaches the database notes it.
+    await beat(a)
+    expect((await sweepWith(watch)).timedOut).toBe(0)
+    expect((await h.database.db.select().from(serviceStalls)).map((r) => r.cause)).toEqual(['database'])
+    h.clock.advance(9_000)
+    await beat(a)
+    expect((await sweepWith(watch)).timedOut).toBe(0)
+    h.clock.advance(2_000)
+    expect((await sweepWith(watch)).timedOut).toBe(1)
+  })
+
+  it('records no stall while the process ticks, and expires as before', async () => {
+    const a = await h.agent()
+    const watch = watchOn()
+    for (let i = 0; i < 91; i++) {
+      h.clock.advance(1_000)
+      watch.check() // the watchdog's tick, on time
+    }
+    expect((await sweepWith(watch)).expiredAgents).toBe(1)
+    expect(await agentOf(a.id)).toMatchObject({ status: 'offline' })
+    expect(await h.database.db.select().from(serviceStalls)).toEqual([])
   })
 })
 

@@ -63,6 +63,9 @@ async function timedOut(retryDue: boolean): Promise<Situation> {
     // A timed-out task with retries left is requeued by the same sweep that timed it out;
     // the table still covers the instant in between (a sweep's batch limit can leave it there).
     await h.database.db.execute(sql`UPDATE tasks SET auto_retry = true WHERE id = ${s.task.id}`)
+    // And the retry waits for the run the timeout left to be over: its agent says it ended.
+    const end = { status: 'failed', attempt: s.task.attempt, error: { code: 'timeout', message: 'stopped' } }
+    expect((await h.report(s.task.id, s.agent.token, end)).status).toBe(409)
   }
   const task = await get(s.task.id)
   expect(task.status).toBe('timed_out')

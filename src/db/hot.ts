@@ -7,7 +7,7 @@ import {
   queueOrderSql,
   takesWorkSql,
 } from '../domain/fit'
-import { assignedEvents, assignSet, releaseSlots, requeueSet } from '../domain/sql'
+import { assignedEvents, assignSet, endedLiveSet, releaseSlots, requeueSet } from '../domain/sql'
 import { move, reportAllowedSql } from '../domain/task-states'
 import type { Db } from './client'
 import { type AgentRow, agents, type TaskRow, tasks } from './schema'
@@ -89,21 +89,29 @@ const QUEUE_ORDER = queueOrderSql('t')
  * ended it, `invalid_transition` for a move the state machine does not allow, `not_found` —
  * and only the `ok` ones move (CTE `ru`), with their events (`task.started` first for a
  * `started` row).
+ * A failure whose code the table counts as a loss of the agent (`lossCodes`: a runner that
+ * restarted reports the runs it lost) is counted in lostCount, capped by the row's
+ * `lost_cap` (MAX_LOST_COUNT), not in failures. A run's end reported by the agent an earlier
+ * timeout or cancel left it on (`live_agent_id`, whatever the verdict) confirms it ended:
+ * a retry waiting for that may be placed (CTE `rl`).
  * rows: jsonb array of {i, task_id, agent_id, attempt, status, started, progress, result,
- * has_result, error} · ids: the task ids as uuid[] (so the planner reads tasks by primary
+ * has_result, error, lost_cap} · ids: the task ids as uuid[] (so the planner reads tasks by primary
  * key; a join on the JSON rows alone was planned as a scan of the whole table) · now
  */
 const DECLINE = move('decline', 'assigned')
+const FAIL = move('fail', 'running')
+const LOSS_CODES = (FAIL.lossCodes ?? []).map((c) => `'${c}'`).join(', ') || 'NULL'
 
 const reportCtes = (rows: string, ids: string, now: string) => `
 rr AS (
   SELECT * FROM jsonb_to_recordset(${rows}::jsonb) AS r(i int, task_id uuid, agent_id uuid, attempt int, status text,
-    started boolean, progress real, result jsonb, has_result boolean, error jsonb)
+    started boolean, progress real, result jsonb, has_result boolean, error jsonb, lost_cap int)
 ), rc AS (
   SELECT t.* FROM tasks t WHERE t.id = ANY(${ids}::uuid[]) ORDER BY t.id FOR UPDATE
 ), rv AS (
   SELECT rr.*, rc.status AS was, rc.agent_id AS holder,
     f.from_status,
+    (rr.status = '${FAIL.to}' AND f.from_status = '${FAIL.from[0]}' AND rr.error->>'code' IN (${LOSS_CODES})) AS lost,
     CASE
       WHEN rc.id IS NULL THEN 'not_found'
       WHEN rr.agent_id IS NOT NULL AND rc.agent_id IS DISTINCT FROM rr.agent_id THEN 'stale_attempt'
@@ -131,8 +139,10 @@ rr AS (
     result = CASE WHEN v.status = 'completed' THEN v.result
                   WHEN v.status = 'failed' AND v.has_result THEN v.result ELSE t.result END,
     error = CASE WHEN v.status = 'failed' THEN v.error ELSE t.error END,
-    failures = t.failures + CASE WHEN v.status = 'failed' THEN 1 ELSE 0 END,
-    auto_retry = CASE WHEN v.status = 'failed'
+    failures = t.failures + CASE WHEN v.status = 'failed' AND NOT v.lost THEN 1 ELSE 0 END,
+    lost_count = t.lost_count + CASE WHEN v.lost THEN 1 ELSE 0 END,
+    auto_retry = CASE WHEN v.lost THEN t.lost_count + 1 < coalesce(v.lost_cap, 1) AND NOT t.cancel_requested
+                      WHEN v.status = 'failed'
                       THEN t.failures + 1 < t.max_attempts AND v.error->>'code' <> 'malformed_payload'
                            AND NOT t.cancel_requested
                       ELSE t.auto_retry END,
@@ -145,6 +155,12 @@ rr AS (
          declined_by = array_append(t.declined_by, t.agent_id)
   FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.verdict = 'ok' AND v.status = 'declined'
   RETURNING t.*, v.i, v.was, v.from_status, v.started, v.progress AS reported, v.holder
+), rl AS (
+  -- The end of a run the service stopped waiting for, from its agent: it is over.
+  UPDATE tasks t SET ${endedLiveSet('t', now)}
+  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.verdict <> 'ok'
+   AND t.live_agent_id = v.agent_id AND t.attempt = v.attempt AND v.status IN ('completed', 'failed', 'cancelled')
+  RETURNING t.id
 ), done AS (
   -- Every task a report moved, with the agent that held it (holder).
   SELECT * FROM ru UNION ALL SELECT * FROM rd

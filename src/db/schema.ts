@@ -17,6 +17,7 @@ import {
 } from 'drizzle-orm/pg-core'
 
 import type { AgentStatus, Labels, Provider, SweepSummary, TaskError, TaskStatus } from '../domain/model'
+import type { StallCause } from '../lib/stalls'
 
 const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' })
 
@@ -101,6 +102,13 @@ export const tasks = pgTable(
     deadlineAt: ts('deadline_at'),
     /** Set when a failed/timed-out task has retries left; the sweep requeues it with backoff. */
     autoRetry: boolean('auto_retry').notNull().default(false),
+    /**
+     * After a timeout or an unconfirmed cancel, the attempt that ended may still run on
+     * `liveAgentId` until `liveUntil` (the cancel grace plus a kill margin): no retry of the
+     * task is placed before then, unless that agent reports the attempt's end or is lost.
+     */
+    liveAgentId: uuid('live_agent_id'),
+    liveUntil: ts('live_until'),
     progress: real('progress'),
     result: jsonb('result').$type<unknown>(),
     error: jsonb('error').$type<TaskError>(),
@@ -220,6 +228,28 @@ export const registrationTokens = pgTable(
   ],
 )
 
+/**
+ * Stretches during which the service could not hear agents: a server process paused (its
+ * event loop stalled), the database unreachable, or no server running. Deadlines (agent
+ * silence, task timeouts, cancel grace, assign timeout) move by the time they overlap.
+ */
+export const serviceStalls = pgTable(
+  'service_stalls',
+  {
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    startedAt: ts('started_at').notNull(),
+    endedAt: ts('ended_at').notNull(),
+    /** `paused` (event loop), `database` (unreachable), `down` (no server was running). */
+    cause: text('cause').$type<StallCause>().notNull(),
+    /** Which process noticed it (host:pid, or `worker`). */
+    observer: text('observer').notNull(),
+  },
+  (t) => [
+    index('service_stalls_ended_at_idx').on(t.endedAt),
+    check('service_stalls_order_check', sql`ended_at >= started_at`),
+  ],
+)
+
 /** One row: what the last sweep did, for GET /scheduler/status across instances. */
 export const schedulerState = pgTable('scheduler_state', {
   id: integer('id').primaryKey().default(1),
@@ -228,7 +258,16 @@ export const schedulerState = pgTable('scheduler_state', {
   runs: bigint('runs', { mode: 'number' }).notNull().default(0),
 })
 
-export const schema = { agents, tasks, events, schedulerState, taskCounts, eventSequence, registrationTokens }
+export const schema = {
+  agents,
+  tasks,
+  events,
+  schedulerState,
+  serviceStalls,
+  taskCounts,
+  eventSequence,
+  registrationTokens,
+}
 
 export type AgentRow = typeof agents.$inferSelect
 export type TaskRow = typeof tasks.$inferSelect

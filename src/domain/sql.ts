@@ -26,7 +26,7 @@ const clearing: Record<TaskMove['clears'][number], string> = {
 export const assignSet = (t: string, now: string, agentId: string) => `status = '${ASSIGN.to}', agent_id = ${agentId},
        attempt = ${t}.attempt + 1, assigned_at = ${now}, started_at = NULL, finished_at = NULL, deadline_at = NULL,
        ${ASSIGN.clears.map((c) => clearing[c]).join(', ')}, cancel_requested = false, cancel_requested_at = NULL,
-       version = ${t}.version + 1, updated_at = ${now}`
+       live_agent_id = NULL, live_until = NULL, version = ${t}.version + 1, updated_at = ${now}`
 
 /** The `task.assigned` event of every row of `rows` (id, agent_id, attempt), placed by `via`. */
 export const assignedEvents = (rows: string, via: string, now: string) => `
@@ -43,6 +43,8 @@ export const assignedEvents = (rows: string, via: string, now: string) => `
  * last `error` stays while a task waits out a retry backoff, so it still says why it failed,
  * and a manual retry also clears it and the budget. `attempt` is never lowered: a late
  * report of the run that was left is fenced off even if the same agent gets the task again.
+ * Nor is a task requeued to be placed while its previous attempt may still be alive
+ * (`live_until`, see `mayOutlive` in ./task-states.ts): `greatest` skips a NULL.
  */
 export function requeueSet(m: TaskMove, t: string, now: string, availableAt: string): string {
   if (m.to !== 'pending') throw new Error(`move ${m.name} does not requeue`)
@@ -51,7 +53,7 @@ export function requeueSet(m: TaskMove, t: string, now: string, availableAt: str
     'assigned_at = NULL, started_at = NULL, finished_at = NULL, deadline_at = NULL',
     'cancel_requested = false, cancel_requested_at = NULL, auto_retry = false',
     ...m.clears.map((c) => clearing[c]),
-    `available_at = ${availableAt}, version = ${t}.version + 1, updated_at = ${now}`,
+    `available_at = greatest(${availableAt}, ${t}.live_until), version = ${t}.version + 1, updated_at = ${now}`,
   ].join(',\n       ')
 }
 
@@ -65,3 +67,21 @@ export const releaseSlots = (rows: string, where = 'true', agent = 'agent_id') =
           GROUP BY ${agent} ORDER BY ${agent}) c
    WHERE a.id = c.agent_id
   RETURNING 1`
+
+/**
+ * The SET items of a move that may leave its attempt alive on agent `agent` (`mayOutlive`):
+ * no retry is placed before `until`, unless that agent reports the attempt's end first.
+ */
+export const outliveSet = (m: TaskMove, agent: string, until: string) => {
+  if (!m.mayOutlive) throw new Error(`move ${m.name} does not leave its attempt alive`)
+  return `live_agent_id = ${agent}, live_until = ${until}`
+}
+
+/**
+ * The SET items that clear what `outliveSet` left on task row `t` once the attempt is known
+ * to have ended (its agent reported it, or the agent was lost): a retry already waiting for
+ * it may be placed at once.
+ */
+export const endedLiveSet = (t: string, now: string) => `live_agent_id = NULL, live_until = NULL,
+       available_at = CASE WHEN ${t}.status = 'pending' AND ${t}.available_at = ${t}.live_until
+                           THEN ${now}::timestamptz ELSE ${t}.available_at END`

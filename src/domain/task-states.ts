@@ -60,12 +60,32 @@ export interface TaskMove {
    * in the task's events), and `budget` (failures and lostCount back to 0).
    */
   clears: readonly ('result' | 'error' | 'progress' | 'budget')[]
+  /**
+   * A report's error codes with which the move counts as a loss of the agent (`lostCount`,
+   * capped by MAX_LOST_COUNT) rather than a failure: the run was lost, not the task's fault.
+   */
+  lossCodes?: readonly string[]
+  /**
+   * The attempt may still be alive on its agent after the move (the service stopped waiting
+   * for it, the agent has not said it stopped): no retry is placed until its agent reports
+   * its end, the agent is lost, or CANCEL_GRACE_SECONDS plus KILL_MARGIN_SECONDS pass.
+   */
+  mayOutlive?: true
   event: TaskMoveEvent
   /** How a 409's `allowed` list names the move: `<to> (<label>)`. */
   label: string
 }
 
 const live: TaskStatus[] = ['assigned', 'running']
+
+/**
+ * Added to CANCEL_GRACE_SECONDS for how long an attempt the service gave up on may still
+ * run on its agent (a runner escalates to SIGKILL after its own grace, then reports).
+ */
+export const KILL_MARGIN_SECONDS = 10
+
+/** Error codes an agent reports for a run it lost (it restarted): counted like `agent_lost`. */
+export const LOST_RUN_CODES = ['agent_restarted'] as const
 
 export const TASK_MOVES: readonly TaskMove[] = [
   // Placement. A new attempt starts clean.
@@ -101,6 +121,9 @@ export const TASK_MOVES: readonly TaskMove[] = [
       by: ['agent', 'staff'],
       slot,
       counts,
+      // A runner that restarted reports the runs it lost `failed` (agent_restarted): the same
+      // loss as a silent agent, so it is counted the same way.
+      ...(name === 'fail' ? { lossCodes: LOST_RUN_CODES } : {}),
       clears: [],
       event,
       label,
@@ -272,6 +295,7 @@ export const TASK_MOVES: readonly TaskMove[] = [
     slot: 'release',
     counts: null,
     clears: [],
+    mayOutlive: true,
     event: 'task.cancelled',
     label: 'sweep: cancel not confirmed within CANCEL_GRACE_SECONDS',
   },
@@ -284,6 +308,7 @@ export const TASK_MOVES: readonly TaskMove[] = [
     slot: 'release',
     counts: 'failure',
     clears: [],
+    mayOutlive: true,
     event: 'task.timed_out',
     label: 'sweep: past timeoutSeconds',
   },

@@ -9,6 +9,7 @@ import type { Kv } from '../lib/kv'
 import type { Logger } from '../lib/logger'
 import type { Metrics } from '../lib/metrics'
 import type { WorkNotifier } from '../lib/notifier'
+import type { StallWatch } from '../lib/stalls'
 import type { StreamSlots } from '../lib/stream-slots'
 import type { EventFeed } from '../services/event-feed'
 import type { MigrationGate } from '../services/migrations'
@@ -46,6 +47,8 @@ export interface AppDeps {
   eventFeed?: EventFeed
   /** Without Redis: agents' token versions, for AUTH_CACHE_TTL_SECONDS (per app). */
   authCache: TtlCache<{ id: string; tokenVersion: number }>
+  /** What this process (or isolate) noticed of the service's stalls; createApp makes one when absent. */
+  stalls: StallWatch
 }
 
 export interface AppBindings {
@@ -54,6 +57,8 @@ export interface AppBindings {
     requestId: string
     principal: Principal
     logger: Logger
+    /** Set when the request failed because the database could not be reached. */
+    databaseUnreachable?: boolean
   }
 }
 
@@ -69,4 +74,5 @@ export const serviceDeps = (c: Context<AppBindings>) => ({
   metrics: c.var.deps.metrics,
   logger: c.var.logger,
   authCache: c.var.deps.authCache,
+  stalls: c.var.deps.stalls,
 })

@@ -5,6 +5,7 @@ import { type Kv, keys } from '../lib/kv'
 import type { Logger } from '../lib/logger'
 import type { Metrics } from '../lib/metrics'
 import type { WorkNotifier } from '../lib/notifier'
+import type { StallWatch } from '../lib/stalls'
 import { EVENTS_CHANNEL } from './events'
 
 /** What services take: the database, the clock (all domain time) and the settings. */
@@ -20,6 +21,11 @@ export interface ServiceDeps {
   metrics?: Metrics
   /** For what a service recovers from on its own (and the caller need not hear about). */
   logger?: Logger
+  /**
+   * What this process noticed of the service's stalls (its event loop paused, its database
+   * unreachable): written by the sweep, which moves deadlines by them. Optional (tests, scripts).
+   */
+  stalls?: StallWatch
   /** Without Redis: this process's cache of agents' token versions (dropped by rotation and deletion). */
   authCache?: { delete(id: string): void }
 }

@@ -4,8 +4,8 @@ import { bind } from '../db/fragments'
 import { schedulerState } from '../db/schema'
 import { isDatabaseUnavailable, pgErrorCode, withTx } from '../db/tx'
 import type { SweepSummary } from '../domain/model'
-import { releaseSlots, requeueSet } from '../domain/sql'
-import { move, type TaskMove } from '../domain/task-states'
+import { endedLiveSet, outliveSet, releaseSlots, requeueSet } from '../domain/sql'
+import { KILL_MARGIN_SECONDS, LOST_RUN_CODES, move, type TaskMove } from '../domain/task-states'
 import { describeError } from '../lib/logger'
 import { changed, type ServiceDeps } from './deps'
 import { pruneEvents } from './events'
@@ -13,6 +13,7 @@ import { pruneLogs } from './logs'
 import { type MigrationGate, missingObjectStates } from './migrations'
 import { placePending } from './placement'
 import { pruneRegistrationTokens } from './registration-tokens'
+import { downtimeBefore, mergedStalls, pruneStalls, recordStalls, type Stalls, stalledSince } from './stalls'
 
 /**
  * The sweep: the safety net that finds silent agents, overdue tasks and due retries, and
@@ -42,15 +43,22 @@ const TIMEOUT = move('timeout', 'running')
 const NOT_STARTED = move('assign_timeout', 'assigned')
 const RETRY = move('retry', 'failed')
 
+/** Error codes of a loss of the agent (retried with the lostCount backoff), as SQL. */
+const LOSS_CODES_SQL = sql.raw(['agent_lost', ...LOST_RUN_CODES].map((c) => `'${c}'`).join(', '))
+
 /**
- * Step 1. Agents silent past HEARTBEAT_TIMEOUT_SECONDS go offline. Their assigned tasks
+ * Step 1. Agents silent past HEARTBEAT_TIMEOUT_SECONDS (of time the service could hear
+ * them: stalls of the service do not count) go offline. Their assigned tasks
  * return to pending (no attempt used); running ones fail with `agent_lost` (counted in
  * lostCount, retried while under MAX_LOST_COUNT), or end cancelled if a cancel was asked.
  * An agent is expired only when all its live tasks could be locked, so its load and its
- * tasks always change together.
+ * tasks always change together. An attempt an earlier timeout or cancel left possibly alive
+ * on such an agent (`live_until`) is taken as ended: its retry may be placed.
  */
-async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps) {
+async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps, stalls: Stalls) {
   const cutoff = new Date(now.getTime() - d.config.heartbeatTimeoutSeconds * 1000)
+  const heard = sql`coalesce(a.last_heartbeat_at, a.updated_at)`
+  const silent = sql`${heard} < ${cutoff} AND ${heard} + ${stalledSince(stalls, heard, now)} < ${cutoff}`
   const [r] = await rowsOf<{
     agents: number
     requeued: number
@@ -62,16 +70,15 @@ async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps) {
     tx,
     sql`
     WITH silent AS (
-      SELECT id FROM agents
-       WHERE status <> 'offline' AND coalesce(last_heartbeat_at, updated_at) < ${cutoff}
+      SELECT a.id FROM agents a
+       WHERE a.status <> 'offline' AND ${silent}
     ), held AS (
       SELECT t.id, t.agent_id, t.status, t.cancel_requested FROM tasks t
        WHERE t.agent_id IN (SELECT id FROM silent) AND t.status IN ('assigned', 'running')
        FOR UPDATE SKIP LOCKED
     ), locked AS (
       SELECT a.id, a.status, a.active_tasks FROM agents a
-       WHERE a.id IN (SELECT id FROM silent)
-         AND a.status <> 'offline' AND coalesce(a.last_heartbeat_at, a.updated_at) < ${cutoff}
+       WHERE a.id IN (SELECT id FROM silent) AND a.status <> 'offline' AND ${silent}
        FOR UPDATE SKIP LOCKED
     ), lost AS (
       SELECT l.id, l.status FROM locked l
@@ -99,6 +106,10 @@ async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps) {
              version = t.version + 1, updated_at = ${now}
         FROM tk WHERE t.id = tk.id AND tk.status = 'running' AND NOT tk.cancel_requested
       RETURNING t.id, tk.agent_id, t.attempt, t.lost_count
+    ), ended AS (
+      UPDATE tasks t SET ${bind(endedLiveSet('t', '{{now}}'), { now })}
+       WHERE t.live_agent_id IN (SELECT id FROM ag)
+      RETURNING t.id
     ), ev AS (
       INSERT INTO events (type, agent_id, task_id, data, created_at)
       SELECT type, agent_id, task_id, data, ${now} FROM (
@@ -120,7 +131,7 @@ async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps) {
     SELECT (SELECT count(*)::int FROM ag) AS agents, (SELECT count(*)::int FROM requeue) AS requeued,
            (SELECT count(*)::int FROM fail) AS failed, (SELECT count(*)::int FROM cancel) AS cancelled,
            coalesce((SELECT json_agg(id) FROM ag), '[]'::json) AS agent_ids,
-           coalesce((SELECT json_agg(id) FROM tk), '[]'::json) AS task_ids`,
+           coalesce((SELECT json_agg(id) FROM (SELECT id FROM tk UNION ALL SELECT id FROM ended) x), '[]'::json) AS task_ids`,
   )
   return r ?? { agents: 0, requeued: 0, failed: 0, cancelled: 0, agent_ids: [], task_ids: [] }
 }
@@ -156,27 +167,45 @@ async function moveDue(
   return r ?? none
 }
 
-/** Step 2a. A running task whose cancel its agent did not confirm within CANCEL_GRACE_SECONDS ends cancelled. */
-function expireCancels(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
+/**
+ * Step 2a. A running task whose cancel its agent did not confirm within CANCEL_GRACE_SECONDS
+ * ends cancelled. Its run may still be alive there: a retry waits KILL_MARGIN_SECONDS more,
+ * or until the agent reports the run's end.
+ */
+function expireCancels(tx: Tx, now: Date, d: ServiceDeps, limit: number, stalls: Stalls) {
   const cutoff = new Date(now.getTime() - d.config.cancelGraceSeconds * 1000)
+  const until = new Date(now.getTime() + KILL_MARGIN_SECONDS * 1000)
   return moveDue(tx, now, {
-    due: sql`SELECT id AS due_id FROM tasks WHERE status = 'running' AND cancel_requested AND cancel_requested_at < ${cutoff}
+    due: sql`SELECT id AS due_id FROM tasks
+              WHERE status = 'running' AND cancel_requested AND cancel_requested_at < ${cutoff}
+                AND cancel_requested_at + ${stalledSince(stalls, sql`cancel_requested_at`, now)} < ${cutoff}
               ORDER BY cancel_requested_at LIMIT ${limit} FOR UPDATE SKIP LOCKED`,
     move: GRACE_EXPIRED,
-    set: sql`status = 'cancelled', finished_at = ${now}, deadline_at = NULL, version = t.version + 1, updated_at = ${now}`,
+    set: sql`status = 'cancelled', finished_at = ${now}, deadline_at = NULL,
+             ${bind(outliveSet(GRACE_EXPIRED, 't.agent_id', '{{until}}'), { until })},
+             version = t.version + 1, updated_at = ${now}`,
     agentId: sql`t.agent_id`,
     data: sql`jsonb_build_object('from', 'running', 'to', 'cancelled', 'attempt', attempt, 'reason', ${GRACE_EXPIRED.name}::text)`,
   })
 }
 
-/** Step 2b. Running tasks past their deadline (startedAt + timeoutSeconds) become timed_out. */
-function timeOutRunning(tx: Tx, now: Date, limit: number) {
+/**
+ * Step 2b. Running tasks past their deadline (startedAt + timeoutSeconds, moved by the
+ * service's stalls since they started) become timed_out. The run may still be alive on its
+ * agent (asked to stop only now): a retry waits CANCEL_GRACE_SECONDS plus
+ * KILL_MARGIN_SECONDS, or until the agent reports the run's end.
+ */
+function timeOutRunning(tx: Tx, now: Date, d: ServiceDeps, limit: number, stalls: Stalls) {
+  const until = new Date(now.getTime() + (d.config.cancelGraceSeconds + KILL_MARGIN_SECONDS) * 1000)
   return moveDue(tx, now, {
-    due: sql`SELECT id AS due_id FROM tasks WHERE status = 'running' AND deadline_at < ${now}
+    due: sql`SELECT id AS due_id FROM tasks
+              WHERE status = 'running' AND deadline_at < ${now}
+                AND deadline_at + ${stalledSince(stalls, sql`started_at`, now)} < ${now}
               ORDER BY deadline_at LIMIT ${limit} FOR UPDATE SKIP LOCKED`,
     move: TIMEOUT,
     // A task someone asked to cancel is never run again automatically.
     set: sql`status = 'timed_out', finished_at = ${now}, deadline_at = NULL, failures = t.failures + 1,
+             ${bind(outliveSet(TIMEOUT, 't.agent_id', '{{until}}'), { until })},
              auto_retry = NOT t.cancel_requested AND t.failures + 1 < t.max_attempts,
              error = jsonb_build_object('code', 'timeout', 'message', 'The task ran past its timeoutSeconds (' || t.timeout_seconds || ' s).'),
              version = t.version + 1, updated_at = ${now}`,
@@ -186,10 +215,12 @@ function timeOutRunning(tx: Tx, now: Date, limit: number) {
 }
 
 /** Step 2c. Assigned tasks not started within ASSIGN_TIMEOUT_SECONDS go back to pending for another agent. */
-function requeueUnstarted(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
+function requeueUnstarted(tx: Tx, now: Date, d: ServiceDeps, limit: number, stalls: Stalls) {
   const cutoff = new Date(now.getTime() - d.config.assignTimeoutSeconds * 1000)
   return moveDue(tx, now, {
-    due: sql`SELECT id AS due_id, agent_id AS was_agent FROM tasks WHERE status = 'assigned' AND assigned_at < ${cutoff}
+    due: sql`SELECT id AS due_id, agent_id AS was_agent FROM tasks
+              WHERE status = 'assigned' AND assigned_at < ${cutoff}
+                AND assigned_at + ${stalledSince(stalls, sql`assigned_at`, now)} < ${cutoff}
               ORDER BY assigned_at LIMIT ${limit} FOR UPDATE SKIP LOCKED`,
     move: NOT_STARTED,
     set: bind(requeueSet(NOT_STARTED, 't', '{{now}}', '{{now}}'), { now }),
@@ -202,16 +233,18 @@ function requeueUnstarted(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
  * Step 3. Failed and timed-out tasks with retries left (marked `auto_retry` when they
  * ended) return to pending after exponential backoff with jitter:
  * min(RETRY_BACKOFF_MAX_SECONDS, RETRY_BACKOFF_BASE_SECONDS · 2^(n−1)) · U(0.5, 1), where n
- * counts the task's failures (or its agent losses, for `agent_lost`).
+ * counts the task's failures (or its agent losses, for `agent_lost` and `agent_restarted`).
+ * Not while the attempt that ended may still be alive on its agent (`live_until`).
  */
 function scheduleRetries(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
   const base = d.config.retryBackoffBaseSeconds
   const cap = d.config.retryBackoffMaxSeconds
   return moveDue(tx, now, {
     due: sql`SELECT id AS due_id, least(${cap}::float8, ${base}::float8 * power(2, greatest(
-               CASE WHEN error->>'code' = 'agent_lost' THEN lost_count ELSE failures END, 1) - 1))
+               CASE WHEN error->>'code' IN (${LOSS_CODES_SQL}) THEN lost_count ELSE failures END, 1) - 1))
              * (0.5 + random() / 2) AS delay
         FROM tasks WHERE auto_retry AND status IN ('failed', 'timed_out')
+         AND (live_until IS NULL OR live_until <= ${now})
        LIMIT ${limit} FOR UPDATE SKIP LOCKED`,
     move: RETRY,
     set: bind(requeueSet(RETRY, 't', '{{now}}', '{{now}}::timestamptz + make_interval(secs => due.delay)'), { now }),
@@ -221,31 +254,36 @@ function scheduleRetries(tx: Tx, now: Date, d: ServiceDeps, limit: number) {
   })
 }
 
-export interface SweepOptions {
-  /**
-   * Step 1 (silent agents go offline) runs unless this is false. The sweep timer of a
-   * process that has just started, or whose database was just away, passes false until a
-   * whole HEARTBEAT_TIMEOUT_SECONDS has passed: agents could not reach the service while it
-   * was down, and their silence then says nothing about them.
-   */
-  expireAgents?: boolean
+/**
+ * Before silence is judged: a stall of this process's event loop in progress is noted, the
+ * end of a stretch the database could not be reached is noted once it answers, and what
+ * was noted is written, so that this sweep (and any instance's) moves deadlines by it.
+ */
+async function noteStalls(deps: ServiceDeps): Promise<void> {
+  const watch = deps.stalls
+  if (!watch) return
+  watch.check()
+  if (watch.isDeaf) {
+    await rowsOf(deps.db, sql`SELECT 1`)
+    watch.heard()
+  }
+  await recordStalls(deps.db, watch)
 }
 
-export async function runSweep(deps: ServiceDeps, at?: Date, options: SweepOptions = {}): Promise<SweepSummary> {
+export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSummary> {
   const started = performance.now()
+  await noteStalls(deps)
   const now = at ?? deps.clock.now()
   const clock = { now: () => now }
   const limit = deps.config.sweepBatchSize
   const recovery = await withTx(deps.db, async (tx) => {
     const [lock] = await rowsOf<{ got: boolean }>(tx, sql`SELECT pg_try_advisory_xact_lock(${SWEEP_LOCK_KEY}) AS got`)
     if (!lock?.got) return null
-    const lost =
-      options.expireAgents === false
-        ? { agents: 0, requeued: 0, failed: 0, cancelled: 0, agent_ids: [], task_ids: [] }
-        : await expireSilentAgents(tx, now, deps)
-    const graceCancelled = await expireCancels(tx, now, deps, limit)
-    const timedOut = await timeOutRunning(tx, now, limit)
-    const unstarted = await requeueUnstarted(tx, now, deps, limit)
+    const stalls = await mergedStalls(tx, now)
+    const lost = await expireSilentAgents(tx, now, deps, stalls)
+    const graceCancelled = await expireCancels(tx, now, deps, limit, stalls)
+    const timedOut = await timeOutRunning(tx, now, deps, limit, stalls)
+    const unstarted = await requeueUnstarted(tx, now, deps, limit, stalls)
     const retried = await scheduleRetries(tx, now, deps, limit)
     const steps = [graceCancelled, timedOut, unstarted, retried]
     return {
@@ -269,8 +307,10 @@ export async function runSweep(deps: ServiceDeps, at?: Date, options: SweepOptio
     deps.config.eventRetentionDays > 0
       ? await pruneEvents(deps.db, new Date(now.getTime() - deps.config.eventRetentionDays * 86_400_000), limit)
       : 0
-  // And registration tokens expired for over a week (until then the list shows them expired).
+  // And registration tokens expired for over a week (until then the list shows them expired),
+  // and stalls too old to move any deadline.
   await pruneRegistrationTokens(deps.db, now, limit)
+  await pruneStalls(deps.db, now)
   const logsPruned =
     deps.config.logRetentionDays > 0
       ? await pruneLogs(deps.db, new Date(now.getTime() - deps.config.logRetentionDays * 86_400_000), limit)
@@ -345,9 +385,10 @@ export function startSweepTimer(deps: ServiceDeps, log: SweepLog, migrations?: M
   if (seconds <= 0) return async () => {}
   let running: Promise<void> | null = null
   let problem = '' // the reason the last tick did not sweep; '' while sweeping
-  // Since when agents have been able to reach this process and its database: silence is
-  // judged only once a whole heartbeat timeout has passed since (see SweepOptions).
-  let hearingSince = Date.now()
+  // This process started now: the time since the service last swept (no instance was
+  // running, or none could sweep) is a stall, noted once the database can say when that was.
+  const startedAt = Date.now()
+  let downtimeNoted = false
   const paused = (reason: string, error?: unknown) => {
     if (reason !== problem) {
       const fields = { reason, ...(error === undefined ? {} : { error: describeError(error) }) }
@@ -358,19 +399,25 @@ export function startSweepTimer(deps: ServiceDeps, log: SweepLog, migrations?: M
   }
   const tick = () => {
     if (running) return
+    const tickAt = Date.now()
     running = (async () => {
       if (migrations && !(await migrations.isCurrent(deps.db))) {
         return paused('the database lacks migrations this version needs: run `npm run db:migrate`')
       }
-      const expireAgents = Date.now() - hearingSince >= deps.config.heartbeatTimeoutSeconds * 1000
-      const s = await runSweep(deps, undefined, { expireAgents })
+      if (!downtimeNoted) {
+        const down = await downtimeBefore(deps.db, startedAt)
+        if (down) deps.stalls?.add(down)
+        downtimeNoted = true
+      }
+      const s = await runSweep(deps)
       if (problem) log.info('sweep resumed', { after: problem })
       problem = ''
       const busy = s.expiredAgents + s.requeued + s.timedOut + s.retried + s.cancelled + s.assigned > 0
       ;(busy ? log.info : log.debug)('sweep', { ...s })
     })()
       .catch((err: unknown) => {
-        if (isDatabaseUnavailable(err)) hearingSince = Date.now()
+        // The database did not answer: agents could not reach it either, from this tick on.
+        if (isDatabaseUnavailable(err)) deps.stalls?.deaf(tickAt)
         deps.metrics?.sweeps.inc({ result: 'failed' })
         paused(sweepFailure(err, migrations), err)
       })

@@ -558,6 +558,7 @@ export async function applyTaskReports(
         r.status === 'failed'
           ? { code: r.error?.code ?? 'failed', message: r.error?.message ?? 'failed' }
           : (r.error ?? null),
+      lost_cap: deps.config.maxLostCount,
     }))
     const rows = JSON.stringify(payload)
     const ids = `{${payload.map((r) => r.task_id).join(',')}}`

@@ -1,6 +1,7 @@
 import { serviceDeps } from '../../middleware/context'
 import { createRouter } from '../../middleware/router'
 import { runSweep, schedulerStatus } from '../../services/scheduler'
+import { recentStalls } from '../../services/stalls'
 import * as routes from './scheduler.routes'
 
 export const schedulerRouter = createRouter()
@@ -13,6 +14,7 @@ export const schedulerRouter = createRouter()
         lastSummary: row?.lastSummary ?? null,
         runs: row?.runs ?? 0,
         sweepIntervalSeconds: c.var.deps.config.sweepIntervalSeconds,
+        stalls: await recentStalls(c.var.deps.database.db),
       },
       200,
     )

@@ -33,6 +33,23 @@ export const SchedulerStatus = z
       .number()
       .int()
       .openapi({ description: 'This instance’s timer (0 = off; Workers use the cron)' }),
+    stalls: z
+      .array(
+        z.object({
+          startedAt: z.iso.datetime(),
+          endedAt: z.iso.datetime(),
+          seconds: z.number(),
+          cause: z.enum(['paused', 'database', 'down']).openapi({
+            description:
+              'paused: a server process did not run (its event loop stalled); database: it could not reach the database; down: no server swept',
+          }),
+          observer: z.string().openapi({ description: 'The process that noticed it (pid N, or worker)' }),
+        }),
+      )
+      .openapi({
+        description:
+          'The newest stretches (up to 10) during which the service could not hear agents: deadlines (agent silence, task timeouts, cancel grace, assign timeout) move by the time they overlap',
+      }),
   })
   .openapi('SchedulerStatus')
 
