@@ -110,8 +110,8 @@ export interface Prober {
   name: string
   /**
    * sim: the start of every heartbeat it sent (answered or not); runner: the times its
-   * process lived ([start, end], end Infinity while alive). A runner process keeps a
-   * heartbeat going (or retries one) for as long as it lives.
+   * process was up ([its "agent started" line, its exit], end Infinity while alive). A
+   * runner that is up keeps a heartbeat going (or retries one) for as long as it lives.
    */
   kind: 'sim' | 'runner'
   attempts: number[]

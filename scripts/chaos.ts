@@ -742,18 +742,20 @@ class Sim {
       })
   }
 
-  /** Stopping takes a moment (a program cleaning up), then the copy is gone. */
+  /** Stopping takes a moment (a program cleaning up), then the copy is gone; `delayMs` 0: at once. */
   private stop(c: Live, why: 'cancel' | 'stale', delayMs = between(0, 400)): void {
     if (c.stopping) return
     c.stopping = true
     clearTimeout(c.timer)
     const life = this.life
-    setTimeout(() => {
+    const gone = () => {
       if (life.signal.aborted) return // crashed meanwhile: ended then
       this.end(c, Date.now())
       if (this.live.get(c.taskId) === c) this.live.delete(c.taskId)
       if (why === 'cancel') this.report({ taskId: c.taskId, attempt: c.attempt, status: 'cancelled' })
-    }, delayMs)
+    }
+    if (delayMs === 0) gone()
+    else setTimeout(gone, delayMs)
   }
 
   private report(r: Report): void {
@@ -813,7 +815,7 @@ class Runner {
 
   start(): void {
     this.starts++
-    const out = openSync(logPath(`${this.name}.log`), 'a')
+    const log = openSync(logPath(`${this.name}.log`), 'a')
     const child = track(
       spawn(
         process.execPath,
@@ -836,16 +838,28 @@ class Runner {
           '--log-format',
           'json',
         ],
-        { env: { PATH: process.env.PATH ?? '', HOME: this.stateDir, CHAOS_RUN: runId }, stdio: ['ignore', out, out] },
+        {
+          env: { PATH: process.env.PATH ?? '', HOME: this.stateDir, CHAOS_RUN: runId },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
       ),
     )
-    closeSync(out)
     this.child = child
-    const span: [number, number] = [Date.now(), Number.POSITIVE_INFINITY]
-    this.alive.push(span)
+    // It is trying to reach the service from its "agent started" line (after loading and its
+    // state dir) until it exits.
+    let span: [number, number] | undefined
+    for (const stream of [child.stdout, child.stderr])
+      stream?.on('data', (d: Buffer) => {
+        writeFileSync(log, d)
+        if (!span && d.includes('"msg":"agent started"')) {
+          span = [Date.now(), Number.POSITIVE_INFINITY]
+          this.alive.push(span)
+        }
+      })
     child.once('exit', () => {
-      span[1] = Date.now()
+      if (span) span[1] = Date.now()
     })
+    child.once('close', () => closeSync(log))
   }
 
   /** Its agent id, once it has registered (read from its state dir). */
