@@ -32,6 +32,9 @@ export interface Result {
 /** Milliseconds since the run's start, as the violation lines say times. */
 export const at = (ms: number, t0: number) => `+${((ms - t0) / 1000).toFixed(3)}s`
 
+/** An event by its public seq; the runs' queries give a row not sequenced yet as minus its row id. */
+export const eventName = (seq: number) => (seq > 0 ? `event ${seq}` : `events row ${-seq}, not sequenced`)
+
 // ---------------------------------------------------------------------------------------
 // Live copies of a task (no_overlap)
 
@@ -98,6 +101,7 @@ export function checkOverlaps(copies: Copy[], t0: number): Result {
 // Agents declared dead while they tried (no_false_death)
 
 export interface ExpiredEvent {
+  /** Its seq (minus its row id if not sequenced: see eventName). */
   seq: number
   agentId: string
   /** The event's time (ms). */
@@ -108,17 +112,18 @@ export interface ExpiredEvent {
 export interface Prober {
   id: string
   name: string
-  /**
-   * sim: the start of every heartbeat it sent (answered or not); runner: the times its
-   * process was up ([its "agent started" line, its exit], end Infinity while alive). A
-   * runner that is up keeps a heartbeat going (or retries one) for as long as it lives.
-   */
   kind: 'sim' | 'runner'
-  attempts: number[]
+  /**
+   * When it was up and trying: [start, end] (end Infinity while up). A sim is up from its
+   * start to its end except while the run has it crashed (silent); a runner from its "agent
+   * started" line to its exit. Up, either keeps a heartbeat going or retries one.
+   */
   alive: [number, number][]
+  /** sim: the start of every heartbeat it sent, answered or not (runners: empty). */
+  attempts: number[]
 }
 
-/** A stretch in which the service could not hear anyone (SIGSTOP, kill -9 until ready again). */
+/** A stretch in which the service could not hear anyone (SIGSTOP, kill -9 until ready again, its shutdown). */
 export interface Stall {
   kind: string
   start: number
@@ -126,11 +131,10 @@ export interface Stall {
 }
 
 /**
- * An `agent.expired` at time T is false when the agent was trying at T: a sim sent a
- * heartbeat in (T − timeout + 1 s, T − 0.5 s] (the margins keep a sim that really was silent,
- * and only just came back, from counting), or a runner process lived through the whole
- * [T − timeout, T]. Checked: every agent.expired of the run's agents, and every agent that
- * kept trying through each stall (where a false death would happen).
+ * An `agent.expired` at time T is false when the agent was up through the whole
+ * [T − timeout, T] — and, for a sim, also sent a heartbeat in that window (its own record: a
+ * starved load generator is not held against the service). Checked: every agent.expired of
+ * the run's agents, and every agent up through each stall (where a false death would happen).
  */
 export function checkFalseDeaths(
   expired: ExpiredEvent[],
@@ -142,42 +146,33 @@ export function checkFalseDeaths(
   const byId = new Map(agents.map((a) => [a.id, a]))
   const violations: string[] = []
   let checked = 0
+  const upThrough = (a: Prober, from: number, to: number) => a.alive.some(([s, e]) => s <= from && e >= to)
   for (const e of expired) {
     const a = byId.get(e.agentId)
     if (!a) continue
     checked++
-    if (a.kind === 'sim') {
-      const tried = a.attempts.filter((s) => s > e.at - timeoutMs + 1000 && s <= e.at - 500)
-      if (tried.length)
-        violations.push(
-          `agent ${a.name} (${a.id}) expired at ${at(e.at, t0)} (event ${e.seq}) although it sent ${tried.length} heartbeat(s) ` +
-            `in the ${timeoutMs / 1000} s before, the last at ${at(Math.max(...tried), t0)}${stallNote(e.at, stalls, t0)}`,
-        )
-    } else {
-      const lived = a.alive.some(([s, end]) => s <= e.at - timeoutMs && end >= e.at)
-      if (lived)
-        violations.push(
-          `runner ${a.name} (${a.id}) expired at ${at(e.at, t0)} (event ${e.seq}) although its process lived ` +
-            `through the ${timeoutMs / 1000} s before${stallNote(e.at, stalls, t0)}`,
-        )
-    }
-  }
-  for (const s of stalls) {
-    for (const a of agents) {
-      if (
-        a.kind === 'sim'
-          ? a.attempts.some((x) => x >= s.start && x <= s.end)
-          : a.alive.some(([b, e]) => b <= s.start && e >= s.end)
+    if (!upThrough(a, e.at - timeoutMs, e.at)) continue
+    const what = `${a.kind === 'sim' ? 'agent' : 'runner'} ${a.name} (${a.id}) expired at ${at(e.at, t0)} (${eventName(e.seq)})`
+    if (a.kind === 'runner') {
+      violations.push(
+        `${what} although it was up and heartbeating through the ${timeoutMs / 1000} s before${stallNote(e.at, stalls, t0)}`,
       )
-        checked++
+      continue
     }
+    const tried = a.attempts.filter((s) => s > e.at - timeoutMs && s <= e.at)
+    if (tried.length)
+      violations.push(
+        `${what} although it sent ${tried.length} heartbeat(s) in the ${timeoutMs / 1000} s before, ` +
+          `the last at ${at(Math.max(...tried), t0)}${stallNote(e.at, stalls, t0)}`,
+      )
   }
+  for (const s of stalls) for (const a of agents) if (upThrough(a, s.start, s.end)) checked++
   return { name: 'no_false_death', checked, violations }
 }
 
 function stallNote(t: number, stalls: Stall[], t0: number): string {
   const s = stalls.find((x) => t >= x.start && t <= x.end + 10_000)
-  return s ? ` (just after the ${s.kind} ${at(s.start, t0)}–${at(s.end, t0)})` : ''
+  return s ? ` (${t <= s.end ? 'during' : 'just after'} the ${s.kind} ${at(s.start, t0)}–${at(s.end, t0)})` : ''
 }
 
 // ---------------------------------------------------------------------------------------
@@ -268,7 +263,7 @@ export function checkCompletedOnce(endings: Ending[]): Result {
       violations.push(
         `task ${taskId} attempt ${attempt}: ${list
           .sort((a, b) => a.seq - b.seq)
-          .map((e) => `${e.type} (event ${e.seq})`)
+          .map((e) => `${e.type} (${eventName(e.seq)})`)
           .join(', ')}`,
       )
     }
@@ -450,6 +445,8 @@ export class HttpTally {
   readonly violations: string[] = []
   /** Request ids of the answers counted here, so the server log's lines are not counted twice. */
   readonly seenRequestIds = new Set<string>()
+  /** 5xx lines of the server's log, judged at the end. */
+  private readonly serverErrors: { id: string | null; text: string }[] = []
   total = 0
   missingRetryAfter = 0
 
@@ -469,19 +466,24 @@ export class HttpTally {
     this.network.set(k, (this.network.get(k) ?? 0) + 1)
   }
 
-  /** A request line of the server's log (JSON): a 5xx other than 503 that no client here counted. */
-  serverLine(line: { status?: unknown; requestId?: unknown; method?: unknown; path?: unknown; route?: unknown }): void {
+  /**
+   * A request line of the server's log (JSON) with a 5xx other than 503: a violation unless a
+   * client here counted the same answer (judged in result(): the server logs a request
+   * before its client has read the answer).
+   */
+  serverLine(line: { status?: unknown; requestId?: unknown; method?: unknown; path?: unknown }): void {
     const status = Number(line.status)
     if (!(status >= 500) || status === 503) return
-    const id = typeof line.requestId === 'string' ? line.requestId : null
-    if (id && this.seenRequestIds.has(id)) return
-    this.violations.push(
-      `${String(line.method)} ${String(line.path)} → ${status} (server log, request ${id ?? '?'}: answered to a runner or to a client that gave up)`,
-    )
+    this.serverErrors.push({
+      id: typeof line.requestId === 'string' ? line.requestId : null,
+      text: `${String(line.method)} ${String(line.path)} → ${status}`,
+    })
   }
-
   result(): Result {
-    return { name: 'no_http_500', checked: this.total, violations: this.violations }
+    const unseen = this.serverErrors
+      .filter((e) => !(e.id && this.seenRequestIds.has(e.id)))
+      .map((e) => `${e.text} (server log, request ${e.id ?? '?'}: answered to a runner, or to a client that gave up)`)
+    return { name: 'no_http_500', checked: this.total, violations: [...this.violations, ...unseen] }
   }
 }
 

@@ -376,7 +376,8 @@ async function call(
       body = text
     }
     if (res.status === 503 && !res.headers.get('retry-after')) http.missingRetryAfter++
-    http.answer(kind, method, path, res.status, res.headers.get('x-request-id'), typeof text === 'string' ? text : '')
+    const requestId = res.headers.get('x-request-id') ?? (typeof body?.requestId === 'string' ? body.requestId : null)
+    http.answer(kind, method, path, res.status, requestId, text)
     return { status: res.status, body, headers: res.headers }
   } catch (err) {
     const cause = o.signal?.aborted && !timeout.aborted ? 'aborted' : causeOf(err)
@@ -598,6 +599,8 @@ class Sim {
   id = ''
   token = ''
   readonly attempts: number[] = []
+  /** When it was up (not crashed): see Prober. */
+  readonly alive: [number, number][] = []
   private live = new Map<string, Live>() // task id → its copy here
   private seen = new Set<string>()
   private outbox: Report[] = []
@@ -638,9 +641,13 @@ class Sim {
     this.outbox = []
     this.seen.clear()
     this.silentUntil = now + ms
+    const up = this.alive.at(-1)
+    if (up) up[1] = now
+    this.alive.push([this.silentUntil, Number.POSITIVE_INFINITY])
   }
 
   async run(stop: AbortSignal): Promise<void> {
+    this.alive.push([Date.now(), Number.POSITIVE_INFINITY])
     while (!stop.aborted) {
       if (Date.now() < this.silentUntil) {
         await sleep(this.silentUntil - Date.now(), stop)
@@ -682,6 +689,8 @@ class Sim {
       this.end(c, Date.now())
     }
     this.live.clear()
+    const up = this.alive.at(-1)
+    if (up) up[1] = Math.min(up[1], Date.now())
   }
 
   private verdict(r: Report | undefined, ok: boolean, code?: string): void {
@@ -1464,6 +1473,8 @@ async function main(): Promise<number> {
   await Promise.all(background)
   const checkAt = Date.now()
   await stopChild(server.child, 'SIGTERM', 15_000)
+  // The runners still heartbeat while the server shuts down (and sweeps until it has).
+  stalls.push({ kind: 'server shutdown (SIGTERM)', start: checkAt, end: Date.now() })
   await Promise.all(runners.map((r) => stopChild(r.child, 'SIGTERM', 5000)))
   const leftovers = killRunLeftovers()
   if (redis?.child) await stopChild(redis.child, 'SIGTERM', 3000)
@@ -1574,7 +1585,7 @@ async function main(): Promise<number> {
          FROM events WHERE type = 'agent.expired'`,
     )
     const probers: Prober[] = [
-      ...sims.map((s): Prober => ({ id: s.id, name: s.name, kind: 'sim', attempts: s.attempts, alive: [] })),
+      ...sims.map((s): Prober => ({ id: s.id, name: s.name, kind: 'sim', attempts: s.attempts, alive: s.alive })),
       ...runners.map((r): Prober => ({ id: r.agentId, name: r.name, kind: 'runner', attempts: [], alive: r.alive })),
     ]
     results.push(
@@ -1718,7 +1729,7 @@ function printLoad(x: {
     `  runners ${x.runners.length}: ${x.runners.reduce((n, r) => n + r.starts, 0)} starts, ${x.shellCopies.length} shell copies marked, ${x.leftovers} leftover task processes killed at the end`,
     `  tasks at the end: ${x.byStatus.map((r) => `${r.status} ${r.n}`).join(', ')}`,
     `  event streams: ${x.readers.map((r) => `${r.name} ${r.ids.length} events over ${r.connects} connections`).join('; ')}`,
-    `  agent.expired events ${x.expired} (of crashed sim agents: ${x.expiredSims})`,
+    `  agent.expired events ${x.expired} (of sim agents: ${x.expiredSims}; ${x.sims.reduce((n, s) => n + s.crashes, 0)} sim crash(es))`,
     `  HTTP answers ${http.total}: ${Object.entries(statuses)
       .map(([s, n]) => `${s}×${n}`)
       .join(
