@@ -286,8 +286,14 @@ const children = new Set<ChildProcess>()
 function track(child: ChildProcess): ChildProcess {
   children.add(child)
   child.once('exit', () => children.delete(child))
+  child.on('error', (err) => {
+    spawnErrors.set(child, err)
+    children.delete(child)
+  })
   return child
 }
+/** A command that could not start (ENOENT: not installed), by its process. */
+const spawnErrors = new Map<ChildProcess, Error>()
 const exited = (child: ChildProcess) =>
   child.exitCode !== null || child.signalCode !== null
     ? Promise.resolve()
@@ -406,6 +412,11 @@ class Redis {
     closeSync(out)
     const deadline = Date.now() + 10_000
     while (Date.now() < deadline) {
+      const failed = spawnErrors.get(this.child)
+      if (failed)
+        throw new Error(
+          `redis-server could not start (${failed.message}): install it (apt-get install redis-server) or run with --no-redis`,
+        )
       if (await this.ping()) return
       await sleep(100)
     }
@@ -1483,187 +1494,13 @@ async function main(): Promise<number> {
   // The checks.
   const db =
     opts.db === 'postgres' ? await postgresSql(dbUrl, 'chaos-checker') : await pgliteSql(join(dataDir, 'pglite'))
-  const results: Result[] = []
-  const evidence: string[] = []
+  let judged: { results: Result[]; evidence: string[] }
   try {
-    const taskRows = await db.query<{ id: string; status: string }>('SELECT id::text AS id, status FROM tasks')
-    const statusOf = new Map(taskRows.map((r) => [r.id, r.status]))
-    results.push(checkAcked(ackedCreates, ackedCompletions, statusOf))
-
-    const dupes = await db.query<{ key: string; ids: string[] }>(
-      `SELECT idempotency_key AS key, json_agg(id) AS ids FROM tasks WHERE idempotency_key IS NOT NULL
-        GROUP BY idempotency_owner, idempotency_key HAVING count(*) > 1`,
-    )
-    results.push(checkIdempotency(keyAnswers, dupes))
-
-    const endings = await db.query<{ seq: number; task: string; attempt: number; type: string }>(
-      `SELECT coalesce(seq, -id)::float8 AS seq, task_id::text AS task, (data->>'attempt')::int AS attempt, type FROM events
-        WHERE type IN ('task.completed', 'task.failed', 'task.cancelled', 'task.timed_out') AND task_id IS NOT NULL`,
-    )
-    results.push(
-      checkCompletedOnce(
-        endings.map((e): Ending => ({ seq: e.seq, taskId: e.task, attempt: e.attempt, type: e.type })),
-      ),
-    )
-
-    const shellCopies = copiesFromMarks(readFileSync(marks, 'utf8'))
-    results.push(checkOverlaps([...copies, ...shellCopies], t0))
-
-    for (const r of await db.query<{ id: string; name: string; max: number; active: number; held: number }>(
-      SLOT_SAMPLE_SQL,
-    ))
-      slots.add({
-        at: checkAt,
-        agent: `${r.name} (${r.id})`,
-        max: r.max,
-        active: r.active,
-        held: r.held,
-        atomic: true,
-        source: 'database at the end',
-      })
-    results.push(slots.over, slots.counter)
-
-    const open = await db.query<Json>(
-      `SELECT id::text AS id, type, status, attempt, agent_id::text AS agent, to_json(req_capabilities) AS caps,
-              req_agent_id::text AS req_agent, to_json(declined_by) AS declined, cancel_requested,
-              (extract(epoch FROM cancel_requested_at) * 1000)::float8 AS cra, (extract(epoch FROM assigned_at) * 1000)::float8 AS asg,
-              (extract(epoch FROM deadline_at) * 1000)::float8 AS ddl, (extract(epoch FROM finished_at) * 1000)::float8 AS fin,
-              (extract(epoch FROM available_at) * 1000)::float8 AS avl, auto_retry
-         FROM tasks WHERE status IN ('pending', 'assigned', 'running') OR (status IN ('failed', 'timed_out') AND auto_retry)`,
-    )
-    const agentRows = await db.query<Json>(
-      `SELECT id::text AS id, name, status, to_json(task_types) AS types, to_json(capabilities) AS caps,
-              active_tasks AS active, max_concurrent_tasks AS max, (extract(epoch FROM last_heartbeat_at) * 1000)::float8 AS hb
-         FROM agents`,
-    )
-    results.push(
-      checkStuck(
-        open.map(
-          (r): TaskState => ({
-            id: r.id,
-            type: r.type,
-            status: r.status,
-            attempt: r.attempt,
-            agentId: r.agent,
-            reqCapabilities: r.caps ?? [],
-            reqAgentId: r.req_agent,
-            declinedBy: r.declined ?? [],
-            cancelRequested: r.cancel_requested,
-            cancelRequestedAt: r.cra,
-            assignedAt: r.asg,
-            deadlineAt: r.ddl,
-            finishedAt: r.fin,
-            availableAt: r.avl,
-            autoRetry: r.auto_retry,
-          }),
-        ),
-        agentRows.map(
-          (a): AgentState => ({
-            id: a.id,
-            name: a.name,
-            status: a.status,
-            taskTypes: a.types ?? [],
-            capabilities: a.caps ?? [],
-            active: a.active,
-            max: a.max,
-            lastHeartbeatAt: a.hb,
-          }),
-        ),
-        checkAt,
-        taskRows.length,
-        {
-          assignMs: setting('ASSIGN_TIMEOUT_SECONDS') * 1000,
-          cancelGraceMs: setting('CANCEL_GRACE_SECONDS') * 1000,
-          heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
-          slackMs: 5000,
-        },
-      ),
-    )
-
-    const expired = await db.query<{ seq: number; agent: string; at: number }>(
-      `SELECT coalesce(seq, -id)::float8 AS seq, agent_id::text AS agent, (extract(epoch FROM created_at) * 1000)::float8 AS at
-         FROM events WHERE type = 'agent.expired'`,
-    )
-    const probers: Prober[] = [
-      ...sims.map((s): Prober => ({ id: s.id, name: s.name, kind: 'sim', attempts: s.attempts, alive: s.alive })),
-      ...runners.map((r): Prober => ({ id: r.agentId, name: r.name, kind: 'runner', attempts: [], alive: r.alive })),
-    ]
-    results.push(
-      checkFalseDeaths(
-        expired.map((e): ExpiredEvent => ({ seq: e.seq, agentId: e.agent, at: e.at })),
-        probers,
-        HEARTBEAT_TIMEOUT_MS,
-        stalls,
-        t0,
-      ),
-    )
-
-    const table = await db.query<{ seq: number; type: string }>(
-      'SELECT seq::float8 AS seq, type FROM events WHERE seq IS NOT NULL AND seq <= $1 ORDER BY seq',
-      [latest],
-    )
-    for (const r of readers) {
-      const res = checkStream(
-        r,
-        table.filter((e) => e.type.startsWith(r.filter)),
-      )
-      const merged = results.find((x) => x.name === 'stream_exactly_once')
-      if (merged) {
-        merged.checked += res.checked
-        merged.violations.push(...res.violations)
-      } else results.push(res)
-    }
-    if (latest === 0)
-      results.push({ name: 'stream_exactly_once', checked: 0, violations: ['the log could not be read at the end'] })
-
-    results.push(http.result())
-
-    // The history of a few tasks named by a violation, to read it by.
-    const named = new Set<string>()
-    for (const r of results)
-      if (r.name === 'no_overlap' || r.name === 'completed_once' || r.name === 'acked_tasks_kept')
-        for (const v of r.violations) {
-          const m = /^task ([0-9a-f-]{36})/.exec(v)
-          if (m && named.size < 4) named.add(m[1] as string)
-        }
-    const names = new Map<string, string>([
-      ...sims.map((x) => [x.id, x.name] as const),
-      ...runners.map((x) => [x.agentId, x.name] as const),
-    ])
-    for (const id of named) {
-      const evs = await db.query<{ seq: number; type: string; agent: string | null; data: Json; at: number }>(
-        `SELECT coalesce(seq, -id)::float8 AS seq, type, agent_id::text AS agent, data, (extract(epoch FROM created_at) * 1000)::float8 AS at
-           FROM events WHERE task_id = $1 ORDER BY id`,
-        [id],
-      )
-      evidence.push(
-        `task ${id}:\n${evs
-          .map((e) => {
-            const d = e.data ?? {}
-            const extra = [
-              d.attempt !== undefined ? `attempt ${d.attempt}` : '',
-              d.reason ?? '',
-              d.error?.code ?? '',
-              d.via ? `via ${d.via}` : '',
-            ]
-              .filter(Boolean)
-              .join(', ')
-            return `    ${rel(e.at)} ${e.type}${e.agent ? ` on ${names.get(e.agent) ?? e.agent}` : ''}${extra ? ` (${extra})` : ''}`
-          })
-          .join('\n')}`,
-      )
-    }
-
-    // The run in figures.
-    const byStatus = await db.query<{ status: string; n: number }>(
-      'SELECT status, count(*)::int AS n FROM tasks GROUP BY status ORDER BY status',
-    )
-    const expiredSims = expired.filter((e) => sims.some((s) => s.id === e.agent)).length
-    printLoad({ sims, runners, readers, shellCopies, byStatus, expired: expired.length, expiredSims, leftovers })
+    judged = await judge(db, { checkAt, marks, sims, runners, readers, latest, leftovers })
   } finally {
     await db.close().catch(() => {})
   }
-
+  const { results, evidence } = judged
   const summary = summarize(results, opts.allow)
   console.log(`\n${summary.table}\n`)
   for (const r of results) {
@@ -1698,6 +1535,197 @@ async function main(): Promise<number> {
       : `chaos: passed${opts.allow.size ? ` (allowed: ${[...opts.allow].join(', ')})` : ''}`,
   )
   return summary.failing.length ? 1 : 0
+}
+
+/** The invariants over what the run recorded and the database the server left. */
+async function judge(
+  db: Sql,
+  x: {
+    checkAt: number
+    marks: string
+    sims: Sim[]
+    runners: Runner[]
+    readers: StreamReader[]
+    latest: number
+    leftovers: number
+  },
+): Promise<{ results: Result[]; evidence: string[] }> {
+  const { checkAt, marks, sims, runners, readers, latest, leftovers } = x
+  const results: Result[] = []
+  const evidence: string[] = []
+  const taskRows = await db.query<{ id: string; status: string }>('SELECT id::text AS id, status FROM tasks')
+  const statusOf = new Map(taskRows.map((r) => [r.id, r.status]))
+  results.push(checkAcked(ackedCreates, ackedCompletions, statusOf))
+
+  const dupes = await db.query<{ key: string; ids: string[] }>(
+    `SELECT idempotency_key AS key, json_agg(id) AS ids FROM tasks WHERE idempotency_key IS NOT NULL
+      GROUP BY idempotency_owner, idempotency_key HAVING count(*) > 1`,
+  )
+  results.push(checkIdempotency(keyAnswers, dupes))
+
+  const endings = await db.query<{ seq: number; task: string; attempt: number; type: string }>(
+    `SELECT coalesce(seq, -id)::float8 AS seq, task_id::text AS task, (data->>'attempt')::int AS attempt, type FROM events
+      WHERE type IN ('task.completed', 'task.failed', 'task.cancelled', 'task.timed_out') AND task_id IS NOT NULL`,
+  )
+  results.push(
+    checkCompletedOnce(endings.map((e): Ending => ({ seq: e.seq, taskId: e.task, attempt: e.attempt, type: e.type }))),
+  )
+
+  const shellCopies = copiesFromMarks(readFileSync(marks, 'utf8'))
+  results.push(checkOverlaps([...copies, ...shellCopies], t0))
+
+  for (const r of await db.query<{ id: string; name: string; max: number; active: number; held: number }>(
+    SLOT_SAMPLE_SQL,
+  ))
+    slots.add({
+      at: checkAt,
+      agent: `${r.name} (${r.id})`,
+      max: r.max,
+      active: r.active,
+      held: r.held,
+      atomic: true,
+      source: 'database at the end',
+    })
+  results.push(slots.over, slots.counter)
+
+  const open = await db.query<Json>(
+    `SELECT id::text AS id, type, status, attempt, agent_id::text AS agent, to_json(req_capabilities) AS caps,
+            req_agent_id::text AS req_agent, to_json(declined_by) AS declined, cancel_requested,
+            (extract(epoch FROM cancel_requested_at) * 1000)::float8 AS cra, (extract(epoch FROM assigned_at) * 1000)::float8 AS asg,
+            (extract(epoch FROM deadline_at) * 1000)::float8 AS ddl, (extract(epoch FROM finished_at) * 1000)::float8 AS fin,
+            (extract(epoch FROM available_at) * 1000)::float8 AS avl, auto_retry
+       FROM tasks WHERE status IN ('pending', 'assigned', 'running') OR (status IN ('failed', 'timed_out') AND auto_retry)`,
+  )
+  const agentRows = await db.query<Json>(
+    `SELECT id::text AS id, name, status, to_json(task_types) AS types, to_json(capabilities) AS caps,
+            active_tasks AS active, max_concurrent_tasks AS max, (extract(epoch FROM last_heartbeat_at) * 1000)::float8 AS hb
+       FROM agents`,
+  )
+  results.push(
+    checkStuck(
+      open.map(
+        (r): TaskState => ({
+          id: r.id,
+          type: r.type,
+          status: r.status,
+          attempt: r.attempt,
+          agentId: r.agent,
+          reqCapabilities: r.caps ?? [],
+          reqAgentId: r.req_agent,
+          declinedBy: r.declined ?? [],
+          cancelRequested: r.cancel_requested,
+          cancelRequestedAt: r.cra,
+          assignedAt: r.asg,
+          deadlineAt: r.ddl,
+          finishedAt: r.fin,
+          availableAt: r.avl,
+          autoRetry: r.auto_retry,
+        }),
+      ),
+      agentRows.map(
+        (a): AgentState => ({
+          id: a.id,
+          name: a.name,
+          status: a.status,
+          taskTypes: a.types ?? [],
+          capabilities: a.caps ?? [],
+          active: a.active,
+          max: a.max,
+          lastHeartbeatAt: a.hb,
+        }),
+      ),
+      checkAt,
+      taskRows.length,
+      {
+        assignMs: setting('ASSIGN_TIMEOUT_SECONDS') * 1000,
+        cancelGraceMs: setting('CANCEL_GRACE_SECONDS') * 1000,
+        heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
+        slackMs: 5000,
+      },
+    ),
+  )
+
+  const expired = await db.query<{ seq: number; agent: string; at: number }>(
+    `SELECT coalesce(seq, -id)::float8 AS seq, agent_id::text AS agent, (extract(epoch FROM created_at) * 1000)::float8 AS at
+       FROM events WHERE type = 'agent.expired'`,
+  )
+  const probers: Prober[] = [
+    ...sims.map((s): Prober => ({ id: s.id, name: s.name, kind: 'sim', attempts: s.attempts, alive: s.alive })),
+    ...runners.map((r): Prober => ({ id: r.agentId, name: r.name, kind: 'runner', attempts: [], alive: r.alive })),
+  ]
+  results.push(
+    checkFalseDeaths(
+      expired.map((e): ExpiredEvent => ({ seq: e.seq, agentId: e.agent, at: e.at })),
+      probers,
+      HEARTBEAT_TIMEOUT_MS,
+      stalls,
+      t0,
+    ),
+  )
+
+  const table = await db.query<{ seq: number; type: string }>(
+    'SELECT seq::float8 AS seq, type FROM events WHERE seq IS NOT NULL AND seq <= $1 ORDER BY seq',
+    [latest],
+  )
+  for (const r of readers) {
+    const res = checkStream(
+      r,
+      table.filter((e) => e.type.startsWith(r.filter)),
+    )
+    const merged = results.find((x) => x.name === 'stream_exactly_once')
+    if (merged) {
+      merged.checked += res.checked
+      merged.violations.push(...res.violations)
+    } else results.push(res)
+  }
+  if (latest === 0)
+    results.push({ name: 'stream_exactly_once', checked: 0, violations: ['the log could not be read at the end'] })
+
+  results.push(http.result())
+
+  // The history of a few tasks named by a violation, to read it by.
+  const named = new Set<string>()
+  for (const r of results)
+    if (r.name === 'no_overlap' || r.name === 'completed_once' || r.name === 'acked_tasks_kept')
+      for (const v of r.violations) {
+        const m = /^task ([0-9a-f-]{36})/.exec(v)
+        if (m && named.size < 4) named.add(m[1] as string)
+      }
+  const names = new Map<string, string>([
+    ...sims.map((x) => [x.id, x.name] as const),
+    ...runners.map((x) => [x.agentId, x.name] as const),
+  ])
+  for (const id of named) {
+    const evs = await db.query<{ seq: number; type: string; agent: string | null; data: Json; at: number }>(
+      `SELECT coalesce(seq, -id)::float8 AS seq, type, agent_id::text AS agent, data, (extract(epoch FROM created_at) * 1000)::float8 AS at
+         FROM events WHERE task_id = $1 ORDER BY id`,
+      [id],
+    )
+    evidence.push(
+      `task ${id}:\n${evs
+        .map((e) => {
+          const d = e.data ?? {}
+          const extra = [
+            d.attempt !== undefined ? `attempt ${d.attempt}` : '',
+            d.reason ?? '',
+            d.error?.code ?? '',
+            d.via ? `via ${d.via}` : '',
+          ]
+            .filter(Boolean)
+            .join(', ')
+          return `    ${rel(e.at)} ${e.type}${e.agent ? ` on ${names.get(e.agent) ?? e.agent}` : ''}${extra ? ` (${extra})` : ''}`
+        })
+        .join('\n')}`,
+    )
+  }
+
+  // The run in figures.
+  const byStatus = await db.query<{ status: string; n: number }>(
+    'SELECT status, count(*)::int AS n FROM tasks GROUP BY status ORDER BY status',
+  )
+  const expiredSims = expired.filter((e) => sims.some((s) => s.id === e.agent)).length
+  printLoad({ sims, runners, readers, shellCopies, byStatus, expired: expired.length, expiredSims, leftovers })
+  return { results, evidence }
 }
 
 function printLoad(x: {
