@@ -1,7 +1,7 @@
 /**
  * `npm run chaos [-- --db postgres|pglite] [--seconds N] [--allow a,b] …`: a soak and chaos
- * run of the real server (src/server.ts under Node, as `npm start` runs it) with its
- * invariants checked throughout. `--help` lists the flags; docs/development.md says what it
+ * run of the real server (src/server.ts under Node, built once for the run as `npm run
+ * build` builds it, so that a restart is quick) with its invariants checked throughout. `--help` lists the flags; docs/development.md says what it
  * does and how to read its table.
  *
  * Load: simulated agents over HTTP (register, long-poll heartbeats carrying reports or
@@ -80,7 +80,7 @@ const USAGE = `npm run chaos -- [flags]
   --server-env K=V,…     extra settings for the server (after the run's own short timers)
   --seed N               the random choices (printed by every run)
   --report FILE          also write every result and violation as JSON to FILE
-  --keep                 keep the run's directory (logs, marks, state dirs, PGlite data)
+  --keep                 keep the run's directory (logs, marks, state dirs, PGlite data) and its Postgres database
 
 invariants: ${Object.keys(INVARIANTS).join(', ')}`
 
