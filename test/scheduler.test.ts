@@ -343,6 +343,16 @@ describe('stalls of the service', () => {
     expect((await sweepWith(watch)).timedOut).toBe(1)
   })
 
+  it('does not expire an agent whose heartbeat this process is handling, and does once it is handled', async () => {
+    const a = await h.agent()
+    const watch = new StallWatch(() => h.clock.now().getTime())
+    const done = watch.hearing(a.id) // its beat waits for the database
+    h.clock.advance(91_000)
+    expect((await sweepWith(watch)).expiredAgents).toBe(0)
+    done()
+    expect((await sweepWith(watch)).expiredAgents).toBe(1)
+  })
+
   it('records no stall while the process ticks, and expires as before', async () => {
     const a = await h.agent()
     const watch = watchOn()

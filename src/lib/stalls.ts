@@ -106,4 +106,25 @@ export class StallWatch {
   get hasPending(): boolean {
     return this.pending.length > 0
   }
+
+  private readonly inFlight = new Map<string, number>()
+
+  /**
+   * A heartbeat of `agentId` has reached this process and waits to be written (behind a
+   * busy database, or a busy process): the agent is alive, whatever its last written beat
+   * says. Returns the function that ends it.
+   */
+  hearing(agentId: string): () => void {
+    this.inFlight.set(agentId, (this.inFlight.get(agentId) ?? 0) + 1)
+    return () => {
+      const n = (this.inFlight.get(agentId) ?? 1) - 1
+      if (n <= 0) this.inFlight.delete(agentId)
+      else this.inFlight.set(agentId, n)
+    }
+  }
+
+  /** The agents whose heartbeats this process is handling now. */
+  beingHeard(): string[] {
+    return [...this.inFlight.keys()]
+  }
 }

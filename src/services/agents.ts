@@ -453,12 +453,21 @@ export async function heartbeat(
     return row
   }
   let row: WorkRow | undefined
-  const reports = input.reports?.length
-    ? await applyTaskReports(deps, id, input.reports, false, async (rows, ids) => {
-        row = await beat(rows, ids)
-        return row.reports
-      })
-    : []
+  // Until the beat is written, this process has heard the agent: its sweep must not expire
+  // it for a silence that is only the wait for the database (src/lib/stalls.ts).
+  const heard = deps.stalls?.hearing(id)
+  let reports: ReportOutcome[]
+  try {
+    reports = input.reports?.length
+      ? await applyTaskReports(deps, id, input.reports, false, async (rows, ids) => {
+          row = await beat(rows, ids)
+          return row.reports
+        })
+      : []
+    if (!row) row = await beat(null, null)
+  } finally {
+    heard?.()
+  }
   const until = Date.now() + (input.waitSeconds ?? 0) * 1000
   for (let first = true; ; first = false) {
     if (!row) row = await beat(null, null)

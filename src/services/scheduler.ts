@@ -43,6 +43,8 @@ const TIMEOUT = move('timeout', 'running')
 const NOT_STARTED = move('assign_timeout', 'assigned')
 const RETRY = move('retry', 'failed')
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
 /** Error codes of a loss of the agent (retried with the lostCount backoff), as SQL. */
 const LOSS_CODES_SQL = sql.raw(['agent_lost', ...LOST_RUN_CODES].map((c) => `'${c}'`).join(', '))
 
@@ -58,7 +60,10 @@ const LOSS_CODES_SQL = sql.raw(['agent_lost', ...LOST_RUN_CODES].map((c) => `'${
 async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps, stalls: Stalls) {
   const cutoff = new Date(now.getTime() - d.config.heartbeatTimeoutSeconds * 1000)
   const heard = sql`coalesce(a.last_heartbeat_at, a.updated_at)`
-  const silent = sql`${heard} < ${cutoff} AND ${heard} + ${stalledSince(stalls, heard, now)} < ${cutoff}`
+  // Agents whose heartbeat this process is handling now are alive, whatever was written.
+  const hearing = `{${(d.stalls?.beingHeard() ?? []).filter((x) => UUID.test(x)).join(',')}}`
+  const silent = sql`${heard} < ${cutoff} AND ${heard} + ${stalledSince(stalls, heard, now)} < ${cutoff}
+    AND NOT (a.id = ANY(${hearing}::uuid[]))`
   const [r] = await rowsOf<{
     agents: number
     requeued: number
