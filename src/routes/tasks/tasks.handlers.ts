@@ -22,7 +22,7 @@ import type {
 /** Tasks as the routes answer them, each pending one with why it waits (one query a page). */
 async function presentAll(c: Context<AppBindings>, rows: TaskRow[]): Promise<TaskDto[]> {
   const reasons = await pendingReasonsFor(c.var.deps.database.db, rows, c.var.deps.clock.now())
-  return rows.map((t) => toTaskDto(t, reasons.get(t.id)))
+  return rows.map((t) => toTaskDto(t, reasons.get(t.id), c.var.logger))
 }
 
 /** One task as every route answers it: with its ETag, and why it waits when pending. */
