@@ -413,6 +413,58 @@ describe.runIf(onPostgres())('a database out of reach', () => {
     for (const a of await everything()) expect(a.status).toBeLessThan(300)
   })
 
+  /**
+   * A create commits, then reads (why the new task waits; a batch re-reads what it placed).
+   * A connection that dies on such a read must not turn the answer into 503: the client
+   * would create the task again. The relay cuts exactly that read.
+   */
+  it('answers a create 201 with the committed task when the database goes away right after the commit', async () => {
+    const named = async (name: string) => {
+      const admin = new pg.Client({ connectionString: url })
+      await admin.connect()
+      try {
+        return (await admin.query<{ status: string }>('SELECT status FROM tasks WHERE name = $1', [name])).rows
+      } finally {
+        await admin.end()
+      }
+    }
+    const nobody = '00000000-0000-7000-8000-000000000000' // pending: why it waits is read after the insert
+    try {
+      relay.cutWhen = (chunk) => chunk.includes('fitsButType') // the pending-reason probe
+      logs.length = 0
+      const name = unique('after-commit')
+      const one = await h.call('POST', '/api/v1/tasks', {
+        body: { name, type: 'x', requirements: { agentId: nobody } },
+      })
+      expect(one.status, JSON.stringify(one.body)).toBe(201)
+      expect(one.body).toMatchObject({ name, status: 'pending', pendingReason: null })
+      expect(await named(name)).toEqual([{ status: 'pending' }])
+      expect(logs.some((l) => String(l.msg).startsWith('why new tasks wait could not be read'))).toBe(true)
+
+      const batchName = unique('after-commit-batch')
+      const batch = await h.call('POST', '/api/v1/tasks/batch', {
+        body: { tasks: [1, 2].map(() => ({ name: batchName, type: 'x', requirements: { agentId: nobody } })) },
+      })
+      expect(batch.status, JSON.stringify(batch.body)).toBe(201)
+      expect(batch.body.created).toBe(2)
+      expect(await named(batchName)).toHaveLength(2)
+
+      // Placed at once, then the re-read of what was placed is cut: answered as written.
+      relay.cutWhen = (chunk) => chunk.includes('from "tasks" where "tasks"."id" in (')
+      logs.length = 0
+      const placedName = unique('after-commit-placed')
+      const placed = await h.call('POST', '/api/v1/tasks/batch', {
+        body: { tasks: [{ name: placedName, type: 'x', requirements: { agentId: agent.id } }] },
+      })
+      expect(placed.status, JSON.stringify(placed.body)).toBe(201)
+      expect(placed.body.items).toHaveLength(1)
+      expect(await named(placedName)).toEqual([{ status: 'assigned' }])
+      expect(logs.some((l) => String(l.msg).startsWith('new tasks placed at once could not be read again'))).toBe(true)
+    } finally {
+      relay.cutWhen = undefined
+    }
+  })
+
   it('answers 2xx or 503 with Retry-After, never 500, while the service’s backends are terminated', async () => {
     const admin = new pg.Client({ connectionString: url })
     await admin.connect()
