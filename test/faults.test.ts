@@ -1,12 +1,14 @@
 import { sql } from 'drizzle-orm'
 import pg from 'pg'
-import { describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { rowsOf } from '../src/db/client'
 import { connectDatabase } from '../src/db/connect'
 import { isDatabaseUnavailable, withTx } from '../src/db/tx'
 import { loadConfig } from '../src/env'
+import { createLogger } from '../src/lib/logger'
 import { signToken } from '../src/lib/tokens'
-import { freshPostgresUrl, onPostgres, SECRET } from './harness'
+import { type CallOptions, createHarness, freshPostgresUrl, type Harness, onPostgres, SECRET, unique } from './harness'
+import { Relay, type RelayMode } from './relay'
 import { bunBin, runtimes, startServer, stopped } from './spawn'
 
 /**
@@ -291,4 +293,201 @@ describe.runIf(onPostgres()).each(runtimes)('database faults under load, server 
       await stopped(server.child, server.exited)
     }
   }, 90_000)
+})
+
+/**
+ * Every way the database can be out of reach, played by a TCP relay in front of the real
+ * Postgres (test/relay.ts), against the app in this process: the port refused, the
+ * connection reset or closed during the startup handshake (node-postgres says "Connection
+ * terminated unexpectedly", with no code), a server that never answers (the connect
+ * timeout) or goes dark mid-query (`query_timeout`), a server that refuses the connection
+ * as one starting, shutting down or full does (57P01, 57P02, 57P03, 53300), and the
+ * service's backends terminated. Each request of every kind — a heartbeat and a create
+ * (hot statements), reads (prepared and built), a transaction, the event log, statistics —
+ * answers 503 `service_unavailable` with Retry-After, never 500, and no stack is logged.
+ */
+describe.runIf(onPostgres())('a database out of reach', () => {
+  const logs: Record<string, unknown>[] = []
+  const logger = createLogger({ level: 'warn', format: 'json', write: (line) => logs.push(JSON.parse(line)) })
+  /** Lines of a failure taken for a bug: `unhandled error`, or any with a stack. */
+  const unhandled = () =>
+    logs.filter((l) => l.msg === 'unhandled error' || 'stack' in l).map((l) => JSON.stringify(l).slice(0, 500))
+  let h: Harness
+  let relay: Relay
+  let url: string
+  let agent: { id: string; token: string }
+  let task: { id: string }
+
+  beforeAll(async () => {
+    url = await freshPostgresUrl()
+    const target = new URL(url)
+    relay = new Relay(target.hostname, Number(target.port || 5432))
+    await relay.start()
+    const through = new URL(url)
+    through.hostname = '127.0.0.1'
+    through.port = String(relay.port)
+    through.searchParams.set('query_timeout', '1500')
+    const database = await connectDatabase(through.toString(), { poolMax: 4, connectTimeoutMs: 1000 })
+    // No Redis, even in CI: a read answered from its cache would not meet the database.
+    h = await createHarness({ RATE_LIMIT_PER_MINUTE: '0', REDIS_URL: '' }, database, { logger })
+    agent = await h.agent({ maxConcurrentTasks: 100 })
+    task = await h.pendingTask()
+  })
+  afterAll(async () => {
+    relay.mode = 'pass'
+    await h.close()
+    await relay.stop()
+  })
+
+  /** One request of every kind, at once. */
+  const everything = () =>
+    Promise.all(
+      (
+        [
+          ['heartbeat', 'POST', '/api/v1/agents/heartbeat', { token: agent.token, body: { agentId: agent.id } }],
+          [
+            'create',
+            'POST',
+            '/api/v1/tasks',
+            { body: { name: unique('t'), type: 'x', scheduledAt: '2099-01-01T00:00:00Z' } },
+          ],
+          ['read', 'GET', `/api/v1/tasks/${task.id}`, {}],
+          ['list', 'GET', '/api/v1/tasks?limit=5', {}],
+          ['transaction', 'PATCH', `/api/v1/agents/${agent.id}/status`, { body: { status: 'online' } }],
+          ['events', 'GET', '/api/v1/events?after=0&limit=5', {}],
+          ['statistics', 'GET', '/api/v1/tasks/statistics', {}],
+        ] as const
+      ).map(async ([kind, method, path, opts]) => {
+        const res = await h.call(method, path, opts as CallOptions)
+        return { kind, status: res.status, retryAfter: res.headers.get('retry-after'), code: res.body?.code }
+      }),
+    )
+
+  const faults: [string, RelayMode | 'refused'][] = [
+    ['the port refused', 'refused'],
+    ['reset during the startup handshake', 'reset'],
+    ['closed as it opens', 'close'],
+    ['a server that never answers (connect timeout)', 'stall'],
+    [
+      '57P01 admin_shutdown at connect',
+      { fatal: '57P01', message: 'terminating connection due to administrator command' },
+    ],
+    [
+      '57P02 crash_shutdown at connect',
+      { fatal: '57P02', message: 'terminating connection because of crash of another server process' },
+    ],
+    ['57P03 cannot_connect_now', { fatal: '57P03', message: 'the database system is starting up' }],
+    ['53300 too_many_connections', { fatal: '53300', message: 'sorry, too many clients already' }],
+  ]
+
+  for (const [name, mode] of faults) {
+    it(`answers 503 with Retry-After when ${name}, and serves again once it is back`, async () => {
+      logs.length = 0
+      relay.cutAll() // the pool's open connections go: every request needs a new one
+      const port = relay.port
+      if (mode === 'refused') await relay.stop()
+      else relay.mode = mode
+      const answers = await everything()
+      for (const a of answers) {
+        expect(a, JSON.stringify(answers)).toMatchObject({ status: 503, code: 'service_unavailable', retryAfter: '1' })
+      }
+      expect(unhandled()).toEqual([])
+
+      if (mode === 'refused') await relay.start(port)
+      relay.mode = 'pass'
+      const back = await everything()
+      for (const a of back) expect(a.status, JSON.stringify(back)).toBeLessThan(300)
+    })
+  }
+
+  it('answers 503 with Retry-After when the database goes dark mid-query (query_timeout)', async () => {
+    expect((await everything()).every((a) => a.status < 300)).toBe(true) // the pool holds live connections
+    logs.length = 0
+    relay.mode = 'stall' // they stop relaying, and new ones are never answered
+    const answers = await everything()
+    for (const a of answers) {
+      expect(a, JSON.stringify(answers)).toMatchObject({ status: 503, code: 'service_unavailable', retryAfter: '1' })
+    }
+    expect(unhandled()).toEqual([])
+    relay.mode = 'pass'
+    relay.cutAll()
+    for (const a of await everything()) expect(a.status).toBeLessThan(300)
+  })
+
+  /**
+   * A create commits, then reads (why the new task waits; a batch re-reads what it placed).
+   * A connection that dies on such a read must not turn the answer into 503: the client
+   * would create the task again. The relay cuts exactly that read.
+   */
+  it('answers a create 201 with the committed task when the database goes away right after the commit', async () => {
+    const named = async (name: string) => {
+      const admin = new pg.Client({ connectionString: url })
+      await admin.connect()
+      try {
+        return (await admin.query<{ status: string }>('SELECT status FROM tasks WHERE name = $1', [name])).rows
+      } finally {
+        await admin.end()
+      }
+    }
+    const nobody = '00000000-0000-7000-8000-000000000000' // pending: why it waits is read after the insert
+    try {
+      relay.cutWhen = (chunk) => chunk.includes('fitsButType') // the pending-reason probe
+      logs.length = 0
+      const name = unique('after-commit')
+      const one = await h.call('POST', '/api/v1/tasks', {
+        body: { name, type: 'x', requirements: { agentId: nobody } },
+      })
+      expect(one.status, JSON.stringify(one.body)).toBe(201)
+      expect(one.body).toMatchObject({ name, status: 'pending', pendingReason: null })
+      expect(await named(name)).toEqual([{ status: 'pending' }])
+      expect(logs.some((l) => String(l.msg).startsWith('why new tasks wait could not be read'))).toBe(true)
+
+      const batchName = unique('after-commit-batch')
+      const batch = await h.call('POST', '/api/v1/tasks/batch', {
+        body: { tasks: [1, 2].map(() => ({ name: batchName, type: 'x', requirements: { agentId: nobody } })) },
+      })
+      expect(batch.status, JSON.stringify(batch.body)).toBe(201)
+      expect(batch.body.created).toBe(2)
+      expect(await named(batchName)).toHaveLength(2)
+
+      // Placed at once, then the re-read of what was placed is cut: answered as written.
+      relay.cutWhen = (chunk) => chunk.includes('from "tasks" where "tasks"."id" in (')
+      logs.length = 0
+      const placedName = unique('after-commit-placed')
+      const placed = await h.call('POST', '/api/v1/tasks/batch', {
+        body: { tasks: [{ name: placedName, type: 'x', requirements: { agentId: agent.id } }] },
+      })
+      expect(placed.status, JSON.stringify(placed.body)).toBe(201)
+      expect(placed.body.items).toHaveLength(1)
+      expect(await named(placedName)).toEqual([{ status: 'assigned' }])
+      expect(logs.some((l) => String(l.msg).startsWith('new tasks placed at once could not be read again'))).toBe(true)
+    } finally {
+      relay.cutWhen = undefined
+    }
+  })
+
+  it('answers 2xx or 503 with Retry-After, never 500, while the service’s backends are terminated', async () => {
+    const admin = new pg.Client({ connectionString: url })
+    await admin.connect()
+    try {
+      const db = new URL(url).pathname.slice(1)
+      logs.length = 0
+      const seen: Awaited<ReturnType<typeof everything>> = []
+      for (let round = 0; round < 6; round++) {
+        const pending = everything()
+        await admin.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'`,
+          [db],
+        )
+        seen.push(...(await pending))
+      }
+      for (const a of seen) {
+        if (a.status >= 300) expect(a, JSON.stringify(a)).toMatchObject({ status: 503, retryAfter: '1' })
+      }
+      expect(unhandled()).toEqual([])
+    } finally {
+      await admin.end()
+    }
+  })
 })

@@ -8,7 +8,7 @@ import type { Role } from '../src/domain/model'
 import { type Config, loadConfig } from '../src/env'
 import { ManualClock } from '../src/lib/clock'
 import { type Kv, MemoryKv } from '../src/lib/kv'
-import { silentLogger } from '../src/lib/logger'
+import { type Logger, silentLogger } from '../src/lib/logger'
 import { RedisKv } from '../src/lib/redis'
 import { signToken } from '../src/lib/tokens'
 import { withDatabase } from './global-setup'
@@ -75,8 +75,9 @@ export async function createHarness(
   /**
    * queueWhileConnecting: Redis commands wait for the connection (default, so a test's first
    * calls find the cache) or, false, fail at once while Redis is away, as the server's do.
+   * logger: where the app logs (default: nowhere).
    */
-  opts: { queueWhileConnecting?: boolean } = {},
+  opts: { queueWhileConnecting?: boolean; logger?: Logger } = {},
 ) {
   const database = db ?? (await freshDatabase())
   const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'))
@@ -93,7 +94,7 @@ export async function createHarness(
         maxTtlMs: Math.max(config.cacheTtlSeconds, config.authCacheTtlSeconds) * 1000,
       })
     : new MemoryKv()
-  const app = createApp({ config, database, clock, logger: silentLogger, startedAt: new Date(), kv })
+  const app = createApp({ config, database, clock, logger: opts.logger ?? silentLogger, startedAt: new Date(), kv })
   const harnessId = unique('h')
 
   const tokens = new Map<string, string>()

@@ -1,9 +1,9 @@
-import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { keys, MemoryKv } from '../src/lib/kv'
 import { BusNotifier, LocalNotifier } from '../src/lib/notifier'
 import { RedisKv } from '../src/lib/redis'
 import { createHarness, type Harness, testRedisUrl, unique } from './harness'
+import { Relay } from './relay'
 import { until } from './until'
 
 /**
@@ -14,30 +14,10 @@ import { until } from './until'
 const withRedis = testRedisUrl !== ''
 if (!withRedis) console.warn('skipped: the tests against a real Redis: no Redis (set TEST_REDIS_URL=redis://…)')
 
-/** A TCP relay to Redis that the test can cut and restore, to play "Redis died". */
-class Relay {
-  private server: Server | undefined
-  private sockets = new Set<Socket>()
-  port = 0
-  constructor(private readonly target: URL) {}
-  async start(port = 0): Promise<void> {
-    this.server = createServer((client) => {
-      const upstream = tcpConnect(Number(this.target.port || 6379), this.target.hostname)
-      for (const s of [client, upstream]) {
-        this.sockets.add(s)
-        s.on('close', () => this.sockets.delete(s))
-        s.on('error', () => s.destroy())
-      }
-      client.pipe(upstream).pipe(client)
-    })
-    await new Promise<void>((resolve) => this.server?.listen(port, '127.0.0.1', () => resolve()))
-    const a = this.server.address()
-    this.port = typeof a === 'object' && a ? a.port : 0
-  }
-  async stop(): Promise<void> {
-    for (const s of this.sockets) s.destroy()
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()))
-  }
+/** A TCP relay to Redis (test/relay.ts) that the test can cut and restore, to play "Redis died". */
+const redisRelay = () => {
+  const target = new URL(testRedisUrl)
+  return new Relay(target.hostname, Number(target.port || 6379))
 }
 
 describe.runIf(withRedis)('with Redis', () => {
@@ -232,7 +212,7 @@ describe('without Redis or with Redis gone', () => {
   it.runIf(withRedis)(
     'a token rotated on an instance cut off from Redis stops working on every other within AUTH_CACHE_TTL_SECONDS',
     async () => {
-      const relay = new Relay(new URL(testRedisUrl))
+      const relay = redisRelay()
       await relay.start()
       const settings = { AUTH_CACHE_TTL_SECONDS: '1', CACHE_TTL_SECONDS: '30', RATE_LIMIT_PER_MINUTE: '0' }
       // Two instances over one database and one Redis; A reaches Redis through the relay.
@@ -270,7 +250,7 @@ describe('without Redis or with Redis gone', () => {
   it.runIf(withRedis)(
     'keeps answering while Redis dies mid-run, and recovers by itself when it returns',
     async () => {
-      const relay = new Relay(new URL(testRedisUrl))
+      const relay = redisRelay()
       await relay.start()
       const port = relay.port
       const h = await createHarness({ REDIS_URL: `redis://127.0.0.1:${port}`, RATE_LIMIT_PER_MINUTE: '1000' })

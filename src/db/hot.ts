@@ -7,7 +7,7 @@ import {
   queueOrderSql,
   takesWorkSql,
 } from '../domain/fit'
-import { assignedEvents, assignSet, endedLiveSet, releaseSlots, requeueSet } from '../domain/sql'
+import { assignedEvents, assignSet, endedLiveSet, releaseSlots, requeueSet, secondsBetween } from '../domain/sql'
 import { move, reportAllowedSql } from '../domain/task-states'
 import type { Db } from './client'
 import { type AgentRow, agents, type TaskRow, tasks } from './schema'
@@ -260,7 +260,7 @@ WITH ${withReports ? `${reportCtes('$6', '$7', '$2')}, ` : ''}cur AS (
   -- By key (= ANY of an array): a join on the CTE was planned as a scan of all tasks.
   UPDATE tasks t SET ${assignSet('t', '$2', '$1')}
    WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
-  RETURNING t.*, extract(epoch FROM $2::timestamptz - t.created_at)::float8 AS wait_s
+  RETURNING t.*, ${secondsBetween('t.created_at', '$2::timestamptz')} AS wait_s
 ), upd AS (
   UPDATE agents g
      SET status = a.next, last_heartbeat_at = $2, last_metrics = coalesce($4::jsonb, g.last_metrics),
@@ -367,7 +367,7 @@ WITH a AS (
 ), upd AS (
   UPDATE tasks t SET ${assignSet('t', '$2', '(SELECT id FROM a)')}
    WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
-  RETURNING t.*, extract(epoch FROM $2::timestamptz - t.created_at)::float8 AS wait_s
+  RETURNING t.*, ${secondsBetween('t.created_at', '$2::timestamptz')} AS wait_s
 ), load AS (
   UPDATE agents SET active_tasks = active_tasks + (SELECT count(*) FROM upd)
    WHERE id = (SELECT id FROM a) AND EXISTS (SELECT 1 FROM upd)

@@ -48,19 +48,48 @@ export async function withTx<T>(db: Db, fn: (tx: Tx) => Promise<T>, attempts = 4
 }
 
 /**
- * True when a query failed because the database could not be reached or was closed (no
- * SQLSTATE from the server, or a socket error), not because of what it was asked.
+ * SQLSTATEs of a server that cannot serve the connection now, whatever was asked: class 08
+ * (connection exception), 57P01 admin_shutdown (`pg_terminate_backend`, a fast shutdown),
+ * 57P02 crash_shutdown, 57P03 cannot_connect_now (starting up, shutting down, in recovery),
+ * 57P05 idle_session_timeout, 53300 too_many_connections.
+ */
+const UNAVAILABLE_STATES = /^(08...|57P0[1235]|53300)$/
+
+/** Node's errno codes of a socket that could not connect or was cut. */
+const SOCKET_CODES =
+  /^(ECONNREFUSED|ECONNRESET|ECONNABORTED|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|EPIPE|EHOSTUNREACH|EHOSTDOWN|ENETUNREACH|ENETDOWN)$/
+
+/**
+ * What node-postgres and pg-pool (and the Neon pool, their fork) throw, without a code, when
+ * a connection cannot be opened, ends, or stops answering: a connection closed during the
+ * startup handshake or a query ("Connection terminated unexpectedly"), the connect timeout
+ * (`connectionTimeoutMillis`: "timeout exceeded when trying to connect", "Connection
+ * terminated due to connection timeout", "timeout expired"), `query_timeout` ("Query read
+ * timeout"), a client whose connection failed or closed, a pool already ended (shutdown).
+ * Their messages are all that tells these from a bug of ours; test/faults.test.ts plays
+ * each way of failing against the real driver, so a driver that words them otherwise fails
+ * it.
+ */
+const DRIVER_CONNECTION_ERRORS =
+  /^(Connection terminated( unexpectedly| due to connection timeout)?|timeout exceeded when trying to connect|timeout expired|Query read timeout|Client has encountered a connection error and is not queryable|Client was closed and is not queryable|Cannot use a pool after calling end on the pool)$/
+
+/**
+ * True when a query failed because the database could not be reached, refused the
+ * connection, or closed it (a SQLSTATE of UNAVAILABLE_STATES, or no SQLSTATE: a socket
+ * error, the driver's connection errors, no connection from the pool), not because of what
+ * it was asked. The app answers these 503 with Retry-After, and a pooled client that failed
+ * so is destroyed.
  */
 export function isDatabaseUnavailable(err: unknown): boolean {
   const state = pgErrorCode(err)
-  if (state) return state.startsWith('08') || state === '57P01' || state === '57P03'
+  if (state) return UNAVAILABLE_STATES.test(state)
   let e: unknown = err
   for (let i = 0; i < 5 && e && typeof e === 'object'; i++) {
     if (e instanceof DatabaseUnavailableError) return true
     if (e instanceof DrizzleQueryError && !(e.cause && typeof e.cause === 'object' && 'code' in e.cause)) return true
-    const { code } = e as { code?: unknown }
-    if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EPIPE|EAI_AGAIN)$/.test(code))
-      return true
+    const { code, message } = e as { code?: unknown; message?: unknown }
+    if (typeof code === 'string' && SOCKET_CODES.test(code)) return true
+    if (code === undefined && typeof message === 'string' && DRIVER_CONNECTION_ERRORS.test(message)) return true
     e = (e as { cause?: unknown }).cause
   }
   return false

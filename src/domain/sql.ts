@@ -10,6 +10,14 @@ import { move, type TaskMove } from './task-states'
 
 const ASSIGN = move('assign', 'pending')
 
+/**
+ * Seconds from `from` to `to` (timestamptz expressions) as float8, or NULL when either is
+ * infinite: Postgres before 17 refuses to subtract an infinite timestamp (22008), and one
+ * row planted with `infinity` must not fail the statement that places it (a heartbeat).
+ */
+export const secondsBetween = (from: string, to: string) =>
+  `CASE WHEN isfinite(${from}) AND isfinite(${to}) THEN extract(epoch FROM ${to} - ${from})::float8 END`
+
 /** The SET items of what a move clears (its `clears` in the table). */
 const clearing: Record<TaskMove['clears'][number], string> = {
   result: 'result = NULL',

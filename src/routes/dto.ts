@@ -1,5 +1,7 @@
 import type { AgentRow, TaskRow } from '../db/schema'
 import type { AgentStatus, Labels, PendingReason, Provider, TaskError, TaskStatus } from '../domain/model'
+import type { Logger } from '../lib/logger'
+import { isoColumns } from '../lib/timestamps'
 
 /** Rows as the API answers them (the schemas in ./schemas.ts describe the same shapes). */
 
@@ -18,13 +20,15 @@ export interface AgentDto {
   lastHeartbeatAt: string | null
   lastMetrics: Record<string, unknown> | null
   version: number
-  createdAt: string
-  updatedAt: string
+  createdAt: string | null
+  updatedAt: string | null
 }
 
-const iso = (d: Date | null) => (d ? d.toISOString() : null)
+const agentTimes = ['lastHeartbeatAt', 'createdAt', 'updatedAt'] as const
 
-export function toAgentDto(a: AgentRow): AgentDto {
+/** An agent as answers show it; `log` hears of a timestamp it could not write. */
+export function toAgentDto(a: AgentRow, log?: Logger): AgentDto {
+  const times = isoColumns(a, agentTimes, { agentId: a.id }, log)
   return {
     id: a.id,
     name: a.name,
@@ -37,11 +41,11 @@ export function toAgentDto(a: AgentRow): AgentDto {
     maxConcurrentTasks: a.maxConcurrentTasks,
     status: a.status,
     activeTasks: a.activeTasks,
-    lastHeartbeatAt: iso(a.lastHeartbeatAt),
+    lastHeartbeatAt: times.lastHeartbeatAt,
     lastMetrics: a.lastMetrics ?? null,
     version: a.version,
-    createdAt: a.createdAt.toISOString(),
-    updatedAt: a.updatedAt.toISOString(),
+    createdAt: times.createdAt,
+    updatedAt: times.updatedAt,
   }
 }
 
@@ -75,14 +79,18 @@ export interface TaskDto {
   result: unknown
   error: TaskError | null
   version: number
-  createdAt: string
+  createdAt: string | null
   assignedAt: string | null
   startedAt: string | null
   finishedAt: string | null
-  updatedAt: string
+  updatedAt: string | null
 }
 
-export function toTaskDto(t: TaskRow, pendingReason: PendingReason | null = null): TaskDto {
+const taskTimes = ['scheduledAt', 'createdAt', 'assignedAt', 'startedAt', 'finishedAt', 'updatedAt'] as const
+
+/** A task as answers show it; `log` hears of a timestamp it could not write. */
+export function toTaskDto(t: TaskRow, pendingReason: PendingReason | null = null, log?: Logger): TaskDto {
+  const times = isoColumns(t, taskTimes, { taskId: t.id }, log)
   return {
     id: t.id,
     name: t.name,
@@ -103,7 +111,7 @@ export function toTaskDto(t: TaskRow, pendingReason: PendingReason | null = null
     failures: t.failures,
     lostCount: t.lostCount,
     timeoutSeconds: t.timeoutSeconds,
-    scheduledAt: iso(t.scheduledAt),
+    scheduledAt: times.scheduledAt,
     idempotencyKey: t.idempotencyKey,
     cancelRequested: t.cancelRequested,
     pendingReason: t.status === 'pending' ? pendingReason : null,
@@ -111,10 +119,10 @@ export function toTaskDto(t: TaskRow, pendingReason: PendingReason | null = null
     result: t.result ?? null,
     error: t.error ?? null,
     version: t.version,
-    createdAt: t.createdAt.toISOString(),
-    assignedAt: iso(t.assignedAt),
-    startedAt: iso(t.startedAt),
-    finishedAt: iso(t.finishedAt),
-    updatedAt: t.updatedAt.toISOString(),
+    createdAt: times.createdAt,
+    assignedAt: times.assignedAt,
+    startedAt: times.startedAt,
+    finishedAt: times.finishedAt,
+    updatedAt: times.updatedAt,
   }
 }

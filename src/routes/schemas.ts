@@ -1,6 +1,7 @@
 import { z } from '@hono/zod-openapi'
 import { ANY_TASK_TYPE, agentStatuses, pendingReasons, providers, reportStatuses, taskStatuses } from '../domain/model'
 import { SHELL_TASK_TYPE, ShellPayload } from '../domain/shell'
+import { EARLIEST_TIMESTAMP, isAcceptedInstant, LATEST_TIMESTAMP } from '../lib/timestamps'
 
 /** Shared request and response schemas: the API contract in one place. */
 
@@ -29,6 +30,30 @@ export const IdParam = z.object({
 
 const timestamp = z.iso.datetime().openapi({ example: '2026-11-24T15:00:00.000Z' })
 const nullableTimestamp = timestamp.nullable()
+/**
+ * A stored instant that is always set: null only when the stored value cannot be written
+ * as ISO 8601 (a row edited out of range by hand), which the service logs instead of failing
+ * the answer.
+ */
+export const storedTimestamp = timestamp.nullable().openapi({
+  description: 'Always set; null only if the stored value cannot be written (out of range), which the service logs.',
+})
+
+/**
+ * Every instant a request names, in a body or a query (a task's scheduledAt, a log line's
+ * `at`, …): ISO 8601 with `Z` or an offset, from 2000-01-01 to the end of 9999 (UTC). The
+ * one definition: outside it a value would be stored (`0000-01-01` as `0001-01-01 BC`)
+ * and then unreadable, so it is refused here with 422 naming the field.
+ */
+export const TimestampInput = z.iso
+  .datetime({ offset: true, abort: true })
+  .refine((v) => isAcceptedInstant(new Date(v)), `must lie between ${EARLIEST_TIMESTAMP} and ${LATEST_TIMESTAMP}`)
+  .openapi({
+    type: 'string',
+    format: 'date-time',
+    description: `ISO 8601 with Z or an offset, from ${EARLIEST_TIMESTAMP} to ${LATEST_TIMESTAMP}.`,
+    example: '2026-11-24T15:00:00Z',
+  })
 
 const token = (what: string, max: number) =>
   z
@@ -101,8 +126,8 @@ export const Agent = z
     lastHeartbeatAt: nullableTimestamp,
     lastMetrics: z.record(z.string(), z.unknown()).nullable(),
     version: z.number().int(),
-    createdAt: timestamp,
-    updatedAt: timestamp,
+    createdAt: storedTimestamp,
+    updatedAt: storedTimestamp,
   })
   .openapi('Agent')
 
@@ -142,10 +167,10 @@ export const RegistrationToken = z
     labels: z.record(z.string(), z.string()),
     maxUses: z.number().int().nullable(),
     uses: z.number().int().openapi({ description: 'Agents registered with it so far.' }),
-    expiresAt: timestamp,
+    expiresAt: storedTimestamp,
     expired: z.boolean(),
     createdBy: z.string().openapi({ description: 'The `sub` of the token that made it.' }),
-    createdAt: timestamp,
+    createdAt: storedTimestamp,
   })
   .openapi('RegistrationToken')
 
@@ -226,11 +251,13 @@ const taskFields = {
   requirements: Requirements.default({ capabilities: [], labels: {} }),
   maxAttempts: z.number().int().min(1).max(100).default(3),
   timeoutSeconds: z.number().int().min(1).max(604_800).default(300),
-  scheduledAt: z.iso
-    .datetime({ offset: true })
-    .nullish()
+  scheduledAt: TimestampInput.nullish()
     .transform((v) => (v ? new Date(v) : null))
-    .openapi({ type: 'string', format: 'date-time', description: 'Not placed before this time.' }),
+    .openapi({
+      type: 'string',
+      format: 'date-time',
+      description: `Not placed before this time (${EARLIEST_TIMESTAMP} to ${LATEST_TIMESTAMP}).`,
+    }),
 }
 
 /**
@@ -305,11 +332,11 @@ export const Task = z
     result: z.unknown(),
     error: z.object({ code: z.string(), message: z.string() }).nullable(),
     version: z.number().int(),
-    createdAt: timestamp,
+    createdAt: storedTimestamp,
     assignedAt: nullableTimestamp,
     startedAt: nullableTimestamp,
     finishedAt: nullableTimestamp,
-    updatedAt: timestamp,
+    updatedAt: storedTimestamp,
   })
   .openapi('Task')
 

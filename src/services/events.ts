@@ -3,6 +3,8 @@ import type { Db, Executor } from '../db/client'
 import { rowsOf } from '../db/client'
 import { type EventRow, events } from '../db/schema'
 import { withTx } from '../db/tx'
+import type { Logger } from '../lib/logger'
+import { isoColumns } from '../lib/timestamps'
 
 export interface NewEvent {
   type: string
@@ -79,16 +81,17 @@ export interface EventFilter {
 export interface EventDto {
   id: number
   type: string
-  time: string
+  time: string | null
   agentId: string | null
   taskId: string | null
   data: Record<string, unknown>
 }
 
-export const toEventDto = (e: EventRow): EventDto => ({
+/** An event as answers and streams show it; `log` hears of a time it could not write. */
+export const toEventDto = (e: EventRow, log?: Logger): EventDto => ({
   id: e.seq ?? 0,
   type: e.type,
-  time: e.createdAt.toISOString(),
+  time: isoColumns(e, ['createdAt'], { eventId: String(e.seq ?? e.id) }, log).createdAt,
   agentId: e.agentId,
   taskId: e.taskId,
   data: e.data,

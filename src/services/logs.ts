@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm'
 import { type Db, rowsOf } from '../db/client'
 import { type HotStatement, hot } from '../db/hot'
 import { ApiError } from '../lib/errors'
+import { isoOrNull } from '../lib/timestamps'
 import type { ServiceDeps } from './deps'
 
 /**
@@ -19,7 +20,8 @@ export interface LogChunk {
   seq: number
   stream: LogStream
   data: string
-  at: string
+  /** Null only when the stored time cannot be written (a row edited out of range). */
+  at: string | null
 }
 
 /** The waiters of a task's log on the notifier (and its bus): followers wake on a write. */
@@ -175,7 +177,7 @@ export async function readLogs(
     seq: r.seq,
     stream: r.stream,
     data: r.data,
-    at: new Date(r.at).toISOString(),
+    at: isoOrNull(new Date(r.at)),
   }))
   let dropped: LogPage['dropped'] = null
   if (totals && totals.dropped_from !== null && totals.dropped_to !== null) {

@@ -20,7 +20,7 @@ import {
   taskColumns,
 } from '../domain/fit'
 import type { PendingReason } from '../domain/model'
-import { assignedEvents, assignSet } from '../domain/sql'
+import { assignedEvents, assignSet, secondsBetween } from '../domain/sql'
 import { allowedMoves } from '../domain/task-states'
 import { ApiError } from '../lib/errors'
 import type { Metrics } from '../lib/metrics'
@@ -47,15 +47,15 @@ export interface AssignedRow {
   id: string
   agent_id: string
   attempt: number
-  /** Seconds from the task's creation to this assignment. */
-  wait_s: number
+  /** Seconds from the task's creation to this assignment (null when a stored time is infinite). */
+  wait_s: number | null
 }
 
 /** Counts assignments and their create→assigned wait in this process's metrics. */
 export function recordAssignments(metrics: Metrics | undefined, rows: AssignedRow[], via: PlacedVia): void {
   if (!metrics || rows.length === 0) return
   metrics.assigned.inc({ via }, rows.length)
-  for (const r of rows) metrics.createToAssigned.observe({}, Math.max(0, r.wait_s))
+  for (const r of rows) if (r.wait_s != null) metrics.createToAssigned.observe({}, Math.max(0, r.wait_s))
 }
 
 /** How a task reached its agent; recorded on the `task.assigned` event. */
@@ -89,7 +89,7 @@ export async function writeAssignments(
          SET ${bind(assignSet('t', '{{now}}', 'v.agent_id'), { now })}
         FROM v
        WHERE t.id = v.id AND t.status = 'pending'
-      RETURNING t.id, t.agent_id, t.attempt, extract(epoch FROM ${now}::timestamptz - t.created_at)::float8 AS wait_s
+      RETURNING t.id, t.agent_id, t.attempt, ${bind(secondsBetween('t.created_at', '{{now}}::timestamptz'), { now })} AS wait_s
     ), load AS (
       UPDATE agents a SET active_tasks = a.active_tasks + c.n
         FROM (SELECT agent_id, count(*)::int AS n FROM upd GROUP BY agent_id) c

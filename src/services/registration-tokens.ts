@@ -4,8 +4,10 @@ import type { Db, Executor } from '../db/client'
 import { type RegistrationTokenRow, registrationTokens } from '../db/schema'
 import type { Labels } from '../domain/model'
 import { ApiError } from '../lib/errors'
+import type { Logger } from '../lib/logger'
 import { decodeCursor, page, type SortOrder } from '../lib/pagination'
 import { hashRegistrationToken, newRegistrationToken } from '../lib/registration-secret'
+import { isoColumns } from '../lib/timestamps'
 import type { ServiceDeps } from './deps'
 
 /** Lifetime of a registration token when the request names none (capped by MAX_TOKEN_LIFETIME_MINUTES). */
@@ -27,23 +29,27 @@ export interface RegistrationTokenDto {
   labels: Labels
   maxUses: number | null
   uses: number
-  expiresAt: string
+  expiresAt: string | null
   expired: boolean
   createdBy: string
-  createdAt: string
+  createdAt: string | null
 }
 
-export function toRegistrationTokenDto(row: RegistrationTokenRow, now: Date): RegistrationTokenDto {
+const tokenTimes = ['expiresAt', 'createdAt'] as const
+
+/** A registration token as answers show it; `log` hears of a timestamp it could not write. */
+export function toRegistrationTokenDto(row: RegistrationTokenRow, now: Date, log?: Logger): RegistrationTokenDto {
+  const times = isoColumns(row, tokenTimes, { registrationId: row.id }, log)
   return {
     id: row.id,
     description: row.description,
     labels: row.labels,
     maxUses: row.maxUses,
     uses: row.uses,
-    expiresAt: row.expiresAt.toISOString(),
+    expiresAt: times.expiresAt,
     expired: row.expiresAt.getTime() <= now.getTime(),
     createdBy: row.createdBy,
-    createdAt: row.createdAt.toISOString(),
+    createdAt: times.createdAt,
   }
 }
 

@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm'
 import { type Db, rowsOf } from '../db/client'
 import { agentStatuses, taskStatuses } from '../domain/model'
+import { secondsBetween } from '../domain/sql'
 import { keys } from '../lib/kv'
 import type { ServiceDeps } from './deps'
 
@@ -119,10 +120,11 @@ export async function taskStatistics(db: Db, now: Date): Promise<TaskStatistics>
              WHERE finished_at >= ${hourAgo} AND finished_at <= ${now}
              ORDER BY finished_at DESC LIMIT ${RECENT_CAP}
           ), run AS (
-            SELECT extract(epoch FROM finished_at - started_at) AS s FROM recent
-             WHERE status = 'completed' AND started_at IS NOT NULL
+            SELECT ${sql.raw(secondsBetween('started_at', 'finished_at'))} AS s FROM recent
+             WHERE status = 'completed' AND isfinite(started_at)
           ), wait AS (
-            SELECT extract(epoch FROM assigned_at - created_at) AS s FROM recent WHERE assigned_at IS NOT NULL
+            SELECT ${sql.raw(secondsBetween('created_at', 'assigned_at'))} AS s FROM recent
+             WHERE isfinite(assigned_at) AND isfinite(created_at)
           )
           SELECT (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s) FROM run)::float8 AS d50,
                  (SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY s) FROM run)::float8 AS d95,

@@ -346,6 +346,7 @@ export async function createTasks(
     await changed(deps, {})
     return written
   }
+  // The tasks are committed: if they cannot be read again, answer them as written.
   const fresh = await db
     .select()
     .from(tasks)
@@ -355,6 +356,12 @@ export async function createTasks(
         written.tasks.map((t) => t.id),
       ),
     )
+    .catch((err: unknown) => {
+      deps.logger?.warn('new tasks placed at once could not be read again; answered as written', {
+        error: describeError(err),
+      })
+      return [] as TaskRow[]
+    })
   const placedNow = new Map(fresh.map((t) => [t.id, t]))
   return { tasks: written.tasks.map((t) => placedNow.get(t.id) ?? t), created: written.created }
 }

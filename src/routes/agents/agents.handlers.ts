@@ -40,14 +40,14 @@ export const create: AppRouteHandler<CreateRoute> = async (c) => {
   const { token, expiresAt } = await agentToken(c, row.id, row.tokenVersion)
   c.header('Location', `/api/v1/agents/${row.id}`)
   c.header('ETag', etagOf(row.version))
-  const body = { ...toAgentDto(row), token, tokenExpiresAt: expiresAt }
+  const body = { ...toAgentDto(row, c.var.logger), token, tokenExpiresAt: expiresAt }
   return takeover ? c.json(body, 200) : c.json(body, 201)
 }
 
 export const list: AppRouteHandler<ListRoute> = async (c) => {
   const q = c.req.valid('query')
   const result = await agents.listAgents(svc(c).db, { ...q, capabilities: q.capability })
-  return c.json({ items: result.items.map(toAgentDto), nextCursor: result.nextCursor }, 200)
+  return c.json({ items: result.items.map((a) => toAgentDto(a, c.var.logger)), nextCursor: result.nextCursor }, 200)
 }
 
 export const get: AppRouteHandler<GetRoute> = async (c) => {
@@ -55,14 +55,14 @@ export const get: AppRouteHandler<GetRoute> = async (c) => {
   assertSelfOrStaff(c.var.principal, id, ['admin', 'operator', 'viewer'])
   const row = await agents.readAgent(svc(c), id)
   c.header('ETag', etagOf(row.version))
-  return c.json(toAgentDto(row), 200)
+  return c.json(toAgentDto(row, c.var.logger), 200)
 }
 
 export const update: AppRouteHandler<UpdateRoute> = async (c) => {
   const { id } = c.req.valid('param')
   const row = await agents.updateAgent(svc(c), id, c.req.valid('json'), c.req.valid('header')['if-match'])
   c.header('ETag', etagOf(row.version))
-  return c.json(toAgentDto(row), 200)
+  return c.json(toAgentDto(row, c.var.logger), 200)
 }
 
 export const setStatus: AppRouteHandler<SetStatusRoute> = async (c) => {
@@ -77,7 +77,7 @@ export const setStatus: AppRouteHandler<SetStatusRoute> = async (c) => {
     c.req.valid('header')['if-match'],
   )
   c.header('ETag', etagOf(row.version))
-  return c.json(toAgentDto(row), 200)
+  return c.json(toAgentDto(row, c.var.logger), 200)
 }
 
 export const remove: AppRouteHandler<RemoveRoute> = async (c) => {
@@ -99,8 +99,8 @@ export const heartbeat: AppRouteHandler<HeartbeatRoute> = async (c) => {
   const result = await agents.heartbeat(svc(c), input, input.waitSeconds ? c.req.raw.signal : undefined)
   return c.json(
     {
-      agent: toAgentDto(result.agent),
-      assignments: result.assignments.map((t) => toTaskDto(t)),
+      agent: toAgentDto(result.agent, c.var.logger),
+      assignments: result.assignments.map((t) => toTaskDto(t, null, c.var.logger)),
       cancellations: result.cancellations,
       heartbeatIntervalSeconds: c.var.deps.config.heartbeatIntervalSeconds,
       reports: result.reports.map(({ report, verdict, task }) =>

@@ -18,7 +18,7 @@ async function page(c: Context<AppBindings>, f: EventFilter) {
   const db = c.var.deps.database.db
   await sequenceEvents(db)
   const rows = await readEvents(db, f)
-  return { items: rows.map(toEventDto), nextAfter: rows.at(-1)?.seq ?? f.after }
+  return { items: rows.map((e) => toEventDto(e, c.var.logger)), nextAfter: rows.at(-1)?.seq ?? f.after }
 }
 
 /**
@@ -63,7 +63,7 @@ function stream(c: Context<AppBindings>, filter: Omit<EventFilter, 'after'>, aft
       while (!gone.signal.aborted && !shutdown?.aborted) {
         const { rows, cursor: next } = await feed.read(cursor, want, STREAM_BATCH)
         for (const e of rows) {
-          await sse.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(toEventDto(e)) })
+          await sse.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(toEventDto(e, c.var.logger)) })
           lastWrite = Date.now()
         }
         cursor = next

@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { errorResponses as E } from '../../lib/errors'
 import { jsonContent as json, security } from '../../lib/route-helpers'
 import { authenticate, canRead } from '../../middleware/auth'
-import { IdParam } from '../schemas'
+import { IdParam, storedTimestamp } from '../schemas'
 
 const tags = ['Events']
 
@@ -10,7 +10,7 @@ export const Event = z
   .object({
     id: z.number().int().openapi({ description: 'Monotonic: resume with Last-Event-ID or ?after=' }),
     type: z.string().openapi({ example: 'task.assigned' }),
-    time: z.iso.datetime(),
+    time: storedTimestamp,
     agentId: z.uuid().nullable(),
     taskId: z.uuid().nullable(),
     data: z.record(z.string(), z.unknown()).openapi({ description: 'The change: from/to states, attempt, reason…' }),

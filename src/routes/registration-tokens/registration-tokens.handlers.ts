@@ -7,7 +7,7 @@ export const create: AppRouteHandler<CreateRoute> = async (c) => {
   const { row, token } = await tokens.createRegistrationToken(deps, c.req.valid('json'), c.var.principal.sub)
   // The answer holds a credential: no cache (browser, proxy) may keep it.
   c.header('Cache-Control', 'no-store')
-  return c.json({ ...tokens.toRegistrationTokenDto(row, deps.clock.now()), token }, 201)
+  return c.json({ ...tokens.toRegistrationTokenDto(row, deps.clock.now(), c.var.logger), token }, 201)
 }
 
 export const list: AppRouteHandler<ListRoute> = async (c) => {
@@ -15,7 +15,10 @@ export const list: AppRouteHandler<ListRoute> = async (c) => {
   const result = await tokens.listRegistrationTokens(deps.db, c.req.valid('query'))
   const now = deps.clock.now()
   return c.json(
-    { items: result.items.map((row) => tokens.toRegistrationTokenDto(row, now)), nextCursor: result.nextCursor },
+    {
+      items: result.items.map((row) => tokens.toRegistrationTokenDto(row, now, c.var.logger)),
+      nextCursor: result.nextCursor,
+    },
     200,
   )
 }

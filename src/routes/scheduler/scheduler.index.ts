@@ -1,3 +1,4 @@
+import { isoOrNull } from '../../lib/timestamps'
 import { serviceDeps } from '../../middleware/context'
 import { createRouter } from '../../middleware/router'
 import { runSweep, schedulerStatus } from '../../services/scheduler'
@@ -10,7 +11,7 @@ export const schedulerRouter = createRouter()
     const row = await schedulerStatus(serviceDeps(c))
     return c.json(
       {
-        lastRunAt: row?.lastRunAt?.toISOString() ?? null,
+        lastRunAt: isoOrNull(row?.lastRunAt),
         lastSummary: row?.lastSummary ?? null,
         runs: row?.runs ?? 0,
         sweepIntervalSeconds: c.var.deps.config.sweepIntervalSeconds,

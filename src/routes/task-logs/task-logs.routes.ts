@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { errorResponses as E } from '../../lib/errors'
 import { jsonBody as body, jsonContent as json, security } from '../../lib/route-helpers'
 import { authenticate, canRead, requireRole } from '../../middleware/auth'
-import { IdParam } from '../schemas'
+import { IdParam, storedTimestamp, TimestampInput } from '../schemas'
 
 const tags = ['Tasks']
 
@@ -14,7 +14,7 @@ export const LogChunkInput = z
     }),
     stream: z.enum(['stdout', 'stderr', 'system']),
     data: z.string().openapi({ description: 'Text (UTF-8); at most TASK_LOG_MAX_CHUNK_BYTES bytes.' }),
-    at: z.iso.datetime({ offset: true }).optional().openapi({ description: 'When the agent saw it.' }),
+    at: TimestampInput.optional().openapi({ description: 'When the agent saw it.' }),
   })
   .openapi('LogChunkInput')
 
@@ -30,7 +30,7 @@ export const LogChunk = z
     seq: z.number().int(),
     stream: z.enum(['stdout', 'stderr', 'system']),
     data: z.string(),
-    at: z.iso.datetime(),
+    at: storedTimestamp,
   })
   .openapi('LogChunk')
 

@@ -1,7 +1,9 @@
 import type { Context } from 'hono'
 import type { TaskRow } from '../../db/schema'
+import type { PendingReason } from '../../domain/model'
 import { ApiError } from '../../lib/errors'
 import { etagOf } from '../../lib/etag'
+import { describeError } from '../../lib/logger'
 import { type AppBindings, type AppRouteHandler, serviceDeps as svc } from '../../middleware/context'
 import { explainNoFit, pendingReasonsFor, placeTask } from '../../services/placement'
 import * as tasks from '../../services/tasks'
@@ -22,7 +24,26 @@ import type {
 /** Tasks as the routes answer them, each pending one with why it waits (one query a page). */
 async function presentAll(c: Context<AppBindings>, rows: TaskRow[]): Promise<TaskDto[]> {
   const reasons = await pendingReasonsFor(c.var.deps.database.db, rows, c.var.deps.clock.now())
-  return rows.map((t) => toTaskDto(t, reasons.get(t.id)))
+  return rows.map((t) => toTaskDto(t, reasons.get(t.id), c.var.logger))
+}
+
+/**
+ * Tasks a create has just committed, as it answers them: from the rows it wrote, with why
+ * each pending one waits when that can be read. Nothing after the commit may turn the answer
+ * into an error (a client told 5xx would create the task again): if the reasons cannot be
+ * read (the database went away meanwhile), the tasks are answered without them.
+ */
+async function presentCreated(c: Context<AppBindings>, rows: TaskRow[]): Promise<TaskDto[]> {
+  const reasons = await pendingReasonsFor(c.var.deps.database.db, rows, c.var.deps.clock.now()).catch(
+    (err: unknown) => {
+      c.var.logger?.warn('why new tasks wait could not be read; answered without pendingReason', {
+        tasks: rows.length,
+        error: describeError(err),
+      })
+      return new Map<string, PendingReason>()
+    },
+  )
+  return rows.map((t) => toTaskDto(t, reasons.get(t.id), c.var.logger))
 }
 
 /** One task as every route answers it: with its ETag, and why it waits when pending. */
@@ -43,7 +64,8 @@ export const create: AppRouteHandler<CreateRoute> = async (c) => {
   const key = inBody ?? inHeader
   const { task, created } = await tasks.createTask(svc(c), input, key ? { key, owner: c.var.principal.sub } : undefined)
   c.header('Location', `/api/v1/tasks/${task.id}`)
-  const dto = await present(c, task)
+  c.header('ETag', etagOf(task.version))
+  const [dto] = (await presentCreated(c, [task])) as [TaskDto]
   return created ? c.json(dto, 201) : c.json(dto, 200)
 }
 
@@ -54,7 +76,7 @@ export const createBatch: AppRouteHandler<CreateBatchRoute> = async (c) => {
     items.map(({ idempotencyKey, ...input }) => ({ input, ...(idempotencyKey ? { idempotencyKey } : {}) })),
     c.var.principal.sub,
   )
-  return c.json({ items: await presentAll(c, made), created }, 201)
+  return c.json({ items: await presentCreated(c, made), created }, 201)
 }
 
 export const list: AppRouteHandler<ListRoute> = async (c) => {
