@@ -172,6 +172,47 @@ describe('following a log', () => {
   })
 })
 
+describe('cursors', () => {
+  it('refuses a seq, attempt or Last-Event-ID past the int4 column with 422, before any stream starts', async () => {
+    const { agent, task } = await runningTask()
+    await write(task.id, agent.token, { attempt: task.attempt, chunks: [chunk(0, 'one\n')] })
+    const viewer = await h.token('viewer')
+    const follow = (headers: Record<string, string>, query = '') =>
+      h.app.request(`/api/v1/tasks/${task.id}/logs${query}`, {
+        headers: { authorization: `Bearer ${viewer}`, accept: 'text/event-stream', ...headers },
+      })
+    // 2147483648 up to 9999999999 matched the old pattern (\d{1,10}) and overflowed in Postgres
+    // after the stream had answered 200.
+    for (const id of ['2147483648', '9999999999', '99999999999', '1e3', '-1', '']) {
+      const res = await follow({ 'last-event-id': id })
+      expect(res.status, id).toBe(422)
+      expect(res.headers.get('content-type')).toContain('application/problem+json')
+      const body = (await res.json()) as { code: string; errors: { path: string }[] }
+      expect(body.code).toBe('validation_failed')
+      expect(body.errors.map((e) => e.path)).toEqual(['header.last-event-id'])
+    }
+    for (const query of ['?after=2147483648', '?attempt=2147483648', '?after=-2']) {
+      expect((await follow({}, query)).status, query).toBe(422)
+      const page = await h.call('GET', `/api/v1/tasks/${task.id}/logs${query}`)
+      expect(page.status, query).toBe(422)
+      expect(page.body.errors[0].path).toMatch(/^query\.(after|attempt)$/)
+    }
+    // A write naming an attempt no column can hold is refused the same way.
+    const big = await write(task.id, agent.token, { attempt: 2_147_483_648, chunks: [chunk(1, 'x')] })
+    expect(big.status).toBe(422)
+    expect(big.body.errors[0].path).toBe('body.attempt')
+    // The largest seq is a cursor like any other: nothing after it, the stream follows.
+    expect((await h.call('GET', `/api/v1/tasks/${task.id}/logs?after=2147483647`)).body.items).toEqual([])
+    const edge = await follow({ 'last-event-id': '2147483647' })
+    expect(edge.status).toBe(200)
+    await edge.body?.cancel()
+    expect((await h.report(task.id, agent.token, { status: 'completed', attempt: task.attempt })).status).toBe(200)
+    const ended = await (await follow({ 'last-event-id': '2147483647' })).text()
+    expect(ended).toContain('event: end')
+    expect(ended).not.toContain('"seq":0')
+  })
+})
+
 describe('retention', () => {
   it('the sweep deletes chunks older than LOG_RETENTION_DAYS', async () => {
     const { agent, task } = await runningTask()
