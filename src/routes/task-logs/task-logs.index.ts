@@ -1,9 +1,9 @@
 import type { Context } from 'hono'
-import { streamSSE } from 'hono/streaming'
 import { ApiError } from '../../lib/errors'
 import type { AppBindings } from '../../middleware/context'
 import { serviceDeps } from '../../middleware/context'
 import { createRouter } from '../../middleware/router'
+import { sse } from '../../middleware/sse'
 import { attemptLive, logAttempt, logKey, readLogs, writeLogs } from '../../services/logs'
 import * as routes from './task-logs.routes'
 
@@ -30,13 +30,13 @@ function follow(c: Context<AppBindings>, taskId: string, asked: number | undefin
   }
   let resolveDone: () => void = () => {}
   database.hold?.(new Promise<void>((r) => (resolveDone = r)))
-  return streamSSE(c, async (sse) => {
+  return sse(c, 'log stream', async (stream) => {
     const gone = new AbortController()
     const end = () => gone.abort()
     shutdown?.addEventListener('abort', end)
-    sse.onAbort(end)
+    stream.onAbort(end)
     try {
-      await sse.write('retry: 2000\n: connected\n\n')
+      await stream.write('retry: 2000\n: connected\n\n')
       let cursor = after
       let lastWrite = Date.now()
       while (!gone.signal.aborted) {
@@ -44,18 +44,18 @@ function follow(c: Context<AppBindings>, taskId: string, asked: number | undefin
         const live = attemptLive(task)
         const page = await readLogs(database.db, taskId, task.attempt, cursor, PAGE)
         for (const chunk of page.items) {
-          await sse.writeSSE({ id: String(chunk.seq), event: chunk.stream, data: JSON.stringify(chunk) })
+          await stream.writeSSE({ id: String(chunk.seq), event: chunk.stream, data: JSON.stringify(chunk) })
           lastWrite = Date.now()
         }
         cursor = page.nextAfter
         if (page.items.length >= PAGE) continue
         if (!live) {
           // Read after the status: a chunk written before the attempt ended was sent above.
-          await sse.writeSSE({ event: 'end', data: JSON.stringify({ attempt: task.attempt, status: task.status }) })
+          await stream.writeSSE({ event: 'end', data: JSON.stringify({ attempt: task.attempt, status: task.status }) })
           break
         }
         if (Date.now() - lastWrite >= KEEP_ALIVE_MS) {
-          await sse.write(': keep-alive\n\n')
+          await stream.write(': keep-alive\n\n')
           lastWrite = Date.now()
         }
         if (notifier) await notifier.wait(logKey(taskId), POLL_MS, gone.signal)
