@@ -29,6 +29,7 @@ import { statisticsRouter } from './routes/statistics/statistics.index'
 import { logsRouter } from './routes/task-logs/task-logs.index'
 import { tasksRouter } from './routes/tasks/tasks.index'
 import { EventFeed } from './services/event-feed'
+import { LogFeeds } from './services/log-feed'
 import { MigrationGate, missingObjectStates, notMigrated } from './services/migrations'
 
 /**
@@ -36,7 +37,10 @@ import { MigrationGate, missingObjectStates, notMigrated } from './services/migr
  * Node, Bun and Workers entry points build `deps` their own way and serve `app.fetch`.
  */
 export interface AppInput
-  extends Omit<AppDeps, 'database' | 'kv' | 'metrics' | 'migrations' | 'streams' | 'eventFeed' | 'authCache'> {
+  extends Omit<
+    AppDeps,
+    'database' | 'kv' | 'metrics' | 'migrations' | 'streams' | 'eventFeed' | 'logFeeds' | 'authCache'
+  > {
   metrics?: Metrics
   migrations?: MigrationGate
   /** The database, or (Workers) a function giving each request its own. */
@@ -55,7 +59,8 @@ export function createApp(input: AppInput) {
     streams: new StreamSlots(input.config.eventStreamsPerPrincipal, input.config.eventStreamsMax),
     authCache: new TtlCache<{ id: string; tokenVersion: number }>(100_000),
   }
-  // One database and bus for the process: every live event stream shares one reader.
+  // One database and bus for the process: every live event stream shares one reader, and
+  // the followers of one task's log one reader of that log.
   const fixed: AppDeps | undefined =
     typeof database !== 'function' && typeof kv !== 'function'
       ? {
@@ -65,6 +70,10 @@ export function createApp(input: AppInput) {
           eventFeed: new EventFeed(database.db, kv, {
             logger: input.logger,
             onRead: () => shared.metrics.eventFeedReads.inc({}),
+          }),
+          logFeeds: new LogFeeds(database.db, shared.notifier, {
+            logger: input.logger,
+            onRead: () => shared.metrics.logFeedReads.inc({}),
           }),
         }
       : undefined

@@ -142,6 +142,10 @@ export class Metrics {
     'agenticcp_event_feed_reads_total',
     'Reads of the event log by the reader all live streams of this process share.',
   )
+  readonly logFeedReads = new Counter(
+    'agenticcp_log_feed_reads_total',
+    'Reads of task logs by the readers followers share (one per followed attempt, per process).',
+  )
 
   private all(): Metric[] {
     return Object.values(this).filter(

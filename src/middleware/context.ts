@@ -11,6 +11,7 @@ import type { Metrics } from '../lib/metrics'
 import type { WorkNotifier } from '../lib/notifier'
 import type { StreamSlots } from '../lib/stream-slots'
 import type { EventFeed } from '../services/event-feed'
+import type { LogFeeds } from '../services/log-feed'
 import type { MigrationGate } from '../services/migrations'
 
 /**
@@ -44,6 +45,8 @@ export interface AppDeps {
   streams: StreamSlots
   /** The one reader of the event log behind every live stream; absent on Workers (one per stream). */
   eventFeed?: EventFeed
+  /** One reader per followed task log attempt, shared by its followers; absent on Workers (one per follower). */
+  logFeeds?: LogFeeds
   /** Without Redis: agents' token versions, for AUTH_CACHE_TTL_SECONDS (per app). */
   authCache: TtlCache<{ id: string; tokenVersion: number }>
 }
