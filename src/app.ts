@@ -12,6 +12,7 @@ import { TtlCache } from './lib/auth-cache'
 import { ApiError, type ErrorCode, type ProblemExtras, problemBody } from './lib/errors'
 import { type Kv, MemoryKv } from './lib/kv'
 import { describeError } from './lib/logger'
+import { LongPolls } from './lib/long-polls'
 import { Metrics } from './lib/metrics'
 import { LocalNotifier } from './lib/notifier'
 import { StreamSlots } from './lib/stream-slots'
@@ -39,7 +40,7 @@ import { MigrationGate, missingObjectStates, notMigrated } from './services/migr
 export interface AppInput
   extends Omit<
     AppDeps,
-    'database' | 'kv' | 'metrics' | 'migrations' | 'streams' | 'eventFeed' | 'logFeeds' | 'authCache'
+    'database' | 'kv' | 'metrics' | 'migrations' | 'longPolls' | 'streams' | 'eventFeed' | 'logFeeds' | 'authCache'
   > {
   metrics?: Metrics
   migrations?: MigrationGate
@@ -54,6 +55,8 @@ export function createApp(input: AppInput) {
   const shared = {
     ...rest,
     notifier: input.notifier ?? new LocalNotifier(),
+    // Over the process's bus (Redis pub/sub: across instances); Workers' per-request Kv: per isolate.
+    longPolls: new LongPolls(typeof kv === 'function' ? undefined : kv),
     metrics: input.metrics ?? new Metrics(),
     migrations: input.migrations ?? new MigrationGate(),
     streams: new StreamSlots(input.config.eventStreamsPerPrincipal, input.config.eventStreamsMax),

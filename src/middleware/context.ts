@@ -7,6 +7,7 @@ import type { TtlCache } from '../lib/auth-cache'
 import type { Clock } from '../lib/clock'
 import type { Kv } from '../lib/kv'
 import type { Logger } from '../lib/logger'
+import type { LongPolls } from '../lib/long-polls'
 import type { Metrics } from '../lib/metrics'
 import type { WorkNotifier } from '../lib/notifier'
 import type { StreamSlots } from '../lib/stream-slots'
@@ -31,6 +32,8 @@ export interface AppDeps {
   assets?: AssetLoader
   /** Wakes long-polling heartbeats; createApp makes an in-process one when absent. */
   notifier?: WorkNotifier
+  /** One long-polling heartbeat per agent: a newer one ends the older (per app, and across instances over a shared bus). */
+  longPolls: LongPolls
   /** Cache, bus and rate-limit store: Redis when configured, else in-process. */
   kv: Kv
   /** Prometheus metrics of this process; createApp makes them when absent. */
