@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|scale|worker]`:
- * prints one `key=value` line per figure (`scale` and `worker` run only when named).
+ * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|fanout|scale|worker]`:
+ * prints one `key=value` line per figure (`fanout`, `scale` and `worker` run only when named).
  *
  * Database: PGlite in memory by default; with DATABASE_URL=postgres://… a scratch
  * database is created on that server for the run and dropped afterwards.
@@ -1030,10 +1030,16 @@ async function benchLogs() {
     for (let i = 0; i < AGENTS + 1; i++) {
       const a = await api('/api/v1/agents', { method: 'POST', body: { name: `log-${i}`, provider: 'onprem' } })
       await api('/api/v1/agents/heartbeat', { method: 'POST', token: a.token, body: { agentId: a.id } })
-      const t = await api('/api/v1/tasks', {
+      let t = await api('/api/v1/tasks', {
         method: 'POST',
         body: { name: `log-${i}`, type: 'bench.logs', requirements: { agentId: a.id } },
       })
+      // A create that meets the sweep (every second here) on the agent's row leaves the task
+      // to it: wait for the placement.
+      for (let k = 0; t.status === 'pending' && k < 100; k++) {
+        await new Promise((r) => setTimeout(r, 100))
+        t = await api(`/api/v1/tasks/${t.id}`)
+      }
       await api(`/api/v1/tasks/${t.id}/status`, {
         method: 'PATCH',
         token: a.token,
