@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|scale|worker]`:
- * prints one `key=value` line per figure (`scale` and `worker` run only when named).
+ * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|fanout|scale|worker]`:
+ * prints one `key=value` line per figure (`fanout`, `scale` and `worker` run only when named).
  *
  * Database: PGlite in memory by default; with DATABASE_URL=postgres://… a scratch
  * database is created on that server for the run and dropped afterwards.
@@ -24,6 +24,9 @@
  *   and Postgres sessions opened per request (Postgres only; runs only when named).
  * - queue-plan: the heartbeat fill's plan and time with each form of the fit rule (Postgres
  *   only; runs only when named).
+ * - fanout: what one principal's many waiting requests cost while nothing happens: 1, then
+ *   1,000 followers of one idle task's log, and 1, then 500 concurrent long polls of one
+ *   agent; statements per second and the server's CPU (Postgres only; runs only when named).
  * Every phase is bounded in count and time and stops by itself.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -751,6 +754,131 @@ async function benchStreams() {
   }
 }
 
+/**
+ * fanout: the real server on Postgres, idle but for one principal's waiting requests: N
+ * followers of one running task's log (1, then 1,000) and N concurrent long polls of one
+ * agent (1, then 500), each held for a 10 s window in which nothing is written; statements
+ * per second the server sends to Postgres (agenticcp_db_statements_total) and its CPU.
+ */
+async function benchFanout() {
+  if (!onPostgres) {
+    console.log('fanout note=needs_postgres (set DATABASE_URL=postgres://…)')
+    return
+  }
+  const { Agent: Dispatcher } = await import('undici')
+  const secret = 'f'.repeat(40)
+  const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
+  const WINDOW_MS = 10_000
+  const metric = async (base: string, name: string) => {
+    const text = await (await fetch(`${base}/metrics`)).text()
+    return Number(new RegExp(`^${name} (\\d+)`, 'm').exec(text)?.[1] ?? Number.NaN)
+  }
+  const cases = [
+    ['log_followers', 1],
+    ['log_followers', 1000],
+    ['long_polls', 1],
+    ['long_polls', 500],
+  ] as const
+  for (const [what, n] of cases) {
+    const { url, drop } = await scratch()
+    const { child, base } = await startServer(url, secret, {
+      env: { EVENT_STREAMS_PER_PRINCIPAL: '5000', EVENT_STREAMS_MAX: '5000', SWEEP_INTERVAL_SECONDS: '0' },
+    })
+    const dispatcher = new Dispatcher({ connections: n + 10, bodyTimeout: 0, headersTimeout: 0 })
+    const aborter = new AbortController()
+    setMaxListeners(0, aborter.signal) // one listener per request
+    const call = jsonApi(base, admin)
+    try {
+      const a = (await call('/api/v1/agents', { method: 'POST', body: { name: 'fan', provider: 'onprem' } })).body
+      await call('/api/v1/agents/heartbeat', { method: 'POST', token: a.token, body: { agentId: a.id } })
+      let ready = 0
+      let answered = 0
+      let opened: Promise<unknown>[] = []
+      if (what === 'log_followers') {
+        const t = (await call('/api/v1/tasks', { method: 'POST', body: { name: 'fan', type: 'bench.fan' } })).body
+        await call(`/api/v1/tasks/${t.id}/status`, {
+          method: 'PATCH',
+          token: a.token,
+          body: { status: 'running', attempt: t.attempt },
+        })
+        const chunks = [{ seq: 0, stream: 'stdout', data: 'started\n' }]
+        await call(`/api/v1/tasks/${t.id}/logs`, {
+          method: 'POST',
+          token: a.token,
+          body: { attempt: t.attempt, chunks },
+        })
+        opened = Array.from({ length: n }, async () => {
+          const res = await fetch(`${base}/api/v1/tasks/${t.id}/logs`, {
+            headers: { accept: 'text/event-stream', authorization: `Bearer ${admin}` },
+            signal: aborter.signal,
+            // @ts-expect-error undici's dispatcher option is not in the DOM fetch types
+            dispatcher,
+          })
+          if (res.status !== 200) throw new Error(`follower: ${res.status}`)
+          const decoder = new TextDecoder()
+          let text = ''
+          try {
+            for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+              text += decoder.decode(chunk)
+              if (text.includes('"seq":0')) {
+                ready++
+                text = ''
+              }
+            }
+          } catch {
+            // aborted at the end
+          }
+        })
+      } else {
+        opened = Array.from({ length: n }, async () => {
+          const res = await fetch(`${base}/api/v1/agents/heartbeat`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${a.token}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ agentId: a.id, waitSeconds: 30 }),
+            signal: aborter.signal,
+            // @ts-expect-error undici's dispatcher option is not in the DOM fetch types
+            dispatcher,
+          }).catch(() => undefined)
+          await res?.text().catch(() => '')
+          if (res?.status === 200 && !aborter.signal.aborted) answered++
+        })
+        ready = n // sent; each either waits or was answered (ended by a newer one)
+        // Every request has reached the server and had its first beat: all but one answered
+        // (one long poll per agent), or, where polls are not ended early, 10 s gone by.
+        const settled = Date.now() + 10_000
+        while (answered < n - 1 && Date.now() < settled) await new Promise((r) => setTimeout(r, 50))
+      }
+      const deadline = Date.now() + 60_000
+      while (ready < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+      await new Promise((r) => setTimeout(r, 1000))
+      const s0 = await metric(base, 'agenticcp_db_statements_total')
+      const c0 = cpuSeconds(child.pid as number)
+      const t0 = performance.now()
+      await new Promise((r) => setTimeout(r, WINDOW_MS))
+      const seconds = (performance.now() - t0) / 1000
+      const s1 = await metric(base, 'agenticcp_db_statements_total')
+      const c1 = cpuSeconds(child.pid as number)
+      line('fanout', {
+        waiting: what,
+        n,
+        ready,
+        ...(what === 'long_polls' ? { answered_early: answered } : {}),
+        seconds,
+        // Includes one /metrics scrape's own statements (its statistics queries).
+        db_statements_per_s: Math.round(((s1 - s0) / seconds) * 10) / 10,
+        server_cpu_ms_per_s: Math.round(((c1 - c0) * 1000 * 10) / seconds) / 10,
+      })
+      aborter.abort()
+      await Promise.allSettled(opened)
+    } finally {
+      await dispatcher.close().catch(() => {})
+      child.kill('SIGTERM')
+      await new Promise((r) => child.once('exit', r))
+      await drop()
+    }
+  }
+}
+
 /** CPU seconds of every Postgres backend serving `dbName` (they are this machine's processes). */
 async function postgresCpuSeconds(dbName: string): Promise<number> {
   let total = 0
@@ -902,10 +1030,16 @@ async function benchLogs() {
     for (let i = 0; i < AGENTS + 1; i++) {
       const a = await api('/api/v1/agents', { method: 'POST', body: { name: `log-${i}`, provider: 'onprem' } })
       await api('/api/v1/agents/heartbeat', { method: 'POST', token: a.token, body: { agentId: a.id } })
-      const t = await api('/api/v1/tasks', {
+      let t = await api('/api/v1/tasks', {
         method: 'POST',
         body: { name: `log-${i}`, type: 'bench.logs', requirements: { agentId: a.id } },
       })
+      // A create that meets the sweep (every second here) on the agent's row leaves the task
+      // to it: wait for the placement.
+      for (let k = 0; t.status === 'pending' && k < 100; k++) {
+        await new Promise((r) => setTimeout(r, 100))
+        t = await api(`/api/v1/tasks/${t.id}`)
+      }
       await api(`/api/v1/tasks/${t.id}/status`, {
         method: 'PATCH',
         token: a.token,
@@ -1675,3 +1809,4 @@ if (!only || only === 'logs') await benchLogs()
 if (only === 'queue-plan') await benchQueuePlan()
 if (only === 'scale') await benchScale()
 if (only === 'worker') await benchWorker()
+if (only === 'fanout') await benchFanout()

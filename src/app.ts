@@ -12,6 +12,7 @@ import { TtlCache } from './lib/auth-cache'
 import { ApiError, type ErrorCode, type ProblemExtras, problemBody } from './lib/errors'
 import { type Kv, MemoryKv } from './lib/kv'
 import { describeError } from './lib/logger'
+import { LongPolls } from './lib/long-polls'
 import { Metrics } from './lib/metrics'
 import { LocalNotifier } from './lib/notifier'
 import { StallWatch } from './lib/stalls'
@@ -30,6 +31,7 @@ import { statisticsRouter } from './routes/statistics/statistics.index'
 import { logsRouter } from './routes/task-logs/task-logs.index'
 import { tasksRouter } from './routes/tasks/tasks.index'
 import { EventFeed } from './services/event-feed'
+import { LogFeeds } from './services/log-feed'
 import { MigrationGate, missingObjectStates, notMigrated } from './services/migrations'
 import { recordStalls } from './services/stalls'
 
@@ -40,7 +42,16 @@ import { recordStalls } from './services/stalls'
 export interface AppInput
   extends Omit<
     AppDeps,
-    'database' | 'kv' | 'metrics' | 'migrations' | 'streams' | 'eventFeed' | 'authCache' | 'stalls'
+    | 'database'
+    | 'kv'
+    | 'metrics'
+    | 'migrations'
+    | 'longPolls'
+    | 'streams'
+    | 'eventFeed'
+    | 'logFeeds'
+    | 'authCache'
+    | 'stalls'
   > {
   metrics?: Metrics
   /** The process's stall watch (Node and Bun start its watchdog); one per app when absent. */
@@ -57,13 +68,16 @@ export function createApp(input: AppInput) {
   const shared = {
     ...rest,
     notifier: input.notifier ?? new LocalNotifier(),
+    // Over the process's bus (Redis pub/sub: across instances); Workers' per-request Kv: per isolate.
+    longPolls: new LongPolls(typeof kv === 'function' ? undefined : kv),
     metrics: input.metrics ?? new Metrics(),
     migrations: input.migrations ?? new MigrationGate(),
     streams: new StreamSlots(input.config.eventStreamsPerPrincipal, input.config.eventStreamsMax),
     authCache: new TtlCache<{ id: string; tokenVersion: number }>(100_000),
     stalls: input.stalls ?? new StallWatch(),
   }
-  // One database and bus for the process: every live event stream shares one reader.
+  // One database and bus for the process: every live event stream shares one reader, and
+  // the followers of one task's log one reader of that log.
   const fixed: AppDeps | undefined =
     typeof database !== 'function' && typeof kv !== 'function'
       ? {
@@ -73,6 +87,10 @@ export function createApp(input: AppInput) {
           eventFeed: new EventFeed(database.db, kv, {
             logger: input.logger,
             onRead: () => shared.metrics.eventFeedReads.inc({}),
+          }),
+          logFeeds: new LogFeeds(database.db, shared.notifier, {
+            logger: input.logger,
+            onRead: () => shared.metrics.logFeedReads.inc({}),
           }),
         }
       : undefined

@@ -254,6 +254,39 @@ describe('GET /api/v1/events (Server-Sent Events)', () => {
   )
 })
 
+describe('cursors', () => {
+  it('refuses an event id past what an id can be (2^53 − 1) with 422, before any stream starts', async () => {
+    const viewer = await h.token('viewer')
+    const stream = (path: string, headers: Record<string, string> = {}) =>
+      h.app.request(path, { headers: { authorization: `Bearer ${viewer}`, accept: 'text/event-stream', ...headers } })
+    for (const id of ['9007199254740992', '999999999999999999', '99999999999999999999', 'x', '-1']) {
+      const res = await stream('/api/v1/events', { 'last-event-id': id })
+      expect(res.status, id).toBe(422)
+      const body = (await res.json()) as { code: string; errors: { path: string }[] }
+      expect(body).toMatchObject({ code: 'validation_failed', errors: [{ path: 'header.last-event-id' }] })
+    }
+    const t = await h.pendingTask()
+    for (const path of [
+      '/api/v1/events?after=9007199254740992',
+      `/api/v1/tasks/${t.id}/events?after=9007199254740992`,
+      `/api/v1/agents/00000000-0000-4000-8000-000000000000/events?after=1e300`,
+    ]) {
+      const res = await h.call('GET', path)
+      expect(res.status, path).toBe(422)
+      expect(res.body.errors[0].path).toBe('query.after')
+    }
+    expect((await stream('/api/v1/events?after=9007199254740992')).status).toBe(422)
+    // The largest id is a cursor like any other.
+    expect((await h.call('GET', '/api/v1/events?after=9007199254740991')).body).toEqual({
+      items: [],
+      nextAfter: 9007199254740991,
+    })
+    const edge = await stream('/api/v1/events', { 'last-event-id': '9007199254740991' })
+    expect(edge.status).toBe(200)
+    await edge.body?.cancel()
+  })
+})
+
 describe('live streams share one reader and are capped', () => {
   it('every stream of the process is fed by one reader of the log: 25 streams cost what one does', async () => {
     const reads = async () => {

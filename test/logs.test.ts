@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { Database } from '../src/db/client'
 import { createHarness, type Harness } from './harness'
+import { until } from './until'
 
 /**
  * Task logs on the real app and database (PGlite, or Postgres in CI): the agent's writes,
@@ -169,6 +171,186 @@ describe('following a log', () => {
     expect(all).not.toContain('"seq":0')
     expect(all).toContain('"seq":1')
     expect(all).toContain('event: end')
+  })
+})
+
+type Sse = { event: string; id?: string; data: string }
+
+/** A follower of a task's log over the app (no network), collecting what it is sent. */
+function follower(harness: Harness, taskId: string, token: string, lastEventId?: string) {
+  const got: Sse[] = []
+  let ended = false
+  let cancel: () => Promise<void> = async () => {}
+  const done = (async () => {
+    const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: 'text/event-stream' }
+    if (lastEventId !== undefined) headers['last-event-id'] = lastEventId
+    const res = await harness.app.request(`/api/v1/tasks/${taskId}/logs`, { headers })
+    expect(res.status).toBe(200)
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+    cancel = () => reader.cancel()
+    const decoder = new TextDecoder()
+    let buf = ''
+    for (;;) {
+      const { value, done: over } = await reader.read()
+      if (over) break
+      buf += decoder.decode(value, { stream: true })
+      for (let end = buf.indexOf('\n\n'); end >= 0; end = buf.indexOf('\n\n')) {
+        const block = buf.slice(0, end)
+        buf = buf.slice(end + 2)
+        const field = (name: string) => new RegExp(`^${name}: ?(.*)$`, 'm').exec(block)?.[1]
+        const data = field('data')
+        if (data !== undefined) got.push({ event: field('event') ?? 'message', id: field('id'), data })
+      }
+    }
+    ended = true
+  })()
+  return {
+    got,
+    seqs: () => got.filter((e) => e.event !== 'end').map((e) => Number(e.id)),
+    get ended() {
+      return ended
+    },
+    done,
+    close: async () => {
+      await cancel()
+      await done
+    },
+  }
+}
+
+/**
+ * Statements the database runs: node-postgres counts its own; on PGlite every statement
+ * outside a transaction goes through the client's query(), which is what followers and
+ * log readers run.
+ */
+function statementCounter(database: Database): () => number {
+  const own = database.statements
+  if (own) return () => own()
+  const client = (database.db as unknown as { $client: { query: (...args: unknown[]) => unknown } }).$client
+  const query = client.query.bind(client)
+  let n = 0
+  client.query = (...args: unknown[]) => {
+    n++
+    return query(...args)
+  }
+  return () => n
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+describe('followers share one reader per attempt', () => {
+  it('N followers of one idle task cost the database what one does; each gets every chunk once, in order, and the end', async () => {
+    const fan = await createHarness({ EVENT_STREAMS_PER_PRINCIPAL: '1000' }, h.database)
+    const statements = statementCounter(fan.database)
+    const reads = async () => {
+      const text: string = (await fan.call('GET', '/metrics', { token: null })).body
+      return Number(/^agenticcp_log_feed_reads_total (\d+)/m.exec(text)?.[1] ?? 0)
+    }
+    /** Statements and reader reads over 2.5 s of nothing happening: one or two 2 s polls. */
+    const idle = async () => {
+      const r0 = await reads()
+      const s0 = statements()
+      await sleep(2500)
+      const s1 = statements()
+      return { statements: s1 - s0, reads: (await reads()) - r0 }
+    }
+    const open: ReturnType<typeof follower>[] = []
+    try {
+      const agent = await fan.agent()
+      const task = await fan.assignedTask(agent.id)
+      expect((await fan.report(task.id, agent.token, { status: 'running', attempt: task.attempt })).status).toBe(200)
+      const send = async (...seqs: number[]) => {
+        const chunks = seqs.map((seq) => chunk(seq, `line ${seq}\n`, seq % 3 === 0 ? 'stderr' : 'stdout'))
+        const res = await fan.call('POST', `/api/v1/tasks/${task.id}/logs`, {
+          token: agent.token,
+          body: { attempt: task.attempt, chunks },
+        })
+        expect(res.status).toBe(202)
+      }
+      await send(0, 1, 2)
+      const viewer = await fan.token('viewer')
+
+      open.push(follower(fan, task.id, viewer))
+      await until('the first follower has the stored chunks', () => open[0]?.seqs().length === 3)
+      const one = await idle()
+
+      const N = 100
+      for (let i = 0; i < N; i++) open.push(follower(fan, task.id, viewer))
+      await until('every follower has the stored chunks', () => open.every((f) => f.seqs().length === 3))
+      const many = await idle()
+      // One reader polls for all of them: 3 statements a poll (the task's state, the chunks
+      // and the dropped range), none per follower. (Each follower polled on its own before:
+      // 101 × 3 statements every 2 s here.)
+      expect(one.statements).toBeGreaterThan(0)
+      expect(many.statements, JSON.stringify({ one, many })).toBeLessThanOrEqual(one.statements + 3)
+      expect(many.reads).toBeLessThanOrEqual(one.reads + 1)
+
+      // Followers joining late, resumed (Last-Event-ID) or from the start, while chunks land.
+      for (let i = 0; i < 5; i++) open.push(follower(fan, task.id, viewer, '1'))
+      await send(3)
+      await send(4, 5, 6)
+      for (let i = 0; i < 5; i++) open.push(follower(fan, task.id, viewer))
+      await send(7, 8)
+      await send(9, 10, 11, 12)
+      expect((await fan.report(task.id, agent.token, { status: 'completed', attempt: task.attempt })).status).toBe(200)
+      await Promise.all(open.map((f) => f.done))
+      const all = Array.from({ length: 13 }, (_, i) => i)
+      open.forEach((f, i) => {
+        const resumed = i > N && i <= N + 5
+        expect(f.seqs(), `follower ${i}`).toEqual(resumed ? all.slice(2) : all)
+        expect(f.got.at(-1), `follower ${i}`).toEqual({
+          event: 'end',
+          id: undefined,
+          data: JSON.stringify({ attempt: task.attempt, status: 'completed' }),
+        })
+        const first = f.got.find((e) => e.id === '3')
+        expect(JSON.parse(first?.data ?? '{}')).toMatchObject({ seq: 3, stream: 'stderr', data: 'line 3\n' })
+      })
+    } finally {
+      await Promise.all(open.map((f) => (f.ended ? undefined : f.close().catch(() => {}))))
+      await fan.kv.close()
+    }
+  }, 60_000)
+})
+
+describe('cursors', () => {
+  it('refuses a seq, attempt or Last-Event-ID past the int4 column with 422, before any stream starts', async () => {
+    const { agent, task } = await runningTask()
+    await write(task.id, agent.token, { attempt: task.attempt, chunks: [chunk(0, 'one\n')] })
+    const viewer = await h.token('viewer')
+    const follow = (headers: Record<string, string>, query = '') =>
+      h.app.request(`/api/v1/tasks/${task.id}/logs${query}`, {
+        headers: { authorization: `Bearer ${viewer}`, accept: 'text/event-stream', ...headers },
+      })
+    // 2147483648 up to 9999999999 matched the old pattern (\d{1,10}) and overflowed in Postgres
+    // after the stream had answered 200.
+    for (const id of ['2147483648', '9999999999', '99999999999', '1e3', '-1', '']) {
+      const res = await follow({ 'last-event-id': id })
+      expect(res.status, id).toBe(422)
+      expect(res.headers.get('content-type')).toContain('application/problem+json')
+      const body = (await res.json()) as { code: string; errors: { path: string }[] }
+      expect(body.code).toBe('validation_failed')
+      expect(body.errors.map((e) => e.path)).toEqual(['header.last-event-id'])
+    }
+    for (const query of ['?after=2147483648', '?attempt=2147483648', '?after=-2']) {
+      expect((await follow({}, query)).status, query).toBe(422)
+      const page = await h.call('GET', `/api/v1/tasks/${task.id}/logs${query}`)
+      expect(page.status, query).toBe(422)
+      expect(page.body.errors[0].path).toMatch(/^query\.(after|attempt)$/)
+    }
+    // A write naming an attempt no column can hold is refused the same way.
+    const big = await write(task.id, agent.token, { attempt: 2_147_483_648, chunks: [chunk(1, 'x')] })
+    expect(big.status).toBe(422)
+    expect(big.body.errors[0].path).toBe('body.attempt')
+    // The largest seq is a cursor like any other: nothing after it, the stream follows.
+    expect((await h.call('GET', `/api/v1/tasks/${task.id}/logs?after=2147483647`)).body.items).toEqual([])
+    const edge = await follow({ 'last-event-id': '2147483647' })
+    expect(edge.status).toBe(200)
+    await edge.body?.cancel()
+    expect((await h.report(task.id, agent.token, { status: 'completed', attempt: task.attempt })).status).toBe(200)
+    const ended = await (await follow({ 'last-event-id': '2147483647' })).text()
+    expect(ended).toContain('event: end')
+    expect(ended).not.toContain('"seq":0')
   })
 })
 

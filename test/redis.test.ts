@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { keys, MemoryKv } from '../src/lib/kv'
+import { LongPolls } from '../src/lib/long-polls'
 import { BusNotifier, LocalNotifier } from '../src/lib/notifier'
 import { RedisKv } from '../src/lib/redis'
 import { createHarness, type Harness, testRedisUrl, unique } from './harness'
@@ -141,6 +142,35 @@ describe.runIf(withRedis)('with Redis', () => {
       expect(await waiting).toBe(true) // woken, not timed out
       a.close()
       b.close()
+    } finally {
+      await other.close()
+    }
+  })
+
+  it('ends a long poll when a newer one of the same agent arrives on another instance', async () => {
+    const other = new RedisKv(testRedisUrl)
+    try {
+      const a = new LongPolls(raw)
+      const b = new LongPolls(other)
+      const agent = unique('agent')
+      // The first polls subscribe both instances; until then each holds its own only.
+      await until('both instances on the bus', async () => {
+        const onA = a.take(agent)
+        await new Promise((r) => setTimeout(r, 100)) // its announcement comes back
+        const onB = b.take(agent)
+        const ended = await until('A ended', () => onA.signal.aborted, { timeoutMs: 1000 }).catch(() => false)
+        onA.release()
+        onB.release()
+        return ended && !onB.signal.aborted
+      })
+      const first = b.take(agent)
+      await new Promise((r) => setTimeout(r, 100))
+      const newer = a.take(agent)
+      await until('the older poll, on B, ended', () => first.signal.aborted)
+      expect(newer.signal.aborted).toBe(false)
+      first.release()
+      newer.release()
+      expect([a.waiting, b.waiting]).toEqual([0, 0])
     } finally {
       await other.close()
     }

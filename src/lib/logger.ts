@@ -23,13 +23,25 @@ const oneLine = (s: string) => s.replace(/\s+/g, ' ').trim()
  * carries `query` and `params`, and whose message repeats both) is told by its cause and
  * the start of its SQL, never its bound values; a data error from Postgres (SQLSTATE class
  * 22, e.g. `invalid input syntax for type uuid: "…"`, `value "…" is out of range`) loses
- * every quoted value it echoes.
+ * every quoted value it echoes. PGlite's own errors carry `query` and `params` too, with
+ * Postgres's message (no values but those class 22 echoes): told by that message, the SQL once.
  */
 export function describeError(err: unknown, depth = 0): string {
   if (err instanceof Error && 'query' in err && typeof err.query === 'string' && 'params' in err) {
-    const cause = err.cause !== undefined && depth < 3 ? describeError(err.cause, depth + 1) : 'no cause'
-    return `${cause} (in: ${oneLine(err.query).slice(0, 120)})`
+    const where = `(in: ${oneLine(err.query).slice(0, 120)})`
+    if (err.cause !== undefined && depth < 3) {
+      const told = describeError(err.cause, depth + 1)
+      return told.endsWith(where) ? told : `${told} ${where}`
+    }
+    // Drizzle's own message lists the bound values: never that one.
+    const own = /\bparams:/.test(err.message) ? 'no cause' : plainMessage(err)
+    return `${own} ${where}`
   }
+  return plainMessage(err)
+}
+
+/** An error's message on one line, quoted values dropped from a data error's (SQLSTATE class 22). */
+function plainMessage(err: unknown): string {
   let msg = oneLine(err instanceof Error ? err.message : String(err))
   const code = err && typeof err === 'object' ? (err as { code?: unknown }).code : undefined
   if (typeof code === 'string' && code.startsWith('22')) msg = msg.replace(/"[^"]*"/g, '"[value]"')

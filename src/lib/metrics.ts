@@ -134,6 +134,10 @@ export class Metrics {
   readonly info = new Gauge('agenticcp_build_info', 'Version and runtime of this process (always 1).')
   readonly uptime = new Gauge('agenticcp_uptime_seconds', 'Seconds since this process started.')
   readonly eventStreams = new Gauge('agenticcp_event_streams_open', 'Live event streams open on this process.')
+  readonly longPolls = new Gauge(
+    'agenticcp_long_polls_waiting',
+    'Long-polling heartbeats held by this process (at most one per agent).',
+  )
   readonly dbStatements = new Counter(
     'agenticcp_db_statements_total',
     'Statements this process sent to Postgres, transaction control included (node-postgres driver).',
@@ -141,6 +145,10 @@ export class Metrics {
   readonly eventFeedReads = new Counter(
     'agenticcp_event_feed_reads_total',
     'Reads of the event log by the reader all live streams of this process share.',
+  )
+  readonly logFeedReads = new Counter(
+    'agenticcp_log_feed_reads_total',
+    'Reads of task logs by the readers followers share (one per followed attempt, per process).',
   )
 
   private all(): Metric[] {

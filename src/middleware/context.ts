@@ -7,11 +7,13 @@ import type { TtlCache } from '../lib/auth-cache'
 import type { Clock } from '../lib/clock'
 import type { Kv } from '../lib/kv'
 import type { Logger } from '../lib/logger'
+import type { LongPolls } from '../lib/long-polls'
 import type { Metrics } from '../lib/metrics'
 import type { WorkNotifier } from '../lib/notifier'
 import type { StallWatch } from '../lib/stalls'
 import type { StreamSlots } from '../lib/stream-slots'
 import type { EventFeed } from '../services/event-feed'
+import type { LogFeeds } from '../services/log-feed'
 import type { MigrationGate } from '../services/migrations'
 
 /**
@@ -31,6 +33,8 @@ export interface AppDeps {
   assets?: AssetLoader
   /** Wakes long-polling heartbeats; createApp makes an in-process one when absent. */
   notifier?: WorkNotifier
+  /** One long-polling heartbeat per agent: a newer one ends the older (per app, and across instances over a shared bus). */
+  longPolls: LongPolls
   /** Cache, bus and rate-limit store: Redis when configured, else in-process. */
   kv: Kv
   /** Prometheus metrics of this process; createApp makes them when absent. */
@@ -45,6 +49,8 @@ export interface AppDeps {
   streams: StreamSlots
   /** The one reader of the event log behind every live stream; absent on Workers (one per stream). */
   eventFeed?: EventFeed
+  /** One reader per followed task log attempt, shared by its followers; absent on Workers (one per follower). */
+  logFeeds?: LogFeeds
   /** Without Redis: agents' token versions, for AUTH_CACHE_TTL_SECONDS (per app). */
   authCache: TtlCache<{ id: string; tokenVersion: number }>
   /** What this process (or isolate) noticed of the service's stalls; createApp makes one when absent. */

@@ -420,6 +420,17 @@ type WorkRow = {
 /** How often a waiting heartbeat re-reads the database even without a notification. */
 const WAIT_SLICE_MS = 2000
 
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal?.addEventListener('abort', done, { once: true })
+  })
+
 /**
  * A heartbeat, in one statement (src/db/hot.ts): applies the agent's reports (batched in
  * the body), records the beat, hands an agent with free slots fitting pending tasks, and
@@ -427,7 +438,9 @@ const WAIT_SLICE_MS = 2000
  * should stop (cancel requested, or ones it reports running that it no longer holds).
  * (Several reports on one task beyond "running, then its end" take a statement per extra
  * round first.) With `waitSeconds`, an agent with nothing to do is answered as soon as work
- * lands on it (or when the wait ends): a long poll instead of a busy poll.
+ * lands on it (or when the wait ends): a long poll instead of a busy poll. `signal` ends the
+ * wait early with the answer it has (the route aborts it when a newer long poll of the agent
+ * arrives, src/lib/long-polls.ts, or when the client leaves).
  */
 export async function heartbeat(
   deps: ServiceDeps,
@@ -495,6 +508,8 @@ export async function heartbeat(
     if (answer.assignments.length > 0 || answer.cancellations.length > 0 || left <= 0) return answer
     if (signal?.aborted || notifier?.closed) return answer
     if (notifier) await notifier.wait(id, Math.min(left, WAIT_SLICE_MS), signal)
-    else await new Promise((r) => setTimeout(r, Math.min(left, WAIT_SLICE_MS)))
+    else await sleep(Math.min(left, WAIT_SLICE_MS), signal)
+    // Ended (a newer long poll of this agent, the client gone): what it has, no further beat.
+    if (signal?.aborted) return answer
   }
 }

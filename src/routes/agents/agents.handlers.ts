@@ -95,8 +95,15 @@ export const token: AppRouteHandler<TokenRoute> = async (c) => {
 export const heartbeat: AppRouteHandler<HeartbeatRoute> = async (c) => {
   const input = c.req.valid('json')
   assertSelfOrStaff(c.var.principal, input.agentId)
-  // The request's abort signal only matters to a long poll (and costs a little to make).
-  const result = await agents.heartbeat(svc(c), input, input.waitSeconds ? c.req.raw.signal : undefined)
+  // A long poll takes the agent's one place (ending the one that held it) and ends early when
+  // a newer one takes it or the client leaves. (The request's signal costs a little to make.)
+  const poll = input.waitSeconds ? c.var.deps.longPolls.take(input.agentId, c.req.raw.signal) : undefined
+  let result: agents.HeartbeatResult
+  try {
+    result = await agents.heartbeat(svc(c), input, poll?.signal)
+  } finally {
+    poll?.release()
+  }
   return c.json(
     {
       agent: toAgentDto(result.agent, c.var.logger),

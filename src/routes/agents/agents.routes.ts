@@ -66,7 +66,7 @@ export const heartbeat = createRoute({
   operationId: 'agentHeartbeat',
   summary: 'Record a heartbeat and get work',
   description:
-    'Records the beat (an offline agent comes back online) and answers with the tasks assigned to the agent and not yet started, and the tasks it must stop.',
+    'Records the beat (an offline agent comes back online) and answers with the tasks assigned to the agent and not yet started, and the tasks it must stop. With `waitSeconds` it long-polls; an agent holds one long poll at a time: a newer one ends the older at once, which answers with no assignments or cancellations.',
   tags,
   security,
   middleware: [authenticate, requireRole('admin', 'operator', 'agent')] as const,

@@ -1,10 +1,10 @@
 import type { Context } from 'hono'
-import { streamSSE } from 'hono/streaming'
 import { ApiError } from '../../lib/errors'
 import { assertSelfOrStaff } from '../../middleware/auth'
 import type { AppBindings } from '../../middleware/context'
 import { serviceDeps } from '../../middleware/context'
 import { createRouter } from '../../middleware/router'
+import { sse } from '../../middleware/sse'
 import { readAgent } from '../../services/agents'
 import { EventFeed } from '../../services/event-feed'
 import { type EventFilter, readEvents, sequenceEvents, toEventDto } from '../../services/events'
@@ -48,29 +48,29 @@ function stream(c: Context<AppBindings>, filter: Omit<EventFilter, 'after'>, aft
   // The database compares uuids whatever their case; the feed compares strings.
   const { limit: _pageSize, ...rest } = filter
   const want = { ...rest, agentId: rest.agentId?.toLowerCase(), taskId: rest.taskId?.toLowerCase() }
-  return streamSSE(c, async (sse) => {
+  return sse(c, 'event stream', async (stream) => {
     const gone = new AbortController()
     const end = () => gone.abort()
     shutdown?.addEventListener('abort', end)
-    sse.onAbort(end)
+    stream.onAbort(end)
     let joined = false
     try {
       await feed.join()
       joined = true
       let cursor = after ?? feed.latest
-      await sse.write('retry: 2000\n: connected\n\n')
+      await stream.write('retry: 2000\n: connected\n\n')
       let lastWrite = Date.now()
       while (!gone.signal.aborted && !shutdown?.aborted) {
         const { rows, cursor: next } = await feed.read(cursor, want, STREAM_BATCH)
         for (const e of rows) {
-          await sse.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(toEventDto(e, c.var.logger)) })
+          await stream.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(toEventDto(e, c.var.logger)) })
           lastWrite = Date.now()
         }
         cursor = next
         if (rows.length === STREAM_BATCH) continue
         const idle = KEEP_ALIVE_MS - (Date.now() - lastWrite)
         if (idle <= 0) {
-          await sse.write(': keep-alive\n\n')
+          await stream.write(': keep-alive\n\n')
           lastWrite = Date.now()
         }
         await feed.changed(cursor, Math.max(50, idle > 0 ? idle : KEEP_ALIVE_MS), gone.signal)

@@ -2,6 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { errorResponses as E } from '../../lib/errors'
 import { jsonContent as json, security } from '../../lib/route-helpers'
 import { authenticate, canRead } from '../../middleware/auth'
+import { EVENT_ID_MAX, lastEventIdHeader } from '../cursors'
 import { IdParam, storedTimestamp } from '../schemas'
 
 const tags = ['Events']
@@ -29,6 +30,7 @@ const paging = {
     .number()
     .int()
     .min(0)
+    .max(EVENT_ID_MAX)
     .optional()
     .openapi({ description: 'Only events after this id. Streams without it start at the newest event.' }),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
@@ -59,10 +61,7 @@ export const list = createRoute({
   request: {
     query: EventQuery,
     headers: z.object({
-      'last-event-id': z
-        .string()
-        .regex(/^\d{1,18}$/)
-        .optional(),
+      'last-event-id': lastEventIdHeader(EVENT_ID_MAX),
     }),
   },
   responses: {

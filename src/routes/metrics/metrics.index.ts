@@ -30,7 +30,7 @@ function sameSecret(a: string, b: string): boolean {
 }
 
 export const metricsRouter = createRouter().openapi(route, async (c) => {
-  const { config, database, metrics, clock, startedAt, streams } = c.var.deps
+  const { config, database, metrics, clock, startedAt, streams, longPolls } = c.var.deps
   if (config.metricsToken) {
     const given = /^Bearer\s+(.+)$/i.exec(c.req.header('authorization') ?? '')?.[1] ?? ''
     if (!sameSecret(given, config.metricsToken))
@@ -47,6 +47,7 @@ export const metricsRouter = createRouter().openapi(route, async (c) => {
   metrics.info.set({ version: config.appVersion, environment: config.environment }, 1)
   metrics.uptime.set({}, Math.round((Date.now() - (startedAt ?? new Date()).getTime()) / 1000))
   metrics.eventStreams.set({}, streams.open)
+  metrics.longPolls.set({}, longPolls.waiting)
   const statements = database.statements?.()
   if (statements !== undefined) metrics.dbStatements.setTotal({}, statements)
   return c.text(metrics.render(), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' })

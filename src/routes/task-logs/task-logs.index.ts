@@ -1,26 +1,30 @@
 import type { Context } from 'hono'
-import { streamSSE } from 'hono/streaming'
 import { ApiError } from '../../lib/errors'
 import type { AppBindings } from '../../middleware/context'
 import { serviceDeps } from '../../middleware/context'
 import { createRouter } from '../../middleware/router'
-import { attemptLive, logAttempt, logKey, readLogs, writeLogs } from '../../services/logs'
+import { sse } from '../../middleware/sse'
+import { LogFeeds, type LogReader } from '../../services/log-feed'
+import { attemptLive, logAttempt, readLogs, writeLogs } from '../../services/logs'
 import * as routes from './task-logs.routes'
 
 const KEEP_ALIVE_MS = 15_000
-/** A follower re-reads at least this often, should a wake-up be missed (no bus on Workers). */
+/** A reader re-reads at least this often, should a wake-up be missed (no bus on Workers). */
 const POLL_MS = 2000
 const PAGE = 1000
 const encoder = new TextEncoder()
 
 /**
  * Follows one attempt's log: what is stored after the cursor, then every chunk as it is
- * written (woken through the notifier, and its Redis bus across instances), until the
- * attempt is over and all of it was sent. Holds one of the process's stream slots.
+ * written, until the attempt is over and all of it was sent. Chunks come from the process's
+ * one reader of that attempt (src/services/log-feed.ts), woken through the notifier (and its
+ * Redis bus across instances), or from the database while the follower catches up from an
+ * older position: followers cost the database nothing each. Holds one of the process's
+ * stream slots.
  */
-function follow(c: Context<AppBindings>, taskId: string, asked: number | undefined, after: number) {
+function follow(c: Context<AppBindings>, taskId: string, attempt: number, after: number) {
   const deps = c.var.deps
-  const { database, notifier, shutdown, streams } = deps
+  const { database, shutdown, streams } = deps
   const p = c.var.principal
   const slot = streams.take(`${p.role}:${p.sub}`)
   if ('full' in slot) {
@@ -28,40 +32,42 @@ function follow(c: Context<AppBindings>, taskId: string, asked: number | undefin
       retryAfterSeconds: 5,
     })
   }
+  const feeds = deps.logFeeds ?? new LogFeeds(database.db, deps.notifier, { pollMs: POLL_MS, logger: c.var.logger })
   let resolveDone: () => void = () => {}
   database.hold?.(new Promise<void>((r) => (resolveDone = r)))
-  return streamSSE(c, async (sse) => {
+  return sse(c, 'log stream', async (stream) => {
     const gone = new AbortController()
     const end = () => gone.abort()
     shutdown?.addEventListener('abort', end)
-    sse.onAbort(end)
+    stream.onAbort(end)
+    let reader: LogReader | undefined
     try {
-      await sse.write('retry: 2000\n: connected\n\n')
+      reader = await feeds.join(taskId, attempt)
+      await stream.write('retry: 2000\n: connected\n\n')
       let cursor = after
       let lastWrite = Date.now()
-      while (!gone.signal.aborted) {
-        const task = await logAttempt(database.db, taskId, asked)
-        const live = attemptLive(task)
-        const page = await readLogs(database.db, taskId, task.attempt, cursor, PAGE)
+      while (!gone.signal.aborted && !shutdown?.aborted) {
+        const page = await reader.read(cursor, PAGE)
         for (const chunk of page.items) {
-          await sse.writeSSE({ id: String(chunk.seq), event: chunk.stream, data: JSON.stringify(chunk) })
+          await stream.writeSSE({ id: String(chunk.seq), event: chunk.stream, data: JSON.stringify(chunk) })
           lastWrite = Date.now()
         }
-        cursor = page.nextAfter
+        cursor = page.cursor
         if (page.items.length >= PAGE) continue
-        if (!live) {
-          // Read after the status: a chunk written before the attempt ended was sent above.
-          await sse.writeSSE({ event: 'end', data: JSON.stringify({ attempt: task.attempt, status: task.status }) })
+        if (reader.gone) break
+        if (reader.ended && cursor >= reader.latest) {
+          await stream.writeSSE({ event: 'end', data: JSON.stringify(reader.ended) })
           break
         }
-        if (Date.now() - lastWrite >= KEEP_ALIVE_MS) {
-          await sse.write(': keep-alive\n\n')
+        const idle = KEEP_ALIVE_MS - (Date.now() - lastWrite)
+        if (idle <= 0) {
+          await stream.write(': keep-alive\n\n')
           lastWrite = Date.now()
         }
-        if (notifier) await notifier.wait(logKey(taskId), POLL_MS, gone.signal)
-        else await new Promise((r) => setTimeout(r, POLL_MS))
+        await reader.changed(cursor, Math.max(50, idle > 0 ? idle : KEEP_ALIVE_MS), gone.signal)
       }
     } finally {
+      reader?.leave()
       slot.release()
       shutdown?.removeEventListener('abort', end)
       resolveDone()
@@ -104,7 +110,7 @@ export const logsRouter = createRouter()
     const accept = c.req.header('accept') ?? ''
     const db = c.var.deps.database.db
     const task = await logAttempt(db, id, q.attempt)
-    if (accept.includes('text/event-stream')) return follow(c, id, q.attempt, after)
+    if (accept.includes('text/event-stream')) return follow(c, id, task.attempt, after)
     if (accept.includes('text/plain') && !accept.includes('application/json')) {
       // The whole attempt (at most TASK_LOG_MAX_BYTES_PER_ATTEMPT), read a page at a time.
       const parts: string[] = []

@@ -2,13 +2,14 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { errorResponses as E } from '../../lib/errors'
 import { jsonBody as body, jsonContent as json, security } from '../../lib/route-helpers'
 import { authenticate, canRead, requireRole } from '../../middleware/auth'
+import { INT4_MAX, lastEventIdHeader } from '../cursors'
 import { IdParam, storedTimestamp, TimestampInput } from '../schemas'
 
 const tags = ['Tasks']
 
 export const LogChunkInput = z
   .strictObject({
-    seq: z.number().int().min(0).max(2_147_483_647).openapi({
+    seq: z.number().int().min(0).max(INT4_MAX).openapi({
       description:
         'Numbered by the agent per attempt, from 0: a chunk already stored is skipped, so a resend is harmless.',
     }),
@@ -20,7 +21,12 @@ export const LogChunkInput = z
 
 export const LogWrite = z
   .strictObject({
-    attempt: z.number().int().min(0).openapi({ description: 'The attempt the agent runs (from its assignment).' }),
+    attempt: z
+      .number()
+      .int()
+      .min(0)
+      .max(INT4_MAX)
+      .openapi({ description: 'The attempt the agent runs (from its assignment).' }),
     chunks: z.array(LogChunkInput).min(1).openapi({ description: 'At most TASK_LOG_MAX_CHUNKS_PER_REQUEST.' }),
   })
   .openapi('LogWrite')
@@ -80,15 +86,18 @@ export const read = createRoute({
   request: {
     params: IdParam,
     query: z.object({
-      attempt: z.coerce.number().int().min(0).optional(),
-      after: z.coerce.number().int().min(-1).default(-1).openapi({ description: 'Only chunks after this seq.' }),
+      attempt: z.coerce.number().int().min(0).max(INT4_MAX).optional(),
+      after: z.coerce
+        .number()
+        .int()
+        .min(-1)
+        .max(INT4_MAX)
+        .default(-1)
+        .openapi({ description: 'Only chunks after this seq (at most 2147483647, as seqs are).' }),
       limit: z.coerce.number().int().min(1).max(5000).default(1000),
     }),
     headers: z.object({
-      'last-event-id': z
-        .string()
-        .regex(/^\d{1,10}$/)
-        .optional(),
+      'last-event-id': lastEventIdHeader(INT4_MAX),
     }),
   },
   responses: {
