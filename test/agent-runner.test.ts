@@ -99,7 +99,15 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
   /** A runner process; its tasks are kept apart from other tests' by a label. */
   const runner = (
     token: string,
-    opts: { stateDir?: string; scope?: string; name?: string; extra?: string[]; entry?: 'build' | 'bin' } = {},
+    opts: {
+      stateDir?: string
+      scope?: string
+      name?: string
+      extra?: string[]
+      entry?: 'build' | 'bin'
+      /** More of the runner's environment. */
+      env?: Record<string, string>
+    } = {},
   ) => {
     const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'act-agent-'))
     const scope = opts.scope ?? unique('scope')
@@ -125,7 +133,7 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
       ],
       // The token comes from the environment, as a service manager would give it.
       {
-        env: { PATH: process.env.PATH ?? '', HOME: stateDir, AGENTICCP_TOKEN: token },
+        env: { PATH: process.env.PATH ?? '', HOME: stateDir, AGENTICCP_TOKEN: token, ...opts.env },
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     )
@@ -196,6 +204,40 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     const { out, err } = r.output()
     expect(`${out}${err}`).not.toMatch(/acpr_|eyJ/)
     expect(err).toContain(`"taskId":"${task.id}"`)
+  })
+
+  it('gives a shell task a clean environment: the allow-list, --pass-env and its payload’s env, never the runner’s settings or secrets', async () => {
+    const r = runner(await registrationToken(), {
+      extra: ['--pass-env', 'PASSED_ONE', '--pass-env', 'PASSED_TWO,PASSED_UNSET'],
+      env: {
+        LANG: 'C.UTF-8',
+        LC_ALL: 'C',
+        TZ: 'UTC',
+        PASSED_ONE: '1',
+        PASSED_TWO: '2',
+        DATABASE_PASSWORD: 'hunter2',
+        AGENTICCP_LOG_LEVEL: 'info',
+      },
+    })
+    await agentIdOf(r)
+    // The program itself (no shell, which would add PWD), printing all it was given.
+    const task = await shellTask(r.scope, { command: ['env'], env: { FROM_PAYLOAD: 'x', PASSED_ONE: 'payload wins' } })
+    const done = await taskIn(task.id, ['completed', 'failed'])
+    expect(done.status).toBe('completed')
+    const lines = (done.result as { outputTail: string }).outputTail.trim().split('\n')
+    const vars = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
+    expect(vars).toEqual({
+      PATH: process.env.PATH ?? '',
+      HOME: r.stateDir,
+      LANG: 'C.UTF-8',
+      LC_ALL: 'C',
+      TZ: 'UTC',
+      PASSED_ONE: 'payload wins',
+      PASSED_TWO: '2',
+      FROM_PAYLOAD: 'x',
+      AGENTICCP_TASK_ID: task.id,
+      AGENTICCP_TASK_ATTEMPT: '1',
+    })
   })
 
   it('streams a long noisy command’s output into the task log, whole and in order', async () => {
@@ -561,6 +603,26 @@ describe('agenticcp-agent command line', () => {
     const fromEnv = await run(['run', '--url', 'http://127.0.0.1:9'], { AGENTICCP_TOKEN: 'not-a-token' })
     expect(fromEnv).toMatchObject({ code: 1, err: expect.stringContaining('neither a registration token') })
     expect(fromEnv.err).not.toContain('--token on the command line')
+  })
+
+  it('refuses to pass the runner’s own settings to shell tasks (--pass-env AGENTICCP_*), or a name that is no variable', async () => {
+    const base = ['run', '--url', 'http://127.0.0.1:9', '--allow-shell']
+    const token = { AGENTICCP_TOKEN: 'acpr_x' }
+    for (const name of ['AGENTICCP_TOKEN', 'agenticcp_token_file']) {
+      const refused = await run([...base, '--pass-env', 'HTTPS_PROXY', '--pass-env', name], token)
+      expect(refused).toMatchObject({
+        code: 2,
+        err: expect.stringContaining(`--pass-env ${name}: the runner's own settings`),
+      })
+    }
+    expect(await run(base, { ...token, AGENTICCP_PASS_ENV: 'NO_PROXY,AGENTICCP_URL' })).toMatchObject({
+      code: 2,
+      err: expect.stringContaining('--pass-env AGENTICCP_URL'),
+    })
+    expect(await run([...base, '--pass-env', 'NOT-A-NAME'], token)).toMatchObject({
+      code: 2,
+      err: expect.stringContaining('--pass-env takes variable names (got "NOT-A-NAME")'),
+    })
   })
 
   it('reads the token from --token-file (a mounted secret), and says what is wrong with the file', async () => {

@@ -2,7 +2,7 @@
  * agenticcp-agent: the runner as a command.
  *
  *   agenticcp-agent run --url URL (--token-file FILE | --token TOKEN) [--name NAME] [--provider P] [--region R]
- *     [--capabilities a,b] [--labels k=v,k=v] [--slots N] [--state-dir DIR] [--allow-shell]
+ *     [--capabilities a,b] [--labels k=v,k=v] [--slots N] [--state-dir DIR] [--allow-shell] [--pass-env NAME]…
  *     [--cancel-grace S] [--drain-timeout S] [--log-format text|json] [--log-level L]
  *
  * Every flag is also an environment variable: AGENTICCP_URL, AGENTICCP_TOKEN, AGENTICCP_NAME,
@@ -19,6 +19,7 @@ import { killLeftoverGroups } from './groups'
 import { AgentFatalError } from './identity'
 import { createLogger, type LogFormat, type LogLevel } from './log'
 import { shellHandler } from './shell'
+import { checkPassEnv, ShellConfigError } from './shell-setup'
 import { loadState } from './state'
 
 const usage = `Usage: agenticcp-agent run --url URL (--token-file FILE | AGENTICCP_TOKEN=… | --token TOKEN) [options]
@@ -40,6 +41,9 @@ const usage = `Usage: agenticcp-agent run --url URL (--token-file FILE | AGENTIC
   --state-dir DIR        where the agent's id and token are kept (default ~/.agenticcp-agent);
                          one live runner per dir: a second one exits 1, naming the first's pid
   --allow-shell          run tasks of type "shell": {command, env?, cwd?}
+  --pass-env NAME        a variable of this environment that shell tasks get too (repeatable, or
+                         A,B); they get only PATH, HOME, LANG, TZ, LC_* and their payload's env
+                         otherwise, and never the runner's AGENTICCP_* (refused here)
   --cancel-grace S       seconds between SIGTERM and SIGKILL when a task is stopped (default 10)
   --drain-timeout S      on SIGTERM/SIGINT, how long running tasks may finish (default 600)
   --log-format F         text|json (default text)
@@ -62,6 +66,7 @@ const options = {
   slots: { type: 'string' },
   'state-dir': { type: 'string' },
   'allow-shell': { type: 'boolean' },
+  'pass-env': { type: 'string', multiple: true },
   'cancel-grace': { type: 'string' },
   'drain-timeout': { type: 'string' },
   'log-format': { type: 'string' },
@@ -77,6 +82,7 @@ class UsageError extends Error {}
 function setting(values: Record<string, unknown>, name: Name, env: NodeJS.ProcessEnv): string | undefined {
   const v = values[name]
   if (typeof v === 'string') return v
+  if (Array.isArray(v) && v.length > 0) return v.join(',')
   if (v === true) return 'true'
   const e = env[`AGENTICCP_${name.toUpperCase().replace(/-/g, '_')}`]
   return e === undefined || e === '' ? undefined : e
@@ -88,6 +94,14 @@ function int(name: string, v: string | undefined, min: number, max: number, fall
   if (!Number.isInteger(n) || n < min || n > max)
     throw new UsageError(`--${name} must be a whole number ${min}–${max}.`)
   return n
+}
+
+/** A comma-separated list (a repeated flag comes joined with commas). */
+function list(v: string | undefined): string[] {
+  return (v ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
 }
 
 function parseLabels(v: string | undefined): Record<string, string> {
@@ -157,10 +171,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     const allowShell = ['1', 'true', 'yes'].includes((get('allow-shell') ?? '').toLowerCase())
     const grace = int('cancel-grace', get('cancel-grace'), 1, 86_400, 10)
     drainTimeout = int('drain-timeout', get('drain-timeout'), 0, 604_800, 600)
-    const capabilities = (get('capabilities') ?? '')
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean)
+    const capabilities = list(get('capabilities'))
     if (allowShell && !capabilities.includes('shell')) capabilities.push('shell')
     agent = new Agent({
       url,
@@ -176,9 +187,12 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       cancelGraceSeconds: grace,
       logger,
     })
-    if (allowShell) agent.handle('shell', shellHandler({ graceSeconds: grace, groupsDir: join(stateDir, 'groups') }))
+    const passEnv = list(get('pass-env'))
+    if (allowShell) {
+      agent.handle('shell', shellHandler({ graceSeconds: grace, groupsDir: join(stateDir, 'groups'), passEnv }))
+    } else checkPassEnv(passEnv)
   } catch (err) {
-    if (!(err instanceof UsageError)) throw err
+    if (!(err instanceof UsageError || err instanceof ShellConfigError)) throw err
     process.stderr.write(`agenticcp-agent: ${err.message}\n`)
     return 2
   }

@@ -3,6 +3,7 @@ import { statSync } from 'node:fs'
 import { ShellPayload } from '../domain/shell'
 import { recordGroup } from './groups'
 import { type Handler, TaskError } from './handler'
+import { baseEnvironment, checkPassEnv } from './shell-setup'
 
 /** The payload of a `shell` task (the service checks it with the same schema at create). */
 export { ShellPayload }
@@ -45,18 +46,26 @@ export interface ShellOptions {
    * (`killLeftoverGroups`). Unset: not recorded.
    */
   groupsDir?: string
+  /**
+   * Variables of the runner's environment a task gets besides PATH, HOME, LANG, TZ and
+   * LC_* (the CLI's `--pass-env`). The runner's own settings (AGENTICCP_*) are refused:
+   * ShellConfigError.
+   */
+  passEnv?: string[]
 }
 
 /**
  * The built-in `shell` task type: runs the payload's command in a process group of its
- * own, so that stopping it stops everything it started. Completes with {exitCode, signal,
- * outputTail}; a non-zero exit fails with `exit_<n>`, a death by signal with
+ * own, so that stopping it stops everything it started, with a clean environment (PATH,
+ * HOME, LANG, TZ, LC_*, `passEnv`, the payload's env; never the runner's AGENTICCP_*).
+ * Completes with {exitCode, signal, outputTail}; a non-zero exit fails with `exit_<n>`, a death by signal with
  * `signal_<NAME>`; a payload that does not match fails with `malformed_payload` (the
  * service never retries that). On `ctx.signal`: SIGTERM to the group, then SIGKILL after
  * the grace.
  */
 export function shellHandler(options: ShellOptions = {}): Handler {
   const graceMs = (options.graceSeconds ?? 10) * 1000
+  const passEnv = checkPassEnv(options.passEnv ?? [])
   return (task, ctx) => {
     const parsed = ShellPayload.safeParse(task.payload)
     if (!parsed.success) {
@@ -70,7 +79,14 @@ export function shellHandler(options: ShellOptions = {}): Handler {
       const tail = new Tail(TAIL_BYTES)
       const child = spawn(file, args, {
         cwd,
-        env: { ...process.env, ...env, AGENTICCP_TASK_ID: task.id, AGENTICCP_TASK_ATTEMPT: String(task.attempt) },
+        // Never the runner's whole environment (its token, its settings, whatever its host
+        // put there): the allow-list, the payload's env, and the task's own two.
+        env: {
+          ...baseEnvironment(process.env, passEnv),
+          ...env,
+          AGENTICCP_TASK_ID: task.id,
+          AGENTICCP_TASK_ATTEMPT: String(task.attempt),
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true, // its own process group: -pid reaches all it starts
       })
