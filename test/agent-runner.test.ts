@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -238,6 +238,26 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
       AGENTICCP_TASK_ID: task.id,
       AGENTICCP_TASK_ATTEMPT: '1',
     })
+  })
+
+  it('keeps its state dir 0700 and agent.json 0600, tightening them when they were looser', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'act-agent-'))
+    chmodSync(stateDir, 0o755) // made by hand, or by a volume
+    const mode = (path: string) => statSync(path).mode & 0o777
+    const first = runner(await registrationToken(1), { stateDir })
+    await agentIdOf(first)
+    expect(mode(stateDir)).toBe(0o700)
+    expect(mode(join(stateDir, 'agent.json'))).toBe(0o600)
+    await first.waitFor(/"msg":"[^"]+ was open to other users \(mode 0755\): now 0700"/)
+    first.child.kill('SIGTERM')
+    expect(await first.exited).toBe(0)
+    // Loosened while it was stopped (a copy, a restore from a backup): the restart tightens both.
+    chmodSync(stateDir, 0o755)
+    chmodSync(join(stateDir, 'agent.json'), 0o644)
+    const again = runner('', { stateDir, scope: first.scope })
+    await again.waitFor(/agent\.json was open to other users \(mode 0644\): now 0600/)
+    expect(mode(stateDir)).toBe(0o700)
+    expect(mode(join(stateDir, 'agent.json'))).toBe(0o600)
   })
 
   it('streams a long noisy command’s output into the task log, whole and in order', async () => {
