@@ -1,8 +1,8 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { Agent, silentAgentLogger } from '../src/agent'
 import { type Client, createClient, ok } from '../src/client'
@@ -43,6 +43,17 @@ async function freePort(): Promise<number> {
     })
   })
 }
+
+/** The system user `nobody` (uid, gid, home), for the tests of --run-as, which need this process to be root. */
+const nobody = (() => {
+  try {
+    const [, , uid, gid, , home] = execFileSync('getent', ['passwd', 'nobody'], { encoding: 'utf8' }).trim().split(':')
+    return { uid: Number(uid), gid: Number(gid), home: home ?? '' }
+  } catch {
+    return undefined
+  }
+})()
+const asRoot = process.getuid?.() === 0
 
 interface Runner extends Omit<Spawned, 'listening'> {
   child: ChildProcess
@@ -259,6 +270,36 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     expect(mode(stateDir)).toBe(0o700)
     expect(mode(join(stateDir, 'agent.json'))).toBe(0o600)
   })
+
+  it.skipIf(!asRoot || !nobody)(
+    'runs shell tasks as --run-as nobody: its uid, gid and home, and no way to the agent’s token',
+    async () => {
+      const user = nobody as NonNullable<typeof nobody>
+      const stateDir = mkdtempSync(join(tmpdir(), 'act-agent-'))
+      chmodSync(stateDir, 0o755)
+      const r = runner(await registrationToken(), { stateDir, extra: ['--run-as', 'nobody'] })
+      await agentIdOf(r)
+      await r.waitFor(/shell tasks run as nobody/)
+      const can = (what: string, test: string) =>
+        `if ${test} >/dev/null 2>&1; then echo '${what}'; else echo 'no ${what}'; fi`
+      const task = await shellTask(r.scope, {
+        command: [
+          'id -u; id -g; echo "$HOME"',
+          can('agent.json', `cat ${join(stateDir, 'agent.json')}`),
+          can('state dir', `ls ${stateDir}`),
+          can('runner environ', `cat /proc/${r.child.pid}/environ`),
+          can('signal to the runner', `kill -0 ${r.child.pid}`),
+        ].join('\n'),
+      })
+      const done = await taskIn(task.id, ['completed', 'failed'])
+      expect(done).toMatchObject({
+        status: 'completed',
+        result: {
+          outputTail: `${user.uid}\n${user.gid}\n${user.home}\nno agent.json\nno state dir\nno runner environ\nno signal to the runner\n`,
+        },
+      })
+    },
+  )
 
   it('streams a long noisy command’s output into the task log, whole and in order', async () => {
     const r = runner(await registrationToken())
@@ -589,11 +630,12 @@ describe('agenticcp-agent command line', () => {
   // Its default state dir (~/.agenticcp-agent) in a home of its own, never this user's.
   const home = mkdtempSync(join(tmpdir(), 'act-home-'))
   afterAll(() => rmSync(home, { recursive: true, force: true }))
-  const run = (args: string[], env: Record<string, string> = {}) =>
+  const run = (args: string[], env: Record<string, string> = {}, as?: { uid: number; gid: number }) =>
     new Promise<{ code: number | null; err: string }>((resolve) => {
       const child = spawn(process.execPath, [command(), ...args], {
         env: { PATH: process.env.PATH ?? '', HOME: home, ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
+        ...as,
       })
       let err = ''
       child.stderr.on('data', (d) => {
@@ -644,6 +686,27 @@ describe('agenticcp-agent command line', () => {
       err: expect.stringContaining('--pass-env takes variable names (got "NOT-A-NAME")'),
     })
   })
+
+  it.skipIf(!asRoot || !nobody)(
+    'refuses --run-as for a user this host does not know, or in a runner that is not root',
+    async () => {
+      const base = ['run', '--url', 'http://127.0.0.1:9', '--allow-shell']
+      const token = { AGENTICCP_TOKEN: 'acpr_x' }
+      expect(await run([...base, '--run-as', 'no-such-user-here'], token)).toMatchObject({
+        code: 2,
+        err: expect.stringContaining('--run-as no-such-user-here: no such user on this host.'),
+      })
+      // The same command started as nobody: it cannot switch users. (Its build readable by nobody.)
+      chmodSync(dirname(dirname(dirname(command()))), 0o755)
+      const user = nobody as NonNullable<typeof nobody>
+      expect(await run([...base, '--run-as', 'nobody'], token, user)).toMatchObject({
+        code: 2,
+        err: expect.stringContaining(
+          `--run-as nobody: switching users needs a runner started as root (this one runs as uid ${user.uid})`,
+        ),
+      })
+    },
+  )
 
   it('reads the token from --token-file (a mounted secret), and says what is wrong with the file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'acp-token-file-'))

@@ -2,8 +2,9 @@
  * agenticcp-agent: the runner as a command.
  *
  *   agenticcp-agent run --url URL (--token-file FILE | --token TOKEN) [--name NAME] [--provider P] [--region R]
- *     [--capabilities a,b] [--labels k=v,k=v] [--slots N] [--state-dir DIR] [--allow-shell] [--pass-env NAME]…
- *     [--cancel-grace S] [--drain-timeout S] [--log-format text|json] [--log-level L]
+ *     [--capabilities a,b] [--labels k=v,k=v] [--slots N] [--state-dir DIR]
+ *     [--allow-shell] [--pass-env NAME]… [--run-as USER] [--cancel-grace S] [--drain-timeout S]
+ *     [--log-format text|json] [--log-level L]
  *
  * Every flag is also an environment variable: AGENTICCP_URL, AGENTICCP_TOKEN, AGENTICCP_NAME,
  * … (the flag's name in capitals, dashes as underscores). Flags win. The token is best given
@@ -19,7 +20,7 @@ import { killLeftoverGroups } from './groups'
 import { AgentFatalError } from './identity'
 import { createLogger, type LogFormat, type LogLevel } from './log'
 import { shellHandler } from './shell'
-import { checkPassEnv, ShellConfigError } from './shell-setup'
+import { ShellConfigError } from './shell-setup'
 import { loadState } from './state'
 
 const usage = `Usage: agenticcp-agent run --url URL (--token-file FILE | AGENTICCP_TOKEN=… | --token TOKEN) [options]
@@ -44,6 +45,8 @@ const usage = `Usage: agenticcp-agent run --url URL (--token-file FILE | AGENTIC
   --pass-env NAME        a variable of this environment that shell tasks get too (repeatable, or
                          A,B); they get only PATH, HOME, LANG, TZ, LC_* and their payload's env
                          otherwise, and never the runner's AGENTICCP_* (refused here)
+  --run-as USER          run shell tasks as this user (its uid, gid and home), not as the runner's:
+                         they cannot read the state dir (the agent's token); needs a root runner
   --cancel-grace S       seconds between SIGTERM and SIGKILL when a task is stopped (default 10)
   --drain-timeout S      on SIGTERM/SIGINT, how long running tasks may finish (default 600)
   --log-format F         text|json (default text)
@@ -67,6 +70,7 @@ const options = {
   'state-dir': { type: 'string' },
   'allow-shell': { type: 'boolean' },
   'pass-env': { type: 'string', multiple: true },
+  'run-as': { type: 'string' },
   'cancel-grace': { type: 'string' },
   'drain-timeout': { type: 'string' },
   'log-format': { type: 'string' },
@@ -159,6 +163,17 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   try {
     const url = get('url')
     stateDir = get('state-dir') ?? join(homedir(), '.agenticcp-agent')
+    const allowShell = ['1', 'true', 'yes'].includes((get('allow-shell') ?? '').toLowerCase())
+    const grace = int('cancel-grace', get('cancel-grace'), 1, 86_400, 10)
+    // Checked first, even without --allow-shell: a shell setting that cannot hold is said
+    // before anything else is read or touched.
+    const runAs = get('run-as')
+    const shell = shellHandler({
+      graceSeconds: grace,
+      groupsDir: join(stateDir, 'groups'),
+      passEnv: list(get('pass-env')),
+      runAs,
+    })
     const token = readToken(get('token'), get('token-file'), url !== undefined && loadState(stateDir)?.url === url)
     if (!url) throw new UsageError('--url (or AGENTICCP_URL) is required.')
     if (!/^https?:\/\//.test(url)) throw new UsageError('--url must start with http:// or https://.')
@@ -168,8 +183,6 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     if (!['debug', 'info', 'warn', 'error'].includes(level))
       throw new UsageError('--log-level is debug|info|warn|error.')
     logger = createLogger({ format: format as LogFormat, level: level as LogLevel })
-    const allowShell = ['1', 'true', 'yes'].includes((get('allow-shell') ?? '').toLowerCase())
-    const grace = int('cancel-grace', get('cancel-grace'), 1, 86_400, 10)
     drainTimeout = int('drain-timeout', get('drain-timeout'), 0, 604_800, 600)
     const capabilities = list(get('capabilities'))
     if (allowShell && !capabilities.includes('shell')) capabilities.push('shell')
@@ -187,10 +200,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       cancelGraceSeconds: grace,
       logger,
     })
-    const passEnv = list(get('pass-env'))
     if (allowShell) {
-      agent.handle('shell', shellHandler({ graceSeconds: grace, groupsDir: join(stateDir, 'groups'), passEnv }))
-    } else checkPassEnv(passEnv)
+      agent.handle('shell', shell)
+      if (runAs !== undefined) logger.info(`shell tasks run as ${runAs}`)
+    }
   } catch (err) {
     if (!(err instanceof UsageError || err instanceof ShellConfigError)) throw err
     process.stderr.write(`agenticcp-agent: ${err.message}\n`)

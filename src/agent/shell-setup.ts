@@ -1,8 +1,11 @@
 /**
  * What a shell task is given of the runner's host: its environment (a small allow-list,
- * never the runner's own settings). Checked once, when the handler is made: a setting that
- * cannot hold throws ShellConfigError (the CLI exits 2 with its message).
+ * never the runner's own settings) and the user it runs as. Checked once, when the handler
+ * is made: a setting that cannot hold throws ShellConfigError (the CLI exits 2 with its
+ * message).
  */
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 
 /** A shell setting that cannot work (the CLI: exit 2, with the message). */
 export class ShellConfigError extends Error {
@@ -55,4 +58,55 @@ export function baseEnvironment(
   }
   if (home !== undefined) env.HOME = home
   return env
+}
+
+/** The user shell tasks run as (`--run-as`): ids and home from the user database. */
+export interface RunAs {
+  user: string
+  uid: number
+  gid: number
+  home: string
+}
+
+/**
+ * `user` (a name or a uid) as the user database knows it, for a runner that runs as root and
+ * drops to it for each shell task. Throws ShellConfigError when this process is not root
+ * (it could not switch users) or the user is unknown.
+ */
+export function runAsUser(user: string): RunAs {
+  const self = process.getuid?.()
+  if (self === undefined) throw new ShellConfigError('--run-as needs a POSIX system (setuid).')
+  if (self !== 0) {
+    throw new ShellConfigError(
+      `--run-as ${user}: switching users needs a runner started as root (this one runs as uid ${self}); without root, run the runner itself as the user tasks should run as.`,
+    )
+  }
+  const found = passwdEntry(user)
+  if (!found) throw new ShellConfigError(`--run-as ${user}: no such user on this host.`)
+  return found
+}
+
+/** The user database's entry for a name or uid: `getent passwd` (NSS: files, LDAP, …), else /etc/passwd. */
+function passwdEntry(user: string): RunAs | undefined {
+  if (!/^[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?$/.test(user)) return undefined
+  let lines: string[]
+  try {
+    lines = [execFileSync('getent', ['passwd', user], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })]
+  } catch (err) {
+    // getent exits 2 for a user it does not know; where there is no getent, the file.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return undefined
+    try {
+      lines = readFileSync('/etc/passwd', 'utf8').split('\n')
+    } catch {
+      return undefined
+    }
+  }
+  for (const line of lines) {
+    const [name, , uid, gid, , home] = line.trim().split(':')
+    if (name === undefined || uid === undefined || gid === undefined || home === undefined) continue
+    if (name !== user && uid !== user) continue
+    if (!/^\d+$/.test(uid) || !/^\d+$/.test(gid)) continue
+    return { user: name, uid: Number(uid), gid: Number(gid), home }
+  }
+  return undefined
 }

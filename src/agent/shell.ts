@@ -3,7 +3,7 @@ import { statSync } from 'node:fs'
 import { ShellPayload } from '../domain/shell'
 import { recordGroup } from './groups'
 import { type Handler, TaskError } from './handler'
-import { baseEnvironment, checkPassEnv } from './shell-setup'
+import { baseEnvironment, checkPassEnv, runAsUser } from './shell-setup'
 
 /** The payload of a `shell` task (the service checks it with the same schema at create). */
 export { ShellPayload }
@@ -52,6 +52,12 @@ export interface ShellOptions {
    * ShellConfigError.
    */
   passEnv?: string[]
+  /**
+   * The user (a name or a uid) every command runs as, with that user's uid, primary gid
+   * (no supplementary groups) and home as HOME (the CLI's `--run-as`). The runner must run
+   * as root: ShellConfigError otherwise, or when the user is unknown.
+   */
+  runAs?: string
 }
 
 /**
@@ -66,6 +72,7 @@ export interface ShellOptions {
 export function shellHandler(options: ShellOptions = {}): Handler {
   const graceMs = (options.graceSeconds ?? 10) * 1000
   const passEnv = checkPassEnv(options.passEnv ?? [])
+  const runAs = options.runAs === undefined ? undefined : runAsUser(options.runAs)
   return (task, ctx) => {
     const parsed = ShellPayload.safeParse(task.payload)
     if (!parsed.success) {
@@ -82,13 +89,16 @@ export function shellHandler(options: ShellOptions = {}): Handler {
         // Never the runner's whole environment (its token, its settings, whatever its host
         // put there): the allow-list, the payload's env, and the task's own two.
         env: {
-          ...baseEnvironment(process.env, passEnv),
+          ...baseEnvironment(process.env, passEnv, runAs?.home),
           ...env,
           AGENTICCP_TASK_ID: task.id,
           AGENTICCP_TASK_ATTEMPT: String(task.attempt),
         },
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true, // its own process group: -pid reaches all it starts
+        // Another user's: neither the state dir (0700) nor the runner's process is theirs.
+        // (Its cwd is entered before the switch, as root.)
+        ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
       })
       const forget =
         options.groupsDir && child.pid ? recordGroup(options.groupsDir, child.pid, task.id, task.attempt) : () => {}
