@@ -55,6 +55,37 @@ const nobody = (() => {
 })()
 const asRoot = process.getuid?.() === 0
 
+/** A process's state, group and session (/proc/<pid>/stat), or undefined when it is gone. */
+function proc(pid: number) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const [state, , group, session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return { state, group: Number(group), session: Number(session) }
+  } catch {
+    return undefined
+  }
+}
+/** Running (not gone, nor a zombie nobody reaps). */
+const running = (pid: number) => {
+  const p = proc(pid)
+  return p !== undefined && p.state !== 'Z'
+}
+/** The pid a command wrote to `file`, once it has. */
+const pidIn = (file: string) =>
+  until(`a pid in ${file}`, () => {
+    const text = existsSync(file) ? readFileSync(file, 'utf8').trim() : ''
+    return /^\d+$/.test(text) ? Number(text) : undefined
+  })
+/** Leftovers of a failed test are not left to the next. */
+const killAfterTest = (pids: number[]) =>
+  onTestFinished(() => {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {}
+    }
+  })
+
 interface Runner extends Omit<Spawned, 'listening'> {
   child: ChildProcess
   stateDir: string
@@ -446,6 +477,40 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     await r.waitFor(/the command outlived its grace/)
   })
 
+  it('stops all a command started, in its group, in another group of its session, or in a session of its own (setsid): when it ends, and on cancel', async () => {
+    const r = runner(await registrationToken())
+    await agentIdOf(r)
+    const dir = r.stateDir
+    // Left running by a command that then exits: a daemon in a session of its own.
+    const ends = await shellTask(r.scope, {
+      command: `setsid sleep 300 >/dev/null 2>&1 & echo $! > ${dir}/daemon; echo done`,
+    })
+    const daemon = await pidIn(join(dir, 'daemon'))
+    killAfterTest([daemon])
+    expect(await taskIn(ends.id, ['completed', 'failed'])).toMatchObject({ status: 'completed' })
+    await until('the daemon it left gone', () => !running(daemon))
+    // Cancelled while it runs: one child in a session of its own (which keeps the task's
+    // environment), one in a group of its own in the task's session with an empty
+    // environment, and the command itself.
+    const task = await shellTask(r.scope, {
+      command: [
+        `setsid sleep 300 >/dev/null 2>&1 & echo $! > ${dir}/session`,
+        `env -i perl -e 'setpgrp(0, 0); sleep 300' >/dev/null 2>&1 & echo $! > ${dir}/group`,
+        'sleep 300',
+      ].join('\n'),
+    })
+    const [own, group] = [await pidIn(join(dir, 'session')), await pidIn(join(dir, 'group'))]
+    killAfterTest([own, group])
+    await taskIn(task.id, ['running'])
+    const leader = await until('the command recorded', () => readdirSync(join(dir, 'groups'))[0]?.replace('.json', ''))
+    await until('the children out of its group', () => proc(group)?.group === group && proc(own)?.session === own)
+    expect(proc(group)?.session).toBe(Number(leader)) // its session, not its group
+    expect(readFileSync(`/proc/${group}/environ`, 'utf8')).toBe('') // no marks to find it by
+    await ok(api.api.v1.tasks[':id'].cancel.$post({ param: { id: task.id } }))
+    expect(await taskIn(task.id, ['cancelled', 'failed', 'completed'], 30_000)).toMatchObject({ status: 'cancelled' })
+    await until('every process it started gone', () => !running(own) && !running(group) && !running(Number(leader)))
+  })
+
   it('a task whose runner is killed -9 mid-run is finished by a second runner', async () => {
     const scope = unique('scope')
     const token = await registrationToken()
@@ -471,8 +536,11 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     await agentIdOf(first)
     const marker = join(first.stateDir, 'ran-once')
     const task = await shellTask(first.scope, {
-      command: `if [ -e ${marker} ]; then echo second; else touch ${marker}; exec sleep 300; fi`,
+      // The first attempt leaves a process in a session of its own too (setsid).
+      command: `if [ -e ${marker} ]; then echo second; else touch ${marker}; setsid sleep 300 >/dev/null 2>&1 & echo $! > ${marker}; exec sleep 300; fi`,
     })
+    const escaped = await pidIn(marker)
+    killAfterTest([escaped])
     await taskIn(task.id, ['running'])
     const groups = join(first.stateDir, 'groups')
     const pgid = await until('its process group recorded', async () => {
@@ -495,12 +563,16 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     first.child.kill('SIGKILL')
     await first.exited
     expect(groupAlive()).toBe(true) // nothing could stop it: the runner died at once
+    expect(running(escaped)).toBe(true)
     // Its lock stays, naming a process that is gone: the restart takes it over.
     expect(JSON.parse(readFileSync(join(first.stateDir, 'runner.lock'), 'utf8')).pid).toBe(first.child.pid)
     // The same state dir, no token: the same agent, which stops the leftover before it works.
     const again = runner('', { stateDir: first.stateDir, scope: first.scope })
     await again.waitFor(/killed a command left running by the previous process/)
-    await until('the leftover gone', async () => !groupAlive())
+    await until(
+      'the leftover gone, the process in a session of its own too',
+      async () => !groupAlive() && !running(escaped),
+    )
     // The lost run is reported (agent_restarted, or agent_lost should the service have
     // counted the agent silent first; `failed` until the sweep retries it) and attempt 2
     // runs on the restarted runner.

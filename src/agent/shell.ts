@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import { statSync } from 'node:fs'
 import { ShellPayload } from '../domain/shell'
-import { recordGroup } from './groups'
+import { type GroupRecord, killCommand, procStat, recordGroup, signalCommand } from './groups'
 import { type Handler, TaskError } from './handler'
 import { baseEnvironment, checkPassEnv, runAsUser } from './shell-setup'
 
@@ -41,7 +41,7 @@ export interface ShellOptions {
   /** Between SIGTERM and SIGKILL when the task is stopped (cancel, timeout, shutdown). */
   graceSeconds?: number
   /**
-   * Where each running command's process group is recorded (the CLI: `<state-dir>/groups`),
+   * Where each running command is recorded (the CLI: `<state-dir>/groups`),
    * so that a runner killed with SIGKILL stops what it left behind when it starts again
    * (`killLeftoverGroups`). Unset: not recorded.
    */
@@ -61,13 +61,13 @@ export interface ShellOptions {
 }
 
 /**
- * The built-in `shell` task type: runs the payload's command in a process group of its
- * own, so that stopping it stops everything it started, with a clean environment (PATH,
+ * The built-in `shell` task type: runs the payload's command in a session and process
+ * group of its own, so that stopping it stops everything it started (groups.ts), with a clean environment (PATH,
  * HOME, LANG, TZ, LC_*, `passEnv`, the payload's env; never the runner's AGENTICCP_*).
  * Completes with {exitCode, signal, outputTail}; a non-zero exit fails with `exit_<n>`, a death by signal with
  * `signal_<NAME>`; a payload that does not match fails with `malformed_payload` (the
- * service never retries that). On `ctx.signal`: SIGTERM to the group, then SIGKILL after
- * the grace.
+ * service never retries that). On `ctx.signal`: SIGTERM to all its processes, then SIGKILL
+ * after the grace; when it exits, SIGKILL to whatever it left running.
  */
 export function shellHandler(options: ShellOptions = {}): Handler {
   const graceMs = (options.graceSeconds ?? 10) * 1000
@@ -95,13 +95,17 @@ export function shellHandler(options: ShellOptions = {}): Handler {
           AGENTICCP_TASK_ATTEMPT: String(task.attempt),
         },
         stdio: ['ignore', 'pipe', 'pipe'],
-        detached: true, // its own process group: -pid reaches all it starts
+        detached: true, // setsid: its own session and process group (pid = sid = pgid)
         // Another user's: neither the state dir (0700) nor the runner's process is theirs.
         // (Its cwd is entered before the switch, as root.)
         ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
       })
-      const forget =
-        options.groupsDir && child.pid ? recordGroup(options.groupsDir, child.pid, task.id, task.attempt) : () => {}
+      // The command as a whole: its session and group (its pid), and what it starts
+      // elsewhere, found by the marks in their environment (groups.ts).
+      const self: GroupRecord | undefined = child.pid
+        ? { pid: child.pid, start: procStat(child.pid)?.start ?? Number.NaN, taskId: task.id, attempt: task.attempt }
+        : undefined
+      const forget = options.groupsDir && self ? recordGroup(options.groupsDir, self) : () => {}
       // Each stream decoded on its own (a character split across reads stays whole), into
       // the task's log as it comes and into the tail of the result.
       const out = new TextDecoder()
@@ -119,18 +123,26 @@ export function shellHandler(options: ShellOptions = {}): Handler {
         ctx.log(err.decode(b, { stream: true }), 'stderr')
       })
       let killTimer: NodeJS.Timeout | undefined
-      const group = (sig: NodeJS.Signals) => {
-        try {
-          if (child.pid) process.kill(-child.pid, sig)
-        } catch {} // already gone
+      const all = (sig: NodeJS.Signals) => {
+        if (!self) return
+        if (Number.isNaN(self.start)) {
+          // No /proc: its process group is what can be reached.
+          try {
+            process.kill(-self.pid, sig)
+          } catch {} // already gone
+        } else if (sig === 'SIGKILL') killCommand(self)
+        else signalCommand(self, sig)
       }
       const stop = () => {
         ctx.logger.info('stopping the command', { signal: 'SIGTERM', graceSeconds: graceMs / 1000 })
-        ctx.log(`[agent] stopping: SIGTERM to the process group, SIGKILL after ${graceMs / 1000} s\n`, 'system')
-        group('SIGTERM')
+        ctx.log(
+          `[agent] stopping: SIGTERM to the command and all it started, SIGKILL after ${graceMs / 1000} s\n`,
+          'system',
+        )
+        all('SIGTERM')
         killTimer = setTimeout(() => {
           ctx.logger.warn('the command outlived its grace', { signal: 'SIGKILL' })
-          group('SIGKILL')
+          all('SIGKILL')
         }, graceMs)
         killTimer.unref()
       }
@@ -155,9 +167,9 @@ export function shellHandler(options: ShellOptions = {}): Handler {
           }),
         )
       })
-      // Whatever the command left running in its group goes with it (and so lets go of
-      // the pipes, or 'close' would wait for it).
-      child.on('exit', () => group('SIGKILL'))
+      // Whatever the command left running (in its group, its session, or a session of its
+      // own) goes with it, and so lets go of the pipes, or 'close' would wait for it.
+      child.on('exit', () => all('SIGKILL'))
       child.on('close', (exitCode, signal) => {
         if (child.pid === undefined) return // never started: said by 'error'
         forget()
