@@ -383,12 +383,18 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     // A command that cannot start says why (the spawn error's code), not "exited with status -2".
     const missing = await shellTask(r.scope, { command: ['/nonexistent/program', 'x'] }, { maxAttempts: 1 })
     const noDir = await shellTask(r.scope, { command: 'true', cwd: '/nonexistent-dir' }, { maxAttempts: 1 })
+    const notDir = await shellTask(r.scope, { command: 'true', cwd: '/etc/passwd' }, { maxAttempts: 1 })
     expect(await taskIn(missing.id, ['failed'])).toMatchObject({
       error: { code: 'spawn_failed', message: 'Could not start: ENOENT (no program "/nonexistent/program").' },
       result: { exitCode: null, signal: null, spawnError: 'ENOENT' },
     })
+    // A working directory that is not there is named as the cause, with a code of its own.
     expect(await taskIn(noDir.id, ['failed'])).toMatchObject({
-      error: { code: 'spawn_failed', message: 'Could not start: ENOENT (no directory "/nonexistent-dir" (cwd)).' },
+      error: { code: 'cwd_not_found', message: 'The working directory /nonexistent-dir does not exist.' },
+      result: { exitCode: null, signal: null },
+    })
+    expect(await taskIn(notDir.id, ['failed'])).toMatchObject({
+      error: { code: 'cwd_not_directory', message: 'The working directory /etc/passwd is not a directory.' },
     })
     const viewer = await signToken({ secretKey: SECRET, algorithm: 'HS256' }, { sub: 'v', role: 'viewer' }, 5)
     const text = await until('the log of the command that did not start', async () => {
@@ -400,6 +406,7 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     })
     expect(text).toBe('[agent] could not start: ENOENT (no program "/nonexistent/program")\n')
     await r.waitFor(/"msg":"could not start: ENOENT \(no program \\"\/nonexistent\/program\\"\)"/)
+    await r.waitFor(/"msg":"could not start: the working directory \/nonexistent-dir does not exist"/)
     expect(r.output().err).not.toContain('status -2')
   })
 

@@ -82,6 +82,18 @@ export function shellHandler(options: ShellOptions = {}): Handler {
     const { command, env, cwd } = parsed.data
     const [file, args] =
       typeof command === 'string' ? ['/bin/sh', ['-c', command]] : [command[0] as string, command.slice(1)]
+    // A working directory that is not there is named as such (spawn would say ENOENT, as
+    // for a missing program).
+    const badCwd = cwd === undefined ? undefined : cwdProblem(cwd)
+    if (badCwd) {
+      ctx.log(`[agent] could not start: ${badCwd.message}\n`, 'system')
+      ctx.logger.warn(`could not start: ${badCwd.message}`)
+      throw new TaskError(badCwd.code, `${badCwd.message[0]?.toUpperCase()}${badCwd.message.slice(1)}.`, {
+        exitCode: null,
+        signal: null,
+        outputTail: '',
+      })
+    }
     return new Promise<ShellResult>((resolve, reject) => {
       const tail = new Tail(TAIL_BYTES)
       const child = spawn(file, args, {
@@ -187,17 +199,26 @@ export function shellHandler(options: ShellOptions = {}): Handler {
   }
 }
 
+/** What is wrong with a task's working directory, if anything: its failure's code and message. */
+function cwdProblem(cwd: string): { code: string; message: string } | undefined {
+  try {
+    if (!statSync(cwd).isDirectory())
+      return { code: 'cwd_not_directory', message: `the working directory ${cwd} is not a directory` }
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+      return { code: 'cwd_not_found', message: `the working directory ${cwd} does not exist` }
+    // Not ours to look into (EACCES): spawn says what it finds.
+  }
+  return undefined
+}
+
 /** Why a command could not start, from the spawn error's code. */
 function notStarted(code: string, file: string, cwd: string | undefined): string {
-  const dirMissing = () => {
-    if (!cwd) return false
-    try {
-      return !statSync(cwd).isDirectory()
-    } catch {
-      return true
-    }
+  if ((code === 'ENOENT' || code === 'ENOTDIR') && cwd !== undefined) {
+    const bad = cwdProblem(cwd) // gone since it was looked at
+    if (bad) return bad.message
   }
-  if ((code === 'ENOENT' || code === 'ENOTDIR') && dirMissing()) return `no directory ${JSON.stringify(cwd)} (cwd)`
   if (code === 'ENOENT')
     return file.includes('/') ? `no program ${JSON.stringify(file)}` : `no program ${JSON.stringify(file)} on PATH`
   if (code === 'EACCES') return `${JSON.stringify(file)} is not executable, or a directory on its way is not accessible`
