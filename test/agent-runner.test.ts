@@ -350,6 +350,31 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     expect(lines.every((l, i) => l === `line ${i + 1}`)).toBe(true)
   })
 
+  it('keeps at most --max-output bytes of a task’s output in its log, says so, and lets the command go on', async () => {
+    const r = runner(await registrationToken(), { extra: ['--max-output', '1000'] })
+    await agentIdOf(r)
+    const task = await shellTask(r.scope, {
+      command: 'for i in $(seq 1 500); do echo "line $i"; done; echo last >&2',
+    })
+    const done = await taskIn(task.id, ['completed', 'failed'])
+    const lines = Array.from({ length: 500 }, (_, i) => `line ${i + 1}\n`).join('')
+    const total = lines.length + 'last\n'.length
+    // It ran to its end: the result has its real last lines, and how much the log did not get.
+    expect(done).toMatchObject({ status: 'completed', result: { exitCode: 0, outputDropped: total - 1000 } })
+    expect((done.result as { outputTail: string }).outputTail.endsWith('line 500\nlast\n')).toBe(true)
+    const viewer = await signToken({ secretKey: SECRET, algorithm: 'HS256' }, { sub: 'v', role: 'viewer' }, 5)
+    const res = await fetch(`${url}/api/v1/tasks/${task.id}/logs`, {
+      headers: { authorization: `Bearer ${viewer}`, accept: 'text/plain' },
+    })
+    // The first 1000 bytes (a line cut in the middle), then what happened to the rest.
+    expect(await res.text()).toBe(
+      `[agent] started: for i in $(seq 1 500); do echo "line $i"; done; echo last >&2\n${lines.slice(0, 1000)}\n` +
+        '[agent] output past 1000 bytes is not kept (--max-output); the command goes on\n' +
+        `[agent] ${total - 1000} bytes of output not kept\n` +
+        '[agent] exited with status 0\n',
+    )
+  })
+
   it('fails a failing command with exit_<n> and the service retries it per maxAttempts', async () => {
     const r = runner(await registrationToken())
     await agentIdOf(r)
@@ -786,6 +811,16 @@ describe('agenticcp-agent command line', () => {
       })
     },
   )
+
+  it('refuses a --max-output that is not a size', async () => {
+    const base = ['run', '--url', 'http://127.0.0.1:9', '--allow-shell']
+    for (const v of ['0', 'lots', '1.5M', '-1']) {
+      expect(await run([...base, `--max-output=${v}`], { AGENTICCP_TOKEN: 'acpr_x' })).toMatchObject({
+        code: 2,
+        err: expect.stringContaining(`--max-output is a size in bytes, e.g. 1048576 or 1M (got "${v}")`),
+      })
+    }
+  })
 
   it('reads the token from --token-file (a mounted secret), and says what is wrong with the file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'acp-token-file-'))

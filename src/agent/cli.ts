@@ -3,7 +3,8 @@
  *
  *   agenticcp-agent run --url URL (--token-file FILE | --token TOKEN) [--name NAME] [--provider P] [--region R]
  *     [--capabilities a,b] [--labels k=v,k=v] [--slots N] [--state-dir DIR]
- *     [--allow-shell] [--pass-env NAME]… [--run-as USER] [--cancel-grace S] [--drain-timeout S]
+ *     [--allow-shell] [--pass-env NAME]… [--run-as USER] [--max-output BYTES]
+ *     [--cancel-grace S] [--drain-timeout S]
  *     [--log-format text|json] [--log-level L]
  *
  * Every flag is also an environment variable: AGENTICCP_URL, AGENTICCP_TOKEN, AGENTICCP_NAME,
@@ -47,6 +48,8 @@ const usage = `Usage: agenticcp-agent run --url URL (--token-file FILE | AGENTIC
                          otherwise, and never the runner's AGENTICCP_* (refused here)
   --run-as USER          run shell tasks as this user (its uid, gid and home), not as the runner's:
                          they cannot read the state dir (the agent's token); needs a root runner
+  --max-output BYTES     a shell task's output kept in its log at most (e.g. 10M); past it the log
+                         says so and the command goes on (default: no limit)
   --cancel-grace S       seconds between SIGTERM and SIGKILL when a task is stopped (default 10)
   --drain-timeout S      on SIGTERM/SIGINT, how long running tasks may finish (default 600)
   --log-format F         text|json (default text)
@@ -71,6 +74,7 @@ const options = {
   'allow-shell': { type: 'boolean' },
   'pass-env': { type: 'string', multiple: true },
   'run-as': { type: 'string' },
+  'max-output': { type: 'string' },
   'cancel-grace': { type: 'string' },
   'drain-timeout': { type: 'string' },
   'log-format': { type: 'string' },
@@ -106,6 +110,16 @@ function list(v: string | undefined): string[] {
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean)
+}
+
+/** A size in bytes: a whole number, or with K, M or G (powers of 1024). */
+function size(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined
+  const m = /^(\d+)([KMG]?)$/i.exec(v.trim())
+  const n = m ? Number(m[1]) * 1024 ** ' KMG'.indexOf((m[2] || ' ').toUpperCase()) : Number.NaN
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw new UsageError(`--${name} is a size in bytes, e.g. 1048576 or 1M (got "${v}").`)
+  return n
 }
 
 function parseLabels(v: string | undefined): Record<string, string> {
@@ -173,6 +187,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       groupsDir: join(stateDir, 'groups'),
       passEnv: list(get('pass-env')),
       runAs,
+      maxOutputBytes: size('max-output', get('max-output')),
     })
     const token = readToken(get('token'), get('token-file'), url !== undefined && loadState(stateDir)?.url === url)
     if (!url) throw new UsageError('--url (or AGENTICCP_URL) is required.')

@@ -3,7 +3,7 @@ import { statSync } from 'node:fs'
 import { ShellPayload } from '../domain/shell'
 import { type GroupRecord, killCommand, procStat, recordGroup, signalCommand } from './groups'
 import { type Handler, TaskError } from './handler'
-import { baseEnvironment, checkPassEnv, runAsUser } from './shell-setup'
+import { baseEnvironment, checkPassEnv, runAsUser, ShellConfigError } from './shell-setup'
 
 /** The payload of a `shell` task (the service checks it with the same schema at create). */
 export { ShellPayload }
@@ -13,6 +13,8 @@ export interface ShellResult {
   signal: string | null
   /** The last `TAIL_BYTES` of stdout and stderr, interleaved as they came. */
   outputTail: string
+  /** Bytes of output past `maxOutputBytes`, not sent to the task's log (absent when none). */
+  outputDropped?: number
 }
 
 export const TAIL_BYTES = 8 * 1024
@@ -58,6 +60,12 @@ export interface ShellOptions {
    * as root: ShellConfigError otherwise, or when the user is unknown.
    */
   runAs?: string
+  /**
+   * The most bytes of a command's output (stdout and stderr together) sent to its task's
+   * log (the CLI's `--max-output`). Past it the log says so, the rest is read and dropped,
+   * and the command goes on; its result's outputTail is still its last 8 KiB.
+   */
+  maxOutputBytes?: number
 }
 
 /**
@@ -73,6 +81,8 @@ export function shellHandler(options: ShellOptions = {}): Handler {
   const graceMs = (options.graceSeconds ?? 10) * 1000
   const passEnv = checkPassEnv(options.passEnv ?? [])
   const runAs = options.runAs === undefined ? undefined : runAsUser(options.runAs)
+  const maxOutput = options.maxOutputBytes ?? Number.POSITIVE_INFINITY
+  if (!(maxOutput > 0)) throw new ShellConfigError('--max-output must be more than 0 bytes.')
   return (task, ctx) => {
     const parsed = ShellPayload.safeParse(task.payload)
     if (!parsed.success) {
@@ -126,14 +136,37 @@ export function shellHandler(options: ShellOptions = {}): Handler {
       child.once('spawn', () =>
         ctx.log(`[agent] started: ${typeof command === 'string' ? command : JSON.stringify(command)}\n`, 'system'),
       )
-      child.stdout.on('data', (b: Buffer) => {
+      // Into the log up to maxOutputBytes (cut between characters), then only counted.
+      let kept = 0
+      let dropped = 0
+      let endsLine = true
+      const emit = (b: Buffer, decoder: TextDecoder, stream: 'stdout' | 'stderr') => {
         tail.push(b)
-        ctx.log(out.decode(b, { stream: true }), 'stdout')
-      })
-      child.stderr.on('data', (b: Buffer) => {
-        tail.push(b)
-        ctx.log(err.decode(b, { stream: true }), 'stderr')
-      })
+        if (dropped > 0) {
+          dropped += b.length
+          return
+        }
+        let n = b.length
+        if (kept + n > maxOutput) {
+          n = maxOutput - kept
+          while (n > 0 && ((b[n] as number) & 0xc0) === 0x80) n-- // not through a character
+        }
+        const text = decoder.decode(n === b.length ? b : b.subarray(0, n), { stream: true })
+        if (text) {
+          ctx.log(text, stream)
+          endsLine = text.endsWith('\n')
+        }
+        kept += n
+        if (n < b.length) {
+          dropped = b.length - n
+          ctx.log(
+            `${endsLine ? '' : '\n'}[agent] output past ${maxOutput} bytes is not kept (--max-output); the command goes on\n`,
+            'system',
+          )
+        }
+      }
+      child.stdout.on('data', (b: Buffer) => emit(b, out, 'stdout'))
+      child.stderr.on('data', (b: Buffer) => emit(b, err, 'stderr'))
       let killTimer: NodeJS.Timeout | undefined
       const all = (sig: NodeJS.Signals) => {
         if (!self) return
@@ -187,10 +220,16 @@ export function shellHandler(options: ShellOptions = {}): Handler {
         forget()
         ctx.signal.removeEventListener('abort', stop)
         clearTimeout(killTimer)
-        const rest = out.decode() + err.decode()
+        const rest = dropped > 0 ? '' : out.decode() + err.decode()
         if (rest) ctx.log(rest, 'stdout')
+        if (dropped > 0) ctx.log(`[agent] ${dropped} bytes of output not kept\n`, 'system')
         ctx.log(signal ? `[agent] ended by ${signal}\n` : `[agent] exited with status ${exitCode}\n`, 'system')
-        const result: ShellResult = { exitCode, signal, outputTail: tail.text() }
+        const result: ShellResult = {
+          exitCode,
+          signal,
+          outputTail: tail.text(),
+          ...(dropped > 0 ? { outputDropped: dropped } : {}),
+        }
         if (exitCode === 0) resolve(result)
         else if (signal) reject(new TaskError(`signal_${signal}`, `The command was ended by ${signal}.`, result))
         else reject(new TaskError(`exit_${exitCode}`, `The command exited with status ${exitCode}.`, result))
