@@ -54,6 +54,7 @@ const nobody = (() => {
   }
 })()
 const asRoot = process.getuid?.() === 0
+const hasPrlimit = (process.env.PATH ?? '').split(':').some((d) => d && existsSync(join(d, 'prlimit')))
 
 /** A process's state, group and session (/proc/<pid>/stat), or undefined when it is gone. */
 function proc(pid: number) {
@@ -327,6 +328,30 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
         status: 'completed',
         result: {
           outputTail: `${user.uid}\n${user.gid}\n${user.home}\nno agent.json\nno state dir\nno runner environ\nno signal to the runner\n`,
+        },
+      })
+    },
+  )
+
+  it.skipIf(!asRoot || !nobody || !hasPrlimit)(
+    'caps the processes of the --run-as user with --max-processes: a fork past it fails',
+    async () => {
+      const r = runner(await registrationToken(), { extra: ['--run-as', 'nobody', '--max-processes', '8'] })
+      await agentIdOf(r)
+      const task = await shellTask(
+        r.scope,
+        { command: 'i=0; while [ $i -lt 20 ]; do sleep 2 & i=$((i+1)); done; wait; echo all started' },
+        { maxAttempts: 1 },
+      )
+      const done = await taskIn(task.id, ['completed', 'failed'])
+      expect(done).toMatchObject({ status: 'failed', error: { code: expect.stringMatching(/^exit_/) } })
+      expect((done.result as { outputTail: string }).outputTail).toMatch(/fork/i)
+      // A program that is not there is still said as such (not prlimit's exit 127).
+      const missing = await shellTask(r.scope, { command: ['no-such-program-here'] }, { maxAttempts: 1 })
+      expect(await taskIn(missing.id, ['failed'])).toMatchObject({
+        error: {
+          code: 'spawn_failed',
+          message: 'Could not start: ENOENT (no program "no-such-program-here" on PATH).',
         },
       })
     },
@@ -820,6 +845,25 @@ describe('agenticcp-agent command line', () => {
         err: expect.stringContaining(`--max-output is a size in bytes, e.g. 1048576 or 1M (got "${v}")`),
       })
     }
+  })
+
+  it('refuses a --max-processes that could not hold', async () => {
+    const base = ['run', '--url', 'http://127.0.0.1:9', '--allow-shell']
+    const token = { AGENTICCP_TOKEN: 'acpr_x' }
+    expect(await run([...base, '--max-processes', '0'], token)).toMatchObject({
+      code: 2,
+      err: expect.stringContaining('--max-processes must be a whole number 1–1000000.'),
+    })
+    if (!asRoot || !nobody) return
+    // Root is exempt from RLIMIT_NPROC: the limit needs the tasks to run as someone else.
+    expect(await run([...base, '--max-processes', '50'], token)).toMatchObject({
+      code: 2,
+      err: expect.stringContaining('and root is exempt from it: give --run-as USER too.'),
+    })
+    // No prlimit on PATH (the user found in /etc/passwd, with no getent there either).
+    expect(
+      await run([...base, '--max-processes', '50', '--run-as', 'nobody'], { ...token, PATH: '/nonexistent' }),
+    ).toMatchObject({ code: 2, err: expect.stringContaining('--max-processes needs the prlimit program (util-linux)') })
   })
 
   it('reads the token from --token-file (a mounted secret), and says what is wrong with the file', async () => {

@@ -4,7 +4,7 @@
  *   agenticcp-agent run --url URL (--token-file FILE | --token TOKEN) [--name NAME] [--provider P] [--region R]
  *     [--capabilities a,b] [--labels k=v,k=v] [--slots N] [--state-dir DIR]
  *     [--allow-shell] [--pass-env NAME]… [--run-as USER] [--max-output BYTES]
- *     [--cancel-grace S] [--drain-timeout S]
+ *     [--max-processes N] [--cancel-grace S] [--drain-timeout S]
  *     [--log-format text|json] [--log-level L]
  *
  * Every flag is also an environment variable: AGENTICCP_URL, AGENTICCP_TOKEN, AGENTICCP_NAME,
@@ -50,6 +50,8 @@ const usage = `Usage: agenticcp-agent run --url URL (--token-file FILE | AGENTIC
                          they cannot read the state dir (the agent's token); needs a root runner
   --max-output BYTES     a shell task's output kept in its log at most (e.g. 10M); past it the log
                          says so and the command goes on (default: no limit)
+  --max-processes N      a fork past N processes of the user shell tasks run as fails (RLIMIT_NPROC
+                         through prlimit, Linux; counted per user: meant with --run-as)
   --cancel-grace S       seconds between SIGTERM and SIGKILL when a task is stopped (default 10)
   --drain-timeout S      on SIGTERM/SIGINT, how long running tasks may finish (default 600)
   --log-format F         text|json (default text)
@@ -75,6 +77,7 @@ const options = {
   'pass-env': { type: 'string', multiple: true },
   'run-as': { type: 'string' },
   'max-output': { type: 'string' },
+  'max-processes': { type: 'string' },
   'cancel-grace': { type: 'string' },
   'drain-timeout': { type: 'string' },
   'log-format': { type: 'string' },
@@ -182,12 +185,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     // Checked first, even without --allow-shell: a shell setting that cannot hold is said
     // before anything else is read or touched.
     const runAs = get('run-as')
+    const maxProcesses = get('max-processes')
     const shell = shellHandler({
       graceSeconds: grace,
       groupsDir: join(stateDir, 'groups'),
       passEnv: list(get('pass-env')),
       runAs,
       maxOutputBytes: size('max-output', get('max-output')),
+      maxProcesses: maxProcesses === undefined ? undefined : int('max-processes', maxProcesses, 1, 1_000_000, 1),
     })
     const token = readToken(get('token'), get('token-file'), url !== undefined && loadState(stateDir)?.url === url)
     if (!url) throw new UsageError('--url (or AGENTICCP_URL) is required.')
@@ -218,6 +223,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     if (allowShell) {
       agent.handle('shell', shell)
       if (runAs !== undefined) logger.info(`shell tasks run as ${runAs}`)
+      if (maxProcesses !== undefined && runAs === undefined) {
+        logger.warn(
+          `--max-processes ${maxProcesses} counts every process and thread of this runner's user (uid ${process.getuid?.()}): the runner's own and all its tasks' together`,
+        )
+      }
     }
   } catch (err) {
     if (!(err instanceof UsageError || err instanceof ShellConfigError)) throw err

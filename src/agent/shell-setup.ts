@@ -1,11 +1,12 @@
 /**
  * What a shell task is given of the runner's host: its environment (a small allow-list,
- * never the runner's own settings) and the user it runs as. Checked once, when the handler
+ * never the runner's own settings), the user it runs as, and its limits. Checked once, when the handler
  * is made: a setting that cannot hold throws ShellConfigError (the CLI exits 2 with its
  * message).
  */
 import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 
 /** A shell setting that cannot work (the CLI: exit 2, with the message). */
 export class ShellConfigError extends Error {
@@ -109,4 +110,57 @@ function passwdEntry(user: string): RunAs | undefined {
     return { user: name, uid: Number(uid), gid: Number(gid), home }
   }
   return undefined
+}
+
+/** libuv's search path when the environment has none. */
+const DEFAULT_PATH = '/usr/bin:/bin'
+
+/**
+ * Where `program` is: itself when it names a path (a `/` in it), else the first directory of
+ * `path` that holds it (executable, with `executable`; else there at all). Undefined: nowhere.
+ */
+export function findProgram(program: string, path = DEFAULT_PATH, executable = true): string | undefined {
+  const there = (file: string) => {
+    try {
+      if (!executable) return existsSync(file)
+      accessSync(file, constants.X_OK)
+      return true
+    } catch {
+      return false
+    }
+  }
+  if (program.includes('/')) return there(program) ? program : undefined
+  for (const dir of path.split(':')) {
+    const file = join(dir || '.', program)
+    if (there(file)) return file
+  }
+  return undefined
+}
+
+/**
+ * The prlimit program that caps each shell command's processes (`--max-processes`):
+ * RLIMIT_NPROC, which counts every process and thread of the command's user, and which root
+ * is exempt from. Throws ShellConfigError when the limit would not hold: not Linux, a root
+ * runner with no --run-as (its tasks run as root), or no prlimit (util-linux) on PATH.
+ */
+export function processLimiter(max: number, runAs: RunAs | undefined): string {
+  if (!Number.isSafeInteger(max) || max < 1)
+    throw new ShellConfigError('--max-processes must be a whole number, 1 or more.')
+  if (process.platform !== 'linux') {
+    throw new ShellConfigError(
+      `--max-processes works on Linux only (RLIMIT_NPROC, set by prlimit); this is ${process.platform}.`,
+    )
+  }
+  if (process.getuid?.() === 0 && !runAs) {
+    throw new ShellConfigError(
+      '--max-processes limits the processes of the user tasks run as (RLIMIT_NPROC), and root is exempt from it: give --run-as USER too.',
+    )
+  }
+  const prlimit = findProgram('prlimit', process.env.PATH)
+  if (!prlimit) {
+    throw new ShellConfigError(
+      "--max-processes needs the prlimit program (util-linux), and there is none on PATH: install it, or limit the runner's processes from outside (systemd TasksMax=, docker run --pids-limit, a Kubernetes pod's PID limit).",
+    )
+  }
+  return prlimit
 }

@@ -3,7 +3,7 @@ import { statSync } from 'node:fs'
 import { ShellPayload } from '../domain/shell'
 import { type GroupRecord, killCommand, procStat, recordGroup, signalCommand } from './groups'
 import { type Handler, TaskError } from './handler'
-import { baseEnvironment, checkPassEnv, runAsUser, ShellConfigError } from './shell-setup'
+import { baseEnvironment, checkPassEnv, findProgram, processLimiter, runAsUser, ShellConfigError } from './shell-setup'
 
 /** The payload of a `shell` task (the service checks it with the same schema at create). */
 export { ShellPayload }
@@ -66,6 +66,14 @@ export interface ShellOptions {
    * and the command goes on; its result's outputTail is still its last 8 KiB.
    */
   maxOutputBytes?: number
+  /**
+   * Each command starts under RLIMIT_NPROC = this (through prlimit, the CLI's
+   * `--max-processes`): a fork past it fails. The limit counts every process and thread of
+   * the user the command runs as, wherever they came from, and root is exempt: so it is
+   * meant with `runAs` (a root runner without it is refused). Linux with prlimit only:
+   * ShellConfigError elsewhere.
+   */
+  maxProcesses?: number
 }
 
 /**
@@ -83,6 +91,7 @@ export function shellHandler(options: ShellOptions = {}): Handler {
   const runAs = options.runAs === undefined ? undefined : runAsUser(options.runAs)
   const maxOutput = options.maxOutputBytes ?? Number.POSITIVE_INFINITY
   if (!(maxOutput > 0)) throw new ShellConfigError('--max-output must be more than 0 bytes.')
+  const prlimit = options.maxProcesses === undefined ? undefined : processLimiter(options.maxProcesses, runAs)
   return (task, ctx) => {
     const parsed = ShellPayload.safeParse(task.payload)
     if (!parsed.success) {
@@ -92,6 +101,14 @@ export function shellHandler(options: ShellOptions = {}): Handler {
     const { command, env, cwd } = parsed.data
     const [file, args] =
       typeof command === 'string' ? ['/bin/sh', ['-c', command]] : [command[0] as string, command.slice(1)]
+    // Never the runner's whole environment (its token, its settings, whatever its host put
+    // there): the allow-list, the payload's env, and the task's own two.
+    const environment: Record<string, string> = {
+      ...baseEnvironment(process.env, passEnv, runAs?.home),
+      ...env,
+      AGENTICCP_TASK_ID: task.id,
+      AGENTICCP_TASK_ATTEMPT: String(task.attempt),
+    }
     // A working directory that is not there is named as such (spawn would say ENOENT, as
     // for a missing program).
     const badCwd = cwd === undefined ? undefined : cwdProblem(cwd)
@@ -104,18 +121,24 @@ export function shellHandler(options: ShellOptions = {}): Handler {
         outputTail: '',
       })
     }
+    // Under prlimit a program that is not there would be prlimit's exit 127: said as spawn would.
+    if (prlimit && !findProgram(file, environment.PATH, false)) {
+      const why = notStarted('ENOENT', file, cwd)
+      ctx.log(`[agent] could not start: ENOENT (${why})\n`, 'system')
+      ctx.logger.warn(`could not start: ENOENT (${why})`)
+      throw new TaskError('spawn_failed', `Could not start: ENOENT (${why}).`, {
+        exitCode: null,
+        signal: null,
+        outputTail: '',
+        spawnError: 'ENOENT',
+      })
+    }
     return new Promise<ShellResult>((resolve, reject) => {
       const tail = new Tail(TAIL_BYTES)
-      const child = spawn(file, args, {
+      // Under prlimit, which sets the limit and execs the command (the same process).
+      const child = spawn(prlimit ?? file, prlimit ? [`--nproc=${options.maxProcesses}`, '--', file, ...args] : args, {
         cwd,
-        // Never the runner's whole environment (its token, its settings, whatever its host
-        // put there): the allow-list, the payload's env, and the task's own two.
-        env: {
-          ...baseEnvironment(process.env, passEnv, runAs?.home),
-          ...env,
-          AGENTICCP_TASK_ID: task.id,
-          AGENTICCP_TASK_ATTEMPT: String(task.attempt),
-        },
+        env: environment,
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true, // setsid: its own session and process group (pid = sid = pgid)
         // Another user's: neither the state dir (0700) nor the runner's process is theirs.
