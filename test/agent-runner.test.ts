@@ -316,7 +316,7 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
         `if ${test} >/dev/null 2>&1; then echo '${what}'; else echo 'no ${what}'; fi`
       const task = await shellTask(r.scope, {
         command: [
-          'id -u; id -g; echo "$HOME"',
+          'id -u; id -G; echo "$HOME"', // its groups: its own only, none of root's
           can('agent.json', `cat ${join(stateDir, 'agent.json')}`),
           can('state dir', `ls ${stateDir}`),
           can('runner environ', `cat /proc/${r.child.pid}/environ`),
@@ -338,6 +338,24 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     async () => {
       const r = runner(await registrationToken(), { extra: ['--run-as', 'nobody', '--max-processes', '8'] })
       await agentIdOf(r)
+      // Under the limit, a command runs as ever; one given relative to its cwd is found there…
+      const dir = mkdtempSync(join(tmpdir(), 'act-cwd-'))
+      chmodSync(dir, 0o755)
+      writeFileSync(join(dir, 'hello.sh'), '#!/bin/sh\necho "hello from $(pwd)"\n', { mode: 0o755 })
+      const relative = await shellTask(r.scope, { command: ['./hello.sh'], cwd: dir }, { maxAttempts: 1 })
+      expect(await taskIn(relative.id, ['completed', 'failed'])).toMatchObject({
+        status: 'completed',
+        result: { outputTail: `hello from ${dir}\n` },
+      })
+      // …and a program that is not there is still said as such (not prlimit's exit 127).
+      const missing = await shellTask(r.scope, { command: ['no-such-program-here'] }, { maxAttempts: 1 })
+      expect(await taskIn(missing.id, ['failed'])).toMatchObject({
+        error: {
+          code: 'spawn_failed',
+          message: 'Could not start: ENOENT (no program "no-such-program-here" on PATH).',
+        },
+      })
+      // Past it, forks fail. (Last: its killed processes count for the user until reaped.)
       const task = await shellTask(
         r.scope,
         { command: 'i=0; while [ $i -lt 20 ]; do sleep 2 & i=$((i+1)); done; wait; echo all started' },
@@ -346,14 +364,6 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
       const done = await taskIn(task.id, ['completed', 'failed'])
       expect(done).toMatchObject({ status: 'failed', error: { code: expect.stringMatching(/^exit_/) } })
       expect((done.result as { outputTail: string }).outputTail).toMatch(/fork/i)
-      // A program that is not there is still said as such (not prlimit's exit 127).
-      const missing = await shellTask(r.scope, { command: ['no-such-program-here'] }, { maxAttempts: 1 })
-      expect(await taskIn(missing.id, ['failed'])).toMatchObject({
-        error: {
-          code: 'spawn_failed',
-          message: 'Could not start: ENOENT (no program "no-such-program-here" on PATH).',
-        },
-      })
     },
   )
 
@@ -518,7 +528,7 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     await lib.stop(5)
   })
 
-  it('cancels a running command: SIGTERM to its group, SIGKILL after the grace, reported cancelled', async () => {
+  it('cancels a running command: SIGTERM to it and all it started, SIGKILL after the grace, reported cancelled', async () => {
     const r = runner(await registrationToken())
     await agentIdOf(r)
     // The shell ignores SIGTERM (and so does the sleep it starts): only SIGKILL ends it.

@@ -131,14 +131,12 @@ function carries(pid: number, marks: string[]): boolean {
 
 /**
  * Sends `signal` to every process of the command `c`: its process group at once (while its
- * leader is the process recorded, or gone), then each process found (commandProcesses) that
- * is still the process found. Returns how many processes were signalled, the group counted
- * as one.
+ * leader is the process recorded), then each process found (commandProcesses) that is still
+ * the process found. Returns how many processes were signalled, the group counted as one.
  */
 export function signalCommand(c: GroupRecord, signal: NodeJS.Signals): number {
   let sent = 0
-  const leader = procStat(c.pid)
-  if (leader === undefined || leader.start === c.start) {
+  if (procStat(c.pid)?.start === c.start) {
     try {
       process.kill(-c.pid, signal)
       sent++

@@ -6,7 +6,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { resolve } from 'node:path'
 
 /** A shell setting that cannot work (the CLI: exit 2, with the message). */
 export class ShellConfigError extends Error {
@@ -117,9 +117,15 @@ const DEFAULT_PATH = '/usr/bin:/bin'
 
 /**
  * Where `program` is: itself when it names a path (a `/` in it), else the first directory of
- * `path` that holds it (executable, with `executable`; else there at all). Undefined: nowhere.
+ * `path` that holds it (executable, with `executable`; else there at all); a relative one
+ * from `cwd`. Undefined: nowhere.
  */
-export function findProgram(program: string, path = DEFAULT_PATH, executable = true): string | undefined {
+export function findProgram(
+  program: string,
+  path = DEFAULT_PATH,
+  executable = true,
+  cwd = process.cwd(),
+): string | undefined {
   const there = (file: string) => {
     try {
       if (!executable) return existsSync(file)
@@ -129,9 +135,9 @@ export function findProgram(program: string, path = DEFAULT_PATH, executable = t
       return false
     }
   }
-  if (program.includes('/')) return there(program) ? program : undefined
+  if (program.includes('/')) return there(resolve(cwd, program)) ? program : undefined
   for (const dir of path.split(':')) {
-    const file = join(dir || '.', program)
+    const file = resolve(cwd, dir, program)
     if (there(file)) return file
   }
   return undefined

@@ -77,13 +77,15 @@ export interface ShellOptions {
 }
 
 /**
- * The built-in `shell` task type: runs the payload's command in a session and process
- * group of its own, so that stopping it stops everything it started (groups.ts), with a clean environment (PATH,
- * HOME, LANG, TZ, LC_*, `passEnv`, the payload's env; never the runner's AGENTICCP_*).
- * Completes with {exitCode, signal, outputTail}; a non-zero exit fails with `exit_<n>`, a death by signal with
- * `signal_<NAME>`; a payload that does not match fails with `malformed_payload` (the
- * service never retries that). On `ctx.signal`: SIGTERM to all its processes, then SIGKILL
- * after the grace; when it exits, SIGKILL to whatever it left running.
+ * The built-in `shell` task type: runs the payload's command in a session and process group
+ * of its own, so that stopping it stops everything it started (groups.ts), with a clean
+ * environment (PATH, HOME, LANG, TZ, LC_*, `passEnv`, the payload's env; never the runner's
+ * AGENTICCP_*), as `runAs` if given. Completes with {exitCode, signal, outputTail}; a non-zero
+ * exit fails with `exit_<n>`, a death by signal with `signal_<NAME>`; a payload that does
+ * not match fails with `malformed_payload` (the service never retries that), a missing cwd
+ * with `cwd_not_found`. On `ctx.signal`: SIGTERM to all its processes, then SIGKILL after
+ * the grace; when it exits, SIGKILL to whatever it left running. Options that cannot hold
+ * throw ShellConfigError here, when it is made.
  */
 export function shellHandler(options: ShellOptions = {}): Handler {
   const graceMs = (options.graceSeconds ?? 10) * 1000
@@ -121,8 +123,9 @@ export function shellHandler(options: ShellOptions = {}): Handler {
         outputTail: '',
       })
     }
-    // Under prlimit a program that is not there would be prlimit's exit 127: said as spawn would.
-    if (prlimit && !findProgram(file, environment.PATH, false)) {
+    // Under prlimit a program that is not there would be prlimit's exit 127 (or 126): said
+    // as spawn would say it.
+    if (prlimit && !findProgram(file, environment.PATH, false, cwd)) {
       const why = notStarted('ENOENT', file, cwd)
       ctx.log(`[agent] could not start: ENOENT (${why})\n`, 'system')
       ctx.logger.warn(`could not start: ENOENT (${why})`)
