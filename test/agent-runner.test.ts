@@ -340,6 +340,7 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
       await agentIdOf(r)
       // Under the limit, a command runs as ever; one given relative to its cwd is found there…
       const dir = mkdtempSync(join(tmpdir(), 'act-cwd-'))
+      onTestFinished(() => rmSync(dir, { recursive: true, force: true }))
       chmodSync(dir, 0o755)
       writeFileSync(join(dir, 'hello.sh'), '#!/bin/sh\necho "hello from $(pwd)"\n', { mode: 0o755 })
       const relative = await shellTask(r.scope, { command: ['./hello.sh'], cwd: dir }, { maxAttempts: 1 })
