@@ -1,8 +1,8 @@
-import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { Agent, silentAgentLogger } from '../src/agent'
 import { type Client, createClient, ok } from '../src/client'
@@ -43,6 +43,49 @@ async function freePort(): Promise<number> {
     })
   })
 }
+
+/** The system user `nobody` (uid, gid, home), for the tests of --run-as, which need this process to be root. */
+const nobody = (() => {
+  try {
+    const [, , uid, gid, , home] = execFileSync('getent', ['passwd', 'nobody'], { encoding: 'utf8' }).trim().split(':')
+    return { uid: Number(uid), gid: Number(gid), home: home ?? '' }
+  } catch {
+    return undefined
+  }
+})()
+const asRoot = process.getuid?.() === 0
+const hasPrlimit = (process.env.PATH ?? '').split(':').some((d) => d && existsSync(join(d, 'prlimit')))
+
+/** A process's state, group and session (/proc/<pid>/stat), or undefined when it is gone. */
+function proc(pid: number) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const [state, , group, session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return { state, group: Number(group), session: Number(session) }
+  } catch {
+    return undefined
+  }
+}
+/** Running (not gone, nor a zombie nobody reaps). */
+const running = (pid: number) => {
+  const p = proc(pid)
+  return p !== undefined && p.state !== 'Z'
+}
+/** The pid a command wrote to `file`, once it has. */
+const pidIn = (file: string) =>
+  until(`a pid in ${file}`, () => {
+    const text = existsSync(file) ? readFileSync(file, 'utf8').trim() : ''
+    return /^\d+$/.test(text) ? Number(text) : undefined
+  })
+/** Leftovers of a failed test are not left to the next. */
+const killAfterTest = (pids: number[]) =>
+  onTestFinished(() => {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {}
+    }
+  })
 
 interface Runner extends Omit<Spawned, 'listening'> {
   child: ChildProcess
@@ -99,7 +142,15 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
   /** A runner process; its tasks are kept apart from other tests' by a label. */
   const runner = (
     token: string,
-    opts: { stateDir?: string; scope?: string; name?: string; extra?: string[]; entry?: 'build' | 'bin' } = {},
+    opts: {
+      stateDir?: string
+      scope?: string
+      name?: string
+      extra?: string[]
+      entry?: 'build' | 'bin'
+      /** More of the runner's environment. */
+      env?: Record<string, string>
+    } = {},
   ) => {
     const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'act-agent-'))
     const scope = opts.scope ?? unique('scope')
@@ -125,7 +176,7 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
       ],
       // The token comes from the environment, as a service manager would give it.
       {
-        env: { PATH: process.env.PATH ?? '', HOME: stateDir, AGENTICCP_TOKEN: token },
+        env: { PATH: process.env.PATH ?? '', HOME: stateDir, AGENTICCP_TOKEN: token, ...opts.env },
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     )
@@ -198,6 +249,125 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     expect(err).toContain(`"taskId":"${task.id}"`)
   })
 
+  it('gives a shell task a clean environment: the allow-list, --pass-env and its payload’s env, never the runner’s settings or secrets', async () => {
+    const r = runner(await registrationToken(), {
+      extra: ['--pass-env', 'PASSED_ONE', '--pass-env', 'PASSED_TWO,PASSED_UNSET'],
+      env: {
+        LANG: 'C.UTF-8',
+        LC_ALL: 'C',
+        TZ: 'UTC',
+        PASSED_ONE: '1',
+        PASSED_TWO: '2',
+        DATABASE_PASSWORD: 'hunter2',
+        AGENTICCP_LOG_LEVEL: 'info',
+      },
+    })
+    await agentIdOf(r)
+    // The program itself (no shell, which would add PWD), printing all it was given.
+    const task = await shellTask(r.scope, { command: ['env'], env: { FROM_PAYLOAD: 'x', PASSED_ONE: 'payload wins' } })
+    const done = await taskIn(task.id, ['completed', 'failed'])
+    expect(done.status).toBe('completed')
+    const lines = (done.result as { outputTail: string }).outputTail.trim().split('\n')
+    const vars = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
+    expect(vars).toEqual({
+      PATH: process.env.PATH ?? '',
+      HOME: r.stateDir,
+      LANG: 'C.UTF-8',
+      LC_ALL: 'C',
+      TZ: 'UTC',
+      PASSED_ONE: 'payload wins',
+      PASSED_TWO: '2',
+      FROM_PAYLOAD: 'x',
+      AGENTICCP_TASK_ID: task.id,
+      AGENTICCP_TASK_ATTEMPT: '1',
+    })
+  })
+
+  it('keeps its state dir 0700 and agent.json 0600, tightening them when they were looser', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'act-agent-'))
+    chmodSync(stateDir, 0o755) // made by hand, or by a volume
+    const mode = (path: string) => statSync(path).mode & 0o777
+    const first = runner(await registrationToken(1), { stateDir })
+    await agentIdOf(first)
+    expect(mode(stateDir)).toBe(0o700)
+    expect(mode(join(stateDir, 'agent.json'))).toBe(0o600)
+    await first.waitFor(/"msg":"[^"]+ was open to other users \(mode 0755\): now 0700"/)
+    first.child.kill('SIGTERM')
+    expect(await first.exited).toBe(0)
+    // Loosened while it was stopped (a copy, a restore from a backup): the restart tightens both.
+    chmodSync(stateDir, 0o755)
+    chmodSync(join(stateDir, 'agent.json'), 0o644)
+    const again = runner('', { stateDir, scope: first.scope })
+    await again.waitFor(/agent\.json was open to other users \(mode 0644\): now 0600/)
+    expect(mode(stateDir)).toBe(0o700)
+    expect(mode(join(stateDir, 'agent.json'))).toBe(0o600)
+  })
+
+  it.skipIf(!asRoot || !nobody)(
+    'runs shell tasks as --run-as nobody: its uid, gid and home, and no way to the agent’s token',
+    async () => {
+      const user = nobody as NonNullable<typeof nobody>
+      const stateDir = mkdtempSync(join(tmpdir(), 'act-agent-'))
+      chmodSync(stateDir, 0o755)
+      const r = runner(await registrationToken(), { stateDir, extra: ['--run-as', 'nobody'] })
+      await agentIdOf(r)
+      await r.waitFor(/shell tasks run as nobody/)
+      const can = (what: string, test: string) =>
+        `if ${test} >/dev/null 2>&1; then echo '${what}'; else echo 'no ${what}'; fi`
+      const task = await shellTask(r.scope, {
+        command: [
+          'id -u; id -G; echo "$HOME"', // its groups: its own only, none of root's
+          can('agent.json', `cat ${join(stateDir, 'agent.json')}`),
+          can('state dir', `ls ${stateDir}`),
+          can('runner environ', `cat /proc/${r.child.pid}/environ`),
+          can('signal to the runner', `kill -0 ${r.child.pid}`),
+        ].join('\n'),
+      })
+      const done = await taskIn(task.id, ['completed', 'failed'])
+      expect(done).toMatchObject({
+        status: 'completed',
+        result: {
+          outputTail: `${user.uid}\n${user.gid}\n${user.home}\nno agent.json\nno state dir\nno runner environ\nno signal to the runner\n`,
+        },
+      })
+    },
+  )
+
+  it.skipIf(!asRoot || !nobody || !hasPrlimit)(
+    'caps the processes of the --run-as user with --max-processes: a fork past it fails',
+    async () => {
+      const r = runner(await registrationToken(), { extra: ['--run-as', 'nobody', '--max-processes', '8'] })
+      await agentIdOf(r)
+      // Under the limit, a command runs as ever; one given relative to its cwd is found there…
+      const dir = mkdtempSync(join(tmpdir(), 'act-cwd-'))
+      onTestFinished(() => rmSync(dir, { recursive: true, force: true }))
+      chmodSync(dir, 0o755)
+      writeFileSync(join(dir, 'hello.sh'), '#!/bin/sh\necho "hello from $(pwd)"\n', { mode: 0o755 })
+      const relative = await shellTask(r.scope, { command: ['./hello.sh'], cwd: dir }, { maxAttempts: 1 })
+      expect(await taskIn(relative.id, ['completed', 'failed'])).toMatchObject({
+        status: 'completed',
+        result: { outputTail: `hello from ${dir}\n` },
+      })
+      // …and a program that is not there is still said as such (not prlimit's exit 127).
+      const missing = await shellTask(r.scope, { command: ['no-such-program-here'] }, { maxAttempts: 1 })
+      expect(await taskIn(missing.id, ['failed'])).toMatchObject({
+        error: {
+          code: 'spawn_failed',
+          message: 'Could not start: ENOENT (no program "no-such-program-here" on PATH).',
+        },
+      })
+      // Past it, forks fail. (Last: its killed processes count for the user until reaped.)
+      const task = await shellTask(
+        r.scope,
+        { command: 'i=0; while [ $i -lt 20 ]; do sleep 2 & i=$((i+1)); done; wait; echo all started' },
+        { maxAttempts: 1 },
+      )
+      const done = await taskIn(task.id, ['completed', 'failed'])
+      expect(done).toMatchObject({ status: 'failed', error: { code: expect.stringMatching(/^exit_/) } })
+      expect((done.result as { outputTail: string }).outputTail).toMatch(/fork/i)
+    },
+  )
+
   it('streams a long noisy command’s output into the task log, whole and in order', async () => {
     const r = runner(await registrationToken())
     await agentIdOf(r)
@@ -214,6 +384,31 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     const lines = (await res.text()).split('\n').filter((l) => l.startsWith('line '))
     expect(lines).toHaveLength(3000)
     expect(lines.every((l, i) => l === `line ${i + 1}`)).toBe(true)
+  })
+
+  it('keeps at most --max-output bytes of a task’s output in its log, says so, and lets the command go on', async () => {
+    const r = runner(await registrationToken(), { extra: ['--max-output', '1000'] })
+    await agentIdOf(r)
+    const task = await shellTask(r.scope, {
+      command: 'for i in $(seq 1 500); do echo "line $i"; done; echo last >&2',
+    })
+    const done = await taskIn(task.id, ['completed', 'failed'])
+    const lines = Array.from({ length: 500 }, (_, i) => `line ${i + 1}\n`).join('')
+    const total = lines.length + 'last\n'.length
+    // It ran to its end: the result has its real last lines, and how much the log did not get.
+    expect(done).toMatchObject({ status: 'completed', result: { exitCode: 0, outputDropped: total - 1000 } })
+    expect((done.result as { outputTail: string }).outputTail.endsWith('line 500\nlast\n')).toBe(true)
+    const viewer = await signToken({ secretKey: SECRET, algorithm: 'HS256' }, { sub: 'v', role: 'viewer' }, 5)
+    const res = await fetch(`${url}/api/v1/tasks/${task.id}/logs`, {
+      headers: { authorization: `Bearer ${viewer}`, accept: 'text/plain' },
+    })
+    // The first 1000 bytes (a line cut in the middle), then what happened to the rest.
+    expect(await res.text()).toBe(
+      `[agent] started: for i in $(seq 1 500); do echo "line $i"; done; echo last >&2\n${lines.slice(0, 1000)}\n` +
+        '[agent] output past 1000 bytes is not kept (--max-output); the command goes on\n' +
+        `[agent] ${total - 1000} bytes of output not kept\n` +
+        '[agent] exited with status 0\n',
+    )
   })
 
   it('fails a failing command with exit_<n> and the service retries it per maxAttempts', async () => {
@@ -249,12 +444,18 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     // A command that cannot start says why (the spawn error's code), not "exited with status -2".
     const missing = await shellTask(r.scope, { command: ['/nonexistent/program', 'x'] }, { maxAttempts: 1 })
     const noDir = await shellTask(r.scope, { command: 'true', cwd: '/nonexistent-dir' }, { maxAttempts: 1 })
+    const notDir = await shellTask(r.scope, { command: 'true', cwd: '/etc/passwd' }, { maxAttempts: 1 })
     expect(await taskIn(missing.id, ['failed'])).toMatchObject({
       error: { code: 'spawn_failed', message: 'Could not start: ENOENT (no program "/nonexistent/program").' },
       result: { exitCode: null, signal: null, spawnError: 'ENOENT' },
     })
+    // A working directory that is not there is named as the cause, with a code of its own.
     expect(await taskIn(noDir.id, ['failed'])).toMatchObject({
-      error: { code: 'spawn_failed', message: 'Could not start: ENOENT (no directory "/nonexistent-dir" (cwd)).' },
+      error: { code: 'cwd_not_found', message: 'The working directory /nonexistent-dir does not exist.' },
+      result: { exitCode: null, signal: null },
+    })
+    expect(await taskIn(notDir.id, ['failed'])).toMatchObject({
+      error: { code: 'cwd_not_directory', message: 'The working directory /etc/passwd is not a directory.' },
     })
     const viewer = await signToken({ secretKey: SECRET, algorithm: 'HS256' }, { sub: 'v', role: 'viewer' }, 5)
     const text = await until('the log of the command that did not start', async () => {
@@ -266,6 +467,7 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     })
     expect(text).toBe('[agent] could not start: ENOENT (no program "/nonexistent/program")\n')
     await r.waitFor(/"msg":"could not start: ENOENT \(no program \\"\/nonexistent\/program\\"\)"/)
+    await r.waitFor(/"msg":"could not start: the working directory \/nonexistent-dir does not exist"/)
     expect(r.output().err).not.toContain('status -2')
   })
 
@@ -327,7 +529,7 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     await lib.stop(5)
   })
 
-  it('cancels a running command: SIGTERM to its group, SIGKILL after the grace, reported cancelled', async () => {
+  it('cancels a running command: SIGTERM to it and all it started, SIGKILL after the grace, reported cancelled', async () => {
     const r = runner(await registrationToken())
     await agentIdOf(r)
     // The shell ignores SIGTERM (and so does the sleep it starts): only SIGKILL ends it.
@@ -341,6 +543,40 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     expect(took).toBeGreaterThanOrEqual(GRACE - 0.5) // it outlived SIGTERM…
     expect(took).toBeLessThan(GRACE + 8) // …and not SIGKILL
     await r.waitFor(/the command outlived its grace/)
+  })
+
+  it('stops all a command started, in its group, in another group of its session, or in a session of its own (setsid): when it ends, and on cancel', async () => {
+    const r = runner(await registrationToken())
+    await agentIdOf(r)
+    const dir = r.stateDir
+    // Left running by a command that then exits: a daemon in a session of its own.
+    const ends = await shellTask(r.scope, {
+      command: `setsid sleep 300 >/dev/null 2>&1 & echo $! > ${dir}/daemon; echo done`,
+    })
+    const daemon = await pidIn(join(dir, 'daemon'))
+    killAfterTest([daemon])
+    expect(await taskIn(ends.id, ['completed', 'failed'])).toMatchObject({ status: 'completed' })
+    await until('the daemon it left gone', () => !running(daemon))
+    // Cancelled while it runs: one child in a session of its own (which keeps the task's
+    // environment), one in a group of its own in the task's session with an empty
+    // environment, and the command itself.
+    const task = await shellTask(r.scope, {
+      command: [
+        `setsid sleep 300 >/dev/null 2>&1 & echo $! > ${dir}/session`,
+        `env -i perl -e 'setpgrp(0, 0); sleep 300' >/dev/null 2>&1 & echo $! > ${dir}/group`,
+        'sleep 300',
+      ].join('\n'),
+    })
+    const [own, group] = [await pidIn(join(dir, 'session')), await pidIn(join(dir, 'group'))]
+    killAfterTest([own, group])
+    await taskIn(task.id, ['running'])
+    const leader = await until('the command recorded', () => readdirSync(join(dir, 'groups'))[0]?.replace('.json', ''))
+    await until('the children out of its group', () => proc(group)?.group === group && proc(own)?.session === own)
+    expect(proc(group)?.session).toBe(Number(leader)) // its session, not its group
+    expect(readFileSync(`/proc/${group}/environ`, 'utf8')).toBe('') // no marks to find it by
+    await ok(api.api.v1.tasks[':id'].cancel.$post({ param: { id: task.id } }))
+    expect(await taskIn(task.id, ['cancelled', 'failed', 'completed'], 30_000)).toMatchObject({ status: 'cancelled' })
+    await until('every process it started gone', () => !running(own) && !running(group) && !running(Number(leader)))
   })
 
   it('a task whose runner is killed -9 mid-run is finished by a second runner', async () => {
@@ -368,8 +604,11 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     await agentIdOf(first)
     const marker = join(first.stateDir, 'ran-once')
     const task = await shellTask(first.scope, {
-      command: `if [ -e ${marker} ]; then echo second; else touch ${marker}; exec sleep 300; fi`,
+      // The first attempt leaves a process in a session of its own too (setsid).
+      command: `if [ -e ${marker} ]; then echo second; else touch ${marker}; setsid sleep 300 >/dev/null 2>&1 & echo $! > ${marker}; exec sleep 300; fi`,
     })
+    const escaped = await pidIn(marker)
+    killAfterTest([escaped])
     await taskIn(task.id, ['running'])
     const groups = join(first.stateDir, 'groups')
     const pgid = await until('its process group recorded', async () => {
@@ -392,12 +631,16 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     first.child.kill('SIGKILL')
     await first.exited
     expect(groupAlive()).toBe(true) // nothing could stop it: the runner died at once
+    expect(running(escaped)).toBe(true)
     // Its lock stays, naming a process that is gone: the restart takes it over.
     expect(JSON.parse(readFileSync(join(first.stateDir, 'runner.lock'), 'utf8')).pid).toBe(first.child.pid)
     // The same state dir, no token: the same agent, which stops the leftover before it works.
     const again = runner('', { stateDir: first.stateDir, scope: first.scope })
     await again.waitFor(/killed a command left running by the previous process/)
-    await until('the leftover gone', async () => !groupAlive())
+    await until(
+      'the leftover gone, the process in a session of its own too',
+      async () => !groupAlive() && !running(escaped),
+    )
     // The lost run is reported (agent_restarted, or agent_lost should the service have
     // counted the agent silent first; `failed` until the sweep retries it) and attempt 2
     // runs on the restarted runner.
@@ -527,11 +770,12 @@ describe('agenticcp-agent command line', () => {
   // Its default state dir (~/.agenticcp-agent) in a home of its own, never this user's.
   const home = mkdtempSync(join(tmpdir(), 'act-home-'))
   afterAll(() => rmSync(home, { recursive: true, force: true }))
-  const run = (args: string[], env: Record<string, string> = {}) =>
+  const run = (args: string[], env: Record<string, string> = {}, as?: { uid: number; gid: number }) =>
     new Promise<{ code: number | null; err: string }>((resolve) => {
       const child = spawn(process.execPath, [command(), ...args], {
         env: { PATH: process.env.PATH ?? '', HOME: home, ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
+        ...as,
       })
       let err = ''
       child.stderr.on('data', (d) => {
@@ -561,6 +805,76 @@ describe('agenticcp-agent command line', () => {
     const fromEnv = await run(['run', '--url', 'http://127.0.0.1:9'], { AGENTICCP_TOKEN: 'not-a-token' })
     expect(fromEnv).toMatchObject({ code: 1, err: expect.stringContaining('neither a registration token') })
     expect(fromEnv.err).not.toContain('--token on the command line')
+  })
+
+  it('refuses to pass the runner’s own settings to shell tasks (--pass-env AGENTICCP_*), or a name that is no variable', async () => {
+    const base = ['run', '--url', 'http://127.0.0.1:9', '--allow-shell']
+    const token = { AGENTICCP_TOKEN: 'acpr_x' }
+    for (const name of ['AGENTICCP_TOKEN', 'agenticcp_token_file']) {
+      const refused = await run([...base, '--pass-env', 'HTTPS_PROXY', '--pass-env', name], token)
+      expect(refused).toMatchObject({
+        code: 2,
+        err: expect.stringContaining(`--pass-env ${name}: the runner's own settings`),
+      })
+    }
+    expect(await run(base, { ...token, AGENTICCP_PASS_ENV: 'NO_PROXY,AGENTICCP_URL' })).toMatchObject({
+      code: 2,
+      err: expect.stringContaining('--pass-env AGENTICCP_URL'),
+    })
+    expect(await run([...base, '--pass-env', 'NOT-A-NAME'], token)).toMatchObject({
+      code: 2,
+      err: expect.stringContaining('--pass-env takes variable names (got "NOT-A-NAME")'),
+    })
+  })
+
+  it.skipIf(!asRoot || !nobody)(
+    'refuses --run-as for a user this host does not know, or in a runner that is not root',
+    async () => {
+      const base = ['run', '--url', 'http://127.0.0.1:9', '--allow-shell']
+      const token = { AGENTICCP_TOKEN: 'acpr_x' }
+      expect(await run([...base, '--run-as', 'no-such-user-here'], token)).toMatchObject({
+        code: 2,
+        err: expect.stringContaining('--run-as no-such-user-here: no such user on this host.'),
+      })
+      // The same command started as nobody: it cannot switch users. (Its build readable by nobody.)
+      chmodSync(dirname(dirname(dirname(command()))), 0o755)
+      const user = nobody as NonNullable<typeof nobody>
+      expect(await run([...base, '--run-as', 'nobody'], token, user)).toMatchObject({
+        code: 2,
+        err: expect.stringContaining(
+          `--run-as nobody: switching users needs a runner started as root (this one runs as uid ${user.uid})`,
+        ),
+      })
+    },
+  )
+
+  it('refuses a --max-output that is not a size', async () => {
+    const base = ['run', '--url', 'http://127.0.0.1:9', '--allow-shell']
+    for (const v of ['0', 'lots', '1.5M', '-1']) {
+      expect(await run([...base, `--max-output=${v}`], { AGENTICCP_TOKEN: 'acpr_x' })).toMatchObject({
+        code: 2,
+        err: expect.stringContaining(`--max-output is a size in bytes, e.g. 1048576 or 1M (got "${v}")`),
+      })
+    }
+  })
+
+  it('refuses a --max-processes that could not hold', async () => {
+    const base = ['run', '--url', 'http://127.0.0.1:9', '--allow-shell']
+    const token = { AGENTICCP_TOKEN: 'acpr_x' }
+    expect(await run([...base, '--max-processes', '0'], token)).toMatchObject({
+      code: 2,
+      err: expect.stringContaining('--max-processes must be a whole number 1–1000000.'),
+    })
+    if (!asRoot || !nobody) return
+    // Root is exempt from RLIMIT_NPROC: the limit needs the tasks to run as someone else.
+    expect(await run([...base, '--max-processes', '50'], token)).toMatchObject({
+      code: 2,
+      err: expect.stringContaining('and root is exempt from it: give --run-as USER too.'),
+    })
+    // No prlimit on PATH (the user found in /etc/passwd, with no getent there either).
+    expect(
+      await run([...base, '--max-processes', '50', '--run-as', 'nobody'], { ...token, PATH: '/nonexistent' }),
+    ).toMatchObject({ code: 2, err: expect.stringContaining('--max-processes needs the prlimit program (util-linux)') })
   })
 
   it('reads the token from --token-file (a mounted secret), and says what is wrong with the file', async () => {

@@ -7,6 +7,7 @@ import { lockStateDir } from './lock'
 import { type AgentLogger, createLogger } from './log'
 import { Outbox } from './outbox'
 import { Runs } from './runs'
+import { keepPrivate } from './state'
 import { LogShipper } from './task-log'
 
 export interface AgentOptions {
@@ -142,6 +143,13 @@ export class Agent {
     if (this.unlock || !this.options.stateDir) return
     if (this.phase !== 'new') throw new Error('The state dir is taken before the agent starts.')
     this.unlock = lockStateDir(this.options.stateDir)
+    // Its own now: readable by this user only, even if it was made looser before.
+    for (const t of keepPrivate(this.options.stateDir)) {
+      const [was, want] = [t.was, t.want].map((m) => `0${m.toString(8)}`)
+      if (t.error)
+        this.logger.warn(`${t.path} is open to other users (mode ${was}); could not make it ${want}: ${t.error}`)
+      else this.logger.warn(`${t.path} was open to other users (mode ${was}): now ${want}`)
+    }
   }
 
   private releaseStateDir(): void {

@@ -2,8 +2,10 @@
  * agenticcp-agent: the runner as a command.
  *
  *   agenticcp-agent run --url URL (--token-file FILE | --token TOKEN) [--name NAME] [--provider P] [--region R]
- *     [--capabilities a,b] [--labels k=v,k=v] [--slots N] [--state-dir DIR] [--allow-shell]
- *     [--cancel-grace S] [--drain-timeout S] [--log-format text|json] [--log-level L]
+ *     [--capabilities a,b] [--labels k=v,k=v] [--slots N] [--state-dir DIR]
+ *     [--allow-shell] [--pass-env NAME]… [--run-as USER] [--max-output BYTES]
+ *     [--max-processes N] [--cancel-grace S] [--drain-timeout S]
+ *     [--log-format text|json] [--log-level L]
  *
  * Every flag is also an environment variable: AGENTICCP_URL, AGENTICCP_TOKEN, AGENTICCP_NAME,
  * … (the flag's name in capitals, dashes as underscores). Flags win. The token is best given
@@ -19,6 +21,7 @@ import { killLeftoverGroups } from './groups'
 import { AgentFatalError } from './identity'
 import { createLogger, type LogFormat, type LogLevel } from './log'
 import { shellHandler } from './shell'
+import { ShellConfigError } from './shell-setup'
 import { loadState } from './state'
 
 const usage = `Usage: agenticcp-agent run --url URL (--token-file FILE | AGENTICCP_TOKEN=… | --token TOKEN) [options]
@@ -40,6 +43,15 @@ const usage = `Usage: agenticcp-agent run --url URL (--token-file FILE | AGENTIC
   --state-dir DIR        where the agent's id and token are kept (default ~/.agenticcp-agent);
                          one live runner per dir: a second one exits 1, naming the first's pid
   --allow-shell          run tasks of type "shell": {command, env?, cwd?}
+  --pass-env NAME        a variable of this environment that shell tasks get too (repeatable, or
+                         A,B); they get only PATH, HOME, LANG, TZ, LC_* and their payload's env
+                         otherwise, and never the runner's AGENTICCP_* (refused here)
+  --run-as USER          run shell tasks as this user (its uid, gid and home), not as the runner's:
+                         they cannot read the state dir (the agent's token); needs a root runner
+  --max-output BYTES     a shell task's output kept in its log at most (e.g. 10M); past it the log
+                         says so and the command goes on (default: no limit)
+  --max-processes N      a fork past N processes of the user shell tasks run as fails (RLIMIT_NPROC
+                         through prlimit, Linux; counted per user: meant with --run-as)
   --cancel-grace S       seconds between SIGTERM and SIGKILL when a task is stopped (default 10)
   --drain-timeout S      on SIGTERM/SIGINT, how long running tasks may finish (default 600)
   --log-format F         text|json (default text)
@@ -62,6 +74,10 @@ const options = {
   slots: { type: 'string' },
   'state-dir': { type: 'string' },
   'allow-shell': { type: 'boolean' },
+  'pass-env': { type: 'string', multiple: true },
+  'run-as': { type: 'string' },
+  'max-output': { type: 'string' },
+  'max-processes': { type: 'string' },
   'cancel-grace': { type: 'string' },
   'drain-timeout': { type: 'string' },
   'log-format': { type: 'string' },
@@ -77,6 +93,7 @@ class UsageError extends Error {}
 function setting(values: Record<string, unknown>, name: Name, env: NodeJS.ProcessEnv): string | undefined {
   const v = values[name]
   if (typeof v === 'string') return v
+  if (Array.isArray(v) && v.length > 0) return v.join(',')
   if (v === true) return 'true'
   const e = env[`AGENTICCP_${name.toUpperCase().replace(/-/g, '_')}`]
   return e === undefined || e === '' ? undefined : e
@@ -87,6 +104,24 @@ function int(name: string, v: string | undefined, min: number, max: number, fall
   const n = Number(v)
   if (!Number.isInteger(n) || n < min || n > max)
     throw new UsageError(`--${name} must be a whole number ${min}–${max}.`)
+  return n
+}
+
+/** A comma-separated list (a repeated flag comes joined with commas). */
+function list(v: string | undefined): string[] {
+  return (v ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+}
+
+/** A size in bytes: a whole number, or with K, M or G (powers of 1024). */
+function size(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined
+  const m = /^(\d+)([KMG]?)$/i.exec(v.trim())
+  const n = m ? Number(m[1]) * 1024 ** ' KMG'.indexOf((m[2] || ' ').toUpperCase()) : Number.NaN
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw new UsageError(`--${name} is a size in bytes, e.g. 1048576 or 1M (got "${v}").`)
   return n
 }
 
@@ -145,6 +180,20 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   try {
     const url = get('url')
     stateDir = get('state-dir') ?? join(homedir(), '.agenticcp-agent')
+    const allowShell = ['1', 'true', 'yes'].includes((get('allow-shell') ?? '').toLowerCase())
+    const grace = int('cancel-grace', get('cancel-grace'), 1, 86_400, 10)
+    // Checked first, even without --allow-shell: a shell setting that cannot hold is said
+    // before anything else is read or touched.
+    const runAs = get('run-as')
+    const maxProcesses = get('max-processes')
+    const shell = shellHandler({
+      graceSeconds: grace,
+      groupsDir: join(stateDir, 'groups'),
+      passEnv: list(get('pass-env')),
+      runAs,
+      maxOutputBytes: size('max-output', get('max-output')),
+      maxProcesses: maxProcesses === undefined ? undefined : int('max-processes', maxProcesses, 1, 1_000_000, 1),
+    })
     const token = readToken(get('token'), get('token-file'), url !== undefined && loadState(stateDir)?.url === url)
     if (!url) throw new UsageError('--url (or AGENTICCP_URL) is required.')
     if (!/^https?:\/\//.test(url)) throw new UsageError('--url must start with http:// or https://.')
@@ -154,13 +203,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     if (!['debug', 'info', 'warn', 'error'].includes(level))
       throw new UsageError('--log-level is debug|info|warn|error.')
     logger = createLogger({ format: format as LogFormat, level: level as LogLevel })
-    const allowShell = ['1', 'true', 'yes'].includes((get('allow-shell') ?? '').toLowerCase())
-    const grace = int('cancel-grace', get('cancel-grace'), 1, 86_400, 10)
     drainTimeout = int('drain-timeout', get('drain-timeout'), 0, 604_800, 600)
-    const capabilities = (get('capabilities') ?? '')
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean)
+    const capabilities = list(get('capabilities'))
     if (allowShell && !capabilities.includes('shell')) capabilities.push('shell')
     agent = new Agent({
       url,
@@ -176,9 +220,17 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       cancelGraceSeconds: grace,
       logger,
     })
-    if (allowShell) agent.handle('shell', shellHandler({ graceSeconds: grace, groupsDir: join(stateDir, 'groups') }))
+    if (allowShell) {
+      agent.handle('shell', shell)
+      if (runAs !== undefined) logger.info(`shell tasks run as ${runAs}`)
+      if (maxProcesses !== undefined && runAs === undefined) {
+        logger.warn(
+          `--max-processes ${maxProcesses} counts every process and thread of this runner's user (uid ${process.getuid?.()}): the runner's own and all its tasks' together`,
+        )
+      }
+    }
   } catch (err) {
-    if (!(err instanceof UsageError)) throw err
+    if (!(err instanceof UsageError || err instanceof ShellConfigError)) throw err
     process.stderr.write(`agenticcp-agent: ${err.message}\n`)
     return 2
   }

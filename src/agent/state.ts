@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 /** What a runner keeps between starts: who it is on which server. */
@@ -42,4 +42,43 @@ export function saveState(dir: string, state: AgentState): void {
   writeFileSync(tmp, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 })
   chmodSync(tmp, 0o600)
   renameSync(tmp, path)
+}
+
+/** What `keepPrivate` found open to others: the path, its mode, the mode it should have, and why it kept its own. */
+export interface Tightened {
+  path: string
+  was: number
+  want: number
+  /** Set when it could not be changed (the errno code). */
+  error?: string
+}
+
+/**
+ * The state dir readable by its owner only, as `saveState` makes it, even when it was there
+ * before, looser (made by hand, by an older version, by a volume): the dir (and its
+ * `groups`) 0700, `agent.json` 0600. Returns what it had to change (and what it could not:
+ * another user's dir, a read-only volume).
+ */
+export function keepPrivate(dir: string): Tightened[] {
+  const changed: Tightened[] = []
+  for (const [path, mode] of [
+    [dir, 0o700],
+    [join(dir, FILE), 0o600],
+    [join(dir, 'groups'), 0o700],
+  ] as const) {
+    let was: number
+    try {
+      was = statSync(path).mode & 0o777
+    } catch {
+      continue // not there (yet): made private when it is made
+    }
+    if ((was & ~mode) === 0) continue
+    try {
+      chmodSync(path, mode)
+      changed.push({ path, was, want: mode })
+    } catch (err) {
+      changed.push({ path, was, want: mode, error: (err as NodeJS.ErrnoException).code ?? String(err) })
+    }
+  }
+  return changed
 }
