@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { Agent, silentAgentLogger } from '../src/agent'
+import { killLeftoverGroups, procStat, recordGroup } from '../src/agent/groups'
 import { type Client, createClient, ok } from '../src/client'
 import { signToken } from '../src/lib/tokens'
 import { freshPostgresUrl, onPostgres, SECRET, testRedisUrl, unique } from './harness'
@@ -901,6 +902,43 @@ describe('agenticcp-agent command line', () => {
         err: expect.stringContaining('neither a registration token'),
       })
     } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('a runner killed between spawning a command and recording it', () => {
+  it('leaves a record made before the spawn, by which its restart finds and kills the command, and nothing else', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'act-groups-'))
+    const taskId = '01a2380e-0000-7000-8000-000000000001'
+    const runnerStart = procStat(process.pid)?.start as number
+    recordGroup(dir, { pid: 0, start: runnerStart, taskId, attempt: 2 })
+    const marked = spawn('sleep', ['300'], {
+      detached: true,
+      stdio: 'ignore',
+      env: { PATH: process.env.PATH ?? '', AGENTICCP_TASK_ID: taskId, AGENTICCP_TASK_ATTEMPT: '2' },
+    })
+    // Another attempt's command, and one without marks: neither is the recorded command.
+    const other = spawn('sleep', ['300'], {
+      detached: true,
+      stdio: 'ignore',
+      env: { PATH: process.env.PATH ?? '', AGENTICCP_TASK_ID: taskId, AGENTICCP_TASK_ATTEMPT: '3' },
+    })
+    const plain = spawn('sleep', ['300'], { detached: true, stdio: 'ignore' })
+    const alive = (pid: number | undefined) => {
+      const s = procStat(pid as number)
+      return s !== undefined && s.state !== 'Z'
+    }
+    try {
+      await until('the commands started', () => [marked, other, plain].every((c) => alive(c.pid)))
+      const killed = killLeftoverGroups(dir)
+      expect(killed.map((g) => [g.pid, g.taskId, g.attempt])).toEqual([[0, taskId, 2]])
+      await until('the recorded command gone', () => !alive(marked.pid))
+      expect(alive(other.pid)).toBe(true)
+      expect(alive(plain.pid)).toBe(true)
+      expect(readdirSync(dir)).toEqual([])
+    } finally {
+      for (const c of [marked, other, plain]) c.kill('SIGKILL')
       rmSync(dir, { recursive: true, force: true })
     }
   })

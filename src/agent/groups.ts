@@ -59,7 +59,8 @@ export function procStat(pid: number): ProcStat | undefined {
 /** Records a just-started command; returns what forgets it (when the command has ended). */
 export function recordGroup(dir: string, c: GroupRecord): () => void {
   if (!Number.isFinite(c.start)) return () => {}
-  const file = join(dir, `${c.pid}.json`)
+  // A record made before the spawn (pid 0) is named by its task and attempt.
+  const file = join(dir, c.pid > 1 ? `${c.pid}.json` : `starting-${c.taskId}-${c.attempt}.json`)
   const { pid, start, taskId, attempt } = c
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 })
@@ -96,7 +97,7 @@ export function commandProcesses(c: GroupRecord): Found[] {
   // The leader's pid names another process now: its session (and group) ended before that
   // pid could be given out again, so whatever is there belongs to someone else.
   const leader = procStat(c.pid)
-  const sessions = new Set<number>(leader && leader.start !== c.start ? [] : [c.pid])
+  const sessions = new Set<number>(c.pid <= 1 || (leader && leader.start !== c.start) ? [] : [c.pid])
   const marks = [`\0AGENTICCP_TASK_ID=${c.taskId}\0`, `\0AGENTICCP_TASK_ATTEMPT=${c.attempt}\0`]
   const candidates: (ProcStat & Found)[] = []
   for (const pid of pids) {
@@ -136,7 +137,7 @@ function carries(pid: number, marks: string[]): boolean {
  */
 export function signalCommand(c: GroupRecord, signal: NodeJS.Signals): number {
   let sent = 0
-  if (procStat(c.pid)?.start === c.start) {
+  if (c.pid > 1 && procStat(c.pid)?.start === c.start) {
     try {
       process.kill(-c.pid, signal)
       sent++
@@ -160,7 +161,7 @@ export function signalCommand(c: GroupRecord, signal: NodeJS.Signals): number {
 export function killCommand(c: GroupRecord): number {
   const killed = new Set<string>()
   for (let round = 0; round < 5; round++) {
-    if (procStat(c.pid)?.start === c.start) {
+    if (c.pid > 1 && procStat(c.pid)?.start === c.start) {
       try {
         process.kill(-c.pid, 'SIGKILL')
       } catch {}
@@ -198,7 +199,8 @@ export function killLeftoverGroups(dir: string): GroupRecord[] {
     const file = join(dir, name)
     try {
       const r = JSON.parse(readFileSync(file, 'utf8')) as GroupRecord
-      if (!Number.isInteger(r.pid) || r.pid <= 1 || !Number.isFinite(r.start)) continue
+      // pid 0: recorded before its spawn (found by its marks alone).
+      if (!Number.isInteger(r.pid) || r.pid < 0 || r.pid === 1 || !Number.isFinite(r.start)) continue
       if (typeof r.taskId !== 'string' || !Number.isInteger(r.attempt)) continue
       if (killCommand(r) > 0) killed.push(r)
     } catch {

@@ -138,6 +138,17 @@ export function shellHandler(options: ShellOptions = {}): Handler {
     }
     return new Promise<ShellResult>((resolve, reject) => {
       const tail = new Tail(TAIL_BYTES)
+      // Recorded before it starts: a runner killed between the spawn and the record below
+      // would leave a command no record names. This one names it by its marks (its task and
+      // attempt), among the processes started since this runner did.
+      const intent = options.groupsDir
+        ? recordGroup(options.groupsDir, {
+            pid: 0,
+            start: procStat(process.pid)?.start ?? Number.NaN,
+            taskId: task.id,
+            attempt: task.attempt,
+          })
+        : () => {}
       // Under prlimit, which sets the limit and execs the command (the same process).
       const child = spawn(prlimit ?? file, prlimit ? [`--nproc=${options.maxProcesses}`, '--', file, ...args] : args, {
         cwd,
@@ -153,7 +164,12 @@ export function shellHandler(options: ShellOptions = {}): Handler {
       const self: GroupRecord | undefined = child.pid
         ? { pid: child.pid, start: procStat(child.pid)?.start ?? Number.NaN, taskId: task.id, attempt: task.attempt }
         : undefined
-      const forget = options.groupsDir && self ? recordGroup(options.groupsDir, self) : () => {}
+      const forgetSelf = options.groupsDir && self ? recordGroup(options.groupsDir, self) : () => {}
+      if (self) intent()
+      const forget = () => {
+        forgetSelf()
+        intent()
+      }
       // Each stream decoded on its own (a character split across reads stays whole), into
       // the task's log as it comes and into the tail of the result.
       const out = new TextDecoder()
