@@ -17,7 +17,7 @@ import { describe, expect, it } from 'vitest'
 import { migrationCount, migrationState } from '../src/db/client'
 import { connectDatabase, databaseUrlProblem } from '../src/db/connect'
 import { freshPostgresUrl, onPostgres, SECRET, unique } from './harness'
-import { migratedDataDir, runtimes, script, startServer, stopped, track } from './spawn'
+import { builtFile, migratedDataDir, runtimes, script, startServer, stopped, track } from './spawn'
 import { until } from './until'
 
 /**
@@ -329,11 +329,11 @@ describe('refusing to start, in one line', () => {
     const url = 'mysql://someone:hunter2-secret@127.0.0.1/app'
     // Run where a directory named after the URL would appear if it were taken for a path.
     const cwd = mkdtempSync(join(tmpdir(), 'act-mysql-'))
-    const migrate = spawn(
-      process.execPath,
-      ['--import', join(process.cwd(), 'node_modules/tsx/dist/loader.mjs'), join(process.cwd(), 'scripts/migrate.ts')],
-      { cwd, env: { PATH: process.env.PATH ?? '', DATABASE_URL: url }, stdio: ['ignore', 'pipe', 'pipe'] },
-    )
+    const migrate = spawn(process.execPath, [builtFile('migrate')], {
+      cwd,
+      env: { PATH: process.env.PATH ?? '', DATABASE_URL: url },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     const migrating = track(migrate)
     const line = await oneLine(startServer({ DATABASE_URL: url, SECRET_KEY: SECRET }, 'node', cwd))
     expect(line).toBe(`Cannot start: DATABASE_URL "mysql://…" is not a database this service takes: ${takes}`)
