@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { inject } from 'vitest'
-import { type BuildEntry, buildInto, buildEntries as buildSources } from './build-cache'
+import { type BuildEntry, buildInto, buildEntries as buildSources, testNodeFlags } from './build-cache'
 
 export const bunBin = 'node_modules/.bin/bun'
 export const runtimes = existsSync(bunBin) ? (['node', 'bun'] as const) : (['node'] as const)
@@ -53,7 +53,7 @@ export function startServer(env: Record<string, string>, start: Start = 'node', 
       ? [cwd ? `${process.cwd()}/${bunBin}` : bunBin, [entry]]
       : start === 'tsx'
         ? [process.execPath, ['--import', cwd ? `${process.cwd()}/node_modules/tsx/dist/loader.mjs` : 'tsx', entry]]
-        : [process.execPath, [builtFile('server')]]
+        : [process.execPath, [...testNodeFlags, builtFile('server')]]
   return spawnServer(cmd, args, env, cwd)
 }
 
@@ -125,10 +125,14 @@ export function script(
   env: Record<string, string>,
 ): Promise<{ code: number | null; out: string; err: string }> {
   const built = (Object.keys(buildSources) as BuildEntry[]).find((k) => buildSources[k] === file)
-  const child = spawn(process.execPath, [...(built ? [builtFile(built)] : ['--import', 'tsx', file]), ...args], {
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+  const child = spawn(
+    process.execPath,
+    [...(built ? [...testNodeFlags, builtFile(built)] : ['--import', 'tsx', file]), ...args],
+    {
+      env: { PATH: process.env.PATH ?? '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
   const t = track(child)
   return t.exited.then((code) => ({ code, ...t.output() }))
 }
@@ -169,7 +173,7 @@ export async function buildEntries<K extends string>(entries: Record<K, string>)
 
 /** startServer for a server built by buildEntries (from src/server.ts): the same settings, started by node alone. */
 export function startBuiltServer(file: string, env: Record<string, string>): Spawned {
-  return spawnServer(process.execPath, [file], env)
+  return spawnServer(process.execPath, [...testNodeFlags, file], env)
 }
 
 /**
