@@ -208,7 +208,10 @@ describe('the embedded default', () => {
     } finally {
       await stopped(again.child, again.exited)
     }
-  }, 90_000)
+    // The heaviest test of the suite: a first start makes the embedded database (initdb and
+    // the migrations, ~10 CPU-seconds; ~13 for the whole test), while the other files run.
+    // It takes ~10 s on a quiet 2-core machine, and several times that under load.
+  }, 180_000)
 
   it('takes over the lock of a server that died without releasing it', async () => {
     const dataDir = migratedDataDir()
