@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { defineConfig } from 'vitest/config'
+import { testNodeFlags } from './test/build-cache'
 
 /**
  * Two projects, one run (`npm test` runs both, the unit project first):
@@ -77,6 +78,7 @@ export default defineConfig({
           pool: 'forks',
           maxWorkers: cores,
           isolate: false,
+          execArgv: testNodeFlags,
           sequence: { groupOrder: 0 },
           testTimeout: 20_000,
           hookTimeout: 60_000,
@@ -88,6 +90,7 @@ export default defineConfig({
           include: integrationFiles,
           pool: 'forks',
           maxWorkers: cores * 2,
+          execArgv: testNodeFlags,
           sequence: { groupOrder: 1 },
           testTimeout: 60_000,
           hookTimeout: 120_000,

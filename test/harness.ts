@@ -29,7 +29,18 @@ export async function freshDatabase(opts: { migrated?: boolean } = {}): Promise<
   const migrated = opts.migrated ?? true
   if (onPostgres()) return connectDatabase(await freshPostgresUrl(migrated), { poolMax: 20 })
   const snapshot = readFileSync(inject(migrated ? 'pgliteSnapshot' : 'pgliteBareSnapshot'))
-  return connectDatabase('memory://', { loadDataDir: new Blob([snapshot]) })
+  return connectDatabase('memory://', { loadDataDir: tarBlob(snapshot) })
+}
+
+/**
+ * The snapshot's bytes as PGlite reads a loadDataDir (its `type` and `arrayBuffer()`, nothing
+ * else), without a real Blob: Node 20's Blob hands 40 MB back through its chunked reader,
+ * ~1 CPU-second of each fresh database (a third of it), which every test file pays.
+ */
+function tarBlob(bytes: Buffer): Blob {
+  const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength
+  const buffer = whole ? bytes.buffer : bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)
+  return { type: 'application/x-tar', size: bytes.byteLength, arrayBuffer: async () => buffer } as unknown as Blob
 }
 
 /** Postgres only: a new database for this run (dropped by the global teardown), as a URL. */

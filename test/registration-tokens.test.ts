@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { registrationTokens } from '../src/db/schema'
 import { runSweep } from '../src/services/scheduler'
 import { createHarness, freshPostgresUrl, type Harness, onPostgres, SECRET, unique } from './harness'
-import { migratedDataDir, startServer, stopped } from './spawn'
+import { builtFile, migratedDataDir, startServer, stopped } from './spawn'
 
 let h: Harness
 beforeAll(async () => {
@@ -486,8 +486,11 @@ const registerWith = (url: string, token: string, name: string) =>
 describe('npm run token -- --registration', () => {
   const run = promisify(execFile)
   const env = { PATH: process.env.PATH ?? '', DATA_DIR: '/nonexistent-act-data', SECRET_KEY: SECRET }
-  /** scripts/token.ts as `npm run token` runs it, without npm's second or so. */
-  const script = (args: string[]) => run(process.execPath, ['--import', 'tsx', 'scripts/token.ts', ...args], { env })
+  /**
+   * scripts/token.ts as `npm run token` runs it, without npm's second or so nor tsx's: the
+   * run's build of it (test/spawn.ts builtFile). The command as users type it runs below too.
+   */
+  const script = (args: string[]) => run(process.execPath, [builtFile('token'), ...args], { env })
   type Failed = { code: number; stdout: string; stderr: string }
 
   it('asks the running server for a token and prints only the token', async () => {

@@ -27,8 +27,10 @@ interface Server {
 
 /**
  * One server per runtime and database, all started at once before the tests: the HTTP edge
- * tests use the embedded ones first, then the shutdown test ends each. Embedded: Node in
- * memory (`DATABASE_URL=memory://`, initdb and migrations at start), Bun on a data directory
+ * tests use the embedded ones first, then the shutdown test ends each. Under Node, the
+ * sources under tsx, as `npm start` runs them (the other files start the run's build of
+ * them: test/spawn.ts); under Bun, as `npm run start:bun`. Embedded: Node in memory
+ * (`DATABASE_URL=memory://`, initdb and migrations at start), Bun on a data directory
  * already migrated (as a restarted `npm run start:bun` finds it; first starts on an empty
  * directory are first-run.test.ts's part).
  */
@@ -47,7 +49,7 @@ const serverFor = (runtime: Runtime, kind: 'embedded' | 'postgres') => {
       const logFile = join(mkdtempSync(join(tmpdir(), 'act-log-')), 'logs', 'agent.log')
       const s = start(
         { ...database, ENVIRONMENT: 'development', LOG_FILE: logFile, LOG_LEVEL: 'debug', REDIS_URL: testRedisUrl },
-        runtime,
+        runtime === 'node' ? 'tsx' : runtime,
       )
       const url = await s.listening
       const token = /\n {2}(ey[\w.-]+)\n/.exec(s.output().out)?.[1] ?? ''

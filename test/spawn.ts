@@ -1,9 +1,9 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
-import { createRequire } from 'node:module'
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { inject } from 'vitest'
+import { type BuildEntry, buildInto, buildEntries as buildSources, testNodeFlags } from './build-cache'
 
 export const bunBin = 'node_modules/.bin/bun'
 export const runtimes = existsSync(bunBin) ? (['node', 'bun'] as const) : (['node'] as const)
@@ -30,15 +30,34 @@ export interface Mark {
 }
 
 /**
- * The real entry point (src/server.ts) as a child process, as `npm start` (or
- * `bun src/server.ts`) runs it, with only PATH and the given settings in its environment.
+ * How a test starts the server (src/server.ts):
+ * - `node`: the run's build of it (test/build-cache.ts testBuild, as `npm run build` builds
+ *   dist/server.js) under Node. Most tests: the same code, without tsx compiling it again on
+ *   each start (~2 CPU-seconds a start).
+ * - `tsx`: the sources under tsx, exactly as `npm start` runs them.
+ * - `bun`: the sources under Bun, as `npm run start:bun` runs them.
  */
-export function startServer(env: Record<string, string>, runtime: Runtime = 'node', cwd?: string): Spawned {
+export type Start = Runtime | 'tsx'
+
+/** The run's build of an entry point (test/build-cache.ts buildEntries): run it with `node <file>`. */
+export const builtFile = (entry: BuildEntry) => join(inject('testBuild'), 'dist', `${entry}.js`)
+
+/**
+ * The server as a child process (see Start for how), with only PATH and the given settings
+ * in its environment.
+ */
+export function startServer(env: Record<string, string>, start: Start = 'node', cwd?: string): Spawned {
   const entry = cwd ? `${process.cwd()}/src/server.ts` : 'src/server.ts'
   const [cmd, args] =
-    runtime === 'bun'
+    start === 'bun'
       ? [cwd ? `${process.cwd()}/${bunBin}` : bunBin, [entry]]
-      : [process.execPath, ['--import', cwd ? `${process.cwd()}/node_modules/tsx/dist/loader.mjs` : 'tsx', entry]]
+      : start === 'tsx'
+        ? [process.execPath, ['--import', cwd ? `${process.cwd()}/node_modules/tsx/dist/loader.mjs` : 'tsx', entry]]
+        : [process.execPath, [...testNodeFlags, builtFile('server')]]
+  return spawnServer(cmd, args, env, cwd)
+}
+
+function spawnServer(cmd: string, args: string[], env: Record<string, string>, cwd?: string): Spawned {
   const child = spawn(cmd, args, {
     cwd,
     env: {
@@ -95,16 +114,25 @@ export function track(child: ChildProcess): Omit<Spawned, 'listening'> {
   return { child, exited, output: () => ({ out, err }), waitFor, mark: () => ({ out: out.length, err: err.length }) }
 }
 
-/** Runs a script of this repository (`scripts/…`) as `npm run` would, without npm: node with tsx. */
+/**
+ * Runs a script of this repository (`scripts/…`) as `npm run` would, without npm: the run's
+ * build of it (builtFile) under node when there is one (scripts/token.ts, scripts/migrate.ts),
+ * else the sources under tsx.
+ */
 export function script(
   file: string,
   args: string[],
   env: Record<string, string>,
 ): Promise<{ code: number | null; out: string; err: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', file, ...args], {
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+  const built = (Object.keys(buildSources) as BuildEntry[]).find((k) => buildSources[k] === file)
+  const child = spawn(
+    process.execPath,
+    [...(built ? [...testNodeFlags, builtFile(built)] : ['--import', 'tsx', file]), ...args],
+    {
+      env: { PATH: process.env.PATH ?? '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
   const t = track(child)
   return t.exited.then((code) => ({ code, ...t.output() }))
 }
@@ -117,71 +145,35 @@ export async function stopped(child: ChildProcess, exited: Promise<number | null
 export interface Built<K extends string> {
   /** Each entry's built file (an absolute path): run it with `node <file>`. */
   files: Record<K, string>
-  /** Deletes the build. */
+  /** Deletes the build (nothing, for the run's own build). */
   remove(): void
 }
 
 /**
- * Entry points built once for a test file that starts them many times, as `npm run build`
- * builds them (scripts/build.mjs: esbuild, our code bundled, packages left in node_modules),
- * so that each start is `node <file>` instead of tsx compiling the sources again. The build
- * sits in a temporary directory beside links to node_modules and drizzle/, which the built
- * code finds there as it does beside dist/.
+ * Entry points built for a test file that starts them many times, so that each start is
+ * `node <file>` instead of tsx compiling the sources again: the run's build (builtFile) when
+ * it has them all, else built here as `npm run build` builds them (scripts/build.mjs:
+ * esbuild, our code bundled, packages left in node_modules), in a temporary directory beside
+ * links to node_modules and drizzle/, which the built code finds there as it does beside dist/.
  */
 export async function buildEntries<K extends string>(entries: Record<K, string>): Promise<Built<K>> {
-  const { build } = await import('esbuild')
-  const root = process.cwd()
+  const names = Object.keys(entries) as K[]
+  const runs = (k: K) => (Object.keys(buildSources) as BuildEntry[]).find((b) => buildSources[b] === entries[k])
+  if (names.every((k) => runs(k))) {
+    const files = Object.fromEntries(names.map((k) => [k, builtFile(runs(k) as BuildEntry)])) as Record<K, string>
+    return { files, remove: () => {} }
+  }
   const top = mkdtempSync(join(tmpdir(), 'act-build-'))
   const dir = join(top, 'app')
   mkdirSync(dir)
-  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'))
-  symlinkSync(join(root, 'drizzle'), join(dir, 'drizzle'))
-  await build({
-    entryPoints: Object.fromEntries(Object.entries(entries).map(([k, v]) => [k, join(root, v as string)])),
-    outdir: join(dir, 'dist'),
-    bundle: true,
-    splitting: true,
-    format: 'esm',
-    platform: 'node',
-    target: 'node20.12',
-    packages: 'external',
-    logLevel: 'warning',
-    plugins: [
-      {
-        // JSON our code imports from a package is inlined (Node would want an import attribute).
-        name: 'inline-package-json',
-        setup(b) {
-          b.onResolve({ filter: /^[^./].*\.json$/ }, (args) => ({
-            path: createRequire(join(args.resolveDir, 'noop.js')).resolve(args.path),
-          }))
-        },
-      },
-    ],
-  })
-  const files = Object.fromEntries(Object.keys(entries).map((k) => [k, join(dir, 'dist', `${k}.js`)])) as Record<
-    K,
-    string
-  >
+  await buildInto(dir, process.cwd(), entries)
+  const files = Object.fromEntries(names.map((k) => [k, join(dir, 'dist', `${k}.js`)])) as Record<K, string>
   return { files, remove: () => rmSync(dirname(dir), { recursive: true, force: true }) }
 }
 
 /** startServer for a server built by buildEntries (from src/server.ts): the same settings, started by node alone. */
 export function startBuiltServer(file: string, env: Record<string, string>): Spawned {
-  const child = spawn(process.execPath, [file], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      PORT: '0',
-      HOST: '127.0.0.1',
-      LOG_FORMAT: 'json',
-      DATA_DIR: mkdtempSync(join(tmpdir(), 'act-data-')),
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const tracked = track(child)
-  const listening = tracked.waitFor(/"url":"(http:\/\/[^"]+)"/).then((m) => m[1] as string)
-  listening.catch(() => {})
-  return { ...tracked, listening }
+  return spawnServer(process.execPath, [...testNodeFlags, file], env)
 }
 
 /**
