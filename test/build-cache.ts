@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import {
+  chmodSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -49,7 +50,7 @@ export function hashOf(root: string, paths: string[], extra = ''): string {
  * never see half of it) unless a run already made it.
  */
 export async function cached(name: string, make: (dir: string) => Promise<void>): Promise<string> {
-  mkdirSync(cacheRoot, { recursive: true })
+  mkdirSync(cacheRoot, { recursive: true, mode: 0o755 })
   prune(name)
   const dir = join(cacheRoot, name)
   if (existsSync(dir)) {
@@ -58,6 +59,8 @@ export async function cached(name: string, make: (dir: string) => Promise<void>)
     return dir
   }
   const tmp = mkdtempSync(join(cacheRoot, `.tmp-${name}-`))
+  // Readable by every user: a test runs the built runner as another user (--run-as).
+  chmodSync(tmp, 0o755)
   try {
     await make(tmp)
     renameSync(tmp, dir)
