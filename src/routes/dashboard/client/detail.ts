@@ -100,6 +100,9 @@ const afterAction = (id: string) => () => {
     .catch(() => {})
 }
 
+/** What the detail's action buttons were drawn for. */
+let shownActions = ''
+
 function renderDetail() {
   const t = detail.task
   $('td-title').textContent = t ? t.name : 'Task'
@@ -107,7 +110,13 @@ function renderDetail() {
   const note = $('td-note')
   note.hidden = !detail.gone && !!t
   note.textContent = detail.gone ? 'This task was deleted.' : t ? '' : 'Loading…'
-  $('td-actions').replaceChildren(...(t && !detail.gone ? taskActions(t, afterAction(t.id)) : []))
+  // Redrawn only when what they offer changes: a button replaced under a reader's click (the
+  // detail is redrawn on every event of its task) would swallow the click.
+  const actionsKey = t && !detail.gone ? `${t.id} ${t.status} ${t.cancelRequested} ${t.name}` : ''
+  if (actionsKey !== shownActions) {
+    shownActions = actionsKey
+    $('td-actions').replaceChildren(...(t && !detail.gone ? taskActions(t, afterAction(t.id)) : []))
+  }
   if (!t) {
     $('td-summary').replaceChildren()
     $('td-more').replaceChildren()
