@@ -859,8 +859,12 @@ describe.runIf(enabled)('the dashboard for an operator: actions, search, the age
     await page.click(`#tasks tr[data-task-id="${failed.id}"]`)
     await expect.poll(() => field('status')).toBe('failed')
     expect(await actions()).toEqual(['retry'])
+    // Retried through the API while the operator's confirmation is open (the live update may
+    // then redraw the detail, but the dialog holds what was asked).
+    await page.click('#td-actions [data-action="retry"]')
+    await expect.poll(() => isOpen(page, 'confirm')).toBe(true)
     expect((await h.call('POST', `/api/v1/tasks/${failed.id}/retry`)).status).toBe(200)
-    await act(page, '#td-actions [data-action="retry"]')
+    await page.click('#cf-ok')
     await expect.poll(() => page.locator('#cf-err').isVisible()).toBe(true)
     expect(await page.textContent('#cf-err')).toBe(
       'The task is pending; only failed, cancelled or timed-out tasks can be retried.',
