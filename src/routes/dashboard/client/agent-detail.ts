@@ -87,6 +87,9 @@ function afterAction() {
     .catch(() => {})
 }
 
+/** What the agent detail's action buttons were drawn for. */
+let shownActions = ''
+
 function renderAgentDetail() {
   const a = agentDetail.agent
   $('ad-title').textContent = a ? a.name : 'Agent'
@@ -94,7 +97,13 @@ function renderAgentDetail() {
   const note = $('ad-note')
   note.hidden = !agentDetail.gone && !!a
   note.textContent = agentDetail.gone ? 'This agent was deleted.' : a ? '' : 'Loading…'
-  $('ad-actions').replaceChildren(...(a && !agentDetail.gone ? agentActions(a, afterAction) : []))
+  // Redrawn only when what they offer changes: every heartbeat redraws the detail, and a
+  // button replaced under a reader's click would swallow it.
+  const actionsKey = a && !agentDetail.gone ? `${a.id} ${a.status} ${a.activeTasks} ${a.name}` : ''
+  if (actionsKey !== shownActions) {
+    shownActions = actionsKey
+    $('ad-actions').replaceChildren(...(a && !agentDetail.gone ? agentActions(a, afterAction) : []))
+  }
   if (!a) {
     $('ad-fields').replaceChildren()
     $('ad-metrics').textContent = ''
