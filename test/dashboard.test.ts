@@ -788,7 +788,9 @@ const isOpen = (page: Page, id: string) => page.locator(`#${id}`).evaluate((d: H
 
 /** Clicks an action's button, waits for its confirmation, and answers it (`#cf-ok` or `#cf-cancel`). */
 async function act(page: Page, button: string, answer: 'ok' | 'cancel' = 'ok') {
-  await page.click(button)
+  // Dispatched on the button as it is now: live updates may redraw the detail around it,
+  // and a click that waits for the button to hold still can wait out its timeout.
+  await page.locator(button).dispatchEvent('click')
   await expect.poll(() => isOpen(page, 'confirm')).toBe(true)
   await page.click(`#cf-${answer}`)
 }
