@@ -48,7 +48,7 @@ describe.runIf(onPostgres())('under concurrency on Postgres', () => {
       note(r.status)
       return r
     }
-    const deps = { db: h.database.db, clock: h.clock, config: h.config }
+    const deps = { db: h.database.db, clock: h.clock, config: h.config, kv: h.kv }
 
     // --- fleet and queue ------------------------------------------------------------
     const agents: Agent[] = []

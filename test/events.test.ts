@@ -1,7 +1,6 @@
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { rowsOf } from '../src/db/client'
-import { runSweep } from '../src/services/scheduler'
 import { createHarness, type Harness, onPostgres } from './harness'
 import { until } from './until'
 
@@ -362,7 +361,7 @@ describe('retention', () => {
     expect(before).toHaveLength(1)
     h.clock.advance(8 * 86_400_000)
     const newest = (await h.call('GET', '/api/v1/events?after=0&limit=1000')).body.nextAfter
-    const s = await runSweep({ db: h.database.db, clock: h.clock, config: h.config })
+    const s = await h.sweep()
     expect(s.eventsPruned).toBeGreaterThan(0)
     expect((await h.call('GET', `/api/v1/tasks/${t.id}/events`)).body.items).toEqual([])
     const left = (await h.call('GET', '/api/v1/events?after=0&limit=1000')).body.items

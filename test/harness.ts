@@ -10,7 +10,9 @@ import { ManualClock } from '../src/lib/clock'
 import { type Kv, MemoryKv } from '../src/lib/kv'
 import { type Logger, silentLogger } from '../src/lib/logger'
 import { RedisKv } from '../src/lib/redis'
+import type { StallWatch } from '../src/lib/stalls'
 import { signToken } from '../src/lib/tokens'
+import { runSweep } from '../src/services/scheduler'
 import { withDatabase } from './global-setup'
 
 export const SECRET = 'test-secret-that-is-at-least-32-characters-long'
@@ -209,9 +211,16 @@ export async function createHarness(
       .orderBy(asc(table.id))
   }
 
+  /**
+   * The scheduler's sweep, at the harness's clock, through the app's cache (so a task or agent
+   * it moves is not answered from a stale cached copy afterwards, as with Redis in CI).
+   */
+  const sweep = (stalls?: StallWatch) => runSweep({ db: database.db, clock, config, kv, stalls })
+
   return {
     app,
     config,
+    sweep,
     clock,
     database,
     token,

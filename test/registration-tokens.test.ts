@@ -464,7 +464,7 @@ describe('housekeeping', () => {
         (await own.call('POST', '/api/v1/registration-tokens', { body: { expiresInMinutes: minutes } })).body.id
       const short = await make(1)
       const long = await make(10080)
-      const deps = { db: own.database.db, clock: own.clock, config: own.config }
+      const deps = { db: own.database.db, clock: own.clock, config: own.config, kv: own.kv }
       const ids = async () => (await own.database.db.select().from(registrationTokens)).map((r) => r.id).sort()
       await runSweep(deps, new Date(own.clock.now().getTime() + 6 * 86_400_000))
       expect(await ids()).toEqual([short, long].sort())

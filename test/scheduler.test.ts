@@ -4,7 +4,6 @@ import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'v
 import { rowsOf } from '../src/db/client'
 import { serviceStalls, tasks } from '../src/db/schema'
 import { StallWatch } from '../src/lib/stalls'
-import { runSweep } from '../src/services/scheduler'
 import { withDatabase } from './global-setup'
 import { createHarness, type Harness, onPostgres, unique } from './harness'
 
@@ -29,7 +28,7 @@ beforeEach(async () => {
   )
 })
 
-const sweep = () => runSweep({ db: h.database.db, clock: h.clock, config: h.config })
+const sweep = () => h.sweep()
 const get = async (id: string) => (await h.call('GET', `/api/v1/tasks/${id}`)).body
 const agentOf = async (id: string) => (await h.call('GET', `/api/v1/agents/${id}`)).body
 const beat = (a: { id: string; token: string }, body: Record<string, unknown> = {}) =>
@@ -287,7 +286,7 @@ describe('stalls of the service', () => {
     w.stop() // its ticks are the test's: check() runs in each sweep
     return w
   }
-  const sweepWith = (stalls: StallWatch) => runSweep({ db: h.database.db, clock: h.clock, config: h.config, stalls })
+  const sweepWith = (stalls: StallWatch) => h.sweep(stalls)
 
   it('declares no agent dead for a silence the service caused, and still finds a dead one within the timeout plus the stall', async () => {
     const alive = await h.agent()

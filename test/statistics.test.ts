@@ -1,7 +1,6 @@
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { rowsOf } from '../src/db/client'
-import { runSweep } from '../src/services/scheduler'
 import { createHarness, type Harness } from './harness'
 
 let h: Harness
@@ -146,7 +145,7 @@ describe('GET /api/v1/tasks/statistics', () => {
     await h.call('DELETE', `/api/v1/tasks/${made[5]?.id}`)
     await countersMatchRows()
     h.clock.advance(400_000) // past the timeouts and the heartbeat timeout: one sweep moves many rows
-    await runSweep({ db: h.database.db, clock: h.clock, config: h.config })
+    await h.sweep()
     await countersMatchRows()
     await h.call('DELETE', `/api/v1/agents/${a.id}?force=true`)
     await countersMatchRows()
@@ -177,7 +176,7 @@ describe('GET /api/v1/tasks/statistics: failuresByCode', () => {
     await h.report(slow.id, a.token, { status: 'running', attempt: slow.attempt })
     h.clock.advance(10_000)
     await h.call('POST', '/api/v1/agents/heartbeat', { token: a.token, body: { agentId: a.id } })
-    await runSweep({ db: h.database.db, clock: h.clock, config: h.config })
+    await h.sweep()
     expect((await h.call('GET', `/api/v1/tasks/${slow.id}`)).body.status).toBe('timed_out')
     // Completed and cancelled tasks are not failures.
     const ok = await h.assignedTask(a.id)
