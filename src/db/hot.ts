@@ -1,11 +1,13 @@
 import { getTableColumns, type Table } from 'drizzle-orm'
 import {
+  type AgentSql,
   agentColumns,
-  FITS_QUEUE_SQL,
   leastLoadedOrderSql,
   meetsRequirementsSql,
   queueOrderSql,
+  shapeColumns,
   takesWorkSql,
+  taskColumns,
 } from '../domain/fit'
 import { assignedEvents, assignSet, endedLiveSet, releaseSlots, requeueSet, secondsBetween } from '../domain/sql'
 import { move, reportAllowedSql } from '../domain/task-states'
@@ -79,6 +81,42 @@ export const agentFromJson = (json: Record<string, unknown>) => fromJson<AgentRo
 export const taskFromJson = (json: Record<string, unknown>) => fromJson<TaskRow>(taskJsonColumns, json)
 
 const QUEUE_ORDER = queueOrderSql('t')
+
+/**
+ * The fill: CTEs ending in `picked`, the ids of at most `limit` due pending tasks that fit
+ * the agent row `from` (a CTE or table alias whose columns `agent` names), locked
+ * `SKIP LOCKED`, best first in queue order. It never walks the whole queue: it reads the
+ * shapes the agent fits (`task_shapes`, a few rows), then the head of each of those shapes'
+ * queues (`tasks_shape_queue_idx`), and the head of the tasks pinned to the agent
+ * (`tasks_pinned_queue_idx`); tasks of shapes no agent fits are never read. Each shape's
+ * head holds at most `limit` rows, so the first `limit` of their union in queue order are
+ * the queue's first `limit` that fit. A task the agent declined is passed over in its
+ * shape's queue. `takes` is the agent's "takes work now" test (no rows when false).
+ */
+export const fillCtes = (o: { from: string; agent: AgentSql; takes: string; limit: string; now: string }) => `
+fit_shapes AS (
+  SELECT s.id FROM task_shapes s, ${o.from}
+   WHERE ${o.takes} AND coalesce(${meetsRequirementsSql(o.agent, shapeColumns('s'))}, false)
+), by_shape AS (
+  SELECT q.id, q.priority FROM fit_shapes s CROSS JOIN ${o.from} CROSS JOIN LATERAL (
+    SELECT t.id, t.priority FROM tasks t
+     WHERE t.shape = s.id AND t.status = 'pending' AND t.req_agent_id IS NULL AND t.available_at <= ${o.now}
+       AND NOT (${o.agent.id} = ANY(t.declined_by))
+     ORDER BY ${QUEUE_ORDER}
+     LIMIT ${o.limit}
+       FOR UPDATE OF t SKIP LOCKED) q
+), pinned AS (
+  SELECT t.id, t.priority FROM tasks t, ${o.from}
+   WHERE ${o.takes} AND t.req_agent_id = ${o.agent.id} AND t.status = 'pending' AND t.available_at <= ${o.now}
+     AND coalesce(${meetsRequirementsSql(o.agent, taskColumns('t'))}, false)
+   ORDER BY ${QUEUE_ORDER}
+   LIMIT ${o.limit}
+     FOR UPDATE OF t SKIP LOCKED
+), picked AS (
+  SELECT c.id FROM (SELECT * FROM by_shape UNION ALL SELECT * FROM pinned) c
+   ORDER BY c.priority DESC, c.id
+   LIMIT ${o.limit}
+)`
 
 /**
  * Agents' reports on tasks, as CTEs both the report statement and the heartbeat use: one
@@ -249,14 +287,13 @@ WITH ${withReports ? `${reportCtes('$6', '$7', '$2')}, ` : ''}cur AS (
          CASE WHEN status = 'maintenance' THEN 'maintenance'
               ELSE coalesce($3::text, CASE WHEN status = 'offline' THEN 'online' ELSE status END) END AS next
     FROM cur
-), picked AS (
-  SELECT t.id FROM tasks t, a
-   WHERE ${takesWorkSql({ ...agentColumns('a'), status: 'a.next', activeTasks: 'a.active' })}
-     AND t.status = 'pending' AND t.available_at <= $2 AND ${FITS_QUEUE_SQL}
-   ORDER BY ${QUEUE_ORDER}
-   LIMIT (SELECT greatest(max_concurrent_tasks - active, 0) FROM a)
-     FOR UPDATE OF t SKIP LOCKED
-), given AS (
+), ${fillCtes({
+    from: 'a',
+    agent: agentColumns('a'),
+    takes: takesWorkSql({ ...agentColumns('a'), status: 'a.next', activeTasks: 'a.active' }),
+    limit: '(SELECT greatest(max_concurrent_tasks - active, 0) FROM a)',
+    now: '$2',
+  })}, given AS (
   -- By key (= ANY of an array): a join on the CTE was planned as a scan of all tasks.
   UPDATE tasks t SET ${assignSet('t', '$2', '$1')}
    WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
@@ -303,7 +340,19 @@ export const heartbeatPlainDeclaring: HotStatement = {
 }
 
 /**
- * Creates a task and its `task.created` event; on an idempotency key the caller already
+ * Adds the shapes of the task rows `from` (a CTE or table with the tasks' columns) that the
+ * shape table lacks, with `now` as their creation time. Pinned tasks have none. Writes
+ * nothing when the shape is there: no row lock, so creates of one shape never wait on each
+ * other.
+ */
+export const addShapesSql = (from: string, now: string) => `
+  INSERT INTO task_shapes (id, type, req_capabilities, req_provider, req_region, req_labels, created_at)
+  SELECT DISTINCT ON (shape) shape, type, req_capabilities, req_provider, req_region, req_labels, ${now}
+    FROM ${from} WHERE req_agent_id IS NULL
+  ON CONFLICT (id) DO NOTHING`
+
+/**
+ * Creates a task, its `task.created` event and its shape when new; on an idempotency key the caller already
  * used, writes nothing (the caller then reads the task that key made).
  * $1 id · $2 name · $3 type · $4 payload · $5 priority · $6 capabilities (text[]) ·
  * $7 provider · $8 region · $9 labels · $10 pinned agent · $11 max attempts ·
@@ -324,6 +373,8 @@ WITH ins AS (
 ), ev AS (
   INSERT INTO events (type, task_id, data, created_at)
   SELECT 'task.created', id, jsonb_build_object('name', name, 'type', type, 'priority', priority), $18 FROM ins
+  RETURNING 1
+), sh AS (${addShapesSql('ins', '$18')}
   RETURNING 1
 )
 SELECT to_jsonb(ins) AS task FROM ins`,
@@ -358,13 +409,7 @@ WITH a AS (
    ORDER BY ${leastLoadedOrderSql(agentColumns('g'))}
    LIMIT 1
      FOR UPDATE SKIP LOCKED
-), picked AS (
-  SELECT t.id, a.id AS agent_id FROM tasks t, a
-   WHERE t.status = 'pending' AND t.available_at <= $2 AND ${FITS_QUEUE_SQL}
-   ORDER BY ${QUEUE_ORDER}
-   LIMIT (SELECT free FROM a)
-     FOR UPDATE OF t SKIP LOCKED
-), upd AS (
+), ${fillCtes({ from: 'a', agent: agentColumns('a'), takes: 'true', limit: '(SELECT free FROM a)', now: '$2' })}, upd AS (
   UPDATE tasks t SET ${assignSet('t', '$2', '(SELECT id FROM a)')}
    WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
   RETURNING t.*, ${secondsBetween('t.created_at', '$2::timestamptz')} AS wait_s

@@ -109,6 +109,14 @@ export const tasks = pgTable(
      */
     liveAgentId: uuid('live_agent_id'),
     liveUntil: ts('live_until'),
+    /**
+     * The task's requirement class (its type, capabilities, provider, region and labels, as
+     * a hash; `task_shape()` in migration 0007): placement reads the queue shape by shape
+     * (`taskShapes`). Computed by Postgres, never written.
+     */
+    shape: uuid('shape').generatedAlwaysAs(
+      sql`task_shape(type, req_capabilities, req_provider, req_region, req_labels)`,
+    ),
     progress: real('progress'),
     result: jsonb('result').$type<unknown>(),
     error: jsonb('error').$type<TaskError>(),
@@ -132,6 +140,13 @@ export const tasks = pgTable(
     index('tasks_priority_idx').on(t.priority, t.id),
     // The queue: pending tasks by priority (high first), then age (UUIDv7 order).
     index('tasks_pending_queue_idx').on(t.priority.desc(), t.id).where(sql`status = 'pending'`),
+    // The same queue per shape (unpinned tasks), and per pinned agent: what placement reads.
+    index('tasks_shape_queue_idx')
+      .on(t.shape, t.priority.desc(), t.id)
+      .where(sql`status = 'pending' AND req_agent_id IS NULL`),
+    index('tasks_pinned_queue_idx')
+      .on(t.reqAgentId, t.priority.desc(), t.id)
+      .where(sql`status = 'pending' AND req_agent_id IS NOT NULL`),
     // The sweep's recovery steps: overdue running tasks, unconfirmed cancels, unstarted
     // assignments, due retries.
     index('tasks_running_deadline_idx').on(t.deadlineAt).where(sql`status = 'running'`),
@@ -249,6 +264,25 @@ export const serviceStalls = pgTable(
     check('service_stalls_order_check', sql`ended_at >= started_at`),
   ],
 )
+
+/**
+ * The requirement classes of queued tasks (`tasks.shape`): a small table placement reads
+ * first, so that it looks only into the queues of the shapes an agent fits. A create adds
+ * its task's shape; the sweep adds any shape a pending task has and the table lacks, marks
+ * the ones with no pending task (`emptySince`) and deletes those empty for an hour.
+ * Pinned tasks are queued by their agent and have no row here.
+ */
+export const taskShapes = pgTable('task_shapes', {
+  id: uuid('id').primaryKey(),
+  type: text('type').notNull(),
+  reqCapabilities: text('req_capabilities').array().notNull(),
+  reqProvider: text('req_provider').$type<Provider>(),
+  reqRegion: text('req_region'),
+  reqLabels: jsonb('req_labels').$type<Labels>().notNull(),
+  createdAt: ts('created_at').notNull(),
+  emptySince: ts('empty_since'),
+})
+export type TaskShapeRow = typeof taskShapes.$inferSelect
 
 /** One row: what the last sweep did, for GET /scheduler/status across instances. */
 export const schedulerState = pgTable('scheduler_state', {

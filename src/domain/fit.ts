@@ -81,6 +81,21 @@ export const taskColumns = (alias: string): TaskSql => ({
   agentId: `${alias}.req_agent_id`,
 })
 
+/**
+ * A shape row's requirements (`task_shapes`, alias `s`) as a task's: the rule's rows read
+ * them as they read a task's. A shape is never pinned and declined by nobody: those two
+ * rows are per task, checked on the task rows a fill takes from the shape's queue.
+ */
+export const shapeColumns = (alias: string): TaskSql => ({
+  type: `${alias}.type`,
+  declinedBy: "'{}'::uuid[]",
+  capabilities: `${alias}.req_capabilities`,
+  provider: `${alias}.req_provider`,
+  region: `${alias}.req_region`,
+  labels: `${alias}.req_labels`,
+  agentId: 'NULL::uuid',
+})
+
 const labelsContain = (have: Labels, want: Labels) => Object.entries(want).every(([k, v]) => have[k] === v)
 
 /** One requirement a task may name, in each form the service needs. */

@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, lt, lte, or, sql } from 'drizzle-orm'
+import { and, asc, eq, inArray, lt, sql } from 'drizzle-orm'
 import type { Executor, Tx } from '../db/client'
 import { rowsOf } from '../db/client'
 import { bind, pgTextArray } from '../db/fragments'
@@ -13,8 +13,10 @@ import {
   fits,
   leastLoadedOrderSql,
   lessLoaded,
+  meetsRequirements,
   meetsRequirementsSql,
   misfits,
+  queueOrderSql,
   type TaskSql,
   takesWorkSql,
   taskColumns,
@@ -25,6 +27,7 @@ import { allowedMoves } from '../domain/task-states'
 import { ApiError } from '../lib/errors'
 import type { Metrics } from '../lib/metrics'
 import { changed, type ServiceDeps } from './deps'
+import { allShapes, shapeTask } from './shapes'
 
 /**
  * Placement: which agent takes which pending task, by the rules of src/domain/fit.ts (the
@@ -355,11 +358,47 @@ const taskReqColumns = {
 }
 
 /**
+ * The first `limit` due pending tasks in queue order (after `after`, when given) among the
+ * queues of shapes `shapeIds` and of the tasks pinned to `agentIds`, read without locks:
+ * the head of each of those queues (at most `limit` rows each, by its index), merged.
+ */
+function queueHeads(
+  tx: Tx,
+  o: { shapeIds: string[]; agentIds: string[]; now: Date; after?: { priority: number; id: string }; limit: number },
+) {
+  const after = o.after
+    ? sql`AND (t.priority < ${o.after.priority} OR (t.priority = ${o.after.priority} AND t.id > ${o.after.id}::uuid))`
+    : sql``
+  const cols = sql`t.id, t.priority`
+  const order = sql.raw(queueOrderSql('t'))
+  return rowsOf<{ id: string; priority: number }>(
+    tx,
+    sql`
+    SELECT c.id, c.priority FROM (
+      SELECT q.* FROM unnest(${`{${o.shapeIds.join(',')}}`}::uuid[]) AS s(id) CROSS JOIN LATERAL (
+        SELECT ${cols} FROM tasks t
+         WHERE t.shape = s.id AND t.status = 'pending' AND t.req_agent_id IS NULL AND t.available_at <= ${o.now} ${after}
+         ORDER BY ${order} LIMIT ${o.limit}) q
+      UNION ALL
+      SELECT q.* FROM unnest(${`{${o.agentIds.join(',')}}`}::uuid[]) AS g(id) CROSS JOIN LATERAL (
+        SELECT ${cols} FROM tasks t
+         WHERE t.req_agent_id = g.id AND t.status = 'pending' AND t.available_at <= ${o.now} ${after}
+         ORDER BY ${order} LIMIT ${o.limit}) q
+    ) c
+    ORDER BY c.priority DESC, c.id
+    LIMIT ${o.limit}`,
+  )
+}
+
+/**
  * Places due pending tasks (the sweep's last step): batches of up to `batchSize` tasks in
- * queue order, each batch in its own transaction with its tasks and the free online agents
- * locked `SKIP LOCKED` (so concurrent sweeps, executes and heartbeats take disjoint rows),
- * matched in memory and written in one statement. Stops when no slot is left or the
- * queue is exhausted; tasks nothing can take are passed over, never blocking the rest.
+ * queue order, each batch in its own transaction with the free online agents locked
+ * `SKIP LOCKED` (so concurrent sweeps, executes and heartbeats take disjoint rows). A batch
+ * reads only the queues that a free agent could take from: the shapes (src/services/shapes.ts)
+ * that fit one of them, and the tasks pinned to one of them, so tasks nothing can take cost
+ * nothing however many there are. Its tasks are locked `SKIP LOCKED` (one a heartbeat is
+ * placing is passed over), matched in memory by the whole fit rule and written in one
+ * statement. Stops when no slot is left or those queues are exhausted.
  */
 export async function placePending(
   { db, clock, notifier, kv, metrics }: Pick<ServiceDeps, 'db' | 'clock' | 'notifier' | 'kv' | 'metrics'>,
@@ -382,22 +421,26 @@ export async function placePending(
         .from(agents)
         .where(and(eq(agents.status, 'online'), lt(agents.activeTasks, agents.maxConcurrentTasks)))
         .for('update', { skipLocked: true })
-      if (pool.length === 0) return { placed: 0, batch: [] as { priority: number; id: string }[], noSlots: true }
+      const none = { placed: 0, heads: [] as { priority: number; id: string }[], noSlots: true }
+      if (pool.length === 0) return none
+      const shapeIds = (await allShapes(tx))
+        .filter((s) => pool.some((a) => meetsRequirements(shapeTask(s), a)))
+        .map((s) => s.id)
+      const heads = await queueHeads(tx, { shapeIds, agentIds: pool.map((a) => a.id), now, after, limit: batchSize })
+      if (heads.length === 0) return { ...none, noSlots: false }
       const batch = await tx
-        .select({ ...taskReqColumns, priority: tasks.priority })
+        .select(taskReqColumns)
         .from(tasks)
         .where(
           and(
+            inArray(
+              tasks.id,
+              heads.map((h) => h.id),
+            ),
             eq(tasks.status, 'pending'),
-            lte(tasks.availableAt, now),
-            after
-              ? or(lt(tasks.priority, after.priority), and(eq(tasks.priority, after.priority), gt(tasks.id, after.id)))
-              : undefined,
           ),
         )
-        // Spelled as the queue's index has it (DESC NULLS LAST), or Postgres sorts the queue.
         .orderBy(sql`${tasks.priority} DESC NULLS LAST`, asc(tasks.id))
-        .limit(batchSize)
         .for('update', { skipLocked: true })
       const pairs = matchTasks(batch, pool)
       const rows = await writeAssignments(tx, now, pairs, via)
@@ -405,14 +448,14 @@ export async function placePending(
       placedOn.push(...rows.map((r) => r.agent_id))
       placedTasks.push(...rows.map((r) => r.id))
       const slotsLeft = pool.some((a) => a.activeTasks < a.maxConcurrentTasks)
-      return { placed: rows.length, batch, noSlots: !slotsLeft }
+      return { placed: rows.length, heads, noSlots: !slotsLeft }
     })
     assigned += result.placed
-    scanned += result.batch.length
+    scanned += result.heads.length
     await changed({ kv }, { tasks: placedTasks, agents: placedOn })
     notifier?.notify(placedOn)
-    const last = result.batch.at(-1)
-    if (result.noSlots || result.batch.length < batchSize || !last) break
+    const last = result.heads.at(-1)
+    if (result.noSlots || result.heads.length < batchSize || !last) break
     after = { priority: last.priority, id: last.id }
   }
   return assigned

@@ -13,6 +13,7 @@ import { pruneLogs } from './logs'
 import { type MigrationGate, missingObjectStates } from './migrations'
 import { placePending } from './placement'
 import { pruneRegistrationTokens } from './registration-tokens'
+import { maintainShapes } from './shapes'
 import { downtimeBefore, mergedStalls, pruneStalls, recordStalls, type Stalls, stalledSince } from './stalls'
 
 /**
@@ -302,6 +303,9 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
     }
   })
   if (recovery) await changed(deps, { tasks: recovery.tasks, agents: recovery.agents })
+  // Every shape of a pending task in the shape table (the retries and requeues above among
+  // them) before placement reads it; empty shapes marked, old empty ones deleted.
+  await maintainShapes(deps.db, now)
   const assigned = await placePending(
     { db: deps.db, clock, notifier: deps.notifier, kv: deps.kv, metrics: deps.metrics },
     limit,

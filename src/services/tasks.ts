@@ -2,7 +2,14 @@ import { and, asc, desc, eq, gt, gte, ilike, inArray, lt, sql } from 'drizzle-or
 import { v7 as uuidv7 } from 'uuid'
 import { type Db, type Executor, rowsOf, type Tx } from '../db/client'
 import { bind, pgTextArray } from '../db/fragments'
-import { applyReports, fillBestAgent, hot, insertTask as insertTaskStatement, taskFromJson } from '../db/hot'
+import {
+  addShapesSql,
+  applyReports,
+  fillBestAgent,
+  hot,
+  insertTask as insertTaskStatement,
+  taskFromJson,
+} from '../db/hot'
 import { queries } from '../db/prepared'
 import { lockTask } from '../db/rows'
 import { type TaskRow, tasks } from '../db/schema'
@@ -18,6 +25,7 @@ import { decodeCursor, page, type SortOrder } from '../lib/pagination'
 import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
 import { placePending, recordAssignments } from './placement'
+import { ensureShapes } from './shapes'
 
 export interface TaskInput {
   name: string
@@ -310,6 +318,8 @@ export async function createTasks(
         SELECT 'task.created', id, jsonb_build_object('name', name, 'type', type, 'priority', priority), ${now}
           FROM ins ORDER BY id
         RETURNING 1
+      ), sh AS (${bind(addShapesSql('ins', '{{now}}'), { now })}
+        RETURNING 1
       )
       SELECT to_jsonb(ins) AS task FROM ins`,
     )
@@ -440,6 +450,7 @@ export async function updateTask(deps: ServiceDeps, id: string, input: TaskInput
       .where(eq(tasks.id, id))
       .returning()
     if (!row) throw new ApiError('not_found', `No task with id ${id}.`)
+    await ensureShapes(tx, [id], now) // its requirements may have changed
     await recordEvents(tx, now, [{ type: 'task.updated', taskId: id, data: { version: row.version } }])
     return row
   })
@@ -691,6 +702,7 @@ export async function retryTask(deps: ServiceDeps, id: string): Promise<TaskRow>
     const m = moveFor(task, 'retry', 'staff')
     if (!m) refuse(task, 'only failed, cancelled or timed-out tasks can be retried')
     const row = await requeue(tx, id, m, now)
+    await ensureShapes(tx, [id], now) // back in the queue: its shape may have been pruned meanwhile
     await recordEvents(tx, now, [{ type: m.event, taskId: id, data: { from: task.status, to: m.to, reason: m.name } }])
     return row
   })

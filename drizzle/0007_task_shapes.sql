@@ -1,0 +1,29 @@
+-- Placement by requirement class (docs/scheduler.md, "The queue by shape"). A task's
+-- shape is its type plus the requirements every agent either meets or not (capabilities,
+-- provider, region, labels); tasks pinned to an agent are queued by that agent instead.
+-- The fill reads only the shapes an agent fits, then each of those shapes' queue in
+-- order, so tasks nothing can take cost nothing per heartbeat, create or sweep.
+-- Idempotent like 0002–0006. Adding the stored column rewrites the tasks table once.
+CREATE OR REPLACE FUNCTION "task_shape"("type" text, "caps" text[], "provider" text, "region" text, "labels" jsonb)
+RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT md5(jsonb_build_array("type",
+    (SELECT coalesce(jsonb_agg(DISTINCT c ORDER BY c), '[]'::jsonb) FROM unnest("caps") AS c),
+    "provider", "region", "labels")::text)::uuid
+$$;--> statement-breakpoint
+ALTER TABLE "tasks" ADD COLUMN IF NOT EXISTS "shape" uuid GENERATED ALWAYS AS (task_shape("type", "req_capabilities", "req_provider", "req_region", "req_labels")) STORED;--> statement-breakpoint
+CREATE TABLE IF NOT EXISTS "task_shapes" (
+	"id" uuid PRIMARY KEY NOT NULL,
+	"type" text NOT NULL,
+	"req_capabilities" text[] NOT NULL,
+	"req_provider" text,
+	"req_region" text,
+	"req_labels" jsonb NOT NULL,
+	"created_at" timestamp with time zone NOT NULL,
+	"empty_since" timestamp with time zone
+);--> statement-breakpoint
+CREATE INDEX IF NOT EXISTS "tasks_shape_queue_idx" ON "tasks" USING btree ("shape","priority" DESC NULLS LAST,"id") WHERE status = 'pending' AND req_agent_id IS NULL;--> statement-breakpoint
+CREATE INDEX IF NOT EXISTS "tasks_pinned_queue_idx" ON "tasks" USING btree ("req_agent_id","priority" DESC NULLS LAST,"id") WHERE status = 'pending' AND req_agent_id IS NOT NULL;--> statement-breakpoint
+INSERT INTO "task_shapes" ("id", "type", "req_capabilities", "req_provider", "req_region", "req_labels", "created_at")
+SELECT DISTINCT ON ("shape") "shape", "type", "req_capabilities", "req_provider", "req_region", "req_labels", now()
+  FROM "tasks" WHERE "status" IN ('pending', 'assigned', 'running') AND "req_agent_id" IS NULL
+ON CONFLICT ("id") DO NOTHING;
