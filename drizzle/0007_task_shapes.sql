@@ -4,6 +4,11 @@
 -- The fill reads only the shapes an agent fits, then each of those shapes' queue in
 -- order, so tasks nothing can take cost nothing per heartbeat, create or sweep.
 -- Idempotent like 0002–0006. Adding the stored column rewrites the tasks table once.
+-- Three indexes no query needs any more go: every status change of a task wrote an entry
+-- in each (docs/performance.md, "Indexes of tasks"): the old queue (replaced by the shape
+-- and pinned queues), pending tasks by age (the oldest pending task is the first pending id:
+-- ids are UUIDv7, in creation order) and priority (a list filter on ten values, served by
+-- walking the primary key).
 CREATE OR REPLACE FUNCTION "task_shape"("type" text, "caps" text[], "provider" text, "region" text, "labels" jsonb)
 RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT md5(jsonb_build_array("type",
@@ -27,3 +32,7 @@ INSERT INTO "task_shapes" ("id", "type", "req_capabilities", "req_provider", "re
 SELECT DISTINCT ON ("shape") "shape", "type", "req_capabilities", "req_provider", "req_region", "req_labels", now()
   FROM "tasks" WHERE "status" IN ('pending', 'assigned', 'running') AND "req_agent_id" IS NULL
 ON CONFLICT ("id") DO NOTHING;
+--> statement-breakpoint
+DROP INDEX IF EXISTS "tasks_pending_queue_idx";--> statement-breakpoint
+DROP INDEX IF EXISTS "tasks_pending_age_idx";--> statement-breakpoint
+DROP INDEX IF EXISTS "tasks_priority_idx";

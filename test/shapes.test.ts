@@ -19,7 +19,9 @@ afterAll(async () => {
   await h.close()
 })
 beforeEach(async () => {
-  await h.database.db.execute(sql`TRUNCATE agents, tasks, task_logs, task_log_totals, events, task_shapes, scheduler_state`)
+  await h.database.db.execute(
+    sql`TRUNCATE agents, tasks, task_logs, task_log_totals, events, task_shapes, scheduler_state`,
+  )
 })
 
 const beat = (a: { id: string; token: string }) =>

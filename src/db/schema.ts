@@ -137,10 +137,8 @@ export const tasks = pgTable(
     // An agent's live work (heartbeat, capacity checks, agent loss).
     index('tasks_agent_active_idx').on(t.agentId).where(sql`status IN ('assigned', 'running')`),
     index('tasks_type_idx').on(t.type, t.id),
-    index('tasks_priority_idx').on(t.priority, t.id),
-    // The queue: pending tasks by priority (high first), then age (UUIDv7 order).
-    index('tasks_pending_queue_idx').on(t.priority.desc(), t.id).where(sql`status = 'pending'`),
-    // The same queue per shape (unpinned tasks), and per pinned agent: what placement reads.
+    // The queue: pending tasks by priority (high first), then age (UUIDv7 order), per shape
+    // (unpinned tasks) and per pinned agent: what placement reads (docs/scheduler.md).
     index('tasks_shape_queue_idx')
       .on(t.shape, t.priority.desc(), t.id)
       .where(sql`status = 'pending' AND req_agent_id IS NULL`),
@@ -153,9 +151,9 @@ export const tasks = pgTable(
     index('tasks_cancel_requested_idx').on(t.cancelRequestedAt).where(sql`status = 'running' AND cancel_requested`),
     index('tasks_assigned_at_idx').on(t.assignedAt).where(sql`status = 'assigned'`),
     index('tasks_auto_retry_idx').on(t.id).where(sql`auto_retry`),
-    // Statistics: recent outcomes and durations, and the oldest pending task.
+    // Statistics: recent outcomes and durations. (The oldest pending task is the first
+    // pending id, by tasks_status_idx: ids are UUIDv7.)
     index('tasks_finished_idx').on(t.finishedAt, t.status).where(sql`finished_at IS NOT NULL`),
-    index('tasks_pending_age_idx').on(t.createdAt).where(sql`status = 'pending'`),
     check('tasks_priority_check', sql`priority BETWEEN 1 AND 10`),
     check('tasks_attempt_check', sql`attempt >= 0`),
   ],

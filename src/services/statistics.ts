@@ -13,7 +13,7 @@ import type { ServiceDeps } from './deps'
  *   the last hour through an index, capped at the newest RECENT_CAP rows;
  * - failures by error code read the same index, the same way (failed and timed-out tasks
  *   finished in the last hour, the newest RECENT_CAP of them);
- * - the oldest pending task comes from a partial index.
+ * - the oldest pending task is the first pending id (ids are UUIDv7) by tasks_status_idx.
  * Cached for STATS_TTL_MS in Redis (dropped by every write), computed per call without it.
  */
 const RECENT_CAP = 10_000
@@ -101,7 +101,10 @@ export async function taskStatistics(db: Db, now: Date): Promise<TaskStatistics>
       db,
       sql`SELECT status, priority, sum(n)::int AS n FROM task_counts GROUP BY status, priority HAVING sum(n) <> 0`,
     ),
-    rowsOf<{ at: Date | string | null }>(db, sql`SELECT min(created_at) AS at FROM tasks WHERE status = 'pending'`),
+    rowsOf<{ at: Date | string | null }>(
+      db,
+      sql`SELECT created_at AS at FROM tasks WHERE status = 'pending' ORDER BY id LIMIT 1`,
+    ),
     rowsOf<{ status: string; last5: number; last60: number }>(
       db,
       sql`SELECT status, count(*) FILTER (WHERE finished_at >= ${fiveAgo})::int AS last5, count(*)::int AS last60
