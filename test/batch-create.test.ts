@@ -84,6 +84,21 @@ describe('POST /api/v1/tasks/batch', () => {
     })
     expect(twice.body.created).toBe(1)
     expect(twice.body.items[0].id).toBe(twice.body.items[1].id)
+    // The same key twice in one batch for two different tasks: refused whole, nothing written.
+    const clash = unique('bk')
+    const count = (await h.call('GET', '/api/v1/tasks?limit=100&type=t')).body.items.length
+    const both = await h.call('POST', '/api/v1/tasks/batch', {
+      body: {
+        tasks: [
+          { name: 'ok', type: 't', scheduledAt: later },
+          { name: 'y', type: 't', scheduledAt: later, idempotencyKey: clash },
+          { name: 'z', type: 't', scheduledAt: later, idempotencyKey: clash },
+        ],
+      },
+    })
+    expect(both.status).toBe(422)
+    expect(both.body.errors[0].path).toBe('body.tasks.2.idempotencyKey')
+    expect((await h.call('GET', '/api/v1/tasks?limit=100&type=t')).body.items.length).toBe(count)
   })
 
   it('refuses an empty batch, more than 1,000 tasks, and invalid items with 422', async () => {

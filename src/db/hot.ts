@@ -381,6 +381,57 @@ SELECT to_jsonb(ins) AS task FROM ins`,
 }
 
 /**
+ * Creates a batch of tasks in one statement (no explicit transaction): their
+ * `task.created` events and new shapes with them, and the tasks that the batch's
+ * idempotency keys made before read in the same snapshot. If any key was used for a
+ * different request, nothing is written (`reused` names them; the caller refuses the
+ * batch). An item whose key another request takes while this one runs is neither made nor
+ * prior: the caller reads it afterwards.
+ * $1 items (jsonb: i, id, name, type, payload, priority, req_capabilities, req_provider,
+ * req_region, req_labels, req_agent_id, max_attempts, timeout_seconds, scheduled_at,
+ * available_at, idempotency_key, idempotency_owner, idempotency_hash) · $2 now
+ */
+export const insertTasks: HotStatement = {
+  name: 'insert_tasks',
+  text: `
+WITH v AS (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS v(
+    i int, id uuid, name text, type text, payload text, priority smallint, req_capabilities text[],
+    req_provider text, req_region text, req_labels jsonb, req_agent_id uuid, max_attempts int,
+    timeout_seconds int, scheduled_at timestamptz, available_at timestamptz, idempotency_key text,
+    idempotency_owner text, idempotency_hash text)
+), prior AS (
+  SELECT v.i, t.* FROM v JOIN tasks t
+    ON t.idempotency_owner = v.idempotency_owner AND t.idempotency_key = v.idempotency_key
+   WHERE v.idempotency_key IS NOT NULL
+), reused AS (
+  SELECT p.i, p.id FROM prior p JOIN v ON v.i = p.i WHERE p.idempotency_hash IS DISTINCT FROM v.idempotency_hash
+), ins AS (
+  INSERT INTO tasks (id, name, type, payload, priority, req_capabilities, req_provider, req_region, req_labels,
+                     req_agent_id, max_attempts, timeout_seconds, scheduled_at, available_at, idempotency_key,
+                     idempotency_owner, idempotency_hash, status, created_at, updated_at)
+  SELECT id, name, type, payload::jsonb, priority, req_capabilities, req_provider, req_region, req_labels,
+         req_agent_id, max_attempts, timeout_seconds, scheduled_at, available_at, idempotency_key,
+         idempotency_owner, idempotency_hash, 'pending', $2, $2
+    FROM v
+   WHERE NOT EXISTS (SELECT 1 FROM reused) AND NOT EXISTS (SELECT 1 FROM prior p WHERE p.i = v.i)
+   ORDER BY i
+  ON CONFLICT (idempotency_owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+  RETURNING *
+), ev AS (
+  INSERT INTO events (type, task_id, data, created_at)
+  SELECT 'task.created', id, jsonb_build_object('name', name, 'type', type, 'priority', priority), $2
+    FROM ins ORDER BY id
+  RETURNING 1
+), sh AS (${addShapesSql('ins', '$2')}
+  RETURNING 1
+)
+SELECT coalesce((SELECT jsonb_agg(to_jsonb(ins)) FROM ins), '[]'::jsonb) AS made,
+       coalesce((SELECT jsonb_agg(to_jsonb(p) - 'i' || jsonb_build_object('_i', p.i)) FROM prior p), '[]'::jsonb) AS prior,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('i', r.i, 'id', r.id)) FROM reused r), '[]'::jsonb) AS reused`,
+}
+
+/**
  * The create fast path: the least-loaded online agent with a free slot that fits the
  * requirements given (the new task's), locked `SKIP LOCKED` (never waiting on a placement
  * in progress), filled from the queue in priority order — so the new task never jumps

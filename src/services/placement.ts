@@ -2,6 +2,7 @@ import { and, asc, eq, inArray, lt, sql } from 'drizzle-orm'
 import type { Executor, Tx } from '../db/client'
 import { rowsOf } from '../db/client'
 import { bind, pgTextArray } from '../db/fragments'
+import { taskFromJson } from '../db/hot'
 import { getAgent, lockTask } from '../db/rows'
 import { agents, type TaskRow, tasks } from '../db/schema'
 import { withTx } from '../db/tx'
@@ -52,6 +53,8 @@ export interface AssignedRow {
   attempt: number
   /** Seconds from the task's creation to this assignment (null when a stored time is infinite). */
   wait_s: number | null
+  /** The task as written, when asked for (`whole`). */
+  task?: Record<string, unknown>
 }
 
 /** Counts assignments and their create→assigned wait in this process's metrics. */
@@ -76,6 +79,7 @@ export async function writeAssignments(
   now: Date,
   pairs: Assignment[],
   via: PlacedVia,
+  whole = false,
 ): Promise<AssignedRow[]> {
   if (pairs.length === 0) return []
   // Two uuid[] parameters: the planner sees their length (unnest's row estimate), so a
@@ -92,7 +96,7 @@ export async function writeAssignments(
          SET ${bind(assignSet('t', '{{now}}', 'v.agent_id'), { now })}
         FROM v
        WHERE t.id = v.id AND t.status = 'pending'
-      RETURNING t.id, t.agent_id, t.attempt, ${bind(secondsBetween('t.created_at', '{{now}}::timestamptz'), { now })} AS wait_s
+      RETURNING t.*, ${bind(secondsBetween('t.created_at', '{{now}}::timestamptz'), { now })} AS wait_s
     ), load AS (
       UPDATE agents a SET active_tasks = a.active_tasks + c.n
         FROM (SELECT agent_id, count(*)::int AS n FROM upd GROUP BY agent_id) c
@@ -101,7 +105,8 @@ export async function writeAssignments(
     ), ev AS (${bind(assignedEvents('upd', '{{via}}::text', '{{now}}'), { via, now })})
     SELECT (SELECT count(*)::int FROM load) AS loaded,
            (SELECT count(DISTINCT agent_id)::int FROM upd) AS expected,
-           coalesce((SELECT json_agg(json_build_object('id', id, 'agent_id', agent_id, 'attempt', attempt, 'wait_s', wait_s)) FROM upd), '[]'::json) AS rows`,
+           coalesce((SELECT json_agg(json_build_object('id', u.id, 'agent_id', u.agent_id, 'attempt', u.attempt, 'wait_s', u.wait_s,
+                                   'task', CASE WHEN ${whole} THEN to_jsonb(u) - 'wait_s' END)) FROM upd u), '[]'::json) AS rows`,
   )
   if (!out || out.loaded !== out.expected) {
     // Never reached while callers hold their locks; if it is, nothing of this batch commits.
@@ -405,6 +410,8 @@ export async function placePending(
   batchSize: number,
   maxTasks = Number.POSITIVE_INFINITY,
   via: PlacedVia = 'sweep',
+  /** Receives the tasks placed, as written. */
+  placed?: TaskRow[],
 ): Promise<number> {
   const now = clock.now()
   let assigned = 0
@@ -443,8 +450,9 @@ export async function placePending(
         .orderBy(sql`${tasks.priority} DESC NULLS LAST`, asc(tasks.id))
         .for('update', { skipLocked: true })
       const pairs = matchTasks(batch, pool)
-      const rows = await writeAssignments(tx, now, pairs, via)
+      const rows = await writeAssignments(tx, now, pairs, via, placed !== undefined)
       recordAssignments(metrics, rows, via)
+      if (placed) for (const r of rows) if (r.task) placed.push(taskFromJson(r.task))
       placedOn.push(...rows.map((r) => r.agent_id))
       placedTasks.push(...rows.map((r) => r.id))
       const slotsLeft = pool.some((a) => a.activeTasks < a.maxConcurrentTasks)

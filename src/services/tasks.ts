@@ -3,11 +3,11 @@ import { v7 as uuidv7 } from 'uuid'
 import { type Db, type Executor, rowsOf, type Tx } from '../db/client'
 import { bind, pgTextArray } from '../db/fragments'
 import {
-  addShapesSql,
   applyReports,
   fillBestAgent,
   hot,
   insertTask as insertTaskStatement,
+  insertTasks as insertTasksStatement,
   taskFromJson,
 } from '../db/hot'
 import { queries } from '../db/prepared'
@@ -293,62 +293,66 @@ export async function createTasks(
       return { idempotency, hash, values: insertValues(input, now, idempotency, hash) }
     }),
   )
-  const written = await withTx(db, async (tx) => {
-    const rows = await rowsOf<{ task: Record<string, unknown> }>(
-      tx,
-      sql`
-      WITH v AS (
-        SELECT * FROM jsonb_to_recordset(${JSON.stringify(prepared.map((p, i) => ({ ...p.values, i })))}::jsonb) AS v(
-          i int, id uuid, name text, type text, payload text, priority smallint, req_capabilities text[],
-          req_provider text, req_region text, req_labels jsonb, req_agent_id uuid, max_attempts int,
-          timeout_seconds int, scheduled_at timestamptz, available_at timestamptz, idempotency_key text,
-          idempotency_owner text, idempotency_hash text)
-      ), ins AS (
-        INSERT INTO tasks (id, name, type, payload, priority, req_capabilities, req_provider, req_region, req_labels,
-                           req_agent_id, max_attempts, timeout_seconds, scheduled_at, available_at, idempotency_key,
-                           idempotency_owner, idempotency_hash, status, created_at, updated_at)
-        SELECT id, name, type, payload::jsonb, priority, req_capabilities, req_provider, req_region, req_labels,
-               req_agent_id, max_attempts, timeout_seconds, scheduled_at, available_at, idempotency_key,
-               idempotency_owner, idempotency_hash, 'pending', ${now}, ${now}
-          FROM v ORDER BY i
-        ON CONFLICT (idempotency_owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING *
-      ), ev AS (
-        INSERT INTO events (type, task_id, data, created_at)
-        SELECT 'task.created', id, jsonb_build_object('name', name, 'type', type, 'priority', priority), ${now}
-          FROM ins ORDER BY id
-        RETURNING 1
-      ), sh AS (${bind(addShapesSql('ins', '{{now}}'), { now })}
-        RETURNING 1
+  // One key twice in the batch: the same request is one task; different ones refuse it all.
+  const firstWithKey = new Map<string, number>()
+  for (const [i, p] of prepared.entries()) {
+    if (!p.idempotency) continue
+    const first = firstWithKey.get(p.idempotency.key)
+    if (first === undefined) firstWithKey.set(p.idempotency.key, i)
+    else if (prepared[first]?.hash !== p.hash) {
+      throw new ApiError(
+        'idempotency_key_reused',
+        `Idempotency key "${p.idempotency.key}" is used for two different tasks of the batch (items ${first} and ${i}).`,
+        { errors: [{ path: `body.tasks.${i}.idempotencyKey`, message: 'already used for a different request' }] },
       )
-      SELECT to_jsonb(ins) AS task FROM ins`,
-    )
-    const byId = new Map(rows.map((r) => [String(r.task.id), taskFromJson(r.task)]))
-    const out: TaskRow[] = []
-    for (const [i, p] of prepared.entries()) {
-      const made = byId.get(p.values.id)
-      if (made) out.push(made)
-      else if (p.idempotency) {
-        try {
-          out.push(await existingFor(tx, p.idempotency, p.hash))
-        } catch (err) {
-          if (err instanceof ApiError && err.code === 'idempotency_key_reused') {
-            throw new ApiError('idempotency_key_reused', err.detail, {
-              ...err.extras,
-              errors: [{ path: `body.tasks.${i}.idempotencyKey`, message: 'already used for a different request' }],
-            })
-          }
-          throw err
-        }
-      } else throw new Error('batch insert wrote nothing for an item without an idempotency key')
     }
-    return { tasks: out, created: byId.size }
-  })
+  }
+  const [row] = await hot<{
+    made: Record<string, unknown>[]
+    prior: (Record<string, unknown> & { _i: number })[]
+    reused: { i: number; id: string }[]
+  }>(db, insertTasksStatement, [JSON.stringify(prepared.map((p, i) => ({ ...p.values, i }))), now])
+  if (!row) throw new Error('batch insert answered no row')
+  const [reused] = row.reused
+  if (reused) {
+    const key = prepared[reused.i]?.idempotency?.key
+    throw new ApiError(
+      'idempotency_key_reused',
+      `Idempotency key "${key}" was used for a different request (task ${reused.id}); use a new key for a new task.`,
+      {
+        errors: [{ path: `body.tasks.${reused.i}.idempotencyKey`, message: 'already used for a different request' }],
+        taskId: reused.id,
+      },
+    )
+  }
+  const made = new Map(row.made.map((t) => [String(t.id), taskFromJson(t)]))
+  const prior = new Map(row.prior.map((t) => [t._i, taskFromJson(t)]))
+  const out: TaskRow[] = []
+  for (const [i, p] of prepared.entries()) {
+    const task = made.get(p.values.id) ?? prior.get(i)
+    if (task) out.push(task)
+    else if (p.idempotency) {
+      // Its key was taken by another request (or an earlier item of this batch) meanwhile.
+      try {
+        out.push(await existingFor(db, p.idempotency, p.hash))
+      } catch (err) {
+        if (err instanceof ApiError && err.code === 'idempotency_key_reused') {
+          throw new ApiError('idempotency_key_reused', err.detail, {
+            ...err.extras,
+            errors: [{ path: `body.tasks.${i}.idempotencyKey`, message: 'already used for a different request' }],
+          })
+        }
+        throw err
+      }
+    } else throw new Error('batch insert wrote nothing for an item without an idempotency key')
+  }
+  const written = { tasks: out, created: made.size }
   if (written.created === 0) return written
   // Place what fits now, with the sweep's set-based placement (best effort: the sweep
   // places the rest), then answer with the tasks as they are.
   const batch = Math.min(deps.config.sweepBatchSize, Math.max(written.created, 100))
-  const placed = await placePending(deps, batch, written.created, 'batch').catch((err: unknown) => {
+  const placedRows: TaskRow[] = []
+  const placed = await placePending(deps, batch, written.created, 'batch', placedRows).catch((err: unknown) => {
     deps.logger?.warn('placing new tasks at once failed; the sweep will place them', { error: describeError(err) })
     return 0
   })
@@ -356,23 +360,8 @@ export async function createTasks(
     await changed(deps, {})
     return written
   }
-  // The tasks are committed: if they cannot be read again, answer them as written.
-  const fresh = await db
-    .select()
-    .from(tasks)
-    .where(
-      inArray(
-        tasks.id,
-        written.tasks.map((t) => t.id),
-      ),
-    )
-    .catch((err: unknown) => {
-      deps.logger?.warn('new tasks placed at once could not be read again; answered as written', {
-        error: describeError(err),
-      })
-      return [] as TaskRow[]
-    })
-  const placedNow = new Map(fresh.map((t) => [t.id, t]))
+  // The answer shows the tasks as placement wrote them (older queued tasks it placed too are not in it).
+  const placedNow = new Map(placedRows.map((t) => [t.id, t]))
   return { tasks: written.tasks.map((t) => placedNow.get(t.id) ?? t), created: written.created }
 }
 
