@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Database } from '../src/db/client'
 import { rowsOf } from '../src/db/client'
 import { bind, pgTextArray } from '../src/db/fragments'
+import { fillCtes } from '../src/db/hot'
 import { agents, tasks } from '../src/db/schema'
 import {
   agentColumns,
@@ -20,15 +21,16 @@ import {
   takesWorkSql,
 } from '../src/domain/fit'
 import { agentStatuses, type Provider } from '../src/domain/model'
+import { maintainShapes } from '../src/services/shapes'
 import { freshDatabase } from './harness'
 
 /**
  * The fit rule exists in two forms (src/domain/fit.ts): TypeScript (the sweep's in-memory
  * matching, `misfits`) and SQL (the heartbeat's fill, the create's fast path, execute,
  * pendingReason). Over a generated matrix of agents and tasks — every requirement named or
- * not, met or not, with nulls, quotes and the statuses and loads an agent can have — both
- * SQL forms (two tables joined, and a task's requirements as bound values) must say
- * exactly what the TypeScript says, pair by pair.
+ * not, met or not, with nulls, quotes and the statuses and loads an agent can have — the
+ * SQL forms (two tables joined, a task's requirements as bound values, and the fill through
+ * the shape table) must say exactly what the TypeScript says, pair by pair.
  */
 
 /** A small seeded generator (mulberry32), so a failure reproduces. */
@@ -189,6 +191,28 @@ describe('the fit rule: TypeScript and SQL agree', () => {
         ),
       )
       for (const r of rows) got.push(pairKey(t.id, r.id))
+    }
+    expect(got.sort()).toEqual(expected(fits))
+  })
+
+  it("through the shapes (every fill's form: the shapes an agent fits, then their queues and its pinned one)", async () => {
+    await database.db.execute(sql`DELETE FROM task_shapes`)
+    await maintainShapes(database.db, new Date())
+    const got: string[] = []
+    for (const a of agentList) {
+      const rows = await rowsOf<{ id: string }>(
+        database.db,
+        sql.raw(
+          `WITH a AS (SELECT * FROM agents WHERE id = '${a.id}'), ${fillCtes({
+            from: 'a',
+            agent: agentColumns('a'),
+            takes: takesWorkSql(agentColumns('a')),
+            limit: '100000',
+            now: 'now()',
+          })} SELECT id FROM picked`,
+        ),
+      )
+      for (const r of rows) got.push(pairKey(r.id, a.id))
     }
     expect(got.sort()).toEqual(expected(fits))
   })
