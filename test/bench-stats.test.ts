@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { attributeWal, median, percentile, steadyRate } from '../scripts/bench/stats'
+import { attributeWal, median, percentile, steadyRate, topWalKinds } from '../scripts/bench/stats'
 
 describe('bench figures (scripts/bench/stats.ts)', () => {
   it('percentile is nearest-rank, median averages the middle pair', () => {
@@ -62,5 +62,13 @@ describe('bench figures (scripts/bench/stats.ts)', () => {
     expect(share.bytes).toBe(a8(934) + a8(42) + a8(34) + a8(42) + a8(64) + a8(34) + a8(56))
     expect(share.allRecords).toBe(10)
     expect(share.allBytes).toBe(share.bytes + a8(59) + a8(34) + a8(50))
+    expect(share.kinds.get('Transaction COMMIT')).toEqual({ records: 2, bytes: 2 * a8(34) })
+    expect(share.kinds.get('Standby LOCK')).toEqual({ records: 2, bytes: 2 * a8(42) })
+    expect(share.kinds.has('Standby RUNNING_XACTS')).toBe(false)
+    // Per 2 tasks, the kinds with the most bytes first.
+    expect(Object.entries(topWalKinds(share, 2, 2))).toEqual([
+      ['Heap/INSERT', `0.50r/${a8(934) / 2}B`],
+      ['Standby/LOCK', `1.00r/${a8(42)}B`],
+    ])
   })
 })

@@ -4,7 +4,7 @@ import { signToken } from '../../src/lib/tokens'
 import type { BenchContext } from './context'
 import { jsonCaller, type Registered, registerAgents } from './http'
 import { openCounters } from './pg-counters'
-import { median, percentile } from './stats'
+import { median, percentile, topWalKinds } from './stats'
 
 /**
  * backlog (Postgres; run by default there): what tasks nobody can take, at the head of the
@@ -49,6 +49,7 @@ interface Measured {
   sweepAssigned: number
   sweepCommits: number | string
   sweepWalBytes: number | string
+  sweepWalKinds: Record<string, string>
   heartbeatMs: number[]
   heartbeatsThatTookWork: number
   createMs: number[]
@@ -202,6 +203,7 @@ export async function benchBacklog(ctx: BenchContext) {
         sweepAssigned,
         sweepCommits: typeof w.wal === 'string' ? w.wal : w.wal.commits / sweeps,
         sweepWalBytes: typeof w.wal === 'string' ? w.wal : Math.round(w.wal.bytes / sweeps),
+        sweepWalKinds: typeof w.wal === 'string' ? {} : topWalKinds(w.wal, sweeps, 5),
         heartbeatMs,
         heartbeatsThatTookWork: tookWork,
         createMs,
@@ -234,6 +236,7 @@ export async function benchBacklog(ctx: BenchContext) {
         create_p50_ms: median(m.createMs),
         create_p90_ms: percentile(m.createMs, 90),
       })
+      ctx.line('backlog_sweep_wal_kinds', { state, ...m.sweepWalKinds })
     }
     const [empty, backlog] = results as [Measured, Measured]
     const hb = median(backlog.heartbeatMs) / median(empty.heartbeatMs)

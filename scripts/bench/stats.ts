@@ -61,6 +61,8 @@ export interface WalShare {
   /** Every record of the stretch, any database, and their bytes. */
   allRecords: number
   allBytes: number
+  /** The database's records by kind (`rmgr desc`, e.g. `Heap LOCK`, `Btree INSERT_LEAF`). */
+  kinds: Map<string, { records: number; bytes: number }>
 }
 
 const RECORD = /^rmgr: (\S+)\s+len \(rec\/tot\):\s*\d+\/\s*(\d+), tx:\s*(\d+),.*?desc: (\S+)/
@@ -75,10 +77,18 @@ const REL = /rel \d+\/(\d+)\/\d+/g
  * as they do in a diff of pg_current_wal_lsn().
  */
 export class WalAttribution {
-  readonly share: WalShare = { records: 0, bytes: 0, commits: 0, fpwRecords: 0, allRecords: 0, allBytes: 0 }
+  readonly share: WalShare = {
+    records: 0,
+    bytes: 0,
+    commits: 0,
+    fpwRecords: 0,
+    allRecords: 0,
+    allBytes: 0,
+    kinds: new Map(),
+  }
   private readonly mine = new Set<string>()
   // Records with a transaction but no relation, until their transaction is known to be ours.
-  private readonly pending = new Map<string, { bytes: number; records: number; commits: number }>()
+  private readonly pending = new Map<string, { bytes: number[]; commits: number[]; kinds: string[] }>()
   private readonly db: string
 
   constructor(dbOid: number) {
@@ -92,6 +102,7 @@ export class WalAttribution {
     const out = this.share
     const bytes = Math.ceil(Number(tot) / 8) * 8
     const commit = rmgr === 'Transaction' && desc.startsWith('COMMIT') ? 1 : 0
+    const kind = `${rmgr} ${desc.replace(/[+:;,]$/, '')}`
     out.allRecords++
     out.allBytes += bytes
     let rels = 0
@@ -101,33 +112,37 @@ export class WalAttribution {
       if (r[1] === this.db) ours = true
     }
     if (ours) {
-      out.records++
-      out.bytes += bytes
+      this.count(kind, bytes, commit)
       if (text.includes(' FPW')) out.fpwRecords++
-      out.commits += commit
       if (xid !== '0' && !this.mine.has(xid)) {
         this.mine.add(xid)
         const p = this.pending.get(xid)
         if (p) {
-          out.records += p.records
-          out.bytes += p.bytes
-          out.commits += p.commits
+          for (const [i, k] of p.kinds.entries()) this.count(k, p.bytes[i] as number, p.commits[i] as number)
           this.pending.delete(xid)
         }
       }
     } else if (xid !== '0' && rels === 0) {
-      if (this.mine.has(xid)) {
-        out.records++
-        out.bytes += bytes
-        out.commits += commit
-      } else {
-        const p = this.pending.get(xid) ?? { bytes: 0, records: 0, commits: 0 }
-        p.bytes += bytes
-        p.records++
-        p.commits += commit
+      if (this.mine.has(xid)) this.count(kind, bytes, commit)
+      else {
+        const p = this.pending.get(xid) ?? { bytes: [], commits: [], kinds: [] }
+        p.bytes.push(bytes)
+        p.commits.push(commit)
+        p.kinds.push(kind)
         this.pending.set(xid, p)
       }
     }
+  }
+
+  private count(kind: string, bytes: number, commit: number) {
+    const out = this.share
+    out.records++
+    out.bytes += bytes
+    out.commits += commit
+    const k = out.kinds.get(kind) ?? { records: 0, bytes: 0 }
+    k.records++
+    k.bytes += bytes
+    out.kinds.set(kind, k)
   }
 }
 
@@ -136,4 +151,18 @@ export function attributeWal(lines: Iterable<string>, dbOid: number): WalShare {
   const a = new WalAttribution(dbOid)
   for (const l of lines) a.add(l)
   return a.share
+}
+
+/**
+ * The `n` kinds of WAL record with the most bytes, as `key=value` fields: `Heap/LOCK` →
+ * `records/bytes` per `per` (a task, a sweep), e.g. `2.00r/112B`.
+ */
+export function topWalKinds(share: WalShare, per: number, n = 8): Record<string, string> {
+  const out: Record<string, string> = {}
+  const kinds = [...share.kinds].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, n)
+  for (const [kind, k] of kinds) {
+    out[kind.replace(/\s+/, '/').replace(/\s+/g, '_')] =
+      `${(k.records / per).toFixed(2)}r/${Math.round(k.bytes / per)}B`
+  }
+  return out
 }

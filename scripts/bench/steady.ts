@@ -5,7 +5,7 @@ import { signToken } from '../../src/lib/tokens'
 import type { BenchContext } from './context'
 import { jsonCaller, registerAgents, serverStatements } from './http'
 import { openCounters, type PgWindow } from './pg-counters'
-import { median, steadyRate } from './stats'
+import { median, steadyRate, topWalKinds } from './stats'
 
 /**
  * steady (Postgres; run by default there): the batched lifecycle in its steady state, and
@@ -22,11 +22,15 @@ import { median, steadyRate } from './stats'
  * - pg-boss 10 in this process on its own scratch database: 2 producers inserting 50 jobs a
  *   call under the same bound, 8 workers fetching 10 and completing them.
  *
- * BENCH_STEADY_TASKS (20,000) each; BENCH_STEADY_ROUNDS (1) rounds of ours then pg-boss,
- * with the medians after more than one; each run stops after BENCH_STEADY_LIMIT_SECONDS
- * (180). The figures: the 10–90 % steady rate (completions between the 10th and the 90th
- * percentile of the run's completion times over that span), the overall rate, and per task
- * statements, commits, WAL and CPU, taken as the `#` lines printed with them say.
+ * Each first runs BENCH_STEADY_WARMUP (2,000) tasks unmeasured, then ANALYZEs its database
+ * (as autovacuum would have by then on a live one; BENCH_STEADY_ANALYZE=0 skips it, and
+ * the server's prepared statements keep the plans they made on the empty tables), then
+ * BENCH_STEADY_TASKS (20,000) measured. BENCH_STEADY_ROUNDS (1) rounds of ours then
+ * pg-boss, with the medians after more than one; each run stops after
+ * BENCH_STEADY_LIMIT_SECONDS (180). The figures: the 10–90 % steady rate (completions
+ * between the 10th and the 90th percentile of the run's completion times, over that span),
+ * the overall rate, and per task statements, commits, WAL, sequential scans of the task
+ * table and CPU, taken as the `#` lines printed with them say.
  */
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -46,6 +50,9 @@ interface Run {
   postgresCpuS: number
   loadgenCpuS: number
   pg: PgWindow
+  /** Sequential scans of the task table (pg-boss: its job table) and the rows they read. */
+  seqScans: number
+  seqRows: number
   check: string
   extra: Record<string, string | number>
 }
@@ -62,7 +69,33 @@ const cpuOfThisProcess = () => {
   return (u.user + u.system) / 1e6
 }
 
-async function runOurs(ctx: BenchContext, count: number, outstanding: number, limitMs: number): Promise<Run> {
+interface Options {
+  count: number
+  warmup: number
+  analyze: boolean
+  outstanding: number
+  limitMs: number
+}
+
+/** Sequential scans of `tasks` (pg-boss: `pgboss.job`) and the rows they read, from the scratch database's own statistics. */
+async function tableScans(client: pg.Client, table: string) {
+  const { rows } = await client.query<{ scans: string; rows: string }>(
+    `SELECT coalesce(sum(seq_scan), 0)::text AS scans, coalesce(sum(seq_tup_read), 0)::text AS rows
+       FROM pg_stat_user_tables WHERE relid = $1::regclass OR relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = $1::regclass)`,
+    [table],
+  )
+  return { scans: Number(rows[0]?.scans), rows: Number(rows[0]?.rows) }
+}
+
+/** After the warm-up: ANALYZE, as autovacuum would by now on a live database (it also drops plans made on an empty table). */
+async function settleTables(url: string, analyze: boolean) {
+  const client = new pg.Client({ connectionString: url, application_name: 'bench-counters' })
+  await client.connect()
+  if (analyze) await client.query('ANALYZE')
+  return client
+}
+
+async function runOurs(ctx: BenchContext, o: Options): Promise<Run> {
   const AGENTS = 100
   const SLOTS = 4
   const BATCH = 50
@@ -71,124 +104,135 @@ async function runOurs(ctx: BenchContext, count: number, outstanding: number, li
   const { url, drop } = await ctx.scratch() // its pool stays open, idle, until drop()
   const counters = await openCounters(ctx.baseUrl, url)
   const { child, base } = await ctx.startServer(url, secret, { env: { SWEEP_INTERVAL_SECONDS: '1' } })
+  let stats: pg.Client | undefined
   try {
     const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
     const call = jsonCaller(base, admin)
     const agents = await registerAgents(call, AGENTS, { prefix: 'steady', capabilities: ['cpu'], slots: SLOTS })
 
-    const done = new AbortController()
-    setMaxListeners(0, done.signal) // every request of the run listens to it
-    let created = 0
-    let completed = 0
-    let errors = 0
-    const times: number[] = []
-    const stopAt = Date.now() + limitMs
-
-    const s0 = await serverStatements(base)
-    const window = await counters.begin()
-    const pid = child.pid as number
-    const [c0, p0, l0] = [ctx.cpuSeconds(pid), await ctx.postgresCpuByPid(counters.dbName), cpuOfThisProcess()]
-    const t0 = performance.now()
-    let tEnd = 0
-    const finish = () => {
-      if (!tEnd) tEnd = performance.now()
-      done.abort()
-    }
-    const producer = async () => {
-      try {
-        while (created < count && !done.signal.aborted) {
-          const n = Math.min(BATCH, count - created)
-          if (created - completed + n > outstanding) {
-            await sleep(2)
-            continue
-          }
-          created += n
-          const tasks = Array.from({ length: n }, () => ({ name: 'steady', type: 'bench.steady' }))
-          const r = await call('/api/v1/tasks/batch', { body: { tasks }, signal: done.signal })
-          if (r.status !== 201) errors += n
-        }
-      } catch (err) {
-        if (!done.signal.aborted) throw err
+    /** `count` tasks through the batched lifecycle; every open request is aborted at the last completion. */
+    const lifecycle = async (count: number) => {
+      const done = new AbortController()
+      setMaxListeners(0, done.signal) // every request of the run listens to it
+      let created = 0
+      let completed = 0
+      let errors = 0
+      const times: number[] = []
+      const t0 = performance.now()
+      let tEnd = 0
+      const finish = () => {
+        if (!tEnd) tEnd = performance.now()
+        done.abort()
       }
-    }
-    const agent = async (a: { id: string; token: string }) => {
-      let reports: { taskId: string; attempt: number; status: string; result?: unknown }[] = []
-      try {
-        while (!done.signal.aborted) {
-          const hb = await call('/api/v1/agents/heartbeat', {
-            token: a.token,
-            body: { agentId: a.id, waitSeconds: reports.length ? 0 : 2, reports },
-            signal: done.signal,
-          })
-          if (hb.status !== 200) errors++
-          const now = performance.now() - t0
-          for (const [i, r] of (hb.body?.reports ?? []).entries()) {
-            if (!r.ok) errors++
-            else if (reports[i]?.status === 'completed') {
-              completed++
-              times.push(now)
+      const producer = async () => {
+        try {
+          while (created < count && !done.signal.aborted) {
+            const n = Math.min(BATCH, count - created)
+            if (created - completed + n > o.outstanding) {
+              await sleep(2)
+              continue
+            }
+            created += n
+            const tasks = Array.from({ length: n }, () => ({ name: 'steady', type: 'bench.steady' }))
+            const r = await call('/api/v1/tasks/batch', { body: { tasks }, signal: done.signal })
+            if (r.status !== 201) errors += n
+          }
+        } catch (err) {
+          if (!done.signal.aborted) throw err
+        }
+      }
+      const agent = async (a: { id: string; token: string }) => {
+        let reports: { taskId: string; attempt: number; status: string; result?: unknown }[] = []
+        try {
+          while (!done.signal.aborted) {
+            const hb = await call('/api/v1/agents/heartbeat', {
+              token: a.token,
+              body: { agentId: a.id, waitSeconds: reports.length ? 0 : 2, reports },
+              signal: done.signal,
+            })
+            if (hb.status !== 200) errors++
+            const now = performance.now() - t0
+            for (const [i, r] of (hb.body?.reports ?? []).entries()) {
+              if (!r.ok) errors++
+              else if (reports[i]?.status === 'completed') {
+                completed++
+                times.push(now)
+              }
+            }
+            if (completed >= count) finish()
+            reports = []
+            for (const t of (hb.body?.assignments ?? []) as { id: string; attempt: number }[]) {
+              reports.push({ taskId: t.id, attempt: t.attempt, status: 'running' })
+              reports.push({ taskId: t.id, attempt: t.attempt, status: 'completed', result: { ok: true } })
             }
           }
-          if (completed >= count) finish()
-          reports = []
-          for (const t of (hb.body?.assignments ?? []) as { id: string; attempt: number }[]) {
-            reports.push({ taskId: t.id, attempt: t.attempt, status: 'running' })
-            reports.push({ taskId: t.id, attempt: t.attempt, status: 'completed', result: { ok: true } })
-          }
+        } catch (err) {
+          if (!done.signal.aborted) throw err
         }
-      } catch (err) {
-        if (!done.signal.aborted) throw err
       }
+      const timer = setTimeout(finish, o.limitMs)
+      await Promise.all([...Array.from({ length: PRODUCERS }, producer), ...agents.map(agent)])
+      clearTimeout(timer)
+      return { created, completed, errors, times, seconds: ((tEnd || performance.now()) - t0) / 1000 }
     }
-    const timer = setTimeout(finish, Math.max(0, stopAt - Date.now()))
-    await Promise.all([...Array.from({ length: PRODUCERS }, producer), ...agents.map(agent)])
-    clearTimeout(timer)
+
+    const warm = await lifecycle(o.warmup)
+    stats = await settleTables(url, o.analyze)
+    const s0 = await serverStatements(base)
+    const window = await counters.begin()
+    const scans0 = await tableScans(stats, 'tasks')
+    const pid = child.pid as number
+    const [c0, p0, l0] = [ctx.cpuSeconds(pid), await ctx.postgresCpuByPid(counters.dbName), cpuOfThisProcess()]
+    const run = await lifecycle(o.count)
     const [c1, p1, l1] = [ctx.cpuSeconds(pid), await ctx.postgresCpuByPid(counters.dbName), cpuOfThisProcess()]
     const s1 = await serverStatements(base)
     // Stopping the server ends its connections, whose backends then send their last counts.
     const pgw = await window.end(() => ctx.stopServer(child))
+    const scans1 = await tableScans(stats, 'tasks')
 
     // Every task created was completed once, on its first attempt.
-    const check = new pg.Client({ connectionString: url })
-    await check.connect()
-    const { rows } = await check.query<{ status: string; n: number; retried: number; events: number }>(
+    const { rows } = await stats.query<{ status: string; n: number; retried: number; events: number }>(
       `SELECT status, count(*)::int AS n, count(*) FILTER (WHERE attempt > 1)::int AS retried,
               (SELECT count(*)::int FROM events WHERE type = 'task.completed') AS events
          FROM tasks GROUP BY status`,
     )
-    await check.end()
+    const total = o.warmup + o.count
     const inDb = rows.map((r) => `${r.status}:${r.n}`).join(',') || 'none'
     const ok =
-      completed === count &&
-      errors === 0 &&
+      run.completed === o.count &&
+      warm.completed === o.warmup &&
+      run.errors + warm.errors === 0 &&
       rows.length === 1 &&
       rows[0]?.status === 'completed' &&
-      rows[0].n === count &&
+      rows[0].n === total &&
       rows[0].retried === 0 &&
-      rows[0].events === count
+      rows[0].events === total
     return {
       system: 'agenticcp',
-      tasks: created,
-      completed,
-      errors,
-      seconds: ((tEnd || performance.now()) - t0) / 1000,
-      times,
+      tasks: run.created,
+      completed: run.completed,
+      errors: run.errors + warm.errors,
+      seconds: run.seconds,
+      times: run.times,
       clientStatements: s1 - s0,
       appCpuS: c1 - c0,
       postgresCpuS: backendDelta(p0, p1),
       loadgenCpuS: l1 - l0,
       pg: pgw,
+      seqScans: scans1.scans - scans0.scans,
+      seqRows: scans1.rows - scans0.rows,
       check: ok ? 'ok' : `FAILED(db=${inDb})`,
       extra: { agents: AGENTS, slots_per_agent: SLOTS, producers: PRODUCERS, batch: BATCH },
     }
   } finally {
     await ctx.stopServer(child)
+    await stats?.end().catch(() => {})
     await counters.close()
     await drop()
   }
 }
 
-async function runBoss(ctx: BenchContext, count: number, outstanding: number, limitMs: number): Promise<Run> {
+async function runBoss(ctx: BenchContext, o: Options): Promise<Run> {
   const { default: PgBoss } = await import('pg-boss')
   const WORKERS = 8
   const FETCH = 10
@@ -207,79 +251,95 @@ async function runBoss(ctx: BenchContext, count: number, outstanding: number, li
   }
   const boss = new PgBoss({ db, supervise: false, schedule: false })
   boss.on('error', () => {})
+  let stats: pg.Client | undefined
   try {
     await boss.start()
     const queue = 'bench'
     await boss.createQueue(queue)
-    let inserted = 0
-    let completed = 0
     let emptyFetches = 0
-    const times: number[] = []
-    const stopAt = Date.now() + limitMs
 
+    const work = async (count: number) => {
+      let inserted = 0
+      let completed = 0
+      const times: number[] = []
+      const stopAt = Date.now() + o.limitMs
+      const t0 = performance.now()
+      let tEnd = 0
+      const producer = async () => {
+        while (inserted < count && Date.now() < stopAt) {
+          const n = Math.min(BATCH, count - inserted)
+          if (inserted - completed + n > o.outstanding) {
+            await sleep(2)
+            continue
+          }
+          inserted += n
+          await boss.insert(Array.from({ length: n }, () => ({ name: queue, data: { ok: true } })))
+        }
+      }
+      const worker = async () => {
+        while (completed < count && Date.now() < stopAt) {
+          const jobs = await boss.fetch(queue, { batchSize: FETCH })
+          if (!jobs?.length) {
+            emptyFetches++
+            await sleep(5)
+            continue
+          }
+          await boss.complete(
+            queue,
+            jobs.map((j) => j.id),
+          )
+          completed += jobs.length
+          const now = performance.now() - t0
+          for (let i = 0; i < jobs.length; i++) times.push(now)
+          if (completed >= count && !tEnd) tEnd = performance.now()
+        }
+      }
+      await Promise.all([...Array.from({ length: PRODUCERS }, producer), ...Array.from({ length: WORKERS }, worker)])
+      return { inserted, completed, times, seconds: ((tEnd || performance.now()) - t0) / 1000 }
+    }
+
+    const warm = await work(o.warmup)
+    stats = await settleTables(url, o.analyze)
+    emptyFetches = 0
     const window = await counters.begin()
+    const scans0 = await tableScans(stats, 'pgboss.job')
     const s0 = statements
     const [p0, l0] = [await ctx.postgresCpuByPid(counters.dbName), cpuOfThisProcess()]
-    const t0 = performance.now()
-    let tEnd = 0
-    const producer = async () => {
-      while (inserted < count && Date.now() < stopAt) {
-        const n = Math.min(BATCH, count - inserted)
-        if (inserted - completed + n > outstanding) {
-          await sleep(2)
-          continue
-        }
-        inserted += n
-        await boss.insert(Array.from({ length: n }, () => ({ name: queue, data: { ok: true } })))
-      }
-    }
-    const worker = async () => {
-      while (completed < count && Date.now() < stopAt) {
-        const jobs = await boss.fetch(queue, { batchSize: FETCH })
-        if (!jobs?.length) {
-          emptyFetches++
-          await sleep(5)
-          continue
-        }
-        await boss.complete(
-          queue,
-          jobs.map((j) => j.id),
-        )
-        completed += jobs.length
-        const now = performance.now() - t0
-        for (let i = 0; i < jobs.length; i++) times.push(now)
-        if (completed >= count && !tEnd) tEnd = performance.now()
-      }
-    }
-    await Promise.all([...Array.from({ length: PRODUCERS }, producer), ...Array.from({ length: WORKERS }, worker)])
+    const run = await work(o.count)
     const [p1, l1] = [await ctx.postgresCpuByPid(counters.dbName), cpuOfThisProcess()]
     const s1 = statements
     const pgw = await window.end(async () => {
       await boss.stop({ graceful: false, wait: true }).catch(() => {})
       await pool.end()
     })
-    const check = new pg.Client({ connectionString: url })
-    await check.connect()
-    const { rows } = await check.query<{ state: string; n: number }>(
+    const scans1 = await tableScans(stats, 'pgboss.job')
+    const { rows } = await stats.query<{ state: string; n: number }>(
       `SELECT state::text, count(*)::int AS n FROM pgboss.job WHERE name = $1 GROUP BY state`,
       [queue],
     )
-    await check.end()
+    const total = o.warmup + o.count
     const inDb = rows.map((r) => `${r.state}:${r.n}`).join(',') || 'none'
-    const ok = completed === count && rows.length === 1 && rows[0]?.state === 'completed' && rows[0].n === count
+    const ok =
+      run.completed === o.count &&
+      warm.completed === o.warmup &&
+      rows.length === 1 &&
+      rows[0]?.state === 'completed' &&
+      rows[0].n === total
     return {
       system: 'pg-boss',
-      tasks: inserted,
-      completed,
+      tasks: run.inserted,
+      completed: run.completed,
       errors: 0,
-      seconds: ((tEnd || performance.now()) - t0) / 1000,
-      times,
+      seconds: run.seconds,
+      times: run.times,
       clientStatements: s1 - s0,
       // pg-boss runs in this process: its CPU is the load generator's.
       appCpuS: l1 - l0,
       postgresCpuS: backendDelta(p0, p1),
       loadgenCpuS: l1 - l0,
       pg: pgw,
+      seqScans: scans1.scans - scans0.scans,
+      seqRows: scans1.rows - scans0.rows,
       check: ok ? 'ok' : `FAILED(db=${inDb})`,
       extra: {
         version: (await import('pg-boss/package.json', { with: { type: 'json' } })).default.version,
@@ -293,13 +353,14 @@ async function runBoss(ctx: BenchContext, count: number, outstanding: number, li
   } finally {
     await boss.stop({ graceful: false, wait: true }).catch(() => {})
     if (!pool.ended) await pool.end().catch(() => {})
+    await stats?.end().catch(() => {})
     await counters.close()
     await drop()
   }
 }
 
 /** The figures of one run, per task, as `key=value` fields. */
-function figures(r: Run, round: number, outstanding: number) {
+function figures(r: Run, round: number, o: Options) {
   const per = (x: number) => x / Math.max(1, r.completed)
   const steady = steadyRate(r.times)
   const wal = r.pg.wal
@@ -307,7 +368,9 @@ function figures(r: Run, round: number, outstanding: number) {
     system: r.system,
     round,
     ...r.extra,
-    outstanding_max: outstanding,
+    outstanding_max: o.outstanding,
+    warmup: o.warmup,
+    analyzed: o.analyze ? 'yes' : 'no',
     tasks: r.tasks,
     completed: r.completed,
     errors: r.errors,
@@ -328,9 +391,17 @@ function figures(r: Run, round: number, outstanding: number) {
     app_cpu_us_per_task: Math.round(per(r.appCpuS) * 1e6),
     postgres_cpu_us_per_task: Math.round(per(r.postgresCpuS) * 1e6),
     loadgen_cpu_us_per_task: Math.round(per(r.loadgenCpuS) * 1e6),
+    table_seq_scans_per_task: per(r.seqScans),
+    table_seq_rows_per_task: Math.round(per(r.seqRows)),
     cpus: cpus().length,
     check: r.check,
   }
+}
+
+/** Where a run's WAL went: the kinds of record with the most bytes, per task. */
+function walKinds(ctx: BenchContext, r: Run, round: number) {
+  if (typeof r.pg.wal === 'string') return
+  ctx.line('steady_wal_kinds', { system: r.system, round, ...topWalKinds(r.pg.wal, Math.max(1, r.completed)) })
 }
 
 export async function benchSteady(ctx: BenchContext) {
@@ -338,18 +409,26 @@ export async function benchSteady(ctx: BenchContext) {
     ctx.line('steady', { note: 'needs_postgres (set DATABASE_URL=postgres://…)' })
     return
   }
-  const count = Number(process.env.BENCH_STEADY_TASKS ?? 20_000)
   const rounds = Number(process.env.BENCH_STEADY_ROUNDS ?? 1)
-  const outstanding = Number(process.env.BENCH_STEADY_OUTSTANDING ?? 1000)
-  const limitMs = Number(process.env.BENCH_STEADY_LIMIT_SECONDS ?? 180) * 1000
+  const o: Options = {
+    count: Number(process.env.BENCH_STEADY_TASKS ?? 20_000),
+    warmup: Number(process.env.BENCH_STEADY_WARMUP ?? 2000),
+    analyze: process.env.BENCH_STEADY_ANALYZE !== '0',
+    outstanding: Number(process.env.BENCH_STEADY_OUTSTANDING ?? 1000),
+    limitMs: Number(process.env.BENCH_STEADY_LIMIT_SECONDS ?? 180) * 1000,
+  }
   const ratios: { steady: number; overall: number }[] = []
   const all: { ours: ReturnType<typeof figures>; boss: ReturnType<typeof figures> }[] = []
   let failed = false
   for (let round = 1; round <= rounds; round++) {
-    const ours = figures(await runOurs(ctx, count, outstanding, limitMs), round, outstanding)
+    const oursRun = await runOurs(ctx, o)
+    const ours = figures(oursRun, round, o)
     ctx.line('steady', ours)
-    const boss = figures(await runBoss(ctx, count, outstanding, limitMs), round, outstanding)
+    walKinds(ctx, oursRun, round)
+    const bossRun = await runBoss(ctx, o)
+    const boss = figures(bossRun, round, o)
     ctx.line('steady', boss)
+    walKinds(ctx, bossRun, round)
     all.push({ ours, boss })
     if (ours.check !== 'ok' || boss.check !== 'ok') failed = true
     const r = {
@@ -384,13 +463,14 @@ export async function benchSteady(ctx: BenchContext) {
   }
   const statementsHow = all[0]?.ours.pg_statements_per_task === undefined
   for (const how of [
-    'steady: how each figure is taken',
+    'steady: how each figure is taken (after an unmeasured warm-up and, unless analyzed=no, an ANALYZE)',
     'steady_per_sec: completions between the 10th and 90th percentile of the run’s completion times (ours: the heartbeat answer acknowledging the report; pg-boss: complete() returning), over that span; overall_per_sec: all of them over first create → last completion',
     statementsHow
       ? 'statements_per_task: sent by the client (pg_stat_statements is not in shared_preload_libraries): ours, the server’s agenticcp_db_statements_total (transaction control included, the sweep’s included); pg-boss, calls of its driver (one pool.query each, autocommit)'
-      : 'statements_per_task: the client’s count as below; pg_statements_per_task: pg_stat_statements calls in the scratch database (loaded by the server)',
+      : 'statements_per_task: sent by the client (ours, the server’s agenticcp_db_statements_total; pg-boss, calls of its driver); pg_statements_per_task: pg_stat_statements calls in the scratch database, which also counts the statements of foreign-key checks (pg-boss: one per job inserted)',
     'commits_per_task: pg_stat_database.xact_commit of the scratch database (read-only transactions included); wal_commits_per_task: COMMIT records in its WAL (transactions that wrote, each a WAL flush)',
     'wal_bytes_per_task: the WAL records of the window that belong to the scratch database (pg_waldump over the window, records naming its relations and the rest of their transactions, 8-byte aligned); cluster_wal_bytes_per_task: pg_current_wal_lsn() diff, the whole cluster, an upper bound when anything else writes',
+    'table_seq_scans_per_task, table_seq_rows_per_task: sequential scans of the task table (pg-boss: pgboss.job and its partitions) and the rows they read (pg_stat_user_tables); steady_wal_kinds: the kinds of WAL record with the most bytes, records/bytes per task',
     'app_cpu_us_per_task: ours, the server process (/proc/<pid>/stat); pg-boss, this process (it runs in it, with its producers and workers); postgres_cpu_us_per_task: the scratch database’s backends (/proc/<pid>/stat of pg_stat_activity’s pids), not the WAL writer, checkpointer or autovacuum launcher',
   ])
     console.log(`# ${how}`)
