@@ -80,7 +80,9 @@ export async function openCounters(baseUrl: string, dbUrl: string) {
   let slot = false
   if (typeof waldump !== 'string') {
     try {
-      await admin.query('SELECT pg_create_physical_replication_slot($1, true, true)', [`bench_wal_${process.pid}`])
+      await admin.query('SELECT pg_create_physical_replication_slot($1, true, true)', [
+        `bench_wal_${process.pid}_${Date.now().toString(36)}`,
+      ])
       slot = true
     } catch {
       // No slot (max_replication_slots = 0, or not allowed): the window is short, read it soon.
