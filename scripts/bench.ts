@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|fanout|scale|worker]`:
+ * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|steady|backlog|fanout|scale|worker]`:
  * prints one `key=value` line per figure (`fanout`, `scale` and `worker` run only when named).
  *
  * Database: PGlite in memory by default; with DATABASE_URL=postgres://… a scratch
@@ -27,6 +27,10 @@
  * - fanout: what one principal's many waiting requests cost while nothing happens: 1, then
  *   1,000 followers of one idle task's log, and 1, then 500 concurrent long polls of one
  *   agent; statements per second and the server's CPU (Postgres only; runs only when named).
+ * - steady, backlog (scripts/bench/; Postgres, run by default there): the batched lifecycle's
+ *   steady state beside pg-boss, with statements, commits, WAL and CPU per task; heartbeat,
+ *   create and sweep times with an empty queue and with 40,000 tasks nothing can take at its
+ *   head (BENCH_BACKLOG=200000: 200,000 pending, half of them placeable by nobody).
  * Every phase is bounded in count and time and stops by itself.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -45,6 +49,9 @@ import { loadConfig } from '../src/env'
 import { ManualClock } from '../src/lib/clock'
 import { signToken } from '../src/lib/tokens'
 import { runSweep } from '../src/services/scheduler'
+import { benchBacklog } from './bench/backlog'
+import type { BenchContext } from './bench/context'
+import { benchSteady } from './bench/steady'
 import { writeHyperdriveConfig } from './hyperdrive-local'
 
 if (existsSync('.dev.vars')) process.loadEnvFile('.dev.vars')
@@ -1810,3 +1817,7 @@ if (only === 'queue-plan') await benchQueuePlan()
 if (only === 'scale') await benchScale()
 if (only === 'worker') await benchWorker()
 if (only === 'fanout') await benchFanout()
+// scripts/bench/: steady and backlog (Postgres; on PGlite each prints a note).
+const ctx: BenchContext = { onPostgres, baseUrl, line, scratch, startServer, stopServer, cpuSeconds, postgresCpuByPid }
+if (!only || only === 'steady') await benchSteady(ctx)
+if (!only || only === 'backlog') await benchBacklog(ctx)
