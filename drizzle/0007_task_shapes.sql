@@ -36,3 +36,14 @@ ON CONFLICT ("id") DO NOTHING;
 DROP INDEX IF EXISTS "tasks_pending_queue_idx";--> statement-breakpoint
 DROP INDEX IF EXISTS "tasks_pending_age_idx";--> statement-breakpoint
 DROP INDEX IF EXISTS "tasks_priority_idx";
+--> statement-breakpoint
+-- No JIT for this database's sessions: the hot statements run in well under a millisecond,
+-- but a fill's row estimates over a long queue can pass jit_above_cost, and compiling took
+-- 0.2–1.5 s a statement (docs/decisions.md, "No JIT"). Skipped, with a notice, where the
+-- migrating role may not alter the database; Node and Bun also turn it off per connection.
+DO $$
+BEGIN
+  EXECUTE format('ALTER DATABASE %I SET jit = off', current_database());
+EXCEPTION WHEN OTHERS THEN
+  RAISE NOTICE 'jit left as it is (%): %', SQLSTATE, SQLERRM;
+END $$;

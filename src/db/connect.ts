@@ -103,6 +103,8 @@ export async function connectDatabase(url: string, opts: ConnectOptions = {}): P
     const { drizzle } = await import('drizzle-orm/node-postgres')
     const pool = new Pool({
       connectionString: url,
+      // No JIT: see migration 0007 (which turns it off for the database where it may).
+      options: '-c jit=off',
       max: opts.poolMax ?? 10,
       connectionTimeoutMillis: opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
     })
