@@ -104,12 +104,20 @@ export async function benchBacklog(ctx: BenchContext) {
       const out = await f()
       return [performance.now() - t0, out]
     }
-    const insertTasks = (n: number, priority: number, capability: string, name: string) =>
-      db.execute(sql`
+    // Straight into the table, with their shape added as a create adds it (a fill reads only
+    // the shapes in task_shapes; the sweep would add it too, but would also place the work).
+    const insertTasks = async (n: number, priority: number, capability: string, name: string) => {
+      await db.execute(sql`
         INSERT INTO tasks (id, name, type, priority, req_capabilities, available_at, created_at, updated_at)
         SELECT gen_random_uuid(), ${name} || '-' || i, 'bench.backlog', ${priority}, ARRAY[${capability}]::text[],
                now(), now(), now()
           FROM generate_series(1, ${n}) AS i`)
+      await db.execute(sql`
+        INSERT INTO task_shapes (id, type, req_capabilities, req_provider, req_region, req_labels, created_at)
+        SELECT DISTINCT ON (shape) shape, type, req_capabilities, req_provider, req_region, req_labels, now()
+          FROM tasks WHERE status = 'pending' AND req_agent_id IS NULL AND req_capabilities = ARRAY[${capability}]::text[]
+        ON CONFLICT (id) DO NOTHING`)
+    }
 
     /** The agents give back what they hold: one heartbeat reads it, a second reports it completed. */
     const drain = async (agents: Registered[]) => {
