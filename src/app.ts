@@ -100,6 +100,7 @@ export function createApp(input: AppInput) {
             batchSize: input.config.heartbeatBatchSize,
             inFlight: input.config.heartbeatBatchesInFlight,
             metrics: shared.metrics,
+            logger: input.logger,
           }),
         }
       : undefined

@@ -4,6 +4,7 @@ import { isDatabaseUnavailable } from '../db/tx'
 import type { Clock } from '../lib/clock'
 import { ApiError } from '../lib/errors'
 import { GroupCommit, type Outcome } from '../lib/group-commit'
+import { describeError, type Logger } from '../lib/logger'
 import type { Metrics } from '../lib/metrics'
 
 /**
@@ -47,6 +48,7 @@ export interface HeartbeatWriterOptions {
   /** Most batch statements in flight at once (HEARTBEAT_BATCHES_IN_FLIGHT). */
   inFlight: number
   metrics?: Metrics
+  logger?: Logger
 }
 
 /** Most refreshed beats in one statement: each is one uuid in an array. */
@@ -56,11 +58,14 @@ export class HeartbeatWriter {
   private readonly beats: GroupCommit<BeatEntry, BeatRow>
   private readonly touches: GroupCommit<string, void>
 
+  private readonly logger: Logger | undefined
+
   constructor(
     private readonly db: Db,
     private readonly clock: Clock,
     opts: HeartbeatWriterOptions,
   ) {
+    this.logger = opts.logger
     this.beats = new GroupCommit((entries) => this.writeBeats(entries), {
       max: opts.batchSize,
       inFlight: opts.inFlight,
@@ -98,6 +103,10 @@ export class HeartbeatWriter {
       return await this.statement(entries)
     } catch (err) {
       if (entries.length === 1 || isDatabaseUnavailable(err)) throw err
+      this.logger?.warn('a batch of heartbeats failed; each is written alone', {
+        heartbeats: entries.length,
+        error: describeError(err),
+      })
       return Promise.all(
         entries.map(async (e): Promise<Outcome<BeatRow>> => {
           try {
