@@ -283,20 +283,24 @@ rr AS (
       }
 )`
 
-/** Each report's verdict (of the rows `where` keeps), and what of its task the caller needs (`whole`: all of it). */
+/**
+ * Each report's verdict (of the rows `where` keeps), and what of its task the caller needs
+ * (`whole`: all of it): the task as the report left it (`done`), or as it was (`rc`). Joined,
+ * not looked up row by row: a batch of heartbeats may carry hundreds of reports. `where`
+ * may name the caller's rows; the reports are `v`, their tasks `vd` and `vc`.
+ */
 const reportVerdicts = (whole: string, where = 'true') => `
   SELECT coalesce(jsonb_agg(jsonb_build_object('i', v.i, 'verdict', v.verdict, 'holder', v.holder, 'task',
     CASE WHEN ${whole} THEN
-      coalesce((SELECT to_jsonb(u) - 'i' - 'was' - 'from_status' - 'started' - 'reported' - 'holder' FROM done u WHERE u.i = v.i),
-               (SELECT to_jsonb(c) FROM rc c WHERE c.id = v.task_id))
-    ELSE
-      coalesce((SELECT jsonb_build_object('id', u.id, 'agent_id', u.agent_id, 'status', u.status, 'attempt', u.attempt,
-                                          'started_at', u.started_at, 'finished_at', u.finished_at)
-                  FROM done u WHERE u.i = v.i),
-               (SELECT jsonb_build_object('id', c.id, 'agent_id', c.agent_id, 'status', c.status, 'attempt', c.attempt)
-                  FROM rc c WHERE c.id = v.task_id))
+      coalesce(to_jsonb(vd) - 'i' - 'was' - 'from_status' - 'started' - 'reported' - 'holder', to_jsonb(vc))
+    WHEN vd.id IS NOT NULL THEN
+      jsonb_build_object('id', vd.id, 'agent_id', vd.agent_id, 'status', vd.status, 'attempt', vd.attempt,
+                         'started_at', vd.started_at, 'finished_at', vd.finished_at)
+    WHEN vc.id IS NOT NULL THEN
+      jsonb_build_object('id', vc.id, 'agent_id', vc.agent_id, 'status', vc.status, 'attempt', vc.attempt)
     END) ORDER BY v.i), '[]'::jsonb)
-  FROM rv v WHERE ${where}`
+  FROM rv v LEFT JOIN done vd ON vd.i = v.i LEFT JOIN rc vc ON vc.id = v.task_id
+ WHERE ${where}`
 
 /**
  * Reports on tasks (PATCH /tasks/{id}/status, and any round of a heartbeat's reports but
