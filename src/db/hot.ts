@@ -197,6 +197,13 @@ rr AS (
 ), rc AS (
   SELECT t.* FROM tasks t WHERE t.id = ANY(${ids}::uuid[]) ORDER BY t.id FOR UPDATE
 ), rv AS (
+  -- What each report does, as booleans: the planner takes a boolean it has no statistics for
+  -- as true for half the rows (a comparison, for almost none), so it joins these rows to
+  -- tasks by a hash or by key, never by a scan of tasks per row (which a plan made while the
+  -- table was small would do, and a batch of heartbeats multiplies).
+  SELECT x.*, x.verdict = 'ok' AND x.status <> 'declined' AS moves, x.verdict = 'ok' AND x.status = 'declined' AS declines,
+         x.verdict <> 'ok' AND x.status IN ('completed', 'failed', 'cancelled') AS ends
+    FROM (
   SELECT rr.*, rc.status AS was, rc.agent_id AS holder,
     f.from_status,
     (rr.status = '${FAIL.to}' AND f.from_status = '${FAIL.from[0]}' AND rr.error->>'code' IN (${LOSS_CODES})) AS lost,
@@ -212,6 +219,7 @@ rr AS (
   -- "running" then an end, in one row: judged as the end of a running task.
   CROSS JOIN LATERAL (SELECT CASE WHEN rr.started AND rc.status IN ('assigned', 'running') THEN 'running'
                                   ELSE rc.status END AS from_status) f
+    ) x
 ), ru AS (
   UPDATE tasks t SET
     status = v.status,
@@ -235,19 +243,19 @@ rr AS (
                            AND NOT t.cancel_requested
                       ELSE t.auto_retry END,
     version = t.version + 1, updated_at = ${now}
-  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.verdict = 'ok' AND v.status <> 'declined'
+  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.moves
   RETURNING t.*, v.i, v.was, v.from_status, v.started, v.progress AS reported, t.agent_id AS holder
 ), rd AS (
   -- Declined: back to the queue (no attempt spent), never offered to that agent again.
   UPDATE tasks t SET ${requeueSet(DECLINE, 't', now, now)},
          declined_by = array_append(t.declined_by, t.agent_id)
-  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.verdict = 'ok' AND v.status = 'declined'
+  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.declines
   RETURNING t.*, v.i, v.was, v.from_status, v.started, v.progress AS reported, v.holder
 ), rl AS (
   -- The end of a run the service stopped waiting for, from its agent: it is over.
   UPDATE tasks t SET ${endedLiveSet('t', now)}
-  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.verdict <> 'ok'
-   AND t.live_agent_id = v.agent_id AND t.attempt = v.attempt AND v.status IN ('completed', 'failed', 'cancelled')
+  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.ends
+   AND t.live_agent_id = v.agent_id AND t.attempt = v.attempt
   RETURNING t.id
 ), done AS (
   -- Every task a report moved, with the agent that held it (holder).
@@ -284,13 +292,10 @@ rr AS (
 )`
 
 /**
- * Each report's verdict (of the rows `where` keeps), and what of its task the caller needs
- * (`whole`: all of it): the task as the report left it (`done`), or as it was (`rc`). Joined,
- * not looked up row by row: a batch of heartbeats may carry hundreds of reports. `where`
- * may name the caller's rows; the reports are `v`, their tasks `vd` and `vc`.
+ * A report's verdict (row `v` of `rv`), and what of its task the caller needs (`whole`: all
+ * of it): the task as the report left it (`vd`, from `done`), or as it was (`vc`, from `rc`).
  */
-const reportVerdicts = (whole: string, where = 'true') => `
-  SELECT coalesce(jsonb_agg(jsonb_build_object('i', v.i, 'verdict', v.verdict, 'holder', v.holder, 'task',
+const verdictJson = (whole: string) => `jsonb_build_object('i', v.i, 'verdict', v.verdict, 'holder', v.holder, 'task',
     CASE WHEN ${whole} THEN
       coalesce(to_jsonb(vd) - 'i' - 'was' - 'from_status' - 'started' - 'reported' - 'holder', to_jsonb(vc))
     WHEN vd.id IS NOT NULL THEN
@@ -298,9 +303,10 @@ const reportVerdicts = (whole: string, where = 'true') => `
                          'started_at', vd.started_at, 'finished_at', vd.finished_at)
     WHEN vc.id IS NOT NULL THEN
       jsonb_build_object('id', vc.id, 'agent_id', vc.agent_id, 'status', vc.status, 'attempt', vc.attempt)
-    END) ORDER BY v.i), '[]'::jsonb)
-  FROM rv v LEFT JOIN done vd ON vd.i = v.i LEFT JOIN rc vc ON vc.id = v.task_id
- WHERE ${where}`
+    END)`
+
+/** The reports `v` with their tasks (`vd`, `vc`): joined, not looked up row by row. */
+const VERDICT_FROM = 'rv v LEFT JOIN done vd ON vd.i = v.i LEFT JOIN rc vc ON vc.id = v.task_id'
 
 /**
  * Reports on tasks (PATCH /tasks/{id}/status, and any round of a heartbeat's reports but
@@ -313,7 +319,7 @@ export const applyReports: HotStatement = {
   text: `
 WITH ${reportCtes('$1', '$3', '$2')}, rel AS (${releaseSlots('done', "status <> 'running'", 'holder')}
 )
-SELECT (${reportVerdicts('$4::boolean')}) AS reports`,
+SELECT (SELECT coalesce(jsonb_agg(${verdictJson('$4::boolean')} ORDER BY v.i), '[]'::jsonb) FROM ${VERDICT_FROM}) AS reports`,
 }
 
 /**
@@ -361,11 +367,11 @@ slots AS (
     FROM fit_shapes s JOIN found ON found.shape = s.id JOIN slots f ON f.id = ANY(s.ids)
    CROSS JOIN LATERAL generate_series(1, least(f.free, found.n)) AS n(slot)
 ), offered AS (
-  SELECT q.id, q.priority, f.id AS agent_id
+  SELECT q.id, q.priority, f.id AS agent_id, f.free
     FROM by_shape q JOIN shape_slots ss ON ss.shape = q.shape AND ss.j = q.j JOIN slots f ON f.id = ss.agent_id
    WHERE coalesce(${meetsRequirementsSql(F, taskColumns('q'))}, false)
   UNION ALL
-  SELECT p.id, p.priority, f.id FROM slots f CROSS JOIN LATERAL (
+  SELECT p.id, p.priority, f.id, f.free FROM slots f CROSS JOIN LATERAL (
     SELECT t.id, t.priority FROM tasks t
      WHERE t.req_agent_id = f.id AND t.status = 'pending' AND t.available_at <= ${now}
        AND coalesce(${meetsRequirementsSql(F, taskColumns('t'))}, false)
@@ -375,8 +381,7 @@ slots AS (
 ), chosen AS (
   SELECT o.id, o.agent_id
     FROM (SELECT o.*, row_number() OVER (PARTITION BY o.agent_id ORDER BY ${queueOrderSql('o')}) AS r FROM offered o) o
-    JOIN slots f ON f.id = o.agent_id
-   WHERE o.r <= f.free
+   WHERE o.r <= o.free
 )`
 
 const STATUS_CHANGED = "'agent.status_changed'"
@@ -402,7 +407,14 @@ const STATUS_CHANGED = "'agent.status_changed'"
  * steady beat, with nothing to plan for them. Rows: one per agent found.
  */
 const heartbeatsText = (withReports: boolean) => `
-WITH ${withReports ? `${reportCtes('$4', '$5', '$1', 'rows')}, ` : ''}beats AS (
+WITH ${
+  withReports
+    ? `${reportCtes('$4', '$5', '$1', 'rows')}, ended AS (
+  -- Per agent, the tasks its reports ended: their slots are free again.
+  SELECT holder, count(*) AS n FROM done WHERE status <> 'running' GROUP BY holder
+), `
+    : ''
+}beats AS (
   SELECT * FROM jsonb_to_recordset($2::jsonb)
     AS b(agent_id uuid, status text, metrics jsonb, running uuid[], task_types text[])
 ), cur AS (
@@ -416,23 +428,27 @@ WITH ${withReports ? `${reportCtes('$4', '$5', '$1', 'rows')}, ` : ''}beats AS (
   SELECT c.id, c.status, c.provider, c.region, c.capabilities, c.labels, c.max_concurrent_tasks, c.active_tasks,
          c.status AS was, coalesce(b.task_types, c.task_types) AS task_types, c.task_types AS declared,
          b.task_types IS NOT NULL AS declaring, b.metrics, b.running,
-         ${withReports ? "greatest(c.active_tasks - (SELECT count(*) FROM done d WHERE d.holder = c.id AND d.status <> 'running'), 0)" : 'c.active_tasks'} AS active,
+         ${withReports ? 'greatest(c.active_tasks - coalesce(e.n, 0), 0)' : 'c.active_tasks'} AS active,
          CASE WHEN c.status = 'maintenance' THEN 'maintenance'
               ELSE coalesce(b.status, CASE WHEN c.status = 'offline' THEN 'online' ELSE c.status END) END AS next
     FROM cur c JOIN beats b ON b.agent_id = c.id
+    ${withReports ? 'LEFT JOIN ended e ON e.holder = c.id' : ''}
 ), ${batchFillCtes('$1')}, given AS (
   -- By key (= ANY of an array): a join on the CTE alone was planned as a scan of all tasks.
   UPDATE tasks t SET ${assignSet('t', '$1', 'c.agent_id')}
     FROM chosen c WHERE t.id = ANY(ARRAY(SELECT id FROM chosen)) AND t.id = c.id
   RETURNING t.*, ${secondsBetween('t.created_at', '$1::timestamptz')} AS wait_s
+), given_by AS (
+  SELECT v.agent_id, count(*) AS n, jsonb_agg(to_jsonb(v) ORDER BY v.priority DESC, v.id) AS rows
+    FROM given v GROUP BY v.agent_id
 ), upd AS (
   UPDATE agents g
      SET status = a.next, last_heartbeat_at = $1, last_metrics = coalesce(a.metrics, g.last_metrics),
          task_types = a.task_types,
-         active_tasks = a.active + (SELECT count(*) FROM given v WHERE v.agent_id = a.id),
+         active_tasks = a.active + coalesce(gb.n, 0),
          version = g.version + CASE WHEN a.next <> a.was OR (a.declaring AND a.task_types <> a.declared) THEN 1 ELSE 0 END,
          updated_at = CASE WHEN a.next <> a.was OR (a.declaring AND a.task_types <> a.declared) THEN $1 ELSE g.updated_at END
-    FROM a WHERE g.id = a.id
+    FROM a LEFT JOIN given_by gb ON gb.agent_id = a.id WHERE g.id = a.id
   RETURNING g.*, a.was
 ), ev AS (
   INSERT INTO events (type, agent_id, task_id, data, created_at)
@@ -449,21 +465,36 @@ WITH ${withReports ? `${reportCtes('$4', '$5', '$1', 'rows')}, ` : ''}beats AS (
     SELECT 2, 0, 0, x.type, x.agent_id, x.task_id, x.data FROM (${assignedEventRows('given', "'heartbeat'")}) x
   ) e(g, i, k, type, agent_id, task_id, data) ORDER BY e.g, e.i, e.k, e.agent_id, e.task_id
   RETURNING 1
+), assigned AS (
+  -- The statement's snapshot still shows reported tasks as they were: leave those out.
+  SELECT t.agent_id, jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id) AS rows
+    FROM tasks t WHERE t.agent_id = ANY($3::uuid[]) AND t.status = 'assigned'
+     ${withReports ? 'AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = t.id)' : ''}
+   GROUP BY t.agent_id
+), cancel AS (
+  SELECT t.agent_id, array_agg(t.id ORDER BY t.id) AS ids
+    FROM tasks t WHERE t.agent_id = ANY($3::uuid[]) AND t.status = 'running' AND t.cancel_requested
+     ${withReports ? "AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = t.id AND done.status <> 'running')" : ''}
+   GROUP BY t.agent_id
+), lost AS (
+  SELECT a.id AS agent_id, array_agg(r.id ORDER BY r.id) AS ids FROM a CROSS JOIN unnest(a.running) AS r(id)
+   WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = a.id AND t.status IN ('assigned', 'running'))
+   GROUP BY a.id${
+     withReports
+       ? `
+), verdicts AS (
+  SELECT v.agent_id, jsonb_agg(${verdictJson('false')} ORDER BY v.i) AS rows FROM ${VERDICT_FROM} GROUP BY v.agent_id`
+       : ''
+   }
 )
 SELECT u.id AS agent_id, to_jsonb(u) - 'was' AS agent, u.status <> u.was AS moved,
-  -- The statement's snapshot still shows reported tasks as they were: leave those out.
-  (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id), '[]'::jsonb)
-     FROM tasks t WHERE t.agent_id = u.id AND t.status = 'assigned'
-      ${withReports ? 'AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = t.id)' : ''}) AS assigned,
-  (SELECT coalesce(jsonb_agg(to_jsonb(v) ORDER BY v.priority DESC, v.id), '[]'::jsonb)
-     FROM given v WHERE v.agent_id = u.id) AS given,
-  (SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}')
-     FROM tasks t WHERE t.agent_id = u.id AND t.status = 'running' AND t.cancel_requested
-      ${withReports ? "AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = t.id AND done.status <> 'running')" : ''}) AS cancel,
-  (SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}') FROM unnest(a.running) AS r(id)
-    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = u.id AND t.status IN ('assigned', 'running'))) AS lost,
-  ${withReports ? `(${reportVerdicts('false', 'v.agent_id = u.id')})` : "'[]'::jsonb"} AS reports
-FROM upd u JOIN a ON a.id = u.id`
+  coalesce(x.rows, '[]'::jsonb) AS assigned, coalesce(gb.rows, '[]'::jsonb) AS given,
+  coalesce(c.ids, '{}') AS cancel, coalesce(l.ids, '{}') AS lost,
+  ${withReports ? "coalesce(vr.rows, '[]'::jsonb)" : "'[]'::jsonb"} AS reports
+FROM upd u
+LEFT JOIN assigned x ON x.agent_id = u.id LEFT JOIN given_by gb ON gb.agent_id = u.id
+LEFT JOIN cancel c ON c.agent_id = u.id LEFT JOIN lost l ON l.agent_id = u.id
+${withReports ? 'LEFT JOIN verdicts vr ON vr.agent_id = u.id' : ''}`
 
 export const heartbeats: HotStatement = { name: 'heartbeats', text: heartbeatsText(true) }
 export const heartbeatsPlain: HotStatement = { name: 'heartbeats_plain', text: heartbeatsText(false) }
