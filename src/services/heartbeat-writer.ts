@@ -43,7 +43,7 @@ export type BeatRow = {
 }
 
 export interface HeartbeatWriterOptions {
-  /** Most heartbeats in one statement (HEARTBEAT_BATCH_SIZE); 1: each alone. */
+  /** Most heartbeats in one statement (HEARTBEAT_BATCH_SIZE); 1: each alone and at once. */
   batchSize: number
   /** Most batch statements in flight at once (HEARTBEAT_BATCHES_IN_FLIGHT). */
   inFlight: number
@@ -68,7 +68,8 @@ export class HeartbeatWriter {
     this.logger = opts.logger
     this.beats = new GroupCommit((entries) => this.writeBeats(entries), {
       max: opts.batchSize,
-      inFlight: opts.inFlight,
+      // Batches of one: each heartbeat at once, as many in flight as arrive (the pool bounds them).
+      inFlight: opts.batchSize <= 1 ? Number.POSITIVE_INFINITY : opts.inFlight,
       // One entry per agent in a statement: its reports and slots are judged once.
       key: (e) => e.agentId.toLowerCase(),
       onBatch: (n) => opts.metrics?.heartbeatBatch.observe({}, n),
