@@ -199,6 +199,13 @@ async function startServer(
       HEARTBEAT_INTERVAL_SECONDS: '5',
       // The load generator is one token subject; a write limit would measure the limiter.
       RATE_LIMIT_PER_MINUTE: '0',
+      // Passed through when set, to measure the heartbeat batches' settings.
+      ...Object.fromEntries(
+        ['HEARTBEAT_BATCH_SIZE', 'HEARTBEAT_BATCHES_IN_FLIGHT'].flatMap((k) => {
+          const v = process.env[k]
+          return v ? [[k, v]] : []
+        }),
+      ),
       ...opts.env,
     },
     stdio: ['ignore', process.env.BENCH_SERVER_LOG_LEVEL ? 'pipe' : 'inherit', 'inherit'],

@@ -31,6 +31,7 @@ import { statisticsRouter } from './routes/statistics/statistics.index'
 import { logsRouter } from './routes/task-logs/task-logs.index'
 import { tasksRouter } from './routes/tasks/tasks.index'
 import { EventFeed } from './services/event-feed'
+import { HeartbeatWriter } from './services/heartbeat-writer'
 import { LogFeeds } from './services/log-feed'
 import { MigrationGate, missingObjectStates, notMigrated } from './services/migrations'
 import { recordStalls } from './services/stalls'
@@ -52,6 +53,7 @@ export interface AppInput
     | 'logFeeds'
     | 'authCache'
     | 'stalls'
+    | 'heartbeats'
   > {
   metrics?: Metrics
   /** The process's stall watch (Node and Bun start its watchdog); one per app when absent. */
@@ -91,6 +93,14 @@ export function createApp(input: AppInput) {
           logFeeds: new LogFeeds(database.db, shared.notifier, {
             logger: input.logger,
             onRead: () => shared.metrics.logFeedReads.inc({}),
+          }),
+          // Concurrent heartbeats written together (a Worker's database is per request: there
+          // each heartbeat writes alone, through the same statement).
+          heartbeats: new HeartbeatWriter(database.db, input.clock, {
+            batchSize: input.config.heartbeatBatchSize,
+            inFlight: input.config.heartbeatBatchesInFlight,
+            metrics: shared.metrics,
+            logger: input.logger,
           }),
         }
       : undefined

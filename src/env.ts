@@ -67,6 +67,10 @@ const settings = {
   MAX_REGISTRATION_TOKEN_LIFETIME_MINUTES: int(1, 5_256_000).default(525_600),
   HEARTBEAT_INTERVAL_SECONDS: int(1, 3600).default(30),
   HEARTBEAT_TIMEOUT_SECONDS: int(2, 86_400).default(90),
+  /** Most heartbeats written by one statement (natural batching); 1 writes each alone. */
+  HEARTBEAT_BATCH_SIZE: int(1, 256).default(64),
+  /** Most heartbeat statements in flight at once per process; a heartbeat arriving then joins the next batch. */
+  HEARTBEAT_BATCHES_IN_FLIGHT: int(1, 64).default(2),
   /** Assigned tasks not started within this go back to pending. */
   ASSIGN_TIMEOUT_SECONDS: int(1, 86_400).default(60),
   /** A running task whose cancel its agent has not confirmed within this becomes cancelled. */

@@ -6,8 +6,9 @@ import { createHarness, type Harness, onPostgres } from './harness'
 
 /**
  * The "never twice, never over capacity" proof. On real Postgres (READ COMMITTED, a pool
- * of connections) many sweeps, executes, heartbeats, reports, cancels, creates, an agent
- * delete and an agent expiry run at once over hundreds of tasks and dozens of agents,
+ * of connections) many sweeps, executes, heartbeats (written in batches of several agents,
+ * half of them carrying the agents' reports), reports, cancels, creates, an agent delete and
+ * an agent expiry run at once over hundreds of tasks and dozens of agents,
  * while a checker keeps reading the invariants. Then everything is driven to an end and
  * the event log is audited task by task. Time comes from the injected clock.
  */
@@ -98,34 +99,61 @@ describe.runIf(onPostgres())('under concurrency on Postgres', () => {
     // --- the storm -----------------------------------------------------------------
     const pendingIds = async () =>
       (await rowsOf<{ id: string }>(h.database.db, sql`SELECT id FROM tasks WHERE status = 'pending'`)).map((r) => r.id)
+    type Held = { id: string; status: string; attempt: number; cancelRequested: boolean }
+    const beat = (a: Agent, reports: Record<string, unknown>[] = []) =>
+      call('POST', '/api/v1/agents/heartbeat', { token: a.token, body: { agentId: a.id, reports } })
+    /**
+     * The same reports as the PATCHes below, in a heartbeat (running and its end as one
+     * row where both go; a late duplicate of an earlier attempt), so that the batches of
+     * concurrent heartbeats carry reports of many agents at once.
+     */
+    const reportInBeat = async (a: Agent, held: Held[], finish: boolean) => {
+      const reports: Record<string, unknown>[] = []
+      for (const t of held) {
+        if (t.status === 'assigned') {
+          reports.push({ taskId: t.id, status: 'running', attempt: t.attempt })
+          if (rand() < 0.2) reports.push({ taskId: t.id, status: 'running', attempt: t.attempt - 1 })
+          if (finish || rand() < 0.3) reports.push({ taskId: t.id, status: 'completed', attempt: t.attempt })
+        } else if (t.cancelRequested) {
+          reports.push({ taskId: t.id, status: 'cancelled', attempt: t.attempt })
+        } else if (finish || rand() < 0.6) {
+          const fail = !finish && rand() < 0.15
+          reports.push(
+            fail
+              ? { taskId: t.id, status: 'failed', attempt: t.attempt, error: { code: 'exit_1', message: 'boom' } }
+              : { taskId: t.id, status: 'completed', attempt: t.attempt, result: { by: a.id } },
+          )
+        }
+      }
+      if (reports.length) await beat(a, reports)
+    }
     const work = async (a: Agent, finish: boolean) => {
-      const hb = await call('POST', '/api/v1/agents/heartbeat', { token: a.token, body: { agentId: a.id } })
+      const hb = await beat(a)
       if (hb.status !== 200) return
       const mine = await call('GET', `/api/v1/tasks?agentId=${a.id}&status=assigned,running&limit=100`, {
         token: a.token,
       })
+      if (rand() < 0.5) return reportInBeat(a, mine.body.items ?? [], finish)
       await Promise.all(
-        (mine.body.items ?? []).map(
-          async (t: { id: string; status: string; attempt: number; cancelRequested: boolean }) => {
-            const path = `/api/v1/tasks/${t.id}/status`
-            if (t.status === 'assigned') {
-              await call('PATCH', path, { token: a.token, body: { status: 'running', attempt: t.attempt } })
-              // a late duplicate of the same report: must be harmless
-              if (rand() < 0.2)
-                await call('PATCH', path, { token: a.token, body: { status: 'running', attempt: t.attempt - 1 } })
-            } else if (t.cancelRequested) {
-              await call('PATCH', path, { token: a.token, body: { status: 'cancelled', attempt: t.attempt } })
-            } else if (finish || rand() < 0.6) {
-              const fail = !finish && rand() < 0.15
-              await call('PATCH', path, {
-                token: a.token,
-                body: fail
-                  ? { status: 'failed', attempt: t.attempt, error: { code: 'exit_1', message: 'boom' } }
-                  : { status: 'completed', attempt: t.attempt, result: { by: a.id } },
-              })
-            }
-          },
-        ),
+        (mine.body.items ?? []).map(async (t: Held) => {
+          const path = `/api/v1/tasks/${t.id}/status`
+          if (t.status === 'assigned') {
+            await call('PATCH', path, { token: a.token, body: { status: 'running', attempt: t.attempt } })
+            // a late duplicate of the same report: must be harmless
+            if (rand() < 0.2)
+              await call('PATCH', path, { token: a.token, body: { status: 'running', attempt: t.attempt - 1 } })
+          } else if (t.cancelRequested) {
+            await call('PATCH', path, { token: a.token, body: { status: 'cancelled', attempt: t.attempt } })
+          } else if (finish || rand() < 0.6) {
+            const fail = !finish && rand() < 0.15
+            await call('PATCH', path, {
+              token: a.token,
+              body: fail
+                ? { status: 'failed', attempt: t.attempt, error: { code: 'exit_1', message: 'boom' } }
+                : { status: 'completed', attempt: t.attempt, result: { by: a.id } },
+            })
+          }
+        }),
       )
     }
 
@@ -176,6 +204,13 @@ describe.runIf(onPostgres())('under concurrency on Postgres', () => {
     expect(violations).toEqual([])
     expect(checks).toBeGreaterThan(10)
     expect([...statuses.keys()].filter((s) => s >= 500)).toEqual([])
+    // The storm's heartbeats were written in batches of several agents (src/services/heartbeat-writer.ts).
+    const metrics: string = (await h.call('GET', '/metrics', { token: null })).body
+    const batches = Number(/^agenticcp_heartbeat_batch_agents_count (\d+)/m.exec(metrics)?.[1] ?? 0)
+    const alone = Number(/^agenticcp_heartbeat_batch_agents_bucket\{le="1"\} (\d+)/m.exec(metrics)?.[1] ?? 0)
+    const beats = Number(/^agenticcp_heartbeat_batch_agents_sum (\d+)/m.exec(metrics)?.[1] ?? 0)
+    console.log(`concurrency: ${beats} heartbeats in ${batches} statements, ${batches - alone} of several agents`)
+    expect(batches - alone, 'batches of more than one agent').toBeGreaterThan(10)
 
     const final = await rowsOf<{ status: string; unfittable: boolean; auto_retry: boolean; n: number }>(
       h.database.db,

@@ -14,15 +14,18 @@ import { bunBin, runtimes, startServer, stopped } from './spawn'
 /**
  * A database blip under load, on the real server and the real Postgres: the service's
  * backends are killed again and again (`pg_terminate_backend` on its own database) while
- * registrations, agent edits, task creates and reports, and event reads run. The process
- * must live, clients must get only 2xx or 503 (never a 500 or a dropped connection),
- * writes must succeed again within seconds of the last kill, and every write the service
- * acknowledged must be in the database.
+ * registrations, agent edits, task creates and reports, heartbeats of many agents at once
+ * (written in batches, carrying reports), and event reads run. The process must live,
+ * clients must get only 2xx or 503 (never a 500 or a dropped connection), writes must
+ * succeed again within seconds of the last kill, and every write the service acknowledged
+ * must be in the database.
  */
 const KILL_FOR_MS = 8_000
 const KILL_EVERY_MS = 350
 const CALM_MS = 4_000
 const LOOPS = 8
+/** Agents heartbeating (with reports) at once, besides the loops. */
+const BEATERS = 12
 
 type Outcome = { kind: string; status: number; at: number }
 function byStatusOf(outcomes: Outcome[]) {
@@ -156,6 +159,19 @@ describe.runIf(onPostgres()).each(runtimes)('database faults under load, server 
         ).toBe(200)
       }
 
+      // Agents that heartbeat at once (written in batches of several), each reporting in its
+      // heartbeat the tasks its previous answer gave it: running and completed.
+      const beaters: { id: string; token: string }[] = []
+      for (let i = 0; i < BEATERS; i++) {
+        const a = await call('setup', 'POST', '/api/v1/agents', operator, {
+          name: `fault-beater-${i}`,
+          provider: 'onprem',
+          maxConcurrentTasks: 1000,
+        })
+        expect(a.status).toBe(201)
+        beaters.push({ id: a.body.id, token: a.body.token })
+      }
+
       // What the service acknowledged, to look for in the database afterwards.
       const acked = {
         agents: [] as string[],
@@ -219,6 +235,37 @@ describe.runIf(onPostgres()).each(runtimes)('database faults under load, server 
         }
       }
 
+      const beat = async (me: { id: string; token: string }) => {
+        let reports: { taskId: string; attempt: number; status: string }[] = []
+        for (let i = 0; Date.now() < stopAt; i++) {
+          const t = await call('create', 'POST', '/api/v1/tasks', operator, {
+            name: `fault-beat-${i}`,
+            type: 'fault.test',
+            requirements: { agentId: me.id },
+          })
+          if (t.status === 201) acked.tasks.push(t.body.id)
+          const hb = await call('heartbeat', 'POST', '/api/v1/agents/heartbeat', me.token, { agentId: me.id, reports })
+          // Not answered: the same reports again (a report that did land is then a repeat, ok).
+          if (hb.status !== 200) continue
+          if (hb.body.agent.id !== me.id) failures.push(`heartbeat of ${me.id} answered for ${hb.body.agent.id}`)
+          for (const [n, r] of (hb.body.reports as { taskId: string; ok: boolean }[]).entries()) {
+            const sent = reports[n]
+            if (!r.ok || sent?.taskId !== r.taskId) {
+              failures.push(`heartbeat report ${JSON.stringify(sent)} answered ${JSON.stringify(r)}`)
+              continue
+            }
+            ;(sent.status === 'completed' ? acked.completed : acked.running).add(r.taskId)
+          }
+          reports = (hb.body.assignments as { id: string; attempt: number; agentId: string }[]).flatMap((a) => {
+            if (a.agentId !== me.id) failures.push(`heartbeat of ${me.id} was given ${a.id} of ${a.agentId}`)
+            return [
+              { taskId: a.id, attempt: a.attempt, status: 'running' },
+              { taskId: a.id, attempt: a.attempt, status: 'completed' },
+            ]
+          })
+        }
+      }
+
       let kills = 0
       let lastKill = 0
       const killer = (async () => {
@@ -234,7 +281,7 @@ describe.runIf(onPostgres()).each(runtimes)('database faults under load, server 
           lastKill = Date.now()
         }
       })()
-      await Promise.all([killer, ...Array.from({ length: LOOPS }, (_, w) => loop(w))])
+      await Promise.all([killer, ...Array.from({ length: LOOPS }, (_, w) => loop(w)), ...beaters.map(beat)])
 
       // The process lives and answers.
       expect(server.child.exitCode, `the server exited: ${server.output().err.slice(-2000)}`).toBeNull()
@@ -255,7 +302,7 @@ describe.runIf(onPostgres()).each(runtimes)('database faults under load, server 
       expect(byStatus.get(503) ?? 0, 'the kills were felt').toBeGreaterThan(0)
 
       // Writes succeed again within seconds of the last kill.
-      for (const kind of ['register', 'edit', 'create', 'report']) {
+      for (const kind of ['register', 'edit', 'create', 'report', 'heartbeat']) {
         const firstOk = outcomes.find((o) => o.kind === kind && o.at > lastKill && o.status < 300)
         expect(firstOk, `a ${kind} succeeded after the last kill`).toBeDefined()
         expect((firstOk?.at ?? Infinity) - lastKill, `${kind} recovered`).toBeLessThan(3_000)
@@ -284,6 +331,12 @@ describe.runIf(onPostgres()).each(runtimes)('database faults under load, server 
       } finally {
         await check.end()
       }
+      // The heartbeats were written in batches of several agents (and answered each its own: above).
+      const metrics = await (await fetch(`${base}/metrics`)).text()
+      const batches = Number(/^agenticcp_heartbeat_batch_agents_count (\d+)/m.exec(metrics)?.[1] ?? 0)
+      const alone = Number(/^agenticcp_heartbeat_batch_agents_bucket\{le="1"\} (\d+)/m.exec(metrics)?.[1] ?? 0)
+      console.log(`faults (${runtime}): heartbeats in ${batches} statements, ${batches - alone} of several agents`)
+      expect(batches - alone, 'heartbeat batches of more than one agent').toBeGreaterThan(0)
 
       // And it still shuts down cleanly.
       server.child.kill('SIGTERM')

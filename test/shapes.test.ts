@@ -1,7 +1,7 @@
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { rowsOf } from '../src/db/client'
-import { heartbeatPlain } from '../src/db/hot'
+import { heartbeatsPlain } from '../src/db/hot'
 import { withTx } from '../src/db/tx'
 import { createHarness, type Harness, unique } from './harness'
 
@@ -67,11 +67,12 @@ describe('the queue by shape', () => {
     const queued = await Promise.all([1, 2].map(() => h.task({ priority: 1 })))
     await h.database.db.execute(sql`UPDATE agents SET status = 'online' WHERE id = ${a.id}`)
     const plan = await withTx(h.database.db, async (tx) => {
-      await tx.execute(sql.raw(`PREPARE explained_beat AS ${heartbeatPlain.text}`))
+      await tx.execute(sql.raw(`PREPARE explained_beat AS ${heartbeatsPlain.text}`))
       const at = h.clock.now().toISOString()
+      const beats = JSON.stringify([{ agent_id: a.id, status: null, metrics: null, running: [], task_types: null }])
       const [row] = await rowsOf<{ 'QUERY PLAN': unknown }>(
         tx,
-        sql.raw(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE explained_beat('${a.id}', '${at}', NULL, NULL, '{}')`),
+        sql.raw(`EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE explained_beat('${at}', '${beats}', '{${a.id}}')`),
       )
       await tx.execute(sql`DEALLOCATE explained_beat`)
       return row?.['QUERY PLAN']

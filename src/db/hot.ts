@@ -9,7 +9,16 @@ import {
   takesWorkSql,
   taskColumns,
 } from '../domain/fit'
-import { assignedEvents, assignSet, endedLiveSet, releaseSlots, requeueSet, secondsBetween } from '../domain/sql'
+import type { ReportStatus } from '../domain/model'
+import {
+  assignedEventRows,
+  assignedEvents,
+  assignSet,
+  endedLiveSet,
+  releaseSlots,
+  requeueSet,
+  secondsBetween,
+} from '../domain/sql'
 import { move, reportAllowedSql } from '../domain/task-states'
 import type { Db } from './client'
 import { type AgentRow, agents, type TaskRow, tasks } from './schema'
@@ -93,7 +102,17 @@ const QUEUE_ORDER = queueOrderSql('t')
  * the queue's first `limit` that fit. A task the agent declined is passed over in its
  * shape's queue. `takes` is the agent's "takes work now" test (no rows when false).
  */
-export const fillCtes = (o: { from: string; agent: AgentSql; takes: string; limit: string; now: string }) => `
+export const fillCtes = (o: {
+  from: string
+  agent: AgentSql
+  takes: string
+  limit: string
+  now: string
+  /** false: read without locking (a probe for whether a fill would give anything). */
+  lock?: boolean
+}) => {
+  const lock = o.lock === false ? '' : 'FOR UPDATE OF t SKIP LOCKED'
+  return `
 fit_shapes AS (
   SELECT s.id FROM task_shapes s, ${o.from}
    WHERE ${o.takes} AND coalesce(${meetsRequirementsSql(o.agent, shapeColumns('s'))}, false)
@@ -104,19 +123,20 @@ fit_shapes AS (
        AND NOT (${o.agent.id} = ANY(t.declined_by))
      ORDER BY ${QUEUE_ORDER}
      LIMIT ${o.limit}
-       FOR UPDATE OF t SKIP LOCKED) q
+       ${lock}) q
 ), pinned AS (
   SELECT t.id, t.priority FROM tasks t, ${o.from}
    WHERE ${o.takes} AND t.req_agent_id = ${o.agent.id} AND t.status = 'pending' AND t.available_at <= ${o.now}
      AND coalesce(${meetsRequirementsSql(o.agent, taskColumns('t'))}, false)
    ORDER BY ${QUEUE_ORDER}
    LIMIT ${o.limit}
-     FOR UPDATE OF t SKIP LOCKED
+     ${lock}
 ), picked AS (
   SELECT c.id FROM (SELECT * FROM by_shape UNION ALL SELECT * FROM pinned) c
    ORDER BY c.priority DESC, c.id
    LIMIT ${o.limit}
 )`
+}
 
 /**
  * Agents' reports on tasks, as CTEs both the report statement and the heartbeat use: one
@@ -134,19 +154,56 @@ fit_shapes AS (
  * a retry waiting for that may be placed (CTE `rl`).
  * rows: jsonb array of {i, task_id, agent_id, attempt, status, started, progress, result,
  * has_result, error, lost_cap} · ids: the task ids as uuid[] (so the planner reads tasks by primary
- * key; a join on the JSON rows alone was planned as a scan of the whole table) · now
+ * key; a join on the JSON rows alone was planned as a scan of the whole table) · now ·
+ * events: `insert` appends the reports' events (CTE `rev`); `rows` leaves them as rows
+ * (i, k, type, agent_id, task_id, data) for the caller's one insert of all its events.
  */
+/** How a report was taken: `ok` (applied), `repeat` (the report that already ended the task), or why not. */
+export type ReportVerdict = 'ok' | 'repeat' | 'stale_attempt' | 'invalid_transition' | 'not_found'
+
+/** A report as a row of the report statements (`reportCtes` in src/db/hot.ts). */
+export interface ReportRow {
+  /** Its index in its round (unique in a statement). */
+  i: number
+  task_id: string
+  agent_id: string | null
+  attempt: number
+  status: ReportStatus
+  started: boolean
+  progress: number | null
+  result: unknown
+  has_result: boolean
+  error: unknown
+  lost_cap: number
+}
+
+/** A report statement's answer for one row. */
+export type VerdictRow = {
+  i: number
+  verdict: ReportVerdict
+  /** The agent that held the task when the report was judged. */
+  holder: string | null
+  task: Record<string, unknown> | null
+}
+
 const DECLINE = move('decline', 'assigned')
 const FAIL = move('fail', 'running')
 const LOSS_CODES = (FAIL.lossCodes ?? []).map((c) => `'${c}'`).join(', ') || 'NULL'
 
-const reportCtes = (rows: string, ids: string, now: string) => `
+const reportCtes = (rows: string, ids: string, now: string, events: 'insert' | 'rows' = 'insert') => `
 rr AS (
   SELECT * FROM jsonb_to_recordset(${rows}::jsonb) AS r(i int, task_id uuid, agent_id uuid, attempt int, status text,
     started boolean, progress real, result jsonb, has_result boolean, error jsonb, lost_cap int)
 ), rc AS (
   SELECT t.* FROM tasks t WHERE t.id = ANY(${ids}::uuid[]) ORDER BY t.id FOR UPDATE
 ), rv AS (
+  -- What each report does, as booleans: the planner takes a boolean it has no statistics for
+  -- as true for half the rows (a comparison, for almost none), so it joins these rows to
+  -- tasks by a hash or by key, never by a scan of tasks per row (which a plan made while the
+  -- table was small would do, and a batch of heartbeats multiplies).
+  SELECT x.*, x.verdict = 'ok' AND x.status <> 'declined' AS moves, x.verdict = 'ok' AND x.status = 'declined' AS declines,
+         x.verdict <> 'ok' AND x.status IN ('completed', 'failed', 'cancelled') AS ends
+    FROM (
   SELECT rr.*, rc.status AS was, rc.agent_id AS holder,
     f.from_status,
     (rr.status = '${FAIL.to}' AND f.from_status = '${FAIL.from[0]}' AND rr.error->>'code' IN (${LOSS_CODES})) AS lost,
@@ -162,6 +219,7 @@ rr AS (
   -- "running" then an end, in one row: judged as the end of a running task.
   CROSS JOIN LATERAL (SELECT CASE WHEN rr.started AND rc.status IN ('assigned', 'running') THEN 'running'
                                   ELSE rc.status END AS from_status) f
+    ) x
 ), ru AS (
   UPDATE tasks t SET
     status = v.status,
@@ -185,26 +243,30 @@ rr AS (
                            AND NOT t.cancel_requested
                       ELSE t.auto_retry END,
     version = t.version + 1, updated_at = ${now}
-  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.verdict = 'ok' AND v.status <> 'declined'
+  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.moves
   RETURNING t.*, v.i, v.was, v.from_status, v.started, v.progress AS reported, t.agent_id AS holder
 ), rd AS (
   -- Declined: back to the queue (no attempt spent), never offered to that agent again.
   UPDATE tasks t SET ${requeueSet(DECLINE, 't', now, now)},
          declined_by = array_append(t.declined_by, t.agent_id)
-  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.verdict = 'ok' AND v.status = 'declined'
+  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.declines
   RETURNING t.*, v.i, v.was, v.from_status, v.started, v.progress AS reported, v.holder
 ), rl AS (
   -- The end of a run the service stopped waiting for, from its agent: it is over.
   UPDATE tasks t SET ${endedLiveSet('t', now)}
-  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.verdict <> 'ok'
-   AND t.live_agent_id = v.agent_id AND t.attempt = v.attempt AND v.status IN ('completed', 'failed', 'cancelled')
+  FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.ends
+   AND t.live_agent_id = v.agent_id AND t.attempt = v.attempt
   RETURNING t.id
 ), done AS (
   -- Every task a report moved, with the agent that held it (holder).
   SELECT * FROM ru UNION ALL SELECT * FROM rd
-), rev AS (
+), rev AS (${
+  events === 'insert'
+    ? `
   INSERT INTO events (type, agent_id, task_id, data, created_at)
-  SELECT e.type, e.agent_id, e.task_id, e.data, ${now} FROM (
+  SELECT e.type, e.agent_id, e.task_id, e.data, ${now} FROM (`
+    : ''
+}
     SELECT u.i, 0 AS k, 'task.started' AS type, u.agent_id, u.id AS task_id,
            jsonb_build_object('from', 'assigned', 'to', 'running', 'attempt', u.attempt) AS data
       FROM ru u WHERE u.was = 'assigned' AND (u.status = 'running' OR u.started)
@@ -220,25 +282,31 @@ rr AS (
     SELECT d.i, 1, '${DECLINE.event}', d.holder, d.id,
            jsonb_build_object('from', 'assigned', 'to', 'pending', 'attempt', d.attempt, 'reason', '${DECLINE.name}',
                               'error', v.error)
-      FROM rd d JOIN rv v ON v.i = d.i
+      FROM rd d JOIN rv v ON v.i = d.i${
+        events === 'insert'
+          ? `
   ) e ORDER BY e.i, e.k
-  RETURNING 1
+  RETURNING 1`
+          : ''
+      }
 )`
 
-/** Each report's verdict, and what of its task the caller needs (`whole`: all of it). */
-const reportVerdicts = (whole: string) => `
-  SELECT coalesce(jsonb_agg(jsonb_build_object('i', v.i, 'verdict', v.verdict, 'holder', v.holder, 'task',
+/**
+ * A report's verdict (row `v` of `rv`), and what of its task the caller needs (`whole`: all
+ * of it): the task as the report left it (`vd`, from `done`), or as it was (`vc`, from `rc`).
+ */
+const verdictJson = (whole: string) => `jsonb_build_object('i', v.i, 'verdict', v.verdict, 'holder', v.holder, 'task',
     CASE WHEN ${whole} THEN
-      coalesce((SELECT to_jsonb(u) - 'i' - 'was' - 'from_status' - 'started' - 'reported' - 'holder' FROM done u WHERE u.i = v.i),
-               (SELECT to_jsonb(c) FROM rc c WHERE c.id = v.task_id))
-    ELSE
-      coalesce((SELECT jsonb_build_object('id', u.id, 'agent_id', u.agent_id, 'status', u.status, 'attempt', u.attempt,
-                                          'started_at', u.started_at, 'finished_at', u.finished_at)
-                  FROM done u WHERE u.i = v.i),
-               (SELECT jsonb_build_object('id', c.id, 'agent_id', c.agent_id, 'status', c.status, 'attempt', c.attempt)
-                  FROM rc c WHERE c.id = v.task_id))
-    END) ORDER BY v.i), '[]'::jsonb)
-  FROM rv v`
+      coalesce(to_jsonb(vd) - 'i' - 'was' - 'from_status' - 'started' - 'reported' - 'holder', to_jsonb(vc))
+    WHEN vd.id IS NOT NULL THEN
+      jsonb_build_object('id', vd.id, 'agent_id', vd.agent_id, 'status', vd.status, 'attempt', vd.attempt,
+                         'started_at', vd.started_at, 'finished_at', vd.finished_at)
+    WHEN vc.id IS NOT NULL THEN
+      jsonb_build_object('id', vc.id, 'agent_id', vc.agent_id, 'status', vc.status, 'attempt', vc.attempt)
+    END)`
+
+/** The reports `v` with their tasks (`vd`, `vc`): joined, not looked up row by row. */
+const VERDICT_FROM = 'rv v LEFT JOIN done vd ON vd.i = v.i LEFT JOIN rc vc ON vc.id = v.task_id'
 
 /**
  * Reports on tasks (PATCH /tasks/{id}/status, and any round of a heartbeat's reports but
@@ -251,92 +319,226 @@ export const applyReports: HotStatement = {
   text: `
 WITH ${reportCtes('$1', '$3', '$2')}, rel AS (${releaseSlots('done', "status <> 'running'", 'holder')}
 )
-SELECT (${reportVerdicts('$4::boolean')}) AS reports`,
+SELECT (SELECT coalesce(jsonb_agg(${verdictJson('$4::boolean')} ORDER BY v.i), '[]'::jsonb) FROM ${VERDICT_FROM}) AS reports`,
 }
 
 /**
- * A heartbeat, in one statement: applies the agent's reports (the CTEs above, its slots
- * for the tasks that ended given back), records the beat (last heartbeat, metrics; an
- * offline agent comes back online, a reported status applies except over an operator's
- * maintenance) with an `agent.status_changed` event when the status moves; if the agent is
- * then online with free slots, gives it the best due pending tasks that fit it (queue
- * order, `SKIP LOCKED`, so heartbeats of other agents never wait on each other) with their
- * `task.assigned` events and its new load; and reads what the answer needs: the agent, its
- * assigned tasks (those it already had and those just given), the running ones to cancel,
- * the reported running ids it no longer holds, and each report's verdict. The agent row is
- * read under its lock, so its free slots count every report committed before.
- * $1 agent id · $2 now · $3 reported status or null · $4 metrics (jsonb) or null ·
- * $5 running ids (uuid[]) · $6 report rows (jsonb, agent_id = $1) · $7 their task ids (uuid[]) ·
- * (`heartbeatPlain`: the same without reports, $1–$5). The `…Declaring` twins take the task
- * types it runs (text[]) as the next parameter ($8, or $6 without reports) and store them:
- * the steady beat, which declares nothing, never writes or compares them.
+ * The fill of a batch of heartbeats: CTEs ending in `chosen` (id, agent_id), the due pending
+ * tasks given to the agents of CTE `a` (columns as `agentColumns`, with `next` the status
+ * the beat leaves and `active` the load after the reports), each task to one agent, no agent
+ * past its free slots. Per shape (`task_shapes`) that any of them fits, the head of its queue
+ * (`tasks_shape_queue_idx`) is locked once `SKIP LOCKED`, as many rows as the free slots of
+ * the agents that fit it; within a shape, the fitting agents' slots are numbered round-robin
+ * (every agent's first slot, least loaded first, then every second slot…) and slot j is
+ * joined to the shape's j-th task, the whole fit rule in the join (a task the slot's agent
+ * declined, say, is not given). Tasks pinned to an agent come from its own queue
+ * (`tasks_pinned_queue_idx`). Then each agent keeps the best of what it was offered, in
+ * queue order, up to its free slots; a task dropped there simply stays pending. With one
+ * agent this gives what a walk of the queue would: its free slots' worth from the head of
+ * each shape it fits and of its pinned queue, the best of them first.
  */
-const heartbeatText = (withReports: boolean, declaring: boolean) => {
-  const types = withReports ? '$8' : '$6'
-  const changed = declaring ? 'a.next <> a.was OR a.task_types <> a.declared' : 'a.next <> a.was'
-  return `
-WITH ${withReports ? `${reportCtes('$6', '$7', '$2')}, ` : ''}cur AS (
-  -- Tasks before their agent, the order every report, cancel, delete and sweep takes: with
-  -- reports, the reported tasks are locked (rc) before this row, or two of them deadlock.
-  SELECT id, status, provider, region, capabilities, labels, task_types, max_concurrent_tasks, active_tasks
-    FROM agents WHERE id = $1 ${withReports ? 'AND (SELECT count(*) FROM rc) >= 0' : ''} FOR UPDATE
+const F = agentColumns('f')
+const batchFillCtes = (now: string) => `
+slots AS (
+  SELECT a.id, a.status, a.provider, a.region, a.capabilities, a.labels, a.task_types, a.max_concurrent_tasks,
+         a.active AS active_tasks, a.max_concurrent_tasks - a.active AS free
+    FROM a WHERE ${takesWorkSql({ ...agentColumns('a'), status: 'a.next', activeTasks: 'a.active' })}
+), fit_shapes AS (
+  SELECT s.id, sum(f.free)::int AS want, array_agg(f.id) AS ids
+    FROM task_shapes s JOIN slots f ON coalesce(${meetsRequirementsSql(F, shapeColumns('s'))}, false)
+   GROUP BY s.id
+), by_shape AS (
+  -- Passed over: tasks every agent of the batch that fits the shape declined.
+  SELECT q.*, row_number() OVER (PARTITION BY q.shape ORDER BY ${queueOrderSql('q')}) AS j
+    FROM fit_shapes s CROSS JOIN LATERAL (
+      SELECT t.id, t.shape, t.priority, t.type, t.declined_by, t.req_capabilities, t.req_provider, t.req_region,
+             t.req_labels, t.req_agent_id
+        FROM tasks t
+       WHERE t.shape = s.id AND t.status = 'pending' AND t.req_agent_id IS NULL AND t.available_at <= ${now}
+         AND NOT (t.declined_by @> s.ids)
+       ORDER BY ${QUEUE_ORDER}
+       LIMIT s.want
+         FOR UPDATE OF t SKIP LOCKED) q
+), found AS (
+  SELECT shape, count(*)::int AS n FROM by_shape GROUP BY shape
+), shape_slots AS (
+  SELECT s.id AS shape, f.id AS agent_id,
+         row_number() OVER (PARTITION BY s.id ORDER BY n.slot, ${leastLoadedOrderSql(F)}) AS j
+    FROM fit_shapes s JOIN found ON found.shape = s.id JOIN slots f ON f.id = ANY(s.ids)
+   CROSS JOIN LATERAL generate_series(1, least(f.free, found.n)) AS n(slot)
+), offered AS (
+  SELECT q.id, q.priority, f.id AS agent_id, f.free
+    FROM by_shape q JOIN shape_slots ss ON ss.shape = q.shape AND ss.j = q.j JOIN slots f ON f.id = ss.agent_id
+   WHERE coalesce(${meetsRequirementsSql(F, taskColumns('q'))}, false)
+  UNION ALL
+  SELECT p.id, p.priority, f.id, f.free FROM slots f CROSS JOIN LATERAL (
+    SELECT t.id, t.priority FROM tasks t
+     WHERE t.req_agent_id = f.id AND t.status = 'pending' AND t.available_at <= ${now}
+       AND coalesce(${meetsRequirementsSql(F, taskColumns('t'))}, false)
+     ORDER BY ${QUEUE_ORDER}
+     LIMIT f.free
+       FOR UPDATE OF t SKIP LOCKED) p
+), chosen AS (
+  SELECT o.id, o.agent_id
+    FROM (SELECT o.*, row_number() OVER (PARTITION BY o.agent_id ORDER BY ${queueOrderSql('o')}) AS r FROM offered o) o
+   WHERE o.r <= o.free
+)`
+
+const STATUS_CHANGED = "'agent.status_changed'"
+
+/**
+ * Heartbeats of several agents (a batch: one entry per agent), in one statement: applies
+ * their reports (the CTEs above, each agent's slots for the tasks that ended given back),
+ * records each beat (last heartbeat, metrics, declared task types; an offline agent comes
+ * back online, a reported status applies except over an operator's maintenance), fills the
+ * agents that are then online with free slots from the queue (`batchFillCtes`), appends
+ * every event in one insert (the reports', `agent.status_changed` when a status moves,
+ * `task.assigned`), and reads, per agent, what its answer needs: the agent, its assigned
+ * tasks (those it already had, and those just given), the running ones to cancel, the
+ * reported running ids it no longer holds, and its reports' verdicts. Locks: the reported
+ * tasks, then the agents, each set in id order — the order every report, cancel, delete and
+ * sweep takes (tasks before their agent), so two batches, or a batch and any of those,
+ * never deadlock; the fill's tasks are taken `SKIP LOCKED`. Each agent row is read under its
+ * lock, so its free slots count every report committed before.
+ * $1 now · $2 the beats (jsonb array of {agent_id, status (reported, or null), metrics
+ * (or null), running (uuid array), task_types (declared, or null)}) · $3 their agent ids
+ * (uuid[]) · $4 report rows (jsonb, agent_id = the reporting agent, `i` unique in the batch)
+ * · $5 their task ids (uuid[]). `heartbeatsPlain`: the same without reports ($1–$3), the
+ * steady beat, with nothing to plan for them. Rows: one per agent found.
+ */
+const heartbeatsText = (withReports: boolean) => `
+WITH ${
+  withReports
+    ? `${reportCtes('$4', '$5', '$1', 'rows')}, ended AS (
+  -- Per agent, the tasks its reports ended: their slots are free again.
+  SELECT holder, count(*) AS n FROM done WHERE status <> 'running' GROUP BY holder
+), `
+    : ''
+}beats AS (
+  SELECT * FROM jsonb_to_recordset($2::jsonb)
+    AS b(agent_id uuid, status text, metrics jsonb, running uuid[], task_types text[])
+), cur AS (
+  -- Tasks before their agents, the order every report, cancel, delete and sweep takes: with
+  -- reports, the reported tasks are locked (rc) before these rows, or two of them deadlock.
+  SELECT g.id, g.status, g.provider, g.region, g.capabilities, g.labels, g.task_types, g.max_concurrent_tasks,
+         g.active_tasks
+    FROM agents g WHERE g.id = ANY($3::uuid[]) ${withReports ? 'AND (SELECT count(*) FROM rc) >= 0' : ''}
+   ORDER BY g.id FOR UPDATE
 ), a AS (
-  SELECT id, status, provider, region, capabilities, labels, max_concurrent_tasks, active_tasks, status AS was,
-         ${declaring ? `${types}::text[] AS task_types, task_types AS declared,` : 'task_types,'}
-         ${withReports ? "greatest(active_tasks - (SELECT count(*) FROM done WHERE status <> 'running'), 0)" : 'active_tasks'} AS active,
-         CASE WHEN status = 'maintenance' THEN 'maintenance'
-              ELSE coalesce($3::text, CASE WHEN status = 'offline' THEN 'online' ELSE status END) END AS next
-    FROM cur
-), ${fillCtes({
-    from: 'a',
-    agent: agentColumns('a'),
-    takes: takesWorkSql({ ...agentColumns('a'), status: 'a.next', activeTasks: 'a.active' }),
-    limit: '(SELECT greatest(max_concurrent_tasks - active, 0) FROM a)',
-    now: '$2',
-  })}, given AS (
-  -- By key (= ANY of an array): a join on the CTE was planned as a scan of all tasks.
-  UPDATE tasks t SET ${assignSet('t', '$2', '$1')}
-   WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
-  RETURNING t.*, ${secondsBetween('t.created_at', '$2::timestamptz')} AS wait_s
+  SELECT c.id, c.status, c.provider, c.region, c.capabilities, c.labels, c.max_concurrent_tasks, c.active_tasks,
+         c.status AS was, coalesce(b.task_types, c.task_types) AS task_types, c.task_types AS declared,
+         b.task_types IS NOT NULL AS declaring, b.metrics, b.running,
+         ${withReports ? 'greatest(c.active_tasks - coalesce(e.n, 0), 0)' : 'c.active_tasks'} AS active,
+         CASE WHEN c.status = 'maintenance' THEN 'maintenance'
+              ELSE coalesce(b.status, CASE WHEN c.status = 'offline' THEN 'online' ELSE c.status END) END AS next
+    FROM cur c JOIN beats b ON b.agent_id = c.id
+    ${withReports ? 'LEFT JOIN ended e ON e.holder = c.id' : ''}
+), ${batchFillCtes('$1')}, given AS (
+  -- By key (= ANY of an array): a join on the CTE alone was planned as a scan of all tasks.
+  UPDATE tasks t SET ${assignSet('t', '$1', 'c.agent_id')}
+    FROM chosen c WHERE t.id = ANY(ARRAY(SELECT id FROM chosen)) AND t.id = c.id
+  RETURNING t.*, ${secondsBetween('t.created_at', '$1::timestamptz')} AS wait_s
+), given_by AS (
+  SELECT v.agent_id, count(*) AS n, jsonb_agg(to_jsonb(v) ORDER BY v.priority DESC, v.id) AS rows
+    FROM given v GROUP BY v.agent_id
 ), upd AS (
   UPDATE agents g
-     SET status = a.next, last_heartbeat_at = $2, last_metrics = coalesce($4::jsonb, g.last_metrics),
-         ${declaring ? 'task_types = a.task_types,' : ''}
-         active_tasks = a.active + (SELECT count(*) FROM given),
-         version = g.version + CASE WHEN ${changed} THEN 1 ELSE 0 END,
-         updated_at = CASE WHEN ${changed} THEN $2 ELSE g.updated_at END
-    FROM a WHERE g.id = a.id
+     SET status = a.next, last_heartbeat_at = $1, last_metrics = coalesce(a.metrics, g.last_metrics),
+         task_types = a.task_types,
+         active_tasks = a.active + coalesce(gb.n, 0),
+         version = g.version + CASE WHEN a.next <> a.was OR (a.declaring AND a.task_types <> a.declared) THEN 1 ELSE 0 END,
+         updated_at = CASE WHEN a.next <> a.was OR (a.declaring AND a.task_types <> a.declared) THEN $1 ELSE g.updated_at END
+    FROM a LEFT JOIN given_by gb ON gb.agent_id = a.id WHERE g.id = a.id
   RETURNING g.*, a.was
-), moved AS (
-  INSERT INTO events (type, agent_id, data, created_at)
-  SELECT 'agent.status_changed', id, jsonb_build_object('from', was, 'to', status, 'by', 'heartbeat'), $2
-    FROM upd WHERE status <> was
+), ev AS (
+  INSERT INTO events (type, agent_id, task_id, data, created_at)
+  SELECT e.type, e.agent_id, e.task_id, e.data, $1 FROM (${
+    withReports
+      ? `
+    SELECT 0 AS g, r.i, r.k, r.type, r.agent_id, r.task_id, r.data FROM rev r
+    UNION ALL`
+      : ''
+  }
+    SELECT 1, 0, 0, ${STATUS_CHANGED}, u.id, NULL::uuid,
+           jsonb_build_object('from', u.was, 'to', u.status, 'by', 'heartbeat') FROM upd u WHERE u.status <> u.was
+    UNION ALL
+    SELECT 2, 0, 0, x.type, x.agent_id, x.task_id, x.data FROM (${assignedEventRows('given', "'heartbeat'")}) x
+  ) e(g, i, k, type, agent_id, task_id, data) ORDER BY e.g, e.i, e.k, e.agent_id, e.task_id
   RETURNING 1
-), placed AS (${assignedEvents('given', "'heartbeat'", '$2')}
-)
-SELECT to_jsonb(upd) - 'was' AS agent, upd.status <> upd.was AS moved,
+), assigned AS (
   -- The statement's snapshot still shows reported tasks as they were: leave those out.
+  SELECT t.agent_id, jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id) AS rows
+    FROM tasks t WHERE t.agent_id = ANY($3::uuid[]) AND t.status = 'assigned'
+     ${withReports ? 'AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = t.id)' : ''}
+   GROUP BY t.agent_id
+), cancel AS (
+  SELECT t.agent_id, array_agg(t.id ORDER BY t.id) AS ids
+    FROM tasks t WHERE t.agent_id = ANY($3::uuid[]) AND t.status = 'running' AND t.cancel_requested
+     ${withReports ? "AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = t.id AND done.status <> 'running')" : ''}
+   GROUP BY t.agent_id
+), lost AS (
+  SELECT a.id AS agent_id, array_agg(r.id ORDER BY r.id) AS ids FROM a CROSS JOIN unnest(a.running) AS r(id)
+   WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = a.id AND t.status IN ('assigned', 'running'))
+   GROUP BY a.id${
+     withReports
+       ? `
+), verdicts AS (
+  SELECT v.agent_id, jsonb_agg(${verdictJson('false')} ORDER BY v.i) AS rows FROM ${VERDICT_FROM} GROUP BY v.agent_id`
+       : ''
+   }
+)
+SELECT u.id AS agent_id, to_jsonb(u) - 'was' AS agent, u.status <> u.was AS moved,
+  coalesce(x.rows, '[]'::jsonb) AS assigned, coalesce(gb.rows, '[]'::jsonb) AS given,
+  coalesce(c.ids, '{}') AS cancel, coalesce(l.ids, '{}') AS lost,
+  ${withReports ? "coalesce(vr.rows, '[]'::jsonb)" : "'[]'::jsonb"} AS reports
+FROM upd u
+LEFT JOIN assigned x ON x.agent_id = u.id LEFT JOIN given_by gb ON gb.agent_id = u.id
+LEFT JOIN cancel c ON c.agent_id = u.id LEFT JOIN lost l ON l.agent_id = u.id
+${withReports ? 'LEFT JOIN verdicts vr ON vr.agent_id = u.id' : ''}`
+
+export const heartbeats: HotStatement = { name: 'heartbeats', text: heartbeatsText(true) }
+export const heartbeatsPlain: HotStatement = { name: 'heartbeats_plain', text: heartbeatsText(false) }
+
+/**
+ * What a long poll that woke (or whose wait slice ended) tells its agent, read without a
+ * write: the agent, its assigned tasks, the running ones to cancel, the reported running
+ * ids it no longer holds (as `heartbeats` reads them), and `fillable`: whether the agent
+ * takes work and a due pending task that fits it is in the queue (read unlocked: then a
+ * heartbeat's fill is worth its write).
+ * $1 agent id · $2 now · $3 running ids (uuid[])
+ */
+export const pollRead: HotStatement = {
+  name: 'poll_read',
+  text: `
+WITH a AS (
+  SELECT * FROM agents WHERE id = $1
+), ${fillCtes({ from: 'a', agent: agentColumns('a'), takes: takesWorkSql(agentColumns('a')), limit: '1', now: '$2', lock: false })}
+SELECT to_jsonb(a) AS agent, false AS moved,
   (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id), '[]'::jsonb)
-     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'assigned'
-      ${withReports ? 'AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = t.id)' : ''}) AS assigned,
-  (SELECT coalesce(jsonb_agg(to_jsonb(g) ORDER BY g.priority DESC, g.id), '[]'::jsonb) FROM given g) AS given,
+     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'assigned') AS assigned,
+  '[]'::jsonb AS given,
   (SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}')
-     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'running' AND t.cancel_requested
-      ${withReports ? "AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = t.id AND done.status <> 'running')" : ''}) AS cancel,
-  (SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}') FROM unnest($5::uuid[]) AS r(id)
+     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'running' AND t.cancel_requested) AS cancel,
+  (SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}') FROM unnest($3::uuid[]) AS r(id)
     WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = $1 AND t.status IN ('assigned', 'running'))) AS lost,
-  ${withReports ? `(${reportVerdicts('false')})` : "'[]'::jsonb"} AS reports
-FROM upd`
+  '[]'::jsonb AS reports,
+  EXISTS (SELECT 1 FROM picked) AS fillable
+FROM a`,
 }
 
-export const heartbeat: HotStatement = { name: 'heartbeat', text: heartbeatText(true, false) }
-export const heartbeatDeclaring: HotStatement = { name: 'heartbeat_declaring', text: heartbeatText(true, true) }
-
-/** The same without reports ($6 and $7 are not sent): the steady beat, with nothing to plan for them. */
-export const heartbeatPlain: HotStatement = { name: 'heartbeat_plain', text: heartbeatText(false, false) }
-export const heartbeatPlainDeclaring: HotStatement = {
-  name: 'heartbeat_plain_declaring',
-  text: heartbeatText(false, true),
+/**
+ * The beats of agents waiting in long polls, in one statement: their last heartbeat moves to
+ * `now` (never back), agents in id order; an offline agent is left alone (a heartbeat brings
+ * it back, with its event). $1 now · $2 agent ids (uuid[])
+ */
+export const touchBeats: HotStatement = {
+  name: 'touch_beats',
+  text: `
+WITH l AS (
+  SELECT id FROM agents WHERE id = ANY($2::uuid[]) AND status <> 'offline' ORDER BY id FOR UPDATE
+)
+UPDATE agents g SET last_heartbeat_at = greatest(g.last_heartbeat_at, $1::timestamptz)
+  FROM l WHERE g.id = l.id`,
 }
 
 /**

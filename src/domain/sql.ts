@@ -36,12 +36,19 @@ export const assignSet = (t: string, now: string, agentId: string) => `status = 
        ${ASSIGN.clears.map((c) => clearing[c]).join(', ')}, cancel_requested = false, cancel_requested_at = NULL,
        live_agent_id = NULL, live_until = NULL, version = ${t}.version + 1, updated_at = ${now}`
 
+/**
+ * The `task.assigned` event of every row of `rows` (id, agent_id, attempt), placed by `via`,
+ * as rows (type, agent_id, task_id, data) for an insert that also takes other events.
+ */
+export const assignedEventRows = (rows: string, via: string) => `
+  SELECT '${ASSIGN.event}' AS type, agent_id, id AS task_id,
+         jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', ${via}) AS data
+    FROM ${rows}`
+
 /** The `task.assigned` event of every row of `rows` (id, agent_id, attempt), placed by `via`. */
 export const assignedEvents = (rows: string, via: string, now: string) => `
   INSERT INTO events (type, agent_id, task_id, data, created_at)
-  SELECT '${ASSIGN.event}', agent_id, id,
-         jsonb_build_object('from', 'pending', 'to', 'assigned', 'attempt', attempt, 'via', ${via}), ${now}
-    FROM ${rows} ORDER BY id
+  SELECT e.type, e.agent_id, e.task_id, e.data, ${now} FROM (${assignedEventRows(rows, via)}) e ORDER BY e.task_id
   RETURNING 1`
 
 /**

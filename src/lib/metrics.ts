@@ -94,6 +94,7 @@ export class Histogram implements Metric {
 const LATENCY = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 const WAIT = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600]
 const RUN = [0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 10_800, 86_400]
+const BATCH = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 /** Every metric the service exports, made once per process (or Worker isolate). */
 export class Metrics {
@@ -137,6 +138,15 @@ export class Metrics {
   readonly longPolls = new Gauge(
     'agenticcp_long_polls_waiting',
     'Long-polling heartbeats held by this process (at most one per agent).',
+  )
+  readonly heartbeatBatch = new Histogram(
+    'agenticcp_heartbeat_batch_agents',
+    'Heartbeats written by one statement (natural batching: those that arrived while others were in flight).',
+    BATCH,
+  )
+  readonly longPollRechecks = new Counter(
+    'agenticcp_long_poll_rechecks_total',
+    'Long polls that woke or ended a wait slice and read again, by what they wrote: none, touch (the beat only, batched) or beat (a whole heartbeat, to fill free slots).',
   )
   readonly dbStatements = new Counter(
     'agenticcp_db_statements_total',

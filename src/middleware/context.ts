@@ -13,6 +13,7 @@ import type { WorkNotifier } from '../lib/notifier'
 import type { StallWatch } from '../lib/stalls'
 import type { StreamSlots } from '../lib/stream-slots'
 import type { EventFeed } from '../services/event-feed'
+import type { HeartbeatWriter } from '../services/heartbeat-writer'
 import type { LogFeeds } from '../services/log-feed'
 import type { MigrationGate } from '../services/migrations'
 
@@ -55,6 +56,8 @@ export interface AppDeps {
   authCache: TtlCache<{ id: string; tokenVersion: number }>
   /** What this process (or isolate) noticed of the service's stalls; createApp makes one when absent. */
   stalls: StallWatch
+  /** Writes concurrent heartbeats together (one database for the app); absent on Workers. */
+  heartbeats?: HeartbeatWriter
 }
 
 export interface AppBindings {
@@ -81,4 +84,5 @@ export const serviceDeps = (c: Context<AppBindings>) => ({
   logger: c.var.logger,
   authCache: c.var.deps.authCache,
   stalls: c.var.deps.stalls,
+  heartbeats: c.var.deps.heartbeats,
 })

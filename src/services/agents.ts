@@ -1,16 +1,8 @@
 import { and, arrayContains, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
 import type { Db, Tx } from '../db/client'
-import { bind, pgTextArray } from '../db/fragments'
-import {
-  agentFromJson,
-  heartbeatDeclaring,
-  heartbeatPlain,
-  heartbeatPlainDeclaring,
-  heartbeat as heartbeatStatement,
-  hot,
-  taskFromJson,
-} from '../db/hot'
+import { bind } from '../db/fragments'
+import { agentFromJson, hot, pollRead, taskFromJson } from '../db/hot'
 import { queries } from '../db/prepared'
 import { getAgent } from '../db/rows'
 import { type AgentRow, agents, type TaskRow, tasks } from '../db/schema'
@@ -25,9 +17,10 @@ import { keys, reviveRow } from '../lib/kv'
 import { decodeCursor, page, type SortOrder } from '../lib/pagination'
 import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
+import { type BeatRow, HeartbeatWriter } from './heartbeat-writer'
 import { recordAssignments } from './placement'
 import { consumeRegistrationToken } from './registration-tokens'
-import { applyTaskReports, type ReportOutcome, type TaskReport, type VerdictRow } from './tasks'
+import { applyTaskReports, type ReportOutcome, type ReportRow, type TaskReport } from './tasks'
 
 export interface AgentInput {
   name: string
@@ -407,18 +400,11 @@ export interface HeartbeatResult {
   reports: ReportOutcome[]
 }
 
-type WorkRow = {
-  agent: Record<string, unknown>
-  assigned: Record<string, unknown>[]
-  given: (Record<string, unknown> & { wait_s: number })[]
-  cancel: string[]
-  lost: string[]
-  moved: boolean
-  reports: VerdictRow[]
-}
-
 /** How often a waiting heartbeat re-reads the database even without a notification. */
 const WAIT_SLICE_MS = 2000
+
+/** A long poll writes its agent's beat at most this often (it is read-only otherwise). */
+const TOUCH_EVERY_MS = 1000
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -431,16 +417,25 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     signal?.addEventListener('abort', done, { once: true })
   })
 
+/** The app's writer, or (no shared one: Workers, tests) one for this heartbeat alone. */
+const writerFor = (deps: ServiceDeps) =>
+  deps.heartbeats ?? new HeartbeatWriter(deps.db, deps.clock, { batchSize: 1, inFlight: 1, metrics: deps.metrics })
+
 /**
- * A heartbeat, in one statement (src/db/hot.ts): applies the agent's reports (batched in
- * the body), records the beat, hands an agent with free slots fitting pending tasks, and
- * reads what to tell it: the tasks assigned to it and not yet started, and the tasks it
- * should stop (cancel requested, or ones it reports running that it no longer holds).
- * (Several reports on one task beyond "running, then its end" take a statement per extra
- * round first.) With `waitSeconds`, an agent with nothing to do is answered as soon as work
- * lands on it (or when the wait ends): a long poll instead of a busy poll. `signal` ends the
- * wait early with the answer it has (the route aborts it when a newer long poll of the agent
- * arrives, src/lib/long-polls.ts, or when the client leaves).
+ * A heartbeat: applies the agent's reports, records the beat, hands an agent with free
+ * slots fitting pending tasks, and reads what to tell it: the tasks assigned to it and not
+ * yet started, and the tasks it should stop (cancel requested, or ones it reports running
+ * that it no longer holds). All of it is one statement, written together with the other
+ * heartbeats in flight (`HeartbeatWriter`, src/services/heartbeat-writer.ts). (Several
+ * reports on one task beyond "running, then its end" take a statement per extra round
+ * first.) With `waitSeconds`, an agent with nothing to do is answered as soon as work lands
+ * on it (or when the wait ends): a long poll instead of a busy poll. While it waits, each
+ * wake (a notification, or every WAIT_SLICE_MS) reads again without writing (`pollRead`):
+ * the work that landed on it was written by whoever placed it. It writes only to refresh
+ * the beat (at most every TOUCH_EVERY_MS, batched), or a whole heartbeat when the agent has
+ * free slots and a fitting task waits in the queue (a fill that gives something). `signal`
+ * ends the wait early with the answer it has (the route aborts it when a newer long poll of
+ * the agent arrives, src/lib/long-polls.ts, or when the client leaves).
  */
 export async function heartbeat(
   deps: ServiceDeps,
@@ -449,41 +444,71 @@ export async function heartbeat(
 ): Promise<HeartbeatResult> {
   const { db, clock, notifier } = deps
   const id = input.agentId
-  const running = `{${dedupe(input.runningTaskIds ?? []).join(',')}}`
-  const metrics = input.metrics === undefined ? null : JSON.stringify(input.metrics)
-  const beat = async (rows: string | null, ids: string | null) => {
-    const common = [id, clock.now(), input.status ?? null, metrics, running]
-    const types = input.taskTypes ? pgTextArray(dedupe(input.taskTypes)) : null
-    const [row] =
-      rows === null
-        ? types === null
-          ? await hot<WorkRow>(db, heartbeatPlain, common)
-          : await hot<WorkRow>(db, heartbeatPlainDeclaring, [...common, types])
-        : types === null
-          ? await hot<WorkRow>(db, heartbeatStatement, [...common, rows, ids])
-          : await hot<WorkRow>(db, heartbeatDeclaring, [...common, rows, ids, types])
-    if (!row) throw new ApiError('not_found', `No agent with id ${id}.`)
-    return row
-  }
-  let row: WorkRow | undefined
+  const writer = writerFor(deps)
+  const running = dedupe(input.runningTaskIds ?? [])
+  const beat = (reports: ReportRow[] | null) =>
+    writer.beat({
+      agentId: id,
+      status: input.status ?? null,
+      metrics: input.metrics ?? null,
+      running,
+      taskTypes: input.taskTypes ? dedupe(input.taskTypes) : null,
+      reports,
+    })
+  let row: BeatRow | undefined
   // Until the beat is written, this process has heard the agent: its sweep must not expire
   // it for a silence that is only the wait for the database (src/lib/stalls.ts).
-  const heard = deps.stalls?.hearing(id)
+  let heard = deps.stalls?.hearing(id)
   let reports: ReportOutcome[]
   try {
     reports = input.reports?.length
-      ? await applyTaskReports(deps, id, input.reports, false, async (rows, ids) => {
-          row = await beat(rows, ids)
+      ? await applyTaskReports(deps, id, input.reports, false, async (rows) => {
+          row = await beat(rows)
           return row.reports
         })
       : []
-    if (!row) row = await beat(null, null)
+    if (!row) row = await beat(null)
   } finally {
     heard?.()
   }
+  let wrote = Date.now()
+  /** A woken long poll: what it tells the agent, read; written only as said above. */
+  const recheck = async (): Promise<BeatRow> => {
+    heard = deps.stalls?.hearing(id)
+    try {
+      const [read] = await hot<BeatRow & { fillable: boolean }>(db, pollRead, [
+        id,
+        clock.now(),
+        `{${running.join(',')}}`,
+      ])
+      if (!read) throw new ApiError('not_found', `No agent with id ${id}.`)
+      // Free slots and a fitting task waiting, or the agent went offline meanwhile (another
+      // instance's sweep): a whole heartbeat (its fill, or its way back online).
+      if (read.fillable || read.agent.status === 'offline') {
+        deps.metrics?.longPollRechecks.inc({ write: 'beat' })
+        const out = await beat(null)
+        wrote = Date.now()
+        return out
+      }
+      if (Date.now() - wrote < TOUCH_EVERY_MS) {
+        deps.metrics?.longPollRechecks.inc({ write: 'none' })
+        return read
+      }
+      const at = clock.now()
+      await writer.touch(id)
+      wrote = Date.now()
+      deps.metrics?.longPollRechecks.inc({ write: 'touch' })
+      // As written: the beat moves forward, never back.
+      const last = read.agent.last_heartbeat_at ? new Date(String(read.agent.last_heartbeat_at)) : null
+      if (!last || last < at) read.agent.last_heartbeat_at = at.toISOString()
+      return read
+    } finally {
+      heard?.()
+    }
+  }
   const until = Date.now() + (input.waitSeconds ?? 0) * 1000
   for (let first = true; ; first = false) {
-    if (!row) row = await beat(null, null)
+    if (!row) row = await recheck()
     const given = row.given.map(taskFromJson)
     if (given.length) {
       recordAssignments(

@@ -7,6 +7,7 @@ import type { Metrics } from '../lib/metrics'
 import type { WorkNotifier } from '../lib/notifier'
 import type { StallWatch } from '../lib/stalls'
 import { EVENTS_CHANNEL } from './events'
+import type { HeartbeatWriter } from './heartbeat-writer'
 
 /** What services take: the database, the clock (all domain time) and the settings. */
 export interface ServiceDeps {
@@ -26,6 +27,11 @@ export interface ServiceDeps {
    * unreachable): written by the sweep, which moves deadlines by them. Optional (tests, scripts).
    */
   stalls?: StallWatch
+  /**
+   * Writes heartbeats together with the others in flight (one per process with one
+   * database); absent (Workers, tests, scripts): each heartbeat writes alone.
+   */
+  heartbeats?: HeartbeatWriter
   /** Without Redis: this process's cache of agents' token versions (dropped by rotation and deletion). */
   authCache?: { delete(id: string): void }
 }

@@ -8,7 +8,10 @@ import {
   hot,
   insertTask as insertTaskStatement,
   insertTasks as insertTasksStatement,
+  type ReportRow,
+  type ReportVerdict,
   taskFromJson,
+  type VerdictRow,
 } from '../db/hot'
 import { queries } from '../db/prepared'
 import { lockTask } from '../db/rows'
@@ -26,6 +29,8 @@ import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
 import { placePending, recordAssignments } from './placement'
 import { ensureShapes } from './shapes'
+
+export type { ReportRow, ReportVerdict, VerdictRow }
 
 export interface TaskInput {
   name: string
@@ -476,18 +481,6 @@ export interface TaskReport extends StatusReport {
   taskId: string
 }
 
-/** How a report was taken: `ok` (applied), `repeat` (the report that already ended the task), or why not. */
-export type ReportVerdict = 'ok' | 'repeat' | 'stale_attempt' | 'invalid_transition' | 'not_found'
-
-/** A report statement's answer for one row. */
-export type VerdictRow = {
-  i: number
-  verdict: ReportVerdict
-  /** The agent that held the task when the report was judged. */
-  holder: string | null
-  task: Record<string, unknown> | null
-}
-
 export interface ReportOutcome {
   report: TaskReport
   verdict: ReportVerdict
@@ -514,9 +507,9 @@ export async function applyTaskReports(
   whole = false,
   /**
    * Runs the last round in a statement of the caller's (the heartbeat's, so reports and
-   * beat are one statement); gets the rows (jsonb) and task ids (uuid[]) and returns the verdicts.
+   * beat are one statement); gets the rows and returns the verdicts.
    */
-  last?: (rows: string, ids: string) => Promise<VerdictRow[]>,
+  last?: (rows: ReportRow[]) => Promise<VerdictRow[]>,
 ): Promise<ReportOutcome[]> {
   const { db, clock } = deps
   const outcomes = new Array<ReportOutcome>(reports.length)
@@ -548,31 +541,38 @@ export async function applyTaskReports(
     round.push(row)
     rounds[k] = round
   }
-  if (rounds.length === 0 && last) await last('[]', '{}')
+  if (rounds.length === 0 && last) await last([])
   const touched = { tasks: new Set<string>(), agents: new Set<string>() }
   for (const [n, round] of rounds.entries()) {
-    const payload = round.map(({ report: r, started }, i) => ({
-      i,
-      task_id: r.taskId,
-      agent_id: reporter,
-      attempt: r.attempt,
-      status: r.status,
-      started,
-      progress: r.progress ?? null,
-      result: r.result ?? null,
-      has_result: r.result !== undefined,
-      error:
-        r.status === 'failed'
-          ? { code: r.error?.code ?? 'failed', message: r.error?.message ?? 'failed' }
-          : (r.error ?? null),
-      lost_cap: deps.config.maxLostCount,
-    }))
-    const rows = JSON.stringify(payload)
-    const ids = `{${payload.map((r) => r.task_id).join(',')}}`
+    const payload = round.map(
+      ({ report: r, started }, i): ReportRow => ({
+        i,
+        task_id: r.taskId,
+        agent_id: reporter,
+        attempt: r.attempt,
+        status: r.status,
+        started,
+        progress: r.progress ?? null,
+        result: r.result ?? null,
+        has_result: r.result !== undefined,
+        error:
+          r.status === 'failed'
+            ? { code: r.error?.code ?? 'failed', message: r.error?.message ?? 'failed' }
+            : (r.error ?? null),
+        lost_cap: deps.config.maxLostCount,
+      }),
+    )
     const verdicts =
       last && n === rounds.length - 1
-        ? await last(rows, ids)
-        : ((await hot<{ reports: VerdictRow[] }>(db, applyReports, [rows, clock.now(), ids, whole]))[0]?.reports ?? [])
+        ? await last(payload)
+        : ((
+            await hot<{ reports: VerdictRow[] }>(db, applyReports, [
+              JSON.stringify(payload),
+              clock.now(),
+              `{${payload.map((r) => r.task_id).join(',')}}`,
+              whole,
+            ])
+          )[0]?.reports ?? [])
     for (const v of verdicts) {
       const task = v.task ? taskFromJson(v.task) : undefined
       for (const at of round[v.i]?.at ?? []) {
