@@ -4,8 +4,10 @@ import {
   agentColumns,
   leastLoadedOrderSql,
   meetsRequirementsSql,
+  pinnedQueueSql,
   queueOrderSql,
   shapeColumns,
+  shapeQueueSql,
   takesWorkSql,
   taskColumns,
 } from '../domain/fit'
@@ -119,14 +121,14 @@ fit_shapes AS (
 ), by_shape AS (
   SELECT q.id, q.priority FROM fit_shapes s CROSS JOIN ${o.from} CROSS JOIN LATERAL (
     SELECT t.id, t.priority FROM tasks t
-     WHERE t.shape = s.id AND t.status = 'pending' AND t.req_agent_id IS NULL AND t.available_at <= ${o.now}
+     WHERE ${shapeQueueSql('t', 's.id', o.now)}
        AND NOT (${o.agent.id} = ANY(t.declined_by))
      ORDER BY ${QUEUE_ORDER}
      LIMIT ${o.limit}
        ${lock}) q
 ), pinned AS (
   SELECT t.id, t.priority FROM tasks t, ${o.from}
-   WHERE ${o.takes} AND t.req_agent_id = ${o.agent.id} AND t.status = 'pending' AND t.available_at <= ${o.now}
+   WHERE ${o.takes} AND ${pinnedQueueSql('t', o.agent.id, o.now)}
      AND coalesce(${meetsRequirementsSql(o.agent, taskColumns('t'))}, false)
    ORDER BY ${QUEUE_ORDER}
    LIMIT ${o.limit}
@@ -354,7 +356,7 @@ slots AS (
       SELECT t.id, t.shape, t.priority, t.type, t.declined_by, t.req_capabilities, t.req_provider, t.req_region,
              t.req_labels, t.req_agent_id
         FROM tasks t
-       WHERE t.shape = s.id AND t.status = 'pending' AND t.req_agent_id IS NULL AND t.available_at <= ${now}
+       WHERE ${shapeQueueSql('t', 's.id', now)}
          AND NOT (t.declined_by @> s.ids)
        ORDER BY ${QUEUE_ORDER}
        LIMIT s.want
@@ -373,7 +375,7 @@ slots AS (
   UNION ALL
   SELECT p.id, p.priority, f.id, f.free FROM slots f CROSS JOIN LATERAL (
     SELECT t.id, t.priority FROM tasks t
-     WHERE t.req_agent_id = f.id AND t.status = 'pending' AND t.available_at <= ${now}
+     WHERE ${pinnedQueueSql('t', 'f.id', now)}
        AND coalesce(${meetsRequirementsSql(F, taskColumns('t'))}, false)
      ORDER BY ${QUEUE_ORDER}
      LIMIT f.free

@@ -241,6 +241,16 @@ export const FITS_QUEUE_SQL = `coalesce(${meetsRequirementsSql(agentColumns('a')
 export const queueOrderSql = (t: string) => `${t}.priority DESC NULLS LAST, ${t}.id`
 
 /**
+ * The queues placement reads (each served by its partial index, `tasks_shape_queue_idx`
+ * and `tasks_pinned_queue_idx`): the pending unpinned tasks of shape `shape`, and the pending
+ * tasks pinned to agent `agent`, of task alias `t`; with `now`, only the due ones.
+ */
+export const shapeQueueSql = (t: string, shape: string, now?: string) =>
+  `${t}.shape = ${shape} AND ${t}.status = 'pending' AND ${t}.req_agent_id IS NULL${now ? ` AND ${t}.available_at <= ${now}` : ''}`
+export const pinnedQueueSql = (t: string, agent: string, now?: string) =>
+  `${t}.req_agent_id = ${agent} AND ${t}.status = 'pending'${now ? ` AND ${t}.available_at <= ${now}` : ''}`
+
+/**
  * Among fitting agents, the least loaded first. Ties go to the agent with fewer
  * capabilities, which keeps specialised agents (gpu, arm…) free for the tasks only they can
  * take, then to the one with more free slots, then to the lower id.

@@ -17,7 +17,9 @@ import {
   meetsRequirements,
   meetsRequirementsSql,
   misfits,
+  pinnedQueueSql,
   queueOrderSql,
+  shapeQueueSql,
   type TaskSql,
   takesWorkSql,
   taskColumns,
@@ -367,6 +369,9 @@ const taskReqColumns = {
  * queues of shapes `shapeIds` and of the tasks pinned to `agentIds`, read without locks:
  * the head of each of those queues (at most `limit` rows each, by its index), merged.
  */
+const SHAPE_QUEUE = sql.raw(shapeQueueSql('t', 's.id'))
+const PINNED_QUEUE = sql.raw(pinnedQueueSql('t', 'g.id'))
+
 function queueHeads(
   tx: Tx,
   o: { shapeIds: string[]; agentIds: string[]; now: Date; after?: { priority: number; id: string }; limit: number },
@@ -382,12 +387,12 @@ function queueHeads(
     SELECT c.id, c.priority FROM (
       SELECT q.* FROM unnest(${`{${o.shapeIds.join(',')}}`}::uuid[]) AS s(id) CROSS JOIN LATERAL (
         SELECT ${cols} FROM tasks t
-         WHERE t.shape = s.id AND t.status = 'pending' AND t.req_agent_id IS NULL AND t.available_at <= ${o.now} ${after}
+         WHERE ${SHAPE_QUEUE} AND t.available_at <= ${o.now} ${after}
          ORDER BY ${order} LIMIT ${o.limit}) q
       UNION ALL
       SELECT q.* FROM unnest(${`{${o.agentIds.join(',')}}`}::uuid[]) AS g(id) CROSS JOIN LATERAL (
         SELECT ${cols} FROM tasks t
-         WHERE t.req_agent_id = g.id AND t.status = 'pending' AND t.available_at <= ${o.now} ${after}
+         WHERE ${PINNED_QUEUE} AND t.available_at <= ${o.now} ${after}
          ORDER BY ${order} LIMIT ${o.limit}) q
     ) c
     ORDER BY c.priority DESC, c.id

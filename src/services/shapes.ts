@@ -3,7 +3,7 @@ import { type Executor, rowsOf } from '../db/client'
 import { bind } from '../db/fragments'
 import { addShapesSql } from '../db/hot'
 import { type TaskShapeRow, taskShapes } from '../db/schema'
-import type { FitTask } from '../domain/fit'
+import { type FitTask, shapeQueueSql } from '../domain/fit'
 
 /**
  * The shape table (`task_shapes`, docs/scheduler.md "The queue by shape"): one row per
@@ -68,7 +68,7 @@ export async function maintainShapes(db: Executor, now: Date) {
       INSERT INTO task_shapes (id, type, req_capabilities, req_provider, req_region, req_labels, created_at)
       SELECT p.id, t.type, t.req_capabilities, t.req_provider, t.req_region, t.req_labels, ${now}
         FROM present p CROSS JOIN LATERAL (
-          SELECT * FROM tasks t WHERE t.shape = p.id AND t.status = 'pending' AND t.req_agent_id IS NULL LIMIT 1) t
+          SELECT * FROM tasks t WHERE ${sql.raw(shapeQueueSql('t', 'p.id'))} LIMIT 1) t
        WHERE NOT EXISTS (SELECT 1 FROM task_shapes s WHERE s.id = p.id)
       ON CONFLICT (id) DO NOTHING
       RETURNING 1
