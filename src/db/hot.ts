@@ -16,10 +16,13 @@ import {
   assignedEventRows,
   assignedEvents,
   assignSet,
+  awaitingStartSql,
   endedLiveSet,
+  holdsSql,
   releaseSlots,
   requeueSet,
   secondsBetween,
+  toCancelSql,
 } from '../domain/sql'
 import { move, reportAllowedSql } from '../domain/task-states'
 import type { Db } from './client'
@@ -470,17 +473,17 @@ WITH ${
 ), assigned AS (
   -- The statement's snapshot still shows reported tasks as they were: leave those out.
   SELECT t.agent_id, jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id) AS rows
-    FROM tasks t WHERE t.agent_id = ANY($3::uuid[]) AND t.status = 'assigned'
+    FROM tasks t WHERE ${awaitingStartSql('t', 'ANY($3::uuid[])')}
      ${withReports ? 'AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = t.id)' : ''}
    GROUP BY t.agent_id
 ), cancel AS (
   SELECT t.agent_id, array_agg(t.id ORDER BY t.id) AS ids
-    FROM tasks t WHERE t.agent_id = ANY($3::uuid[]) AND t.status = 'running' AND t.cancel_requested
+    FROM tasks t WHERE ${toCancelSql('t', 'ANY($3::uuid[])')}
      ${withReports ? "AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = t.id AND done.status <> 'running')" : ''}
    GROUP BY t.agent_id
 ), lost AS (
   SELECT a.id AS agent_id, array_agg(r.id ORDER BY r.id) AS ids FROM a CROSS JOIN unnest(a.running) AS r(id)
-   WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = a.id AND t.status IN ('assigned', 'running'))
+   WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND ${holdsSql('t', 'a.id')})
    GROUP BY a.id${
      withReports
        ? `
@@ -517,12 +520,12 @@ WITH a AS (
 ), ${fillCtes({ from: 'a', agent: agentColumns('a'), takes: takesWorkSql(agentColumns('a')), limit: '1', now: '$2', lock: false })}
 SELECT to_jsonb(a) AS agent, false AS moved,
   (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.priority DESC, t.id), '[]'::jsonb)
-     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'assigned') AS assigned,
+     FROM tasks t WHERE ${awaitingStartSql('t', '$1')}) AS assigned,
   '[]'::jsonb AS given,
   (SELECT coalesce(array_agg(t.id ORDER BY t.id), '{}')
-     FROM tasks t WHERE t.agent_id = $1 AND t.status = 'running' AND t.cancel_requested) AS cancel,
+     FROM tasks t WHERE ${toCancelSql('t', '$1')}) AS cancel,
   (SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}') FROM unnest($3::uuid[]) AS r(id)
-    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND t.agent_id = $1 AND t.status IN ('assigned', 'running'))) AS lost,
+    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.id AND ${holdsSql('t', '$1')})) AS lost,
   '[]'::jsonb AS reports,
   EXISTS (SELECT 1 FROM picked) AS fillable
 FROM a`,

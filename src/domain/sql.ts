@@ -9,6 +9,7 @@ import { move, type TaskMove } from './task-states'
  */
 
 const ASSIGN = move('assign', 'pending')
+const START = move('start', 'assigned')
 
 /**
  * Seconds from `from` to `to` (timestamptz expressions) as float8, or NULL when either is
@@ -100,3 +101,16 @@ export const outliveSet = (m: TaskMove, agent: string, until: string) => {
 export const endedLiveSet = (t: string, now: string) => `live_agent_id = NULL, live_until = NULL,
        available_at = CASE WHEN ${t}.status = 'pending' AND ${t}.available_at = ${t}.live_until
                            THEN ${now}::timestamptz ELSE ${t}.available_at END`
+
+/**
+ * What a heartbeat's answer reads of the tasks an agent holds (task alias `t`, agent id
+ * expression `agent`): those assigned and not started (its `assignments`), those running
+ * with a cancel asked (its `cancellations`), and any it holds at all (a reported running
+ * id it does not hold is one to stop).
+ */
+export const awaitingStartSql = (t: string, agent: string) =>
+  `${t}.agent_id = ${agent} AND ${t}.status = '${ASSIGN.to}'`
+export const toCancelSql = (t: string, agent: string) =>
+  `${t}.agent_id = ${agent} AND ${t}.status = '${START.to}' AND ${t}.cancel_requested`
+export const holdsSql = (t: string, agent: string) =>
+  `${t}.agent_id = ${agent} AND ${t}.status IN ('${ASSIGN.to}', '${START.to}')`
