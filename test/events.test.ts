@@ -236,6 +236,10 @@ describe('GET /api/v1/events (Server-Sent Events)', () => {
         cursor = s.got.at(-1)?.id ?? cursor
       }
       await writers
+      // A create places at once unless a concurrent placement holds the agent (SKIP LOCKED):
+      // what it left pending goes on the agent's next heartbeat, as a runner's would.
+      const hb = await h.call('POST', '/api/v1/agents/heartbeat', { token: a.token, body: { agentId: a.id } })
+      expect(hb.status).toBe(200)
       const last = subscribe(`/api/v1/events?agentId=${a.id}`, cursor)
       await last.until((evs) => seen.length + evs.length >= 90) // one task.assigned per task
       await last.close()
