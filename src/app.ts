@@ -30,11 +30,13 @@ import { schedulerRouter } from './routes/scheduler/scheduler.index'
 import { statisticsRouter } from './routes/statistics/statistics.index'
 import { logsRouter } from './routes/task-logs/task-logs.index'
 import { tasksRouter } from './routes/tasks/tasks.index'
+import { CreateWriter } from './services/create-writer'
 import { EventFeed } from './services/event-feed'
 import { HeartbeatWriter } from './services/heartbeat-writer'
 import { LogFeeds } from './services/log-feed'
 import { MigrationGate, missingObjectStates, notMigrated } from './services/migrations'
 import { recordStalls } from './services/stalls'
+import { writeCreates } from './services/tasks'
 
 /**
  * Builds the whole service from its dependencies. Imports nothing runtime-specific:
@@ -54,6 +56,7 @@ export interface AppInput
     | 'authCache'
     | 'stalls'
     | 'heartbeats'
+    | 'creates'
   > {
   metrics?: Metrics
   /** The process's stall watch (Node and Bun start its watchdog); one per app when absent. */
@@ -102,6 +105,30 @@ export function createApp(input: AppInput) {
             metrics: shared.metrics,
             logger: input.logger,
           }),
+          // Concurrent creates written together, likewise.
+          creates: new CreateWriter(
+            (entries) =>
+              writeCreates(
+                {
+                  db: database.db,
+                  clock: input.clock,
+                  config: input.config,
+                  notifier: shared.notifier,
+                  kv,
+                  metrics: shared.metrics,
+                  logger: input.logger,
+                  authCache: shared.authCache,
+                  stalls: shared.stalls,
+                },
+                entries,
+              ),
+            {
+              batchSize: input.config.createBatchSize,
+              inFlight: input.config.createBatchesInFlight,
+              metrics: shared.metrics,
+              logger: input.logger,
+            },
+          ),
         }
       : undefined
   const resolve = (c: Context): AppDeps => ({

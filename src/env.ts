@@ -71,6 +71,10 @@ const settings = {
   HEARTBEAT_BATCH_SIZE: int(1, 256).default(64),
   /** Most heartbeat statements in flight at once per process; a heartbeat arriving then joins the next batch. */
   HEARTBEAT_BATCHES_IN_FLIGHT: int(1, 64).default(2),
+  /** Most task creates (POST /tasks) written by one statement (natural batching); 1 writes each alone. */
+  CREATE_BATCH_SIZE: int(1, 1000).default(64),
+  /** Most create batches in flight at once per process; a create arriving then joins the next batch. */
+  CREATE_BATCHES_IN_FLIGHT: int(1, 64).default(1),
   /** Assigned tasks not started within this go back to pending. */
   ASSIGN_TIMEOUT_SECONDS: int(1, 86_400).default(60),
   /** A running task whose cancel its agent has not confirmed within this becomes cancelled. */

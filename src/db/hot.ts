@@ -559,44 +559,18 @@ export const addShapesSql = (from: string, now: string) => `
   ON CONFLICT (id) DO NOTHING`
 
 /**
- * Creates a task, its `task.created` event and its shape when new; on an idempotency key the caller already
- * used, writes nothing (the caller then reads the task that key made).
- * $1 id · $2 name · $3 type · $4 payload · $5 priority · $6 capabilities (text[]) ·
- * $7 provider · $8 region · $9 labels · $10 pinned agent · $11 max attempts ·
- * $12 timeout seconds · $13 scheduled at · $14 available at · $15 idempotency key ·
- * $16 its owner · $17 request hash · $18 now
- */
-export const insertTask: HotStatement = {
-  name: 'insert_task',
-  text: `
-WITH ins AS (
-  INSERT INTO tasks (id, name, type, payload, priority, req_capabilities, req_provider, req_region, req_labels,
-                     req_agent_id, max_attempts, timeout_seconds, scheduled_at, available_at, idempotency_key,
-                     idempotency_owner, idempotency_hash, status, created_at, updated_at)
-  VALUES ($1, $2, $3, $4::jsonb, $5, $6::text[], $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17,
-          'pending', $18, $18)
-  ON CONFLICT (idempotency_owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-  RETURNING *
-), ev AS (
-  INSERT INTO events (type, task_id, data, created_at)
-  SELECT 'task.created', id, jsonb_build_object('name', name, 'type', type, 'priority', priority), $18 FROM ins
-  RETURNING 1
-), sh AS (${addShapesSql('ins', '$18')}
-  RETURNING 1
-)
-SELECT to_jsonb(ins) AS task FROM ins`,
-}
-
-/**
  * Creates a batch of tasks in one statement (no explicit transaction): their
  * `task.created` events and new shapes with them, and the tasks that the batch's
- * idempotency keys made before read in the same snapshot. If any key was used for a
- * different request, nothing is written (`reused` names them; the caller refuses the
- * batch). An item whose key another request takes while this one runs is neither made nor
- * prior: the caller reads it afterwards.
+ * idempotency keys made before read in the same snapshot. An item whose key was used for a
+ * different request is not written (`reused` names them); with `$3` (all or nothing: one
+ * POST /tasks/batch) nothing is, and the caller refuses the batch; without it (concurrent
+ * single creates written together) the others are. An item whose key another request (or
+ * an earlier item) takes while this one runs is neither made nor prior: the caller reads
+ * it afterwards.
  * $1 items (jsonb: i, id, name, type, payload, priority, req_capabilities, req_provider,
  * req_region, req_labels, req_agent_id, max_attempts, timeout_seconds, scheduled_at,
- * available_at, idempotency_key, idempotency_owner, idempotency_hash) · $2 now
+ * available_at, idempotency_key, idempotency_owner, idempotency_hash) · $2 now ·
+ * $3 all or nothing
  */
 export const insertTasks: HotStatement = {
   name: 'insert_tasks',
@@ -621,7 +595,7 @@ WITH v AS (
          req_agent_id, max_attempts, timeout_seconds, scheduled_at, available_at, idempotency_key,
          idempotency_owner, idempotency_hash, 'pending', $2, $2
     FROM v
-   WHERE NOT EXISTS (SELECT 1 FROM reused) AND NOT EXISTS (SELECT 1 FROM prior p WHERE p.i = v.i)
+   WHERE (NOT $3::boolean OR NOT EXISTS (SELECT 1 FROM reused)) AND NOT EXISTS (SELECT 1 FROM prior p WHERE p.i = v.i)
    ORDER BY i
   ON CONFLICT (idempotency_owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING *
@@ -639,43 +613,40 @@ SELECT coalesce((SELECT jsonb_agg(to_jsonb(ins)) FROM ins), '[]'::jsonb) AS made
 }
 
 /**
- * The create fast path: the least-loaded online agent with a free slot that fits the
- * requirements given (the new task's), locked `SKIP LOCKED` (never waiting on a placement
- * in progress), filled from the queue in priority order — so the new task never jumps
- * older or more urgent ones that fit the same agent.
- * $1 capabilities (text[]) · $2 now · $3 provider · $4 region · $5 labels (jsonb) · $6 pinned agent · $7 type
+ * Placement right after creates, in one statement: up to `$4` of the least-loaded online
+ * agents with a free slot that fit one of the new tasks (by the new tasks' shapes, or
+ * being the agent one is pinned to), locked `SKIP LOCKED` (never waiting on a placement in
+ * progress: a task left pending here goes on that agent's next heartbeat), filled from the
+ * queue as a batch of heartbeats fills (`batchFillCtes`), so the new tasks never jump older
+ * or more urgent ones that fit the same agents. Never holds a lock across round trips.
+ * $1 now · $2 shapes of the new due tasks (uuid[]) · $3 agents new due tasks are pinned to
+ * (uuid[]) · $4 most agents · $5 how they were placed (`create` or `batch`, in the events)
+ * Returns `rows`: the tasks given, whole, each with `wait_s`.
  */
-/** The new task's requirements, as fillBestAgent's parameters. */
-const NEW_TASK = {
-  type: '$7::text',
-  declinedBy: "'{}'::uuid[]",
-  capabilities: '$1::text[]',
-  provider: '$3::text',
-  region: '$4::text',
-  labels: '$5::jsonb',
-  agentId: '$6::uuid',
-}
-
-export const fillBestAgent: HotStatement = {
-  name: 'fill_best',
+export const fillNew: HotStatement = {
+  name: 'fill_new',
   text: `
 WITH a AS (
-  SELECT g.id, g.provider, g.region, g.capabilities, g.labels, g.task_types,
-         g.max_concurrent_tasks - g.active_tasks AS free
+  SELECT g.id, g.status, g.provider, g.region, g.capabilities, g.labels, g.task_types, g.max_concurrent_tasks,
+         g.status AS next, g.active_tasks AS active
     FROM agents g
-   WHERE ${takesWorkSql(agentColumns('g'))} AND ${meetsRequirementsSql(agentColumns('g'), NEW_TASK)}
+   WHERE ${takesWorkSql(agentColumns('g'))}
+     AND (g.id = ANY($3::uuid[]) OR EXISTS (
+           SELECT 1 FROM task_shapes s
+            WHERE s.id = ANY($2::uuid[]) AND coalesce(${meetsRequirementsSql(agentColumns('g'), shapeColumns('s'))}, false)))
    ORDER BY ${leastLoadedOrderSql(agentColumns('g'))}
-   LIMIT 1
-     FOR UPDATE SKIP LOCKED
-), ${fillCtes({ from: 'a', agent: agentColumns('a'), takes: 'true', limit: '(SELECT free FROM a)', now: '$2' })}, upd AS (
-  UPDATE tasks t SET ${assignSet('t', '$2', '(SELECT id FROM a)')}
-   WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
-  RETURNING t.*, ${secondsBetween('t.created_at', '$2::timestamptz')} AS wait_s
+   LIMIT $4
+     FOR UPDATE OF g SKIP LOCKED
+), ${batchFillCtes('$1')}, given AS (
+  UPDATE tasks t SET ${assignSet('t', '$1', 'c.agent_id')}
+    FROM chosen c WHERE t.id = ANY(ARRAY(SELECT id FROM chosen)) AND t.id = c.id
+  RETURNING t.*, ${secondsBetween('t.created_at', '$1::timestamptz')} AS wait_s
+), given_by AS (
+  SELECT agent_id, count(*)::int AS n FROM given GROUP BY agent_id
 ), load AS (
-  UPDATE agents SET active_tasks = active_tasks + (SELECT count(*) FROM upd)
-   WHERE id = (SELECT id FROM a) AND EXISTS (SELECT 1 FROM upd)
+  UPDATE agents g SET active_tasks = g.active_tasks + gb.n FROM given_by gb WHERE g.id = gb.agent_id
   RETURNING 1
-), ev AS (${assignedEvents('upd', "'create'", '$2')}
+), ev AS (${assignedEvents('given', '$5::text', '$1')}
 )
-SELECT coalesce((SELECT jsonb_agg(to_jsonb(upd) ORDER BY upd.priority DESC, upd.id) FROM upd), '[]'::jsonb) AS rows`,
+SELECT coalesce((SELECT jsonb_agg(to_jsonb(given) ORDER BY given.priority DESC, given.id) FROM given), '[]'::jsonb) AS rows`,
 }

@@ -144,6 +144,11 @@ export class Metrics {
     'Heartbeats written by one statement (natural batching: those that arrived while others were in flight).',
     BATCH,
   )
+  readonly createBatch = new Histogram(
+    'agenticcp_create_batch_tasks',
+    'Single creates (POST /tasks) written by one statement (natural batching: those that arrived while others were in flight).',
+    BATCH,
+  )
   readonly longPollRechecks = new Counter(
     'agenticcp_long_poll_rechecks_total',
     'Long polls that woke or ended a wait slice and read again, by what they wrote: none, touch (the beat only, batched) or beat (a whole heartbeat, to fill free slots).',

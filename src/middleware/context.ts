@@ -12,6 +12,7 @@ import type { Metrics } from '../lib/metrics'
 import type { WorkNotifier } from '../lib/notifier'
 import type { StallWatch } from '../lib/stalls'
 import type { StreamSlots } from '../lib/stream-slots'
+import type { CreateWriter } from '../services/create-writer'
 import type { EventFeed } from '../services/event-feed'
 import type { HeartbeatWriter } from '../services/heartbeat-writer'
 import type { LogFeeds } from '../services/log-feed'
@@ -58,6 +59,8 @@ export interface AppDeps {
   stalls: StallWatch
   /** Writes concurrent heartbeats together (one database for the app); absent on Workers. */
   heartbeats?: HeartbeatWriter
+  /** Writes concurrent creates together (one database for the app); absent on Workers. */
+  creates?: CreateWriter
 }
 
 export interface AppBindings {
@@ -85,4 +88,5 @@ export const serviceDeps = (c: Context<AppBindings>) => ({
   authCache: c.var.deps.authCache,
   stalls: c.var.deps.stalls,
   heartbeats: c.var.deps.heartbeats,
+  creates: c.var.deps.creates,
 })

@@ -6,6 +6,7 @@ import type { Logger } from '../lib/logger'
 import type { Metrics } from '../lib/metrics'
 import type { WorkNotifier } from '../lib/notifier'
 import type { StallWatch } from '../lib/stalls'
+import type { CreateWriter } from './create-writer'
 import { EVENTS_CHANNEL } from './events'
 import type { HeartbeatWriter } from './heartbeat-writer'
 
@@ -32,6 +33,11 @@ export interface ServiceDeps {
    * database); absent (Workers, tests, scripts): each heartbeat writes alone.
    */
   heartbeats?: HeartbeatWriter
+  /**
+   * Writes single creates together with the others in flight (one per process with one
+   * database); absent (Workers, tests, scripts): each create writes alone.
+   */
+  creates?: CreateWriter
   /** Without Redis: this process's cache of agents' token versions (dropped by rotation and deletion). */
   authCache?: { delete(id: string): void }
 }

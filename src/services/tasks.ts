@@ -1,12 +1,11 @@
 import { and, asc, desc, eq, gt, gte, ilike, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
 import { type Db, type Executor, rowsOf, type Tx } from '../db/client'
-import { bind, pgTextArray } from '../db/fragments'
+import { bind } from '../db/fragments'
 import {
   applyReports,
-  fillBestAgent,
+  fillNew,
   hot,
-  insertTask as insertTaskStatement,
   insertTasks as insertTasksStatement,
   type ReportRow,
   type ReportVerdict,
@@ -22,12 +21,14 @@ import { releaseSlots, requeueSet } from '../domain/sql'
 import { allowedMoves, allowedReports, moveFor, type TaskMove } from '../domain/task-states'
 import { ApiError } from '../lib/errors'
 import { ifMatchOk } from '../lib/etag'
+import type { Outcome } from '../lib/group-commit'
 import { keys, reviveRow } from '../lib/kv'
 import { describeError } from '../lib/logger'
 import { decodeCursor, page, type SortOrder } from '../lib/pagination'
+import type { Created, CreateEntry, IdempotencyKey } from './create-writer'
 import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
-import { placePending, recordAssignments } from './placement'
+import { recordAssignments } from './placement'
 import { ensureShapes } from './shapes'
 
 export type { ReportRow, ReportVerdict, VerdictRow }
@@ -105,12 +106,6 @@ async function requeue(tx: Tx, id: string, m: TaskMove, now: Date): Promise<Task
   return taskFromJson(row.task)
 }
 
-/** An idempotency key and whose it is: keys are scoped to the caller (the token's `sub`). */
-export interface IdempotencyKey {
-  key: string
-  owner: string
-}
-
 /** JSON with object keys sorted, so equal requests serialise equally. */
 function canonical(v: unknown): string {
   if (v instanceof Date) return JSON.stringify(v.toISOString())
@@ -140,47 +135,129 @@ async function requestHash(input: TaskInput): Promise<string> {
  * returns the task the first call made (`created: false`) instead of a second one, also
  * when two such calls race; the same key with a different request is refused (422
  * `idempotency_key_reused`, as Stripe does), and other callers' keys are never seen.
- * Two prepared statements: the insert (with its event), then the fast path that fills the
- * least-loaded fitting agent with a free slot, whose answer carries the task if it went.
+ * Creates that arrive while others are being written are written with them (`creates`,
+ * src/services/create-writer.ts): one statement inserts them all with their events, one
+ * more places them; alone (Workers, scripts), a create is a batch of one.
  */
 export async function createTask(
   deps: ServiceDeps,
   input: TaskInput,
   idempotency?: IdempotencyKey,
 ): Promise<{ task: TaskRow; created: boolean }> {
-  const created = await insertTask(deps, input, idempotency)
-  if (!created.created) return created
-  // Placed at once when a fitting agent has a free slot; the sweep is only the safety net.
-  // The task is saved already: if this best-effort step fails, it stays pending, and the
-  // client still gets its 201 (answering an error would invite a duplicate).
-  const placed = await placeNew(deps, created.task).catch((err: unknown) => {
-    deps.logger?.warn('placing a new task at once failed; the sweep will place it', { error: describeError(err) })
-    return []
-  })
-  if (placed.length === 0) {
-    await changed(deps, {})
-    return created
-  }
-  const mine = placed.find((t) => t.id === created.task.id)
-  return { task: mine ?? created.task, created: true }
+  const hash = idempotency ? await requestHash(input) : null
+  const entry: CreateEntry = { idempotency, hash, values: insertValues(input, deps.clock.now(), idempotency, hash) }
+  if (deps.creates) return deps.creates.create(entry)
+  const [outcome] = await writeCreates(deps, [entry])
+  if (!outcome) throw new Error('a create answered nothing')
+  if ('error' in outcome) throw outcome.error
+  return outcome.value
 }
 
 /**
- * The create fast path (`fillBestAgent`): fills the least-loaded online agent with a free
- * slot that fits `task` from the queue, never waiting on a lock. Returns the tasks it
- * assigned (the new one among them unless older or more urgent ones came first).
+ * Writes concurrent single creates together: one statement inserts them (`insertTasks`,
+ * each item on its own: a key reused for a different request fails that create alone),
+ * then one places what it can (`placeNew`: best effort, the task is saved already; if it
+ * fails, the tasks stay pending for the next heartbeat or sweep, and each client still gets
+ * its 201, since answering an error would invite a duplicate). One outcome per entry.
  */
-async function placeNew(deps: ServiceDeps, task: TaskRow): Promise<TaskRow[]> {
+export async function writeCreates(deps: ServiceDeps, entries: CreateEntry[]): Promise<Outcome<Created>[]> {
+  const written = await insertBatch(deps.db, deps.clock.now(), entries, false)
+  const outcomes = await Promise.all(
+    entries.map(async (e, i): Promise<Outcome<Created>> => {
+      const made = written.made.get(e.values.id)
+      if (made) return { value: { task: made, created: true } }
+      const reused = written.reused.get(i)
+      if (reused && e.idempotency) return { error: keyReused(e.idempotency.key, reused) }
+      const prior = written.prior.get(i)
+      if (prior) return { value: { task: prior, created: false } }
+      if (!e.idempotency)
+        return { error: new Error('the insert wrote nothing for a create without an idempotency key') }
+      // Its key was taken meanwhile, by another request or an earlier create of this batch.
+      try {
+        return { value: { task: await existingFor(deps.db, e.idempotency, e.hash), created: false } }
+      } catch (error) {
+        return { error }
+      }
+    }),
+  )
+  const placed = await placeNewSafely(deps, [...written.made.values()], 'create')
+  return outcomes.map((o) =>
+    'value' in o && o.value.created ? { value: { ...o.value, task: placed.get(o.value.task.id) ?? o.value.task } } : o,
+  )
+}
+
+/** The 422 for an idempotency key that made task `taskId` from a different request. */
+function keyReused(key: string, taskId: string, path = 'body.idempotencyKey'): ApiError {
+  return new ApiError(
+    'idempotency_key_reused',
+    `Idempotency key "${key}" was used for a different request (task ${taskId}); use a new key for a new task.`,
+    { errors: [{ path, message: 'already used for a different request' }], taskId },
+  )
+}
+
+/**
+ * Inserts the batch (`insertTasks` in src/db/hot.ts): the tasks made (by id), the tasks
+ * earlier requests made with an item's key (by item), and the items whose key was used for
+ * a different request (by item: the task it made).
+ */
+async function insertBatch(db: Db, now: Date, entries: CreateEntry[], allOrNothing: boolean) {
+  const [row] = await hot<{
+    made: Record<string, unknown>[]
+    prior: (Record<string, unknown> & { _i: number })[]
+    reused: { i: number; id: string }[]
+  }>(db, insertTasksStatement, [JSON.stringify(entries.map((p, i) => ({ ...p.values, i }))), now, allOrNothing])
+  if (!row) throw new Error('the insert of a batch answered no row')
+  return {
+    made: new Map(row.made.map((t) => [String(t.id), taskFromJson(t)])),
+    prior: new Map(row.prior.map((t) => [t._i, taskFromJson(t)])),
+    reused: new Map(row.reused.map((r) => [r.i, r.id])),
+  }
+}
+
+/**
+ * Places new tasks at once where fitting agents have free slots (`fillNew` in
+ * src/db/hot.ts: one statement, agents taken `SKIP LOCKED`, filled from the queue in its
+ * order, so new tasks never jump older or more urgent ones). Best effort: on failure the
+ * tasks stay pending (the next heartbeat or sweep places them). Returns the tasks it
+ * assigned, by id (older queued ones among them).
+ */
+async function placeNewSafely(
+  deps: ServiceDeps,
+  made: TaskRow[],
+  via: 'create' | 'batch',
+): Promise<Map<string, TaskRow>> {
+  try {
+    const placed = await placeNew(deps, made, via)
+    if (placed.length === 0) await changed(deps, {})
+    return new Map(placed.map((t) => [t.id, t]))
+  } catch (err) {
+    deps.logger?.warn('placing new tasks at once failed; the next heartbeat or sweep will place them', {
+      error: describeError(err),
+    })
+    if (made.length > 0) await changed(deps, {}).catch(() => {})
+    return new Map()
+  }
+}
+
+/** Most agents one placement after creates takes (each has at least one free slot). */
+const PLACE_NEW_AGENTS = 1000
+
+async function placeNew(deps: ServiceDeps, made: TaskRow[], via: 'create' | 'batch'): Promise<TaskRow[]> {
   const now = deps.clock.now()
-  if (task.status !== 'pending' || task.availableAt > now) return []
-  const [out] = await hot<{ rows: (Record<string, unknown> & { wait_s: number })[] }>(deps.db, fillBestAgent, [
-    pgTextArray(task.reqCapabilities),
+  const due = made.filter((t) => t.status === 'pending' && t.availableAt <= now)
+  if (due.length === 0) return []
+  const shapes = new Set<string>()
+  const pinned = new Set<string>()
+  for (const t of due) {
+    if (t.reqAgentId) pinned.add(t.reqAgentId.toLowerCase())
+    else if (t.shape) shapes.add(t.shape)
+  }
+  const [out] = await hot<{ rows: (Record<string, unknown> & { wait_s: number })[] }>(deps.db, fillNew, [
     now,
-    task.reqProvider,
-    task.reqRegion,
-    JSON.stringify(task.reqLabels),
-    task.reqAgentId,
-    task.type,
+    `{${[...shapes].sort().join(',')}}`,
+    `{${[...pinned].sort().join(',')}}`,
+    Math.min(due.length, PLACE_NEW_AGENTS),
+    via,
   ])
   const rows = out?.rows ?? []
   if (rows.length === 0) return []
@@ -188,7 +265,7 @@ async function placeNew(deps: ServiceDeps, task: TaskRow): Promise<TaskRow[]> {
   recordAssignments(
     deps.metrics,
     rows.map((r) => ({ id: String(r.id), agent_id: String(r.agent_id), attempt: Number(r.attempt), wait_s: r.wait_s })),
-    'create',
+    via,
   )
   const agentIds = [...new Set(placed.map((t) => t.agentId as string))]
   await changed(deps, { agents: agentIds, tasks: placed.map((t) => t.id) })
@@ -203,20 +280,11 @@ async function existingFor(db: Executor, idempotency: IdempotencyKey, hash: stri
     .from(tasks)
     .where(and(eq(tasks.idempotencyOwner, idempotency.owner), eq(tasks.idempotencyKey, idempotency.key)))
   if (!existing) throw new ApiError('conflict', 'The idempotency key is in use by a task being deleted; try again.')
-  if (existing.idempotencyHash !== hash) {
-    throw new ApiError(
-      'idempotency_key_reused',
-      `Idempotency key "${idempotency.key}" was used for a different request (task ${existing.id}); use a new key for a new task.`,
-      {
-        errors: [{ path: 'body.idempotencyKey', message: 'already used for a different request' }],
-        taskId: existing.id,
-      },
-    )
-  }
+  if (existing.idempotencyHash !== hash) throw keyReused(idempotency.key, existing.id)
   return existing
 }
 
-/** The insert's parameters (see `insertTask` in src/db/hot.ts). */
+/** The insert's parameters (see `insertTasks` in src/db/hot.ts). */
 function insertValues(input: TaskInput, now: Date, idempotency: IdempotencyKey | undefined, hash: string | null) {
   const f = fields(input, now)
   return {
@@ -241,48 +309,11 @@ function insertValues(input: TaskInput, now: Date, idempotency: IdempotencyKey |
 }
 
 /**
- * Inserts the task and its `task.created` event in one prepared statement (atomic without
- * a transaction). On an idempotency key already used, nothing is written and the task
- * that key made is returned instead.
- */
-async function insertTask(
-  { db, clock }: ServiceDeps,
-  input: TaskInput,
-  idempotency?: IdempotencyKey,
-): Promise<{ task: TaskRow; created: boolean }> {
-  const now = clock.now()
-  const hash = idempotency ? await requestHash(input) : null
-  const v = insertValues(input, now, idempotency, hash)
-  const [row] = await hot<{ task: Record<string, unknown> }>(db, insertTaskStatement, [
-    v.id,
-    v.name,
-    v.type,
-    v.payload,
-    v.priority,
-    pgTextArray(v.req_capabilities),
-    v.req_provider,
-    v.req_region,
-    JSON.stringify(v.req_labels),
-    v.req_agent_id,
-    v.max_attempts,
-    v.timeout_seconds,
-    v.scheduled_at,
-    v.available_at,
-    v.idempotency_key,
-    v.idempotency_owner,
-    v.idempotency_hash,
-    now,
-  ])
-  if (row) return { task: taskFromJson(row.task), created: true }
-  if (!idempotency) throw new Error('insert wrote nothing without an idempotency key')
-  return { task: await existingFor(db, idempotency, hash), created: false }
-}
-
-/**
- * Creates up to 1,000 tasks (MAX_BATCH_TASKS, src/routes/schemas.ts) in one statement (one transaction: a key reused for
- * a different request refuses the whole batch, nothing written), then places what it can
- * with the sweep's set-based placement. Items with an idempotency key the caller used
- * before come back as the tasks those keys made.
+ * Creates up to 1,000 tasks (MAX_BATCH_TASKS, src/routes/schemas.ts) in one statement (one
+ * transaction: a key reused for a different request refuses the whole batch, nothing
+ * written), then places what it can in one more (`placeNew`, as a single create does).
+ * Items with an idempotency key the caller used before come back as the tasks those keys
+ * made.
  */
 export async function createTasks(
   deps: ServiceDeps,
@@ -291,7 +322,7 @@ export async function createTasks(
 ): Promise<{ tasks: TaskRow[]; created: number }> {
   const { db, clock } = deps
   const now = clock.now()
-  const prepared = await Promise.all(
+  const prepared: CreateEntry[] = await Promise.all(
     items.map(async ({ input, idempotencyKey }) => {
       const idempotency = idempotencyKey ? { key: idempotencyKey, owner } : undefined
       const hash = idempotency ? await requestHash(input) : null
@@ -312,29 +343,15 @@ export async function createTasks(
       )
     }
   }
-  const [row] = await hot<{
-    made: Record<string, unknown>[]
-    prior: (Record<string, unknown> & { _i: number })[]
-    reused: { i: number; id: string }[]
-  }>(db, insertTasksStatement, [JSON.stringify(prepared.map((p, i) => ({ ...p.values, i }))), now])
-  if (!row) throw new Error('batch insert answered no row')
-  const [reused] = row.reused
+  const written = await insertBatch(db, now, prepared, true)
+  const [reused] = written.reused
   if (reused) {
-    const key = prepared[reused.i]?.idempotency?.key
-    throw new ApiError(
-      'idempotency_key_reused',
-      `Idempotency key "${key}" was used for a different request (task ${reused.id}); use a new key for a new task.`,
-      {
-        errors: [{ path: `body.tasks.${reused.i}.idempotencyKey`, message: 'already used for a different request' }],
-        taskId: reused.id,
-      },
-    )
+    const [i, taskId] = reused
+    throw keyReused(prepared[i]?.idempotency?.key ?? '', taskId, `body.tasks.${i}.idempotencyKey`)
   }
-  const made = new Map(row.made.map((t) => [String(t.id), taskFromJson(t)]))
-  const prior = new Map(row.prior.map((t) => [t._i, taskFromJson(t)]))
   const out: TaskRow[] = []
   for (const [i, p] of prepared.entries()) {
-    const task = made.get(p.values.id) ?? prior.get(i)
+    const task = written.made.get(p.values.id) ?? written.prior.get(i)
     if (task) out.push(task)
     else if (p.idempotency) {
       // Its key was taken by another request (or an earlier item of this batch) meanwhile.
@@ -351,26 +368,12 @@ export async function createTasks(
       }
     } else throw new Error('batch insert wrote nothing for an item without an idempotency key')
   }
-  const written = { tasks: out, created: made.size }
-  if (written.created === 0) return written
-  // Place what fits now, with the sweep's set-based placement (best effort: the sweep
-  // places the rest), then answer with the tasks as they are.
-  const batch = Math.min(deps.config.sweepBatchSize, Math.max(written.created, 100))
-  const placedRows: TaskRow[] = []
-  const placed = await placePending(deps, batch, written.created, 'batch', placedRows).catch((err: unknown) => {
-    deps.logger?.warn('placing new tasks at once failed; the sweep will place them', { error: describeError(err) })
-    return 0
-  })
-  if (placed === 0) {
-    await changed(deps, {})
-    return written
-  }
+  if (written.made.size === 0) return { tasks: out, created: 0 }
   // The answer shows the tasks as placement wrote them (older queued tasks it placed too are not in it).
-  const placedNow = new Map(placedRows.map((t) => [t.id, t]))
-  return { tasks: written.tasks.map((t) => placedNow.get(t.id) ?? t), created: written.created }
+  const placed = await placeNewSafely(deps, [...written.made.values()], 'batch')
+  return { tasks: out.map((t) => placed.get(t.id) ?? t), created: written.made.size }
 }
 
-/** A task by id, cached (Redis) and dropped by every write that changes it. */
 export async function getTask(deps: Pick<ServiceDeps, 'db' | 'kv' | 'config'>, id: string): Promise<TaskRow> {
   const { db, kv } = deps
   const load = async () => (await queries(db).taskById.execute({ id }))[0]
