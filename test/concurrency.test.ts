@@ -211,6 +211,12 @@ describe.runIf(onPostgres())('under concurrency on Postgres', () => {
     const beats = Number(/^agenticcp_heartbeat_batch_agents_sum (\d+)/m.exec(metrics)?.[1] ?? 0)
     console.log(`concurrency: ${beats} heartbeats in ${batches} statements, ${batches - alone} of several agents`)
     expect(batches - alone, 'batches of more than one agent').toBeGreaterThan(10)
+    // The creates, 40 at a time, in batches of several (src/services/create-writer.ts).
+    const createBatches = Number(/^agenticcp_create_batch_tasks_count (\d+)/m.exec(metrics)?.[1] ?? 0)
+    const creates = Number(/^agenticcp_create_batch_tasks_sum (\d+)/m.exec(metrics)?.[1] ?? 0)
+    console.log(`concurrency: ${creates} creates in ${createBatches} insert statements`)
+    expect(creates).toBeGreaterThanOrEqual(TASKS)
+    expect(createBatches, 'creates written several to a statement').toBeLessThan(creates / 2)
 
     const final = await rowsOf<{ status: string; unfittable: boolean; auto_retry: boolean; n: number }>(
       h.database.db,
