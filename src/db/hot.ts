@@ -1,4 +1,5 @@
 import { getTableColumns, type Table } from 'drizzle-orm'
+import { beatStatusSql, releasedLoadSql, takenLoadSql } from '../domain/agent-states'
 import {
   type AgentSql,
   agentColumns,
@@ -338,7 +339,8 @@ SELECT (SELECT coalesce(jsonb_agg(${verdictJson('$4::boolean')} ORDER BY v.i), '
 /**
  * The fill of a batch of heartbeats: CTEs ending in `chosen` (id, agent_id), the due pending
  * tasks given to the agents of CTE `a` (columns as `agentColumns`, with `next` the status
- * the beat leaves and `active` the load after the reports), each task to one agent, no agent
+ * the beat leaves and `active` the load after the reports, by the rules of
+ * src/domain/agent-states.ts), each task to one agent, no agent
  * past its free slots. Per shape (`task_shapes`) that any of them fits, the head of its queue
  * (`tasks_shape_queue_idx`) is locked once `SKIP LOCKED`, as many rows as the free slots of
  * the agents that fit it; within a shape, the fitting agents' slots are numbered round-robin
@@ -402,8 +404,10 @@ const STATUS_CHANGED = "'agent.status_changed'"
 /**
  * Heartbeats of several agents (a batch: one entry per agent), in one statement: applies
  * their reports (the CTEs above, each agent's slots for the tasks that ended given back),
- * records each beat (last heartbeat, metrics, declared task types; an offline agent comes
- * back online, a reported status applies except over an operator's maintenance), fills the
+ * records each beat (last heartbeat, metrics, declared task types; the status by the beat
+ * rule, `beatStatusSql` in src/domain/agent-states.ts: an offline agent comes back online, a
+ * reported status applies except over an operator's maintenance; the load by the load rule,
+ * less the tasks its reports ended, plus those it is given), fills the
  * agents that are then online with free slots from the queue (`batchFillCtes`), appends
  * every event in one insert (the reports', `agent.status_changed` when a status moves,
  * `task.assigned`), and reads, per agent, what its answer needs: the agent, its assigned
@@ -441,9 +445,8 @@ WITH ${
   SELECT c.id, c.status, c.provider, c.region, c.capabilities, c.labels, c.max_concurrent_tasks, c.active_tasks,
          c.status AS was, coalesce(b.task_types, c.task_types) AS task_types, c.task_types AS declared,
          b.task_types IS NOT NULL AS declaring, b.metrics, b.running,
-         ${withReports ? 'greatest(c.active_tasks - coalesce(e.n, 0), 0)' : 'c.active_tasks'} AS active,
-         CASE WHEN c.status = 'maintenance' THEN 'maintenance'
-              ELSE coalesce(b.status, CASE WHEN c.status = 'offline' THEN 'online' ELSE c.status END) END AS next
+         ${withReports ? releasedLoadSql('c.active_tasks', 'coalesce(e.n, 0)') : 'c.active_tasks'} AS active,
+         ${beatStatusSql('c.status', 'b.status')} AS next
     FROM cur c JOIN beats b ON b.agent_id = c.id
     ${withReports ? 'LEFT JOIN ended e ON e.holder = c.id' : ''}
 ), ${batchFillCtes('$1')}, given AS (
@@ -458,7 +461,7 @@ WITH ${
   UPDATE agents g
      SET status = a.next, last_heartbeat_at = $1, last_metrics = coalesce(a.metrics, g.last_metrics),
          task_types = a.task_types,
-         active_tasks = a.active + coalesce(gb.n, 0),
+         active_tasks = ${takenLoadSql('a.active', 'coalesce(gb.n, 0)')},
          version = g.version + CASE WHEN a.next <> a.was OR (a.declaring AND a.task_types <> a.declared) THEN 1 ELSE 0 END,
          updated_at = CASE WHEN a.next <> a.was OR (a.declaring AND a.task_types <> a.declared) THEN $1 ELSE g.updated_at END
     FROM a LEFT JOIN given_by gb ON gb.agent_id = a.id WHERE g.id = a.id
