@@ -243,12 +243,14 @@ describe.runIf(onPostgres())('under concurrency on Postgres', () => {
     expect(expired?.status).toBe('offline')
 
     // The event log, task by task: an assignment only after the previous holder let go,
-    // attempts strictly rising, one start per attempt, at most one completion, last.
-    const events = await rowsOf<{ task_id: string; type: string; attempt: number | null }>(
+    // attempts strictly rising, one start per attempt (task.started, or an end that says the
+    // run started in the same report), at most one completion, last.
+    const events = await rowsOf<{ task_id: string; type: string; attempt: number | null; started: boolean }>(
       h.database.db,
-      sql`SELECT task_id, type, (data->>'attempt')::int AS attempt FROM events WHERE task_id IS NOT NULL ORDER BY id`,
+      sql`SELECT task_id, type, (data->>'attempt')::int AS attempt, coalesce((data->>'started')::boolean, false) AS started
+            FROM events WHERE task_id IS NOT NULL ORDER BY id`,
     )
-    const byTask = new Map<string, { type: string; attempt: number | null }[]>()
+    const byTask = new Map<string, { type: string; attempt: number | null; started: boolean }[]>()
     for (const e of events) byTask.set(e.task_id, [...(byTask.get(e.task_id) ?? []), e])
     const releases = new Set(['task.requeued', 'task.failed', 'task.timed_out', 'task.cancelled', 'task.completed'])
     let audited = 0
@@ -267,6 +269,10 @@ describe.runIf(onPostgres())('under concurrency on Postgres', () => {
           expect(started.has(e.attempt ?? -1), `task ${id} started twice in attempt ${e.attempt}`).toBe(false)
           started.add(e.attempt ?? -1)
         } else if (releases.has(e.type)) {
+          if (e.started) {
+            expect(started.has(e.attempt ?? -1), `task ${id} started twice in attempt ${e.attempt}`).toBe(false)
+            started.add(e.attempt ?? -1)
+          }
           held = false
           if (e.type === 'task.completed') completions++
         }
