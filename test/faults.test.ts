@@ -339,7 +339,9 @@ describe.runIf(onPostgres()).each(runtimes)('database faults under load, server 
       expect(batches - alone, 'heartbeat batches of more than one agent').toBeGreaterThan(0)
       const createBatches = Number(/^agenticcp_create_batch_tasks_count (\d+)/m.exec(metrics)?.[1] ?? 0)
       const createsAlone = Number(/^agenticcp_create_batch_tasks_bucket\{le="1"\} (\d+)/m.exec(metrics)?.[1] ?? 0)
-      console.log(`faults (${runtime}): creates in ${createBatches} statements, ${createBatches - createsAlone} of several`)
+      console.log(
+        `faults (${runtime}): creates in ${createBatches} statements, ${createBatches - createsAlone} of several`,
+      )
       expect(createBatches - createsAlone, 'create batches of more than one task').toBeGreaterThan(0)
 
       // And it still shuts down cleanly.

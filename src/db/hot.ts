@@ -655,7 +655,7 @@ WITH a AS (
 ), given_by AS (
   SELECT agent_id, count(*)::int AS n FROM given GROUP BY agent_id
 ), load AS (
-  UPDATE agents g SET active_tasks = g.active_tasks + gb.n FROM given_by gb WHERE g.id = gb.agent_id
+  UPDATE agents g SET active_tasks = ${takenLoadSql('g.active_tasks', 'gb.n')} FROM given_by gb WHERE g.id = gb.agent_id
   RETURNING 1
 ), ev AS (${assignedEvents('given', '$5::text', '$1')}
 )
