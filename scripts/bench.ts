@@ -49,6 +49,7 @@ import { loadConfig } from '../src/env'
 import { ManualClock } from '../src/lib/clock'
 import { signToken } from '../src/lib/tokens'
 import { runSweep } from '../src/services/scheduler'
+import { acquireAutoAnalyze, analyzeNow, releaseAutoAnalyze } from './bench/autoanalyze'
 import { benchBacklog } from './bench/backlog'
 import type { BenchContext } from './bench/context'
 import { benchSteady } from './bench/steady'
@@ -169,7 +170,14 @@ async function freePort(): Promise<number> {
   })
 }
 
-/** The real server in a child process (request logging off: LOG_LEVEL=warn); resolves once it answers. */
+/** What stops a server's stand-in for autovacuum's analyze (autoanalyze.ts), once. */
+const releases = new WeakMap<ChildProcess, () => Promise<void>>()
+
+/**
+ * The real server in a child process (request logging off: LOG_LEVEL=warn); resolves once it
+ * answers. On a Postgres server with autovacuum off, the bench's stand-in for its analyze
+ * runs on the server's database while the server lives (scripts/bench/autoanalyze.ts).
+ */
 async function startServer(
   url: string,
   secret: string,
@@ -199,9 +207,9 @@ async function startServer(
       HEARTBEAT_INTERVAL_SECONDS: '5',
       // The load generator is one token subject; a write limit would measure the limiter.
       RATE_LIMIT_PER_MINUTE: '0',
-      // Passed through when set, to measure the heartbeat batches' settings.
+      // Passed through when set, to measure the heartbeat batches' settings and the pool's size.
       ...Object.fromEntries(
-        ['HEARTBEAT_BATCH_SIZE', 'HEARTBEAT_BATCHES_IN_FLIGHT'].flatMap((k) => {
+        ['HEARTBEAT_BATCH_SIZE', 'HEARTBEAT_BATCHES_IN_FLIGHT', 'DATABASE_POOL_MAX'].flatMap((k) => {
           const v = process.env[k]
           return v ? [[k, v]] : []
         }),
@@ -213,6 +221,16 @@ async function startServer(
   if (process.env.BENCH_SERVER_LOG_LEVEL)
     child.stdout?.pipe((await import('node:fs')).createWriteStream('/tmp/bench-server.log'))
   const base = `http://127.0.0.1:${port}`
+  if (isPostgresUrl(url)) {
+    await acquireAutoAnalyze(url, line)
+    let released: Promise<void> | undefined
+    const release = () => {
+      released ??= releaseAutoAnalyze(url)
+      return released
+    }
+    releases.set(child, release)
+    child.once('exit', () => void release())
+  }
   const deadline = Date.now() + 60_000
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`server exited ${child.exitCode}`)
@@ -313,6 +331,7 @@ async function benchLifecycle(mode: Mode) {
       })
       agents.push({ id: r.body.id, token: r.body.token })
     }
+    if (onPostgres) await analyzeNow(url) // the agents just registered (a no-op with autovacuum on)
 
     type Work = { id: string; attempt: number; createdAt: string; assignedAt: string }
     const phase = async (count: number, ratePerSec?: number) => {
@@ -452,8 +471,7 @@ async function benchLifecycle(mode: Mode) {
     await Promise.all(runners.map((a) => a.stop(5)))
     return perSec
   } finally {
-    child.kill('SIGTERM')
-    await new Promise((r) => child.once('exit', r))
+    await stopServer(child)
     if (onPostgres) await drop()
   }
 }
@@ -600,8 +618,7 @@ async function benchRead() {
           non_2xx: live.non2xx + getAgent.non2xx + heartbeat.non2xx,
         })
       } finally {
-        child.kill('SIGTERM')
-        await new Promise((r) => child.once('exit', r))
+        await stopServer(child)
         if (onPostgres) await drop()
       }
     }
@@ -761,8 +778,7 @@ async function benchStreams() {
       await Promise.allSettled(opened)
     } finally {
       await dispatcher.close().catch(() => {})
-      child.kill('SIGTERM')
-      await new Promise((r) => child.once('exit', r))
+      await stopServer(child)
       await drop()
     }
   }
@@ -886,8 +902,7 @@ async function benchFanout() {
       await Promise.allSettled(opened)
     } finally {
       await dispatcher.close().catch(() => {})
-      child.kill('SIGTERM')
-      await new Promise((r) => child.once('exit', r))
+      await stopServer(child)
       await drop()
     }
   }
@@ -905,8 +920,10 @@ async function postgresCpuByPid(dbName: string): Promise<Map<number, number>> {
   const admin = new pg.Client({ connectionString: baseUrl })
   await admin.connect()
   try {
+    // Not the bench's stand-in for autovacuum's analyze: its work is not the service's.
     const { rows } = await admin.query<{ pid: number }>(
-      `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
+      `SELECT pid FROM pg_stat_activity
+        WHERE datname = $1 AND pid <> pg_backend_pid() AND application_name <> 'bench-autoanalyze'`,
       [dbName],
     )
     const byPid = new Map<number, number>()
@@ -971,6 +988,7 @@ async function benchHeartbeat() {
         body: JSON.stringify({ agentId: a.id }),
       })
     }
+    if (onPostgres) await analyzeNow(url) // the agents just registered (a no-op with autovacuum on)
     let next = 0
     const heartbeats = await costOf(base, child.pid as number, dbName, async () => {
       const r = await autocannon({
@@ -1003,8 +1021,7 @@ async function benchHeartbeat() {
       cpus: cpus().length,
     })
   } finally {
-    child.kill('SIGTERM')
-    await new Promise((r) => child.once('exit', r))
+    await stopServer(child)
     await drop()
   }
 }
@@ -1172,20 +1189,21 @@ async function benchLogs() {
       cpus: cpus().length,
     })
   } finally {
-    child.kill('SIGTERM')
-    await new Promise((r) => child.once('exit', r))
+    await stopServer(child)
     if (onPostgres) await drop()
   }
 }
 
-/** Stops a server child: SIGTERM, SIGKILL after 10 s; at once if it has already exited. */
+/** Stops a server child: SIGTERM, SIGKILL after 10 s; at once if it has already exited. Then its stand-in for autovacuum. */
 async function stopServer(child: ChildProcess) {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = new Promise((r) => child.once('exit', r))
-  child.kill('SIGTERM')
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-  await exited
-  clearTimeout(timer)
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((r) => child.once('exit', r))
+    child.kill('SIGTERM')
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    await exited
+    clearTimeout(timer)
+  }
+  await releases.get(child)?.()
 }
 
 /** Busy and total CPU time of the whole machine (every core, any process), from /proc/stat. */

@@ -2,6 +2,7 @@ import { setMaxListeners } from 'node:events'
 import { cpus } from 'node:os'
 import pg from 'pg'
 import { signToken } from '../../src/lib/tokens'
+import { acquireAutoAnalyze, releaseAutoAnalyze } from './autoanalyze'
 import type { BenchContext } from './context'
 import { jsonCaller, registerAgents, serverStatements } from './http'
 import { openCounters, type PgWindow } from './pg-counters'
@@ -23,14 +24,17 @@ import { median, steadyRate, topWalKinds } from './stats'
  *   call under the same bound, 8 workers fetching 10 and completing them.
  *
  * Each first runs BENCH_STEADY_WARMUP (2,000) tasks unmeasured, then ANALYZEs its database
- * (as autovacuum would have by then on a live one; BENCH_STEADY_ANALYZE=0 skips it, and
- * the server's prepared statements keep the plans they made on the empty tables), then
+ * (as autovacuum would have by then on a live one; BENCH_STEADY_ANALYZE=0 skips it), then
  * BENCH_STEADY_TASKS (20,000) measured. BENCH_STEADY_ROUNDS (1) rounds of ours then
  * pg-boss, with the medians after more than one; each run stops after
  * BENCH_STEADY_LIMIT_SECONDS (180). The figures: the 10–90 % steady rate (completions
  * between the 10th and the 90th percentile of the run's completion times, over that span),
  * the overall rate, and per task statements, commits, WAL, sequential scans of the task
- * table and CPU, taken as the `#` lines printed with them say.
+ * table and CPU, taken as the `#` lines printed with them say. On a server with autovacuum
+ * off, both sides run with the bench's stand-in for its analyze (autoanalyze.ts: autovacuum's
+ * rule every 2 s), left out of the figures; without it (BENCH_AUTOANALYZE=0 and
+ * BENCH_STEADY_ANALYZE=0) the server's prepared statements keep the plans they made on the
+ * empty tables.
  */
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -252,6 +256,8 @@ async function runBoss(ctx: BenchContext, o: Options): Promise<Run> {
   const boss = new PgBoss({ db, supervise: false, schedule: false })
   boss.on('error', () => {})
   let stats: pg.Client | undefined
+  // As for our server (bench.ts's startServer): autovacuum's analyze, when the server has it off.
+  await acquireAutoAnalyze(url, ctx.line)
   try {
     await boss.start()
     const queue = 'bench'
@@ -353,6 +359,7 @@ async function runBoss(ctx: BenchContext, o: Options): Promise<Run> {
   } finally {
     await boss.stop({ graceful: false, wait: true }).catch(() => {})
     if (!pool.ended) await pool.end().catch(() => {})
+    await releaseAutoAnalyze(url)
     await stats?.end().catch(() => {})
     await counters.close()
     await drop()
@@ -371,6 +378,8 @@ function figures(r: Run, round: number, o: Options) {
     outstanding_max: o.outstanding,
     warmup: o.warmup,
     analyzed: o.analyze ? 'yes' : 'no',
+    // Transactions of the stand-in for autovacuum's analyze in the window (left out of commits and WAL).
+    autoanalyze_transactions: r.pg.leftOutTransactions,
     tasks: r.tasks,
     completed: r.completed,
     errors: r.errors,
@@ -463,12 +472,12 @@ export async function benchSteady(ctx: BenchContext) {
   }
   const statementsHow = all[0]?.ours.pg_statements_per_task === undefined
   for (const how of [
-    'steady: how each figure is taken (after an unmeasured warm-up and, unless analyzed=no, an ANALYZE)',
+    'steady: how each figure is taken (after an unmeasured warm-up and, unless analyzed=no, an ANALYZE; with autovacuum off on the server, the bench stands in for its analyze all along, see the autoanalyze lines)',
     'steady_per_sec: completions between the 10th and 90th percentile of the run’s completion times (ours: the heartbeat answer acknowledging the report; pg-boss: complete() returning), over that span; overall_per_sec: all of them over first create → last completion',
     statementsHow
       ? 'statements_per_task: sent by the client (pg_stat_statements is not in shared_preload_libraries): ours, the server’s agenticcp_db_statements_total (transaction control included, the sweep’s included); pg-boss, calls of its driver (one pool.query each, autocommit)'
       : 'statements_per_task: sent by the client (ours, the server’s agenticcp_db_statements_total; pg-boss, calls of its driver); pg_statements_per_task: pg_stat_statements calls in the scratch database, which also counts the statements of foreign-key checks (pg-boss: one per job inserted)',
-    'commits_per_task: pg_stat_database.xact_commit of the scratch database (read-only transactions included); wal_commits_per_task: COMMIT records in its WAL (transactions that wrote, each a WAL flush)',
+    'commits_per_task: pg_stat_database.xact_commit of the scratch database (read-only transactions included); wal_commits_per_task: COMMIT records in its WAL (transactions that wrote, each a WAL flush); both without the autoanalyze_transactions of the bench’s stand-in for autovacuum’s analyze (autoanalyze lines; scripts/bench/autoanalyze.ts), whose WAL and CPU are left out too',
     'wal_bytes_per_task: the WAL records of the window that belong to the scratch database (pg_waldump over the window, records naming its relations and the rest of their transactions, 8-byte aligned); cluster_wal_bytes_per_task: pg_current_wal_lsn() diff, the whole cluster, an upper bound when anything else writes',
     'table_seq_scans_per_task, table_seq_rows_per_task: sequential scans of the task table (pg-boss: pgboss.job and its partitions) and the rows they read (pg_stat_user_tables); steady_wal_kinds: the kinds of WAL record with the most bytes, records/bytes per task',
     'app_cpu_us_per_task: ours, the server process (/proc/<pid>/stat); pg-boss, this process (it runs in it, with its producers and workers); postgres_cpu_us_per_task: the scratch database’s backends (/proc/<pid>/stat of pg_stat_activity’s pids), not the WAL writer, checkpointer or autovacuum launcher',
