@@ -52,7 +52,8 @@ import { runSweep } from '../src/services/scheduler'
 import { acquireAutoAnalyze, analyzeNow, releaseAutoAnalyze } from './bench/autoanalyze'
 import { benchBacklog } from './bench/backlog'
 import type { BenchContext } from './bench/context'
-import { benchSteady } from './bench/steady'
+import { median } from './bench/stats'
+import { benchSteady, parsePoolSizes, rotated } from './bench/steady'
 import { writeHyperdriveConfig } from './hyperdrive-local'
 
 if (existsSync('.dev.vars')) process.loadEnvFile('.dev.vars')
@@ -963,7 +964,7 @@ async function costOf(base: string, pid: number, dbName: string, run: () => Prom
  * the same run: heartbeats/s, the ratio, and per heartbeat the statements sent, the
  * server's CPU and Postgres's CPU (BENCH_RUNTIME=bun for Bun).
  */
-async function benchHeartbeat() {
+async function benchHeartbeat(poolMax?: number) {
   const { default: autocannon } = await import('autocannon')
   const secret = 'h'.repeat(40)
   const runtime = process.env.BENCH_RUNTIME === 'bun' ? 'bun' : 'node'
@@ -971,7 +972,10 @@ async function benchHeartbeat() {
   const { database, url, drop } = await scratch()
   if (!onPostgres) await database.close()
   const dbName = onPostgres ? new URL(url).pathname.slice(1) : ''
-  const { child, base } = await startServer(url, secret, { runtime, env: { SWEEP_INTERVAL_SECONDS: '0' } })
+  const { child, base } = await startServer(url, secret, {
+    runtime,
+    env: { SWEEP_INTERVAL_SECONDS: '0', ...(poolMax ? { DATABASE_POOL_MAX: String(poolMax) } : {}) },
+  })
   try {
     const agents: { id: string; token: string }[] = []
     for (let i = 0; i < 100; i++) {
@@ -1008,9 +1012,10 @@ async function benchHeartbeat() {
     const live = await autocannon({ url: `${base}/api/v1/health/liveness`, connections: 100, duration: 10 })
     const hbRps = heartbeats.ops / 10
     const liveRps = live.requests.average
-    line('heartbeat', {
+    const fields = {
       runtime,
       driver: onPostgres ? 'node-postgres' : 'pglite',
+      ...(poolMax ? { pool_max: poolMax } : {}),
       agents: 100,
       heartbeats_per_sec: Math.round(hbRps),
       liveness_per_sec: Math.round(liveRps),
@@ -1019,10 +1024,52 @@ async function benchHeartbeat() {
       server_cpu_us_per_heartbeat: Math.round(heartbeats.serverCpuUsPerOp),
       postgres_cpu_us_per_heartbeat: Math.round(heartbeats.postgresCpuUsPerOp),
       cpus: cpus().length,
-    })
+    }
+    line('heartbeat', fields)
+    return fields
   } finally {
     await stopServer(child)
     await drop()
+  }
+}
+
+/**
+ * BENCH_POOL_SIZES=4,10,20,40 npm run bench -- heartbeat: the heartbeat bench with the
+ * server's DATABASE_POOL_MAX at each size in turn, BENCH_POOL_ROUNDS (3) rounds (each in
+ * another order); per size the median and its ratio to the first size in the same round.
+ */
+async function heartbeatByPool(sizes: number[], rounds: number) {
+  const byPool = new Map<number, { hb: number; vsLive: number; statements: number; server: number; pg: number }[]>()
+  for (let round = 1; round <= rounds; round++) {
+    for (const size of rotated(sizes, round)) {
+      const f = await benchHeartbeat(size)
+      byPool.set(size, [
+        ...(byPool.get(size) ?? []),
+        {
+          hb: f.heartbeats_per_sec,
+          vsLive: f.heartbeat_vs_liveness,
+          statements: f.statements_per_heartbeat,
+          server: f.server_cpu_us_per_heartbeat,
+          pg: f.postgres_cpu_us_per_heartbeat,
+        },
+      ])
+    }
+  }
+  const base = sizes[0] as number
+  for (const size of sizes) {
+    const runs = byPool.get(size) ?? []
+    line('heartbeat_pool_median', {
+      pool_max: size,
+      rounds,
+      heartbeats_per_sec: Math.round(median(runs.map((r) => r.hb))),
+      heartbeats_min: Math.min(...runs.map((r) => r.hb)),
+      heartbeats_max: Math.max(...runs.map((r) => r.hb)),
+      [`vs_pool_${base}`]: median(runs.map((r, i) => r.hb / ((byPool.get(base) ?? [])[i]?.hb ?? r.hb))),
+      heartbeat_vs_liveness: median(runs.map((r) => r.vsLive)),
+      statements_per_heartbeat: median(runs.map((r) => r.statements)),
+      server_cpu_us_per_heartbeat: Math.round(median(runs.map((r) => r.server))),
+      postgres_cpu_us_per_heartbeat: Math.round(median(runs.map((r) => r.pg))),
+    })
   }
 }
 
@@ -1828,7 +1875,9 @@ async function benchQueuePlan() {
 }
 
 if (!only || only === 'sweep') await benchSweep()
-if (!only || only === 'heartbeat') await benchHeartbeat()
+const poolSizes = parsePoolSizes(process.env.BENCH_POOL_SIZES)
+if (only === 'heartbeat' && poolSizes) await heartbeatByPool(poolSizes, Number(process.env.BENCH_POOL_ROUNDS ?? 3))
+else if (!only || only === 'heartbeat') await benchHeartbeat()
 if (!only || only === 'statistics') await benchStatistics()
 let batchedRate: number | undefined
 if (!only || only === 'lifecycle' || only === 'peers') batchedRate = await benchLifecycle('batched')

@@ -99,7 +99,7 @@ async function settleTables(url: string, analyze: boolean) {
   return client
 }
 
-async function runOurs(ctx: BenchContext, o: Options): Promise<Run> {
+async function runOurs(ctx: BenchContext, o: Options, poolMax?: number): Promise<Run> {
   const AGENTS = 100
   const SLOTS = 4
   const BATCH = 50
@@ -107,7 +107,9 @@ async function runOurs(ctx: BenchContext, o: Options): Promise<Run> {
   const secret = 'steady-bench-secret-of-at-least-32-chars'
   const { url, drop } = await ctx.scratch() // its pool stays open, idle, until drop()
   const counters = await openCounters(ctx.baseUrl, url)
-  const { child, base } = await ctx.startServer(url, secret, { env: { SWEEP_INTERVAL_SECONDS: '1' } })
+  const { child, base } = await ctx.startServer(url, secret, {
+    env: { SWEEP_INTERVAL_SECONDS: '1', ...(poolMax ? { DATABASE_POOL_MAX: String(poolMax) } : {}) },
+  })
   let stats: pg.Client | undefined
   try {
     const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
@@ -413,6 +415,63 @@ function walKinds(ctx: BenchContext, r: Run, round: number) {
   ctx.line('steady_wal_kinds', { system: r.system, round, ...topWalKinds(r.pg.wal, Math.max(1, r.completed)) })
 }
 
+/** BENCH_POOL_SIZES: pool sizes to compare (`4,10,20,40`), or undefined. */
+export function parsePoolSizes(v: string | undefined): number[] | undefined {
+  if (!v) return undefined
+  const sizes = v.split(',').map((x) => Number(x.trim()))
+  if (sizes.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`BENCH_POOL_SIZES: whole numbers, got "${v}"`)
+  return sizes
+}
+
+/** Round r of a comparison runs the sizes starting at the r-th, so no size always runs first (or last). */
+export function rotated<T>(xs: readonly T[], round: number): T[] {
+  const k = (round - 1) % Math.max(1, xs.length)
+  return [...xs.slice(k), ...xs.slice(0, k)]
+}
+
+/**
+ * BENCH_POOL_SIZES=4,10,20,40: ours alone (pg-boss does not use our pool), the server run
+ * with each DATABASE_POOL_MAX in turn, BENCH_POOL_ROUNDS (3) rounds (each round in another
+ * order); per size the median of the rounds, and its ratio to the first size listed in
+ * the same round (the median of the rounds' ratios).
+ */
+async function steadyByPool(ctx: BenchContext, o: Options, sizes: number[], rounds: number) {
+  const byPool = new Map<number, ReturnType<typeof figures>[]>()
+  let failed = false
+  for (let round = 1; round <= rounds; round++) {
+    for (const size of rotated(sizes, round)) {
+      const f = figures(await runOurs(ctx, o, size), round, o)
+      ctx.line('steady_pool', { pool_max: size, ...f })
+      if (f.check !== 'ok') failed = true
+      byPool.set(size, [...(byPool.get(size) ?? []), f])
+    }
+  }
+  const base = sizes[0] as number
+  const rate = (f: ReturnType<typeof figures>) => Number(f.steady_per_sec)
+  for (const size of sizes) {
+    const runs = byPool.get(size) ?? []
+    const m = (k: keyof ReturnType<typeof figures>) => median(runs.map((f) => Number(f[k])))
+    ctx.line('steady_pool_median', {
+      pool_max: size,
+      rounds,
+      steady_per_sec: Math.round(m('steady_per_sec')),
+      steady_min: Math.min(...runs.map(rate)),
+      steady_max: Math.max(...runs.map(rate)),
+      [`vs_pool_${base}`]: median(runs.map((f, i) => rate(f) / rate((byPool.get(base) ?? [])[i] ?? f))),
+      overall_per_sec: Math.round(m('overall_per_sec')),
+      statements_per_task: m('statements_per_task'),
+      commits_per_task: m('commits_per_task'),
+      wal_commits_per_task: m('wal_commits_per_task'),
+      app_cpu_us_per_task: Math.round(m('app_cpu_us_per_task')),
+      postgres_cpu_us_per_task: Math.round(m('postgres_cpu_us_per_task')),
+    })
+  }
+  if (failed) {
+    console.log('steady note=a_run_failed_its_check')
+    process.exitCode = 1
+  }
+}
+
 export async function benchSteady(ctx: BenchContext) {
   if (!ctx.onPostgres) {
     ctx.line('steady', { note: 'needs_postgres (set DATABASE_URL=postgres://…)' })
@@ -426,6 +485,8 @@ export async function benchSteady(ctx: BenchContext) {
     outstanding: Number(process.env.BENCH_STEADY_OUTSTANDING ?? 1000),
     limitMs: Number(process.env.BENCH_STEADY_LIMIT_SECONDS ?? 180) * 1000,
   }
+  const poolSizes = parsePoolSizes(process.env.BENCH_POOL_SIZES)
+  if (poolSizes) return steadyByPool(ctx, o, poolSizes, Number(process.env.BENCH_POOL_ROUNDS ?? 3))
   const ratios: { steady: number; overall: number }[] = []
   const all: { ours: ReturnType<typeof figures>; boss: ReturnType<typeof figures> }[] = []
   let failed = false
