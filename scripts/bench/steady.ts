@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events'
+import { readFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import pg from 'pg'
 import { signToken } from '../../src/lib/tokens'
@@ -68,6 +69,28 @@ function backendDelta(a: Map<number, number>, b: Map<number, number>): number {
   return s
 }
 
+/** Busy and total CPU ticks of the whole machine (every core, any process), from /proc/stat. */
+function machineTicks(): { busy: number; total: number } {
+  const f = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1, 9).map(Number)
+  const total = f.reduce((a, b) => a + b, 0) // user nice system idle iowait irq softirq steal
+  return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total }
+}
+
+/**
+ * Cores the whole machine kept busy over a window, and of them those the run's own processes
+ * (`ownCpuS`: server, its Postgres backends, this process) did not: anything else running
+ * (other work on a shared machine, Postgres's own workers), to tell a disturbed run.
+ */
+function machineLoad(
+  a: ReturnType<typeof machineTicks>,
+  b: ReturnType<typeof machineTicks>,
+  seconds: number,
+  ownCpuS: number,
+) {
+  const busy = ((b.busy - a.busy) / Math.max(1, b.total - a.total)) * cpus().length
+  return { machine_busy_cores: busy, other_cores: busy - ownCpuS / seconds }
+}
+
 const cpuOfThisProcess = () => {
   const u = process.cpuUsage()
   return (u.user + u.system) / 1e6
@@ -123,6 +146,7 @@ async function runOurs(ctx: BenchContext, o: Options, poolMax?: number): Promise
       let created = 0
       let completed = 0
       let errors = 0
+      const requests = { creates: 0, heartbeats: 0, polls: 0 }
       const times: number[] = []
       const t0 = performance.now()
       let tEnd = 0
@@ -140,6 +164,7 @@ async function runOurs(ctx: BenchContext, o: Options, poolMax?: number): Promise
             }
             created += n
             const tasks = Array.from({ length: n }, () => ({ name: 'steady', type: 'bench.steady' }))
+            requests.creates++
             const r = await call('/api/v1/tasks/batch', { body: { tasks }, signal: done.signal })
             if (r.status !== 201) errors += n
           }
@@ -151,6 +176,8 @@ async function runOurs(ctx: BenchContext, o: Options, poolMax?: number): Promise
         let reports: { taskId: string; attempt: number; status: string; result?: unknown }[] = []
         try {
           while (!done.signal.aborted) {
+            requests.heartbeats++
+            if (!reports.length) requests.polls++
             const hb = await call('/api/v1/agents/heartbeat', {
               token: a.token,
               body: { agentId: a.id, waitSeconds: reports.length ? 0 : 2, reports },
@@ -179,7 +206,7 @@ async function runOurs(ctx: BenchContext, o: Options, poolMax?: number): Promise
       const timer = setTimeout(finish, o.limitMs)
       await Promise.all([...Array.from({ length: PRODUCERS }, producer), ...agents.map(agent)])
       clearTimeout(timer)
-      return { created, completed, errors, times, seconds: ((tEnd || performance.now()) - t0) / 1000 }
+      return { created, completed, errors, times, requests, seconds: ((tEnd || performance.now()) - t0) / 1000 }
     }
 
     const warm = await lifecycle(o.warmup)
@@ -189,7 +216,9 @@ async function runOurs(ctx: BenchContext, o: Options, poolMax?: number): Promise
     const scans0 = await tableScans(stats, 'tasks')
     const pid = child.pid as number
     const [c0, p0, l0] = [ctx.cpuSeconds(pid), await ctx.postgresCpuByPid(counters.dbName), cpuOfThisProcess()]
+    const m0 = machineTicks()
     const run = await lifecycle(o.count)
+    const m1 = machineTicks()
     const [c1, p1, l1] = [ctx.cpuSeconds(pid), await ctx.postgresCpuByPid(counters.dbName), cpuOfThisProcess()]
     const s1 = await serverStatements(base)
     // Stopping the server ends its connections, whose backends then send their last counts.
@@ -228,7 +257,18 @@ async function runOurs(ctx: BenchContext, o: Options, poolMax?: number): Promise
       seqScans: scans1.scans - scans0.scans,
       seqRows: scans1.rows - scans0.rows,
       check: ok ? 'ok' : `FAILED(db=${inDb})`,
-      extra: { agents: AGENTS, slots_per_agent: SLOTS, producers: PRODUCERS, batch: BATCH },
+      extra: {
+        agents: AGENTS,
+        slots_per_agent: SLOTS,
+        producers: PRODUCERS,
+        batch: BATCH,
+        ...(poolMax ? { pool_max: poolMax } : {}),
+        // Requests per task: creates (of up to BATCH), heartbeats, and of them long polls (nothing to report).
+        create_requests_per_task: run.requests.creates / Math.max(1, run.completed),
+        heartbeat_requests_per_task: run.requests.heartbeats / Math.max(1, run.completed),
+        long_polls_per_task: run.requests.polls / Math.max(1, run.completed),
+        ...machineLoad(m0, m1, run.seconds, c1 - c0 + backendDelta(p0, p1) + (l1 - l0)),
+      },
     }
   } finally {
     await ctx.stopServer(child)
@@ -313,7 +353,9 @@ async function runBoss(ctx: BenchContext, o: Options): Promise<Run> {
     const scans0 = await tableScans(stats, 'pgboss.job')
     const s0 = statements
     const [p0, l0] = [await ctx.postgresCpuByPid(counters.dbName), cpuOfThisProcess()]
+    const m0 = machineTicks()
     const run = await work(o.count)
+    const m1 = machineTicks()
     const [p1, l1] = [await ctx.postgresCpuByPid(counters.dbName), cpuOfThisProcess()]
     const s1 = statements
     const pgw = await window.end(async () => {
@@ -356,6 +398,7 @@ async function runBoss(ctx: BenchContext, o: Options): Promise<Run> {
         workers: WORKERS,
         fetch_size: FETCH,
         empty_fetches: emptyFetches,
+        ...machineLoad(m0, m1, run.seconds, backendDelta(p0, p1) + (l1 - l0)),
       },
     }
   } finally {
@@ -450,7 +493,7 @@ async function steadyByPool(ctx: BenchContext, o: Options, sizes: number[], roun
   const rate = (f: ReturnType<typeof figures>) => Number(f.steady_per_sec)
   for (const size of sizes) {
     const runs = byPool.get(size) ?? []
-    const m = (k: keyof ReturnType<typeof figures>) => median(runs.map((f) => Number(f[k])))
+    const m = (k: string) => median(runs.map((f) => Number((f as Record<string, unknown>)[k])))
     ctx.line('steady_pool_median', {
       pool_max: size,
       rounds,
@@ -464,6 +507,7 @@ async function steadyByPool(ctx: BenchContext, o: Options, sizes: number[], roun
       wal_commits_per_task: m('wal_commits_per_task'),
       app_cpu_us_per_task: Math.round(m('app_cpu_us_per_task')),
       postgres_cpu_us_per_task: Math.round(m('postgres_cpu_us_per_task')),
+      other_cores: m('other_cores'),
     })
   }
   if (failed) {
