@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|steady|backlog|fanout|scale|worker]`:
- * prints one `key=value` line per figure (`fanout`, `scale` and `worker` run only when named).
+ * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|steady|backlog|fanout|scale|worker|queue-plan|statements]`:
+ * prints one `key=value` line per figure (`fanout`, `scale`, `worker`, `queue-plan` and `statements` run only when named).
  *
  * Database: PGlite in memory by default; with DATABASE_URL=postgres://… a scratch
  * database is created on that server for the run and dropped afterwards.
@@ -31,6 +31,12 @@
  *   steady state beside pg-boss, with statements, commits, WAL and CPU per task; heartbeat,
  *   create and sweep times with an empty queue and with 40,000 tasks nothing can take at its
  *   head (BENCH_BACKLOG=200000: 200,000 pending, half of them placeable by nobody).
+ * On a Postgres server with autovacuum off (this machine's), every phase that runs the server
+ * (and steady's pg-boss) has the bench stand in for autovacuum's analyze on its database
+ * (scripts/bench/autoanalyze.ts; BENCH_AUTOANALYZE=0 turns it off). BENCH_POOL_SIZES=4,10,20
+ * with `heartbeat` or `steady` compares the server's DATABASE_POOL_MAX sizes in one run.
+ * - statements: statements the server sends per request of each kind the steady workload
+ *   makes, one at a time on an idle server (Postgres only; runs only when named).
  * Every phase is bounded in count and time and stops by itself.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -906,6 +912,88 @@ async function benchFanout() {
       await stopServer(child)
       await drop()
     }
+  }
+}
+
+/**
+ * statements (Postgres; runs only when named): how many statements the server sends for one
+ * request of each kind the steady workload makes, alone on an idle server (sweep timer off):
+ * the difference of agenticcp_db_statements_total around it, less a /metrics scrape's own
+ * (measured first), the median of 3. Where a steady run's statements per task come from.
+ */
+async function benchStatements() {
+  if (!onPostgres) {
+    console.log('statements note=needs_postgres (set DATABASE_URL=postgres://…)')
+    return
+  }
+  const secret = 'q'.repeat(40)
+  const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
+  const { url, drop } = await scratch()
+  const { child, base } = await startServer(url, secret, { env: { SWEEP_INTERVAL_SECONDS: '0' } })
+  try {
+    const call = jsonApi(base, admin)
+    const counter = async () => {
+      const text = await (await fetch(`${base}/metrics`)).text()
+      return Number(/^agenticcp_db_statements_total (\d+)/m.exec(text)?.[1] ?? Number.NaN)
+    }
+    const around = async (f: () => Promise<unknown>) => {
+      const out: number[] = []
+      for (let i = 0; i < 3; i++) {
+        const a = await counter()
+        await f()
+        out.push((await counter()) - a)
+      }
+      return median(out)
+    }
+    const scrape = await around(async () => {})
+    const measure = async (request: string, f: () => Promise<unknown>) =>
+      line('statements', { request, per_request: (await around(f)) - scrape })
+    const batch = (n: number) => ({ tasks: Array.from({ length: n }, () => ({ name: 'st', type: 'bench.st' })) })
+    const agents: { id: string; token: string }[] = []
+    for (let i = 0; i < 2; i++) {
+      const r = await call('/api/v1/agents', {
+        method: 'POST',
+        body: { name: `st-${i}`, provider: 'aws', capabilities: ['cpu'], maxConcurrentTasks: 200 },
+      })
+      agents.push({ id: r.body.id, token: r.body.token })
+    }
+    const [a, b] = agents as [{ id: string; token: string }, { id: string; token: string }]
+    const beat = (x: typeof a, body: Record<string, unknown> = {}) =>
+      call('/api/v1/agents/heartbeat', { method: 'POST', token: x.token, body: { agentId: x.id, ...body } })
+    // Held tasks, reported running and completed by the agent's next heartbeat.
+    const held = new Map<string, { id: string; attempt: number }[]>()
+    const report = async (x: typeof a) => {
+      const reports = (held.get(x.id) ?? []).flatMap((t) => [
+        { taskId: t.id, attempt: t.attempt, status: 'running' },
+        { taskId: t.id, attempt: t.attempt, status: 'completed', result: { ok: true } },
+      ])
+      const r = await beat(x, { reports })
+      held.set(x.id, r.body?.assignments ?? [])
+      return r
+    }
+    await measure('create_batch_50_no_agent_online', () =>
+      call('/api/v1/tasks/batch', { method: 'POST', body: batch(50) }),
+    )
+    await measure('heartbeat_taking_work', () => report(a))
+    await measure('heartbeat_reporting_and_taking_work', () => report(a))
+    for (let i = 0; i < 10 && (held.get(a.id)?.length ?? 1) > 0; i++) await report(a)
+    await measure('heartbeat_nothing_to_do', () => beat(a))
+    await beat(b)
+    await measure('create_batch_50_placed_at_once', async () => {
+      await call('/api/v1/tasks/batch', { method: 'POST', body: batch(50) })
+    })
+    // Everything done and reported, so the long poll finds nothing and nothing arrives.
+    for (let i = 0; i < 20; i++) {
+      await report(a)
+      await report(b)
+      if (!held.get(a.id)?.length && !held.get(b.id)?.length) break
+    }
+    await measure('long_poll_2s_nothing_arrives', () => beat(a, { waitSeconds: 2 }))
+    await measure('sweep_nothing_to_place', () => call('/api/v1/scheduler/sweep', { method: 'POST' }))
+    line('statements', { request: 'metrics_scrape_left_out', per_request: scrape })
+  } finally {
+    await stopServer(child)
+    await drop()
   }
 }
 
@@ -1891,6 +1979,7 @@ if (only === 'queue-plan') await benchQueuePlan()
 if (only === 'scale') await benchScale()
 if (only === 'worker') await benchWorker()
 if (only === 'fanout') await benchFanout()
+if (only === 'statements') await benchStatements()
 // scripts/bench/: steady and backlog (Postgres; on PGlite each prints a note).
 const ctx: BenchContext = { onPostgres, baseUrl, line, scratch, startServer, stopServer, cpuSeconds, postgresCpuByPid }
 if (!only || only === 'steady') await benchSteady(ctx)
