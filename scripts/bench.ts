@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|steady|backlog|fanout|scale|worker]`:
- * prints one `key=value` line per figure (`fanout`, `scale` and `worker` run only when named).
+ * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|steady|backlog|fanout|scale|worker|queue-plan|statements]`:
+ * prints one `key=value` line per figure (`fanout`, `scale`, `worker`, `queue-plan` and `statements` run only when named).
  *
  * Database: PGlite in memory by default; with DATABASE_URL=postgres://… a scratch
  * database is created on that server for the run and dropped afterwards.
@@ -31,6 +31,12 @@
  *   steady state beside pg-boss, with statements, commits, WAL and CPU per task; heartbeat,
  *   create and sweep times with an empty queue and with 40,000 tasks nothing can take at its
  *   head (BENCH_BACKLOG=200000: 200,000 pending, half of them placeable by nobody).
+ * On a Postgres server with autovacuum off (this machine's), every phase that runs the server
+ * (and steady's pg-boss) has the bench stand in for autovacuum's analyze on its database
+ * (scripts/bench/autoanalyze.ts; BENCH_AUTOANALYZE=0 turns it off). BENCH_POOL_SIZES=4,10,20
+ * with `heartbeat` or `steady` compares the server's DATABASE_POOL_MAX sizes in one run.
+ * - statements: statements the server sends per request of each kind the steady workload
+ *   makes, one at a time on an idle server (Postgres only; runs only when named).
  * Every phase is bounded in count and time and stops by itself.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -49,9 +55,11 @@ import { loadConfig } from '../src/env'
 import { ManualClock } from '../src/lib/clock'
 import { signToken } from '../src/lib/tokens'
 import { runSweep } from '../src/services/scheduler'
+import { acquireAutoAnalyze, analyzeNow, releaseAutoAnalyze } from './bench/autoanalyze'
 import { benchBacklog } from './bench/backlog'
 import type { BenchContext } from './bench/context'
-import { benchSteady } from './bench/steady'
+import { median } from './bench/stats'
+import { benchSteady, parsePoolSizes, rotated } from './bench/steady'
 import { writeHyperdriveConfig } from './hyperdrive-local'
 
 if (existsSync('.dev.vars')) process.loadEnvFile('.dev.vars')
@@ -169,7 +177,14 @@ async function freePort(): Promise<number> {
   })
 }
 
-/** The real server in a child process (request logging off: LOG_LEVEL=warn); resolves once it answers. */
+/** What stops a server's stand-in for autovacuum's analyze (autoanalyze.ts), once. */
+const releases = new WeakMap<ChildProcess, () => Promise<void>>()
+
+/**
+ * The real server in a child process (request logging off: LOG_LEVEL=warn); resolves once it
+ * answers. On a Postgres server with autovacuum off, the bench's stand-in for its analyze
+ * runs on the server's database while the server lives (scripts/bench/autoanalyze.ts).
+ */
 async function startServer(
   url: string,
   secret: string,
@@ -199,9 +214,9 @@ async function startServer(
       HEARTBEAT_INTERVAL_SECONDS: '5',
       // The load generator is one token subject; a write limit would measure the limiter.
       RATE_LIMIT_PER_MINUTE: '0',
-      // Passed through when set, to measure the heartbeat batches' settings.
+      // Passed through when set, to measure the heartbeat batches' settings and the pool's size.
       ...Object.fromEntries(
-        ['HEARTBEAT_BATCH_SIZE', 'HEARTBEAT_BATCHES_IN_FLIGHT'].flatMap((k) => {
+        ['HEARTBEAT_BATCH_SIZE', 'HEARTBEAT_BATCHES_IN_FLIGHT', 'DATABASE_POOL_MAX'].flatMap((k) => {
           const v = process.env[k]
           return v ? [[k, v]] : []
         }),
@@ -213,6 +228,16 @@ async function startServer(
   if (process.env.BENCH_SERVER_LOG_LEVEL)
     child.stdout?.pipe((await import('node:fs')).createWriteStream('/tmp/bench-server.log'))
   const base = `http://127.0.0.1:${port}`
+  if (isPostgresUrl(url)) {
+    await acquireAutoAnalyze(url, line)
+    let released: Promise<void> | undefined
+    const release = () => {
+      released ??= releaseAutoAnalyze(url)
+      return released
+    }
+    releases.set(child, release)
+    child.once('exit', () => void release())
+  }
   const deadline = Date.now() + 60_000
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`server exited ${child.exitCode}`)
@@ -313,6 +338,7 @@ async function benchLifecycle(mode: Mode) {
       })
       agents.push({ id: r.body.id, token: r.body.token })
     }
+    if (onPostgres) await analyzeNow(url) // the agents just registered (a no-op with autovacuum on)
 
     type Work = { id: string; attempt: number; createdAt: string; assignedAt: string }
     const phase = async (count: number, ratePerSec?: number) => {
@@ -452,8 +478,7 @@ async function benchLifecycle(mode: Mode) {
     await Promise.all(runners.map((a) => a.stop(5)))
     return perSec
   } finally {
-    child.kill('SIGTERM')
-    await new Promise((r) => child.once('exit', r))
+    await stopServer(child)
     if (onPostgres) await drop()
   }
 }
@@ -600,8 +625,7 @@ async function benchRead() {
           non_2xx: live.non2xx + getAgent.non2xx + heartbeat.non2xx,
         })
       } finally {
-        child.kill('SIGTERM')
-        await new Promise((r) => child.once('exit', r))
+        await stopServer(child)
         if (onPostgres) await drop()
       }
     }
@@ -761,8 +785,7 @@ async function benchStreams() {
       await Promise.allSettled(opened)
     } finally {
       await dispatcher.close().catch(() => {})
-      child.kill('SIGTERM')
-      await new Promise((r) => child.once('exit', r))
+      await stopServer(child)
       await drop()
     }
   }
@@ -886,10 +909,91 @@ async function benchFanout() {
       await Promise.allSettled(opened)
     } finally {
       await dispatcher.close().catch(() => {})
-      child.kill('SIGTERM')
-      await new Promise((r) => child.once('exit', r))
+      await stopServer(child)
       await drop()
     }
+  }
+}
+
+/**
+ * statements (Postgres; runs only when named): how many statements the server sends for one
+ * request of each kind the steady workload makes, alone on an idle server (sweep timer off):
+ * the difference of agenticcp_db_statements_total around it, less a /metrics scrape's own
+ * (measured first), the median of 3. Where a steady run's statements per task come from.
+ */
+async function benchStatements() {
+  if (!onPostgres) {
+    console.log('statements note=needs_postgres (set DATABASE_URL=postgres://…)')
+    return
+  }
+  const secret = 'q'.repeat(40)
+  const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
+  const { url, drop } = await scratch()
+  const { child, base } = await startServer(url, secret, { env: { SWEEP_INTERVAL_SECONDS: '0' } })
+  try {
+    const call = jsonApi(base, admin)
+    const counter = async () => {
+      const text = await (await fetch(`${base}/metrics`)).text()
+      return Number(/^agenticcp_db_statements_total (\d+)/m.exec(text)?.[1] ?? Number.NaN)
+    }
+    const around = async (f: () => Promise<unknown>) => {
+      const out: number[] = []
+      for (let i = 0; i < 3; i++) {
+        const a = await counter()
+        await f()
+        out.push((await counter()) - a)
+      }
+      return median(out)
+    }
+    const scrape = await around(async () => {})
+    const measure = async (request: string, f: () => Promise<unknown>) =>
+      line('statements', { request, per_request: (await around(f)) - scrape })
+    const batch = (n: number) => ({ tasks: Array.from({ length: n }, () => ({ name: 'st', type: 'bench.st' })) })
+    const agents: { id: string; token: string }[] = []
+    for (let i = 0; i < 2; i++) {
+      const r = await call('/api/v1/agents', {
+        method: 'POST',
+        body: { name: `st-${i}`, provider: 'aws', capabilities: ['cpu'], maxConcurrentTasks: 200 },
+      })
+      agents.push({ id: r.body.id, token: r.body.token })
+    }
+    const [a, b] = agents as [{ id: string; token: string }, { id: string; token: string }]
+    const beat = (x: typeof a, body: Record<string, unknown> = {}) =>
+      call('/api/v1/agents/heartbeat', { method: 'POST', token: x.token, body: { agentId: x.id, ...body } })
+    // Held tasks, reported running and completed by the agent's next heartbeat.
+    const held = new Map<string, { id: string; attempt: number }[]>()
+    const report = async (x: typeof a) => {
+      const reports = (held.get(x.id) ?? []).flatMap((t) => [
+        { taskId: t.id, attempt: t.attempt, status: 'running' },
+        { taskId: t.id, attempt: t.attempt, status: 'completed', result: { ok: true } },
+      ])
+      const r = await beat(x, { reports })
+      held.set(x.id, r.body?.assignments ?? [])
+      return r
+    }
+    await measure('create_batch_50_no_agent_online', () =>
+      call('/api/v1/tasks/batch', { method: 'POST', body: batch(50) }),
+    )
+    await measure('heartbeat_taking_work', () => report(a))
+    await measure('heartbeat_reporting_and_taking_work', () => report(a))
+    for (let i = 0; i < 10 && (held.get(a.id)?.length ?? 1) > 0; i++) await report(a)
+    await measure('heartbeat_nothing_to_do', () => beat(a))
+    await beat(b)
+    await measure('create_batch_50_placed_at_once', async () => {
+      await call('/api/v1/tasks/batch', { method: 'POST', body: batch(50) })
+    })
+    // Everything done and reported, so the long poll finds nothing and nothing arrives.
+    for (let i = 0; i < 20; i++) {
+      await report(a)
+      await report(b)
+      if (!held.get(a.id)?.length && !held.get(b.id)?.length) break
+    }
+    await measure('long_poll_2s_nothing_arrives', () => beat(a, { waitSeconds: 2 }))
+    await measure('sweep_nothing_to_place', () => call('/api/v1/scheduler/sweep', { method: 'POST' }))
+    line('statements', { request: 'metrics_scrape_left_out', per_request: scrape })
+  } finally {
+    await stopServer(child)
+    await drop()
   }
 }
 
@@ -905,8 +1009,10 @@ async function postgresCpuByPid(dbName: string): Promise<Map<number, number>> {
   const admin = new pg.Client({ connectionString: baseUrl })
   await admin.connect()
   try {
+    // Not the bench's stand-in for autovacuum's analyze: its work is not the service's.
     const { rows } = await admin.query<{ pid: number }>(
-      `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
+      `SELECT pid FROM pg_stat_activity
+        WHERE datname = $1 AND pid <> pg_backend_pid() AND application_name <> 'bench-autoanalyze'`,
       [dbName],
     )
     const byPid = new Map<number, number>()
@@ -946,7 +1052,7 @@ async function costOf(base: string, pid: number, dbName: string, run: () => Prom
  * the same run: heartbeats/s, the ratio, and per heartbeat the statements sent, the
  * server's CPU and Postgres's CPU (BENCH_RUNTIME=bun for Bun).
  */
-async function benchHeartbeat() {
+async function benchHeartbeat(poolMax?: number) {
   const { default: autocannon } = await import('autocannon')
   const secret = 'h'.repeat(40)
   const runtime = process.env.BENCH_RUNTIME === 'bun' ? 'bun' : 'node'
@@ -954,7 +1060,10 @@ async function benchHeartbeat() {
   const { database, url, drop } = await scratch()
   if (!onPostgres) await database.close()
   const dbName = onPostgres ? new URL(url).pathname.slice(1) : ''
-  const { child, base } = await startServer(url, secret, { runtime, env: { SWEEP_INTERVAL_SECONDS: '0' } })
+  const { child, base } = await startServer(url, secret, {
+    runtime,
+    env: { SWEEP_INTERVAL_SECONDS: '0', ...(poolMax ? { DATABASE_POOL_MAX: String(poolMax) } : {}) },
+  })
   try {
     const agents: { id: string; token: string }[] = []
     for (let i = 0; i < 100; i++) {
@@ -971,6 +1080,7 @@ async function benchHeartbeat() {
         body: JSON.stringify({ agentId: a.id }),
       })
     }
+    if (onPostgres) await analyzeNow(url) // the agents just registered (a no-op with autovacuum on)
     let next = 0
     const heartbeats = await costOf(base, child.pid as number, dbName, async () => {
       const r = await autocannon({
@@ -990,9 +1100,10 @@ async function benchHeartbeat() {
     const live = await autocannon({ url: `${base}/api/v1/health/liveness`, connections: 100, duration: 10 })
     const hbRps = heartbeats.ops / 10
     const liveRps = live.requests.average
-    line('heartbeat', {
+    const fields = {
       runtime,
       driver: onPostgres ? 'node-postgres' : 'pglite',
+      ...(poolMax ? { pool_max: poolMax } : {}),
       agents: 100,
       heartbeats_per_sec: Math.round(hbRps),
       liveness_per_sec: Math.round(liveRps),
@@ -1001,11 +1112,52 @@ async function benchHeartbeat() {
       server_cpu_us_per_heartbeat: Math.round(heartbeats.serverCpuUsPerOp),
       postgres_cpu_us_per_heartbeat: Math.round(heartbeats.postgresCpuUsPerOp),
       cpus: cpus().length,
-    })
+    }
+    line('heartbeat', fields)
+    return fields
   } finally {
-    child.kill('SIGTERM')
-    await new Promise((r) => child.once('exit', r))
+    await stopServer(child)
     await drop()
+  }
+}
+
+/**
+ * BENCH_POOL_SIZES=4,10,20,40 npm run bench -- heartbeat: the heartbeat bench with the
+ * server's DATABASE_POOL_MAX at each size in turn, BENCH_POOL_ROUNDS (3) rounds (each in
+ * another order); per size the median and its ratio to the first size in the same round.
+ */
+async function heartbeatByPool(sizes: number[], rounds: number) {
+  const byPool = new Map<number, { hb: number; vsLive: number; statements: number; server: number; pg: number }[]>()
+  for (let round = 1; round <= rounds; round++) {
+    for (const size of rotated(sizes, round)) {
+      const f = await benchHeartbeat(size)
+      byPool.set(size, [
+        ...(byPool.get(size) ?? []),
+        {
+          hb: f.heartbeats_per_sec,
+          vsLive: f.heartbeat_vs_liveness,
+          statements: f.statements_per_heartbeat,
+          server: f.server_cpu_us_per_heartbeat,
+          pg: f.postgres_cpu_us_per_heartbeat,
+        },
+      ])
+    }
+  }
+  const base = sizes[0] as number
+  for (const size of sizes) {
+    const runs = byPool.get(size) ?? []
+    line('heartbeat_pool_median', {
+      pool_max: size,
+      rounds,
+      heartbeats_per_sec: Math.round(median(runs.map((r) => r.hb))),
+      heartbeats_min: Math.min(...runs.map((r) => r.hb)),
+      heartbeats_max: Math.max(...runs.map((r) => r.hb)),
+      [`vs_pool_${base}`]: median(runs.map((r, i) => r.hb / ((byPool.get(base) ?? [])[i]?.hb ?? r.hb))),
+      heartbeat_vs_liveness: median(runs.map((r) => r.vsLive)),
+      statements_per_heartbeat: median(runs.map((r) => r.statements)),
+      server_cpu_us_per_heartbeat: Math.round(median(runs.map((r) => r.server))),
+      postgres_cpu_us_per_heartbeat: Math.round(median(runs.map((r) => r.pg))),
+    })
   }
 }
 
@@ -1172,20 +1324,21 @@ async function benchLogs() {
       cpus: cpus().length,
     })
   } finally {
-    child.kill('SIGTERM')
-    await new Promise((r) => child.once('exit', r))
+    await stopServer(child)
     if (onPostgres) await drop()
   }
 }
 
-/** Stops a server child: SIGTERM, SIGKILL after 10 s; at once if it has already exited. */
+/** Stops a server child: SIGTERM, SIGKILL after 10 s; at once if it has already exited. Then its stand-in for autovacuum. */
 async function stopServer(child: ChildProcess) {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = new Promise((r) => child.once('exit', r))
-  child.kill('SIGTERM')
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-  await exited
-  clearTimeout(timer)
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((r) => child.once('exit', r))
+    child.kill('SIGTERM')
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    await exited
+    clearTimeout(timer)
+  }
+  await releases.get(child)?.()
 }
 
 /** Busy and total CPU time of the whole machine (every core, any process), from /proc/stat. */
@@ -1810,7 +1963,9 @@ async function benchQueuePlan() {
 }
 
 if (!only || only === 'sweep') await benchSweep()
-if (!only || only === 'heartbeat') await benchHeartbeat()
+const poolSizes = parsePoolSizes(process.env.BENCH_POOL_SIZES)
+if (only === 'heartbeat' && poolSizes) await heartbeatByPool(poolSizes, Number(process.env.BENCH_POOL_ROUNDS ?? 3))
+else if (!only || only === 'heartbeat') await benchHeartbeat()
 if (!only || only === 'statistics') await benchStatistics()
 let batchedRate: number | undefined
 if (!only || only === 'lifecycle' || only === 'peers') batchedRate = await benchLifecycle('batched')
@@ -1824,6 +1979,7 @@ if (only === 'queue-plan') await benchQueuePlan()
 if (only === 'scale') await benchScale()
 if (only === 'worker') await benchWorker()
 if (only === 'fanout') await benchFanout()
+if (only === 'statements') await benchStatements()
 // scripts/bench/: steady and backlog (Postgres; on PGlite each prints a note).
 const ctx: BenchContext = { onPostgres, baseUrl, line, scratch, startServer, stopServer, cpuSeconds, postgresCpuByPid }
 if (!only || only === 'steady') await benchSteady(ctx)

@@ -44,6 +44,8 @@ const settings = {
   DATA_DIR: z.string().min(1).default('.data'),
   /** Node/Bun with a Postgres server: apply pending migrations at start (under an advisory lock). */
   MIGRATE_ON_START: bool.default(true),
+  /** Node/Bun with a Postgres server: most connections the process's pool opens. */
+  DATABASE_POOL_MAX: int(1, 1000).default(10),
   REDIS_URL: z.string().default(''),
   /** Workers only, local and CI: host:port of a WebSocket→TCP proxy to a plain Postgres. */
   NEON_WS_PROXY: z

@@ -118,6 +118,7 @@ async function openDatabase(config: Config, logger: Logger) {
     const migrate = embedded || config.migrateOnStart
     const database = await connectDatabase(url, {
       migrate,
+      poolMax: config.databasePoolMax,
       onMigrationWait: () => logger.info('waiting for another instance to finish migrating the database'),
     })
     // A pool connects lazily: ask now, so a database that is not there stops the start.

@@ -71,4 +71,27 @@ describe('bench figures (scripts/bench/stats.ts)', () => {
       ['Standby/LOCK', `1.00r/${a8(42)}B`],
     ])
   })
+
+  it('attributeWal leaves out the transactions it is told to skip, wholly', () => {
+    const lines = [
+      // the service's transaction
+      'rmgr: Heap        len (rec/tot):     54/    54, tx:        800, lsn: 0/01, prev 0/00, desc: INSERT off 10 flags 0x00, blkref #0: rel 1663/16390/16401 blk 0',
+      'rmgr: Transaction len (rec/tot):     34/    34, tx:        800, lsn: 0/02, prev 0/01, desc: COMMIT 2026-01-01 00:00:00.000000 UTC',
+      // the bench's own ANALYZE: pg_statistic rows of the same database, and its commit
+      'rmgr: Heap        len (rec/tot):    900/   900, tx:        801, lsn: 0/03, prev 0/02, desc: HOT_UPDATE off 3 xmax 801, blkref #0: rel 1663/16390/2619 blk 7',
+      'rmgr: Heap        len (rec/tot):     70/    70, tx:        801, lsn: 0/04, prev 0/03, desc: INPLACE off 12, blkref #0: rel 1663/16390/1259 blk 2',
+      'rmgr: Transaction len (rec/tot):     66/    66, tx:        801, lsn: 0/05, prev 0/04, desc: COMMIT 2026-01-01 00:00:00.000001 UTC; inval msgs: relcache 16401',
+    ]
+    const a8 = (n: number) => Math.ceil(n / 8) * 8
+    const all = attributeWal(lines, 16390)
+    expect(all.commits).toBe(2)
+    const share = attributeWal(lines, 16390, new Set(['801']))
+    expect(share.records).toBe(2)
+    expect(share.commits).toBe(1)
+    expect(share.bytes).toBe(a8(54) + a8(34))
+    expect(share.kinds.has('Heap HOT_UPDATE')).toBe(false)
+    // Still part of the stretch as a whole.
+    expect(share.allRecords).toBe(5)
+    expect(share.allBytes).toBe(all.allBytes)
+  })
 })

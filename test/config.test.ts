@@ -68,6 +68,21 @@ describe('loadConfig', () => {
     expect((err as Error).message).not.toContain('short-secret')
   })
 
+  it('DATABASE_POOL_MAX is 10 by default, and a bad value is one line naming it', () => {
+    expect(loadConfig({}).databasePoolMax).toBe(10)
+    expect(loadConfig({ DATABASE_POOL_MAX: '4' }).databasePoolMax).toBe(4)
+    for (const [bad, why] of [
+      ['0', 'must be at least 1'],
+      ['ten', 'must be a number'],
+      ['2.5', 'must be a whole number'],
+      ['5000', 'must be at most 1000'],
+    ]) {
+      expect(() => loadConfig({ DATABASE_POOL_MAX: bad })).toThrow(
+        new ConfigError(`invalid setting DATABASE_POOL_MAX (got "${bad}"): ${why}`),
+      )
+    }
+  })
+
   it('DEBUG turns on debug logs unless LOG_LEVEL is given', () => {
     expect(loadConfig({ DEBUG: '1' }).logLevel).toBe('debug')
     expect(loadConfig({ DEBUG: '1', LOG_LEVEL: 'warn' }).logLevel).toBe('warn')

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process'
 import { accessSync, constants } from 'node:fs'
 import { createInterface } from 'node:readline'
 import pg from 'pg'
+import { autoAnalyzeWork } from './autoanalyze'
 import { attributeWal, WalAttribution, type WalShare } from './stats'
 
 /**
@@ -18,6 +19,9 @@ import { attributeWal, WalAttribution, type WalShare } from './stats'
  *   databases' writes included, so an upper bound. A temporary replication slot, held by
  *   this connection for the window (and dropped with it), keeps the window's WAL from
  *   being recycled before pg_waldump reads it.
+ * The bench's own stand-in for autovacuum's analyze (autoanalyze.ts), when one runs on the
+ * database, is left out of the commits and the WAL: its transactions are counted by it, and
+ * its xids skipped (`leftOutTransactions` says how many were).
  */
 export interface PgWindow {
   /** xact_commit and xact_rollback deltas; null when the window was not settled (see `begin`). */
@@ -29,6 +33,8 @@ export interface PgWindow {
   clusterWalBytes: number
   /** The database's own share of that WAL (pg_waldump), or the reason it could not be read. */
   wal: WalShare | string
+  /** Transactions of the stand-in for autovacuum's analyze in the window, left out of `commits` and `wal`. */
+  leftOutTransactions: number
 }
 
 /**
@@ -100,6 +106,7 @@ export async function openCounters(baseUrl: string, dbUrl: string) {
       rollbacks: Number(r.rollbacks),
       lsn: r.lsn,
       statements: await statementCalls(),
+      standIn: autoAnalyzeWork(dbName)?.transactions ?? 0,
     }
   }
   const lsnBytes = async (a: string, b: string) =>
@@ -132,9 +139,12 @@ export async function openCounters(baseUrl: string, dbUrl: string) {
           }
           const b = await snapshot()
           const clusterWalBytes = await lsnBytes(a.lsn, lsn)
-          const wal = typeof waldump === 'string' ? waldump : await readWal(waldump, a.lsn, lsn, oid)
+          const skip = autoAnalyzeWork(dbName)?.xids
+          const wal = typeof waldump === 'string' ? waldump : await readWal(waldump, a.lsn, lsn, oid, skip)
+          const leftOut = b.standIn - a.standIn
           return {
-            commits: settle ? b.commits - a.commits : null,
+            leftOutTransactions: leftOut,
+            commits: settle ? b.commits - a.commits - leftOut : null,
             rollbacks: settle ? b.rollbacks - a.rollbacks : null,
             statements: !settle || a.statements === null || b.statements === null ? null : b.statements - a.statements,
             clusterWalBytes,
@@ -156,14 +166,15 @@ async function readWal(
   from: string,
   to: string,
   oid: number,
+  skip?: ReadonlySet<string>,
 ): Promise<WalShare | string> {
-  if (from === to) return attributeWal([], oid)
+  if (from === to) return attributeWal([], oid, skip)
   const child = spawn(w.bin, ['-p', w.dir, '-s', from, '-e', to], { stdio: ['ignore', 'pipe', 'pipe'] })
   let stderr = ''
   child.stderr.on('data', (d) => {
     stderr += d
   })
-  const acc = new WalAttribution(oid)
+  const acc = new WalAttribution(oid, skip)
   const lines = createInterface({ input: child.stdout })
   lines.on('line', (l) => acc.add(l))
   const [code] = await Promise.all([

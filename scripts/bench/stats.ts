@@ -90,9 +90,12 @@ export class WalAttribution {
   // Records with a transaction but no relation, until their transaction is known to be ours.
   private readonly pending = new Map<string, { bytes: number[]; commits: number[]; kinds: string[] }>()
   private readonly db: string
+  private readonly skip: ReadonlySet<string>
 
-  constructor(dbOid: number) {
+  /** `skip`: transactions to leave out wholly (the bench's own, e.g. its stand-in for autovacuum's analyze). */
+  constructor(dbOid: number, skip: ReadonlySet<string> = new Set()) {
     this.db = String(dbOid)
+    this.skip = skip
   }
 
   add(text: string): void {
@@ -105,6 +108,7 @@ export class WalAttribution {
     const kind = `${rmgr} ${desc.replace(/[+:;,]$/, '')}`
     out.allRecords++
     out.allBytes += bytes
+    if (this.skip.has(xid)) return
     let rels = 0
     let ours = false
     for (const r of text.matchAll(REL)) {
@@ -147,8 +151,8 @@ export class WalAttribution {
 }
 
 /** `WalAttribution` over a list of lines. */
-export function attributeWal(lines: Iterable<string>, dbOid: number): WalShare {
-  const a = new WalAttribution(dbOid)
+export function attributeWal(lines: Iterable<string>, dbOid: number, skip?: ReadonlySet<string>): WalShare {
+  const a = new WalAttribution(dbOid, skip)
   for (const l of lines) a.add(l)
   return a.share
 }

@@ -1,7 +1,9 @@
 import { setMaxListeners } from 'node:events'
+import { readFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import pg from 'pg'
 import { signToken } from '../../src/lib/tokens'
+import { acquireAutoAnalyze, releaseAutoAnalyze } from './autoanalyze'
 import type { BenchContext } from './context'
 import { jsonCaller, registerAgents, serverStatements } from './http'
 import { openCounters, type PgWindow } from './pg-counters'
@@ -23,14 +25,17 @@ import { median, steadyRate, topWalKinds } from './stats'
  *   call under the same bound, 8 workers fetching 10 and completing them.
  *
  * Each first runs BENCH_STEADY_WARMUP (2,000) tasks unmeasured, then ANALYZEs its database
- * (as autovacuum would have by then on a live one; BENCH_STEADY_ANALYZE=0 skips it, and
- * the server's prepared statements keep the plans they made on the empty tables), then
+ * (as autovacuum would have by then on a live one; BENCH_STEADY_ANALYZE=0 skips it), then
  * BENCH_STEADY_TASKS (20,000) measured. BENCH_STEADY_ROUNDS (1) rounds of ours then
  * pg-boss, with the medians after more than one; each run stops after
  * BENCH_STEADY_LIMIT_SECONDS (180). The figures: the 10–90 % steady rate (completions
  * between the 10th and the 90th percentile of the run's completion times, over that span),
  * the overall rate, and per task statements, commits, WAL, sequential scans of the task
- * table and CPU, taken as the `#` lines printed with them say.
+ * table and CPU, taken as the `#` lines printed with them say. On a server with autovacuum
+ * off, both sides run with the bench's stand-in for its analyze (autoanalyze.ts: autovacuum's
+ * rule every 2 s), left out of the figures; without it (BENCH_AUTOANALYZE=0 and
+ * BENCH_STEADY_ANALYZE=0) the server's prepared statements keep the plans they made on the
+ * empty tables.
  */
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -64,6 +69,28 @@ function backendDelta(a: Map<number, number>, b: Map<number, number>): number {
   return s
 }
 
+/** Busy and total CPU ticks of the whole machine (every core, any process), from /proc/stat. */
+function machineTicks(): { busy: number; total: number } {
+  const f = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1, 9).map(Number)
+  const total = f.reduce((a, b) => a + b, 0) // user nice system idle iowait irq softirq steal
+  return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total }
+}
+
+/**
+ * Cores the whole machine kept busy over a window, and of them those the run's own processes
+ * (`ownCpuS`: server, its Postgres backends, this process) did not: anything else running
+ * (other work on a shared machine, Postgres's own workers), to tell a disturbed run.
+ */
+function machineLoad(
+  a: ReturnType<typeof machineTicks>,
+  b: ReturnType<typeof machineTicks>,
+  seconds: number,
+  ownCpuS: number,
+) {
+  const busy = ((b.busy - a.busy) / Math.max(1, b.total - a.total)) * cpus().length
+  return { machine_busy_cores: busy, other_cores: busy - ownCpuS / seconds }
+}
+
 const cpuOfThisProcess = () => {
   const u = process.cpuUsage()
   return (u.user + u.system) / 1e6
@@ -95,7 +122,7 @@ async function settleTables(url: string, analyze: boolean) {
   return client
 }
 
-async function runOurs(ctx: BenchContext, o: Options): Promise<Run> {
+async function runOurs(ctx: BenchContext, o: Options, poolMax?: number): Promise<Run> {
   const AGENTS = 100
   const SLOTS = 4
   const BATCH = 50
@@ -103,7 +130,9 @@ async function runOurs(ctx: BenchContext, o: Options): Promise<Run> {
   const secret = 'steady-bench-secret-of-at-least-32-chars'
   const { url, drop } = await ctx.scratch() // its pool stays open, idle, until drop()
   const counters = await openCounters(ctx.baseUrl, url)
-  const { child, base } = await ctx.startServer(url, secret, { env: { SWEEP_INTERVAL_SECONDS: '1' } })
+  const { child, base } = await ctx.startServer(url, secret, {
+    env: { SWEEP_INTERVAL_SECONDS: '1', ...(poolMax ? { DATABASE_POOL_MAX: String(poolMax) } : {}) },
+  })
   let stats: pg.Client | undefined
   try {
     const admin = await signToken({ secretKey: secret, algorithm: 'HS256' }, { sub: 'bench', role: 'admin' }, 60)
@@ -117,6 +146,7 @@ async function runOurs(ctx: BenchContext, o: Options): Promise<Run> {
       let created = 0
       let completed = 0
       let errors = 0
+      const requests = { creates: 0, heartbeats: 0, polls: 0 }
       const times: number[] = []
       const t0 = performance.now()
       let tEnd = 0
@@ -134,6 +164,7 @@ async function runOurs(ctx: BenchContext, o: Options): Promise<Run> {
             }
             created += n
             const tasks = Array.from({ length: n }, () => ({ name: 'steady', type: 'bench.steady' }))
+            requests.creates++
             const r = await call('/api/v1/tasks/batch', { body: { tasks }, signal: done.signal })
             if (r.status !== 201) errors += n
           }
@@ -145,6 +176,8 @@ async function runOurs(ctx: BenchContext, o: Options): Promise<Run> {
         let reports: { taskId: string; attempt: number; status: string; result?: unknown }[] = []
         try {
           while (!done.signal.aborted) {
+            requests.heartbeats++
+            if (!reports.length) requests.polls++
             const hb = await call('/api/v1/agents/heartbeat', {
               token: a.token,
               body: { agentId: a.id, waitSeconds: reports.length ? 0 : 2, reports },
@@ -173,7 +206,7 @@ async function runOurs(ctx: BenchContext, o: Options): Promise<Run> {
       const timer = setTimeout(finish, o.limitMs)
       await Promise.all([...Array.from({ length: PRODUCERS }, producer), ...agents.map(agent)])
       clearTimeout(timer)
-      return { created, completed, errors, times, seconds: ((tEnd || performance.now()) - t0) / 1000 }
+      return { created, completed, errors, times, requests, seconds: ((tEnd || performance.now()) - t0) / 1000 }
     }
 
     const warm = await lifecycle(o.warmup)
@@ -183,7 +216,9 @@ async function runOurs(ctx: BenchContext, o: Options): Promise<Run> {
     const scans0 = await tableScans(stats, 'tasks')
     const pid = child.pid as number
     const [c0, p0, l0] = [ctx.cpuSeconds(pid), await ctx.postgresCpuByPid(counters.dbName), cpuOfThisProcess()]
+    const m0 = machineTicks()
     const run = await lifecycle(o.count)
+    const m1 = machineTicks()
     const [c1, p1, l1] = [ctx.cpuSeconds(pid), await ctx.postgresCpuByPid(counters.dbName), cpuOfThisProcess()]
     const s1 = await serverStatements(base)
     // Stopping the server ends its connections, whose backends then send their last counts.
@@ -222,7 +257,18 @@ async function runOurs(ctx: BenchContext, o: Options): Promise<Run> {
       seqScans: scans1.scans - scans0.scans,
       seqRows: scans1.rows - scans0.rows,
       check: ok ? 'ok' : `FAILED(db=${inDb})`,
-      extra: { agents: AGENTS, slots_per_agent: SLOTS, producers: PRODUCERS, batch: BATCH },
+      extra: {
+        agents: AGENTS,
+        slots_per_agent: SLOTS,
+        producers: PRODUCERS,
+        batch: BATCH,
+        ...(poolMax ? { pool_max: poolMax } : {}),
+        // Requests per task: creates (of up to BATCH), heartbeats, and of them long polls (nothing to report).
+        create_requests_per_task: run.requests.creates / Math.max(1, run.completed),
+        heartbeat_requests_per_task: run.requests.heartbeats / Math.max(1, run.completed),
+        long_polls_per_task: run.requests.polls / Math.max(1, run.completed),
+        ...machineLoad(m0, m1, run.seconds, c1 - c0 + backendDelta(p0, p1) + (l1 - l0)),
+      },
     }
   } finally {
     await ctx.stopServer(child)
@@ -252,6 +298,8 @@ async function runBoss(ctx: BenchContext, o: Options): Promise<Run> {
   const boss = new PgBoss({ db, supervise: false, schedule: false })
   boss.on('error', () => {})
   let stats: pg.Client | undefined
+  // As for our server (bench.ts's startServer): autovacuum's analyze, when the server has it off.
+  await acquireAutoAnalyze(url, ctx.line)
   try {
     await boss.start()
     const queue = 'bench'
@@ -305,7 +353,9 @@ async function runBoss(ctx: BenchContext, o: Options): Promise<Run> {
     const scans0 = await tableScans(stats, 'pgboss.job')
     const s0 = statements
     const [p0, l0] = [await ctx.postgresCpuByPid(counters.dbName), cpuOfThisProcess()]
+    const m0 = machineTicks()
     const run = await work(o.count)
+    const m1 = machineTicks()
     const [p1, l1] = [await ctx.postgresCpuByPid(counters.dbName), cpuOfThisProcess()]
     const s1 = statements
     const pgw = await window.end(async () => {
@@ -348,11 +398,13 @@ async function runBoss(ctx: BenchContext, o: Options): Promise<Run> {
         workers: WORKERS,
         fetch_size: FETCH,
         empty_fetches: emptyFetches,
+        ...machineLoad(m0, m1, run.seconds, backendDelta(p0, p1) + (l1 - l0)),
       },
     }
   } finally {
     await boss.stop({ graceful: false, wait: true }).catch(() => {})
     if (!pool.ended) await pool.end().catch(() => {})
+    await releaseAutoAnalyze(url)
     await stats?.end().catch(() => {})
     await counters.close()
     await drop()
@@ -371,6 +423,8 @@ function figures(r: Run, round: number, o: Options) {
     outstanding_max: o.outstanding,
     warmup: o.warmup,
     analyzed: o.analyze ? 'yes' : 'no',
+    // Transactions of the stand-in for autovacuum's analyze in the window (left out of commits and WAL).
+    autoanalyze_transactions: r.pg.leftOutTransactions,
     tasks: r.tasks,
     completed: r.completed,
     errors: r.errors,
@@ -404,6 +458,64 @@ function walKinds(ctx: BenchContext, r: Run, round: number) {
   ctx.line('steady_wal_kinds', { system: r.system, round, ...topWalKinds(r.pg.wal, Math.max(1, r.completed)) })
 }
 
+/** BENCH_POOL_SIZES: pool sizes to compare (`4,10,20,40`), or undefined. */
+export function parsePoolSizes(v: string | undefined): number[] | undefined {
+  if (!v) return undefined
+  const sizes = v.split(',').map((x) => Number(x.trim()))
+  if (sizes.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`BENCH_POOL_SIZES: whole numbers, got "${v}"`)
+  return sizes
+}
+
+/** Round r of a comparison runs the sizes starting at the r-th, so no size always runs first (or last). */
+export function rotated<T>(xs: readonly T[], round: number): T[] {
+  const k = (round - 1) % Math.max(1, xs.length)
+  return [...xs.slice(k), ...xs.slice(0, k)]
+}
+
+/**
+ * BENCH_POOL_SIZES=4,10,20,40: ours alone (pg-boss does not use our pool), the server run
+ * with each DATABASE_POOL_MAX in turn, BENCH_POOL_ROUNDS (3) rounds (each round in another
+ * order); per size the median of the rounds, and its ratio to the first size listed in
+ * the same round (the median of the rounds' ratios).
+ */
+async function steadyByPool(ctx: BenchContext, o: Options, sizes: number[], rounds: number) {
+  const byPool = new Map<number, ReturnType<typeof figures>[]>()
+  let failed = false
+  for (let round = 1; round <= rounds; round++) {
+    for (const size of rotated(sizes, round)) {
+      const f = figures(await runOurs(ctx, o, size), round, o)
+      ctx.line('steady_pool', { pool_max: size, ...f })
+      if (f.check !== 'ok') failed = true
+      byPool.set(size, [...(byPool.get(size) ?? []), f])
+    }
+  }
+  const base = sizes[0] as number
+  const rate = (f: ReturnType<typeof figures>) => Number(f.steady_per_sec)
+  for (const size of sizes) {
+    const runs = byPool.get(size) ?? []
+    const m = (k: string) => median(runs.map((f) => Number((f as Record<string, unknown>)[k])))
+    ctx.line('steady_pool_median', {
+      pool_max: size,
+      rounds,
+      steady_per_sec: Math.round(m('steady_per_sec')),
+      steady_min: Math.min(...runs.map(rate)),
+      steady_max: Math.max(...runs.map(rate)),
+      [`vs_pool_${base}`]: median(runs.map((f, i) => rate(f) / rate((byPool.get(base) ?? [])[i] ?? f))),
+      overall_per_sec: Math.round(m('overall_per_sec')),
+      statements_per_task: m('statements_per_task'),
+      commits_per_task: m('commits_per_task'),
+      wal_commits_per_task: m('wal_commits_per_task'),
+      app_cpu_us_per_task: Math.round(m('app_cpu_us_per_task')),
+      postgres_cpu_us_per_task: Math.round(m('postgres_cpu_us_per_task')),
+      other_cores: m('other_cores'),
+    })
+  }
+  if (failed) {
+    console.log('steady note=a_run_failed_its_check')
+    process.exitCode = 1
+  }
+}
+
 export async function benchSteady(ctx: BenchContext) {
   if (!ctx.onPostgres) {
     ctx.line('steady', { note: 'needs_postgres (set DATABASE_URL=postgres://…)' })
@@ -417,6 +529,8 @@ export async function benchSteady(ctx: BenchContext) {
     outstanding: Number(process.env.BENCH_STEADY_OUTSTANDING ?? 1000),
     limitMs: Number(process.env.BENCH_STEADY_LIMIT_SECONDS ?? 180) * 1000,
   }
+  const poolSizes = parsePoolSizes(process.env.BENCH_POOL_SIZES)
+  if (poolSizes) return steadyByPool(ctx, o, poolSizes, Number(process.env.BENCH_POOL_ROUNDS ?? 3))
   const ratios: { steady: number; overall: number }[] = []
   const all: { ours: ReturnType<typeof figures>; boss: ReturnType<typeof figures> }[] = []
   let failed = false
@@ -463,12 +577,12 @@ export async function benchSteady(ctx: BenchContext) {
   }
   const statementsHow = all[0]?.ours.pg_statements_per_task === undefined
   for (const how of [
-    'steady: how each figure is taken (after an unmeasured warm-up and, unless analyzed=no, an ANALYZE)',
+    'steady: how each figure is taken (after an unmeasured warm-up and, unless analyzed=no, an ANALYZE; with autovacuum off on the server, the bench stands in for its analyze all along, see the autoanalyze lines)',
     'steady_per_sec: completions between the 10th and 90th percentile of the run’s completion times (ours: the heartbeat answer acknowledging the report; pg-boss: complete() returning), over that span; overall_per_sec: all of them over first create → last completion',
     statementsHow
       ? 'statements_per_task: sent by the client (pg_stat_statements is not in shared_preload_libraries): ours, the server’s agenticcp_db_statements_total (transaction control included, the sweep’s included); pg-boss, calls of its driver (one pool.query each, autocommit)'
       : 'statements_per_task: sent by the client (ours, the server’s agenticcp_db_statements_total; pg-boss, calls of its driver); pg_statements_per_task: pg_stat_statements calls in the scratch database, which also counts the statements of foreign-key checks (pg-boss: one per job inserted)',
-    'commits_per_task: pg_stat_database.xact_commit of the scratch database (read-only transactions included); wal_commits_per_task: COMMIT records in its WAL (transactions that wrote, each a WAL flush)',
+    'commits_per_task: pg_stat_database.xact_commit of the scratch database (read-only transactions included); wal_commits_per_task: COMMIT records in its WAL (transactions that wrote, each a WAL flush); both without the autoanalyze_transactions of the bench’s stand-in for autovacuum’s analyze (autoanalyze lines; scripts/bench/autoanalyze.ts), whose WAL and CPU are left out too',
     'wal_bytes_per_task: the WAL records of the window that belong to the scratch database (pg_waldump over the window, records naming its relations and the rest of their transactions, 8-byte aligned); cluster_wal_bytes_per_task: pg_current_wal_lsn() diff, the whole cluster, an upper bound when anything else writes',
     'table_seq_scans_per_task, table_seq_rows_per_task: sequential scans of the task table (pg-boss: pgboss.job and its partitions) and the rows they read (pg_stat_user_tables); steady_wal_kinds: the kinds of WAL record with the most bytes, records/bytes per task',
     'app_cpu_us_per_task: ours, the server process (/proc/<pid>/stat); pg-boss, this process (it runs in it, with its producers and workers); postgres_cpu_us_per_task: the scratch database’s backends (/proc/<pid>/stat of pg_stat_activity’s pids), not the WAL writer, checkpointer or autovacuum launcher',
