@@ -323,7 +323,10 @@ export const Task = z
     scheduledAt: nullableTimestamp,
     idempotencyKey: z.string().nullable(),
     cancelRequested: z.boolean(),
-    rolloutId: z.uuid().nullable().openapi({ description: 'The rollout whose target this task is (docs/rollouts.md).' }),
+    rolloutId: z
+      .uuid()
+      .nullable()
+      .openapi({ description: 'The rollout whose target this task is (docs/rollouts.md).' }),
     pendingReason: z.enum(pendingReasons).nullable(),
     pendingDetails: z.array(z.string()).optional().openapi({
       description:
