@@ -252,14 +252,14 @@ interface Step {
 }
 
 /**
- * Locks the rollout, makes its targets follow their tasks, and returns what the decision
- * reads. Targets in flight only (at most maxConcurrency of them) are looked at; the counts
+ * Under the rollout's lock (taken by the statement before), makes its targets follow their
+ * tasks, and returns what the decision reads. Targets in flight only (at most maxConcurrency of them) are looked at; the counts
  * it needs come from the index on (rollout, status, wave). A target whose task is gone
  * (deleted by hand) counts as cancelled.
  */
 const SYNC = `
 WITH r AS (
-  SELECT * FROM rollouts WHERE id = {{id}}::uuid FOR UPDATE
+  SELECT * FROM rollouts WHERE id = {{id}}::uuid
 ), moved AS (
   SELECT rt.agent_id, rt.status AS was, coalesce(${targetStatusOfTaskSql('t')}, 'cancelled') AS next,
          coalesce(t.attempt, rt.attempt) AS attempt, t.finished_at
@@ -352,8 +352,16 @@ interface SyncRow {
 
 const asDate = (v: unknown) => (v === null || v === undefined ? null : new Date(v as string))
 
+/** Locks the rollout's row for the rest of the transaction: every advance and control takes it first. */
+const lockRollout = (tx: Tx, id: string) => tx.execute(sql`SELECT 1 FROM rollouts WHERE id = ${id} FOR UPDATE`)
+
 /** One advance of rollout `id` in transaction `tx` (which the lock of its row then spans). */
 async function advance(tx: Tx, id: string, now: Date, pre?: Partial<Step['touched']>): Promise<Step> {
+  // The row lock first, in a statement of its own: the reads that follow then see every
+  // advance committed before this one got the lock (a statement reads the snapshot taken
+  // when it began, so a lock taken inside SYNC would count targets as they were before
+  // the advance it waited for, and dispatch past maxConcurrency).
+  await lockRollout(tx, id)
   const [s] = await rowsOf<SyncRow>(tx, bind(SYNC, { id, now }))
   if (!s) throw new ApiError('not_found', `No rollout with id ${id}.`)
   const r = s.rollout
@@ -536,7 +544,7 @@ export async function sweepRollouts(deps: ServiceDeps, now: Date, limit: number)
     try {
       steps.push(
         await withTx(deps.db, async (tx) => {
-          await tx.execute(sql`SELECT 1 FROM rollouts WHERE id = ${id} FOR UPDATE`)
+          await lockRollout(tx, id)
           const [u] = await rowsOf<{ ids: string[] }>(tx, bind(UNDELIVERABLE, { id, now }))
           return advance(tx, id, now, { tasks: u?.ids ?? [] })
         }),
@@ -550,6 +558,7 @@ export async function sweepRollouts(deps: ServiceDeps, now: Date, limit: number)
 }
 
 /** ----- Controls ----- */
+
 
 async function locked(tx: Tx, id: string): Promise<RolloutRow> {
   const [row] = await tx.select().from(rollouts).where(eq(rollouts.id, id)).for('update')
