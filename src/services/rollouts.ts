@@ -559,7 +559,6 @@ export async function sweepRollouts(deps: ServiceDeps, now: Date, limit: number)
 
 /** ----- Controls ----- */
 
-
 async function locked(tx: Tx, id: string): Promise<RolloutRow> {
   const [row] = await tx.select().from(rollouts).where(eq(rollouts.id, id)).for('update')
   if (!row) throw new ApiError('not_found', `No rollout with id ${id}.`)
