@@ -1,5 +1,7 @@
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createClient, ok } from '../src/client'
+import { exitCodeOf, followRollout, progressLine, type RolloutView } from '../src/client/rollouts'
 import { rowsOf } from '../src/db/client'
 import { createHarness, type Harness } from './harness'
 
@@ -390,5 +392,33 @@ describe('reads', () => {
     expect(metrics).toMatch(/agenticcp_rollouts\{status="completed"\} [1-9]/)
     expect(metrics).toMatch(/agenticcp_rollouts_created_total [1-9]/)
     expect(metrics).toMatch(/agenticcp_rollout_targets_ended_total\{status="succeeded"\} [1-9]/)
+  })
+})
+
+describe('the typed client', () => {
+  it('creates a rollout and follows it to its end with a progress line; exit 0 only for completed', async () => {
+    const agents = await fleet(2)
+    const appFetch: typeof fetch = async (input, init) => h.app.fetch(new Request(input as RequestInfo, init))
+    const api = createClient({ url: 'http://app', token: await h.token('operator'), fetch: appFetch })
+    const made: RolloutView = await ok(
+      api.api.v1.rollouts.$post({
+        json: { name: 'via-client', task: { type: 'test.run' }, target: target(), strategy: { maxConcurrency: 1 } },
+        header: {},
+      }),
+    )
+    expect(made).toMatchObject({ targetCount: 2, status: 'running' })
+    expect(progressLine(made)).toBe(
+      'via-client running · wave 1/1 · 0/2 done (0 ok) · 1 in flight · errors 0/0 · 1 waiting',
+    )
+    const lines: string[] = []
+    const following = followRollout(api, made.id, (r) => lines.push(progressLine(r)), 1)
+    await finishInFlight(made.id, agents)
+    await finishInFlight(made.id, agents)
+    const end = await following
+    expect(end.status).toBe('completed')
+    expect(exitCodeOf(end)).toBe(0)
+    expect(lines.at(-1)).toBe('via-client completed (ended) · wave 1/1 · 2/2 done (2 ok) · 0 in flight · errors 0/0')
+    expect(exitCodeOf({ status: 'failed' })).toBe(1)
+    expect(exitCodeOf({ status: 'cancelled' })).toBe(1)
   })
 })

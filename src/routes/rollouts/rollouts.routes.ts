@@ -111,7 +111,18 @@ export const RolloutRetryInput = z
   })
   .openapi('RolloutRetryInput')
 
-const Counts = z.object(Object.fromEntries(targetStatuses.map((s) => [s, z.number().int()])) as never)
+const count = z.number().int()
+const Counts = z.object({
+  waiting: count,
+  dispatched: count,
+  running: count,
+  succeeded: count,
+  failed: count,
+  timed_out: count,
+  undeliverable: count,
+  cancelled: count,
+  skipped: count,
+} satisfies Record<(typeof targetStatuses)[number], typeof count>)
 
 export const Rollout = z
   .object({
