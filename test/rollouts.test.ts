@@ -369,6 +369,61 @@ describe('the controller', () => {
   })
 })
 
+describe('targets follow their tasks', () => {
+  it('a task cancelled by hand: its target is cancelled (not an error) and the next is dispatched at once', async () => {
+    await fleet(2)
+    const { body } = await create({ strategy: { maxConcurrency: 1 } })
+    const [first] = (await targets(body.id)).filter((t) => t.status === 'dispatched')
+    expect((await h.call('POST', `/api/v1/tasks/${first?.taskId}/cancel`)).status).toBe(200)
+    expect(await get(body.id)).toMatchObject({ errors: 0, counts: { cancelled: 1, dispatched: 1 } })
+  })
+
+  it('a task past its timeout: the target is timed_out, an error', async () => {
+    const agents = await fleet(2)
+    const { body } = await create({ task: { type: 'test.run', timeoutSeconds: 60 }, strategy: { maxErrors: 2 } })
+    for (const t of await targets(body.id)) {
+      const task = (await h.call('GET', `/api/v1/tasks/${t.taskId}`)).body
+      const token = agents.find((a) => a.id === t.agentId)?.token as string
+      expect((await h.report(task.id, token, { status: 'running', attempt: task.attempt })).status).toBe(200)
+    }
+    h.clock.advance(61_000)
+    for (const a of agents)
+      await h.call('POST', '/api/v1/agents/heartbeat', { token: a.token, body: { agentId: a.id } })
+    await h.sweep()
+    const r = await get(body.id)
+    expect(r).toMatchObject({ status: 'completed', errors: 2, counts: { timed_out: 2 } })
+  })
+
+  it('an agent lost mid-task is a retry, not a failure: the target stays in flight and succeeds on its return', async () => {
+    const [agent] = (await fleet(1)) as [Agent]
+    // A delivery timeout longer than the retry's backoff: the retry waits that long undelivered.
+    const { body } = await create({ strategy: { deliveryTimeoutSeconds: h.config.retryBackoffMaxSeconds + 60 } })
+    const [t] = await targets(body.id)
+    let task = (await h.call('GET', `/api/v1/tasks/${t?.taskId}`)).body
+    await h.report(task.id, agent.token, { status: 'running', attempt: task.attempt })
+    // Silent past HEARTBEAT_TIMEOUT_SECONDS: the sweep fails the run agent_lost, a loss with a retry due.
+    h.clock.advance((h.config.heartbeatTimeoutSeconds + 1) * 1000)
+    await h.sweep()
+    // The same sweep queued its retry (after a backoff), pinned to the same agent.
+    expect((await h.call('GET', `/api/v1/tasks/${task.id}`)).body).toMatchObject({
+      status: 'pending',
+      lostCount: 1,
+      error: { code: 'agent_lost' },
+    })
+    expect(await get(body.id)).toMatchObject({ status: 'running', errors: 0, counts: { dispatched: 1 } })
+    // The retry is placed after its backoff; the agent comes back and finishes it.
+    h.clock.advance(h.config.retryBackoffMaxSeconds * 1000 + 1000)
+    await h.sweep()
+    const hb = await h.call('POST', '/api/v1/agents/heartbeat', { token: agent.token, body: { agentId: agent.id } })
+    expect(hb.body.assignments.map((x: { id: string }) => x.id)).toEqual([task.id])
+    task = hb.body.assignments[0]
+    await h.report(task.id, agent.token, { status: 'running', attempt: task.attempt })
+    await h.report(task.id, agent.token, { status: 'completed', attempt: task.attempt })
+    expect(await get(body.id)).toMatchObject({ status: 'completed', errors: 0, counts: { succeeded: 1 } })
+    expect((await targets(body.id))[0]?.attempt).toBe(2)
+  })
+})
+
 describe('reads', () => {
   it('GET /rollouts filters by status and pages; targets filter by wave; wait answers at the end or the timeout', async () => {
     const agents = await fleet(3)

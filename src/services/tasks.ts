@@ -683,6 +683,8 @@ export async function cancelTask(deps: ServiceDeps, id: string): Promise<{ task:
   await changed(deps, { tasks: [id], agents: [out.task.agentId] })
   // The agent learns of the cancel request at once if it is long-polling.
   if (out.accepted && out.task.agentId) notifier?.notify([out.task.agentId])
+  // A rollout's target follows its task at once (a cancelled one frees its slot in flight).
+  if (out.task.rolloutId && !out.accepted) await advanceRollouts(deps, [out.task.rolloutId])
   return out
 }
 
