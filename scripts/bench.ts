@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|steady|backlog|fanout|scale|worker]`:
+ * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|steady|backlog|fanout|scale|worker|rollout]`:
  * prints one `key=value` line per figure (`fanout`, `scale` and `worker` run only when named).
  *
  * Database: PGlite in memory by default; with DATABASE_URL=postgres://… a scratch
@@ -31,6 +31,8 @@
  *   steady state beside pg-boss, with statements, commits, WAL and CPU per task; heartbeat,
  *   create and sweep times with an empty queue and with 40,000 tasks nothing can take at its
  *   head (BENCH_BACKLOG=200000: 200,000 pending, half of them placeable by nobody).
+ * - rollout (scripts/bench/rollout.ts; runs only when named): 1,000 simulated agents, a rollout
+ *   with maxConcurrency 100 beside the same tasks created directly 100 at a time.
  * Every phase is bounded in count and time and stops by itself.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -51,6 +53,7 @@ import { signToken } from '../src/lib/tokens'
 import { runSweep } from '../src/services/scheduler'
 import { benchBacklog } from './bench/backlog'
 import type { BenchContext } from './bench/context'
+import { benchRollout } from './bench/rollout'
 import { benchSteady } from './bench/steady'
 import { writeHyperdriveConfig } from './hyperdrive-local'
 
@@ -1828,3 +1831,4 @@ if (only === 'fanout') await benchFanout()
 const ctx: BenchContext = { onPostgres, baseUrl, line, scratch, startServer, stopServer, cpuSeconds, postgresCpuByPid }
 if (!only || only === 'steady') await benchSteady(ctx)
 if (!only || only === 'backlog') await benchBacklog(ctx)
+if (only === 'rollout') await benchRollout(ctx)

@@ -475,24 +475,74 @@ async function placeDispatched(deps: ServiceDeps, dispatched: Step['dispatched']
 }
 
 /**
- * Advances rollouts after reports of their tasks (in the request that made the reports),
- * one transaction each, rollouts in id order. A failure is logged, never the report's: the
- * sweep advances the rollout again.
+ * Advances in flight per database (a process's, or a Worker request's) and rollout: at most
+ * one running and one queued behind it. A report that arrives while an advance of its
+ * rollout runs joins the queued one, which starts after the running one ends — so after
+ * every report waiting on it committed — and does for all of them what each would have done
+ * alone (natural batching, as heartbeats and creates are written). Many concurrent reports
+ * of one rollout's tasks cost two advances, not one each serialised on its row lock.
  */
-export async function advanceRollouts(deps: ServiceDeps, ids: Iterable<string>): Promise<void> {
-  const steps: Step[] = []
-  for (const id of [...new Set(ids)].sort()) {
+const advancing = new WeakMap<Db, Map<string, { running: Promise<Step | null>; queued: Promise<Step | null> | null }>>()
+
+function advanceOnce(deps: ServiceDeps, id: string): Promise<Step | null> {
+  let byId = advancing.get(deps.db)
+  if (!byId) {
+    byId = new Map()
+    advancing.set(deps.db, byId)
+  }
+  const run = async (): Promise<Step | null> => {
     try {
-      steps.push(await withTx(deps.db, (tx) => advance(tx, id, deps.clock.now())))
+      return await withTx(deps.db, (tx) => advance(tx, id, deps.clock.now()))
     } catch (err) {
       deps.logger?.warn('advancing a rollout after a report failed; the sweep will', {
         rolloutId: id,
         error: String(err),
       })
+      return null
+    }
+  }
+  const slot = byId.get(id)
+  if (!slot) {
+    const entry: { running: Promise<Step | null>; queued: Promise<Step | null> | null } = {
+      running: run(),
+      queued: null,
+    }
+    byId.set(id, entry)
+    const settle = (): void => {
+      if (entry.queued) {
+        entry.running = entry.queued
+        entry.queued = null
+        void entry.running.then(settle)
+      } else byId?.delete(id)
+    }
+    void entry.running.then(settle)
+    return entry.running
+  }
+  // One advance runs: the queued one (made now if none) starts when it ends.
+  slot.queued ??= slot.running.then(run)
+  return slot.queued
+}
+
+/**
+ * Advances rollouts after reports of their tasks (in the request that made the reports),
+ * rollouts in id order, each joining an advance queued behind one in flight
+ * (`advanceOnce`). A failure is logged, never the report's: the sweep advances the rollout
+ * again. Only the advance that ran places what it dispatched (once).
+ */
+export async function advanceRollouts(deps: ServiceDeps, ids: Iterable<string>): Promise<void> {
+  const steps: Step[] = []
+  for (const id of [...new Set(ids)].sort()) {
+    const step = await advanceOnce(deps, id)
+    if (step && !placedSteps.has(step)) {
+      placedSteps.add(step)
+      steps.push(step)
     }
   }
   await afterAdvance(deps, steps)
 }
+
+/** Steps whose aftermath (placement, caches, metrics) one of the requests sharing them took on. */
+const placedSteps = new WeakSet<Step>()
 
 /**
  * Targets dispatched whose task has waited pending (its agent offline, deleted or full)
