@@ -24,7 +24,6 @@ const AGENTS = Number(process.env.BENCH_ROLLOUT_AGENTS ?? 1000)
 const CONCURRENCY = 100
 const SECRET = 'bench-secret-that-is-at-least-32-characters-long'
 
-type App = ReturnType<typeof createApp>
 interface Sim {
   id: string
   token: string
@@ -160,7 +159,9 @@ export async function benchRollout(ctx: BenchContext): Promise<void> {
     direct_s: direct.ms / 1000,
     direct_rounds: direct.rounds,
     direct_statements_per_target: per(direct.statements),
-    controller_statements_per_target: ctx.onPostgres ? ((rollout.statements - direct.statements) / AGENTS).toFixed(1) : 'n/a',
+    controller_statements_per_target: ctx.onPostgres
+      ? ((rollout.statements - direct.statements) / AGENTS).toFixed(1)
+      : 'n/a',
     ratio: rollout.ms / direct.ms,
   })
 }
