@@ -447,6 +447,8 @@ describe('reads', () => {
     expect(metrics).toMatch(/agenticcp_rollouts\{status="completed"\} [1-9]/)
     expect(metrics).toMatch(/agenticcp_rollouts_created_total [1-9]/)
     expect(metrics).toMatch(/agenticcp_rollout_targets_ended_total\{status="succeeded"\} [1-9]/)
+    // Skipped by the budgets broken earlier in this file.
+    expect(metrics).toMatch(/agenticcp_rollout_targets_ended_total\{status="skipped"\} [1-9]/)
   })
 })
 

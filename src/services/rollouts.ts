@@ -1,7 +1,7 @@
 import { and, desc, eq, inArray, lt, sql } from 'drizzle-orm'
 import { v7 as uuidv7 } from 'uuid'
 import { type Db, rowsOf, type Tx } from '../db/client'
-import { bind } from '../db/fragments'
+import { bind, pgTextArray } from '../db/fragments'
 import { fillNew, hot } from '../db/hot'
 import { type RolloutRow, type RolloutTargetSpec, rollouts, rolloutTargets } from '../db/schema'
 import { withTx } from '../db/tx'
@@ -124,7 +124,7 @@ export async function createRollout(
       tx,
       bind(MATCHING_AGENTS, {
         type: input.task.type,
-        capabilities: `{${(target.capabilities ?? []).map((c) => `"${c}"`).join(',')}}`,
+        capabilities: pgTextArray(target.capabilities ?? []),
         provider: target.provider ?? null,
         region: target.region ?? null,
         labels: JSON.stringify(target.labels ?? {}),
@@ -356,7 +356,12 @@ const asDate = (v: unknown) => (v === null || v === undefined ? null : new Date(
 const lockRollout = (tx: Tx, id: string) => tx.execute(sql`SELECT 1 FROM rollouts WHERE id = ${id} FOR UPDATE`)
 
 /** One advance of rollout `id` in transaction `tx` (which the lock of its row then spans). */
-async function advance(tx: Tx, id: string, now: Date, pre?: Partial<Step['touched']>): Promise<Step> {
+async function advance(
+  tx: Tx,
+  id: string,
+  now: Date,
+  pre?: Partial<Step['touched']> & { undeliverable?: number },
+): Promise<Step> {
   // The row lock first, in a statement of its own: the reads that follow then see every
   // advance committed before this one got the lock (a statement reads the snapshot taken
   // when it began, so a lock taken inside SYNC would count targets as they were before
@@ -404,8 +409,12 @@ async function advance(tx: Tx, id: string, now: Date, pre?: Partial<Step['touche
   // Nothing to dispatch when nothing waits in a started wave (a new wave's targets are found by the statement).
   const want = decision.wave === Number(r.wave) ? Math.min(decision.dispatch, s.waiting_started) : decision.dispatch
   let dispatched: Step['dispatched'] = []
+  const ended: TargetStatus[] = [
+    ...s.ended,
+    ...Array.from({ length: pre?.undeliverable ?? 0 }, () => 'undeliverable' as const),
+  ]
   if (!(unchanged && want === 0)) {
-    const [a] = await rowsOf<{ dispatched: Step['dispatched'] }>(
+    const [a] = await rowsOf<{ dispatched: Step['dispatched']; skipped: number }>(
       tx,
       bind(APPLY, {
         id,
@@ -420,12 +429,13 @@ async function advance(tx: Tx, id: string, now: Date, pre?: Partial<Step['touche
       }),
     )
     dispatched = a?.dispatched ?? []
+    for (let k = 0; k < Number(a?.skipped ?? 0); k++) ended.push('skipped')
   }
   return {
     rolloutId: id,
     decision,
     dispatched,
-    ended: s.ended,
+    ended,
     touched: { tasks: pre?.tasks ?? [], agents: pre?.agents ?? [] },
   }
 }
@@ -596,7 +606,7 @@ export async function sweepRollouts(deps: ServiceDeps, now: Date, limit: number)
         await withTx(deps.db, async (tx) => {
           await lockRollout(tx, id)
           const [u] = await rowsOf<{ ids: string[] }>(tx, bind(UNDELIVERABLE, { id, now }))
-          return advance(tx, id, now, { tasks: u?.ids ?? [] })
+          return advance(tx, id, now, { tasks: u?.ids ?? [], undeliverable: u?.ids.length ?? 0 })
         }),
       )
     } catch (err) {
