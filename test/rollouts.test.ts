@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createClient, ok } from '../src/client'
 import { exitCodeOf, followRollout, progressLine, type RolloutView } from '../src/client/rollouts'
 import { rowsOf } from '../src/db/client'
+import { taskStatuses } from '../src/domain/model'
+import { targetStatusOfTask, targetStatusOfTaskSql } from '../src/domain/rollouts'
 import { createHarness, type Harness } from './harness'
 
 /**
@@ -370,6 +372,20 @@ describe('the controller', () => {
 })
 
 describe('targets follow their tasks', () => {
+  it('by one rule in both forms: the SQL the controller runs agrees with the TypeScript for every task state', async () => {
+    for (const status of taskStatuses) {
+      for (const autoRetry of [false, true]) {
+        const [row] = await rowsOf<{ target: string }>(
+          h.database.db,
+          sql.raw(
+            `SELECT ${targetStatusOfTaskSql('t')} AS target FROM (SELECT '${status}'::text AS status, ${autoRetry} AS auto_retry) t`,
+          ),
+        )
+        expect(row?.target, `${status} auto_retry=${autoRetry}`).toBe(targetStatusOfTask({ status, autoRetry }))
+      }
+    }
+  })
+
   it('a task cancelled by hand: its target is cancelled (not an error) and the next is dispatched at once', async () => {
     await fleet(2)
     const { body } = await create({ strategy: { maxConcurrency: 1 } })
