@@ -211,6 +211,12 @@ describe.runIf(onPostgres())('under concurrency on Postgres', () => {
     const beats = Number(/^agenticcp_heartbeat_batch_agents_sum (\d+)/m.exec(metrics)?.[1] ?? 0)
     console.log(`concurrency: ${beats} heartbeats in ${batches} statements, ${batches - alone} of several agents`)
     expect(batches - alone, 'batches of more than one agent').toBeGreaterThan(10)
+    // The creates, 40 at a time, in batches of several (src/services/create-writer.ts).
+    const createBatches = Number(/^agenticcp_create_batch_tasks_count (\d+)/m.exec(metrics)?.[1] ?? 0)
+    const creates = Number(/^agenticcp_create_batch_tasks_sum (\d+)/m.exec(metrics)?.[1] ?? 0)
+    console.log(`concurrency: ${creates} creates in ${createBatches} insert statements`)
+    expect(creates).toBeGreaterThanOrEqual(TASKS)
+    expect(createBatches, 'creates written several to a statement').toBeLessThan(creates / 2)
 
     const final = await rowsOf<{ status: string; unfittable: boolean; auto_retry: boolean; n: number }>(
       h.database.db,
@@ -237,12 +243,14 @@ describe.runIf(onPostgres())('under concurrency on Postgres', () => {
     expect(expired?.status).toBe('offline')
 
     // The event log, task by task: an assignment only after the previous holder let go,
-    // attempts strictly rising, one start per attempt, at most one completion, last.
-    const events = await rowsOf<{ task_id: string; type: string; attempt: number | null }>(
+    // attempts strictly rising, one start per attempt (task.started, or an end that says the
+    // run started in the same report), at most one completion, last.
+    const events = await rowsOf<{ task_id: string; type: string; attempt: number | null; started: boolean }>(
       h.database.db,
-      sql`SELECT task_id, type, (data->>'attempt')::int AS attempt FROM events WHERE task_id IS NOT NULL ORDER BY id`,
+      sql`SELECT task_id, type, (data->>'attempt')::int AS attempt, coalesce((data->>'started')::boolean, false) AS started
+            FROM events WHERE task_id IS NOT NULL ORDER BY id`,
     )
-    const byTask = new Map<string, { type: string; attempt: number | null }[]>()
+    const byTask = new Map<string, { type: string; attempt: number | null; started: boolean }[]>()
     for (const e of events) byTask.set(e.task_id, [...(byTask.get(e.task_id) ?? []), e])
     const releases = new Set(['task.requeued', 'task.failed', 'task.timed_out', 'task.cancelled', 'task.completed'])
     let audited = 0
@@ -261,6 +269,10 @@ describe.runIf(onPostgres())('under concurrency on Postgres', () => {
           expect(started.has(e.attempt ?? -1), `task ${id} started twice in attempt ${e.attempt}`).toBe(false)
           started.add(e.attempt ?? -1)
         } else if (releases.has(e.type)) {
+          if (e.started) {
+            expect(started.has(e.attempt ?? -1), `task ${id} started twice in attempt ${e.attempt}`).toBe(false)
+            started.add(e.attempt ?? -1)
+          }
           held = false
           if (e.type === 'task.completed') completions++
         }

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { bundleDashboard, bundlePath } from '../scripts/build-dashboard'
 import { Agent, shellHandler } from '../src/agent'
 import { silentAgentLogger } from '../src/agent/log'
+import { describe as describeEvent } from '../src/routes/dashboard/client/describe'
 import { createHarness, type Harness, unique } from './harness'
 import { until } from './until'
 
@@ -208,6 +209,25 @@ describe('the dashboard script', () => {
   it('is served as bundled from src/routes/dashboard/client (npm run build:dashboard)', async () => {
     const fresh = (await bundleDashboard()) === readFileSync(bundlePath, 'utf8')
     expect(fresh, `${bundlePath} is stale: run npm run build:dashboard`).toBe(true)
+  })
+
+  it('says a run that started and ended in one report in words, with the start its end stands for', () => {
+    const ev = (type: string, data: Record<string, unknown>) =>
+      ({ id: 1, type, time: '', agentId: null, taskId: null, data }) as const
+    const error = { code: 'exit_2', message: 'boom' }
+    expect(describeEvent(ev('task.completed', { from: 'assigned', to: 'completed', attempt: 1, started: true }))).toBe(
+      'assigned → running → completed (attempt 1)',
+    )
+    expect(describeEvent(ev('task.failed', { from: 'assigned', to: 'failed', attempt: 2, started: true, error }))).toBe(
+      'assigned → running → failed (exit_2, attempt 2)',
+    )
+    // A refusal never ran; an end of a running task is as before.
+    expect(describeEvent(ev('task.failed', { from: 'assigned', to: 'failed', attempt: 1, error }))).toBe(
+      'assigned → failed (exit_2, attempt 1)',
+    )
+    expect(describeEvent(ev('task.completed', { from: 'running', to: 'completed', attempt: 1 }))).toBe(
+      'running → completed (attempt 1)',
+    )
   })
 })
 

@@ -198,6 +198,39 @@ describe('GET /api/v1/events (Server-Sent Events)', () => {
     expect(t2.status).toBe('assigned')
   })
 
+  it('a run that started and ended in one heartbeat is one event in the stream and the log: its end, started: true', async () => {
+    const a = await h.agent()
+    const t = await h.assignedTask(a.id)
+    const stream = subscribe(`/api/v1/events?taskId=${t.id}&type=task.`, 0)
+    await stream.until((evs) => evs.some((e) => e.type === 'task.assigned'))
+    const error = { code: 'exit_3', message: 'no such file' }
+    const hb = await h.call('POST', '/api/v1/agents/heartbeat', {
+      token: a.token,
+      body: {
+        agentId: a.id,
+        reports: [
+          { taskId: t.id, attempt: 1, status: 'running' },
+          { taskId: t.id, attempt: 1, status: 'failed', error },
+        ],
+      },
+    })
+    expect(hb.body.reports).toEqual([
+      { taskId: t.id, ok: true },
+      { taskId: t.id, ok: true },
+    ])
+    // The statement's events are numbered together, in order: a start would come before the end.
+    await stream.until((evs) => evs.some((e) => e.type === 'task.failed'))
+    await stream.close()
+    const ended = { type: 'task.failed', taskId: t.id, agentId: a.id }
+    const data = { from: 'assigned', to: 'failed', attempt: 1, started: true, error }
+    expect(stream.got.map((e) => e.type)).toEqual(['task.created', 'task.assigned', 'task.failed'])
+    expect(stream.got[2]).toMatchObject({ ...ended, data })
+    const log = (await h.call('GET', `/api/v1/events?taskId=${t.id}&after=0`)).body.items
+    expect(log.map((e: Ev) => [e.id, e.type])).toEqual(stream.got.map((e) => [e.id, e.type]))
+    expect(log[2]).toMatchObject({ ...ended, data })
+    expect((await h.call('GET', `/api/v1/events?taskId=${t.id}&type=task.started&after=0`)).body.items).toEqual([])
+  })
+
   it('?after= resumes like Last-Event-ID, and a stream without a cursor starts at the newest event', async () => {
     const before = (await h.call('GET', '/api/v1/events?after=0&limit=1000')).body
     const t = await h.pendingTask()

@@ -337,6 +337,12 @@ describe.runIf(onPostgres()).each(runtimes)('database faults under load, server 
       const alone = Number(/^agenticcp_heartbeat_batch_agents_bucket\{le="1"\} (\d+)/m.exec(metrics)?.[1] ?? 0)
       console.log(`faults (${runtime}): heartbeats in ${batches} statements, ${batches - alone} of several agents`)
       expect(batches - alone, 'heartbeat batches of more than one agent').toBeGreaterThan(0)
+      const createBatches = Number(/^agenticcp_create_batch_tasks_count (\d+)/m.exec(metrics)?.[1] ?? 0)
+      const createsAlone = Number(/^agenticcp_create_batch_tasks_bucket\{le="1"\} (\d+)/m.exec(metrics)?.[1] ?? 0)
+      console.log(
+        `faults (${runtime}): creates in ${createBatches} statements, ${createBatches - createsAlone} of several`,
+      )
+      expect(createBatches - createsAlone, 'create batches of more than one task').toBeGreaterThan(0)
 
       // And it still shuts down cleanly.
       server.child.kill('SIGTERM')

@@ -54,13 +54,98 @@ describe('reports batched in the heartbeat', () => {
     expect(await get(t1.id)).toMatchObject({ status: 'completed', result: { rows: 3 }, progress: 100 })
     expect(await get(t2.id)).toMatchObject({ status: 'running' })
     expect(await get(foreign.id)).toMatchObject({ status: 'assigned', agentId: other.id })
+    // Started and ended in one heartbeat: one event, the end's, saying it started.
     const types = (await h.events({ taskId: t1.id })).map((e) => e.type)
-    expect(types).toEqual(['task.created', 'task.assigned', 'task.started', 'task.completed'])
+    expect(types).toEqual(['task.created', 'task.assigned', 'task.completed'])
 
     // Repeating a report that already ended the task is fine (a resend after a lost answer).
     const again = await beat(a, { reports: [{ taskId: t1.id, attempt: 1, status: 'completed' }] })
     expect(again.body.reports).toEqual([{ taskId: t1.id, ok: true }])
     expect((await h.events({ taskId: t1.id })).filter((e) => e.type === 'task.completed')).toHaveLength(1)
+  })
+
+  it('a run that started and ended between two heartbeats is one event: its end, with started: true', async () => {
+    const runs = async () => {
+      const text: string = (await h.call('GET', '/metrics', { token: null })).body
+      const count = (status: string) =>
+        Number(
+          text
+            .split('\n')
+            .find((l) => l.startsWith(`agenticcp_task_run_duration_seconds_count{status="${status}"}`))
+            ?.split(' ')
+            .at(-1) ?? 0,
+        )
+      return { completed: count('completed'), failed: count('failed') }
+    }
+    const before = await runs()
+    const a = await h.agent({ maxConcurrentTasks: 4 })
+    const [done, failed, refused, resent] = [
+      await h.assignedTask(a.id),
+      await h.assignedTask(a.id, { maxAttempts: 1 }),
+      await h.assignedTask(a.id, { maxAttempts: 1 }),
+      await h.assignedTask(a.id),
+    ]
+    // `resent` was reported running before, and its answer was lost: the runner sends both again.
+    expect((await beat(a, { reports: [{ taskId: resent.id, attempt: 1, status: 'running' }] })).status).toBe(200)
+    h.clock.advance(1000)
+    const error = { code: 'exit_1', message: 'boom' }
+    const res = await beat(a, {
+      reports: [
+        { taskId: done.id, attempt: 1, status: 'running', progress: 10 },
+        { taskId: done.id, attempt: 1, status: 'completed', result: { rows: 1 } },
+        { taskId: failed.id, attempt: 1, status: 'running' },
+        { taskId: failed.id, attempt: 1, status: 'failed', error },
+        { taskId: refused.id, attempt: 1, status: 'failed', error }, // never ran: assigned → failed
+        { taskId: resent.id, attempt: 1, status: 'running' },
+        { taskId: resent.id, attempt: 1, status: 'completed' },
+      ],
+    })
+    expect(res.body.reports.every((r: { ok: boolean }) => r.ok)).toBe(true)
+    expect(res.body.agent.activeTasks).toBe(0)
+
+    const history = async (id: string) =>
+      (await h.events({ taskId: id })).filter((e) => e.type !== 'task.created' && e.type !== 'task.assigned')
+    const only = async (id: string) => {
+      const list = await history(id)
+      expect(list, id).toHaveLength(1)
+      return list[0]
+    }
+    // Stored as assigned → completed; the one event says so, and that the run started.
+    expect(await only(done.id)).toMatchObject({
+      type: 'task.completed',
+      agentId: a.id,
+      data: { from: 'assigned', to: 'completed', attempt: 1, started: true },
+    })
+    expect(await only(failed.id)).toMatchObject({
+      type: 'task.failed',
+      data: { from: 'assigned', to: 'failed', attempt: 1, started: true, error },
+    })
+    // A refusal never started: the same move without `started`.
+    const refusal = await only(refused.id)
+    expect(refusal).toMatchObject({ type: 'task.failed', data: { from: 'assigned', to: 'failed', attempt: 1, error } })
+    expect(refusal?.data).not.toHaveProperty('started')
+    // A run already started: its start was written then, its end is an ordinary one.
+    const resentEvents = await history(resent.id)
+    expect(resentEvents.map((e) => [e.type, e.data])).toEqual([
+      ['task.started', { from: 'assigned', to: 'running', attempt: 1 }],
+      ['task.completed', { from: 'running', to: 'completed', attempt: 1 }],
+    ])
+
+    // The run's start is still on the task, and its run time in the metrics, as for two reports.
+    const get = async (id: string) => (await h.call('GET', `/api/v1/tasks/${id}`)).body
+    const now = h.clock.now().toISOString()
+    expect(await get(done.id)).toMatchObject({
+      status: 'completed',
+      startedAt: now,
+      finishedAt: now,
+      progress: 100,
+      result: { rows: 1 },
+    })
+    expect(await get(failed.id)).toMatchObject({ status: 'failed', startedAt: now, finishedAt: now, error })
+    expect((await get(refused.id)).startedAt).toBeNull()
+    const after = await runs()
+    expect(after.completed - before.completed).toBe(2) // done and resent
+    expect(after.failed - before.failed).toBe(1) // failed; the refusal had no run
   })
 
   it('applies several reports on one task in order (progress between start and end)', async () => {
@@ -112,6 +197,12 @@ describe('reports batched in the heartbeat', () => {
       'invalid_transition',
     ])
     expect((await h.call('GET', `/api/v1/tasks/${t.id}`)).body.status).toBe('completed')
+    // The first round (started and completed: one row, a statement of its own) wrote one event.
+    expect((await h.events({ taskId: t.id })).map((e) => [e.type, e.data])).toEqual([
+      ['task.created', expect.anything()],
+      ['task.assigned', expect.anything()],
+      ['task.completed', { from: 'assigned', to: 'completed', attempt: 1, started: true }],
+    ])
     // No cancel was asked: the running report applies, the cancelled one is refused.
     const u = await h.assignedTask(a.id)
     const cancel = await beat(a, {

@@ -1,4 +1,5 @@
 import { getTableColumns, type Table } from 'drizzle-orm'
+import { beatStatusSql, releasedLoadSql, takenLoadSql } from '../domain/agent-states'
 import {
   type AgentSql,
   agentColumns,
@@ -150,8 +151,12 @@ fit_shapes AS (
  * — `stale_attempt` when the reporting agent (the row's `agent_id`; null for staff) does
  * not hold it or the attempt is not the current one, `repeat` for the report that already
  * ended it, `invalid_transition` for a move the state machine does not allow, `not_found` —
- * and only the `ok` ones move (CTE `ru`), with their events (`task.started` first for a
- * `started` row).
+ * and only the `ok` ones move (CTE `ru`), each with one event. A `started` row that finds
+ * the task assigned (the run started and ended between two heartbeats) is stored as
+ * assigned → its end (`started_at` set as a `running` report sets it) and writes only the
+ * end's event, `{from: 'assigned', to, attempt, started: true}` (and `error` for a
+ * failure): no `task.started` (docs/decisions.md, "One event for a run that started and
+ * ended in one report").
  * A failure whose code the table counts as a loss of the agent (`lossCodes`: a runner that
  * restarted reports the runs it lost) is counted in lostCount, capped by the row's
  * `lost_cap` (MAX_LOST_COUNT), not in failures. A run's end reported by the agent an earlier
@@ -192,6 +197,7 @@ export type VerdictRow = {
 }
 
 const DECLINE = move('decline', 'assigned')
+const START = move('start', 'assigned')
 const FAIL = move('fail', 'running')
 const LOSS_CODES = (FAIL.lossCodes ?? []).map((c) => `'${c}'`).join(', ') || 'NULL'
 
@@ -249,13 +255,13 @@ rr AS (
                       ELSE t.auto_retry END,
     version = t.version + 1, updated_at = ${now}
   FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.moves
-  RETURNING t.*, v.i, v.was, v.from_status, v.started, v.progress AS reported, t.agent_id AS holder
+  RETURNING t.*, v.i, v.was, v.started, v.progress AS reported, t.agent_id AS holder
 ), rd AS (
   -- Declined: back to the queue (no attempt spent), never offered to that agent again.
   UPDATE tasks t SET ${requeueSet(DECLINE, 't', now, now)},
          declined_by = array_append(t.declined_by, t.agent_id)
   FROM rv v WHERE t.id = ANY(${ids}::uuid[]) AND t.id = v.task_id AND v.declines
-  RETURNING t.*, v.i, v.was, v.from_status, v.started, v.progress AS reported, v.holder
+  RETURNING t.*, v.i, v.was, v.started, v.progress AS reported, v.holder
 ), rl AS (
   -- The end of a run the service stopped waiting for, from its agent: it is over.
   UPDATE tasks t SET ${endedLiveSet('t', now)}
@@ -272,16 +278,19 @@ rr AS (
   SELECT e.type, e.agent_id, e.task_id, e.data, ${now} FROM (`
     : ''
 }
-    SELECT u.i, 0 AS k, 'task.started' AS type, u.agent_id, u.id AS task_id,
-           jsonb_build_object('from', 'assigned', 'to', 'running', 'attempt', u.attempt) AS data
-      FROM ru u WHERE u.was = 'assigned' AND (u.status = 'running' OR u.started)
+    SELECT u.i, 0 AS k, '${START.event}' AS type, u.agent_id, u.id AS task_id,
+           jsonb_build_object('from', '${START.from[0]}', 'to', '${START.to}', 'attempt', u.attempt) AS data
+      FROM ru u WHERE u.was = '${START.from[0]}' AND u.status = '${START.to}'
     UNION ALL
+    -- An end: its event alone, from the state the task was stored in (\`was\`). A \`started\` row
+    -- that found the task assigned writes no task.started: its end says \`started: true\`.
     SELECT u.i, 1, CASE WHEN u.status = 'running' THEN 'task.progress' ELSE 'task.' || u.status END,
            u.agent_id, u.id,
            CASE WHEN u.status = 'running' THEN jsonb_build_object('progress', u.reported, 'attempt', u.attempt)
-                WHEN u.status = 'failed'
-                  THEN jsonb_build_object('from', u.from_status, 'to', 'failed', 'attempt', u.attempt, 'error', u.error)
-                ELSE jsonb_build_object('from', u.from_status, 'to', u.status, 'attempt', u.attempt) END
+                ELSE jsonb_build_object('from', u.was, 'to', u.status, 'attempt', u.attempt)
+                     || CASE WHEN u.status = 'failed' THEN jsonb_build_object('error', u.error) ELSE '{}'::jsonb END
+                     || CASE WHEN u.started AND u.was = '${START.from[0]}' THEN '{"started": true}'::jsonb ELSE '{}'::jsonb END
+                END
       FROM ru u WHERE NOT (u.status = 'running' AND u.was = 'assigned')
     UNION ALL
     SELECT d.i, 1, '${DECLINE.event}', d.holder, d.id,
@@ -302,7 +311,7 @@ rr AS (
  */
 const verdictJson = (whole: string) => `jsonb_build_object('i', v.i, 'verdict', v.verdict, 'holder', v.holder, 'task',
     CASE WHEN ${whole} THEN
-      coalesce(to_jsonb(vd) - 'i' - 'was' - 'from_status' - 'started' - 'reported' - 'holder', to_jsonb(vc))
+      coalesce(to_jsonb(vd) - 'i' - 'was' - 'started' - 'reported' - 'holder', to_jsonb(vc))
     WHEN vd.id IS NOT NULL THEN
       jsonb_build_object('id', vd.id, 'agent_id', vd.agent_id, 'status', vd.status, 'attempt', vd.attempt,
                          'started_at', vd.started_at, 'finished_at', vd.finished_at, 'rollout_id', vd.rollout_id)
@@ -331,7 +340,8 @@ SELECT (SELECT coalesce(jsonb_agg(${verdictJson('$4::boolean')} ORDER BY v.i), '
 /**
  * The fill of a batch of heartbeats: CTEs ending in `chosen` (id, agent_id), the due pending
  * tasks given to the agents of CTE `a` (columns as `agentColumns`, with `next` the status
- * the beat leaves and `active` the load after the reports), each task to one agent, no agent
+ * the beat leaves and `active` the load after the reports, by the rules of
+ * src/domain/agent-states.ts), each task to one agent, no agent
  * past its free slots. Per shape (`task_shapes`) that any of them fits, the head of its queue
  * (`tasks_shape_queue_idx`) is locked once `SKIP LOCKED`, as many rows as the free slots of
  * the agents that fit it; within a shape, the fitting agents' slots are numbered round-robin
@@ -395,8 +405,10 @@ const STATUS_CHANGED = "'agent.status_changed'"
 /**
  * Heartbeats of several agents (a batch: one entry per agent), in one statement: applies
  * their reports (the CTEs above, each agent's slots for the tasks that ended given back),
- * records each beat (last heartbeat, metrics, declared task types; an offline agent comes
- * back online, a reported status applies except over an operator's maintenance), fills the
+ * records each beat (last heartbeat, metrics, declared task types; the status by the beat
+ * rule, `beatStatusSql` in src/domain/agent-states.ts: an offline agent comes back online, a
+ * reported status applies except over an operator's maintenance; the load by the load rule,
+ * less the tasks its reports ended, plus those it is given), fills the
  * agents that are then online with free slots from the queue (`batchFillCtes`), appends
  * every event in one insert (the reports', `agent.status_changed` when a status moves,
  * `task.assigned`), and reads, per agent, what its answer needs: the agent, its assigned
@@ -434,9 +446,8 @@ WITH ${
   SELECT c.id, c.status, c.provider, c.region, c.capabilities, c.labels, c.max_concurrent_tasks, c.active_tasks,
          c.status AS was, coalesce(b.task_types, c.task_types) AS task_types, c.task_types AS declared,
          b.task_types IS NOT NULL AS declaring, b.metrics, b.running,
-         ${withReports ? 'greatest(c.active_tasks - coalesce(e.n, 0), 0)' : 'c.active_tasks'} AS active,
-         CASE WHEN c.status = 'maintenance' THEN 'maintenance'
-              ELSE coalesce(b.status, CASE WHEN c.status = 'offline' THEN 'online' ELSE c.status END) END AS next
+         ${withReports ? releasedLoadSql('c.active_tasks', 'coalesce(e.n, 0)') : 'c.active_tasks'} AS active,
+         ${beatStatusSql('c.status', 'b.status')} AS next
     FROM cur c JOIN beats b ON b.agent_id = c.id
     ${withReports ? 'LEFT JOIN ended e ON e.holder = c.id' : ''}
 ), ${batchFillCtes('$1')}, given AS (
@@ -451,7 +462,7 @@ WITH ${
   UPDATE agents g
      SET status = a.next, last_heartbeat_at = $1, last_metrics = coalesce(a.metrics, g.last_metrics),
          task_types = a.task_types,
-         active_tasks = a.active + coalesce(gb.n, 0),
+         active_tasks = ${takenLoadSql('a.active', 'coalesce(gb.n, 0)')},
          version = g.version + CASE WHEN a.next <> a.was OR (a.declaring AND a.task_types <> a.declared) THEN 1 ELSE 0 END,
          updated_at = CASE WHEN a.next <> a.was OR (a.declaring AND a.task_types <> a.declared) THEN $1 ELSE g.updated_at END
     FROM a LEFT JOIN given_by gb ON gb.agent_id = a.id WHERE g.id = a.id
@@ -645,7 +656,7 @@ WITH a AS (
 ), given_by AS (
   SELECT agent_id, count(*)::int AS n FROM given GROUP BY agent_id
 ), load AS (
-  UPDATE agents g SET active_tasks = g.active_tasks + gb.n FROM given_by gb WHERE g.id = gb.agent_id
+  UPDATE agents g SET active_tasks = ${takenLoadSql('g.active_tasks', 'gb.n')} FROM given_by gb WHERE g.id = gb.agent_id
   RETURNING 1
 ), ev AS (${assignedEvents('given', '$5::text', '$1')}
 )

@@ -1,3 +1,4 @@
+import { releasedLoadSql } from './agent-states'
 import { move, type TaskMove } from './task-states'
 
 /**
@@ -78,7 +79,7 @@ export function requeueSet(m: TaskMove, t: string, now: string, availableAt: str
  * that left their agent) to its agent, agents in id order. Never below zero.
  */
 export const releaseSlots = (rows: string, where = 'true', agent = 'agent_id') => `
-  UPDATE agents a SET active_tasks = greatest(a.active_tasks - c.n, 0)
+  UPDATE agents a SET active_tasks = ${releasedLoadSql('a.active_tasks', 'c.n')}
     FROM (SELECT ${agent} AS agent_id, count(*)::int AS n FROM ${rows} WHERE ${agent} IS NOT NULL AND (${where})
           GROUP BY ${agent} ORDER BY ${agent}) c
    WHERE a.id = c.agent_id

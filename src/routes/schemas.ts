@@ -1,4 +1,5 @@
 import { z } from '@hono/zod-openapi'
+import { SETTABLE_STATUSES } from '../domain/agent-states'
 import { ANY_TASK_TYPE, agentStatuses, pendingReasons, providers, reportStatuses, taskStatuses } from '../domain/model'
 import { SHELL_TASK_TYPE, ShellPayload } from '../domain/shell'
 import { EARLIEST_TIMESTAMP, isAcceptedInstant, LATEST_TIMESTAMP } from '../lib/timestamps'
@@ -184,7 +185,7 @@ export const RegistrationTokenWithSecret = RegistrationToken.extend({
 
 export const AgentStatusInput = z
   .strictObject({
-    status: z.enum(['online', 'draining', 'maintenance', 'error']).openapi({
+    status: z.enum(SETTABLE_STATUSES.staff).openapi({
       description: 'Operators may set online, draining, maintenance or error; an agent online, draining or error.',
     }),
   })
@@ -213,7 +214,7 @@ export const HeartbeatInput = z
       description:
         'Reports on this agent’s tasks, applied in order before new work is handed out (several for one task, e.g. running then completed, are fine). Each is judged on its own: see `reports` in the answer.',
     }),
-    status: z.enum(['online', 'draining', 'error']).optional(),
+    status: z.enum(SETTABLE_STATUSES.agent).optional(),
     metrics: z
       .record(z.string().max(100), JsonValue)
       .refine((m) => Object.keys(m).length <= 100, 'at most 100 metrics')

@@ -7,6 +7,7 @@ import { queries } from '../db/prepared'
 import { getAgent } from '../db/rows'
 import { type AgentRow, agents, type TaskRow, tasks } from '../db/schema'
 import { pgConstraint, pgErrorCode, withTx } from '../db/tx'
+import { type AgentSetStatus, beatStatus, SETTABLE_STATUSES, STAFF_HELD } from '../domain/agent-states'
 import type { AgentStatus, Labels, Principal, Provider } from '../domain/model'
 import { liveStatuses } from '../domain/model'
 import { requeueSet } from '../domain/sql'
@@ -256,14 +257,15 @@ export async function updateAgent(
   }
 }
 
-/** Statuses each kind of caller may set. Offline is set only by expiry or deregistration. */
-const settableByStaff: AgentStatus[] = ['online', 'draining', 'maintenance', 'error']
-const settableByAgent: AgentStatus[] = ['online', 'draining', 'error']
+/** Statuses each kind of caller may set (`SETTABLE_STATUSES`): offline is set only by expiry or deregistration. */
+const settableByStaff: readonly AgentStatus[] = SETTABLE_STATUSES.staff
+const settableByAgent: readonly AgentStatus[] = SETTABLE_STATUSES.agent
 
-function assertAgentMove(current: string, next: AgentStatus, by: Principal['role']) {
+function assertAgentMove(current: AgentStatus, next: AgentStatus, by: Principal['role']) {
   if (by === 'agent') {
-    if (current === 'maintenance' && next !== 'maintenance') {
-      throw new ApiError('invalid_transition', 'The agent is in maintenance; an operator must release it.', {
+    // A status only staff set is only staff's to clear (maintenance).
+    if (STAFF_HELD.includes(current) && next !== current) {
+      throw new ApiError('invalid_transition', `The agent is in ${current}; an operator must release it.`, {
         allowed: [],
       })
     }
@@ -271,7 +273,7 @@ function assertAgentMove(current: string, next: AgentStatus, by: Principal['role
       throw new ApiError('forbidden', `An agent may set its status only to ${settableByAgent.join(', ')}.`)
     }
   } else if (!settableByStaff.includes(next)) {
-    throw new ApiError('invalid_transition', `Status "${next}" is not set by hand.`, { allowed: settableByStaff })
+    throw new ApiError('invalid_transition', `Status "${next}" is not set by hand.`, { allowed: [...settableByStaff] })
   }
 }
 
@@ -381,7 +383,7 @@ export async function rotateAgentToken(deps: ServiceDeps, id: string): Promise<n
 
 export interface HeartbeatInput {
   agentId: string
-  status?: 'online' | 'draining' | 'error'
+  status?: AgentSetStatus
   metrics?: Record<string, unknown>
   runningTaskIds?: string[]
   /** Reports on this agent's tasks, applied before the beat (so their slots are free for new work). */
@@ -482,9 +484,10 @@ export async function heartbeat(
         `{${running.join(',')}}`,
       ])
       if (!read) throw new ApiError('not_found', `No agent with id ${id}.`)
-      // Free slots and a fitting task waiting, or the agent went offline meanwhile (another
-      // instance's sweep): a whole heartbeat (its fill, or its way back online).
-      if (read.fillable || read.agent.status === 'offline') {
+      // Free slots and a fitting task waiting, or a beat would move its status (it went offline
+      // meanwhile, another instance's sweep): a whole heartbeat (its fill, or its way back online).
+      const status = read.agent.status as AgentStatus
+      if (read.fillable || beatStatus(status, null) !== status) {
         deps.metrics?.longPollRechecks.inc({ write: 'beat' })
         const out = await beat(null)
         wrote = Date.now()

@@ -6,6 +6,7 @@ import { taskFromJson } from '../db/hot'
 import { getAgent, lockTask } from '../db/rows'
 import { agents, type TaskRow, tasks } from '../db/schema'
 import { withTx } from '../db/tx'
+import { takenLoadSql } from '../domain/agent-states'
 import {
   agentColumns,
   FIT_RULE,
@@ -100,9 +101,9 @@ export async function writeAssignments(
        WHERE t.id = v.id AND t.status = 'pending'
       RETURNING t.*, ${bind(secondsBetween('t.created_at', '{{now}}::timestamptz'), { now })} AS wait_s
     ), load AS (
-      UPDATE agents a SET active_tasks = a.active_tasks + c.n
+      UPDATE agents a SET active_tasks = ${sql.raw(takenLoadSql('a.active_tasks', 'c.n'))}
         FROM (SELECT agent_id, count(*)::int AS n FROM upd GROUP BY agent_id) c
-       WHERE a.id = c.agent_id AND a.status = 'online' AND a.active_tasks + c.n <= a.max_concurrent_tasks
+       WHERE a.id = c.agent_id AND a.status = 'online' AND ${sql.raw(takenLoadSql('a.active_tasks', 'c.n'))} <= a.max_concurrent_tasks
       RETURNING a.id
     ), ev AS (${bind(assignedEvents('upd', '{{via}}::text', '{{now}}'), { via, now })})
     SELECT (SELECT count(*)::int FROM load) AS loaded,

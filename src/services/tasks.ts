@@ -518,8 +518,8 @@ export async function applyTaskReports(
   const { db, clock } = deps
   const outcomes = new Array<ReportOutcome>(reports.length)
   // One row per task per round. "running" directly followed by an end of the same attempt
-  // is one row (`started`): one update of the task instead of two, both events recorded
-  // (a progress event the running report would have made on an already running task is not).
+  // is one row (`started`): one update of the task instead of two, and one event, its end
+  // with `started: true` (a progress event the running report would have made on an already running task is not).
   type Row = { at: number[]; report: TaskReport; started: boolean }
   const rounds: Row[][] = []
   const seen = new Map<string, number>()

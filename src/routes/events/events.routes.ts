@@ -14,7 +14,10 @@ export const Event = z
     time: storedTimestamp,
     agentId: z.uuid().nullable(),
     taskId: z.uuid().nullable(),
-    data: z.record(z.string(), z.unknown()).openapi({ description: 'The change: from/to states, attempt, reason…' }),
+    data: z.record(z.string(), z.unknown()).openapi({
+      description:
+        'The change: from/to states, attempt, reason… A task end whose run started in the same report (no task.started was written) has `started: true`.',
+    }),
   })
   .openapi('Event')
 

@@ -2,7 +2,9 @@ import type { FleetEvent } from './types'
 
 /**
  * One line for an event: the move (from → to) with why (reason, error code) and the attempt.
- * task.requeued after a failure has no from: "requeued (retry, attempt 1) → pending".
+ * task.requeued after a failure has no from: "requeued (retry, attempt 1) → pending". An end
+ * whose run started in the same report (`started`) shows the start it stands for:
+ * "assigned → running → completed (attempt 1)".
  */
 export function describe(e: FleetEvent): string {
   const d = e.data || {}
@@ -13,7 +15,7 @@ export function describe(e: FleetEvent): string {
   if (d.attempt != null) why.push(`attempt ${d.attempt}`)
   const note = why.length ? ` (${why.join(', ')})` : ''
   if (e.type === 'task.requeued' && !d.from) return `requeued${note} → ${d.to || 'pending'}`
-  if (d.to) return (d.from ? `${d.from} → ` : '') + d.to + note
+  if (d.to) return (d.from ? `${d.from} → ` : '') + (d.started ? 'running → ' : '') + d.to + note
   if (e.type === 'task.progress') return `progress ${d.progress == null ? '–' : `${d.progress}%`}${note}`
   if (e.type === 'task.created')
     return [d.type, d.priority != null ? `priority ${d.priority}` : null].filter(Boolean).join(', ')

@@ -61,6 +61,8 @@ export interface EventData {
   reason?: string
   via?: string
   attempt?: number
+  /** On a report's end: the run started in the same report (no task.started was written). */
+  started?: boolean
   error?: unknown
   progress?: number | null
   type?: string

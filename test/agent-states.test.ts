@@ -1,0 +1,178 @@
+import { sql } from 'drizzle-orm'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { rowsOf } from '../src/db/client'
+import { bind } from '../src/db/fragments'
+import {
+  type AgentSetStatus,
+  BEAT_STATUS,
+  beatStatus,
+  beatStatusSql,
+  loadAfterBeat,
+  releasedLoad,
+  releasedLoadSql,
+  SETTABLE_STATUSES,
+  STAFF_HELD,
+  takenLoad,
+  takenLoadSql,
+} from '../src/domain/agent-states'
+import { type AgentStatus, agentStatuses } from '../src/domain/model'
+import { createHarness, type Harness } from './harness'
+
+/**
+ * The agent rules of src/domain/agent-states.ts exist in two forms: TypeScript (the
+ * services) and SQL (the batched heartbeat statement, `heartbeats` in src/db/hot.ts, and the
+ * slot release of every move that frees one). Over every pair of a stored status and a
+ * reported one, and a matrix of loads, the SQL must say what the TypeScript says; and the
+ * heartbeat statement, through the API, must leave each agent as the TypeScript says.
+ */
+
+let h: Harness
+beforeAll(async () => {
+  h = await createHarness({ RATE_LIMIT_PER_MINUTE: '0' })
+})
+afterAll(async () => {
+  await h.close()
+})
+
+const reportable: (AgentSetStatus | null)[] = [null, ...SETTABLE_STATUSES.agent]
+const pairs = agentStatuses.flatMap((current) => reportable.map((reported) => ({ current, reported })))
+
+describe('the beat rule: TypeScript and SQL agree', () => {
+  it('has a case for each of its reasons, each deciding some pair, and only staff hold maintenance', () => {
+    expect(STAFF_HELD).toEqual(['maintenance'])
+    const decided = new Set(pairs.map((p) => BEAT_STATUS.find((c) => c.holds(p.current, p.reported))?.name))
+    expect([...decided].sort()).toEqual(BEAT_STATUS.map((c) => c.name).sort())
+    // The cases, said plainly.
+    expect(beatStatus('maintenance', 'online')).toBe('maintenance')
+    expect(beatStatus('offline', null)).toBe('online')
+    expect(beatStatus('offline', 'draining')).toBe('draining')
+    expect(beatStatus('error', null)).toBe('error')
+    expect(beatStatus('draining', 'online')).toBe('online')
+  })
+
+  it('as SQL, over every pair of a stored and a reported status', async () => {
+    const rows = await rowsOf<{ c: AgentStatus; r: AgentSetStatus | null; next: AgentStatus }>(
+      h.database.db,
+      bind(
+        `SELECT p.c, p.r, ${beatStatusSql('p.c', 'p.r')} AS next
+           FROM jsonb_to_recordset({{pairs}}::jsonb) AS p(c text, r text)`,
+        { pairs: JSON.stringify(pairs.map((p) => ({ c: p.current, r: p.reported }))) },
+      ),
+    )
+    expect(rows).toHaveLength(pairs.length)
+    for (const row of rows) expect(row.next, `${row.c} reported ${row.r}`).toBe(beatStatus(row.c, row.r))
+  })
+
+  it.each([
+    ['without reports', false],
+    ['with reports', true],
+  ])('through the heartbeat statement (%s), every pair in one batch of heartbeats', async (_, withReports) => {
+    const agents = []
+    for (const p of pairs) {
+      const a = await h.agent({}, { online: false })
+      await h.database.db.execute(sql`UPDATE agents SET status = ${p.current} WHERE id = ${a.id}`)
+      agents.push({ ...p, a })
+    }
+    const unknownTask = '0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d'
+    const answers = await Promise.all(
+      agents.map(({ a, reported }) =>
+        h.call('POST', '/api/v1/agents/heartbeat', {
+          token: a.token,
+          body: {
+            agentId: a.id,
+            ...(reported ? { status: reported } : {}),
+            ...(withReports ? { reports: [{ taskId: unknownTask, attempt: 1, status: 'running' }] } : {}),
+          },
+        }),
+      ),
+    )
+    const stored = await rowsOf<{ id: string; status: AgentStatus }>(
+      h.database.db,
+      sql.raw(`SELECT id, status FROM agents WHERE id IN (${agents.map(({ a }) => `'${a.id}'`).join(', ')})`),
+    )
+    const byId = new Map(stored.map((r) => [r.id, r.status]))
+    for (const [n, { a, current, reported }] of agents.entries()) {
+      const next = beatStatus(current, reported)
+      const what = `${current} reported ${reported}`
+      expect(answers[n]?.status, what).toBe(200)
+      if (withReports)
+        expect(answers[n]?.body.reports, what).toEqual([{ taskId: unknownTask, ok: false, code: 'not_found' }])
+      expect(answers[n]?.body.agent.status, what).toBe(next)
+      expect(byId.get(a.id), what).toBe(next)
+      const moved = (await h.events({ agentId: a.id })).filter((e) => e.type === 'agent.status_changed')
+      expect(
+        moved.map((e) => e.data),
+        what,
+      ).toEqual(next === current ? [] : [{ from: current, to: next, by: 'heartbeat' }])
+    }
+  })
+})
+
+describe('the load rule: TypeScript and SQL agree', () => {
+  it('over a matrix of loads, ends and tasks given: never below zero', async () => {
+    const cases = []
+    for (let active = 0; active <= 3; active++)
+      for (let left = 0; left <= 5; left++) for (let taken = 0; taken <= 2; taken++) cases.push({ active, left, taken })
+    const rows = await rowsOf<{ released: number; after: number }>(
+      h.database.db,
+      bind(
+        `SELECT ${releasedLoadSql('x.active', 'x.left_')}::int AS released,
+                ${takenLoadSql(releasedLoadSql('x.active', 'x.left_'), 'x.taken')}::int AS after
+           FROM jsonb_to_recordset({{cases}}::jsonb) AS x(n int, active int, left_ int, taken int)
+          ORDER BY x.n`,
+        { cases: JSON.stringify(cases.map((c, n) => ({ n, active: c.active, left_: c.left, taken: c.taken }))) },
+      ),
+    )
+    expect(rows).toHaveLength(cases.length)
+    for (const [n, c] of cases.entries()) {
+      expect(rows[n]?.released, JSON.stringify(c)).toBe(releasedLoad(c.active, c.left))
+      expect(rows[n]?.after, JSON.stringify(c)).toBe(loadAfterBeat(c.active, c.left, c.taken))
+      expect(loadAfterBeat(c.active, c.left, c.taken)).toBe(takenLoad(releasedLoad(c.active, c.left), c.taken))
+    }
+    expect(releasedLoad(1, 3)).toBe(0)
+  })
+
+  it('through a heartbeat: what it held, less what its reports ended, plus what it is given', async () => {
+    const a = await h.agent({ maxConcurrentTasks: 3 })
+    const held = [await h.assignedTask(a.id), await h.assignedTask(a.id), await h.assignedTask(a.id)]
+    const queued = [await h.task(), await h.task(), await h.task()] // the agent is full: they wait
+    for (const t of queued) expect(t.status).toBe('pending')
+    const [A, B] = held
+    const res = await h.call('POST', '/api/v1/agents/heartbeat', {
+      token: a.token,
+      body: {
+        agentId: a.id,
+        reports: [
+          { taskId: A.id, attempt: 1, status: 'running' },
+          { taskId: A.id, attempt: 1, status: 'completed' },
+          { taskId: B.id, attempt: 1, status: 'failed', error: { code: 'no', message: 'refused' } },
+        ],
+      },
+    })
+    expect(res.status).toBe(200)
+    const given = res.body.assignments.filter((t: { id: string }) => queued.some((q) => q.id === t.id)).length
+    expect(given).toBe(2) // the two slots the reports freed
+    expect(res.body.agent.activeTasks).toBe(loadAfterBeat(3, 2, given))
+    const [row] = await rowsOf<{ n: number; held: number }>(
+      h.database.db,
+      sql`SELECT active_tasks AS n,
+                 (SELECT count(*)::int FROM tasks WHERE agent_id = ${a.id} AND status IN ('assigned', 'running')) AS held
+            FROM agents WHERE id = ${a.id}`,
+    )
+    expect(row).toEqual({ n: 3, held: 3 })
+  })
+
+  it('a count already off never goes below zero', async () => {
+    const a = await h.agent({ maxConcurrentTasks: 2 })
+    const t = await h.assignedTask(a.id)
+    // The stored count says it holds nothing (a count gone off), and its report ends a task.
+    await h.database.db.execute(sql`UPDATE agents SET active_tasks = 0 WHERE id = ${a.id}`)
+    const res = await h.call('POST', '/api/v1/agents/heartbeat', {
+      token: a.token,
+      body: { agentId: a.id, reports: [{ taskId: t.id, attempt: 1, status: 'failed', error: { message: 'x' } }] },
+    })
+    expect(res.body.reports).toEqual([{ taskId: t.id, ok: true }])
+    expect(res.body.agent.activeTasks).toBe(loadAfterBeat(0, 1, 0))
+    expect(res.body.agent.activeTasks).toBe(0)
+  })
+})
