@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|steady|backlog|fanout|scale|worker|queue-plan|statements]`:
- * prints one `key=value` line per figure (`fanout`, `scale`, `worker`, `queue-plan` and `statements` run only when named).
+ * `npm run bench [-- sweep|heartbeat|statistics|lifecycle|peers|read|streams|logs|steady|backlog|fanout|scale|worker|queue-plan|statements|rollout]`:
+ * prints one `key=value` line per figure (`fanout`, `scale`, `worker`, `queue-plan`, `statements` and `rollout` run only when named).
  *
  * Database: PGlite in memory by default; with DATABASE_URL=postgres://… a scratch
  * database is created on that server for the run and dropped afterwards.
@@ -37,6 +37,8 @@
  * with `heartbeat` or `steady` compares the server's DATABASE_POOL_MAX sizes in one run.
  * - statements: statements the server sends per request of each kind the steady workload
  *   makes, one at a time on an idle server (Postgres only; runs only when named).
+ * - rollout (scripts/bench/rollout.ts; runs only when named): 1,000 simulated agents, a rollout
+ *   with maxConcurrency 100 beside the same tasks created directly 100 at a time.
  * Every phase is bounded in count and time and stops by itself.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -58,6 +60,7 @@ import { runSweep } from '../src/services/scheduler'
 import { acquireAutoAnalyze, analyzeNow, releaseAutoAnalyze } from './bench/autoanalyze'
 import { benchBacklog } from './bench/backlog'
 import type { BenchContext } from './bench/context'
+import { benchRollout } from './bench/rollout'
 import { median } from './bench/stats'
 import { benchSteady, parsePoolSizes, rotated } from './bench/steady'
 import { writeHyperdriveConfig } from './hyperdrive-local'
@@ -1984,3 +1987,4 @@ if (only === 'statements') await benchStatements()
 const ctx: BenchContext = { onPostgres, baseUrl, line, scratch, startServer, stopServer, cpuSeconds, postgresCpuByPid }
 if (!only || only === 'steady') await benchSteady(ctx)
 if (!only || only === 'backlog') await benchBacklog(ctx)
+if (only === 'rollout') await benchRollout(ctx)

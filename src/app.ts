@@ -26,6 +26,7 @@ import { eventsRouter } from './routes/events/events.index'
 import { healthAliasRouter, healthRouter } from './routes/health/health.index'
 import { metricsRouter } from './routes/metrics/metrics.index'
 import { registrationTokensRouter } from './routes/registration-tokens/registration-tokens.index'
+import { rolloutsRouter } from './routes/rollouts/rollouts.index'
 import { schedulerRouter } from './routes/scheduler/scheduler.index'
 import { statisticsRouter } from './routes/statistics/statistics.index'
 import { logsRouter } from './routes/task-logs/task-logs.index'
@@ -208,6 +209,7 @@ export function createApp(input: AppInput) {
     .route('/api/v1', agentsRouter)
     .route('/api/v1', registrationTokensRouter)
     .route('/api/v1', tasksRouter)
+    .route('/api/v1', rolloutsRouter)
     .route('/api/v1', logsRouter)
     .route('/api/v1', schedulerRouter)
     .route('/api/v1', eventsRouter)

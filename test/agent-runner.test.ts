@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } 
 import { Agent, silentAgentLogger } from '../src/agent'
 import { killLeftoverGroups, procStat, recordGroup } from '../src/agent/groups'
 import { type Client, createClient, ok } from '../src/client'
+import { followRollout } from '../src/client/rollouts'
 import { signToken } from '../src/lib/tokens'
 import { freshPostgresUrl, onPostgres, SECRET, testRedisUrl, unique } from './harness'
 import { type Built, buildEntries, migratedDataDir, type Spawned, startBuiltServer, stopped, track } from './spawn'
@@ -599,6 +600,45 @@ describe('agenticcp-agent end to end', { timeout: 60_000 }, () => {
     expect(done.lostCount).toBeGreaterThanOrEqual(1)
     expect(done.attempt).toBeGreaterThanOrEqual(2)
   })
+
+  it('ten runners run a shell rollout end to end; one killed -9 mid-rollout leaves its target undeliverable, within the budget', async () => {
+    const scope = unique('scope')
+    const token = await registrationToken(10)
+    const fleet = Array.from({ length: 10 }, () => runner(token, { scope }))
+    const ids = await Promise.all(fleet.map((r) => agentIdOf(r)))
+    const made = await ok(
+      api.api.v1.rollouts.$post({
+        header: {},
+        json: {
+          name: unique('rollout'),
+          task: { type: 'shell', payload: { command: 'sleep 2; echo done on $(hostname)' } },
+          target: { labels: { scope } },
+          strategy: { maxConcurrency: 10, maxErrors: 1, deliveryTimeoutSeconds: 3 },
+        },
+      }),
+    )
+    expect(made.targetCount).toBe(10)
+    // Kill one runner once its task runs.
+    const victim = fleet[0] as Runner
+    const victimId = ids[0] as string
+    await until('the victim’s task to run', async () => {
+      const page = await ok(
+        api.api.v1.rollouts[':id'].targets.$get({ param: { id: made.id }, query: { status: 'running', limit: '100' } }),
+      )
+      return page.items.some((t) => t.agentId === victimId) ? true : undefined
+    })
+    victim.child.kill('SIGKILL')
+    const end = await followRollout(api, made.id, () => {}, 5)
+    expect(end).toMatchObject({ status: 'completed', errors: 1 })
+    expect(end.counts).toMatchObject({ succeeded: 9, undeliverable: 1 })
+    const targets = await ok(
+      api.api.v1.rollouts[':id'].targets.$get({ param: { id: made.id }, query: { limit: '100' } }),
+    )
+    for (const t of targets.items) {
+      if (t.agentId === victimId) expect(t.status).toBe('undeliverable')
+      else expect(t).toMatchObject({ status: 'succeeded', exitCode: 0, outputTail: expect.stringMatching(/^done on /) })
+    }
+  }, 90_000)
 
   it('a runner killed -9 and started again stops the command it left running, and the task is retried', async () => {
     const first = runner(await registrationToken(1))

@@ -981,6 +981,42 @@ describe.runIf(enabled)('the dashboard for an operator: actions, search, the age
     await page.close()
   }, 90_000)
 
+  it('shows rollouts with their progress, wave and errors against the budget; an operator pauses and cancels one; a target opens its task', async () => {
+    h.clock.set(Date.now())
+    const agents = [await h.agent({ name: unique('ro-agent') }), await h.agent({ name: unique('ro-agent') })]
+    const made = await h.call('POST', '/api/v1/rollouts', {
+      body: {
+        name: 'dash-rollout',
+        task: { type: 'test.run' },
+        target: { labels: { scope: h.scope() } },
+        strategy: { maxConcurrency: 1, maxErrors: 1 },
+      },
+    })
+    expect(made.status).toBe(201)
+    const id = made.body.id as string
+    const { page, problems } = await openDashboard({ width: 1440, height: 1100 }, 'operator')
+    const row = `#rollouts tr[data-rollout-id="${id}"]`
+    await page.waitForSelector(row)
+    expect(await page.textContent(`${row} td:nth-child(2)`)).toBe('running')
+    expect(await page.textContent(`${row} td:nth-child(3)`)).toContain('0/2')
+    expect(await page.textContent(`${row} td:nth-child(4)`)).toBe('1/1')
+    expect(await page.textContent(`${row} td:nth-child(5)`)).toBe('0/1')
+    await page.click(`${row} [data-rollout-act="pause"]`)
+    await expect.poll(async () => (await h.call('GET', `/api/v1/rollouts/${id}`)).body.status).toBe('paused')
+    await expect.poll(() => page.textContent(`${row} td:nth-child(2)`)).toBe('paused')
+    await page.click(`${row} td:first-child`)
+    await expect.poll(() => page.locator('#rollout-targets tr').count()).toBe(2)
+    await page.click('#rollout-targets tr[data-task-id]')
+    await expect.poll(() => page.textContent('#td-title')).toBe('dash-rollout')
+    await page.keyboard.press('Escape')
+    await page.click(`${row} [data-rollout-act="cancel"]`)
+    await expect.poll(async () => (await h.call('GET', `/api/v1/rollouts/${id}`)).body.status).toBe('cancelled')
+    await expect.poll(() => page.locator(`${row} [data-rollout-act]`).count()).toBe(0)
+    expect(agents).toHaveLength(2)
+    expect(problems).toEqual([])
+    await page.close()
+  }, 60_000)
+
   it('offers a viewer no action, on a task or an agent', async () => {
     h.clock.set(Date.now())
     const a = await h.agent({ name: unique('view-agent') })

@@ -314,9 +314,10 @@ const verdictJson = (whole: string) => `jsonb_build_object('i', v.i, 'verdict', 
       coalesce(to_jsonb(vd) - 'i' - 'was' - 'started' - 'reported' - 'holder', to_jsonb(vc))
     WHEN vd.id IS NOT NULL THEN
       jsonb_build_object('id', vd.id, 'agent_id', vd.agent_id, 'status', vd.status, 'attempt', vd.attempt,
-                         'started_at', vd.started_at, 'finished_at', vd.finished_at)
+                         'started_at', vd.started_at, 'finished_at', vd.finished_at, 'rollout_id', vd.rollout_id)
     WHEN vc.id IS NOT NULL THEN
-      jsonb_build_object('id', vc.id, 'agent_id', vc.agent_id, 'status', vc.status, 'attempt', vc.attempt)
+      jsonb_build_object('id', vc.id, 'agent_id', vc.agent_id, 'status', vc.status, 'attempt', vc.attempt,
+                         'rollout_id', vc.rollout_id)
     END)`
 
 /** The reports `v` with their tasks (`vd`, `vc`): joined, not looked up row by row. */

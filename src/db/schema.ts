@@ -17,6 +17,7 @@ import {
 } from 'drizzle-orm/pg-core'
 
 import type { AgentStatus, Labels, Provider, SweepSummary, TaskError, TaskStatus } from '../domain/model'
+import type { RolloutStatus, StrategyInput, TargetStatus } from '../domain/rollouts'
 import type { StallCause } from '../lib/stalls'
 
 const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' })
@@ -117,6 +118,8 @@ export const tasks = pgTable(
     shape: uuid('shape').generatedAlwaysAs(
       sql`task_shape(type, req_capabilities, req_provider, req_region, req_labels)`,
     ),
+    /** The rollout whose target this task is (src/services/rollouts.ts); null for any other task. */
+    rolloutId: uuid('rollout_id'),
     progress: real('progress'),
     result: jsonb('result').$type<unknown>(),
     error: jsonb('error').$type<TaskError>(),
@@ -290,9 +293,108 @@ export const schedulerState = pgTable('scheduler_state', {
   runs: bigint('runs', { mode: 'number' }).notNull().default(0),
 })
 
+/** What a rollout's target selects (frozen into its targets at creation). */
+export interface RolloutTargetSpec {
+  capabilities?: string[]
+  provider?: Provider | null
+  region?: string | null
+  labels?: Labels
+  agentIds?: string[]
+}
+
+/**
+ * Rollouts (docs/rollouts.md): one task on every agent of a target set frozen at creation,
+ * in waves, within an error budget. The strategy is kept as asked and as resolved against
+ * the target count (max_concurrency, max_errors, waves: each wave's size). `wave` is the
+ * wave started last; `wave_ended_at` when its last target ended (the bake runs from there).
+ * The controller serialises on this row (FOR UPDATE) every time it moves the rollout.
+ */
+export const rollouts = pgTable(
+  'rollouts',
+  {
+    id: uuid('id').primaryKey(),
+    name: text('name').notNull(),
+    description: text('description'),
+    status: text('status').$type<RolloutStatus>().notNull().default('running'),
+    taskType: text('task_type').notNull(),
+    taskPayload: jsonb('task_payload').$type<unknown>().notNull().default({}),
+    taskTimeoutSeconds: integer('task_timeout_seconds').notNull(),
+    taskMaxAttempts: integer('task_max_attempts').notNull(),
+    taskPriority: smallint('task_priority').notNull(),
+    target: jsonb('target').$type<RolloutTargetSpec>().notNull().default({}),
+    strategy: jsonb('strategy').$type<StrategyInput>().notNull().default({}),
+    maxConcurrency: integer('max_concurrency').notNull(),
+    maxErrors: integer('max_errors').notNull(),
+    waves: integer('waves').array().notNull(),
+    bakeSeconds: integer('bake_seconds').notNull(),
+    pauseBetweenWaves: boolean('pause_between_waves').notNull(),
+    deliveryTimeoutSeconds: integer('delivery_timeout_seconds').notNull(),
+    targetCount: integer('target_count').notNull(),
+    wave: integer('wave').notNull().default(1),
+    waveStartedAt: ts('wave_started_at'),
+    waveEndedAt: ts('wave_ended_at'),
+    retryOf: uuid('retry_of'),
+    idempotencyKey: text('idempotency_key'),
+    idempotencyOwner: text('idempotency_owner'),
+    idempotencyHash: text('idempotency_hash'),
+    createdBy: text('created_by').notNull(),
+    version: integer('version').notNull().default(1),
+    createdAt: ts('created_at').notNull(),
+    updatedAt: ts('updated_at').notNull(),
+    endedAt: ts('ended_at'),
+  },
+  (t) => [
+    uniqueIndex('rollouts_idempotency_key_idx')
+      .on(t.idempotencyOwner, t.idempotencyKey)
+      .where(sql`idempotency_key IS NOT NULL`),
+    // The list's status filter, newest first; the sweep's rollouts not over.
+    index('rollouts_status_idx').on(t.status, t.id),
+    index('rollouts_open_idx').on(t.id).where(sql`ended_at IS NULL`),
+    check('rollouts_max_concurrency_check', sql`max_concurrency >= 1`),
+    check('rollouts_max_errors_check', sql`max_errors >= 0`),
+  ],
+)
+
+/**
+ * A rollout's targets, one per agent, frozen at creation: its wave, its status (the target
+ * table in src/domain/rollouts.ts), and its task once dispatched. No foreign key to the
+ * agent: the history outlives it (its name is kept).
+ */
+export const rolloutTargets = pgTable(
+  'rollout_targets',
+  {
+    rolloutId: uuid('rollout_id')
+      .notNull()
+      .references(() => rollouts.id, { onDelete: 'cascade' }),
+    agentId: uuid('agent_id').notNull(),
+    agentName: text('agent_name').notNull(),
+    /** 0-based, in the order targets were taken (agents by id): the dispatch order. */
+    ordinal: integer('ordinal').notNull(),
+    wave: integer('wave').notNull(),
+    status: text('status').$type<TargetStatus>().notNull().default('waiting'),
+    taskId: uuid('task_id'),
+    attempt: integer('attempt').notNull().default(0),
+    dispatchedAt: ts('dispatched_at'),
+    endedAt: ts('ended_at'),
+  },
+  (t) => [
+    primaryKey({ columns: [t.rolloutId, t.agentId] }),
+    // Counts by status, the waiting targets of started waves in dispatch order, the targets in
+    // flight (the controller) and the targets page's filters.
+    index('rollout_targets_status_idx').on(t.rolloutId, t.status, t.wave, t.ordinal),
+    // The targets page in order.
+    index('rollout_targets_ordinal_idx').on(t.rolloutId, t.ordinal),
+  ],
+)
+
+export type RolloutRow = typeof rollouts.$inferSelect
+export type RolloutTargetRow = typeof rolloutTargets.$inferSelect
+
 export const schema = {
   agents,
   tasks,
+  rollouts,
+  rolloutTargets,
   events,
   schedulerState,
   serviceStalls,

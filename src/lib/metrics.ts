@@ -166,6 +166,18 @@ export class Metrics {
     'Reads of task logs by the readers followers share (one per followed attempt, per process).',
   )
 
+  readonly rolloutsCreated = new Counter('agenticcp_rollouts_created_total', 'Rollouts created.')
+  readonly rolloutsEnded = new Counter('agenticcp_rollouts_ended_total', 'Rollouts that ended, by status.')
+  readonly rolloutTargetsDispatched = new Counter(
+    'agenticcp_rollout_targets_dispatched_total',
+    'Rollout targets dispatched as tasks by the rollout controller.',
+  )
+  readonly rolloutTargetsEnded = new Counter(
+    'agenticcp_rollout_targets_ended_total',
+    'Rollout targets that ended, by status (succeeded, failed, timed_out, undeliverable, cancelled, skipped).',
+  )
+  readonly rollouts = new Gauge('agenticcp_rollouts', 'Rollouts by status.')
+
   private all(): Metric[] {
     return Object.values(this).filter(
       (m): m is Metric => m instanceof Counter || m instanceof Gauge || m instanceof Histogram,

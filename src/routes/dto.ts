@@ -72,6 +72,8 @@ export interface TaskDto {
   scheduledAt: string | null
   idempotencyKey: string | null
   cancelRequested: boolean
+  /** The rollout whose target this task is, if any. */
+  rolloutId: string | null
   pendingReason: PendingReason | null
   /** GET /tasks/{id} of a pending task nothing can take: why, requirement by requirement. */
   pendingDetails?: string[]
@@ -114,6 +116,7 @@ export function toTaskDto(t: TaskRow, pendingReason: PendingReason | null = null
     scheduledAt: times.scheduledAt,
     idempotencyKey: t.idempotencyKey,
     cancelRequested: t.cancelRequested,
+    rolloutId: t.rolloutId ?? null,
     pendingReason: t.status === 'pending' ? pendingReason : null,
     progress: t.progress,
     result: t.result ?? null,

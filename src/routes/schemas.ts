@@ -66,7 +66,7 @@ const token = (what: string, max: number) =>
 export const Capability = token('capability', 64).openapi({ example: 'gpu' })
 
 /** A task type as tasks name it. */
-const TaskType = token('type', 100).openapi({ example: 'report.generate' })
+export const TaskType = token('type', 100).openapi({ example: 'report.generate' })
 
 /** The task types an agent runs: types as tasks name them, or `*` for any. */
 export const TaskTypes = z
@@ -266,7 +266,7 @@ const taskFields = {
  * ({command, env?, cwd?}, the same schema and limits): refused here with 422, not accepted
  * and failed later on the runner.
  */
-const checkShellPayload = (t: { type: string; payload: unknown }, ctx: z.RefinementCtx) => {
+export const checkShellPayload = (t: { type: string; payload: unknown }, ctx: z.RefinementCtx) => {
   if (t.type !== SHELL_TASK_TYPE) return
   const parsed = ShellPayload.safeParse(t.payload)
   if (parsed.success) return
@@ -324,6 +324,10 @@ export const Task = z
     scheduledAt: nullableTimestamp,
     idempotencyKey: z.string().nullable(),
     cancelRequested: z.boolean(),
+    rolloutId: z
+      .uuid()
+      .nullable()
+      .openapi({ description: 'The rollout whose target this task is (docs/rollouts.md).' }),
     pendingReason: z.enum(pendingReasons).nullable(),
     pendingDetails: z.array(z.string()).optional().openapi({
       description:

@@ -68,7 +68,7 @@ export function recordAssignments(metrics: Metrics | undefined, rows: AssignedRo
 }
 
 /** How a task reached its agent; recorded on the `task.assigned` event. */
-export type PlacedVia = 'execute' | 'create' | 'batch' | 'heartbeat' | 'sweep'
+export type PlacedVia = 'execute' | 'create' | 'batch' | 'heartbeat' | 'sweep' | 'rollout'
 
 /**
  * Writes a batch of assignments in one statement: moves the tasks to assigned (bumping

@@ -13,6 +13,7 @@ import { pruneLogs } from './logs'
 import { type MigrationGate, missingObjectStates } from './migrations'
 import { placePending } from './placement'
 import { pruneRegistrationTokens } from './registration-tokens'
+import { sweepRollouts } from './rollouts'
 import { maintainShapes } from './shapes'
 import { downtimeBefore, mergedStalls, pruneStalls, recordStalls, type Stalls, stalledSince } from './stalls'
 
@@ -310,6 +311,9 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
     { db: deps.db, clock, notifier: deps.notifier, kv: deps.kv, metrics: deps.metrics },
     limit,
   )
+  // Rollouts not over: bake timers, gates, delivery timeouts, and targets following the
+  // tasks the steps above moved (src/services/rollouts.ts).
+  await sweepRollouts(deps, now, limit)
   // Housekeeping: prune old events. (Numbering new ones is left to their readers: the
   // sweep's own time goes to placement.)
   const eventsPruned =

@@ -29,6 +29,7 @@ import type { Created, CreateEntry, IdempotencyKey } from './create-writer'
 import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
 import { recordAssignments } from './placement'
+import { advanceRollouts } from './rollouts'
 import { ensureShapes } from './shapes'
 
 export type { ReportRow, ReportVerdict, VerdictRow }
@@ -546,6 +547,8 @@ export async function applyTaskReports(
   }
   if (rounds.length === 0 && last) await last([])
   const touched = { tasks: new Set<string>(), agents: new Set<string>() }
+  // Rollouts whose tasks the reports moved: advanced after them, in this request.
+  const rolloutIds = new Set<string>()
   for (const [n, round] of rounds.entries()) {
     const payload = round.map(
       ({ report: r, started }, i): ReportRow => ({
@@ -583,6 +586,7 @@ export async function applyTaskReports(
       }
       if (v.verdict === 'ok' && task) {
         touched.tasks.add(task.id)
+        if (task.rolloutId) rolloutIds.add(task.rolloutId)
         if (task.agentId) touched.agents.add(task.agentId)
         if (v.holder) touched.agents.add(v.holder)
         if (task.finishedAt && task.startedAt && task.status !== 'running') {
@@ -595,6 +599,7 @@ export async function applyTaskReports(
     }
   }
   if (touched.tasks.size) await changed(deps, { tasks: touched.tasks, agents: touched.agents })
+  if (rolloutIds.size) await advanceRollouts(deps, rolloutIds)
   return outcomes
 }
 
@@ -678,6 +683,8 @@ export async function cancelTask(deps: ServiceDeps, id: string): Promise<{ task:
   await changed(deps, { tasks: [id], agents: [out.task.agentId] })
   // The agent learns of the cancel request at once if it is long-polling.
   if (out.accepted && out.task.agentId) notifier?.notify([out.task.agentId])
+  // A rollout's target follows its task at once (a cancelled one frees its slot in flight).
+  if (out.task.rolloutId && !out.accepted) await advanceRollouts(deps, [out.task.rolloutId])
   return out
 }
 

@@ -99,6 +99,8 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .st.offline, .st.cancelled { background: rgba(110,118,129,.2); color: var(--muted); }
   .load { display: inline-block; width: 70px; height: 6px; border-radius: 3px; background: var(--panel2); vertical-align: middle; margin-right: 6px; overflow: hidden; }
   .load i { display: block; height: 100%; background: var(--ok); }
+  .rbar { display: inline-flex; width: 60%; height: 8px; border-radius: 4px; background: var(--panel2); vertical-align: middle; margin-right: 6px; overflow: hidden; }
+  .rbar i { display: block; height: 100%; }
   .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; color: var(--muted); }
   .muted { color: var(--muted); }
   .pager { display: flex; gap: 8px; align-items: center; justify-content: flex-end; margin-top: 8px; color: var(--muted); font-size: 12px; }
@@ -220,6 +222,12 @@ export const dashboardHtml = /* html */ `<!doctype html>
     <div class="pager"><span id="page-info"></span><button id="prev" type="button">‹</button><button id="next" type="button">›</button></div>
   </section>
   <section class="card span3 events"><h2>Live events <span class="count muted" id="ev-count"></span></h2><div id="log" class="scroll"></div></section>
+  <section class="card span12" aria-labelledby="rollouts-title">
+    <h2><span id="rollouts-title">Rollouts</span> <span class="count muted" id="rollout-count"></span></h2>
+    <div class="muted" id="rollout-err" role="status"></div>
+    <div class="scroll"><table class="fixed" id="rollouts-table"><colgroup><col><col style="width:120px"><col style="width:30%"><col style="width:70px"><col style="width:90px"><col style="width:220px"></colgroup><thead><tr><th>Rollout</th><th>Status</th><th>Progress</th><th>Wave</th><th>Errors / budget</th><th></th></tr></thead><tbody id="rollouts"></tbody></table></div>
+    <div class="scroll"><table class="fixed" id="rollout-targets-table"><thead><tr><th>Target</th><th>Wave</th><th>Status</th><th>Error</th></tr></thead><tbody id="rollout-targets"></tbody></table></div>
+  </section>
   <section class="card span12">
     <h2>Tasks <span class="count muted" id="task-count"></span></h2>
     <div class="find"><input id="task-search" type="search" placeholder="Find a task by id, type, or the start of its name…" aria-label="Find a task by id, type, or the start of its name (names: the newest 10,000 tasks)" title="An id finds that task; other text finds the tasks of that type and those whose name starts with it (any case, among the newest 10,000 tasks)" autocomplete="off" spellcheck="false"></div>

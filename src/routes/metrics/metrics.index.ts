@@ -1,6 +1,8 @@
 import { createRoute, z } from '@hono/zod-openapi'
+import { rolloutStatuses } from '../../domain/rollouts'
 import { ApiError, errorResponses as E } from '../../lib/errors'
 import { createRouter } from '../../middleware/router'
+import { rolloutsByStatus } from '../../services/rollouts'
 import { agentStatistics, taskStatistics } from '../../services/statistics'
 
 const route = createRoute({
@@ -9,7 +11,7 @@ const route = createRoute({
   operationId: 'metrics',
   summary: 'Prometheus metrics (text exposition format)',
   description:
-    'HTTP requests and durations, agents and tasks by status, queue depth, sweeps, assignments, expiries, requeues, retries, create→assigned and run-time histograms. Public unless METRICS_TOKEN is set; then send `Authorization: Bearer <METRICS_TOKEN>`.',
+    'HTTP requests and durations, agents, tasks and rollouts by status, queue depth, sweeps, assignments, expiries, requeues, retries, create→assigned and run-time histograms. Public unless METRICS_TOKEN is set; then send `Authorization: Bearer <METRICS_TOKEN>`.',
   tags: ['Health'],
   responses: {
     200: {
@@ -37,7 +39,12 @@ export const metricsRouter = createRouter().openapi(route, async (c) => {
       throw new ApiError('unauthorized', 'GET /metrics wants the METRICS_TOKEN.')
   }
   // Fleet and queue gauges come from the database at scrape time, so every instance agrees.
-  const [agents, tasks] = await Promise.all([agentStatistics(database.db), taskStatistics(database.db, clock.now())])
+  const [agents, tasks, rollouts] = await Promise.all([
+    agentStatistics(database.db),
+    taskStatistics(database.db, clock.now()),
+    rolloutsByStatus(database.db),
+  ])
+  for (const status of rolloutStatuses) metrics.rollouts.set({ status }, rollouts[status] ?? 0)
   for (const [status, n] of Object.entries(agents.byStatus)) metrics.agents.set({ status }, n)
   for (const [state, n] of Object.entries(agents.slots)) metrics.slots.set({ state }, n)
   for (const [status, n] of Object.entries(tasks.byStatus)) metrics.tasks.set({ status }, n)

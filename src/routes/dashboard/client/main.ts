@@ -13,6 +13,7 @@ import { $, chipStatus, rowTask } from './dom'
 import { flush, listen, setLive, stopListening } from './feed'
 import { filterAgents, loadAgents, showAgentStatus, turnPage } from './fleet'
 import { ago } from './format'
+import { loadRollouts, wireRollouts } from './rollouts'
 import { loadStats } from './stats'
 import { wireTaskLog } from './task-log'
 import { filterTasks, findTasks, loadTasks } from './tasks'
@@ -45,6 +46,7 @@ async function start() {
   try {
     await Promise.all([loadAgents(), loadStats()])
     await loadTasks()
+    await loadRollouts()
   } catch (err) {
     if (String((err as Error).message) !== 'auth') setLive('retry', 'API unreachable, retrying…')
     return
@@ -78,6 +80,7 @@ wireDetail()
 wireTaskLog()
 wireAgentDetail()
 wireConfirm()
+wireRollouts(openTask)
 $('login-form').addEventListener('submit', (e) => {
   e.preventDefault()
   saveToken(tokenBox().value.trim())
@@ -123,5 +126,8 @@ setInterval(() => {
 setInterval(() => {
   if (currentToken() && !loginShown()) Promise.all([loadAgents(), loadTasks()]).catch(() => {})
 }, 30000)
+setInterval(() => {
+  if (currentToken() && !loginShown()) loadRollouts().catch(() => {})
+}, 5000)
 if (currentToken()) start()
 else showLogin('')
