@@ -133,6 +133,27 @@ describe('POST /api/v1/rollouts', () => {
     expect((await h.call('GET', '/api/v1/rollouts?limit=100')).body.items.length).toBe(before)
   })
 
+  it('leaves out agents taken out of service (draining, maintenance); agentIds, when given, names at least one', async () => {
+    const [a, b, c] = await fleet(3)
+    const op = await h.token('operator')
+    for (const [agent, status] of [
+      [b, 'maintenance'],
+      [c, 'draining'],
+    ] as const) {
+      const res = await h.call('PATCH', `/api/v1/agents/${agent?.id}/status`, { token: op, body: { status } })
+      expect(res.status).toBe(200)
+    }
+    const made = await create({})
+    expect(made.status).toBe(201)
+    expect(made.body.targetCount).toBe(1)
+    expect((await targets(made.body.id)).map((t) => t.agentId)).toEqual([a?.id])
+    const before = await count('rollouts')
+    const none = await create({ target: { ...target(), agentIds: [] } })
+    expect(none.status).toBe(422)
+    expect(none.body.errors[0].path).toBe('body.target.agentIds')
+    expect(await count('rollouts')).toBe(before)
+  })
+
   it('422 for bad percentages and waves that do not add up, each naming its field; nothing half-created', async () => {
     await fleet(3)
     const tasksBefore = await count('tasks')
@@ -351,6 +372,80 @@ describe('the controller', () => {
       status: 'cancelled',
       error: { code: 'undeliverable' },
     })
+  })
+
+  it('a busy online agent’s target waits for its slot, never undeliverable; one taken out of service meanwhile is', async () => {
+    const [busy, away] = await fleet(2)
+    // Each agent's one slot is held by a task of its own, running, outside the rollout.
+    for (const agent of [busy, away]) {
+      const t = await h.assignedTask(agent?.id)
+      expect((await h.report(t.id, agent?.token as string, { status: 'running', attempt: 1 })).status).toBe(200)
+    }
+    const { body } = await create({ strategy: { deliveryTimeoutSeconds: 60, maxErrors: 1 } })
+    expect((await get(body.id)).counts.dispatched).toBe(2)
+    const op = await h.token('operator')
+    const res = await h.call('PATCH', `/api/v1/agents/${away?.id}/status`, {
+      token: op,
+      body: { status: 'maintenance' },
+    })
+    expect(res.status).toBe(200)
+    h.clock.advance(61_000)
+    await h.sweep()
+    const r = await get(body.id)
+    expect(r.counts).toMatchObject({ dispatched: 1, undeliverable: 1 })
+    const [u] = await targets(body.id, '&status=undeliverable')
+    expect(u?.agentId).toBe(away?.id)
+    h.clock.advance(600_000)
+    await h.sweep()
+    expect((await get(body.id)).counts.dispatched).toBe(1) // the busy one still waits
+  })
+
+  it('a failed rollout still finishing can be cancelled (its tasks in flight), and stays failed', async () => {
+    const agents = await fleet(2)
+    const { body } = await create({ strategy: { maxConcurrency: 2 } })
+    const [first, second] = await targets(body.id)
+    const task = (await h.call('GET', `/api/v1/tasks/${first?.taskId}`)).body
+    const token = agents.find((a) => a.id === first?.agentId)?.token as string
+    await h.report(task.id, token, { status: 'running', attempt: 1 })
+    await h.report(task.id, token, { status: 'failed', attempt: 1, error: { code: 'exit_1', message: 'no' } })
+    expect(await get(body.id)).toMatchObject({ status: 'failed', endedAt: null, counts: { dispatched: 1 } })
+    const res = await h.call('POST', `/api/v1/rollouts/${body.id}/cancel`)
+    expect(res.status).toBe(200)
+    const r = await get(body.id)
+    expect(r).toMatchObject({ status: 'failed', counts: { failed: 1, cancelled: 1, dispatched: 0 } })
+    expect(r.endedAt).not.toBeNull()
+    expect((await h.call('GET', `/api/v1/tasks/${second?.taskId}`)).body.status).toBe('cancelled')
+  })
+
+  it('its tasks are its own: a hand retry or edit of one is refused (409) with the rollout named', async () => {
+    await fleet(2)
+    const { body } = await create({ strategy: { maxConcurrency: 1 } })
+    const [first, second] = await targets(body.id)
+    expect((await h.call('POST', `/api/v1/tasks/${first?.taskId}/cancel`)).status).toBe(200)
+    const retry = await h.call('POST', `/api/v1/tasks/${first?.taskId}/retry`)
+    expect(retry.status).toBe(409)
+    expect(retry.body).toMatchObject({ code: 'conflict', rolloutId: body.id })
+    const next = (await targets(body.id)).find((t) => t.agentId === second?.agentId)
+    expect(next?.status).toBe('dispatched')
+    const edit = await h.call('PUT', `/api/v1/tasks/${next?.taskId}`, { body: { name: 'x', type: 'test.run' } })
+    expect(edit.status).toBe(409)
+    expect(edit.body.rolloutId).toBe(body.id)
+  })
+
+  it('a retry’s payload override is checked as a create’s: a bad shell payload is 422, nothing made', async () => {
+    const agents = await fleet(1, { taskTypes: ['shell'] })
+    const { body } = await create({ task: { type: 'shell', payload: { command: 'true' } } })
+    await finishInFlight(body.id, agents, new Set([agents[0]?.id as string]))
+    expect((await get(body.id)).status).toBe('failed')
+    const before = await count('rollouts')
+    const bad = await h.call('POST', `/api/v1/rollouts/${body.id}/retry`, { body: { task: { payload: { bogus: 1 } } } })
+    expect(bad.status).toBe(422)
+    expect(bad.body.errors[0].path).toMatch(/^body\.task\.payload/)
+    expect(await count('rollouts')).toBe(before)
+    const good = await h.call('POST', `/api/v1/rollouts/${body.id}/retry`, {
+      body: { task: { payload: { command: 'ls' } } },
+    })
+    expect(good.status).toBe(201)
   })
 
   it('retry covers exactly the targets that did not succeed, linked by retryOf', async () => {

@@ -1,4 +1,4 @@
-import type { TaskStatus } from './model'
+import type { AgentStatus, TaskStatus } from './model'
 
 /**
  * Rollouts: one task on every agent of a frozen target set, in waves, within an error
@@ -29,6 +29,12 @@ export const targetStatuses = [
 export type TargetStatus = (typeof targetStatuses)[number]
 
 /** A target whose task exists and has not ended: it counts against maxConcurrency. */
+/**
+ * Agent statuses that are never targets: an operator took the agent out of service, so a
+ * rollout must not count on it (nor fail waiting for it).
+ */
+export const NOT_TARGETED = ['draining', 'maintenance'] as const satisfies readonly AgentStatus[]
+
 export const inFlightTargetStatuses = ['dispatched', 'running'] as const satisfies readonly TargetStatus[]
 /** The target statuses that count as errors against maxErrors. */
 export const errorTargetStatuses = ['failed', 'timed_out', 'undeliverable'] as const satisfies readonly TargetStatus[]
@@ -285,9 +291,9 @@ export interface RolloutState {
   maxErrors: number
   errors: number
   inFlight: number
-  /** Waiting targets in waves up to the started one. */
+  /** Waiting targets in waves up to the started one (counted up to maxConcurrency: no more is needed). */
   waitingStarted: number
-  /** Waiting targets in later waves. */
+  /** Waiting targets in later waves (counted up to one: only whether there is one matters). */
   waitingLater: number
   /** The rollout's end, once set. */
   endedAt: Date | null

@@ -12,6 +12,7 @@ import {
   errorsOf,
   errorTargetStatuses,
   inFlightTargetStatuses,
+  NOT_TARGETED,
   type ResolvedStrategy,
   type RolloutDecision,
   type RolloutStatus,
@@ -25,6 +26,7 @@ import {
   waveOfIndex,
   zeroCounts,
 } from '../domain/rollouts'
+import { SHELL_TASK_TYPE, ShellPayload } from '../domain/shell'
 import { releaseSlots } from '../domain/sql'
 import { ApiError } from '../lib/errors'
 import { decodeCursor, page } from '../lib/pagination'
@@ -62,9 +64,10 @@ if (!TYPE_RULE) throw new Error('the fit rule has no type requirement')
 
 /**
  * The agents a target selects, by the fit rule's requirements (capabilities, provider,
- * region, labels; pinning and declines aside) and the ids asked for, in id order, each with
- * whether it runs the type. Whether they take work now does not matter: an offline one is a
- * target, and ends undeliverable if it stays away.
+ * region, labels; pinning and declines aside) and the ids asked for (null: any), in id
+ * order, each with whether it runs the type. An agent an operator took out of service
+ * (`draining`, `maintenance`) is not a target; an offline one is, and ends undeliverable
+ * if it stays away.
  */
 const MATCHING_AGENTS = `
 SELECT a.id, a.name, ${TYPE_RULE.sql(agentColumns('a'), { type: '{{type}}::text' } as never)} AS runs
@@ -82,7 +85,8 @@ SELECT a.id, a.name, ${TYPE_RULE.sql(agentColumns('a'), { type: '{{type}}::text'
    },
    'type',
  )}
-   AND (cardinality({{ids}}::uuid[]) = 0 OR a.id = ANY({{ids}}::uuid[]))
+   AND a.status NOT IN (${sqlList(NOT_TARGETED)})
+   AND ({{ids}}::uuid[] IS NULL OR a.id = ANY({{ids}}::uuid[]))
  ORDER BY a.id`
 
 /** What an idempotent create hashes: the request, defaults applied. */
@@ -128,7 +132,7 @@ export async function createRollout(
         provider: target.provider ?? null,
         region: target.region ?? null,
         labels: JSON.stringify(target.labels ?? {}),
-        ids: `{${(target.agentIds ?? []).join(',')}}`,
+        ids: target.agentIds ? `{${target.agentIds.join(',')}}` : null,
       }),
     )
     if (agents.length === 0) {
@@ -281,9 +285,13 @@ SELECT to_jsonb(r) AS rollout,
   (SELECT count(*)::int FROM cur WHERE status IN (${IN_FLIGHT})) AS in_flight,
   (SELECT count(*)::int FROM rollout_targets x WHERE x.rollout_id = r.id AND x.status IN (${ERRORS}))
     + (SELECT count(*)::int FROM moved WHERE next IN (${ERRORS})) AS errors,
-  (SELECT count(*)::int FROM rollout_targets x WHERE x.rollout_id = r.id AND x.status = 'waiting' AND x.wave <= r.wave)
+  -- Bounded: the decision needs no more than maxConcurrency of them, and of later waves only
+  -- whether there is one, so an advance never counts a large rollout's waiting targets.
+  (SELECT count(*)::int FROM (SELECT 1 FROM rollout_targets x
+     WHERE x.rollout_id = r.id AND x.status = 'waiting' AND x.wave <= r.wave LIMIT r.max_concurrency) w)
     AS waiting_started,
-  (SELECT count(*)::int FROM rollout_targets x WHERE x.rollout_id = r.id AND x.status = 'waiting' AND x.wave > r.wave)
+  (SELECT count(*)::int FROM (SELECT 1 FROM rollout_targets x
+     WHERE x.rollout_id = r.id AND x.status = 'waiting' AND x.wave > r.wave LIMIT 1) w)
     AS waiting_later,
   coalesce((SELECT jsonb_agg(next) FROM moved WHERE next IN (${ENDED})), '[]'::jsonb) AS ended,
   (SELECT count(*) FROM synced) AS synced
@@ -555,18 +563,25 @@ export async function advanceRollouts(deps: ServiceDeps, ids: Iterable<string>):
 const placedSteps = new WeakSet<Step>()
 
 /**
- * Targets dispatched whose task has waited pending (its agent offline, deleted or full)
- * for the rollout's deliveryTimeoutSeconds: the task is cancelled and the target ends
- * `undeliverable` (an error). The task's last move (its creation or its requeue) is when it
- * started to wait. Under the rollout's lock.
+ * Targets dispatched whose agent is gone (deleted) or has not been online (offline, or
+ * taken out of service after the rollout began) for the rollout's deliveryTimeoutSeconds,
+ * while their task waited pending as long: the task is cancelled and the target ends
+ * `undeliverable` (an error). The task waits from its last move (its creation or its
+ * requeue) or, waiting out a retry backoff, from when it is due; the agent from its last
+ * change of status (its row's `updated_at`: a heartbeat that changes nothing leaves it). A
+ * busy online agent's target is not undeliverable: it waits for a slot. Under the rollout's
+ * lock.
  */
 const UNDELIVERABLE = `
 WITH due AS (
   SELECT t.id, rt.agent_id FROM rollouts r
     JOIN rollout_targets rt ON rt.rollout_id = r.id AND rt.status = 'dispatched'
     JOIN tasks t ON t.id = rt.task_id
+    LEFT JOIN agents a ON a.id = rt.agent_id
    WHERE r.id = {{id}}::uuid AND t.status = 'pending'
-     AND t.updated_at <= {{now}}::timestamptz - r.delivery_timeout_seconds * interval '1 second'
+     AND greatest(t.updated_at, t.available_at) <= {{now}}::timestamptz - r.delivery_timeout_seconds * interval '1 second'
+     AND (a.id IS NULL OR (a.status <> 'online'
+                           AND a.updated_at <= {{now}}::timestamptz - r.delivery_timeout_seconds * interval '1 second'))
    ORDER BY t.id FOR UPDATE OF t SKIP LOCKED
 ), c AS (
   UPDATE tasks t SET status = 'cancelled', finished_at = {{now}}::timestamptz, auto_retry = false,
@@ -637,6 +652,8 @@ export function allowedControls(row: Pick<RolloutRow, 'status' | 'endedAt'>): st
   if (row.status === 'running') out.push('paused (pause)')
   if (row.status === 'paused') out.push('running (resume)')
   if (row.status === 'running' || row.status === 'paused') out.push('cancelled (cancel)')
+  // Failed (its budget broke) with tasks still in flight: cancel stops them.
+  if (row.status === 'failed' && !row.endedAt) out.push('its tasks in flight cancelled (cancel)')
   if (row.endedAt) out.push('a new rollout (retry)')
   return out
 }
@@ -741,9 +758,13 @@ SELECT coalesce((SELECT jsonb_agg(id) FROM (SELECT id FROM ended UNION ALL SELEC
 export function cancelRollout(deps: ServiceDeps, id: string): Promise<RolloutRow> {
   return control(deps, id, async (tx, row, now) => {
     if (row.status === 'cancelled') return
-    if (row.status !== 'running' && row.status !== 'paused') refuse(row, 'it is over and cannot be cancelled')
+    // A failed rollout still finishing what was in flight: cancel stops that, and it stays failed.
+    const finishing = row.status === 'failed' && !row.endedAt
+    if (row.status !== 'running' && row.status !== 'paused' && !finishing) {
+      refuse(row, 'it is over and cannot be cancelled')
+    }
     const [c] = await rowsOf<{ tasks: string[]; agents: string[] }>(tx, bind(CANCEL_TASKS, { id, now }))
-    await tx.update(rollouts).set({ status: 'cancelled', updatedAt: now }).where(eq(rollouts.id, id))
+    if (!finishing) await tx.update(rollouts).set({ status: 'cancelled', updatedAt: now }).where(eq(rollouts.id, id))
     await event(tx, now, 'rollout.cancelled', { rolloutId: id })
     return { tasks: c?.tasks ?? [], agents: c?.agents ?? [] }
   })
@@ -787,6 +808,19 @@ export async function retryRollout(
     },
     target: { agentIds: left.map((t) => t.agentId) },
     strategy: override.strategy ?? row.strategy,
+  }
+  // A payload override is checked as a create's is (the route's schema sees it without its type).
+  if (input.task.type === SHELL_TASK_TYPE) {
+    const parsed = ShellPayload.safeParse(input.task.payload)
+    if (!parsed.success) {
+      throw unprocessable(
+        'The task payload is not a shell payload.',
+        parsed.error.issues.map((i) => ({
+          path: ['body.task.payload', ...i.path.map(String)].join('.'),
+          message: i.message,
+        })),
+      )
+    }
   }
   return createRollout(deps, input, by, { retryOf: id, ...(idempotencyKey ? { idempotencyKey } : {}) })
 }

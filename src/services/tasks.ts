@@ -77,6 +77,19 @@ function refuse(task: TaskRow, what: string): never {
   })
 }
 
+/**
+ * A rollout's task is its rollout's to move (docs/rollouts.md): edited or retried by hand it
+ * would run outside the rollout's maxConcurrency and budget, perhaps after the rollout ended.
+ */
+function refuseRolloutTask(task: TaskRow, what: string): void {
+  if (!task.rolloutId) return
+  throw new ApiError(
+    'conflict',
+    `The task belongs to rollout ${task.rolloutId}; it cannot be ${what} by hand: use POST /api/v1/rollouts/${task.rolloutId}/retry (or cancel).`,
+    { rolloutId: task.rolloutId },
+  )
+}
+
 function checkVersion(row: TaskRow, ifMatch: string | undefined) {
   if (!ifMatchOk(ifMatch, row.version)) {
     throw new ApiError('precondition_failed', `If-Match does not match the current version ("${row.version}").`)
@@ -438,6 +451,7 @@ export async function updateTask(deps: ServiceDeps, id: string, input: TaskInput
   const out = await withTx(db, async (tx) => {
     const current = await lockTask(tx, id)
     checkVersion(current, ifMatch)
+    refuseRolloutTask(current, 'edited')
     if (current.status !== 'pending') refuse(current, 'only a pending task can be edited')
     const next = fields(input, now)
     // Editing a task waiting out a retry backoff does not cut the backoff short.
@@ -698,6 +712,7 @@ export async function retryTask(deps: ServiceDeps, id: string): Promise<TaskRow>
   const now = clock.now()
   const out = await withTx(db, async (tx) => {
     const task = await lockTask(tx, id)
+    refuseRolloutTask(task, 'retried')
     const m = moveFor(task, 'retry', 'staff')
     if (!m) refuse(task, 'only failed, cancelled or timed-out tasks can be retried')
     const row = await requeue(tx, id, m, now)

@@ -60,11 +60,11 @@ const RolloutTarget = z
     provider: Provider.nullish(),
     region: z.string().min(1).max(64).nullish(),
     labels: Labels.optional(),
-    agentIds: z.array(z.uuid()).max(100_000).optional(),
+    agentIds: z.array(z.uuid()).min(1).max(100_000).optional(),
   })
   .openapi('RolloutTargetSelector', {
     description:
-      'Every registered agent that has these capabilities, provider, region and labels (and is one of agentIds, when given) and runs the task’s type. Frozen at creation.',
+      'Every registered agent that has these capabilities, provider, region and labels (and is one of agentIds, when given: at least one id) and runs the task’s type, except those draining or in maintenance. Frozen at creation.',
   })
 
 const Strategy = z
