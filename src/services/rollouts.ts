@@ -603,16 +603,22 @@ WITH due AS (
 SELECT coalesce(jsonb_agg(id), '[]'::jsonb) AS ids FROM c`
 
 /**
- * The sweep's part: every rollout not over, oldest first (up to `limit`), advanced — its
- * delivery timeouts first — so bake timers and gates move and targets follow tasks the
- * sweep moved. Returns how many it advanced.
+ * The sweep's part: the rollouts not over (up to `limit`, the longest unadvanced first, so
+ * with more than `limit` open every one still gets its turn), advanced — their delivery
+ * timeouts first — so bake timers and gates move and targets follow tasks the sweep moved.
+ * A paused rollout with nothing in flight has nothing to move and is passed over. Returns
+ * how many it advanced.
  */
 export async function sweepRollouts(deps: ServiceDeps, now: Date, limit: number): Promise<number> {
   const open = await deps.db
     .select({ id: rollouts.id })
     .from(rollouts)
-    .where(sql`${rollouts.endedAt} IS NULL`)
-    .orderBy(rollouts.id)
+    .where(
+      sql`${rollouts.endedAt} IS NULL AND (${rollouts.status} <> 'paused' OR EXISTS (
+            SELECT 1 FROM rollout_targets rt
+             WHERE rt.rollout_id = ${rollouts.id} AND rt.status IN (${sql.raw(sqlList(inFlightTargetStatuses))})))`,
+    )
+    .orderBy(rollouts.updatedAt, rollouts.id)
     .limit(limit)
   const steps: Step[] = []
   for (const { id } of open) {
