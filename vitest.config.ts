@@ -20,8 +20,7 @@ import { testNodeFlags } from './test/build-cache'
  * `npm run test:unit` and `npm run test:integration` run one project each.
  */
 const integration: Record<string, string> = {
-  'agent-runner-1.test.ts': 'the server and runner processes (bin/agenticcp-agent.mjs), killed and restarted',
-  'agent-runner-2.test.ts': 'the same, the second half (test/agent-runner-suite.ts)',
+  'agent-runner.test.ts': 'the server and runner processes (bin/agenticcp-agent.mjs), killed and restarted',
   'agent-library.test.ts': 'real agents on their real timers (heartbeats, grace periods, restarts): mostly waiting',
   'container.test.ts': 'docker-compose config (a Python process, ~1 s a call)',
   'concurrency.test.ts': 'Postgres only (skipped on PGlite)',
