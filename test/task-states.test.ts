@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs'
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type ReportStatus, reportStatuses, type TaskStatus } from '../src/domain/model'
+import { rowsOf } from '../src/db/client'
+import { type ReportStatus, reportStatuses, type TaskStatus, taskStatuses } from '../src/domain/model'
+import { cancelAsksSql, cancelEndsSql } from '../src/domain/sql'
 import { type MoveAction, type Mover, moveFor, TASK_MOVES, type TaskMove } from '../src/domain/task-states'
 import { type CallResult, createHarness, type Harness } from './harness'
 
@@ -342,6 +344,27 @@ describe('docs/architecture.md', () => {
       expect(row?.slot, `${m.name} slot`).toBe(m.slot === 'keep' ? '' : m.slot)
       expect(row?.counts, `${m.name} counts`).toBe(m.counts ?? '')
       expect(row?.event, `${m.name} event`).toBe(`\`${m.event}\``)
+    }
+  })
+})
+
+describe('a staff cancel in SQL (cancelEndsSql, cancelAsksSql: what a rollout cancel and a delivery timeout run)', () => {
+  it('agrees with the table for every status, with and without a retry due or a cancel asked', async () => {
+    for (const status of taskStatuses) {
+      for (const autoRetry of [false, true]) {
+        for (const cancelRequested of [false, true]) {
+          const m = moveFor({ status, autoRetry, cancelRequested }, 'cancel', 'staff')
+          const [row] = await rowsOf<{ ends: boolean; asks: boolean }>(
+            h.database.db,
+            sql.raw(`SELECT ${cancelEndsSql('t')} AS ends, ${cancelAsksSql('t')} AS asks
+                       FROM (SELECT '${status}'::text AS status, ${autoRetry} AS auto_retry,
+                                    ${cancelRequested} AS cancel_requested) t`),
+          )
+          const what = `${status} autoRetry=${autoRetry} cancelRequested=${cancelRequested}`
+          expect(row?.ends, what).toBe(m?.to === 'cancelled')
+          expect(row?.asks, what).toBe(m !== undefined && m.to !== 'cancelled')
+        }
+      }
     }
   })
 })

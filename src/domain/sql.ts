@@ -1,5 +1,5 @@
 import { releasedLoadSql } from './agent-states'
-import { move, type TaskMove } from './task-states'
+import { type MoveGuard, move, TASK_MOVES, type TaskMove } from './task-states'
 
 /**
  * Named SQL fragments for the pieces the placement and recovery statements share, each
@@ -115,3 +115,36 @@ export const toCancelSql = (t: string, agent: string) =>
   `${t}.agent_id = ${agent} AND ${t}.status = '${START.to}' AND ${t}.cancel_requested`
 export const holdsSql = (t: string, agent: string) =>
   `${t}.agent_id = ${agent} AND ${t}.status IN ('${ASSIGN.to}', '${START.to}')`
+
+/** Staff cancels, by the state table: those that end the task at once, and the one that asks its agent. */
+const CANCELS = TASK_MOVES.filter((m) => m.action === 'cancel' && m.by.includes('staff'))
+const CANCEL_ENDS = CANCELS.filter((m) => m.to === 'cancelled')
+const CANCEL_ASKS = CANCELS.filter((m) => m.to !== 'cancelled')
+const inList = (xs: readonly string[]) => xs.map((x) => `'${x}'`).join(', ')
+const guardSql = (t: string, when: MoveGuard | undefined) =>
+  when === undefined ? '' : when === 'not_cancel_requested' ? ` AND NOT ${t}.cancel_requested` : ` AND ${t}.${when}`
+const movesSql = (t: string, ms: readonly TaskMove[]) =>
+  `(${ms.map((m) => `(${t}.status IN (${inList(m.from)})${guardSql(t, m.when)})`).join(' OR ')})`
+
+/** Whether a staff cancel ends task row `t` at once (pending, assigned, or a retry due). */
+export const cancelEndsSql = (t: string) => movesSql(t, CANCEL_ENDS)
+/** Whether a staff cancel asks the agent of task row `t` to end it (running). */
+export const cancelAsksSql = (t: string) => movesSql(t, CANCEL_ASKS)
+/** Whether a cancel that ends a task that was `was` (a status expression) gives back its agent's slot. */
+export const cancelReleasesSql = (was: string) =>
+  `${was} IN (${inList(CANCEL_ENDS.filter((m) => m.slot === 'release').flatMap((m) => m.from))})`
+
+/**
+ * The SET items of a staff cancel that ends task row `t` (it was `was`): cancelled, no retry;
+ * a task called off while waiting for its retry keeps the time its last run ended.
+ */
+export const cancelSet = (t: string, was: string, now: string) => {
+  const keeps = CANCEL_ENDS.filter((m) => m.when === 'auto_retry').flatMap((m) => m.from)
+  return `status = 'cancelled', auto_retry = false,
+         finished_at = CASE WHEN ${was} IN (${inList(keeps)}) THEN ${t}.finished_at ELSE ${now} END,
+         version = ${t}.version + 1, updated_at = ${now}`
+}
+
+/** The SET items of a staff cancel that asks the agent of task row `t` to end it. */
+export const requestCancelSet = (t: string, now: string) =>
+  `cancel_requested = true, cancel_requested_at = ${now}, version = ${t}.version + 1, updated_at = ${now}`

@@ -27,7 +27,14 @@ import {
   zeroCounts,
 } from '../domain/rollouts'
 import { SHELL_TASK_TYPE, ShellPayload } from '../domain/shell'
-import { releaseSlots } from '../domain/sql'
+import {
+  cancelAsksSql,
+  cancelEndsSql,
+  cancelReleasesSql,
+  cancelSet,
+  releaseSlots,
+  requestCancelSet,
+} from '../domain/sql'
 import { ApiError } from '../lib/errors'
 import { decodeCursor, page } from '../lib/pagination'
 import { changed, type ServiceDeps } from './deps'
@@ -584,11 +591,10 @@ WITH due AS (
                            AND a.updated_at <= {{now}}::timestamptz - r.delivery_timeout_seconds * interval '1 second'))
    ORDER BY t.id FOR UPDATE OF t SKIP LOCKED
 ), c AS (
-  UPDATE tasks t SET status = 'cancelled', finished_at = {{now}}::timestamptz, auto_retry = false,
+  UPDATE tasks t SET ${cancelSet('t', 't.status', '{{now}}::timestamptz')},
          error = jsonb_build_object('code', 'undeliverable',
-                 'message', 'Its agent could not take it within the rollout''s deliveryTimeoutSeconds.'),
-         version = t.version + 1, updated_at = {{now}}::timestamptz
-    FROM due WHERE t.id = due.id AND t.status = 'pending'
+                 'message', 'Its agent could not take it within the rollout''s deliveryTimeoutSeconds.')
+    FROM due WHERE t.id = due.id AND ${cancelEndsSql('t')}
   RETURNING t.id
 ), tg AS (
   UPDATE rollout_targets rt SET status = 'undeliverable', ended_at = {{now}}::timestamptz
@@ -732,20 +738,17 @@ WITH tk AS (
   SELECT t.id, t.status, t.agent_id, t.cancel_requested, t.auto_retry, t.finished_at FROM rollout_targets rt
     JOIN tasks t ON t.id = rt.task_id
    WHERE rt.rollout_id = {{id}}::uuid AND rt.status IN (${IN_FLIGHT})
-     AND (t.status IN ('pending', 'assigned', 'running') OR (t.status IN ('failed', 'timed_out') AND t.auto_retry))
+     AND (${cancelEndsSql('t')} OR ${cancelAsksSql('t')})
    ORDER BY t.id FOR UPDATE OF t
 ), ended AS (
-  UPDATE tasks t SET status = 'cancelled', auto_retry = false,
-         finished_at = CASE WHEN tk.status IN ('failed', 'timed_out') THEN tk.finished_at ELSE {{now}}::timestamptz END,
-         version = t.version + 1, updated_at = {{now}}::timestamptz
-    FROM tk WHERE t.id = tk.id AND tk.status <> 'running'
+  UPDATE tasks t SET ${cancelSet('t', 'tk.status', '{{now}}::timestamptz')}
+    FROM tk WHERE t.id = tk.id AND ${cancelEndsSql('tk')}
   RETURNING t.id, tk.agent_id, tk.status AS was
 ), asked AS (
-  UPDATE tasks t SET cancel_requested = true, cancel_requested_at = {{now}}::timestamptz,
-         version = t.version + 1, updated_at = {{now}}::timestamptz
-    FROM tk WHERE t.id = tk.id AND tk.status = 'running' AND NOT tk.cancel_requested
+  UPDATE tasks t SET ${requestCancelSet('t', '{{now}}::timestamptz')}
+    FROM tk WHERE t.id = tk.id AND ${cancelAsksSql('tk')} AND NOT tk.cancel_requested
   RETURNING t.id, t.agent_id, t.attempt
-), rel AS (${releaseSlots('ended', "was = 'assigned'")}
+), rel AS (${releaseSlots('ended', cancelReleasesSql('was'))}
 ), ev AS (
   INSERT INTO events (type, agent_id, task_id, data, created_at)
   SELECT e.type, e.agent_id, e.task_id, e.data, {{now}}::timestamptz FROM (
