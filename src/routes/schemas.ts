@@ -383,7 +383,8 @@ export const paging = {
 export const page = <T extends z.ZodType>(item: T, name: string) =>
   z.object({ items: z.array(item), nextCursor: z.string().nullable() }).openapi(name)
 
-const csvOf = <T extends readonly [string, ...string[]]>(values: T) =>
+/** A comma-separated query value of `values` (at least one). */
+export const csvOf = <T extends readonly [string, ...string[]]>(values: T) =>
   z
     .string()
     .transform((s) =>

@@ -6,6 +6,7 @@ import { authenticate, canRead, canWrite } from '../../middleware/auth'
 import {
   Capability,
   checkShellPayload,
+  csvOf,
   IdParam,
   JsonValue,
   Labels,
@@ -31,17 +32,6 @@ const Amount = (min: number, what: string) =>
         }),
     ])
     .openapi({ description: `${what}: a count, or "N%" of the targets.`, example: '10%' })
-
-const csv = <T extends readonly [string, ...string[]]>(values: T) =>
-  z
-    .string()
-    .transform((s) =>
-      s
-        .split(',')
-        .map((v) => v.trim())
-        .filter(Boolean),
-    )
-    .pipe(z.array(z.enum(values)).min(1))
 
 const RolloutTask = z
   .strictObject({
@@ -205,7 +195,7 @@ export const list = createRoute({
   middleware: [authenticate, canRead] as const,
   request: {
     query: z.object({
-      status: csv(rolloutStatuses)
+      status: csvOf(rolloutStatuses)
         .optional()
         .openapi({ type: 'string', description: 'One status or a comma-separated list' }),
       limit: paging.limit,
@@ -239,7 +229,7 @@ export const targets = createRoute({
   request: {
     params: IdParam,
     query: z.object({
-      status: csv(targetStatuses).optional().openapi({ type: 'string' }),
+      status: csvOf(targetStatuses).optional().openapi({ type: 'string' }),
       wave: z.coerce.number().int().min(1).optional(),
       limit: z.coerce.number().int().min(1).max(500).default(100),
       cursor: paging.cursor,
