@@ -282,8 +282,15 @@ describe('a long poll that wakes', () => {
     metrics,
   })
 
-  it('woken by work placed on it, reads it without writing', async () => {
+  const metricOf = async (series: string) => {
+    const text: string = (await h.call('GET', '/metrics', { token: null })).body
+    const line = text.split('\n').find((l) => l.startsWith(`${series} `))
+    return Number(line?.split(' ')[1] ?? 0)
+  }
+
+  it('woken by a create placed on it, answers from the placement (no statement), as a read would', async () => {
     const a = await h.agent()
+    const handed = await metricOf('agenticcp_long_poll_rechecks_total{write="handoff"}')
     const poll = h.call('POST', '/api/v1/agents/heartbeat', {
       token: a.token,
       body: { agentId: a.id, waitSeconds: 10 },
@@ -293,8 +300,33 @@ describe('a long poll that wakes', () => {
     const res = await poll
     expect(res.status).toBe(200)
     expect(res.body.assignments.map((t: { id: string }) => t.id)).toEqual([task.id])
-    const text: string = (await h.call('GET', '/metrics', { token: null })).body
-    expect(Number(/^agenticcp_long_poll_rechecks_total\{write="none"\} (\d+)/m.exec(text)?.[1] ?? 0)).toBeGreaterThan(0)
+    expect(await metricOf('agenticcp_long_poll_rechecks_total{write="handoff"}')).toBe(handed + 1)
+    // What it answered is what the database holds: the task assigned to it, the agent's load.
+    const read = await h.call('GET', `/api/v1/tasks/${task.id}`)
+    expect(res.body.assignments[0]).toEqual(read.body)
+    expect(res.body.assignments[0]).toMatchObject({ status: 'assigned', agentId: a.id, attempt: 1 })
+    const agent = await h.call('GET', `/api/v1/agents/${a.id}`)
+    expect(res.body.agent).toEqual(agent.body)
+    expect(res.body.agent.activeTasks).toBe(1)
+  })
+
+  it('woken by work placed by another path (execute), reads it without writing', async () => {
+    const a = await h.agent()
+    const later = new Date(h.clock.now().getTime() + 3_600_000)
+    const task = await h.task({ scheduledAt: later.toISOString() }) // not due: not placed
+    expect(task.status).toBe('pending')
+    const reads = await metricOf('agenticcp_long_poll_rechecks_total{write="none"}')
+    const poll = h.call('POST', '/api/v1/agents/heartbeat', {
+      token: a.token,
+      body: { agentId: a.id, waitSeconds: 10 },
+    })
+    await new Promise((r) => setTimeout(r, 100))
+    const exec = await h.call('POST', '/api/v1/tasks/execute', { body: { taskId: task.id, agentId: a.id } })
+    expect(exec.status, JSON.stringify(exec.body)).toBe(200)
+    const res = await poll
+    expect(res.status).toBe(200)
+    expect(res.body.assignments.map((t: { id: string }) => t.id)).toEqual([task.id])
+    expect(await metricOf('agenticcp_long_poll_rechecks_total{write="none"}')).toBeGreaterThan(reads)
   })
 
   it('refreshes its beat while it waits, so the sweep does not take it for dead', async () => {

@@ -625,6 +625,15 @@ SELECT coalesce((SELECT jsonb_agg(to_jsonb(ins)) FROM ins), '[]'::jsonb) AS made
 }
 
 /**
+ * What a placement hands the long poll of an agent it gave work (src/lib/notifier.ts): the
+ * agent's row and the tasks given, as the placement's statement returned them.
+ */
+export interface AssignedHandoff {
+  agent: Record<string, unknown>
+  tasks: Record<string, unknown>[]
+}
+
+/**
  * Placement right after creates, in one statement: up to `$4` of the least-loaded online
  * agents with a free slot that fit one of the new tasks (by the new tasks' shapes, or
  * being the agent one is pinned to), locked `SKIP LOCKED` (never waiting on a placement in
@@ -633,7 +642,8 @@ SELECT coalesce((SELECT jsonb_agg(to_jsonb(ins)) FROM ins), '[]'::jsonb) AS made
  * or more urgent ones that fit the same agents. Never holds a lock across round trips.
  * $1 now · $2 shapes of the new due tasks (uuid[]) · $3 agents new due tasks are pinned to
  * (uuid[]) · $4 most agents · $5 how they were placed (`create` or `batch`, in the events)
- * Returns `rows`: the tasks given, whole, each with `wait_s`.
+ * Returns `rows`: the tasks given, whole, each with `wait_s`; `agents`: the agents given
+ * them, as the statement left them (what a woken long poll of theirs answers).
  */
 export const fillNew: HotStatement = {
   name: 'fill_new',
@@ -657,8 +667,9 @@ WITH a AS (
   SELECT agent_id, count(*)::int AS n FROM given GROUP BY agent_id
 ), load AS (
   UPDATE agents g SET active_tasks = ${takenLoadSql('g.active_tasks', 'gb.n')} FROM given_by gb WHERE g.id = gb.agent_id
-  RETURNING 1
+  RETURNING g.*
 ), ev AS (${assignedEvents('given', '$5::text', '$1')}
 )
-SELECT coalesce((SELECT jsonb_agg(to_jsonb(given) ORDER BY given.priority DESC, given.id) FROM given), '[]'::jsonb) AS rows`,
+SELECT coalesce((SELECT jsonb_agg(to_jsonb(given) ORDER BY given.priority DESC, given.id) FROM given), '[]'::jsonb) AS rows,
+  coalesce((SELECT jsonb_agg(to_jsonb(load)) FROM load), '[]'::jsonb) AS agents`,
 }

@@ -151,7 +151,7 @@ export class Metrics {
   )
   readonly longPollRechecks = new Counter(
     'agenticcp_long_poll_rechecks_total',
-    'Long polls that woke or ended a wait slice and read again, by what they wrote: none, touch (the beat only, batched) or beat (a whole heartbeat, to fill free slots).',
+    'Long polls that woke or ended a wait slice, by what they did: none (read again, no write), touch (read, and wrote the beat only, batched), beat (a whole heartbeat, to fill free slots) or handoff (answered from the rows of the placement in this process that woke it: no statement).',
   )
   readonly dbStatements = new Counter(
     'agenticcp_db_statements_total',

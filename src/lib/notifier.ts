@@ -3,36 +3,48 @@
  * notification costs latency, never correctness, because a waiting heartbeat also
  * re-reads the database every few seconds. In-process here; a Redis-backed twin can fan
  * the same calls out across instances.
+ *
+ * A notification may hand a waiter of this process what the notifier's caller already
+ * read (`handoffs`, by key: the tasks a placement gave an agent and the agent's row as it
+ * left it), so the woken waiter answers from it instead of reading the database again.
+ * Handoffs never cross the bus: another instance's waiter is woken and reads.
  */
 export interface WorkNotifier {
   /** Call after the transaction that gave these agents work has committed. */
-  notify(agentIds: Iterable<string>): void
-  /** Resolves true when notified, false after `ms`, on abort, or when closed. */
-  wait(agentId: string, ms: number, signal?: AbortSignal): Promise<boolean>
+  notify(agentIds: Iterable<string>, handoffs?: ReadonlyMap<string, unknown>): void
+  /**
+   * Resolves `true` when notified (or the handoff given for this key, `{ handoff }`),
+   * `false` after `ms`, on abort, or when closed.
+   */
+  wait(agentId: string, ms: number, signal?: AbortSignal): Promise<Woken>
   /** Releases every waiter and makes later waits return at once (shutdown). */
   close(): void
   readonly closed: boolean
 }
 
+/** How a wait ended: `false` (time, abort, close), `true` (notified) or notified with a handoff. */
+export type Woken = boolean | { handoff: unknown }
+
 export class LocalNotifier implements WorkNotifier {
-  private waiters = new Map<string, Set<(woken: boolean) => void>>()
+  private waiters = new Map<string, Set<(woken: Woken) => void>>()
   closed = false
 
-  notify(agentIds: Iterable<string>): void {
+  notify(agentIds: Iterable<string>, handoffs?: ReadonlyMap<string, unknown>): void {
     for (const id of new Set(agentIds)) {
       const set = this.waiters.get(id)
       if (!set) continue
       this.waiters.delete(id)
-      for (const wake of set) wake(true)
+      const handoff = handoffs?.get(id)
+      for (const wake of set) wake(handoff === undefined ? true : { handoff })
     }
   }
 
-  wait(agentId: string, ms: number, signal?: AbortSignal): Promise<boolean> {
+  wait(agentId: string, ms: number, signal?: AbortSignal): Promise<Woken> {
     if (this.closed || signal?.aborted || ms <= 0) return Promise.resolve(false)
     return new Promise((resolve) => {
       const set = this.waiters.get(agentId) ?? new Set()
       this.waiters.set(agentId, set)
-      const done = (woken: boolean) => {
+      const done = (woken: Woken) => {
         clearTimeout(timer)
         signal?.removeEventListener('abort', onAbort)
         set.delete(done)
@@ -82,14 +94,14 @@ export class BusNotifier implements WorkNotifier {
     return this.local.closed
   }
 
-  notify(agentIds: Iterable<string>): void {
+  notify(agentIds: Iterable<string>, handoffs?: ReadonlyMap<string, unknown>): void {
     const list = [...new Set(agentIds)]
     if (list.length === 0) return
-    this.local.notify(list)
+    this.local.notify(list, handoffs)
     void this.bus.publish(this.channel, JSON.stringify(list))
   }
 
-  wait(agentId: string, ms: number, signal?: AbortSignal): Promise<boolean> {
+  wait(agentId: string, ms: number, signal?: AbortSignal): Promise<Woken> {
     return this.local.wait(agentId, ms, signal)
   }
 

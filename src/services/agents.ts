@@ -2,7 +2,7 @@ import { and, arrayContains, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle
 import { v7 as uuidv7 } from 'uuid'
 import type { Db, Tx } from '../db/client'
 import { bind } from '../db/fragments'
-import { agentFromJson, hot, pollRead, taskFromJson } from '../db/hot'
+import { type AssignedHandoff, agentFromJson, hot, pollRead, taskFromJson } from '../db/hot'
 import { queries } from '../db/prepared'
 import { getAgent } from '../db/rows'
 import { type AgentRow, agents, type TaskRow, tasks } from '../db/schema'
@@ -15,6 +15,7 @@ import { move } from '../domain/task-states'
 import { ApiError } from '../lib/errors'
 import { ifMatchOk } from '../lib/etag'
 import { keys, reviveRow } from '../lib/kv'
+import type { Woken } from '../lib/notifier'
 import { decodeCursor, page, type SortOrder } from '../lib/pagination'
 import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
@@ -419,6 +420,13 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     signal?.addEventListener('abort', done, { once: true })
   })
 
+/** The work a placement handed a woken long poll (src/lib/notifier.ts), if it did. */
+function handoffOf(woke: Woken | undefined): AssignedHandoff | undefined {
+  if (typeof woke !== 'object') return undefined
+  const h = woke.handoff as Partial<AssignedHandoff> | undefined
+  return h?.agent && Array.isArray(h.tasks) && h.tasks.length > 0 ? (h as AssignedHandoff) : undefined
+}
+
 /** The app's writer, or (no shared one: Workers, tests) one for this heartbeat alone. */
 const writerFor = (deps: ServiceDeps) =>
   deps.heartbeats ?? new HeartbeatWriter(deps.db, deps.clock, { batchSize: 1, inFlight: 1, metrics: deps.metrics })
@@ -535,9 +543,17 @@ export async function heartbeat(
     const left = until - Date.now()
     if (answer.assignments.length > 0 || answer.cancellations.length > 0 || left <= 0) return answer
     if (signal?.aborted || notifier?.closed) return answer
-    if (notifier) await notifier.wait(id, Math.min(left, WAIT_SLICE_MS), signal)
-    else await sleep(Math.min(left, WAIT_SLICE_MS), signal)
+    const woke = notifier
+      ? await notifier.wait(id, Math.min(left, WAIT_SLICE_MS), signal)
+      : await sleep(Math.min(left, WAIT_SLICE_MS), signal).then(() => false)
     // Ended (a newer long poll of this agent, the client gone): what it has, no further beat.
     if (signal?.aborted) return answer
+    // Woken by a placement in this process that gave it work: the placement's rows are the
+    // answer, as a read would have found them then (no statement at all).
+    const handed = handoffOf(woke)
+    if (handed) {
+      deps.metrics?.longPollRechecks.inc({ write: 'handoff' })
+      row = { agent: handed.agent, assigned: handed.tasks, given: [], cancel: [], lost: [], moved: false, reports: [] }
+    }
   }
 }

@@ -3,6 +3,7 @@ import { v7 as uuidv7 } from 'uuid'
 import { type Db, type Executor, rowsOf, type Tx } from '../db/client'
 import { bind } from '../db/fragments'
 import {
+  type AssignedHandoff,
   applyReports,
   fillNew,
   hot,
@@ -253,6 +254,17 @@ async function placeNewSafely(
   }
 }
 
+/**
+ * What a long poll of each agent given work answers when this placement wakes it (the
+ * agent as the statement left it, the tasks it was given), so it need not read them again.
+ */
+function handoffs(agents: Record<string, unknown>[], rows: Record<string, unknown>[]): Map<string, AssignedHandoff> {
+  const out = new Map<string, AssignedHandoff>()
+  for (const agent of agents) out.set(String(agent.id), { agent, tasks: [] })
+  for (const { wait_s: _, ...task } of rows) out.get(String(task.agent_id))?.tasks.push(task)
+  return out
+}
+
 /** Most agents one placement after creates takes (each has at least one free slot). */
 const PLACE_NEW_AGENTS = 1000
 
@@ -266,7 +278,10 @@ async function placeNew(deps: ServiceDeps, made: TaskRow[], via: 'create' | 'bat
     if (t.reqAgentId) pinned.add(t.reqAgentId.toLowerCase())
     else if (t.shape) shapes.add(t.shape)
   }
-  const [out] = await hot<{ rows: (Record<string, unknown> & { wait_s: number })[] }>(deps.db, fillNew, [
+  const [out] = await hot<{
+    rows: (Record<string, unknown> & { wait_s: number })[]
+    agents: Record<string, unknown>[]
+  }>(deps.db, fillNew, [
     now,
     `{${[...shapes].sort().join(',')}}`,
     `{${[...pinned].sort().join(',')}}`,
@@ -283,7 +298,7 @@ async function placeNew(deps: ServiceDeps, made: TaskRow[], via: 'create' | 'bat
   )
   const agentIds = [...new Set(placed.map((t) => t.agentId as string))]
   await changed(deps, { agents: agentIds, tasks: placed.map((t) => t.id) })
-  deps.notifier?.notify(agentIds)
+  deps.notifier?.notify(agentIds, handoffs(out?.agents ?? [], rows))
   return placed
 }
 
