@@ -1,3 +1,4 @@
+import http from 'node:http'
 /** JSON calls to the server under test for the phases under scripts/bench/. */
 export interface Answer {
   status: number
@@ -5,20 +6,53 @@ export interface Answer {
   body: any
 }
 
+/**
+ * A caller of the server under test over node:http with kept-alive sockets. Not `fetch`:
+ * the simulated agents share the machine's two cores with the server and Postgres, and
+ * fetch (undici through its web streams) cost them about twice the CPU per request, taken
+ * from what the server could use (docs/performance.md, "Steady state").
+ */
 export function jsonCaller(base: string, token: string) {
-  return async (
+  const url = new URL(base)
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1024 })
+  return (
     path: string,
     init: { method?: string; token?: string; body?: unknown; signal?: AbortSignal } = {},
-  ): Promise<Answer> => {
-    const res = await fetch(`${base}${path}`, {
-      method: init.method ?? (init.body === undefined ? 'GET' : 'POST'),
-      headers: { authorization: `Bearer ${init.token ?? token}`, 'content-type': 'application/json' },
-      body: init.body === undefined ? undefined : JSON.stringify(init.body),
-      signal: init.signal,
+  ): Promise<Answer> =>
+    new Promise((resolve, reject) => {
+      const payload = init.body === undefined ? undefined : JSON.stringify(init.body)
+      const req = http.request(
+        {
+          host: url.hostname,
+          port: url.port,
+          path,
+          agent,
+          method: init.method ?? (payload === undefined ? 'GET' : 'POST'),
+          headers: {
+            authorization: `Bearer ${init.token ?? token}`,
+            ...(payload === undefined
+              ? {}
+              : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
+          },
+          signal: init.signal,
+        },
+        (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8')
+            try {
+              resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : null })
+            } catch (err) {
+              reject(err)
+            }
+          })
+          res.on('error', reject)
+        },
+      )
+      req.on('error', reject)
+      req.end(payload)
     })
-    const text = await res.text()
-    return { status: res.status, body: text ? JSON.parse(text) : null }
-  }
 }
 
 /** The server's own count of statements sent to Postgres (agenticcp_db_statements_total). */
