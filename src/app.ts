@@ -27,6 +27,7 @@ import { healthAliasRouter, healthRouter } from './routes/health/health.index'
 import { metricsRouter } from './routes/metrics/metrics.index'
 import { registrationTokensRouter } from './routes/registration-tokens/registration-tokens.index'
 import { rolloutsRouter } from './routes/rollouts/rollouts.index'
+import { concurrencyRouter } from './routes/concurrency/concurrency.index'
 import { schedulerRouter } from './routes/scheduler/scheduler.index'
 import { statisticsRouter } from './routes/statistics/statistics.index'
 import { logsRouter } from './routes/task-logs/task-logs.index'
@@ -212,6 +213,7 @@ export function createApp(input: AppInput) {
     .route('/api/v1', rolloutsRouter)
     .route('/api/v1', logsRouter)
     .route('/api/v1', schedulerRouter)
+    .route('/api/v1', concurrencyRouter)
     .route('/api/v1', eventsRouter)
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {

@@ -26,6 +26,7 @@ import {
   waveOfIndex,
   zeroCounts,
 } from '../domain/rollouts'
+import { releaseKeysSql } from '../domain/concurrency'
 import { SHELL_TASK_TYPE, ShellPayload } from '../domain/shell'
 import {
   cancelAsksSql,
@@ -743,12 +744,13 @@ WITH tk AS (
 ), ended AS (
   UPDATE tasks t SET ${cancelSet('t', 'tk.status', '{{now}}::timestamptz')}
     FROM tk WHERE t.id = tk.id AND ${cancelEndsSql('tk')}
-  RETURNING t.id, tk.agent_id, tk.status AS was
+  RETURNING t.id, tk.agent_id, tk.status AS was, t.concurrency_key
 ), asked AS (
   UPDATE tasks t SET ${requestCancelSet('t', '{{now}}::timestamptz')}
     FROM tk WHERE t.id = tk.id AND ${cancelAsksSql('tk')} AND NOT tk.cancel_requested
   RETURNING t.id, t.agent_id, t.attempt
 ), rel AS (${releaseSlots('ended', cancelReleasesSql('was'))}
+), relk AS (${releaseKeysSql('ended', cancelReleasesSql('was'), '{{now}}::timestamptz')}
 ), ev AS (
   INSERT INTO events (type, agent_id, task_id, data, created_at)
   SELECT e.type, e.agent_id, e.task_id, e.data, {{now}}::timestamptz FROM (
