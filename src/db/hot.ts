@@ -1,6 +1,15 @@
 import { getTableColumns, type Table } from 'drizzle-orm'
 import { beatStatusSql, releasedLoadSql, takenLoadSql } from '../domain/agent-states'
 import {
+  fairGroupSql,
+  fairOrderSql,
+  grantedSql,
+  heldByKeySql,
+  releasedKeySql,
+  releaseKeysSql,
+  upsertKeysSql,
+} from '../domain/concurrency'
+import {
   type AgentSql,
   agentColumns,
   leastLoadedOrderSql,
@@ -12,15 +21,6 @@ import {
   takesWorkSql,
   taskColumns,
 } from '../domain/fit'
-import {
-  fairGroupSql,
-  fairOrderSql,
-  grantedSql,
-  heldByKeySql,
-  releaseKeysSql,
-  releasedKeySql,
-  upsertKeysSql,
-} from '../domain/concurrency'
 import type { ReportStatus } from '../domain/model'
 import {
   assignedEventRows,

@@ -44,8 +44,7 @@ export const fairGroupSql = (t?: string) => {
  * first `granted(active, limit, wanted)` are assigned: as many as the key has room for, never
  * fewer than none (a count already over its limit, after the limit was lowered, admits none).
  */
-export const granted = (active: number, limit: number, wanted: number) =>
-  Math.min(wanted, Math.max(limit - active, 0))
+export const granted = (active: number, limit: number, wanted: number) => Math.min(wanted, Math.max(limit - active, 0))
 export const grantedSql = (active: string, limit: string, wanted: string) =>
   `least(${wanted}, greatest(${limit} - ${active}, 0))`
 

@@ -248,17 +248,17 @@ const FlowKey = (what: string) =>
     .string()
     .min(1, `${what} must not be empty`)
     .max(KEY_MAX_LENGTH, `${what} is at most ${KEY_MAX_LENGTH} characters`)
-    .regex(KEY_PATTERN, `${what} takes letters, digits and . _ : / @ = + - (starting with a letter or digit), no spaces`)
+    .regex(
+      KEY_PATTERN,
+      `${what} takes letters, digits and . _ : / @ = + - (starting with a letter or digit), no spaces`,
+    )
 
 export const ConcurrencyInput = z
   .strictObject({
     key: FlowKey('concurrency.key').openapi({ example: 'tenant-a:reports' }),
-    limit: z
-      .number()
-      .int()
-      .min(1, 'concurrency.limit must be at least 1')
-      .max(KEY_LIMIT_MAX)
-      .openapi({ description: 'At most this many tasks of the key assigned or running at once (the newest create sets it).' }),
+    limit: z.number().int().min(1, 'concurrency.limit must be at least 1').max(KEY_LIMIT_MAX).openapi({
+      description: 'At most this many tasks of the key assigned or running at once (the newest create sets it).',
+    }),
   })
   .openapi('Concurrency', {
     description:
@@ -358,10 +358,9 @@ export const Task = z
       .uuid()
       .nullable()
       .openapi({ description: 'The rollout whose target this task is (docs/rollouts.md).' }),
-    concurrency: z
-      .object({ key: z.string(), limit: z.number().int() })
-      .nullable()
-      .openapi({ description: 'Its concurrency key and the limit it was created with (the key’s limit is the newest create’s).' }),
+    concurrency: z.object({ key: z.string(), limit: z.number().int() }).nullable().openapi({
+      description: 'Its concurrency key and the limit it was created with (the key’s limit is the newest create’s).',
+    }),
     fairnessKey: z.string().nullable(),
     pendingReason: z.enum(pendingReasons).nullable(),
     pendingDetails: z.array(z.string()).optional().openapi({

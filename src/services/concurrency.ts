@@ -1,7 +1,7 @@
 import { sql } from 'drizzle-orm'
+import type { Db } from '../db/client'
 import { type Executor, rowsOf } from '../db/client'
 import { withTx } from '../db/tx'
-import type { Db } from '../db/client'
 import { KEY_MAX_LENGTH } from '../domain/concurrency'
 
 /**

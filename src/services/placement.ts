@@ -7,6 +7,7 @@ import { getAgent, lockTask } from '../db/rows'
 import { agents, type TaskRow, tasks } from '../db/schema'
 import { withTx } from '../db/tx'
 import { takenLoadSql } from '../domain/agent-states'
+import { grantedSql, heldByKeySql, keyFull } from '../domain/concurrency'
 import {
   agentColumns,
   FIT_RULE,
@@ -26,7 +27,6 @@ import {
   taskColumns,
 } from '../domain/fit'
 import type { PendingReason } from '../domain/model'
-import { grantedSql, heldByKeySql, keyFull } from '../domain/concurrency'
 import { assignedEvents, assignSet, secondsBetween } from '../domain/sql'
 import { allowedMoves } from '../domain/task-states'
 import { ApiError } from '../lib/errors'
@@ -378,7 +378,9 @@ export async function pendingReasonsFor(db: Executor, list: TaskRow[], now: Date
     if (reason) for (const id of ids) out.set(id, reason)
   }
   // A task agents could take (or will, once one is free) whose key is full waits for its key.
-  const keyed = [...new Set(list.flatMap((t) => (t.status === 'pending' && t.concurrencyKey ? [t.concurrencyKey] : [])))]
+  const keyed = [
+    ...new Set(list.flatMap((t) => (t.status === 'pending' && t.concurrencyKey ? [t.concurrencyKey] : []))),
+  ]
   if (keyed.length > 0) {
     const full = new Set((await keysOf(db, keyed)).filter((k) => keyFull(k.active, k.limit)).map((k) => k.key))
     for (const t of list) {

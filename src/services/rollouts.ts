@@ -5,6 +5,7 @@ import { bind, pgTextArray } from '../db/fragments'
 import { fillNew, hot } from '../db/hot'
 import { type RolloutRow, type RolloutTargetSpec, rollouts, rolloutTargets } from '../db/schema'
 import { withTx } from '../db/tx'
+import { releaseKeysSql } from '../domain/concurrency'
 import { agentColumns, FIT_RULE, meetsRequirementsSql } from '../domain/fit'
 import {
   decide,
@@ -26,7 +27,6 @@ import {
   waveOfIndex,
   zeroCounts,
 } from '../domain/rollouts'
-import { releaseKeysSql } from '../domain/concurrency'
 import { SHELL_TASK_TYPE, ShellPayload } from '../domain/shell'
 import {
   cancelAsksSql,

@@ -16,8 +16,8 @@ import { queries } from '../db/prepared'
 import { lockTask } from '../db/rows'
 import { type TaskRow, tasks } from '../db/schema'
 import { withTx } from '../db/tx'
-import type { Labels, Principal, Provider, ReportStatus, TaskStatus } from '../domain/model'
 import { releaseKeysSql, upsertKeysSql } from '../domain/concurrency'
+import type { Labels, Principal, Provider, ReportStatus, TaskStatus } from '../domain/model'
 import { releaseSlots, requeueSet } from '../domain/sql'
 import { allowedMoves, allowedReports, moveFor, type TaskMove } from '../domain/task-states'
 import { ApiError } from '../lib/errors'
@@ -113,10 +113,13 @@ async function releaseSlot(tx: Tx, agentId: string | null, key: string | null, n
   }
   if (key) {
     await tx.execute(
-      bind(`WITH left_task AS (SELECT {{key}}::text AS concurrency_key) ${releaseKeysSql('left_task', 'true', '{{now}}')}`, {
-        key,
-        now,
-      }),
+      bind(
+        `WITH left_task AS (SELECT {{key}}::text AS concurrency_key) ${releaseKeysSql('left_task', 'true', '{{now}}')}`,
+        {
+          key,
+          now,
+        },
+      ),
     )
   }
 }
@@ -490,7 +493,10 @@ export async function updateTask(deps: ServiceDeps, id: string, input: TaskInput
     if (row.concurrencyKey) {
       await tx.execute(
         bind(
-          upsertKeysSql('(SELECT 0 AS i, {{key}}::text AS concurrency_key, {{limit}}::int AS concurrency_limit) x', '{{now}}'),
+          upsertKeysSql(
+            '(SELECT 0 AS i, {{key}}::text AS concurrency_key, {{limit}}::int AS concurrency_limit) x',
+            '{{now}}',
+          ),
           { key: row.concurrencyKey, limit: row.concurrencyLimit, now },
         ),
       )

@@ -5,7 +5,11 @@ import { listKeys } from '../../services/concurrency'
 import * as routes from './concurrency.routes'
 
 /** The cursor of the key list: base64url of the last key seen. */
-const encode = (key: string) => btoa(JSON.stringify({ k: key })).replaceAll('+', '-').replaceAll('/', '_').replace(/=+$/, '')
+const encode = (key: string) =>
+  btoa(JSON.stringify({ k: key }))
+    .replaceAll('+', '-')
+    .replaceAll('/', '_')
+    .replace(/=+$/, '')
 function decode(cursor: string | undefined): string | undefined {
   if (!cursor) return undefined
   try {
@@ -23,7 +27,10 @@ export const concurrencyRouter = createRouter().openapi(routes.list, async (c) =
   const q = c.req.valid('query')
   const rows = await listKeys(c.var.deps.database.db, { limit: q.limit + 1, after: decode(q.cursor) })
   const more = rows.length > q.limit
-  const items = (more ? rows.slice(0, q.limit) : rows).map((r) => ({ ...r, updatedAt: new Date(r.updatedAt).toISOString() }))
+  const items = (more ? rows.slice(0, q.limit) : rows).map((r) => ({
+    ...r,
+    updatedAt: new Date(r.updatedAt).toISOString(),
+  }))
   const last = items.at(-1)
   return c.json({ items, nextCursor: more && last ? encode(last.key) : null }, 200)
 })
