@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm'
 import pg from 'pg'
 import { v7 as uuidv7 } from 'uuid'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createClient, ok } from '../src/client'
 import { type Database, rowsOf } from '../src/db/client'
 import { connectDatabase } from '../src/db/connect'
 import {
@@ -215,6 +216,14 @@ describe('concurrency keys', () => {
       pending: 1,
     })
     expect((await h.call('GET', '/api/v1/concurrency', { token: a.token })).status).toBe(403)
+    // The typed client has the route.
+    const api = createClient({
+      url: 'http://local',
+      token: await h.token('viewer'),
+      fetch: async (input, init) => h.app.request(input instanceof Request ? input : String(input), init),
+    })
+    const typed = await ok(api.api.v1.concurrency.$get({ query: { limit: '500' } }))
+    expect(typed.items.some((k) => k.key === key && k.pending === 1)).toBe(true)
     // Paged by key.
     const one = await h.call('GET', '/api/v1/concurrency?limit=1')
     expect(one.body.items).toHaveLength(1)
