@@ -21,6 +21,7 @@ import { limitBody } from './middleware/body-limit'
 import type { AppBindings, AppDeps } from './middleware/context'
 import { createRouter } from './middleware/router'
 import { agentsRouter } from './routes/agents/agents.index'
+import { concurrencyRouter } from './routes/concurrency/concurrency.index'
 import { dashboardRouter } from './routes/dashboard/dashboard.index'
 import { eventsRouter } from './routes/events/events.index'
 import { healthAliasRouter, healthRouter } from './routes/health/health.index'
@@ -212,6 +213,7 @@ export function createApp(input: AppInput) {
     .route('/api/v1', rolloutsRouter)
     .route('/api/v1', logsRouter)
     .route('/api/v1', schedulerRouter)
+    .route('/api/v1', concurrencyRouter)
     .route('/api/v1', eventsRouter)
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {

@@ -147,6 +147,7 @@ describe('OpenAPI document and docs', () => {
         'createRegistrationToken',
         'listRegistrationTokens',
         'deleteRegistrationToken',
+        'listConcurrencyKeys',
         'createTask',
         'createTasks',
         'listTasks',

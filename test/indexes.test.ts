@@ -44,6 +44,10 @@ const servedBy: Record<string, { by: string; query: string }> = {
     query: `SELECT id FROM tasks WHERE shape = ${A} AND status = 'pending' AND req_agent_id IS NULL
              AND available_at <= ${NOW} ORDER BY priority DESC NULLS LAST, id LIMIT 4`,
   },
+  tasks_concurrency_idx: {
+    by: 'the sweep’s recount of concurrency keys (reconcileKeys), GET /concurrency’s waiting tasks',
+    query: `SELECT count(*) FROM tasks WHERE concurrency_key = 'k' AND status IN ('assigned', 'running')`,
+  },
   tasks_pinned_queue_idx: {
     by: 'every fill, for the tasks pinned to the agent',
     query: `SELECT id FROM tasks WHERE req_agent_id = ${A} AND status = 'pending'

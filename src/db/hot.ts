@@ -1,6 +1,15 @@
 import { getTableColumns, type Table } from 'drizzle-orm'
 import { beatStatusSql, releasedLoadSql, takenLoadSql } from '../domain/agent-states'
 import {
+  fairGroupSql,
+  fairOrderSql,
+  grantedSql,
+  heldByKeySql,
+  releasedKeySql,
+  releaseKeysSql,
+  upsertKeysSql,
+} from '../domain/concurrency'
+import {
   type AgentSql,
   agentColumns,
   leastLoadedOrderSql,
@@ -122,6 +131,7 @@ export const fillCtes = (o: {
 fit_shapes AS (
   SELECT s.id FROM task_shapes s, ${o.from}
    WHERE ${o.takes} AND coalesce(${meetsRequirementsSql(o.agent, shapeColumns('s'))}, false)
+     AND NOT ${heldByKeySql('s')}
 ), by_shape AS (
   SELECT q.id, q.priority FROM fit_shapes s CROSS JOIN ${o.from} CROSS JOIN LATERAL (
     SELECT t.id, t.priority FROM tasks t
@@ -133,7 +143,7 @@ fit_shapes AS (
 ), pinned AS (
   SELECT t.id, t.priority FROM tasks t, ${o.from}
    WHERE ${o.takes} AND ${pinnedQueueSql('t', o.agent.id, o.now)}
-     AND coalesce(${meetsRequirementsSql(o.agent, taskColumns('t'))}, false)
+     AND coalesce(${meetsRequirementsSql(o.agent, taskColumns('t'))}, false) AND NOT ${heldByKeySql('t')}
    ORDER BY ${QUEUE_ORDER}
    LIMIT ${o.limit}
      ${lock}
@@ -333,6 +343,7 @@ export const applyReports: HotStatement = {
   name: 'apply_reports',
   text: `
 WITH ${reportCtes('$1', '$3', '$2')}, rel AS (${releaseSlots('done', "status <> 'running'", 'holder')}
+), relk AS (${releaseKeysSql('done', "status <> 'running'", '$2')}
 )
 SELECT (SELECT coalesce(jsonb_agg(${verdictJson('$4::boolean')} ORDER BY v.i), '[]'::jsonb) FROM ${VERDICT_FROM}) AS reports`,
 }
@@ -354,50 +365,87 @@ SELECT (SELECT coalesce(jsonb_agg(${verdictJson('$4::boolean')} ORDER BY v.i), '
  * each shape it fits and of its pinned queue, the best of them first.
  */
 const F = agentColumns('f')
-const batchFillCtes = (now: string) => `
+const NO_RELEASE = 'SELECT NULL::text AS key, 0 AS n WHERE false'
+const batchFillCtes = (now: string, released = NO_RELEASE) => `
 slots AS (
   SELECT a.id, a.status, a.provider, a.region, a.capabilities, a.labels, a.task_types, a.max_concurrent_tasks,
          a.active AS active_tasks, a.max_concurrent_tasks - a.active AS free
     FROM a WHERE ${takesWorkSql({ ...agentColumns('a'), status: 'a.next', activeTasks: 'a.active' })}
+), kreleased AS (${released}
 ), fit_shapes AS (
-  SELECT s.id, sum(f.free)::int AS want, array_agg(f.id) AS ids
+  -- A shape whose concurrency key is full is not read; one with a key reads no more than its room.
+  SELECT s.id, s.fair_group, array_agg(f.id ORDER BY f.id) AS ids,
+         (CASE WHEN k.key IS NULL THEN sum(f.free)
+               ELSE ${grantedSql(releasedKeySql('k.active', 'coalesce(min(r.n), 0)'), 'k.key_limit', 'sum(f.free)')} END)::int AS want
     FROM task_shapes s JOIN slots f ON coalesce(${meetsRequirementsSql(F, shapeColumns('s'))}, false)
-   GROUP BY s.id
+    LEFT JOIN concurrency_keys k ON k.key = s.concurrency_key LEFT JOIN kreleased r ON r.key = s.concurrency_key
+   GROUP BY s.id, s.fair_group, k.key, k.key_limit, k.active
 ), by_shape AS (
   -- Passed over: tasks every agent of the batch that fits the shape declined.
-  SELECT q.*, row_number() OVER (PARTITION BY q.shape ORDER BY ${queueOrderSql('q')}) AS j
+  SELECT q.*, s.ids, s.fair_group
     FROM fit_shapes s CROSS JOIN LATERAL (
       SELECT t.id, t.shape, t.priority, t.type, t.declined_by, t.req_capabilities, t.req_provider, t.req_region,
-             t.req_labels, t.req_agent_id
+             t.req_labels, t.req_agent_id, t.concurrency_key
         FROM tasks t
        WHERE ${shapeQueueSql('t', 's.id', now)}
          AND NOT (t.declined_by @> s.ids)
        ORDER BY ${QUEUE_ORDER}
        LIMIT s.want
          FOR UPDATE OF t SKIP LOCKED) q
-), found AS (
-  SELECT shape, count(*)::int AS n FROM by_shape GROUP BY shape
-), shape_slots AS (
-  SELECT s.id AS shape, f.id AS agent_id,
-         row_number() OVER (PARTITION BY s.id ORDER BY n.slot, ${leastLoadedOrderSql(F)}) AS j
-    FROM fit_shapes s JOIN found ON found.shape = s.id JOIN slots f ON f.id = ANY(s.ids)
-   CROSS JOIN LATERAL generate_series(1, least(f.free, found.n)) AS n(slot)
+   WHERE s.want > 0
+), ranked AS (
+  -- Fair share: within the shapes that fit the same agents, the heads in fair order (each
+  -- tenant's first task, then each one's second…), numbered j.
+  SELECT b.*, row_number() OVER (PARTITION BY b.ids ORDER BY ${fairOrderSql('b')}) AS j
+    FROM (SELECT b.*, row_number() OVER (PARTITION BY b.ids, b.fair_group, b.priority ORDER BY b.id) AS frank
+            FROM by_shape b) b
+), sets AS (
+  SELECT ids, count(*)::int AS n FROM ranked GROUP BY ids
+), set_slots AS (
+  SELECT st.ids, f.id AS agent_id,
+         row_number() OVER (PARTITION BY st.ids ORDER BY n.slot, ${leastLoadedOrderSql(F)}) AS j
+    FROM sets st JOIN slots f ON f.id = ANY(st.ids)
+   CROSS JOIN LATERAL generate_series(1, least(f.free, st.n)) AS n(slot)
 ), offered AS (
-  SELECT q.id, q.priority, f.id AS agent_id, f.free
-    FROM by_shape q JOIN shape_slots ss ON ss.shape = q.shape AND ss.j = q.j JOIN slots f ON f.id = ss.agent_id
+  SELECT q.id, q.priority, q.frank, q.concurrency_key, f.id AS agent_id, f.free
+    FROM ranked q JOIN set_slots ss ON ss.ids = q.ids AND ss.j = q.j JOIN slots f ON f.id = ss.agent_id
    WHERE coalesce(${meetsRequirementsSql(F, taskColumns('q'))}, false)
   UNION ALL
-  SELECT p.id, p.priority, f.id, f.free FROM slots f CROSS JOIN LATERAL (
-    SELECT t.id, t.priority FROM tasks t
+  SELECT p.id, p.priority, 1, p.concurrency_key, f.id, f.free FROM slots f CROSS JOIN LATERAL (
+    SELECT t.id, t.priority, t.concurrency_key FROM tasks t
      WHERE ${pinnedQueueSql('t', 'f.id', now)}
-       AND coalesce(${meetsRequirementsSql(F, taskColumns('t'))}, false)
+       AND coalesce(${meetsRequirementsSql(F, taskColumns('t'))}, false) AND NOT ${heldByKeySql('t')}
      ORDER BY ${QUEUE_ORDER}
      LIMIT f.free
        FOR UPDATE OF t SKIP LOCKED) p
-), chosen AS (
-  SELECT o.id, o.agent_id
-    FROM (SELECT o.*, row_number() OVER (PARTITION BY o.agent_id ORDER BY ${queueOrderSql('o')}) AS r FROM offered o) o
+), picked_by_agent AS (
+  SELECT o.id, o.agent_id, o.priority, o.frank, o.concurrency_key
+    FROM (SELECT o.*, row_number() OVER (PARTITION BY o.agent_id ORDER BY ${fairOrderSql('o')}) AS r FROM offered o) o
    WHERE o.r <= o.free
+), kwant AS (
+  SELECT concurrency_key AS key FROM picked_by_agent WHERE concurrency_key IS NOT NULL
+  UNION SELECT key FROM kreleased
+), klock AS (
+  -- The keys' rows, locked in key order and read as they are now (not as of the statement's
+  -- start): another instance's assignment of the same key waits here, then counts.
+  SELECT k.key, k.key_limit, ${releasedKeySql('k.active', 'coalesce(r.n, 0)')} AS active, k.active AS was
+    FROM (SELECT k.* FROM concurrency_keys k WHERE k.key = ANY(ARRAY(SELECT key FROM kwant)) ORDER BY k.key FOR UPDATE) k
+    LEFT JOIN kreleased r ON r.key = k.key
+), chosen AS (
+  -- The admission rule: of a key's tasks picked, best first, as many as it has room for.
+  SELECT c.id, c.agent_id, c.concurrency_key FROM picked_by_agent c WHERE c.concurrency_key IS NULL
+  UNION ALL
+  SELECT c.id, c.agent_id, c.concurrency_key
+    FROM (SELECT c.*, row_number() OVER (PARTITION BY c.concurrency_key ORDER BY ${fairOrderSql('c')}) AS r
+            FROM picked_by_agent c WHERE c.concurrency_key IS NOT NULL) c
+    LEFT JOIN klock k ON k.key = c.concurrency_key
+   WHERE k.key IS NULL OR c.r <= ${grantedSql('k.active', 'k.key_limit', 'c.r')}
+), kup AS (
+  UPDATE concurrency_keys k SET active = l.active + coalesce(g.n, 0), updated_at = ${now}
+    FROM klock l LEFT JOIN (SELECT concurrency_key AS key, count(*)::int AS n FROM chosen
+                             WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key) g ON g.key = l.key
+   WHERE k.key = l.key AND l.active + coalesce(g.n, 0) <> l.was
+  RETURNING 1
 )`
 
 const STATUS_CHANGED = "'agent.status_changed'"
@@ -450,7 +498,12 @@ WITH ${
          ${beatStatusSql('c.status', 'b.status')} AS next
     FROM cur c JOIN beats b ON b.agent_id = c.id
     ${withReports ? 'LEFT JOIN ended e ON e.holder = c.id' : ''}
-), ${batchFillCtes('$1')}, given AS (
+), ${batchFillCtes(
+  '$1',
+  withReports
+    ? "SELECT concurrency_key AS key, count(*)::int AS n FROM done WHERE status <> 'running' AND concurrency_key IS NOT NULL GROUP BY concurrency_key"
+    : undefined,
+)}, given AS (
   -- By key (= ANY of an array): a join on the CTE alone was planned as a scan of all tasks.
   UPDATE tasks t SET ${assignSet('t', '$1', 'c.agent_id')}
     FROM chosen c WHERE t.id = ANY(ARRAY(SELECT id FROM chosen)) AND t.id = c.id
@@ -565,8 +618,10 @@ UPDATE agents g SET last_heartbeat_at = greatest(g.last_heartbeat_at, $1::timest
  * other.
  */
 export const addShapesSql = (from: string, now: string) => `
-  INSERT INTO task_shapes (id, type, req_capabilities, req_provider, req_region, req_labels, created_at)
-  SELECT DISTINCT ON (shape) shape, type, req_capabilities, req_provider, req_region, req_labels, ${now}
+  INSERT INTO task_shapes (id, type, req_capabilities, req_provider, req_region, req_labels, fair_group, concurrency_key,
+                           created_at)
+  SELECT DISTINCT ON (shape) shape, type, req_capabilities, req_provider, req_region, req_labels, ${fairGroupSql()},
+         concurrency_key, ${now}
     FROM ${from} WHERE req_agent_id IS NULL
   ON CONFLICT (id) DO NOTHING`
 
@@ -592,7 +647,7 @@ WITH v AS (
     i int, id uuid, name text, type text, payload text, priority smallint, req_capabilities text[],
     req_provider text, req_region text, req_labels jsonb, req_agent_id uuid, max_attempts int,
     timeout_seconds int, scheduled_at timestamptz, available_at timestamptz, idempotency_key text,
-    idempotency_owner text, idempotency_hash text)
+    idempotency_owner text, idempotency_hash text, concurrency_key text, concurrency_limit int, fairness_key text)
 ), prior AS (
   SELECT v.i, t.* FROM v JOIN tasks t
     ON t.idempotency_owner = v.idempotency_owner AND t.idempotency_key = v.idempotency_key
@@ -602,10 +657,11 @@ WITH v AS (
 ), ins AS (
   INSERT INTO tasks (id, name, type, payload, priority, req_capabilities, req_provider, req_region, req_labels,
                      req_agent_id, max_attempts, timeout_seconds, scheduled_at, available_at, idempotency_key,
-                     idempotency_owner, idempotency_hash, status, created_at, updated_at)
+                     idempotency_owner, idempotency_hash, concurrency_key, concurrency_limit, fairness_key, status,
+                     created_at, updated_at)
   SELECT id, name, type, payload::jsonb, priority, req_capabilities, req_provider, req_region, req_labels,
          req_agent_id, max_attempts, timeout_seconds, scheduled_at, available_at, idempotency_key,
-         idempotency_owner, idempotency_hash, 'pending', $2, $2
+         idempotency_owner, idempotency_hash, concurrency_key, concurrency_limit, fairness_key, 'pending', $2, $2
     FROM v
    WHERE (NOT $3::boolean OR NOT EXISTS (SELECT 1 FROM reused)) AND NOT EXISTS (SELECT 1 FROM prior p WHERE p.i = v.i)
    ORDER BY i
@@ -617,6 +673,8 @@ WITH v AS (
     FROM ins ORDER BY id
   RETURNING 1
 ), sh AS (${addShapesSql('ins', '$2')}
+  RETURNING 1
+), keys AS (${upsertKeysSql('(SELECT v.i, ins.concurrency_key, ins.concurrency_limit FROM ins JOIN v ON v.id = ins.id) x', '$2')}
   RETURNING 1
 )
 SELECT coalesce((SELECT jsonb_agg(to_jsonb(ins)) FROM ins), '[]'::jsonb) AS made,

@@ -116,8 +116,18 @@ export const tasks = pgTable(
      * (`taskShapes`). Computed by Postgres, never written.
      */
     shape: uuid('shape').generatedAlwaysAs(
-      sql`task_shape(type, req_capabilities, req_provider, req_region, req_labels)`,
+      sql`task_shape_keyed(type, req_capabilities, req_provider, req_region, req_labels, fairness_key, concurrency_key)`,
     ),
+    /**
+     * Flow control (src/domain/concurrency.ts): at most the key's limit of tasks with this key
+     * are assigned or running at once; `concurrencyLimit` is the limit this task was created
+     * with (the key row's limit is the newest create's). `fairnessKey`: the tenant placement
+     * alternates between within a priority (else the concurrency key). Both are part of the
+     * shape (migration 0010), so each tenant's tasks are a queue of their own.
+     */
+    concurrencyKey: text('concurrency_key'),
+    concurrencyLimit: integer('concurrency_limit'),
+    fairnessKey: text('fairness_key'),
     /** The rollout whose target this task is (src/services/rollouts.ts); null for any other task. */
     rolloutId: uuid('rollout_id'),
     progress: real('progress'),
@@ -145,6 +155,10 @@ export const tasks = pgTable(
     index('tasks_shape_queue_idx')
       .on(t.shape, t.priority.desc(), t.id)
       .where(sql`status = 'pending' AND req_agent_id IS NULL`),
+    // Flow control: a key's live tasks (the sweep's recount) and its waiting ones (GET /concurrency).
+    index('tasks_concurrency_idx')
+      .on(t.concurrencyKey, t.status)
+      .where(sql`concurrency_key IS NOT NULL AND status IN ('pending', 'assigned', 'running')`),
     index('tasks_pinned_queue_idx')
       .on(t.reqAgentId, t.priority.desc(), t.id)
       .where(sql`status = 'pending' AND req_agent_id IS NOT NULL`),
@@ -282,8 +296,33 @@ export const taskShapes = pgTable('task_shapes', {
   reqLabels: jsonb('req_labels').$type<Labels>().notNull(),
   createdAt: ts('created_at').notNull(),
   emptySince: ts('empty_since'),
+  /** The tenant its tasks count as in fair share (their fairness key, else concurrency key); null: none. */
+  fairGroup: text('fair_group'),
+  /** The concurrency key of its tasks (part of the shape); null: none. */
+  concurrencyKey: text('concurrency_key'),
 })
 export type TaskShapeRow = typeof taskShapes.$inferSelect
+
+/**
+ * Concurrency keys (src/domain/concurrency.ts): each key's limit (the newest create's) and
+ * its count of live (assigned or running) tasks, moved in the same statement as each of
+ * their assignments, ends, requeues and losses; the sweep recounts it from the tasks.
+ */
+export const concurrencyKeys = pgTable(
+  'concurrency_keys',
+  {
+    key: text('key').primaryKey(),
+    keyLimit: integer('key_limit').notNull(),
+    active: integer('active').notNull().default(0),
+    createdAt: ts('created_at').notNull(),
+    updatedAt: ts('updated_at').notNull(),
+  },
+  () => [
+    check('concurrency_keys_limit_check', sql`key_limit >= 1`),
+    check('concurrency_keys_active_check', sql`active >= 0`),
+  ],
+)
+export type ConcurrencyKeyRow = typeof concurrencyKeys.$inferSelect
 
 /** One row: what the last sweep did, for GET /scheduler/status across instances. */
 export const schedulerState = pgTable('scheduler_state', {

@@ -21,8 +21,9 @@ export const liveStatuses = ['assigned', 'running'] as const satisfies readonly 
  * Why a pending task waits: `scheduled` (its scheduledAt is ahead, it never ran) · `backoff`
  * (a retry delay is ahead) · `no_agent_for_type` (no online agent runs its type) ·
  * `no_matching_agent` (no online agent meets its requirements) · `agents_busy` (fitting
- * agents are all full) · `queued` (a fitting agent has a free slot; the next placement
- * takes it).
+ * agents are all full) · `concurrency_limit` (its concurrency key has as many tasks
+ * assigned or running as its limit) · `queued` (a fitting agent has a free slot; the next
+ * placement takes it).
  */
 export const pendingReasons = [
   'scheduled',
@@ -30,6 +31,7 @@ export const pendingReasons = [
   'no_agent_for_type',
   'no_matching_agent',
   'agents_busy',
+  'concurrency_limit',
   'queued',
 ] as const
 export type PendingReason = (typeof pendingReasons)[number]

@@ -18,6 +18,7 @@ export const errorCodes = {
   agent_has_active_tasks: 409,
   no_agent_available: 409,
   agent_cannot_take_task: 409,
+  concurrency_limit: 409,
   precondition_failed: 412,
   payload_too_large: 413,
   unsupported_media_type: 415,
@@ -46,6 +47,7 @@ const titles: Record<ErrorCode, string> = {
   agent_has_active_tasks: 'Agent has active tasks',
   no_agent_available: 'No agent available',
   agent_cannot_take_task: 'Agent cannot take the task',
+  concurrency_limit: 'Concurrency limit reached',
   precondition_failed: 'Precondition failed',
   payload_too_large: 'Payload too large',
   unsupported_media_type: 'Unsupported media type',
@@ -65,7 +67,7 @@ export interface ProblemExtras {
   errors?: FieldError[]
   /** invalid_transition: the moves allowed from the current state. */
   allowed?: string[]
-  /** no_agent_available / agent_cannot_take_task: why nothing fits. */
+  /** no_agent_available / agent_cannot_take_task / concurrency_limit: why nothing fits. */
   reasons?: string[]
   [key: string]: unknown
 }

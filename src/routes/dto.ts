@@ -74,6 +74,8 @@ export interface TaskDto {
   cancelRequested: boolean
   /** The rollout whose target this task is, if any. */
   rolloutId: string | null
+  concurrency: { key: string; limit: number } | null
+  fairnessKey: string | null
   pendingReason: PendingReason | null
   /** GET /tasks/{id} of a pending task nothing can take: why, requirement by requirement. */
   pendingDetails?: string[]
@@ -117,6 +119,8 @@ export function toTaskDto(t: TaskRow, pendingReason: PendingReason | null = null
     idempotencyKey: t.idempotencyKey,
     cancelRequested: t.cancelRequested,
     rolloutId: t.rolloutId ?? null,
+    concurrency: t.concurrencyKey ? { key: t.concurrencyKey, limit: t.concurrencyLimit ?? 1 } : null,
+    fairnessKey: t.fairnessKey ?? null,
     pendingReason: t.status === 'pending' ? pendingReason : null,
     progress: t.progress,
     result: t.result ?? null,

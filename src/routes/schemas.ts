@@ -1,5 +1,6 @@
 import { z } from '@hono/zod-openapi'
 import { SETTABLE_STATUSES } from '../domain/agent-states'
+import { KEY_LIMIT_MAX, KEY_MAX_LENGTH, KEY_PATTERN } from '../domain/concurrency'
 import { ANY_TASK_TYPE, agentStatuses, pendingReasons, providers, reportStatuses, taskStatuses } from '../domain/model'
 import { SHELL_TASK_TYPE, ShellPayload } from '../domain/shell'
 import { EARLIEST_TIMESTAMP, isAcceptedInstant, LATEST_TIMESTAMP } from '../lib/timestamps'
@@ -241,6 +242,29 @@ const Requirements = z
   })
   .openapi('Requirements')
 
+/** A concurrency or fairness key (src/domain/concurrency.ts). */
+const FlowKey = (what: string) =>
+  z
+    .string()
+    .min(1, `${what} must not be empty`)
+    .max(KEY_MAX_LENGTH, `${what} is at most ${KEY_MAX_LENGTH} characters`)
+    .regex(
+      KEY_PATTERN,
+      `${what} takes letters, digits and . _ : / @ = + - (starting with a letter or digit), no spaces`,
+    )
+
+export const ConcurrencyInput = z
+  .strictObject({
+    key: FlowKey('concurrency.key').openapi({ example: 'tenant-a:reports' }),
+    limit: z.number().int().min(1, 'concurrency.limit must be at least 1').max(KEY_LIMIT_MAX).openapi({
+      description: 'At most this many tasks of the key assigned or running at once (the newest create sets it).',
+    }),
+  })
+  .openapi('Concurrency', {
+    description:
+      'At most `limit` tasks with this key are assigned or running at once, across the whole fleet. A task held back waits with pendingReason `concurrency_limit`.',
+  })
+
 const taskFields = {
   name: z.string().min(1).max(200).openapi({ example: 'nightly-report' }),
   type: TaskType,
@@ -259,6 +283,12 @@ const taskFields = {
       format: 'date-time',
       description: `Not placed before this time (${EARLIEST_TIMESTAMP} to ${LATEST_TIMESTAMP}).`,
     }),
+  concurrency: ConcurrencyInput.nullish(),
+  fairnessKey: FlowKey('fairnessKey').nullish().openapi({
+    description:
+      'The tenant placement alternates between within a priority (default: the concurrency key). Tasks with neither key count as one tenant.',
+    example: 'tenant-a',
+  }),
 }
 
 /**
@@ -328,6 +358,10 @@ export const Task = z
       .uuid()
       .nullable()
       .openapi({ description: 'The rollout whose target this task is (docs/rollouts.md).' }),
+    concurrency: z.object({ key: z.string(), limit: z.number().int() }).nullable().openapi({
+      description: 'Its concurrency key and the limit it was created with (the key’s limit is the newest create’s).',
+    }),
+    fairnessKey: z.string().nullable(),
     pendingReason: z.enum(pendingReasons).nullable(),
     pendingDetails: z.array(z.string()).optional().openapi({
       description:

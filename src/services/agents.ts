@@ -8,6 +8,7 @@ import { getAgent } from '../db/rows'
 import { type AgentRow, agents, type TaskRow, tasks } from '../db/schema'
 import { pgConstraint, pgErrorCode, withTx } from '../db/tx'
 import { type AgentSetStatus, beatStatus, SETTABLE_STATUSES, STAFF_HELD } from '../domain/agent-states'
+import { releaseKeysSql } from '../domain/concurrency'
 import type { AgentStatus, Labels, Principal, Provider } from '../domain/model'
 import { liveStatuses } from '../domain/model'
 import { requeueSet } from '../domain/sql'
@@ -341,7 +342,11 @@ export async function deleteAgent(deps: ServiceDeps, id: string, force: boolean,
     if (held.length > 0) {
       await tx.execute(
         bind(
-          `UPDATE tasks t SET ${requeueSet(DEREGISTERED, 't', '{{now}}', '{{now}}')} WHERE t.id = ANY({{ids}}::uuid[])`,
+          `WITH rq AS (
+             UPDATE tasks t SET ${requeueSet(DEREGISTERED, 't', '{{now}}', '{{now}}')} WHERE t.id = ANY({{ids}}::uuid[])
+             RETURNING t.concurrency_key
+           ), relk AS (${releaseKeysSql('rq', 'true', '{{now}}')})
+           SELECT 1`,
           {
             now,
             ids: `{${held.map((t) => t.id).join(',')}}`,

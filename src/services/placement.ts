@@ -7,6 +7,7 @@ import { getAgent, lockTask } from '../db/rows'
 import { agents, type TaskRow, tasks } from '../db/schema'
 import { withTx } from '../db/tx'
 import { takenLoadSql } from '../domain/agent-states'
+import { grantedSql, heldByKeySql, keyFull } from '../domain/concurrency'
 import {
   agentColumns,
   FIT_RULE,
@@ -92,14 +93,32 @@ export async function writeAssignments(
   const [out] = await rowsOf<{ loaded: number; expected: number; rows: AssignedRow[] }>(
     tx,
     sql`
-    WITH v AS (
-      SELECT * FROM unnest(${taskIds}::uuid[], ${agentIds}::uuid[]) AS v(id, agent_id)
+    WITH v0 AS (
+      SELECT v.*, t.concurrency_key, t.priority, 1 AS frank
+        FROM unnest(${taskIds}::uuid[], ${agentIds}::uuid[]) WITH ORDINALITY AS v(id, agent_id, ord)
+        JOIN tasks t ON t.id = v.id
+    ), klock AS (
+      SELECT k.key, k.key_limit, k.active FROM concurrency_keys k
+       WHERE k.key = ANY(ARRAY(SELECT concurrency_key FROM v0 WHERE concurrency_key IS NOT NULL))
+       ORDER BY k.key FOR UPDATE
+    ), v AS (
+      -- The admission rule: of a key's tasks, in the order given, as many as it has room for.
+      SELECT v.id, v.agent_id, v.concurrency_key FROM (
+        SELECT v0.*, row_number() OVER (PARTITION BY v0.concurrency_key ORDER BY v0.ord) AS r FROM v0) v
+        LEFT JOIN klock k ON k.key = v.concurrency_key
+       WHERE k.key IS NULL OR v.r <= ${sql.raw(grantedSql('k.active', 'k.key_limit', 'v.r'))}
     ), upd AS (
       UPDATE tasks t
          SET ${bind(assignSet('t', '{{now}}', 'v.agent_id'), { now })}
         FROM v
        WHERE t.id = v.id AND t.status = 'pending'
       RETURNING t.*, ${bind(secondsBetween('t.created_at', '{{now}}::timestamptz'), { now })} AS wait_s
+    ), kup AS (
+      UPDATE concurrency_keys k SET active = l.active + c.n, updated_at = ${now}
+        FROM klock l JOIN (SELECT concurrency_key, count(*)::int AS n FROM upd GROUP BY concurrency_key) c
+          ON c.concurrency_key = l.key
+       WHERE k.key = l.key
+      RETURNING 1
     ), load AS (
       UPDATE agents a SET active_tasks = ${sql.raw(takenLoadSql('a.active_tasks', 'c.n'))}
         FROM (SELECT agent_id, count(*)::int AS n FROM upd GROUP BY agent_id) c
@@ -273,6 +292,17 @@ export async function placeTask(
         allowed: allowedMoves(task.status),
       })
     }
+    if (task.concurrencyKey) {
+      const [k] = await rowsOf<{ key: string; limit: number; active: number }>(
+        tx,
+        sql`SELECT key, key_limit AS "limit", active FROM concurrency_keys WHERE key = ${task.concurrencyKey} FOR UPDATE`,
+      )
+      if (k && keyFull(k.active, k.limit)) {
+        throw new ApiError('concurrency_limit', 'The task’s concurrency key is at its limit; it stays pending.', {
+          reasons: [`concurrency key ${k.key} has ${k.active} of ${k.limit} tasks assigned or running`],
+        })
+      }
+    }
     let target: FitAgent | undefined
     if (agentId) {
       const agent = await getAgent(tx, agentId, true)
@@ -347,7 +377,36 @@ export async function pendingReasonsFor(db: Executor, list: TaskRow[], now: Date
     const reason = reasonOf.get(ids[0] as string)
     if (reason) for (const id of ids) out.set(id, reason)
   }
+  // A task agents could take (or will, once one is free) whose key is full waits for its key.
+  const keyed = [
+    ...new Set(list.flatMap((t) => (t.status === 'pending' && t.concurrencyKey ? [t.concurrencyKey] : []))),
+  ]
+  if (keyed.length > 0) {
+    const full = new Set((await keysOf(db, keyed)).filter((k) => keyFull(k.active, k.limit)).map((k) => k.key))
+    for (const t of list) {
+      const r = out.get(t.id)
+      if (t.concurrencyKey && full.has(t.concurrencyKey) && (r === 'queued' || r === 'agents_busy')) {
+        out.set(t.id, 'concurrency_limit')
+      }
+    }
+  }
   return out
+}
+
+/** The rows of concurrency keys `keys` (those that exist). */
+export async function keysOf(db: Executor, keys: string[]): Promise<{ key: string; limit: number; active: number }[]> {
+  if (keys.length === 0) return []
+  return rowsOf(
+    db,
+    sql`SELECT key, key_limit AS "limit", active FROM concurrency_keys WHERE key = ANY(${pgTextArray(keys)}::text[])`,
+  )
+}
+
+/** Why a task waits for its concurrency key, for `pendingDetails`. */
+export async function explainKey(db: Executor, key: string): Promise<string[]> {
+  const [k] = await keysOf(db, [key])
+  if (!k) return []
+  return [`concurrency key ${key} has ${k.active} of ${k.limit} tasks assigned or running`]
 }
 
 const A = agentColumns('a')
@@ -372,6 +431,7 @@ const taskReqColumns = {
  */
 const SHAPE_QUEUE = sql.raw(shapeQueueSql('t', 's.id'))
 const PINNED_QUEUE = sql.raw(pinnedQueueSql('t', 'g.id'))
+const HELD = sql.raw(heldByKeySql('t'))
 
 function queueHeads(
   tx: Tx,
@@ -393,7 +453,7 @@ function queueHeads(
       UNION ALL
       SELECT q.* FROM unnest(${`{${o.agentIds.join(',')}}`}::uuid[]) AS g(id) CROSS JOIN LATERAL (
         SELECT ${cols} FROM tasks t
-         WHERE ${PINNED_QUEUE} AND t.available_at <= ${o.now} ${after}
+         WHERE ${PINNED_QUEUE} AND t.available_at <= ${o.now} ${after} AND NOT ${HELD}
          ORDER BY ${order} LIMIT ${o.limit}) q
     ) c
     ORDER BY c.priority DESC, c.id
@@ -436,7 +496,15 @@ export async function placePending(
         .for('update', { skipLocked: true })
       const none = { placed: 0, heads: [] as { priority: number; id: string }[], noSlots: true }
       if (pool.length === 0) return none
-      const shapeIds = (await allShapes(tx))
+      const shapes = await allShapes(tx)
+      const full = new Set(
+        (await keysOf(tx, [...new Set(shapes.flatMap((s) => (s.concurrencyKey ? [s.concurrencyKey] : [])))]))
+          .filter((k) => keyFull(k.active, k.limit))
+          .map((k) => k.key),
+      )
+      // A shape whose concurrency key is full is not read (its tasks wait for the key).
+      const shapeIds = shapes
+        .filter((s) => !(s.concurrencyKey && full.has(s.concurrencyKey)))
         .filter((s) => pool.some((a) => meetsRequirements(shapeTask(s), a)))
         .map((s) => s.id)
       const heads = await queueHeads(tx, { shapeIds, agentIds: pool.map((a) => a.id), now, after, limit: batchSize })

@@ -5,6 +5,7 @@ import { bind, pgTextArray } from '../db/fragments'
 import { fillNew, hot } from '../db/hot'
 import { type RolloutRow, type RolloutTargetSpec, rollouts, rolloutTargets } from '../db/schema'
 import { withTx } from '../db/tx'
+import { releaseKeysSql } from '../domain/concurrency'
 import { agentColumns, FIT_RULE, meetsRequirementsSql } from '../domain/fit'
 import {
   decide,
@@ -743,12 +744,13 @@ WITH tk AS (
 ), ended AS (
   UPDATE tasks t SET ${cancelSet('t', 'tk.status', '{{now}}::timestamptz')}
     FROM tk WHERE t.id = tk.id AND ${cancelEndsSql('tk')}
-  RETURNING t.id, tk.agent_id, tk.status AS was
+  RETURNING t.id, tk.agent_id, tk.status AS was, t.concurrency_key
 ), asked AS (
   UPDATE tasks t SET ${requestCancelSet('t', '{{now}}::timestamptz')}
     FROM tk WHERE t.id = tk.id AND ${cancelAsksSql('tk')} AND NOT tk.cancel_requested
   RETURNING t.id, t.agent_id, t.attempt
 ), rel AS (${releaseSlots('ended', cancelReleasesSql('was'))}
+), relk AS (${releaseKeysSql('ended', cancelReleasesSql('was'), '{{now}}::timestamptz')}
 ), ev AS (
   INSERT INTO events (type, agent_id, task_id, data, created_at)
   SELECT e.type, e.agent_id, e.task_id, e.data, {{now}}::timestamptz FROM (

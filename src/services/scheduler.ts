@@ -3,10 +3,12 @@ import { rowsOf, type Tx } from '../db/client'
 import { bind } from '../db/fragments'
 import { schedulerState } from '../db/schema'
 import { isDatabaseUnavailable, pgErrorCode, withTx } from '../db/tx'
+import { releaseKeysSql } from '../domain/concurrency'
 import type { SweepSummary } from '../domain/model'
 import { endedLiveSet, outliveSet, releaseSlots, requeueSet } from '../domain/sql'
 import { KILL_MARGIN_SECONDS, LOST_RUN_CODES, move, type TaskMove } from '../domain/task-states'
 import { describeError } from '../lib/logger'
+import { reconcileKeys } from './concurrency'
 import { changed, type ServiceDeps } from './deps'
 import { pruneEvents } from './events'
 import { pruneLogs } from './logs'
@@ -80,7 +82,7 @@ async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps, stalls: Sta
       SELECT a.id FROM agents a
        WHERE a.status <> 'offline' AND ${silent}
     ), held AS (
-      SELECT t.id, t.agent_id, t.status, t.cancel_requested FROM tasks t
+      SELECT t.id, t.agent_id, t.status, t.cancel_requested, t.concurrency_key FROM tasks t
        WHERE t.agent_id IN (SELECT id FROM silent) AND t.status IN ('assigned', 'running')
        FOR UPDATE SKIP LOCKED
     ), locked AS (
@@ -113,6 +115,7 @@ async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps, stalls: Sta
              version = t.version + 1, updated_at = ${now}
         FROM tk WHERE t.id = tk.id AND tk.status = 'running' AND NOT tk.cancel_requested
       RETURNING t.id, tk.agent_id, t.attempt, t.lost_count
+    ), relk AS (${bind(releaseKeysSql('tk', 'true', '{{now}}'), { now })}
     ), ended AS (
       UPDATE tasks t SET ${bind(endedLiveSet('t', '{{now}}'), { now })}
        WHERE t.live_agent_id IN (SELECT id FROM ag)
@@ -154,7 +157,10 @@ async function moveDue(
   now: Date,
   step: { move: TaskMove; due: SQL; set: SQL; agentId: SQL; data: SQL },
 ): Promise<Count> {
-  const release = step.move.slot === 'release' ? sql`, load AS (${sql.raw(releaseSlots('upd'))})` : sql``
+  const release =
+    step.move.slot === 'release'
+      ? sql`, load AS (${sql.raw(releaseSlots('upd'))}), loadk AS (${bind(releaseKeysSql('upd', 'true', '{{now}}'), { now })})`
+      : sql``
   const [r] = await rowsOf<Count>(
     tx,
     sql`
@@ -162,7 +168,7 @@ async function moveDue(
     ), upd AS (
       UPDATE tasks t SET ${step.set}
         FROM due WHERE t.id = due.due_id
-      RETURNING t.id, ${step.agentId} AS agent_id, t.attempt, due.*
+      RETURNING t.id, ${step.agentId} AS agent_id, t.attempt, t.concurrency_key, due.*
     )${release}, ev AS (
       INSERT INTO events (type, agent_id, task_id, data, created_at)
       SELECT ${step.move.event}::text, agent_id, id, ${step.data}, ${now} FROM upd ORDER BY id
@@ -304,6 +310,7 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
     }
   })
   if (recovery) await changed(deps, { tasks: recovery.tasks, agents: recovery.agents })
+  if (recovery) await reconcileKeys(deps.db, now)
   // Every shape of a pending task in the shape table (the retries and requeues above among
   // them) before placement reads it; empty shapes marked, old empty ones deleted.
   await maintainShapes(deps.db, now)

@@ -3,6 +3,7 @@ import { type Executor, rowsOf } from '../db/client'
 import { bind } from '../db/fragments'
 import { addShapesSql } from '../db/hot'
 import { type TaskShapeRow, taskShapes } from '../db/schema'
+import { fairGroupSql } from '../domain/concurrency'
 import { type FitTask, shapeQueueSql } from '../domain/fit'
 
 /**
@@ -65,8 +66,10 @@ export async function maintainShapes(db: Executor, now: Date) {
     ), present AS (
       SELECT shape AS id FROM live WHERE shape IS NOT NULL
     ), added AS (
-      INSERT INTO task_shapes (id, type, req_capabilities, req_provider, req_region, req_labels, created_at)
-      SELECT p.id, t.type, t.req_capabilities, t.req_provider, t.req_region, t.req_labels, ${now}
+      INSERT INTO task_shapes (id, type, req_capabilities, req_provider, req_region, req_labels, fair_group,
+                               concurrency_key, created_at)
+      SELECT p.id, t.type, t.req_capabilities, t.req_provider, t.req_region, t.req_labels,
+             ${sql.raw(fairGroupSql('t'))}, t.concurrency_key, ${now}
         FROM present p CROSS JOIN LATERAL (
           SELECT * FROM tasks t WHERE ${sql.raw(shapeQueueSql('t', 'p.id'))} LIMIT 1) t
        WHERE NOT EXISTS (SELECT 1 FROM task_shapes s WHERE s.id = p.id)

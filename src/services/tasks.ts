@@ -17,6 +17,7 @@ import { queries } from '../db/prepared'
 import { lockTask } from '../db/rows'
 import { type TaskRow, tasks } from '../db/schema'
 import { withTx } from '../db/tx'
+import { releaseKeysSql, upsertKeysSql } from '../domain/concurrency'
 import type { Labels, Principal, Provider, ReportStatus, TaskStatus } from '../domain/model'
 import { releaseSlots, requeueSet } from '../domain/sql'
 import { allowedMoves, allowedReports, moveFor, type TaskMove } from '../domain/task-states'
@@ -50,6 +51,10 @@ export interface TaskInput {
   maxAttempts: number
   timeoutSeconds: number
   scheduledAt?: Date | null
+  /** At most `limit` tasks of `key` assigned or running at once (src/domain/concurrency.ts). */
+  concurrency?: { key: string; limit: number } | null
+  /** The tenant fair share alternates between (else the concurrency key). */
+  fairnessKey?: string | null
 }
 
 function fields(input: TaskInput, now: Date) {
@@ -68,6 +73,9 @@ function fields(input: TaskInput, now: Date) {
     timeoutSeconds: input.timeoutSeconds,
     scheduledAt,
     availableAt: scheduledAt && scheduledAt > now ? scheduledAt : now,
+    concurrencyKey: input.concurrency?.key ?? null,
+    concurrencyLimit: input.concurrency?.limit ?? null,
+    fairnessKey: input.fairnessKey ?? null,
   }
 }
 
@@ -97,12 +105,24 @@ function checkVersion(row: TaskRow, ifMatch: string | undefined) {
   }
 }
 
-/** Gives the slot of a task that left `agentId` back. */
-async function releaseSlot(tx: Tx, agentId: string | null) {
-  if (!agentId) return
-  await tx.execute(
-    bind(`WITH left_agent AS (SELECT {{agentId}}::uuid AS agent_id) ${releaseSlots('left_agent')}`, { agentId }),
-  )
+/** Gives the slot of a live task that left `agentId` back, and its concurrency key's. */
+async function releaseSlot(tx: Tx, agentId: string | null, key: string | null, now: Date) {
+  if (agentId) {
+    await tx.execute(
+      bind(`WITH left_agent AS (SELECT {{agentId}}::uuid AS agent_id) ${releaseSlots('left_agent')}`, { agentId }),
+    )
+  }
+  if (key) {
+    await tx.execute(
+      bind(
+        `WITH left_task AS (SELECT {{key}}::text AS concurrency_key) ${releaseKeysSql('left_task', 'true', '{{now}}')}`,
+        {
+          key,
+          now,
+        },
+      ),
+    )
+  }
 }
 
 /** Moves task `id` back to pending by move `m` (src/domain/sql.ts), returning the task as it is then. */
@@ -140,6 +160,10 @@ async function requestHash(input: TaskInput): Promise<string> {
     ...f,
     reqCapabilities: [...f.reqCapabilities].sort(), // a set: its order means nothing
     availableAt: undefined, // derived from the time of the call, not from the request
+    // Left out when not asked for: requests made before flow control hash as they did.
+    concurrencyKey: f.concurrencyKey ?? undefined,
+    concurrencyLimit: f.concurrencyLimit ?? undefined,
+    fairnessKey: f.fairnessKey ?? undefined,
   }
   const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(canonical(normalised)))
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('')
@@ -334,6 +358,9 @@ function insertValues(input: TaskInput, now: Date, idempotency: IdempotencyKey |
     idempotency_key: idempotency?.key ?? null,
     idempotency_owner: idempotency?.owner ?? null,
     idempotency_hash: hash,
+    concurrency_key: f.concurrencyKey,
+    concurrency_limit: f.concurrencyLimit,
+    fairness_key: f.fairnessKey,
   }
 }
 
@@ -478,6 +505,17 @@ export async function updateTask(deps: ServiceDeps, id: string, input: TaskInput
       .returning()
     if (!row) throw new ApiError('not_found', `No task with id ${id}.`)
     await ensureShapes(tx, [id], now) // its requirements may have changed
+    if (row.concurrencyKey) {
+      await tx.execute(
+        bind(
+          upsertKeysSql(
+            '(SELECT 0 AS i, {{key}}::text AS concurrency_key, {{limit}}::int AS concurrency_limit) x',
+            '{{now}}',
+          ),
+          { key: row.concurrencyKey, limit: row.concurrencyLimit, now },
+        ),
+      )
+    }
     await recordEvents(tx, now, [{ type: 'task.updated', taskId: id, data: { version: row.version } }])
     return row
   })
@@ -492,7 +530,7 @@ export async function deleteTask(deps: ServiceDeps, id: string, ifMatch?: string
     const current = await lockTask(tx, id)
     checkVersion(current, ifMatch)
     if (current.status === 'running') refuse(current, 'cancel it before deleting it')
-    if (current.status === 'assigned') await releaseSlot(tx, current.agentId)
+    if (current.status === 'assigned') await releaseSlot(tx, current.agentId, current.concurrencyKey, now)
     await tx.delete(tasks).where(eq(tasks.id, id))
     await recordEvents(tx, now, [
       { type: 'task.deleted', taskId: id, agentId: current.agentId, data: { status: current.status } },
@@ -691,7 +729,7 @@ export async function cancelTask(deps: ServiceDeps, id: string): Promise<{ task:
       ])
       return { task: row ?? task, accepted: true }
     }
-    if (m.slot === 'release') await releaseSlot(tx, task.agentId)
+    if (m.slot === 'release') await releaseSlot(tx, task.agentId, task.concurrencyKey, now)
     const [row] = await tx
       .update(tasks)
       .set({

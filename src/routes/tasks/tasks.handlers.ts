@@ -5,7 +5,7 @@ import { ApiError } from '../../lib/errors'
 import { etagOf } from '../../lib/etag'
 import { describeError } from '../../lib/logger'
 import { type AppBindings, type AppRouteHandler, serviceDeps as svc } from '../../middleware/context'
-import { explainNoFit, pendingReasonsFor, placeTask } from '../../services/placement'
+import { explainKey, explainNoFit, pendingReasonsFor, placeTask } from '../../services/placement'
 import * as tasks from '../../services/tasks'
 import { type TaskDto, toTaskDto } from '../dto'
 import type {
@@ -104,6 +104,8 @@ export const get: AppRouteHandler<GetRoute> = async (c) => {
     dto.pendingReason === 'agents_busy'
   ) {
     dto.pendingDetails = (await explainNoFit(c.var.deps.database.db, task)).details
+  } else if (dto.pendingReason === 'concurrency_limit' && task.concurrencyKey) {
+    dto.pendingDetails = await explainKey(c.var.deps.database.db, task.concurrencyKey)
   }
   return c.json(dto, 200)
 }

@@ -78,7 +78,7 @@ export const execute = createRoute({
   operationId: 'executeTask',
   summary: 'Place a pending task now',
   description:
-    'Assigns the task to `agentId` when given (409 agent_cannot_take_task with reasons when it cannot), else to the best fitting agent (409 no_agent_available with reasons when none fits; the task stays pending). An operator override: it places the task now even if its scheduledAt or retry backoff lies ahead.',
+    'Assigns the task to `agentId` when given (409 agent_cannot_take_task with reasons when it cannot), else to the best fitting agent (409 no_agent_available with reasons when none fits; the task stays pending). A task whose concurrency key is at its limit is refused with 409 concurrency_limit. An operator override: it places the task now even if its scheduledAt or retry backoff lies ahead.',
   tags,
   security,
   middleware: [authenticate, canWrite] as const,
