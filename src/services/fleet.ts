@@ -89,13 +89,14 @@ async function act(
   p: ActionParams,
 ): Promise<AgentRow[]> {
   const now = deps.clock.now()
-  const silent = `coalesce(g.last_heartbeat_at, g.updated_at) < {{cutoff}}::timestamptz`
+  // The selector is drizzle's (columns named `agents`.…): the statement reads the table unaliased.
+  const silent = `coalesce(agents.last_heartbeat_at, agents.updated_at) < {{cutoff}}::timestamptz`
   let next: string
   let set: string
   switch (action) {
     case 'drain':
       // By the beat rule: an agent that holds nothing is drained at once.
-      next = beatStatusSql("'draining'", 'NULL::text', { drainThen: '{{then}}::text', active: 'g.active_tasks' })
+      next = beatStatusSql("'draining'", 'NULL::text', { drainThen: '{{then}}::text', active: 'agents.active_tasks' })
       set = `drain_then = CASE WHEN s.next = 'draining' THEN {{then}}::text END,
              drain_deadline = CASE WHEN s.next = 'draining' THEN {{deadline}}::timestamptz END, ${CLEAR_QUARANTINE}`
       break
@@ -104,7 +105,7 @@ async function act(
       set = `${CLEAR_DRAIN}, ${CLEAR_QUARANTINE}`
       break
     case 'resume':
-      next = resumedStatusSql(silent, 'g.active_tasks')
+      next = resumedStatusSql(silent, 'agents.active_tasks')
       set = `${CLEAR_DRAIN}, ${CLEAR_QUARANTINE}`
       break
     case 'quarantine':
@@ -113,7 +114,7 @@ async function act(
              quarantine_until = {{until}}::timestamptz, fail_streak = '[]'::jsonb`
       break
     case 'release':
-      next = resumedStatusSql(silent, 'g.active_tasks')
+      next = resumedStatusSql(silent, 'agents.active_tasks')
       set = `${CLEAR_DRAIN}, ${CLEAR_QUARANTINE}, fail_streak = '[]'::jsonb`
       break
   }
@@ -152,9 +153,9 @@ async function act(
     ex,
     sql`
     WITH s AS (
-      SELECT g.id, g.status AS was, ${bind(next, values)} AS next FROM agents g
-       WHERE ${where} AND g.status = ANY(${values.from}::text[])
-       ORDER BY g.id FOR UPDATE
+      SELECT agents.id, agents.status AS was, ${bind(next, values)} AS next FROM agents
+       WHERE ${where} AND agents.status = ANY(${values.from}::text[])
+       ORDER BY agents.id FOR UPDATE
     ), upd AS (
       UPDATE agents g SET status = s.next, ${bind(set, values)}, version = g.version + 1, updated_at = ${now}
         FROM s WHERE g.id = s.id
