@@ -27,7 +27,14 @@ export interface AgentDto {
   updatedAt: string | null
 }
 
-const agentTimes = ['lastHeartbeatAt', 'createdAt', 'updatedAt', 'drainDeadline', 'quarantinedAt', 'quarantineUntil'] as const
+const agentTimes = [
+  'lastHeartbeatAt',
+  'createdAt',
+  'updatedAt',
+  'drainDeadline',
+  'quarantinedAt',
+  'quarantineUntil',
+] as const
 
 /** An agent as answers show it; `log` hears of a timestamp it could not write. */
 export function toAgentDto(a: AgentRow, log?: Logger): AgentDto {

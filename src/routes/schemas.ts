@@ -114,7 +114,8 @@ export const AgentInput = z
 export const AgentDrain = z
   .object({
     deadline: nullableTimestamp.openapi({
-      description: 'When the tasks it still holds are asked to stop (and requeued CANCEL_GRACE_SECONDS later); null: none.',
+      description:
+        'When the tasks it still holds are asked to stop (and requeued CANCEL_GRACE_SECONDS later); null: none.',
     }),
     then: z.enum(DRAIN_THEN).openapi({ description: 'The status it moves to once it holds nothing.' }),
   })
@@ -264,7 +265,8 @@ export const AgentActionInput = z
       ctx.addIssue({
         code: 'custom',
         path: ['selector'],
-        message: 'must name at least one of capabilities, provider, region, labels, status, ids (never the whole fleet)',
+        message:
+          'must name at least one of capabilities, provider, region, labels, status, ids (never the whole fleet)',
       })
     }
     if (v.action === 'quarantine' && !v.reason) {

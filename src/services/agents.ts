@@ -263,11 +263,9 @@ const settableByAgent: readonly AgentStatus[] = SETTABLE_STATUSES.agent
 
 function assertAgentMove(current: AgentRow, next: AgentStatus, by: Principal['role']) {
   if (current.status === 'quarantined' && next !== current.status) {
-    throw new ApiError(
-      'invalid_transition',
-      'The agent is quarantined; POST /agents/{id}/release ends a quarantine.',
-      { allowed: [] },
-    )
+    throw new ApiError('invalid_transition', 'The agent is quarantined; POST /agents/{id}/release ends a quarantine.', {
+      allowed: [],
+    })
   }
   if (by === 'agent') {
     // A status only staff set is only staff's to clear (maintenance, a staff drain).

@@ -300,16 +300,19 @@ async function judge(deps: ServiceDeps, id: string): Promise<void> {
             RETURNING 1`,
       )
       if (said.length) {
-        await tx.execute(sql`INSERT INTO events (type, data, created_at) VALUES ('tasks.failing_everywhere', ${JSON.stringify(
-          {
+        await tx.execute(
+          sql`INSERT INTO events (type, data, created_at) VALUES ('tasks.failing_everywhere', ${JSON.stringify({
             message: 'Tasks of these types fail on every agent that runs them: the tasks are bad, not the agents.',
             agentIds: [id, ...others.map((o) => o.id)],
             ...evidence,
-          },
-        )}::jsonb, ${now})`)
+          })}::jsonb, ${now})`,
+        )
       }
     }
-    await tx.update(agents).set({ failStreak: [] as StreakEntry[] }).where(eq(agents.id, id))
+    await tx
+      .update(agents)
+      .set({ failStreak: [] as StreakEntry[] })
+      .where(eq(agents.id, id))
     return false
   })
   if (moved) await changed(deps, { agents: [id] })
