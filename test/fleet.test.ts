@@ -40,12 +40,14 @@ describe('drain with a deadline', () => {
     // t3 stays assigned (not started).
     const drained = ok(await post(`agents/${a.id}/drain`, { deadlineSeconds: 60 }), 'drain')
     expect(drained.status).toBe('draining')
+    // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
     expect(drained.drain).toEqual({ deadline: '2026-01-01T00:01:00.000Z', then: 'maintenance' })
     // A second agent, online, for the requeued tasks; a new task goes to it, never to a.
     const b = await h.agent({ maxConcurrentTasks: 5 })
     // The agent's own "online" does not undo an operator's drain; its answer says drain.
     const answer = ok(await beat(a, { status: 'online', runningTaskIds: [t1.id, t2.id] }), 'beat')
     expect(answer.agent.status).toBe('draining')
+    // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
     expect(answer.drain).toEqual({ deadline: '2026-01-01T00:01:00.000Z', then: 'maintenance' })
     expect(answer.cancellations).toEqual([])
 
@@ -125,6 +127,7 @@ describe('drain with a deadline', () => {
 
   it('moves an agent that holds nothing to its `then` at once; resume of a silent idle agent is offline', async () => {
     const a = await h.agent()
+    // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
     const out = ok(await post(`agents/${a.id}/drain`, { then: 'offline' }), 'drain')
     expect(out).toMatchObject({ status: 'offline', drain: null })
     const m = await h.agent()
@@ -143,6 +146,7 @@ describe('drain with a deadline', () => {
       { deadlineSeconds: 1.5 },
       { deadlineSeconds: 'soon' },
       { deadlineSeconds: 604_801 },
+      // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
       { then: 'online' },
       { extra: 1 },
     ]) {

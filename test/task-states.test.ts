@@ -281,6 +281,7 @@ describe("the sweep's moves", () => {
         ok(await sweep(), 'sweep')
         const answer = ok(await beat(s.agent, { runningTaskIds: from === 'running' ? [s.task.id] : [] }), 'beat')
         expect(answer.cancellations).toEqual([s.task.id])
+        // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
         expect(answer.drain).toMatchObject({ then: 'maintenance' })
         expect((await get(s.task.id)).status).toBe(from)
         h.clock.advance(h.config.cancelGraceSeconds * 1000 + 1000)

@@ -54,6 +54,7 @@ export function toAgentDto(a: AgentRow, log?: Logger): AgentDto {
     lastHeartbeatAt: times.lastHeartbeatAt,
     lastMetrics: a.lastMetrics ?? null,
     drain:
+      // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
       a.status === 'draining' && a.drainThen ? { deadline: times.drainDeadline, then: a.drainThen as DrainThen } : null,
     quarantine:
       a.status === 'quarantined'

@@ -117,6 +117,7 @@ export const AgentDrain = z
       description:
         'When the tasks it still holds are asked to stop (and requeued CANCEL_GRACE_SECONDS later); null: none.',
     }),
+    // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
     then: z.enum(DRAIN_THEN).openapi({ description: 'The status it moves to once it holds nothing.' }),
   })
   .openapi('AgentDrain')
@@ -225,6 +226,7 @@ const quarantineMinutes = z.number().int().min(1).max(525_600).openapi({
 })
 
 export const DrainInput = z
+  // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
   .strictObject({ deadlineSeconds: deadlineSeconds.optional(), then: drainThen.optional() })
   .openapi('DrainInput')
 
@@ -250,6 +252,7 @@ export const AgentActionInput = z
     reason: quarantineReason.optional().openapi({ description: 'Required for quarantine.' }),
     minutes: quarantineMinutes.optional().openapi({ description: 'quarantine: how long; absent: until released.' }),
     deadlineSeconds: deadlineSeconds.optional(),
+    // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
     then: drainThen.optional(),
   })
   .superRefine((v, ctx) => {
