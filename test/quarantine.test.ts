@@ -121,7 +121,7 @@ describe('a black hole beside nine healthy agents, 500 tasks, maxAttempts 3', ()
       automatic: true,
       evidence: { failures: 5, errorCodes: ['boom'], taskTypes: ['test.run'] },
     })
-    expect((quarantined?.data as { evidence: { taskIds: string[] } }).evidence.taskIds).toHaveLength(5)
+    expect((quarantined?.data as { evidence: { taskIds: string[] } } | undefined)?.evidence.taskIds).toHaveLength(5)
     const doneOn = on.counts.completed ?? 0
     expect(doneOn).toBeGreaterThanOrEqual(495) // ≥ 99%
 
@@ -165,7 +165,7 @@ describe('tasks that fail on every agent', () => {
       const said = all.filter((e) => e.type === 'tasks.failing_everywhere')
       expect(said).toHaveLength(1)
       expect(said[0]?.data).toMatchObject({ taskTypes: ['bad.run'], errorCodes: ['boom'] })
-      expect((said[0]?.data as { agentIds: string[] }).agentIds.length).toBeGreaterThanOrEqual(2)
+      expect((said[0]?.data as { agentIds: string[] } | undefined)?.agentIds.length).toBeGreaterThanOrEqual(2)
     } finally {
       await h.close()
     }
