@@ -15,10 +15,15 @@ import {
   resumedStatusSql,
   SETTABLE_STATUSES,
   STAFF_HELD,
+  STREAK_KEEP,
+  type StreakEnd,
+  streakAfter,
+  streakAfterSql,
+  streakCallsForJudgement,
   takenLoad,
   takenLoadSql,
 } from '../src/domain/agent-states'
-import { type AgentStatus, agentStatuses } from '../src/domain/model'
+import { type AgentStatus, agentStatuses, type StreakEntry } from '../src/domain/model'
 import { createHarness, type Harness } from './harness'
 
 /**
@@ -162,6 +167,70 @@ describe('the beat rule: TypeScript and SQL agree', () => {
         what,
       ).toEqual(next === current ? [] : [{ from: current, to: next, by: 'heartbeat' }])
     }
+  })
+})
+
+describe('the streak rule: TypeScript and SQL agree', () => {
+  const entry = (t: string, at = 100): StreakEntry => ({ t, y: 'x', c: 'boom', at })
+  const failed = (t: string): StreakEnd => ({ kind: 'failed', entry: entry(t) })
+  const done: StreakEnd = { kind: 'completed' }
+  const other: StreakEnd = { kind: 'other' }
+  const long = Array.from({ length: STREAK_KEEP }, (_, i) => entry(`old${i}`))
+  const cases: { streak: StreakEntry[]; ends: StreakEnd[] }[] = [
+    { streak: [], ends: [] },
+    { streak: [entry('a')], ends: [other] },
+    { streak: [entry('a')], ends: [failed('b'), failed('c')] },
+    { streak: [entry('a')], ends: [done] },
+    { streak: [entry('a')], ends: [failed('b'), done, failed('c')] },
+    { streak: [entry('a')], ends: [done, failed('b'), other, failed('c')] },
+    { streak: long, ends: [failed('n1'), failed('n2')] },
+    { streak: [], ends: Array.from({ length: STREAK_KEEP + 3 }, (_, i) => failed(`f${i}`)) },
+  ]
+
+  it('over streaks and reports in order: a completed end clears it, failed ends extend it, the last STREAK_KEEP kept', async () => {
+    const rows = await rowsOf<{ n: number; after: StreakEntry[] }>(
+      h.database.db,
+      bind(
+        `WITH e AS (
+           SELECT x.n, x.i, x.kind, x.entry,
+                  max(x.i) FILTER (WHERE x.kind = 'completed') OVER (PARTITION BY x.n) AS last_ok
+             FROM jsonb_to_recordset({{ends}}::jsonb) AS x(n int, i int, kind text, entry jsonb)
+         ), g AS (
+           SELECT n, max(last_ok) AS last_ok,
+                  jsonb_agg(entry ORDER BY i) FILTER (WHERE kind = 'failed' AND i > coalesce(last_ok, -1)) AS fails
+             FROM e GROUP BY n
+         )
+         SELECT c.n, ${streakAfterSql('c.streak', 'g.last_ok', 'g.fails')} AS after
+           FROM jsonb_to_recordset({{cases}}::jsonb) AS c(n int, streak jsonb) LEFT JOIN g ON g.n = c.n ORDER BY c.n`,
+        {
+          cases: JSON.stringify(cases.map((c, n) => ({ n, streak: c.streak }))),
+          ends: JSON.stringify(
+            cases.flatMap((c, n) =>
+              c.ends.map((e, i) => ({ n, i, kind: e.kind, entry: e.kind === 'failed' ? e.entry : null })),
+            ),
+          ),
+        },
+      ),
+    )
+    expect(rows).toHaveLength(cases.length)
+    for (const [n, c] of cases.entries()) expect(rows[n]?.after, `case ${n}`).toEqual(streakAfter(c.streak, c.ends))
+    expect(streakAfter([entry('a')], [failed('b'), done, failed('c')])).toEqual([entry('c')])
+    expect(streakAfter(long, [failed('n')])).toHaveLength(STREAK_KEEP)
+  })
+
+  it('the trigger: the last N all failed, within the window, on at least 3 tasks; 0 is off', () => {
+    const p = { afterFailures: 5, windowSeconds: 600 }
+    const five = ['a', 'b', 'c', 'd', 'e'].map((t) => entry(t, 1000))
+    expect(streakCallsForJudgement(five, 1000, p)).toEqual(five)
+    expect(streakCallsForJudgement(five.slice(1), 1000, p)).toBeNull()
+    expect(streakCallsForJudgement(five, 1601, p)).toBeNull() // the oldest left the window
+    expect(streakCallsForJudgement([entry('a', 1000), ...five.slice(1)], 1600, p)).toEqual([
+      entry('a', 1000),
+      ...five.slice(1),
+    ])
+    const twoTasks = ['a', 'b', 'a', 'b', 'a'].map((t) => entry(t, 1000))
+    expect(streakCallsForJudgement(twoTasks, 1000, p)).toBeNull()
+    expect(streakCallsForJudgement(five, 1000, { ...p, afterFailures: 0 })).toBeNull()
   })
 })
 
