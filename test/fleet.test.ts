@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createClient } from '../src/client'
+import { agentActions, drainAgent, quarantineAgent, releaseAgent, resumeAgent } from '../src/client/fleet'
 import { type CallResult, createHarness, type Harness } from './harness'
 
 /**
@@ -311,5 +313,25 @@ describe('bulk actions', () => {
     expect(empty.body.errors).toEqual([expect.objectContaining({ path: 'body.selector' })])
     const viewer = await h.token('viewer')
     expect((await post('agents/actions', { selector: { region: 'r' }, action: 'drain' }, viewer)).status).toBe(403)
+  })
+})
+
+describe('the typed client', () => {
+  it('drains, resumes, quarantines, releases and acts in bulk', async () => {
+    const api = createClient({
+      url: 'http://service',
+      token: await h.token('operator'),
+      fetch: (async (input: RequestInfo | URL, init?: RequestInit) =>
+        h.app.request(input instanceof Request ? input : String(input), init)) as typeof fetch,
+    })
+    const a = await h.agent()
+    expect((await drainAgent(api, a.id, { deadlineSeconds: 10 })).status).toBe('maintenance')
+    expect((await resumeAgent(api, a.id)).status).toBe('online')
+    expect((await quarantineAgent(api, a.id, { reason: 'testing' })).quarantine?.reason).toBe('testing')
+    expect((await releaseAgent(api, a.id)).status).toBe('online')
+    expect(await agentActions(api, { selector: { ids: [a.id] }, action: 'maintenance' })).toEqual({
+      count: 1,
+      ids: [a.id],
+    })
   })
 })
