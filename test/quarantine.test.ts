@@ -171,3 +171,30 @@ describe('tasks that fail on every agent', () => {
     }
   })
 })
+
+describe('timeouts', () => {
+  it('count as failed attempts: five timeouts in a row on three tasks quarantine the agent at the sweep', async () => {
+    const h = await createHarness(settings('5'))
+    try {
+      const good = await h.agent({ maxConcurrentTasks: 1 })
+      const slow = await h.agent({ maxConcurrentTasks: 3 })
+      const done = await h.assignedTask(good.id, { type: 'slow.run' })
+      ok(await h.report(done.id, good.token, { status: 'running', attempt: done.attempt }), 'start')
+      ok(await h.report(done.id, good.token, { status: 'completed', attempt: done.attempt }), 'complete')
+      for (const n of [3, 2]) {
+        for (let i = 0; i < n; i++) {
+          const t = await h.assignedTask(slow.id, { type: 'slow.run', timeoutSeconds: 1, maxAttempts: 1 })
+          ok(await h.report(t.id, slow.token, { status: 'running', attempt: t.attempt }), 'start')
+        }
+        h.clock.advance(2000)
+        ok(await h.call('POST', '/api/v1/scheduler/sweep'), 'sweep')
+      }
+      const a = ok(await h.call('GET', `/api/v1/agents/${slow.id}`), 'get')
+      expect(a).toMatchObject({ status: 'quarantined' })
+      const q = (await h.events({ agentId: slow.id })).find((e) => e.type === 'agent.quarantined')
+      expect(q?.data).toMatchObject({ evidence: { failures: 5, errorCodes: ['timeout'], taskTypes: ['slow.run'] } })
+    } finally {
+      await h.close()
+    }
+  })
+})

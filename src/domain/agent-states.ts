@@ -151,8 +151,9 @@ export type FleetAction = keyof typeof ACTION_FROM
  * THE STREAK RULE: an agent's failure streak (`fail_streak`) is its failed attempts since
  * its last completed one, newest last, the last STREAK_KEEP of them. An attempt's end
  * counts as failed when the state table counts it in `failures` (a `failed` report that is
- * not a loss of the agent: `refuse` and `fail`); a completed one ends the streak; others
- * (cancelled, declined, lost) leave it. A heartbeat's reports apply in their order.
+ * not a loss of the agent: `refuse` and `fail`; and the sweep's `timeout`); a completed one
+ * ends the streak; others (cancelled, declined, lost) leave it. A heartbeat's reports apply
+ * in their order.
  */
 export const STREAK_KEEP = 20
 export type StreakEnd = { kind: 'completed' } | { kind: 'failed'; entry: StreakEntry } | { kind: 'other' }

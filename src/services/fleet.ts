@@ -12,6 +12,7 @@ import {
   type FleetAction,
   type QuarantinePolicy,
   resumedStatusSql,
+  streakAfterSql,
   streakCallsForJudgement,
 } from '../domain/agent-states'
 import type { AgentStatus, Labels, Provider, StreakEntry } from '../domain/model'
@@ -316,6 +317,29 @@ async function judge(deps: ServiceDeps, id: string): Promise<void> {
     return false
   })
   if (moved) await changed(deps, { agents: [id] })
+}
+
+/**
+ * The sweep's timeouts extend their agents' streaks (the streak rule: a timeout is counted in
+ * `failures` too), in the sweep's transaction after the timed-out tasks were moved (tasks
+ * before agents, agents in id order). Returns the agents, for `judgeStreaks` after it.
+ */
+export async function streakTimeouts(tx: Tx, now: Date, taskIds: readonly string[]): Promise<string[]> {
+  if (taskIds.length === 0) return []
+  const rows = await rowsOf<{ id: string }>(
+    tx,
+    sql`
+    WITH x AS (
+      SELECT t.agent_id, jsonb_agg(jsonb_build_object('t', t.id, 'y', t.type, 'c', 'timeout',
+               'at', extract(epoch FROM ${now}::timestamptz)::float8) ORDER BY t.id) AS fails
+        FROM tasks t WHERE t.id = ANY(${`{${taskIds.join(',')}}`}::uuid[]) AND t.agent_id IS NOT NULL
+       GROUP BY t.agent_id ORDER BY t.agent_id
+    )
+    UPDATE agents g SET fail_streak = ${sql.raw(streakAfterSql('g.fail_streak', 'NULL::int', 'x.fails'))}
+      FROM x WHERE g.id = x.agent_id
+    RETURNING g.id`,
+  )
+  return rows.map((r) => r.id)
 }
 
 const DRAIN_REQUEUE = move('drain_requeue', 'running')

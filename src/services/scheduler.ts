@@ -9,7 +9,7 @@ import { KILL_MARGIN_SECONDS, LOST_RUN_CODES, move, type TaskMove } from '../dom
 import { describeError } from '../lib/logger'
 import { changed, type ServiceDeps } from './deps'
 import { pruneEvents } from './events'
-import { sweepFleet } from './fleet'
+import { judgeStreaks, streakTimeouts, sweepFleet } from './fleet'
 import { pruneLogs } from './logs'
 import { type MigrationGate, missingObjectStates } from './migrations'
 import { placePending } from './placement'
@@ -295,6 +295,8 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
     const fleet = await sweepFleet(tx, now, deps, limit)
     const graceCancelled = await expireCancels(tx, now, deps, limit, stalls)
     const timedOut = await timeOutRunning(tx, now, deps, limit, stalls)
+    // A timeout is a failed attempt of its agent's streak (automatic quarantine, judged below).
+    const streaked = deps.config.quarantineAfterFailures > 0 ? await streakTimeouts(tx, now, timedOut.task_ids) : []
     const unstarted = await requeueUnstarted(tx, now, deps, limit, stalls)
     const retried = await scheduleRetries(tx, now, deps, limit)
     const steps = [graceCancelled, timedOut, unstarted, retried]
@@ -306,9 +308,11 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
       cancelled: lost.cancelled + graceCancelled.n,
       tasks: [...lost.task_ids, ...fleet.tasks, ...steps.flatMap((x) => x.task_ids)],
       agents: [...lost.agent_ids, ...fleet.agents, ...steps.flatMap((x) => x.agent_ids)],
+      streaked,
     }
   })
   if (recovery) await changed(deps, { tasks: recovery.tasks, agents: recovery.agents })
+  if (recovery?.streaked.length) await judgeStreaks({ ...deps, clock }, recovery.streaked)
   // Every shape of a pending task in the shape table (the retries and requeues above among
   // them) before placement reads it; empty shapes marked, old empty ones deleted.
   await maintainShapes(deps.db, now)
