@@ -177,10 +177,25 @@ async function act(
   return rows.map((r) => agentFromJson(r.agent))
 }
 
-/** Runs `act` and drops the cached copies of the agents it moved. */
+/**
+ * Runs `act` and drops the cached copies of the agents it moved. A resume also calls off the
+ * drain stops its agents' tasks were given (a separate statement after the agents', so tasks
+ * are never locked after their agent; a task the sweep requeues in between stays requeued).
+ */
 async function actAndTell(deps: ServiceDeps, where: SQL, action: FleetAction, p: ActionParams) {
   const moved = await act(deps, deps.db, where, action, p)
-  if (moved.length) await changed(deps, { agents: moved.map((a) => a.id) })
+  let tasks: string[] = []
+  if (action === 'resume' && moved.length) {
+    const rows = await rowsOf<{ id: string }>(
+      deps.db,
+      sql`UPDATE tasks SET drain_requested_at = NULL, version = version + 1, updated_at = ${deps.clock.now()}
+           WHERE agent_id = ANY(${`{${moved.map((a) => a.id).join(',')}}`}::uuid[])
+             AND status IN ('assigned', 'running') AND drain_requested_at IS NOT NULL
+          RETURNING id`,
+    )
+    tasks = rows.map((r) => r.id)
+  }
+  if (moved.length) await changed(deps, { agents: moved.map((a) => a.id), tasks })
   return moved
 }
 
