@@ -230,6 +230,9 @@ export async function bulkAction(deps: ServiceDeps, selector: AgentSelector, act
   return { count: moved.length, ids: moved.map((a) => a.id) }
 }
 
+/** How many of the window's newest completions a judgement reads for one of the failing types. */
+const JUDGE_SCAN = 10_000
+
 /** The automatic quarantine settings. */
 export const quarantinePolicy = (c: ServiceDeps['config']): QuarantinePolicy => ({
   afterFailures: c.quarantineAfterFailures,
@@ -284,10 +287,15 @@ async function judge(deps: ServiceDeps, id: string): Promise<void> {
       taskTypes: types,
     }
     const typeList = `{${types.map((t) => `"${t.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`).join(',')}}`
+    // Bounded: the newest JUDGE_SCAN completions of the window (tasks_finished_idx, newest
+    // first), so a judgement costs the same when nothing matches (tasks failing everywhere).
     const [completedElsewhere] = await rowsOf<{ id: string }>(
       tx,
-      sql`SELECT id FROM tasks WHERE finished_at >= ${cutoff} AND finished_at <= ${now} AND status = 'completed'
-             AND type = ANY(${typeList}::text[]) AND agent_id <> ${id} LIMIT 1`,
+      sql`SELECT c.id FROM (
+            SELECT id, type, agent_id FROM tasks
+             WHERE finished_at >= ${cutoff} AND finished_at <= ${now} AND status = 'completed'
+             ORDER BY finished_at DESC LIMIT ${JUDGE_SCAN}) c
+           WHERE c.type = ANY(${typeList}::text[]) AND c.agent_id <> ${id} LIMIT 1`,
     )
     if (completedElsewhere) {
       const reason = `automatic: its last ${last.length} attempts failed (${evidence.taskIds.length} tasks, within ${policy.windowSeconds} s) while other agents completed tasks of the same types`
@@ -301,7 +309,7 @@ async function judge(deps: ServiceDeps, id: string): Promise<void> {
     }
     const others = await rowsOf<{ id: string }>(
       tx,
-      sql`SELECT g.id FROM agents g WHERE g.id <> ${id} AND EXISTS (
+      sql`SELECT g.id FROM agents g WHERE g.id <> ${id} AND g.fail_streak <> '[]'::jsonb AND EXISTS (
             SELECT 1 FROM jsonb_array_elements(g.fail_streak) e
              WHERE e->>'y' = ANY(${typeList}::text[]) AND (e->>'at')::float8 >= ${nowSeconds - policy.windowSeconds})
           ORDER BY g.id LIMIT 10`,
