@@ -85,6 +85,16 @@ const settings = {
   RETRY_BACKOFF_MAX_SECONDS: int(0, 86_400).default(300),
   /** How many times a task may lose its agent before it stays failed. */
   MAX_LOST_COUNT: int(1, 1000).default(5),
+  /**
+   * Automatic quarantine: an agent whose last this many ended attempts all failed (within
+   * QUARANTINE_WINDOW_SECONDS, on at least 3 tasks) is quarantined, unless the tasks fail
+   * everywhere; 0 turns it off. At most 20 (the streak an agent keeps).
+   */
+  QUARANTINE_AFTER_FAILURES: int(0, 20).default(5),
+  /** How recent those failed attempts must all be. */
+  QUARANTINE_WINDOW_SECONDS: int(1, 86_400).default(600),
+  /** How long an automatic quarantine lasts (the sweep releases it). */
+  QUARANTINE_MINUTES: int(1, 525_600).default(30),
   /** In-process sweep timer (Node, Bun); 0 turns it off. */
   SWEEP_INTERVAL_SECONDS: int(0, 3600).default(5),
   /** Most pending tasks one placement batch considers. */

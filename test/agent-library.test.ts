@@ -235,6 +235,28 @@ describe('Agent (library)', () => {
     expect(aborted).toBe(true)
   })
 
+  it('drained by an operator past its deadline: stops the run and reports it agent_drained (a loss, no attempt spent)', async () => {
+    let aborted = false
+    const { agent } = await agentWith({
+      long: (_task, ctx) =>
+        new Promise((resolve) => {
+          ctx.signal.addEventListener('abort', () => {
+            aborted = true
+            resolve('stopped')
+          })
+        }),
+    })
+    const task = await h.task({ type: 'long' })
+    await taskIn(task.id, ['running'])
+    expect((await h.call('POST', `/api/v1/agents/${agent.id}/drain`, { body: { deadlineSeconds: 0 } })).status).toBe(
+      200,
+    )
+    await h.sweep() // the deadline passed: its task is asked to stop
+    const stopped = await taskIn(task.id, ['failed', 'cancelled', 'completed'])
+    expect(stopped).toMatchObject({ status: 'failed', failures: 0, lostCount: 1, error: { code: 'agent_drained' } })
+    expect(aborted).toBe(true)
+  })
+
   it('a handler that ignores the cancel is given up on after the grace and reported cancelled', async () => {
     await agentWith({ stubborn: () => new Promise(() => {}) })
     const task = await h.task({ type: 'stubborn' })
@@ -598,6 +620,10 @@ describe('the runner’s parts', () => {
       taskId: 't',
       attempt: 2,
       status: 'cancelled',
+    })
+    expect(endReport(task, 'drain', { ok: false, err: new Error('aborted') })).toMatchObject({
+      status: 'failed',
+      error: { code: 'agent_drained' },
     })
     expect(endReport(task, 'timeout', { ok: true, result: 1 })).toMatchObject({
       status: 'failed',

@@ -5,17 +5,25 @@ import { bind } from '../src/db/fragments'
 import {
   type AgentSetStatus,
   BEAT_STATUS,
+  type BeatContext,
   beatStatus,
   beatStatusSql,
   loadAfterBeat,
   releasedLoad,
   releasedLoadSql,
+  resumedStatus,
+  resumedStatusSql,
   SETTABLE_STATUSES,
   STAFF_HELD,
+  STREAK_KEEP,
+  type StreakEnd,
+  streakAfter,
+  streakAfterSql,
+  streakCallsForJudgement,
   takenLoad,
   takenLoadSql,
 } from '../src/domain/agent-states'
-import { type AgentStatus, agentStatuses } from '../src/domain/model'
+import { type AgentStatus, agentStatuses, type StreakEntry } from '../src/domain/model'
 import { createHarness, type Harness } from './harness'
 
 /**
@@ -36,11 +44,20 @@ afterAll(async () => {
 
 const reportable: (AgentSetStatus | null)[] = [null, ...SETTABLE_STATUSES.agent]
 const pairs = agentStatuses.flatMap((current) => reportable.map((reported) => ({ current, reported })))
+/** What else the rule reads: no staff drain, or one (with tasks still held, or none). */
+const contexts: BeatContext[] = [
+  { drainThen: null, active: 0 },
+  { drainThen: null, active: 2 },
+  { drainThen: 'maintenance', active: 0 },
+  { drainThen: 'offline', active: 0 },
+  { drainThen: 'maintenance', active: 2 },
+]
+const triples = pairs.flatMap((p) => contexts.map((ctx) => ({ ...p, ctx })))
 
 describe('the beat rule: TypeScript and SQL agree', () => {
-  it('has a case for each of its reasons, each deciding some pair, and only staff hold maintenance', () => {
-    expect(STAFF_HELD).toEqual(['maintenance'])
-    const decided = new Set(pairs.map((p) => BEAT_STATUS.find((c) => c.holds(p.current, p.reported))?.name))
+  it('has a case for each of its reasons, each deciding some pair, and only staff hold maintenance and quarantine', () => {
+    expect(STAFF_HELD).toEqual(['maintenance', 'quarantined'])
+    const decided = new Set(triples.map((p) => BEAT_STATUS.find((c) => c.holds(p.current, p.reported, p.ctx))?.name))
     expect([...decided].sort()).toEqual(BEAT_STATUS.map((c) => c.name).sort())
     // The cases, said plainly.
     expect(beatStatus('maintenance', 'online')).toBe('maintenance')
@@ -48,19 +65,53 @@ describe('the beat rule: TypeScript and SQL agree', () => {
     expect(beatStatus('offline', 'draining')).toBe('draining')
     expect(beatStatus('error', null)).toBe('error')
     expect(beatStatus('draining', 'online')).toBe('online')
+    expect(beatStatus('quarantined', 'online')).toBe('quarantined')
+    // A staff drain holds over what the agent reports, and ends in its `then` once nothing is held.
+    expect(beatStatus('draining', 'online', { drainThen: 'maintenance', active: 1 })).toBe('draining')
+    expect(beatStatus('draining', null, { drainThen: 'maintenance', active: 0 })).toBe('maintenance')
+    expect(beatStatus('draining', 'online', { drainThen: 'offline', active: 0 })).toBe('offline')
   })
 
-  it('as SQL, over every pair of a stored and a reported status', async () => {
-    const rows = await rowsOf<{ c: AgentStatus; r: AgentSetStatus | null; next: AgentStatus }>(
+  it('as SQL, over every pair of a stored and a reported status, with and without a staff drain', async () => {
+    const rows = await rowsOf<{
+      c: AgentStatus
+      r: AgentSetStatus | null
+      d: AgentStatus | null
+      a: number
+      next: AgentStatus
+    }>(
       h.database.db,
       bind(
-        `SELECT p.c, p.r, ${beatStatusSql('p.c', 'p.r')} AS next
-           FROM jsonb_to_recordset({{pairs}}::jsonb) AS p(c text, r text)`,
-        { pairs: JSON.stringify(pairs.map((p) => ({ c: p.current, r: p.reported }))) },
+        `SELECT p.c, p.r, p.d, p.a, ${beatStatusSql('p.c', 'p.r', { drainThen: 'p.d', active: 'p.a' })} AS next
+           FROM jsonb_to_recordset({{pairs}}::jsonb) AS p(c text, r text, d text, a int)`,
+        {
+          pairs: JSON.stringify(
+            triples.map((p) => ({ c: p.current, r: p.reported, d: p.ctx.drainThen, a: p.ctx.active })),
+          ),
+        },
       ),
     )
-    expect(rows).toHaveLength(pairs.length)
-    for (const row of rows) expect(row.next, `${row.c} reported ${row.r}`).toBe(beatStatus(row.c, row.r))
+    expect(rows).toHaveLength(triples.length)
+    for (const row of rows) {
+      expect(row.next, `${row.c} reported ${row.r}, drain ${row.d}, ${row.a} held`).toBe(
+        beatStatus(row.c, row.r, { drainThen: row.d, active: row.a }),
+      )
+    }
+  })
+
+  it('resume: online, or offline when silent and holding nothing; TypeScript and SQL agree', async () => {
+    const cases = [false, true].flatMap((silent) => [0, 1].map((active) => ({ silent, active })))
+    const rows = await rowsOf<{ s: boolean; a: number; next: AgentStatus }>(
+      h.database.db,
+      bind(
+        `SELECT x.s, x.a, ${resumedStatusSql('x.s', 'x.a')} AS next FROM jsonb_to_recordset({{cases}}::jsonb) AS x(s boolean, a int)`,
+        { cases: JSON.stringify(cases.map((c) => ({ s: c.silent, a: c.active }))) },
+      ),
+    )
+    for (const r of rows) expect(r.next).toBe(resumedStatus(r.s, r.a))
+    expect(resumedStatus(true, 0)).toBe('offline')
+    expect(resumedStatus(true, 1)).toBe('online')
+    expect(resumedStatus(false, 0)).toBe('online')
   })
 
   it.each([
@@ -68,9 +119,20 @@ describe('the beat rule: TypeScript and SQL agree', () => {
     ['with reports', true],
   ])('through the heartbeat statement (%s), every pair in one batch of heartbeats', async (_, withReports) => {
     const agents = []
-    for (const p of pairs) {
+    // Every pair without a staff drain, and a staff drain with nothing held, whatever is reported.
+    const cases = [
+      ...pairs.map((p) => ({ ...p, ctx: { drainThen: null, active: 0 } as BeatContext })),
+      ...reportable.map((reported) => ({
+        current: 'draining' as AgentStatus,
+        reported,
+        ctx: { drainThen: 'maintenance', active: 0 } as BeatContext,
+      })),
+    ]
+    for (const p of cases) {
       const a = await h.agent({}, { online: false })
-      await h.database.db.execute(sql`UPDATE agents SET status = ${p.current} WHERE id = ${a.id}`)
+      await h.database.db.execute(
+        sql`UPDATE agents SET status = ${p.current}, drain_then = ${p.ctx.drainThen} WHERE id = ${a.id}`,
+      )
       agents.push({ ...p, a })
     }
     const unknownTask = '0192f3c5-6d7e-7a1b-8c9d-0e1f2a3b4c5d'
@@ -91,8 +153,8 @@ describe('the beat rule: TypeScript and SQL agree', () => {
       sql.raw(`SELECT id, status FROM agents WHERE id IN (${agents.map(({ a }) => `'${a.id}'`).join(', ')})`),
     )
     const byId = new Map(stored.map((r) => [r.id, r.status]))
-    for (const [n, { a, current, reported }] of agents.entries()) {
-      const next = beatStatus(current, reported)
+    for (const [n, { a, current, reported, ctx }] of agents.entries()) {
+      const next = beatStatus(current, reported, ctx)
       const what = `${current} reported ${reported}`
       expect(answers[n]?.status, what).toBe(200)
       if (withReports)
@@ -105,6 +167,70 @@ describe('the beat rule: TypeScript and SQL agree', () => {
         what,
       ).toEqual(next === current ? [] : [{ from: current, to: next, by: 'heartbeat' }])
     }
+  })
+})
+
+describe('the streak rule: TypeScript and SQL agree', () => {
+  const entry = (t: string, at = 100): StreakEntry => ({ t, y: 'x', c: 'boom', at })
+  const failed = (t: string): StreakEnd => ({ kind: 'failed', entry: entry(t) })
+  const done: StreakEnd = { kind: 'completed' }
+  const other: StreakEnd = { kind: 'other' }
+  const long = Array.from({ length: STREAK_KEEP }, (_, i) => entry(`old${i}`))
+  const cases: { streak: StreakEntry[]; ends: StreakEnd[] }[] = [
+    { streak: [], ends: [] },
+    { streak: [entry('a')], ends: [other] },
+    { streak: [entry('a')], ends: [failed('b'), failed('c')] },
+    { streak: [entry('a')], ends: [done] },
+    { streak: [entry('a')], ends: [failed('b'), done, failed('c')] },
+    { streak: [entry('a')], ends: [done, failed('b'), other, failed('c')] },
+    { streak: long, ends: [failed('n1'), failed('n2')] },
+    { streak: [], ends: Array.from({ length: STREAK_KEEP + 3 }, (_, i) => failed(`f${i}`)) },
+  ]
+
+  it('over streaks and reports in order: a completed end clears it, failed ends extend it, the last STREAK_KEEP kept', async () => {
+    const rows = await rowsOf<{ n: number; after: StreakEntry[] }>(
+      h.database.db,
+      bind(
+        `WITH e AS (
+           SELECT x.n, x.i, x.kind, x.entry,
+                  max(x.i) FILTER (WHERE x.kind = 'completed') OVER (PARTITION BY x.n) AS last_ok
+             FROM jsonb_to_recordset({{ends}}::jsonb) AS x(n int, i int, kind text, entry jsonb)
+         ), g AS (
+           SELECT n, max(last_ok) AS last_ok,
+                  jsonb_agg(entry ORDER BY i) FILTER (WHERE kind = 'failed' AND i > coalesce(last_ok, -1)) AS fails
+             FROM e GROUP BY n
+         )
+         SELECT c.n, ${streakAfterSql('c.streak', 'g.last_ok', 'g.fails')} AS after
+           FROM jsonb_to_recordset({{cases}}::jsonb) AS c(n int, streak jsonb) LEFT JOIN g ON g.n = c.n ORDER BY c.n`,
+        {
+          cases: JSON.stringify(cases.map((c, n) => ({ n, streak: c.streak }))),
+          ends: JSON.stringify(
+            cases.flatMap((c, n) =>
+              c.ends.map((e, i) => ({ n, i, kind: e.kind, entry: e.kind === 'failed' ? e.entry : null })),
+            ),
+          ),
+        },
+      ),
+    )
+    expect(rows).toHaveLength(cases.length)
+    for (const [n, c] of cases.entries()) expect(rows[n]?.after, `case ${n}`).toEqual(streakAfter(c.streak, c.ends))
+    expect(streakAfter([entry('a')], [failed('b'), done, failed('c')])).toEqual([entry('c')])
+    expect(streakAfter(long, [failed('n')])).toHaveLength(STREAK_KEEP)
+  })
+
+  it('the trigger: the last N all failed, within the window, on at least 3 tasks; 0 is off', () => {
+    const p = { afterFailures: 5, windowSeconds: 600 }
+    const five = ['a', 'b', 'c', 'd', 'e'].map((t) => entry(t, 1000))
+    expect(streakCallsForJudgement(five, 1000, p)).toEqual(five)
+    expect(streakCallsForJudgement(five.slice(1), 1000, p)).toBeNull()
+    expect(streakCallsForJudgement(five, 1601, p)).toBeNull() // the oldest left the window
+    expect(streakCallsForJudgement([entry('a', 1000), ...five.slice(1)], 1600, p)).toEqual([
+      entry('a', 1000),
+      ...five.slice(1),
+    ])
+    const twoTasks = ['a', 'b', 'a', 'b', 'a'].map((t) => entry(t, 1000))
+    expect(streakCallsForJudgement(twoTasks, 1000, p)).toBeNull()
+    expect(streakCallsForJudgement(five, 1000, { ...p, afterFailures: 0 })).toBeNull()
   })
 })
 

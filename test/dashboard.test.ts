@@ -929,13 +929,26 @@ describe.runIf(enabled)('the dashboard for an operator: actions, search, the age
     await row.click()
     await expect.poll(() => isOpen(page, 'agent-detail')).toBe(true)
     await expect.poll(() => field('status')).toBe('online')
-    expect(await actions()).toEqual(['drain', 'maintenance', 'delete'])
-    for (const [action, status, offered] of [
-      ['drain', 'draining', ['maintenance', 'online', 'delete']],
-      ['maintenance', 'maintenance', ['drain', 'online', 'delete']],
-      ['online', 'online', ['drain', 'maintenance', 'delete']],
+    expect(await actions()).toEqual(['drain', 'maintenance', 'quarantine', 'delete'])
+    for (const [action, status, offered, value] of [
+      ['drain', 'draining', ['maintenance', 'resume', 'quarantine', 'delete'], '600'],
+      ['maintenance', 'maintenance', ['resume', 'quarantine', 'delete'], null],
+      ['resume', 'online', ['drain', 'maintenance', 'quarantine', 'delete'], null],
+      ['quarantine', 'quarantined', ['release', 'delete'], 'bad disk'],
+      ['release', 'online', ['drain', 'maintenance', 'quarantine', 'delete'], null],
     ] as const) {
-      await act(page, `#ad-actions [data-action="${action}"]`)
+      if (value !== null) {
+        // The dialog asks for the value the action needs (a drain's deadline, a quarantine's reason).
+        await page.click(`#ad-actions [data-action="${action}"]`)
+        await expect.poll(() => isOpen(page, 'confirm')).toBe(true)
+        await page.fill('#cf-input', value)
+        await page.click('#cf-ok')
+        await expect.poll(() => isOpen(page, 'confirm')).toBe(false)
+      } else await act(page, `#ad-actions [data-action="${action}"]`)
+      if (action === 'quarantine') {
+        // The fleet table shows why.
+        await expect.poll(() => row.locator('.qr').textContent()).toBe('bad disk')
+      }
       await expect.poll(() => field('status')).toBe(status)
       expect(await apiStatus()).toBe(status)
       await expect.poll(actions).toEqual(offered)
@@ -970,12 +983,14 @@ describe.runIf(enabled)('the dashboard for an operator: actions, search, the age
     await expect.poll(() => isOpen(page, 'confirm')).toBe(false)
 
     expect(writes).toEqual([
+      `POST /api/v1/agents/${a.id}/drain`,
       `PATCH /api/v1/agents/${a.id}/status`,
-      `PATCH /api/v1/agents/${a.id}/status`,
-      `PATCH /api/v1/agents/${a.id}/status`,
+      `POST /api/v1/agents/${a.id}/resume`,
+      `POST /api/v1/agents/${a.id}/quarantine`,
+      `POST /api/v1/agents/${a.id}/release`,
       `DELETE /api/v1/agents/${a.id}`,
       `DELETE /api/v1/agents/${a.id}?force=true`,
-      `PATCH /api/v1/agents/${other.id}/status`,
+      `POST /api/v1/agents/${other.id}/drain`,
     ])
     expect(problems).toEqual([])
     await page.close()
@@ -1335,7 +1350,7 @@ describe.runIf(enabled)('the dashboard for an operator: actions, search, the age
     await page.click(`#agents tr[data-agent-id="${a.id}"]`)
     await expect.poll(() => page.locator('#ad-failures tr[data-task-id]').count()).toBe(1)
     expect(await clipped('#agent-detail')).toEqual({ headers: 10, clipped: [] })
-    expect(await page.locator('#ad-actions [data-action]').count()).toBe(3)
+    expect(await page.locator('#ad-actions [data-action]').count()).toBe(4)
     expect(
       await page.evaluate(() => {
         const body = document.querySelector('#agent-detail .td-body') as HTMLElement

@@ -65,6 +65,10 @@ const servedBy: Record<string, { by: string; query: string }> = {
     by: 'the sweep’s assign timeout (requeueUnstarted)',
     query: `SELECT id FROM tasks WHERE status = 'assigned' AND assigned_at < ${NOW}`,
   },
+  tasks_drain_requested_idx: {
+    by: 'the sweep’s drain requeue (requeueDrained)',
+    query: `SELECT id FROM tasks WHERE drain_requested_at < ${NOW} AND status IN ('assigned', 'running')`,
+  },
   tasks_auto_retry_idx: {
     by: 'the sweep’s retries (scheduleRetries)',
     query: `SELECT id FROM tasks WHERE auto_retry AND status IN ('failed', 'timed_out') LIMIT 100`,

@@ -133,8 +133,8 @@ describe('POST /api/v1/rollouts', () => {
     expect((await h.call('GET', '/api/v1/rollouts?limit=100')).body.items.length).toBe(before)
   })
 
-  it('leaves out agents taken out of service (draining, maintenance); agentIds, when given, names at least one', async () => {
-    const [a, b, c] = await fleet(3)
+  it('leaves out agents taken out of service (draining, maintenance, quarantined); agentIds, when given, names at least one', async () => {
+    const [a, b, c, d] = await fleet(4)
     const op = await h.token('operator')
     for (const [agent, status] of [
       [b, 'maintenance'],
@@ -143,6 +143,8 @@ describe('POST /api/v1/rollouts', () => {
       const res = await h.call('PATCH', `/api/v1/agents/${agent?.id}/status`, { token: op, body: { status } })
       expect(res.status).toBe(200)
     }
+    const q = await h.call('POST', `/api/v1/agents/${d?.id}/quarantine`, { token: op, body: { reason: 'suspect' } })
+    expect(q.status).toBe(200)
     const made = await create({})
     expect(made.status).toBe(201)
     expect(made.body.targetCount).toBe(1)

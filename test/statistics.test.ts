@@ -45,10 +45,10 @@ describe('GET /api/v1/agents/statistics', () => {
     expect(res.status).toBe(200)
     expect(res.body).toEqual({
       total: 5,
-      byStatus: { online: 3, draining: 1, maintenance: 0, error: 0, offline: 1 },
+      byStatus: { online: 3, draining: 1, maintenance: 0, quarantined: 0, error: 0, offline: 1 },
       byProvider: { aws: 2, gcp: 1, azure: 1, onprem: 1 },
       slots: { total: 9, used: 1, free: 8 },
-      activeTasksByStatus: { online: 1, draining: 0, maintenance: 0, error: 0, offline: 0 },
+      activeTasksByStatus: { online: 1, draining: 0, maintenance: 0, quarantined: 0, error: 0, offline: 0 },
     })
   })
 
@@ -58,9 +58,12 @@ describe('GET /api/v1/agents/statistics', () => {
     const over = await h.agent({ maxConcurrentTasks: 2 })
     const draining = await h.agent({ maxConcurrentTasks: 4 })
     const down = await h.agent({ maxConcurrentTasks: 2 })
-    for (const a of [on, over, over, draining, draining, draining, down]) await h.assignedTask(a.id)
+    // A quarantined agent is not capacity either, whatever its slots.
+    const isolated = await h.agent({ maxConcurrentTasks: 5 })
+    for (const a of [on, over, over, draining, draining, draining, down, isolated]) await h.assignedTask(a.id)
     await h.call('PATCH', `/api/v1/agents/${draining.id}/status`, { body: { status: 'draining' } })
     await h.call('PATCH', `/api/v1/agents/${down.id}/status`, { body: { status: 'maintenance' } })
+    await h.call('POST', `/api/v1/agents/${isolated.id}/quarantine`, { body: { reason: 'suspect' } })
     expect((await h.call('GET', '/api/v1/agents/statistics')).body.slots, 'online: 3 + 2 slots, 1 + 2 used').toEqual({
       total: 5,
       used: 3,
@@ -75,7 +78,14 @@ describe('GET /api/v1/agents/statistics', () => {
     expect(lowered.body).toMatchObject({ status: 'online', activeTasks: 2, maxConcurrentTasks: 1 })
     const s = (await h.call('GET', '/api/v1/agents/statistics')).body
     expect(s.slots).toEqual({ total: 4, used: 3, free: 2 })
-    expect(s.activeTasksByStatus).toEqual({ online: 3, draining: 3, maintenance: 1, error: 0, offline: 0 })
+    expect(s.activeTasksByStatus).toEqual({
+      online: 3,
+      draining: 3,
+      maintenance: 1,
+      quarantined: 1,
+      error: 0,
+      offline: 0,
+    })
   })
 })
 

@@ -272,6 +272,22 @@ describe("the sweep's moves", () => {
         },
       },
     ],
+    drain_requeue: ['assigned', 'running'].map((from) => ({
+      from,
+      bring: async (s: Situation) => {
+        // Drained with a deadline now: the next sweep asks it to stop (not final), and the
+        // one CANCEL_GRACE_SECONDS later puts the task back, the agent still beating.
+        ok(await h.call('POST', `/api/v1/agents/${s.agent.id}/drain`, { body: { deadlineSeconds: 0 } }), 'drain')
+        ok(await sweep(), 'sweep')
+        const answer = ok(await beat(s.agent, { runningTaskIds: from === 'running' ? [s.task.id] : [] }), 'beat')
+        expect(answer.cancellations).toEqual([s.task.id])
+        // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
+        expect(answer.drain).toMatchObject({ then: 'maintenance' })
+        expect((await get(s.task.id)).status).toBe(from)
+        h.clock.advance(h.config.cancelGraceSeconds * 1000 + 1000)
+        await beat(s.agent, { runningTaskIds: from === 'running' ? [s.task.id] : [] })
+      },
+    })),
     retry: [
       { from: 'failed, retry due', bring: async () => void h.clock.advance(1000) },
       { from: 'timed_out, retry due', bring: async () => void h.clock.advance(1000) },

@@ -54,6 +54,8 @@ export class HeartbeatLoop {
    * belonged to the previous process and died with it. Reported once the service answers.
    */
   lostRunsUnreported = false
+  /** The last answer said an operator drains this agent (said once in the log). */
+  private drainSeen = false
   /** Why the loop ended on its own (the service refused the agent and it cannot register again). */
   fatal?: Error
 
@@ -235,7 +237,12 @@ export class HeartbeatLoop {
       runs.stale(report.taskId, report.attempt)
       outbox.drop(report.taskId, report.attempt)
     })
-    for (const id of answer.cancellations) news = runs.cancel(id) || news
+    // While an operator drains this agent, the tasks it is asked to stop are taken from it
+    // (its drain's deadline passed): reported as such, not as cancelled.
+    const stop = answer.drain ? 'drain' : 'cancel'
+    if (answer.drain && !this.drainSeen) logger.info('the service drains this agent: taking nothing new', answer.drain)
+    this.drainSeen = answer.drain !== null && answer.drain !== undefined
+    for (const id of answer.cancellations) news = runs.cancel(id, stop) || news
     for (const task of answer.assignments) news = runs.accept(task) || news
     return news
   }

@@ -5,8 +5,12 @@ import { TaskError } from './handler'
 /** A result larger than this is not sent; the task fails with `result_too_large`. */
 export const MAX_RESULT_BYTES = 256 * 1024
 
-/** Why a run was asked to stop before its handler returned. */
-export type StopReason = 'cancel' | 'timeout' | 'stale' | 'stopped'
+/**
+ * Why a run was asked to stop before its handler returned. `drain`: the service asked while
+ * an operator drains this agent (its drain's deadline passed): the run was taken from it,
+ * reported `failed` with code `agent_drained` (a loss of the agent, not an attempt spent).
+ */
+export type StopReason = 'cancel' | 'drain' | 'timeout' | 'stale' | 'stopped'
 
 export type Outcome = { ok: true; result: unknown } | { ok: false; err: unknown }
 
@@ -28,6 +32,13 @@ export function endReport(task: Task, reason: StopReason | undefined, outcome: O
           code: 'timeout',
           message: `Ran longer than its timeoutSeconds (${timeoutSeconds} s) on this agent.`,
         },
+      }
+    case 'drain':
+      return {
+        ...base,
+        status: 'failed',
+        ...withResult(failedResult),
+        error: { code: 'agent_drained', message: 'Stopped: the agent is drained and its deadline passed.' },
       }
     case 'stopped':
       return {

@@ -141,12 +141,15 @@ export class Runs {
     this.o.onDecline(task.type)
   }
 
-  /** The service cancelled the task: its run is asked to stop. Whether that is news. */
-  cancel(taskId: string): boolean {
+  /**
+   * The service asked to stop the task (a cancel, or `drain`: this agent is drained and its
+   * deadline passed): its run is asked to stop. Whether that is news.
+   */
+  cancel(taskId: string, reason: 'cancel' | 'drain' = 'cancel'): boolean {
     const run = this.runs.get(taskId)
     if (!run || run.reason) return false
-    run.logger.info('cancel requested')
-    this.abort(run, 'cancel')
+    run.logger.info(reason === 'drain' ? 'stop requested: the agent is drained' : 'cancel requested')
+    this.abort(run, reason)
     return true
   }
 

@@ -1,5 +1,5 @@
 import { getTableColumns, type Table } from 'drizzle-orm'
-import { beatStatusSql, releasedLoadSql, takenLoadSql } from '../domain/agent-states'
+import { beatStatusSql, releasedLoadSql, streakAfterSql, takenLoadSql } from '../domain/agent-states'
 import {
   fairGroupSql,
   fairOrderSql,
@@ -29,7 +29,6 @@ import {
   awaitingStartSql,
   endedLiveSet,
   holdsSql,
-  releaseSlots,
   requeueSet,
   secondsBetween,
   toCancelSql,
@@ -334,6 +333,24 @@ const verdictJson = (whole: string) => `jsonb_build_object('i', v.i, 'verdict', 
 const VERDICT_FROM = 'rv v LEFT JOIN done vd ON vd.i = v.i LEFT JOIN rc vc ON vc.id = v.task_id'
 
 /**
+ * Per agent (`holder`), what the reports of `done` (with their verdicts `rv`) ended: `n`, the
+ * tasks that left it (their slots are free again), and its failure streak's news by the
+ * streak rule (src/domain/agent-states.ts): `last_ok`, the index of its last completed end,
+ * and `fails`, the entries of the failed ends after it (a failure counted in `failures`, not
+ * a loss), in order.
+ */
+const endedByAgent = (now: string) => `
+  SELECT x.holder, count(*) FILTER (WHERE x.status <> 'running') AS n, max(x.last_ok) AS last_ok,
+         jsonb_agg(x.entry ORDER BY x.i) FILTER (WHERE x.entry IS NOT NULL AND x.i > coalesce(x.last_ok, -1)) AS fails
+    FROM (SELECT d.holder, d.i, d.status,
+                 max(d.i) FILTER (WHERE d.status = 'completed') OVER (PARTITION BY d.holder) AS last_ok,
+                 CASE WHEN d.status = 'failed' AND NOT v.lost
+                      THEN jsonb_build_object('t', d.id, 'y', d.type, 'c', d.error->>'code',
+                                              'at', extract(epoch FROM ${now}::timestamptz)::float8) END AS entry
+            FROM done d JOIN rv v ON v.i = d.i) x
+   GROUP BY x.holder`
+
+/**
  * Reports on tasks (PATCH /tasks/{id}/status, and any round of a heartbeat's reports but
  * its last), set-based, with the slots of tasks that ended given back to their agents.
  * $1 report rows (jsonb) · $2 now · $3 task ids (uuid[]) · $4 whole tasks in the answer
@@ -342,7 +359,13 @@ const VERDICT_FROM = 'rv v LEFT JOIN done vd ON vd.i = v.i LEFT JOIN rc vc ON vc
 export const applyReports: HotStatement = {
   name: 'apply_reports',
   text: `
-WITH ${reportCtes('$1', '$3', '$2')}, rel AS (${releaseSlots('done', "status <> 'running'", 'holder')}
+WITH ${reportCtes('$1', '$3', '$2')}, ended AS (${endedByAgent('$2')}
+), rel AS (
+  UPDATE agents a SET active_tasks = ${releasedLoadSql('a.active_tasks', 'e.n')},
+         fail_streak = ${streakAfterSql('a.fail_streak', 'e.last_ok', 'e.fails')}
+    FROM (SELECT * FROM ended WHERE holder IS NOT NULL AND n > 0 ORDER BY holder) e
+   WHERE a.id = e.holder
+  RETURNING 1
 ), relk AS (${releaseKeysSql('done', "status <> 'running'", '$2')}
 )
 SELECT (SELECT coalesce(jsonb_agg(${verdictJson('$4::boolean')} ORDER BY v.i), '[]'::jsonb) FROM ${VERDICT_FROM}) AS reports`,
@@ -450,6 +473,10 @@ slots AS (
 
 const STATUS_CHANGED = "'agent.status_changed'"
 
+/** An agent's load in the heartbeat statement (row `c`), after its reports' ends (`e`), by the load rule. */
+const activeAfterReports = (withReports: boolean) =>
+  withReports ? releasedLoadSql('c.active_tasks', 'coalesce(e.n, 0)') : 'c.active_tasks'
+
 /**
  * Heartbeats of several agents (a batch: one entry per agent), in one statement: applies
  * their reports (the CTEs above, each agent's slots for the tasks that ended given back),
@@ -475,9 +502,7 @@ const STATUS_CHANGED = "'agent.status_changed'"
 const heartbeatsText = (withReports: boolean) => `
 WITH ${
   withReports
-    ? `${reportCtes('$4', '$5', '$1', 'rows')}, ended AS (
-  -- Per agent, the tasks its reports ended: their slots are free again.
-  SELECT holder, count(*) AS n FROM done WHERE status <> 'running' GROUP BY holder
+    ? `${reportCtes('$4', '$5', '$1', 'rows')}, ended AS (${endedByAgent('$1')}
 ), `
     : ''
 }beats AS (
@@ -487,15 +512,16 @@ WITH ${
   -- Tasks before their agents, the order every report, cancel, delete and sweep takes: with
   -- reports, the reported tasks are locked (rc) before these rows, or two of them deadlock.
   SELECT g.id, g.status, g.provider, g.region, g.capabilities, g.labels, g.task_types, g.max_concurrent_tasks,
-         g.active_tasks
+         g.active_tasks, g.drain_then
     FROM agents g WHERE g.id = ANY($3::uuid[]) ${withReports ? 'AND (SELECT count(*) FROM rc) >= 0' : ''}
    ORDER BY g.id FOR UPDATE
 ), a AS (
   SELECT c.id, c.status, c.provider, c.region, c.capabilities, c.labels, c.max_concurrent_tasks, c.active_tasks,
          c.status AS was, coalesce(b.task_types, c.task_types) AS task_types, c.task_types AS declared,
          b.task_types IS NOT NULL AS declaring, b.metrics, b.running,
-         ${withReports ? releasedLoadSql('c.active_tasks', 'coalesce(e.n, 0)') : 'c.active_tasks'} AS active,
-         ${beatStatusSql('c.status', 'b.status')} AS next
+         ${activeAfterReports(withReports)} AS active,
+         ${beatStatusSql('c.status', 'b.status', { drainThen: 'c.drain_then', active: activeAfterReports(withReports) })} AS next
+         ${withReports ? ', e.last_ok, e.fails' : ''}
     FROM cur c JOIN beats b ON b.agent_id = c.id
     ${withReports ? 'LEFT JOIN ended e ON e.holder = c.id' : ''}
 ), ${batchFillCtes(
@@ -515,7 +541,14 @@ WITH ${
   UPDATE agents g
      SET status = a.next, last_heartbeat_at = $1, last_metrics = coalesce(a.metrics, g.last_metrics),
          task_types = a.task_types,
-         active_tasks = ${takenLoadSql('a.active', 'coalesce(gb.n, 0)')},
+         active_tasks = ${takenLoadSql('a.active', 'coalesce(gb.n, 0)')},${
+           withReports
+             ? `
+         fail_streak = ${streakAfterSql('g.fail_streak', 'a.last_ok', 'a.fails')},`
+             : ''
+         }
+         drain_then = CASE WHEN a.next = 'draining' THEN g.drain_then END,
+         drain_deadline = CASE WHEN a.next = 'draining' THEN g.drain_deadline END,
          version = g.version + CASE WHEN a.next <> a.was OR (a.declaring AND a.task_types <> a.declared) THEN 1 ELSE 0 END,
          updated_at = CASE WHEN a.next <> a.was OR (a.declaring AND a.task_types <> a.declared) THEN $1 ELSE g.updated_at END
     FROM a LEFT JOIN given_by gb ON gb.agent_id = a.id WHERE g.id = a.id

@@ -16,7 +16,7 @@ import {
   uuid,
 } from 'drizzle-orm/pg-core'
 
-import type { AgentStatus, Labels, Provider, SweepSummary, TaskError, TaskStatus } from '../domain/model'
+import type { AgentStatus, Labels, Provider, StreakEntry, SweepSummary, TaskError, TaskStatus } from '../domain/model'
 import type { RolloutStatus, StrategyInput, TargetStatus } from '../domain/rollouts'
 import type { StallCause } from '../lib/stalls'
 
@@ -46,6 +46,23 @@ export const agents = pgTable(
     lastMetrics: jsonb('last_metrics').$type<Record<string, unknown>>(),
     /** Agent tokens carry it as `tv`; rotating the token bumps it, so older tokens stop working. */
     tokenVersion: integer('token_version').notNull().default(1),
+    /**
+     * A drain by staff (POST /agents/{id}/drain): the status the agent moves to once it holds
+     * nothing, and when the tasks it still holds are asked to stop (null: no deadline).
+     * Null while no drain by staff is in force (an agent's own `draining` has neither).
+     */
+    drainThen: text('drain_then').$type<AgentStatus>(),
+    drainDeadline: ts('drain_deadline'),
+    /** Set while `quarantined`: why, since when, and until when (null: until released). */
+    quarantineReason: text('quarantine_reason'),
+    quarantinedAt: ts('quarantined_at'),
+    quarantineUntil: ts('quarantine_until'),
+    /**
+     * Its latest failed attempts since its last completed one (the streak rule,
+     * src/domain/agent-states.ts), newest last, at most STREAK_KEEP: what automatic
+     * quarantine judges.
+     */
+    failStreak: jsonb('fail_streak').$type<StreakEntry[]>().notNull().default([]),
     version: integer('version').notNull().default(1),
     createdAt: ts('created_at').notNull(),
     updatedAt: ts('updated_at').notNull(),
@@ -111,6 +128,11 @@ export const tasks = pgTable(
     liveAgentId: uuid('live_agent_id'),
     liveUntil: ts('live_until'),
     /**
+     * A drain's stop request (its agent's drain deadline passed while it held the task): not
+     * final like a cancel; the task goes back to pending once (`drain_requeue`).
+     */
+    drainRequestedAt: ts('drain_requested_at'),
+    /**
      * The task's requirement class (its type, capabilities, provider, region and labels, as
      * a hash; `task_shape()` in migration 0007): placement reads the queue shape by shape
      * (`taskShapes`). Computed by Postgres, never written.
@@ -166,6 +188,7 @@ export const tasks = pgTable(
     // assignments, due retries.
     index('tasks_running_deadline_idx').on(t.deadlineAt).where(sql`status = 'running'`),
     index('tasks_cancel_requested_idx').on(t.cancelRequestedAt).where(sql`status = 'running' AND cancel_requested`),
+    index('tasks_drain_requested_idx').on(t.drainRequestedAt).where(sql`drain_requested_at IS NOT NULL`),
     index('tasks_assigned_at_idx').on(t.assignedAt).where(sql`status = 'assigned'`),
     index('tasks_auto_retry_idx').on(t.id).where(sql`auto_retry`),
     // Statistics: recent outcomes and durations. (The oldest pending task is the first
@@ -330,6 +353,8 @@ export const schedulerState = pgTable('scheduler_state', {
   lastRunAt: ts('last_run_at'),
   lastSummary: jsonb('last_summary').$type<SweepSummary>(),
   runs: bigint('runs', { mode: 'number' }).notNull().default(0),
+  /** When `tasks.failing_everywhere` was last said (at most once per QUARANTINE_WINDOW_SECONDS). */
+  failingEverywhereAt: ts('failing_everywhere_at'),
 })
 
 /** What a rollout's target selects (frozen into its targets at creation). */

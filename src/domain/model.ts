@@ -8,7 +8,12 @@
 export const providers = ['aws', 'azure', 'gcp', 'ncp', 'oci', 'alibaba', 'onprem', 'other'] as const
 export type Provider = (typeof providers)[number]
 
-export const agentStatuses = ['online', 'draining', 'maintenance', 'error', 'offline'] as const
+/**
+ * `quarantined`: taken out of service by staff or automatically (a streak of failed attempts,
+ * docs/scheduler.md); it keeps heartbeating and finishing what it runs, takes nothing new,
+ * and is not counted as capacity.
+ */
+export const agentStatuses = ['online', 'draining', 'maintenance', 'quarantined', 'error', 'offline'] as const
 export type AgentStatus = (typeof agentStatuses)[number]
 
 export const taskStatuses = ['pending', 'assigned', 'running', 'completed', 'failed', 'cancelled', 'timed_out'] as const
@@ -66,6 +71,17 @@ export interface Principal {
 }
 
 export type Labels = Record<string, string>
+
+/**
+ * One failed attempt in an agent's failure streak (`fail_streak`, the streak rule in
+ * ./agent-states.ts): the task, its type, the error code, and when (epoch seconds).
+ */
+export interface StreakEntry {
+  t: string
+  y: string
+  c: string | null
+  at: number
+}
 export type TaskError = { code: string; message: string }
 
 /** What one sweep did (POST /scheduler/sweep answers it; the scheduler_state row keeps the last). */

@@ -33,7 +33,7 @@ export type TargetStatus = (typeof targetStatuses)[number]
  * Agent statuses that are never targets: an operator took the agent out of service, so a
  * rollout must not count on it (nor fail waiting for it).
  */
-export const NOT_TARGETED = ['draining', 'maintenance'] as const satisfies readonly AgentStatus[]
+export const NOT_TARGETED = ['draining', 'maintenance', 'quarantined'] as const satisfies readonly AgentStatus[]
 
 export const inFlightTargetStatuses = ['dispatched', 'running'] as const satisfies readonly TargetStatus[]
 /** The target statuses that count as errors against maxErrors. */

@@ -36,7 +36,7 @@ const clearing: Record<TaskMove['clears'][number], string> = {
 export const assignSet = (t: string, now: string, agentId: string) => `status = '${ASSIGN.to}', agent_id = ${agentId},
        attempt = ${t}.attempt + 1, assigned_at = ${now}, started_at = NULL, finished_at = NULL, deadline_at = NULL,
        ${ASSIGN.clears.map((c) => clearing[c]).join(', ')}, cancel_requested = false, cancel_requested_at = NULL,
-       live_agent_id = NULL, live_until = NULL, version = ${t}.version + 1, updated_at = ${now}`
+       drain_requested_at = NULL, live_agent_id = NULL, live_until = NULL, version = ${t}.version + 1, updated_at = ${now}`
 
 /**
  * The `task.assigned` event of every row of `rows` (id, agent_id, attempt), placed by `via`,
@@ -68,7 +68,7 @@ export function requeueSet(m: TaskMove, t: string, now: string, availableAt: str
   return [
     "status = 'pending', agent_id = NULL",
     'assigned_at = NULL, started_at = NULL, finished_at = NULL, deadline_at = NULL',
-    'cancel_requested = false, cancel_requested_at = NULL, auto_retry = false',
+    'cancel_requested = false, cancel_requested_at = NULL, drain_requested_at = NULL, auto_retry = false',
     ...m.clears.map((c) => clearing[c]),
     `available_at = greatest(${availableAt}, ${t}.live_until), version = ${t}.version + 1, updated_at = ${now}`,
   ].join(',\n       ')
@@ -105,14 +105,16 @@ export const endedLiveSet = (t: string, now: string) => `live_agent_id = NULL, l
 
 /**
  * What a heartbeat's answer reads of the tasks an agent holds (task alias `t`, agent id
- * expression `agent`): those assigned and not started (its `assignments`), those running
- * with a cancel asked (its `cancellations`), and any it holds at all (a reported running
+ * expression `agent`): those assigned and not started (its `assignments`), those to stop
+ * (its `cancellations`: running with a cancel asked, or held when its drain's deadline
+ * passed: a drain stop, `drain_requested_at`), and any it holds at all (a reported running
  * id it does not hold is one to stop).
  */
 export const awaitingStartSql = (t: string, agent: string) =>
-  `${t}.agent_id = ${agent} AND ${t}.status = '${ASSIGN.to}'`
+  `${t}.agent_id = ${agent} AND ${t}.status = '${ASSIGN.to}' AND ${t}.drain_requested_at IS NULL`
 export const toCancelSql = (t: string, agent: string) =>
-  `${t}.agent_id = ${agent} AND ${t}.status = '${START.to}' AND ${t}.cancel_requested`
+  `${t}.agent_id = ${agent} AND ${t}.status IN ('${ASSIGN.to}', '${START.to}')
+     AND ((${t}.status = '${START.to}' AND ${t}.cancel_requested) OR ${t}.drain_requested_at IS NOT NULL)`
 export const holdsSql = (t: string, agent: string) =>
   `${t}.agent_id = ${agent} AND ${t}.status IN ('${ASSIGN.to}', '${START.to}')`
 
@@ -122,7 +124,13 @@ const CANCEL_ENDS = CANCELS.filter((m) => m.to === 'cancelled')
 const CANCEL_ASKS = CANCELS.filter((m) => m.to !== 'cancelled')
 const inList = (xs: readonly string[]) => xs.map((x) => `'${x}'`).join(', ')
 const guardSql = (t: string, when: MoveGuard | undefined) =>
-  when === undefined ? '' : when === 'not_cancel_requested' ? ` AND NOT ${t}.cancel_requested` : ` AND ${t}.${when}`
+  when === undefined
+    ? ''
+    : when === 'not_cancel_requested'
+      ? ` AND NOT ${t}.cancel_requested`
+      : when === 'drain_requested'
+        ? ` AND ${t}.drain_requested_at IS NOT NULL`
+        : ` AND ${t}.${when}`
 const movesSql = (t: string, ms: readonly TaskMove[]) =>
   `(${ms.map((m) => `(${t}.status IN (${inList(m.from)})${guardSql(t, m.when)})`).join(' OR ')})`
 

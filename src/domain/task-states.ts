@@ -27,7 +27,7 @@ export type MoveAction =
   | 'sweep'
 
 /** A condition on the task, besides its status, for the move to be allowed. */
-export type MoveGuard = 'cancel_requested' | 'not_cancel_requested' | 'auto_retry'
+export type MoveGuard = 'cancel_requested' | 'not_cancel_requested' | 'auto_retry' | 'drain_requested'
 
 /** Task events a move appends (task.created, task.updated and task.deleted are not moves). */
 export type TaskMoveEvent =
@@ -84,8 +84,12 @@ const live: TaskStatus[] = ['assigned', 'running']
  */
 export const KILL_MARGIN_SECONDS = 10
 
-/** Error codes an agent reports for a run it lost (it restarted): counted like `agent_lost`. */
-export const LOST_RUN_CODES = ['agent_restarted'] as const
+/**
+ * Error codes an agent reports for a run it lost, counted like `agent_lost`: it restarted
+ * (`agent_restarted`), or it stopped the run because its drain's deadline passed
+ * (`agent_drained`: the run was taken from it, not the task's fault).
+ */
+export const LOST_RUN_CODES = ['agent_restarted', 'agent_drained'] as const
 
 export const TASK_MOVES: readonly TaskMove[] = [
   // Placement. A new attempt starts clean.
@@ -312,6 +316,24 @@ export const TASK_MOVES: readonly TaskMove[] = [
     event: 'task.timed_out',
     label: 'sweep: past timeoutSeconds',
   },
+  // A staff drain's deadline passed while the agent held the task: it was asked to stop (a
+  // drain stop, not a cancel: `drainRequestedAt`, in its agent's `cancellations`), and after
+  // CANCEL_GRACE_SECONDS more it goes back to the queue, once, without spending an attempt.
+  // The run may still be alive on the drained agent (which takes nothing new anyway).
+  {
+    name: 'drain_requeue',
+    from: live,
+    to: 'pending',
+    action: 'sweep',
+    by: ['sweep'],
+    when: 'drain_requested',
+    slot: 'release',
+    counts: 'loss',
+    clears: ['result', 'progress'],
+    mayOutlive: true,
+    event: 'task.requeued',
+    label: 'sweep: its agent drained, not stopped within CANCEL_GRACE_SECONDS of the deadline',
+  },
   // Marked `auto_retry` when it ended with retries left (and no cancel asked).
   {
     name: 'retry',
@@ -333,6 +355,8 @@ export interface GuardedTask {
   status: TaskStatus
   cancelRequested: boolean
   autoRetry: boolean
+  /** A drain stop was asked (its agent's drain deadline passed). */
+  drainRequested?: boolean
 }
 
 function guardHolds(when: MoveGuard | undefined, task: Omit<GuardedTask, 'status'>): boolean {
@@ -345,6 +369,8 @@ function guardHolds(when: MoveGuard | undefined, task: Omit<GuardedTask, 'status
       return !task.cancelRequested
     case 'auto_retry':
       return task.autoRetry
+    case 'drain_requested':
+      return task.drainRequested === true
   }
 }
 

@@ -1,4 +1,5 @@
 import type { AgentRow, TaskRow } from '../db/schema'
+import type { DrainThen } from '../domain/agent-states'
 import type { AgentStatus, Labels, PendingReason, Provider, TaskError, TaskStatus } from '../domain/model'
 import type { Logger } from '../lib/logger'
 import { isoColumns } from '../lib/timestamps'
@@ -19,12 +20,21 @@ export interface AgentDto {
   activeTasks: number
   lastHeartbeatAt: string | null
   lastMetrics: Record<string, unknown> | null
+  drain: { deadline: string | null; then: DrainThen } | null
+  quarantine: { reason: string; since: string | null; until: string | null } | null
   version: number
   createdAt: string | null
   updatedAt: string | null
 }
 
-const agentTimes = ['lastHeartbeatAt', 'createdAt', 'updatedAt'] as const
+const agentTimes = [
+  'lastHeartbeatAt',
+  'createdAt',
+  'updatedAt',
+  'drainDeadline',
+  'quarantinedAt',
+  'quarantineUntil',
+] as const
 
 /** An agent as answers show it; `log` hears of a timestamp it could not write. */
 export function toAgentDto(a: AgentRow, log?: Logger): AgentDto {
@@ -43,6 +53,13 @@ export function toAgentDto(a: AgentRow, log?: Logger): AgentDto {
     activeTasks: a.activeTasks,
     lastHeartbeatAt: times.lastHeartbeatAt,
     lastMetrics: a.lastMetrics ?? null,
+    drain:
+      // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
+      a.status === 'draining' && a.drainThen ? { deadline: times.drainDeadline, then: a.drainThen as DrainThen } : null,
+    quarantine:
+      a.status === 'quarantined'
+        ? { reason: a.quarantineReason ?? '', since: times.quarantinedAt, until: times.quarantineUntil }
+        : null,
     version: a.version,
     createdAt: times.createdAt,
     updatedAt: times.updatedAt,

@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi'
-import { SETTABLE_STATUSES } from '../domain/agent-states'
+import { ACTION_FROM, DRAIN_THEN, SETTABLE_STATUSES } from '../domain/agent-states'
 import { KEY_LIMIT_MAX, KEY_MAX_LENGTH, KEY_PATTERN } from '../domain/concurrency'
 import { ANY_TASK_TYPE, agentStatuses, pendingReasons, providers, reportStatuses, taskStatuses } from '../domain/model'
 import { SHELL_TASK_TYPE, ShellPayload } from '../domain/shell'
@@ -112,6 +112,17 @@ export const AgentInput = z
   })
   .openapi('AgentInput')
 
+export const AgentDrain = z
+  .object({
+    deadline: nullableTimestamp.openapi({
+      description:
+        'When the tasks it still holds are asked to stop (and requeued CANCEL_GRACE_SECONDS later); null: none.',
+    }),
+    // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
+    then: z.enum(DRAIN_THEN).openapi({ description: 'The status it moves to once it holds nothing.' }),
+  })
+  .openapi('AgentDrain')
+
 export const Agent = z
   .object({
     id: z.uuid(),
@@ -127,6 +138,15 @@ export const Agent = z
     activeTasks: z.number().int(),
     lastHeartbeatAt: nullableTimestamp,
     lastMetrics: z.record(z.string(), z.unknown()).nullable(),
+    drain: AgentDrain.nullable().openapi({ description: 'A drain by staff in force (status draining), or null.' }),
+    quarantine: z
+      .object({
+        reason: z.string(),
+        since: nullableTimestamp,
+        until: nullableTimestamp.openapi({ description: 'When it ends by itself; null: until released.' }),
+      })
+      .nullable()
+      .openapi({ description: 'While quarantined: why, since when, until when; else null.' }),
     version: z.number().int(),
     createdAt: storedTimestamp,
     updatedAt: storedTimestamp,
@@ -191,6 +211,88 @@ export const AgentStatusInput = z
     }),
   })
   .openapi('AgentStatusInput')
+
+const deadlineSeconds = z.number().int().min(0).max(604_800).openapi({
+  description:
+    'Seconds from now until the tasks it still holds are asked to stop (then requeued CANCEL_GRACE_SECONDS later, without spending an attempt); absent: no deadline, it waits for them to end. At most a week.',
+  example: 600,
+})
+const drainThen = z.enum(DRAIN_THEN).openapi({
+  description: 'The status it moves to once it holds nothing (default maintenance).',
+})
+const quarantineReason = z.string().trim().min(1).max(500).openapi({ example: 'fails every task it gets' })
+const quarantineMinutes = z.number().int().min(1).max(525_600).openapi({
+  description: 'How long; absent: until released. At most a year.',
+  example: 60,
+})
+
+export const DrainInput = z
+  // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
+  .strictObject({ deadlineSeconds: deadlineSeconds.optional(), then: drainThen.optional() })
+  .openapi('DrainInput')
+
+export const QuarantineInput = z
+  .strictObject({ reason: quarantineReason, minutes: quarantineMinutes.optional() })
+  .openapi('QuarantineInput')
+
+export const AgentSelector = z
+  .strictObject({
+    capabilities: z.array(z.string().min(1).max(100)).max(50).optional().openapi({ description: 'All of them.' }),
+    provider: Provider.optional(),
+    region: z.string().min(1).max(100).optional(),
+    labels: Labels.optional().openapi({ description: 'All of them, with these values.' }),
+    status: z.array(AgentStatus).max(agentStatuses.length).optional().openapi({ description: 'Any of them.' }),
+    ids: z.array(z.uuid()).max(1000).optional().openapi({ description: 'At most 1000.' }),
+  })
+  .openapi('AgentSelector')
+
+export const AgentActionInput = z
+  .strictObject({
+    selector: AgentSelector,
+    action: z.enum(Object.keys(ACTION_FROM) as [keyof typeof ACTION_FROM, ...(keyof typeof ACTION_FROM)[]]),
+    reason: quarantineReason.optional().openapi({ description: 'Required for quarantine.' }),
+    minutes: quarantineMinutes.optional().openapi({ description: 'quarantine: how long; absent: until released.' }),
+    deadlineSeconds: deadlineSeconds.optional(),
+    // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
+    then: drainThen.optional(),
+  })
+  .superRefine((v, ctx) => {
+    const s = v.selector
+    const empty =
+      !s.capabilities?.length &&
+      !s.provider &&
+      !s.region &&
+      !Object.keys(s.labels ?? {}).length &&
+      !s.status?.length &&
+      !s.ids?.length
+    if (empty) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['selector'],
+        message:
+          'must name at least one of capabilities, provider, region, labels, status, ids (never the whole fleet)',
+      })
+    }
+    if (v.action === 'quarantine' && !v.reason) {
+      ctx.addIssue({ code: 'custom', path: ['reason'], message: 'required for quarantine' })
+    }
+    const only = (field: 'minutes' | 'deadlineSeconds' | 'then', action: string) => {
+      if (v[field] !== undefined && v.action !== action) {
+        ctx.addIssue({ code: 'custom', path: [field], message: `only with action ${action}` })
+      }
+    }
+    only('minutes', 'quarantine')
+    only('deadlineSeconds', 'drain')
+    only('then', 'drain')
+  })
+  .openapi('AgentActionInput')
+
+export const AgentActionResult = z
+  .object({
+    count: z.number().int().openapi({ description: 'Agents moved.' }),
+    ids: z.array(z.uuid()).openapi({ description: 'Their ids, in order.' }),
+  })
+  .openapi('AgentActionResult')
 
 const reportFields = {
   status: z.enum(reportStatuses),
@@ -388,9 +490,14 @@ export const HeartbeatResponse = z
     agent: Agent,
     assignments: z.array(Task).openapi({ description: 'Tasks assigned to this agent and not yet started.' }),
     cancellations: z.array(z.uuid()).openapi({
-      description: 'Tasks to stop: running ones with a cancel request, and reported ones this agent no longer holds.',
+      description:
+        'Tasks to stop: running ones with a cancel request, those held when a drain’s deadline passed, and reported ones this agent no longer holds.',
     }),
     heartbeatIntervalSeconds: z.number().int(),
+    drain: AgentDrain.nullable().openapi({
+      description:
+        'While an operator drains this agent: take nothing new, keep reporting what runs; past the deadline, stop what `cancellations` names (report it failed with code `agent_drained`).',
+    }),
     reports: z
       .array(
         z.object({

@@ -263,11 +263,16 @@ export async function updateAgent(
 const settableByStaff: readonly AgentStatus[] = SETTABLE_STATUSES.staff
 const settableByAgent: readonly AgentStatus[] = SETTABLE_STATUSES.agent
 
-function assertAgentMove(current: AgentStatus, next: AgentStatus, by: Principal['role']) {
+function assertAgentMove(current: AgentRow, next: AgentStatus, by: Principal['role']) {
+  if (current.status === 'quarantined' && next !== current.status) {
+    throw new ApiError('invalid_transition', 'The agent is quarantined; POST /agents/{id}/release ends a quarantine.', {
+      allowed: [],
+    })
+  }
   if (by === 'agent') {
-    // A status only staff set is only staff's to clear (maintenance).
-    if (STAFF_HELD.includes(current) && next !== current) {
-      throw new ApiError('invalid_transition', `The agent is in ${current}; an operator must release it.`, {
+    // A status only staff set is only staff's to clear (maintenance, a staff drain).
+    if ((STAFF_HELD.includes(current.status) || current.drainThen) && next !== current.status) {
+      throw new ApiError('invalid_transition', `The agent is in ${current.status}; an operator must release it.`, {
         allowed: [],
       })
     }
@@ -291,11 +296,12 @@ export async function setAgentStatus(
   const out = await withTx(db, async (tx) => {
     const current = await getAgent(tx, id, true)
     checkVersion(current, ifMatch)
-    assertAgentMove(current.status, status, by.role)
+    assertAgentMove(current, status, by.role)
     if (current.status === status) return current
+    // A status set by hand ends a staff drain (its deadline and `then` with it).
     const [row] = await tx
       .update(agents)
-      .set({ status, version: sql`${agents.version} + 1`, updatedAt: now })
+      .set({ status, drainThen: null, drainDeadline: null, version: sql`${agents.version} + 1`, updatedAt: now })
       .where(eq(agents.id, id))
       .returning()
     if (!row) throw new ApiError('not_found', `No agent with id ${id}.`)
@@ -500,7 +506,11 @@ export async function heartbeat(
       // Free slots and a fitting task waiting, or a beat would move its status (it went offline
       // meanwhile, another instance's sweep): a whole heartbeat (its fill, or its way back online).
       const status = read.agent.status as AgentStatus
-      if (read.fillable || beatStatus(status, null) !== status) {
+      const ctx = {
+        drainThen: (read.agent.drain_then as AgentStatus | null) ?? null,
+        active: Number(read.agent.active_tasks),
+      }
+      if (read.fillable || beatStatus(status, null, ctx) !== status) {
         deps.metrics?.longPollRechecks.inc({ write: 'beat' })
         const out = await beat(null)
         wrote = Date.now()

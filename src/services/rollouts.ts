@@ -74,7 +74,7 @@ if (!TYPE_RULE) throw new Error('the fit rule has no type requirement')
  * The agents a target selects, by the fit rule's requirements (capabilities, provider,
  * region, labels; pinning and declines aside) and the ids asked for (null: any), in id
  * order, each with whether it runs the type. An agent an operator took out of service
- * (`draining`, `maintenance`) is not a target; an offline one is, and ends undeliverable
+ * (`draining`, `maintenance`, `quarantined`) is not a target; an offline one is, and ends undeliverable
  * if it stays away.
  */
 const MATCHING_AGENTS = `

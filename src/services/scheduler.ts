@@ -11,6 +11,7 @@ import { describeError } from '../lib/logger'
 import { reconcileKeys } from './concurrency'
 import { changed, type ServiceDeps } from './deps'
 import { pruneEvents } from './events'
+import { judgeStreaks, streakTimeouts, sweepFleet } from './fleet'
 import { pruneLogs } from './logs'
 import { type MigrationGate, missingObjectStates } from './migrations'
 import { placePending } from './placement'
@@ -79,8 +80,10 @@ async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps, stalls: Sta
     tx,
     sql`
     WITH silent AS (
+      -- A quarantined agent stays quarantined when silent (its quarantine is not escaped by
+      -- going quiet); once it holds nothing there is nothing to expire.
       SELECT a.id FROM agents a
-       WHERE a.status <> 'offline' AND ${silent}
+       WHERE a.status <> 'offline' AND NOT (a.status = 'quarantined' AND a.active_tasks = 0) AND ${silent}
     ), held AS (
       SELECT t.id, t.agent_id, t.status, t.cancel_requested, t.concurrency_key FROM tasks t
        WHERE t.agent_id IN (SELECT id FROM silent) AND t.status IN ('assigned', 'running')
@@ -95,9 +98,10 @@ async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps, stalls: Sta
     ), tk AS (
       SELECT h.* FROM held h WHERE h.agent_id IN (SELECT id FROM lost)
     ), ag AS (
-      UPDATE agents a SET status = 'offline', active_tasks = 0, version = a.version + 1, updated_at = ${now}
+      UPDATE agents a SET status = CASE WHEN lost.status = 'quarantined' THEN 'quarantined' ELSE 'offline' END,
+             active_tasks = 0, drain_then = NULL, drain_deadline = NULL, version = a.version + 1, updated_at = ${now}
         FROM lost WHERE a.id = lost.id
-      RETURNING a.id, lost.status AS was
+      RETURNING a.id, lost.status AS was, a.status AS now_status
     ), requeue AS (
       UPDATE tasks t SET ${bind(requeueSet(LOST_ASSIGNED, 't', '{{now}}', '{{now}}'), { now })}
         FROM tk WHERE t.id = tk.id AND tk.status = 'assigned'
@@ -124,7 +128,7 @@ async function expireSilentAgents(tx: Tx, now: Date, d: ServiceDeps, stalls: Sta
       INSERT INTO events (type, agent_id, task_id, data, created_at)
       SELECT type, agent_id, task_id, data, ${now} FROM (
         SELECT 1 AS k, 'agent.expired' AS type, id AS agent_id, NULL::uuid AS task_id,
-               jsonb_build_object('from', was, 'to', 'offline', 'lastHeartbeatBefore', ${cutoff}::timestamptz) AS data FROM ag
+               jsonb_build_object('from', was, 'to', now_status, 'lastHeartbeatBefore', ${cutoff}::timestamptz) AS data FROM ag
         UNION ALL
         SELECT 2, ${LOST_ASSIGNED.event}::text, agent_id, id,
                jsonb_build_object('from', 'assigned', 'to', 'pending', 'reason', ${LOST_ASSIGNED.name}::text) FROM requeue
@@ -294,23 +298,28 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
     if (!lock?.got) return null
     const stalls = await mergedStalls(tx, now)
     const lost = await expireSilentAgents(tx, now, deps, stalls)
+    const fleet = await sweepFleet(tx, now, deps, limit)
     const graceCancelled = await expireCancels(tx, now, deps, limit, stalls)
     const timedOut = await timeOutRunning(tx, now, deps, limit, stalls)
+    // A timeout is a failed attempt of its agent's streak (automatic quarantine, judged below).
+    const streaked = deps.config.quarantineAfterFailures > 0 ? await streakTimeouts(tx, now, timedOut.task_ids) : []
     const unstarted = await requeueUnstarted(tx, now, deps, limit, stalls)
     const retried = await scheduleRetries(tx, now, deps, limit)
     const steps = [graceCancelled, timedOut, unstarted, retried]
     return {
       expiredAgents: lost.agents,
-      requeued: lost.requeued + unstarted.n,
+      requeued: lost.requeued + unstarted.n + fleet.requeued,
       timedOut: timedOut.n,
       retried: retried.n,
       cancelled: lost.cancelled + graceCancelled.n,
-      tasks: [...lost.task_ids, ...steps.flatMap((x) => x.task_ids)],
-      agents: [...lost.agent_ids, ...steps.flatMap((x) => x.agent_ids)],
+      tasks: [...lost.task_ids, ...fleet.tasks, ...steps.flatMap((x) => x.task_ids)],
+      agents: [...lost.agent_ids, ...fleet.agents, ...steps.flatMap((x) => x.agent_ids)],
+      streaked,
     }
   })
   if (recovery) await changed(deps, { tasks: recovery.tasks, agents: recovery.agents })
   if (recovery) await reconcileKeys(deps.db, now)
+  if (recovery?.streaked.length) await judgeStreaks({ ...deps, clock }, recovery.streaked)
   // Every shape of a pending task in the shape table (the retries and requeues above among
   // them) before placement reads it; empty shapes marked, old empty ones deleted.
   await maintainShapes(deps.db, now)

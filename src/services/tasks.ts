@@ -20,7 +20,7 @@ import { withTx } from '../db/tx'
 import { releaseKeysSql, upsertKeysSql } from '../domain/concurrency'
 import type { Labels, Principal, Provider, ReportStatus, TaskStatus } from '../domain/model'
 import { releaseSlots, requeueSet } from '../domain/sql'
-import { allowedMoves, allowedReports, moveFor, type TaskMove } from '../domain/task-states'
+import { allowedMoves, allowedReports, LOST_RUN_CODES, moveFor, type TaskMove } from '../domain/task-states'
 import { ApiError } from '../lib/errors'
 import { ifMatchOk } from '../lib/etag'
 import type { Outcome } from '../lib/group-commit'
@@ -30,6 +30,7 @@ import { decodeCursor, page, type SortOrder } from '../lib/pagination'
 import type { Created, CreateEntry, IdempotencyKey } from './create-writer'
 import { changed, type ServiceDeps } from './deps'
 import { recordEvents } from './events'
+import { judgeStreaks } from './fleet'
 import { recordAssignments } from './placement'
 import { advanceRollouts } from './rollouts'
 import { ensureShapes } from './shapes'
@@ -616,6 +617,8 @@ export async function applyTaskReports(
   const touched = { tasks: new Set<string>(), agents: new Set<string>() }
   // Rollouts whose tasks the reports moved: advanced after them, in this request.
   const rolloutIds = new Set<string>()
+  // Agents whose reports ended attempts failed (not lost): their streaks are judged after.
+  const failedOn = new Set<string>()
   for (const [n, round] of rounds.entries()) {
     const payload = round.map(
       ({ report: r, started }, i): ReportRow => ({
@@ -656,6 +659,10 @@ export async function applyTaskReports(
         if (task.rolloutId) rolloutIds.add(task.rolloutId)
         if (task.agentId) touched.agents.add(task.agentId)
         if (v.holder) touched.agents.add(v.holder)
+        const code = round[v.i]?.report.error?.code
+        if (task.status === 'failed' && v.holder && !(LOST_RUN_CODES as readonly string[]).includes(code ?? '')) {
+          failedOn.add(v.holder)
+        }
         if (task.finishedAt && task.startedAt && task.status !== 'running') {
           deps.metrics?.runDuration.observe(
             { status: task.status },
@@ -667,6 +674,7 @@ export async function applyTaskReports(
   }
   if (touched.tasks.size) await changed(deps, { tasks: touched.tasks, agents: touched.agents })
   if (rolloutIds.size) await advanceRollouts(deps, rolloutIds)
+  if (failedOn.size) await judgeStreaks(deps, failedOn)
   return outcomes
 }
 

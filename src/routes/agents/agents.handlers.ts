@@ -4,13 +4,19 @@ import { signToken } from '../../lib/tokens'
 import { assertSelfOrStaff } from '../../middleware/auth'
 import { type AppBindings, type AppRouteHandler, serviceDeps as svc } from '../../middleware/context'
 import * as agents from '../../services/agents'
+import * as fleet from '../../services/fleet'
 import { toAgentDto, toTaskDto } from '../dto'
 import type {
+  ActionsRoute,
   CreateRoute,
+  DrainRoute,
   GetRoute,
   HeartbeatRoute,
   ListRoute,
+  QuarantineRoute,
+  ReleaseRoute,
   RemoveRoute,
+  ResumeRoute,
   SetStatusRoute,
   TokenRoute,
   UpdateRoute,
@@ -104,12 +110,14 @@ export const heartbeat: AppRouteHandler<HeartbeatRoute> = async (c) => {
   } finally {
     poll?.release()
   }
+  const agent = toAgentDto(result.agent, c.var.logger)
   return c.json(
     {
-      agent: toAgentDto(result.agent, c.var.logger),
+      agent,
       assignments: result.assignments.map((t) => toTaskDto(t, null, c.var.logger)),
       cancellations: result.cancellations,
       heartbeatIntervalSeconds: c.var.deps.config.heartbeatIntervalSeconds,
+      drain: agent.drain,
       reports: result.reports.map(({ report, verdict, task }) =>
         verdict === 'ok' || verdict === 'repeat'
           ? { taskId: report.taskId, ok: true }
@@ -124,4 +132,42 @@ export const heartbeat: AppRouteHandler<HeartbeatRoute> = async (c) => {
     },
     200,
   )
+}
+
+const byOf = (c: Context<AppBindings>) => c.var.principal.role
+
+const agentAnswer = (c: Context<AppBindings>, row: Parameters<typeof toAgentDto>[0]) => {
+  c.header('ETag', etagOf(row.version))
+  return toAgentDto(row, c.var.logger)
+}
+
+export const drain: AppRouteHandler<DrainRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  const input = c.req.valid('json')
+  const row = await fleet.agentAction(svc(c), id, 'drain', { by: byOf(c), ...input })
+  return c.json(agentAnswer(c, row), 200)
+}
+
+export const resume: AppRouteHandler<ResumeRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  const row = await fleet.agentAction(svc(c), id, 'resume', { by: byOf(c) })
+  return c.json(agentAnswer(c, row), 200)
+}
+
+export const quarantine: AppRouteHandler<QuarantineRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  const input = c.req.valid('json')
+  const row = await fleet.agentAction(svc(c), id, 'quarantine', { by: byOf(c), ...input })
+  return c.json(agentAnswer(c, row), 200)
+}
+
+export const release: AppRouteHandler<ReleaseRoute> = async (c) => {
+  const { id } = c.req.valid('param')
+  const row = await fleet.agentAction(svc(c), id, 'release', { by: byOf(c) })
+  return c.json(agentAnswer(c, row), 200)
+}
+
+export const actions: AppRouteHandler<ActionsRoute> = async (c) => {
+  const { selector, action, ...params } = c.req.valid('json')
+  return c.json(await fleet.bulkAction(svc(c), selector, action, { by: byOf(c), ...params }), 200)
 }

@@ -4,17 +4,21 @@ import { jsonBody as body, jsonContent as json, security } from '../../lib/route
 import { authenticate, authenticateOrRegistration, canRead, canWrite, requireRole } from '../../middleware/auth'
 import {
   Agent,
+  AgentActionInput,
+  AgentActionResult,
   AgentInput,
   AgentListQuery,
   AgentStatusInput,
   AgentToken,
   AgentWithToken,
+  DrainInput,
   etagHeader,
   HeartbeatInput,
   HeartbeatResponse,
   IdParam,
   IfMatchHeader,
   page,
+  QuarantineInput,
 } from '../schemas'
 
 const tags = ['Agents']
@@ -181,6 +185,98 @@ export const token = createRoute({
   },
 })
 
+/** What the one-agent fleet actions answer. */
+const fleetResponses = {
+  200: { ...json(Agent, 'The agent'), headers: etagHeader },
+  ...E.common,
+  ...E.notFound,
+  ...E.conflict,
+  ...E.body,
+}
+
+export const drain = createRoute({
+  method: 'post',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  responses: fleetResponses,
+  path: '/agents/{id}/drain',
+  operationId: 'drainAgent',
+  summary: 'Drain an agent, with a deadline',
+  description:
+    'Status draining: it takes nothing new and finishes what it runs (its heartbeat answer says `drain`). ' +
+    'Past `deadlineSeconds`, the tasks it still holds are asked to stop (in its `cancellations`; not a cancel: they are not final), ' +
+    'and those still held CANCEL_GRACE_SECONDS later go back to pending once, without spending an attempt (lostCount + 1). ' +
+    'Once it holds nothing it moves to `then` (default maintenance); one that holds nothing moves at once. ' +
+    'From online, draining (a new deadline) or error; else 409.',
+  request: { params: IdParam, body: body(DrainInput) },
+})
+
+export const resume = createRoute({
+  method: 'post',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  responses: fleetResponses,
+  path: '/agents/{id}/resume',
+  operationId: 'resumeAgent',
+  summary: 'Undo a drain or maintenance',
+  description:
+    'From draining or maintenance (else 409; a quarantine ends with release): online, or offline when it is silent ' +
+    '(no heartbeat within HEARTBEAT_TIMEOUT_SECONDS) and holds nothing (its next heartbeat brings it online).',
+  request: { params: IdParam },
+})
+
+export const quarantine = createRoute({
+  method: 'post',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  responses: fleetResponses,
+  path: '/agents/{id}/quarantine',
+  operationId: 'quarantineAgent',
+  summary: 'Quarantine an agent',
+  description:
+    'Status quarantined, with a reason and, with `minutes`, an end (the sweep releases it then): it keeps heartbeating and ' +
+    'finishes or loses what it runs, takes nothing new, is skipped by rollouts and not counted as capacity. ' +
+    'An `agent.quarantined` event. From any status but quarantined.',
+  request: { params: IdParam, body: body(QuarantineInput) },
+})
+
+export const release = createRoute({
+  method: 'post',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  responses: fleetResponses,
+  path: '/agents/{id}/release',
+  operationId: 'releaseAgent',
+  summary: 'End an agent’s quarantine',
+  description:
+    'From quarantined (else 409): online, or offline when it is silent and holds nothing. An `agent.released` event.',
+  request: { params: IdParam },
+})
+
+export const actions = createRoute({
+  method: 'post',
+  path: '/agents/actions',
+  operationId: 'agentActions',
+  summary: 'Act on every agent a selector matches',
+  description:
+    'drain, maintenance, resume, quarantine (with a reason) or release, on every agent the selector matches whose status ' +
+    'the action applies to (the others are left as they are), in one statement. An empty selector is 422: never the whole ' +
+    'fleet by accident.',
+  tags,
+  security,
+  middleware: [authenticate, canWrite] as const,
+  request: { body: body(AgentActionInput) },
+  responses: {
+    200: json(AgentActionResult, 'The agents moved'),
+    ...E.common,
+    ...E.body,
+  },
+})
+
 export type CreateRoute = typeof create
 export type ListRoute = typeof list
 export type HeartbeatRoute = typeof heartbeat
@@ -189,3 +285,8 @@ export type UpdateRoute = typeof update
 export type SetStatusRoute = typeof setStatus
 export type RemoveRoute = typeof remove
 export type TokenRoute = typeof token
+export type DrainRoute = typeof drain
+export type ResumeRoute = typeof resume
+export type QuarantineRoute = typeof quarantine
+export type ReleaseRoute = typeof release
+export type ActionsRoute = typeof actions

@@ -97,6 +97,8 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .st.pending, .st.maintenance { background: rgba(210,153,34,.15); color: var(--warn); }
   .st.failed, .st.timed_out, .st.error { background: rgba(248,81,73,.15); color: var(--bad); }
   .st.offline, .st.cancelled { background: rgba(110,118,129,.2); color: var(--muted); }
+  .st.quarantined { background: rgba(248,81,73,.22); color: var(--bad); }
+  .qr { display: block; font-size: 11px; color: var(--muted); overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
   .load { display: inline-block; width: 70px; height: 6px; border-radius: 3px; background: var(--panel2); vertical-align: middle; margin-right: 6px; overflow: hidden; }
   .load i { display: block; height: 100%; background: var(--ok); }
   .rbar { display: inline-flex; width: 60%; height: 8px; border-radius: 4px; background: var(--panel2); vertical-align: middle; margin-right: 6px; overflow: hidden; }
@@ -151,6 +153,8 @@ export const dashboardHtml = /* html */ `<!doctype html>
   .cf-buttons { display: flex; justify-content: flex-end; gap: 8px; }
   #cf-ok { border-color: var(--accent); } #cf-ok.danger { background: #3a1d1f; border-color: rgba(248,81,73,.55); }
   #cf-ok:disabled { opacity: .6; cursor: progress; }
+  #cf-field { display: block; margin: 0 0 12px; font-size: 13px; color: var(--muted); }
+  #cf-input { display: block; width: 100%; margin-top: 4px; box-sizing: border-box; }
   .td-events { list-style: none; margin: 0; padding: 0; max-height: 340px; overflow: auto; font-size: 12px; }
   .td-events li { display: grid; grid-template-columns: auto minmax(0, 1fr); gap: 0 10px; padding: 4px 0; border-bottom: 1px dashed #20283a; }
   .td-events .t { color: var(--muted); font-variant-numeric: tabular-nums; white-space: nowrap; grid-row: span 2; }
@@ -281,6 +285,7 @@ export const dashboardHtml = /* html */ `<!doctype html>
 <dialog id="confirm" aria-labelledby="cf-title" aria-describedby="cf-text">
   <h2 id="cf-title"></h2>
   <p id="cf-text"></p>
+  <label id="cf-field" hidden><span id="cf-label"></span><input id="cf-input" autocomplete="off"></label>
   <div id="cf-err" role="alert" hidden></div>
   <div class="cf-buttons"><button type="button" id="cf-cancel">Keep as is</button><button type="button" id="cf-ok">Confirm</button></div>
 </dialog>

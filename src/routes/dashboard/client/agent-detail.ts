@@ -99,7 +99,8 @@ function renderAgentDetail() {
   note.textContent = agentDetail.gone ? 'This agent was deleted.' : a ? '' : 'Loading…'
   // Redrawn only when what they offer changes: every heartbeat redraws the detail, and a
   // button replaced under a reader's click would swallow it.
-  const actionsKey = a && !agentDetail.gone ? `${a.id} ${a.status} ${a.activeTasks} ${a.name}` : ''
+  const actionsKey =
+    a && !agentDetail.gone ? `${a.id} ${a.status} ${a.activeTasks} ${a.name} ${a.quarantine?.reason ?? ''}` : ''
   if (actionsKey !== shownActions) {
     shownActions = actionsKey
     $('ad-actions').replaceChildren(...(a && !agentDetail.gone ? agentActions(a, afterAction) : []))
@@ -111,6 +112,16 @@ function renderAgentDetail() {
     const labels = Object.entries(a.labels ?? {})
     $('ad-fields').replaceChildren(
       ...field('status', 'Status', el('span', { class: `st ${a.status}` }, a.status)),
+      ...(a.quarantine
+        ? field(
+            'quarantine',
+            'Quarantine',
+            `${a.quarantine.reason}${a.quarantine.until ? ` (until ${a.quarantine.until})` : ' (until released)'}`,
+          )
+        : []),
+      ...(a.drain
+        ? field('drain', 'Drain', `then ${a.drain.then}${a.drain.deadline ? `, deadline ${a.drain.deadline}` : ''}`)
+        : []),
       ...field('load', 'Load', `${a.activeTasks} of ${a.maxConcurrentTasks} slots`),
       ...field('provider', 'Provider', a.provider),
       ...field('region', 'Region', a.region || '–'),

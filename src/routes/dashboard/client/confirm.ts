@@ -15,8 +15,10 @@ export interface Step {
   ok: string
   /** It ends or removes something (the button says so in red). */
   danger?: boolean
-  /** Does it: null when done, else why not. */
-  run: () => Promise<Problem | null>
+  /** A value the action needs (a drain's deadline, a quarantine's reason), asked in the dialog. */
+  input?: { label: string; kind: 'text' | 'number'; placeholder?: string; required?: boolean }
+  /** Does it (with the input's value, trimmed): null when done, else why not. */
+  run: (value: string) => Promise<Problem | null>
   /** A refusal that is a question (409 agent_has_active_tasks): the step that answers it. */
   next?: (p: Problem) => Step | null
   /** After it is done. */
@@ -35,6 +37,15 @@ function show(s: Step, note = '') {
   delete err.dataset.code
   err.textContent = note
   err.hidden = !note
+  const field = $('cf-field')
+  const input = $<HTMLInputElement>('cf-input')
+  field.hidden = !s.input
+  if (s.input && !note) {
+    $('cf-label').textContent = s.input.label
+    input.type = s.input.kind
+    input.placeholder = s.input.placeholder ?? ''
+    input.value = ''
+  }
   const ok = $<HTMLButtonElement>('cf-ok')
   ok.textContent = s.ok
   ok.classList.toggle('danger', !!s.danger)
@@ -60,9 +71,15 @@ async function go() {
   if (!s || busy) return
   busy = true
   const ok = $<HTMLButtonElement>('cf-ok')
+  const value = s.input ? $<HTMLInputElement>('cf-input').value.trim() : ''
+  if (s.input?.required && !value) {
+    show(s, `${s.input.label}: required.`)
+    busy = false
+    return
+  }
   ok.disabled = true
   ok.textContent = 'Working…'
-  const problem = await s.run()
+  const problem = await s.run(value)
   busy = false
   if (!problem) {
     if (step === s) {

@@ -6,7 +6,7 @@ import { agents, learnName } from './state'
 import type { Agent, Page } from './types'
 
 const PAGE = 100
-const STATUSES = ['', 'online', 'draining', 'maintenance', 'error', 'offline']
+const STATUSES = ['', 'online', 'draining', 'maintenance', 'quarantined', 'error', 'offline']
 let filter = ''
 let status = ''
 let page = 0
@@ -65,7 +65,7 @@ export function renderAgents() {
       const pct = a.maxConcurrentTasks ? (a.activeTasks / a.maxConcurrentTasks) * 100 : 0
       const where = `${a.provider}${a.region ? ` · ${a.region}` : ''}`
       const caps = a.capabilities.join(', ')
-      return `<tr data-agent-id="${esc(a.id)}" tabindex="0"><td title="${esc(`${a.name} · ${a.id}`)}">${esc(a.name)}</td><td><span class="st ${esc(a.status)}">${esc(a.status)}</span></td><td title="${esc(where)}">${esc(where)}</td><td><span class="load"><i style="width:${pct}%;background:${pct >= 100 ? 'var(--warn)' : 'var(--ok)'}"></i></span>${a.activeTasks}/${a.maxConcurrentTasks}</td><td class="muted" title="${esc(caps)}">${esc(caps)}</td><td class="muted hb" data-at="${esc(a.lastHeartbeatAt || '')}">${ago(a.lastHeartbeatAt)}</td></tr>`
+      return `<tr data-agent-id="${esc(a.id)}" tabindex="0"><td title="${esc(`${a.name} · ${a.id}`)}">${esc(a.name)}</td><td><span class="st ${esc(a.status)}">${esc(a.status)}</span>${a.quarantine ? `<span class="qr" title="${esc(a.quarantine.reason)}">${esc(a.quarantine.reason)}</span>` : ''}</td><td title="${esc(where)}">${esc(where)}</td><td><span class="load"><i style="width:${pct}%;background:${pct >= 100 ? 'var(--warn)' : 'var(--ok)'}"></i></span>${a.activeTasks}/${a.maxConcurrentTasks}</td><td class="muted" title="${esc(caps)}">${esc(caps)}</td><td class="muted hb" data-at="${esc(a.lastHeartbeatAt || '')}">${ago(a.lastHeartbeatAt)}</td></tr>`
     })
     .join('')
   $('fleet-count').textContent = `${rows.length} shown of ${all.length}`

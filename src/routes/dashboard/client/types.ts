@@ -19,6 +19,10 @@ export interface Agent {
   maxConcurrentTasks: number
   lastHeartbeatAt: string | null
   lastMetrics: Record<string, unknown> | null
+  /** A drain by an operator in force. */
+  drain?: { deadline: string | null; then: string } | null
+  /** While quarantined: why, since when, until when (null: until released). */
+  quarantine?: { reason: string; since: string | null; until: string | null } | null
   version: number
   createdAt: string
   updatedAt: string
