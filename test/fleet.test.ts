@@ -127,6 +127,31 @@ describe('drain with a deadline', () => {
     expect(resumed).toMatchObject({ status: 'online', drain: null })
   })
 
+  it('gives back the concurrency key of each task it requeues, in the statement that requeues it', async () => {
+    const a = await h.agent({ maxConcurrentTasks: 2 })
+    const key = `drained-key-${Date.now()}`
+    const t = await h.assignedTask(a.id, { concurrency: { key, limit: 2 } })
+    ok(await h.report(t.id, a.token, { status: 'running', attempt: t.attempt }), 'start')
+    const keyRow = async () =>
+      (await get('concurrency?limit=500')).items.find((k: { key: string }) => k.key === key) as Record<string, number>
+    expect(await keyRow()).toMatchObject({ active: 1, pending: 0 })
+    ok(await post(`agents/${a.id}/drain`, { deadlineSeconds: 1 }), 'drain')
+    h.clock.advance(2_000)
+    ok(await post('scheduler/sweep'), 'sweep') // the stop
+    h.clock.advance(h.config.cancelGraceSeconds * 1000 + 1000)
+    const corrections = async () => {
+      const text: string = (await h.call('GET', '/metrics', { token: null })).body
+      const line = text.split('\n').find((l) => l.startsWith('agenticcp_concurrency_key_corrections_total '))
+      return Number(line?.split(' ')[1] ?? 0)
+    }
+    const before = await corrections()
+    ok(await post('scheduler/sweep'), 'sweep') // the requeue
+    expect((await get(`tasks/${t.id}`)).status).toBe('pending')
+    expect(await keyRow()).toMatchObject({ active: 0, pending: 1 })
+    // Given back by the requeue itself, not found off and corrected by the sweep's recount.
+    expect(await corrections()).toBe(before)
+  })
+
   it('moves an agent that holds nothing to its `then` at once; resume of a silent idle agent is offline', async () => {
     const a = await h.agent()
     // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)

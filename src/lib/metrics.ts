@@ -166,6 +166,11 @@ export class Metrics {
     'Reads of task logs by the readers followers share (one per followed attempt, per process).',
   )
 
+  readonly keyCorrections = new Counter(
+    'agenticcp_concurrency_key_corrections_total',
+    "Concurrency keys whose count the sweep's recount found off and corrected: each is a path that moved a keyed task without moving its key's count (a defect worth reporting), or a count edited by hand.",
+  )
+
   readonly rolloutsCreated = new Counter('agenticcp_rollouts_created_total', 'Rollouts created.')
   readonly rolloutsEnded = new Counter('agenticcp_rollouts_ended_total', 'Rollouts that ended, by status.')
   readonly rolloutTargetsDispatched = new Counter(

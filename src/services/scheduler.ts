@@ -318,7 +318,13 @@ export async function runSweep(deps: ServiceDeps, at?: Date): Promise<SweepSumma
     }
   })
   if (recovery) await changed(deps, { tasks: recovery.tasks, agents: recovery.agents })
-  if (recovery) await reconcileKeys(deps.db, now)
+  if (recovery) {
+    const corrected = await reconcileKeys(deps.db, now)
+    if (corrected > 0) {
+      deps.metrics?.keyCorrections.inc({}, corrected)
+      deps.logger?.warn('the sweep corrected the count of concurrency keys', { keys: corrected })
+    }
+  }
   if (recovery?.streaked.length) await judgeStreaks({ ...deps, clock }, recovery.streaked)
   // Every shape of a pending task in the shape table (the retries and requeues above among
   // them) before placement reads it; empty shapes marked, old empty ones deleted.
