@@ -429,9 +429,14 @@ slots AS (
          row_number() OVER (PARTITION BY st.ids ORDER BY n.slot, ${leastLoadedOrderSql(F)}) AS j
     FROM sets st JOIN slots f ON f.id = ANY(st.ids)
    CROSS JOIN LATERAL generate_series(1, least(f.free, st.n)) AS n(slot)
+), paired AS MATERIALIZED (
+  -- The j-th head of a set of agents to the j-th slot of that set, planned alone: joined
+  -- together with the agents and the fit rule, the planner (which cannot estimate these
+  -- CTEs) matched every head with every slot first, heads × slots² rows for a batch.
+  SELECT q.*, ss.agent_id AS slot_agent FROM ranked q JOIN set_slots ss ON ss.ids = q.ids AND ss.j = q.j
 ), offered AS (
   SELECT q.id, q.priority, q.frank, q.concurrency_key, f.id AS agent_id, f.free
-    FROM ranked q JOIN set_slots ss ON ss.ids = q.ids AND ss.j = q.j JOIN slots f ON f.id = ss.agent_id
+    FROM paired q JOIN slots f ON f.id = q.slot_agent
    WHERE coalesce(${meetsRequirementsSql(F, taskColumns('q'))}, false)
   UNION ALL
   SELECT p.id, p.priority, 1, p.concurrency_key, f.id, f.free FROM slots f CROSS JOIN LATERAL (
