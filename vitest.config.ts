@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { defineConfig } from 'vitest/config'
+import { BaseSequencer, type TestSpecification } from 'vitest/node'
 import { testNodeFlags } from './test/build-cache'
 
 /**
@@ -14,7 +15,9 @@ import { testNodeFlags } from './test/build-cache'
  * - `integration`: the files below, which start processes (the server, scripts, the runner,
  *   command-line tools), a browser, or need Postgres/Redis. They mostly wait on those
  *   processes and on real time, so more of them run at once than there are cores, with
- *   longer timeouts (a loaded machine slows a child process's start several-fold).
+ *   longer timeouts (a loaded machine slows a child process's start several-fold). Their
+ *   workers are reused from file to file too (isolate: false): each file imports the test
+ *   helpers, src/ and its client once per worker rather than once per file.
  *
  * Vitest runs projects with different parallelism one after the other (sequence.groupOrder).
  * `npm run test:unit` and `npm run test:integration` run one project each.
@@ -39,6 +42,34 @@ const integration: Record<string, string> = {
 }
 const integrationFiles = Object.keys(integration).map((f) => `test/${f}`)
 
+/**
+ * The integration files that take longest (mostly waiting on processes and timers), longest
+ * first: they start first, so that the short ones fill the time around them rather than one
+ * of them starting last and the run waiting for it alone (vitest otherwise orders by its
+ * results cache, which a fresh clone or CI does not have, then by file size).
+ */
+const longestFirst = [
+  'dashboard.test.ts',
+  'agent-runner.test.ts',
+  'first-run.test.ts',
+  'stalls.test.ts',
+  'readme.test.ts',
+  'agent-library.test.ts',
+  'registration-tokens.test.ts',
+  'server.test.ts',
+]
+class Sequencer extends BaseSequencer {
+  override async sort(files: TestSpecification[]) {
+    const rank = (f: TestSpecification) => {
+      const i = longestFirst.findIndex((n) => f.moduleId.endsWith(`/test/${n}`))
+      return i < 0 ? longestFirst.length : i
+    }
+    const group = (f: TestSpecification) => f.project.config.sequence.groupOrder ?? 0
+    // Array.prototype.sort is stable: the rest keep vitest's order.
+    return (await super.sort(files)).sort((a, b) => group(a) - group(b) || rank(a) - rank(b))
+  }
+}
+
 // A file that starts a process or a browser belongs in the list above: say so at once
 // rather than let it run, CPU-bound assumptions and short timeouts, among the unit files.
 const testDir = fileURLToPath(new URL('./test/', import.meta.url))
@@ -54,6 +85,7 @@ export default defineConfig({
   test: {
     // Once for the whole run: the migrated PGlite snapshot (or Postgres template) every file copies.
     globalSetup: ['test/global-setup.ts'],
+    sequence: { sequencer: Sequencer },
     // `npm run test:coverage`: the whole suite, with the coverage of src/ by the code that runs
     // in the test processes (V8's own counters). What runs in a child process — the server a
     // test starts, the runner's CLI, the Worker under wrangler — is not counted, so the entry
@@ -90,6 +122,7 @@ export default defineConfig({
           include: integrationFiles,
           pool: 'forks',
           maxWorkers: cores * 2,
+          isolate: false,
           execArgv: testNodeFlags,
           sequence: { groupOrder: 1 },
           testTimeout: 60_000,

@@ -1,9 +1,12 @@
 import { readFileSync } from 'node:fs'
+import type { PGlite } from '@electric-sql/pglite'
+import { drizzle } from 'drizzle-orm/pglite'
 import pg from 'pg'
 import { expect, inject } from 'vitest'
 import { createApp } from '../src/app'
-import type { Database } from '../src/db/client'
+import { type Database, MIGRATIONS_SCHEMA, MIGRATIONS_TABLE } from '../src/db/client'
 import { connectDatabase } from '../src/db/connect'
+import { schema } from '../src/db/schema'
 import type { Role } from '../src/domain/model'
 import { type Config, loadConfig } from '../src/env'
 import { ManualClock } from '../src/lib/clock'
@@ -24,14 +27,152 @@ export const unique = (prefix = 'n') => `${prefix}-${process.pid}-${Date.now().t
 export const onPostgres = () => inject('pgAdminUrl') !== ''
 
 /**
- * A fresh, migrated database for one test file: a copy of the run's PGlite snapshot, or a
- * new Postgres database made from the run's template. `migrated: false`: a bare one.
+ * A fresh, migrated database for one test file: a copy of the run's PGlite snapshot (one
+ * that an earlier file of this process closed, emptied back to the snapshot: see `pool`), or
+ * a new Postgres database made from the run's template. `migrated: false`: a bare one.
  */
 export async function freshDatabase(opts: { migrated?: boolean } = {}): Promise<Database> {
   const migrated = opts.migrated ?? true
   if (onPostgres()) return connectDatabase(await freshPostgresUrl(migrated), { poolMax: 20 })
-  const snapshot = readFileSync(inject(migrated ? 'pgliteSnapshot' : 'pgliteBareSnapshot'))
-  return connectDatabase('memory://', { loadDataDir: tarBlob(snapshot) })
+  if (!migrated)
+    return connectDatabase('memory://', { loadDataDir: tarBlob(readFileSync(inject('pgliteBareSnapshot'))) })
+  return lease(pool.idle.pop() ?? (await openCopy()))
+}
+
+/**
+ * The migrated PGlite databases of this process that test files closed, emptied back to the
+ * snapshot's state, for the next file: opening a copy of the snapshot (unpacking 40 MB into
+ * PGlite's in-memory file system, starting Postgres) costs ~0.7 CPU-seconds, which each of
+ * the ~35 files that make one paid, a third of the unit project's CPU; emptying one costs a
+ * few hundredths. A database comes back only when nothing but its rows changed: a file that
+ * altered its schema, its migrations table or its settings leaves it closed (see recycle).
+ * On globalThis: the unit project's workers run file after file (isolate: false).
+ */
+interface Pristine {
+  /** The schema's fingerprint (FINGERPRINT), as in the snapshot. */
+  fingerprint: string
+  /** TRUNCATE of every table but the migrations', the snapshot's rows put back, its sequences set back. */
+  reset: { text: string; values: unknown[] }[]
+}
+const POOL = Symbol.for('agenticcp.test.pglitePool')
+const shared = globalThis as { [POOL]?: { idle: PGlite[]; pristine?: Pristine } }
+shared[POOL] ??= { idle: [] }
+const pool = shared[POOL]
+
+const USER_SCHEMA = `NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'`
+/** Everything of the database but its rows: what a test file must not have changed for its database to be reused. */
+const FINGERPRINT = `SELECT md5(string_agg(x, E'\\n' ORDER BY x)) AS f FROM (
+  SELECT 'n ' || n.nspname AS x FROM pg_namespace n WHERE n.nspname ${USER_SCHEMA}
+  UNION ALL SELECT 'c ' || c.oid::regclass || ' ' || c.relkind::text || c.relpersistence::text || c.relrowsecurity::text || ' ' || coalesce(c.reloptions::text, '')
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname ${USER_SCHEMA}
+  UNION ALL SELECT 'a ' || a.attrelid::regclass || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || a.attnotnull::text || a.attisdropped::text || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attnum > 0 AND n.nspname ${USER_SCHEMA}
+  UNION ALL SELECT 'i ' || pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname ${USER_SCHEMA}
+  UNION ALL SELECT 'k ' || k.conrelid::regclass || ' ' || k.conname || ' ' || pg_get_constraintdef(k.oid) FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace WHERE n.nspname ${USER_SCHEMA}
+  UNION ALL SELECT 't ' || pg_get_triggerdef(t.oid) || t.tgenabled::text FROM pg_trigger t WHERE NOT t.tgisinternal
+  UNION ALL SELECT 'p ' || p.oid::regprocedure || ' ' || md5(p.prosrc) || coalesce(p.proconfig::text, '') FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname ${USER_SCHEMA}
+  UNION ALL SELECT 'v ' || c.oid::regclass || ' ' || pg_get_viewdef(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('v', 'm') AND n.nspname ${USER_SCHEMA}
+  UNION ALL SELECT 'y ' || t.oid::regtype || ' ' || t.typtype::text FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname ${USER_SCHEMA}
+  UNION ALL SELECT 'e ' || e.enumtypid::regtype || ' ' || e.enumlabel || ' ' || e.enumsortorder FROM pg_enum e
+  UNION ALL SELECT 'x ' || x.extname || ' ' || x.extversion FROM pg_extension x
+  UNION ALL SELECT 'r ' || coalesce(s.setconfig::text, '') FROM pg_db_role_setting s
+  UNION ALL SELECT 'o ' || r.rolname || r.rolsuper::text FROM pg_roles r
+  UNION ALL SELECT 'm ' || m::text FROM ${MIGRATIONS_SCHEMA}.${MIGRATIONS_TABLE} m
+) s`
+
+/** A copy of the run's migrated snapshot; the first of the process also tells what the snapshot holds. */
+async function openCopy(): Promise<PGlite> {
+  const opened = await connectDatabase('memory://', { loadDataDir: tarBlob(readFileSync(inject('pgliteSnapshot'))) })
+  const client = (opened.db as unknown as { $client: PGlite }).$client
+  pool.pristine ??= await pristineOf(client)
+  return client
+}
+
+async function pristineOf(client: PGlite): Promise<Pristine> {
+  const q = async <T>(text: string, values: unknown[] = []) => (await client.query<T>(text, values)).rows
+  const [fp] = await q<{ f: string }>(FINGERPRINT)
+  const tables = await q<{ t: string }>(
+    `SELECT format('%I.%I', n.nspname, c.relname) AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 'p') AND n.nspname ${USER_SCHEMA} AND n.nspname <> '${MIGRATIONS_SCHEMA}' ORDER BY 1`,
+  )
+  const reset: Pristine['reset'] = [
+    { text: `TRUNCATE ${tables.map((t) => t.t).join(', ')} RESTART IDENTITY`, values: [] },
+  ]
+  for (const { t } of tables) {
+    const [rows] = await q<{ j: string | null }>(`SELECT json_agg(r)::text AS j FROM ${t} r`)
+    if (rows?.j) {
+      reset.push({
+        text: `INSERT INTO ${t} SELECT * FROM json_populate_recordset(null::${t}, $1::json)`,
+        values: [rows.j],
+      })
+    }
+  }
+  const sequences = await q<{ s: string; v: string | null; start: string }>(
+    `SELECT format('%I.%I', schemaname, sequencename) AS s, last_value::text AS v, start_value::text AS start
+     FROM pg_sequences WHERE schemaname <> '${MIGRATIONS_SCHEMA}'`,
+  )
+  for (const { s, v, start } of sequences) {
+    reset.push({
+      text: 'SELECT setval($1::text::regclass, $2::bigint, $3::boolean)',
+      values: [s, v ?? start, v !== null],
+    })
+  }
+  // What ANALYZE learnt of the rows that are gone (a plan on the next file's rows is the fresh copy's plan).
+  reset.push({
+    text: `DELETE FROM pg_statistic WHERE starelid IN (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname ${USER_SCHEMA})`,
+    values: [],
+  })
+  return { fingerprint: fp?.f ?? '', reset }
+}
+
+/**
+ * The database a test file gets: its own drizzle over the client, which refuses every call
+ * once the file closed it (as a closed PGlite does: "PGlite is closed"), so nothing a file
+ * left running reaches the next file's rows. Closing it empties it for the next file.
+ */
+function lease(client: PGlite): Database {
+  let released = false
+  const view = new Proxy(client, {
+    get(target, key) {
+      if (key === 'closed') return released || target.closed
+      const v = Reflect.get(target, key, target)
+      if (typeof v !== 'function') return v
+      return released ? () => Promise.reject(new Error('PGlite is closed')) : v.bind(target)
+    },
+  })
+  return {
+    db: drizzle(view, { schema }) as unknown as Database['db'],
+    driver: 'pglite',
+    close: async () => {
+      if (released) return
+      released = true
+      await recycle(client)
+    },
+    dumpDataDir: () => view.dumpDataDir('none'),
+  }
+}
+
+/**
+ * A closed file's database back to the snapshot's state, into the pool; closed instead when
+ * the file changed more than its rows (its schema, migrations, settings), or left a
+ * transaction open, or anything here fails.
+ */
+async function recycle(client: PGlite) {
+  try {
+    const pristine = pool.pristine
+    const [now] = (await client.query<{ f: string }>(FINGERPRINT)).rows
+    if (!pristine || now?.f !== pristine.fingerprint) throw new Error('changed')
+    await client.transaction(async (tx) => {
+      for (const r of pristine.reset) await tx.query(r.text, r.values)
+    })
+    // Session state: SET values, prepared statements, temporary tables, advisory locks.
+    await client.exec('DISCARD ALL')
+    await client.exec('CHECKPOINT')
+    pool.idle.push(client)
+  } catch {
+    await client.close().catch(() => {})
+  }
 }
 
 /**
