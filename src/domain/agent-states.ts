@@ -1,4 +1,4 @@
-import type { AgentStatus, StreakEntry } from './model'
+import type { AgentStatus, Labels, Provider, StreakEntry } from './model'
 
 /**
  * An agent's status and load: who may set which status, what status a heartbeat leaves an
@@ -220,3 +220,22 @@ export const takenLoadSql = (active: string, taken: string) => `(${active} + ${t
 /** An agent's load after a heartbeat whose reports ended `ended` of its tasks and that gave it `given`. */
 export const loadAfterBeat = (active: number, ended: number, given: number) =>
   takenLoad(releasedLoad(active, ended), given)
+
+/** Which agents a bulk action (POST /agents/actions) acts on: all that match every field given. */
+export interface AgentSelector {
+  capabilities?: string[]
+  provider?: Provider
+  region?: string
+  labels?: Labels
+  status?: AgentStatus[]
+  ids?: string[]
+}
+
+/** A selector that names nothing would act on the whole fleet: refused (422) at the edge. */
+export const selectorIsEmpty = (s: AgentSelector) =>
+  !s.capabilities?.length &&
+  !s.provider &&
+  !s.region &&
+  !Object.keys(s.labels ?? {}).length &&
+  !s.status?.length &&
+  !s.ids?.length

@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi'
-import { ACTION_FROM, DRAIN_THEN, SETTABLE_STATUSES } from '../domain/agent-states'
+import { ACTION_FROM, DRAIN_THEN, SETTABLE_STATUSES, selectorIsEmpty } from '../domain/agent-states'
 import { KEY_LIMIT_MAX, KEY_MAX_LENGTH, KEY_PATTERN } from '../domain/concurrency'
 import { ANY_TASK_TYPE, agentStatuses, pendingReasons, providers, reportStatuses, taskStatuses } from '../domain/model'
 import { SHELL_TASK_TYPE, ShellPayload } from '../domain/shell'
@@ -257,15 +257,7 @@ export const AgentActionInput = z
     then: drainThen.optional(),
   })
   .superRefine((v, ctx) => {
-    const s = v.selector
-    const empty =
-      !s.capabilities?.length &&
-      !s.provider &&
-      !s.region &&
-      !Object.keys(s.labels ?? {}).length &&
-      !s.status?.length &&
-      !s.ids?.length
-    if (empty) {
+    if (selectorIsEmpty(v.selector)) {
       ctx.addIssue({
         code: 'custom',
         path: ['selector'],

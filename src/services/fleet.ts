@@ -6,17 +6,19 @@ import { type AgentRow, agents } from '../db/schema'
 import { withTx } from '../db/tx'
 import {
   ACTION_FROM,
+  type AgentSelector,
   BEAT_STATUS,
   beatStatusSql,
   type DrainThen,
   type FleetAction,
   type QuarantinePolicy,
   resumedStatusSql,
+  selectorIsEmpty,
   streakAfterSql,
   streakCallsForJudgement,
 } from '../domain/agent-states'
 import { releaseKeysSql } from '../domain/concurrency'
-import type { AgentStatus, Labels, Provider, StreakEntry } from '../domain/model'
+import type { StreakEntry } from '../domain/model'
 import { releaseSlots, requeueSet } from '../domain/sql'
 import { KILL_MARGIN_SECONDS, move } from '../domain/task-states'
 import { ApiError } from '../lib/errors'
@@ -31,15 +33,6 @@ import { changed, type ServiceDeps } from './deps'
  */
 
 /** Which agents a bulk action acts on: every field given must match. */
-export interface AgentSelector {
-  capabilities?: string[]
-  provider?: Provider
-  region?: string
-  labels?: Labels
-  status?: AgentStatus[]
-  ids?: string[]
-}
-
 export interface ActionParams {
   /** Who acts: a role, or `system` (automatic quarantine), in the events. */
   by: string
@@ -53,15 +46,6 @@ export interface ActionParams {
   /** Added to the `agent.quarantined` event (automatic quarantine: its evidence). */
   extra?: Record<string, unknown>
 }
-
-/** An empty selector would act on the whole fleet: refused before this is called. */
-export const selectorIsEmpty = (s: AgentSelector) =>
-  !s.capabilities?.length &&
-  !s.provider &&
-  !s.region &&
-  !Object.keys(s.labels ?? {}).length &&
-  !s.status?.length &&
-  !s.ids?.length
 
 function selectorWhere(s: AgentSelector): SQL {
   const where = and(
