@@ -257,6 +257,27 @@ describe('Agent (library)', () => {
     expect(aborted).toBe(true)
   })
 
+  it('cancelled by a user while its agent is drained, before the drain is due: reports it cancelled, not drained', async () => {
+    let aborted = false
+    const { agent } = await agentWith({
+      long: (_task, ctx) =>
+        new Promise((resolve) => {
+          ctx.signal.addEventListener('abort', () => {
+            aborted = true
+            resolve('stopped')
+          })
+        }),
+    })
+    const task = await h.task({ type: 'long' })
+    await taskIn(task.id, ['running'])
+    const drain = await h.call('POST', `/api/v1/agents/${agent.id}/drain`, { body: { deadlineSeconds: 3600 } })
+    expect(drain.status).toBe(200)
+    expect((await h.call('POST', `/api/v1/tasks/${task.id}/cancel`)).status).toBe(202)
+    const ended = await taskIn(task.id, ['failed', 'cancelled', 'completed'])
+    expect(ended).toMatchObject({ status: 'cancelled', lostCount: 0, failures: 0 })
+    expect(aborted).toBe(true)
+  })
+
   it('a handler that ignores the cancel is given up on after the grace and reported cancelled', async () => {
     await agentWith({ stubborn: () => new Promise(() => {}) })
     const task = await h.task({ type: 'stubborn' })

@@ -50,7 +50,7 @@ describe('drain with a deadline', () => {
     const answer = ok(await beat(a, { status: 'online', runningTaskIds: [t1.id, t2.id] }), 'beat')
     expect(answer.agent.status).toBe('draining')
     // biome-ignore lint/suspicious/noThenProperty: the drain's `then` (a status, never a function)
-    expect(answer.drain).toEqual({ deadline: '2026-01-01T00:01:00.000Z', then: 'maintenance' })
+    expect(answer.drain).toEqual({ deadline: '2026-01-01T00:01:00.000Z', then: 'maintenance', due: false })
     expect(answer.cancellations).toEqual([])
 
     // The deadline: the held tasks are asked to stop (not a cancel: not final, no cancelRequested).

@@ -237,9 +237,11 @@ export class HeartbeatLoop {
       runs.stale(report.taskId, report.attempt)
       outbox.drop(report.taskId, report.attempt)
     })
-    // While an operator drains this agent, the tasks it is asked to stop are taken from it
-    // (its drain's deadline passed): reported as such, not as cancelled.
-    const stop = answer.drain ? 'drain' : 'cancel'
+    // Once an operator's drain of this agent is due (its deadline passed, by the service's
+    // clock), the tasks it is asked to stop are taken from it: reported as such, not as
+    // cancelled. Before that, a stop is someone's cancel. (A service that does not say `due`
+    // stops for the drain whenever one is in force.)
+    const stop = answer.drain && answer.drain.due !== false ? 'drain' : 'cancel'
     if (answer.drain && !this.drainSeen) logger.info('the service drains this agent: taking nothing new', answer.drain)
     this.drainSeen = answer.drain !== null && answer.drain !== undefined
     for (const id of answer.cancellations) news = runs.cancel(id, stop) || news

@@ -123,6 +123,13 @@ export const AgentDrain = z
   })
   .openapi('AgentDrain')
 
+export const HeartbeatDrain = AgentDrain.extend({
+  due: z.boolean().openapi({
+    description:
+      'The deadline has passed (by the service’s clock): what `cancellations` names is taken from this agent by the drain, to be reported `failed` with code `agent_drained`. Before it (or with no deadline) a cancellation is a cancel, reported `cancelled`.',
+  }),
+}).openapi('HeartbeatDrain')
+
 export const Agent = z
   .object({
     id: z.uuid(),
@@ -486,9 +493,9 @@ export const HeartbeatResponse = z
         'Tasks to stop: running ones with a cancel request, those held when a drain’s deadline passed, and reported ones this agent no longer holds.',
     }),
     heartbeatIntervalSeconds: z.number().int(),
-    drain: AgentDrain.nullable().openapi({
+    drain: HeartbeatDrain.nullable().openapi({
       description:
-        'While an operator drains this agent: take nothing new, keep reporting what runs; past the deadline, stop what `cancellations` names (report it failed with code `agent_drained`).',
+        'While an operator drains this agent: take nothing new, keep reporting what runs; once `due`, stop what `cancellations` names (report it failed with code `agent_drained`).',
     }),
     reports: z
       .array(

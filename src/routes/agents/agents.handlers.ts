@@ -117,7 +117,7 @@ export const heartbeat: AppRouteHandler<HeartbeatRoute> = async (c) => {
       assignments: result.assignments.map((t) => toTaskDto(t, null, c.var.logger)),
       cancellations: result.cancellations,
       heartbeatIntervalSeconds: c.var.deps.config.heartbeatIntervalSeconds,
-      drain: agent.drain,
+      drain: agent.drain ? { ...agent.drain, due: drainDue(agent.drain.deadline, c.var.deps.clock.now()) } : null,
       reports: result.reports.map(({ report, verdict, task }) =>
         verdict === 'ok' || verdict === 'repeat'
           ? { taskId: report.taskId, ok: true }
@@ -171,3 +171,6 @@ export const actions: AppRouteHandler<ActionsRoute> = async (c) => {
   const { selector, action, ...params } = c.req.valid('json')
   return c.json(await fleet.bulkAction(svc(c), selector, action, { by: byOf(c), ...params }), 200)
 }
+
+/** A drain's deadline has passed (by the service's clock): its stops are the drain's, not cancels. */
+const drainDue = (deadline: string | null, now: Date) => deadline !== null && Date.parse(deadline) <= now.getTime()
