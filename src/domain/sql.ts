@@ -115,8 +115,10 @@ export const awaitingStartSql = (t: string, agent: string) =>
 export const toCancelSql = (t: string, agent: string) =>
   `${t}.agent_id = ${agent} AND ${t}.status IN ('${ASSIGN.to}', '${START.to}')
      AND ((${t}.status = '${START.to}' AND ${t}.cancel_requested) OR ${t}.drain_requested_at IS NOT NULL)`
-export const holdsSql = (t: string, agent: string) =>
-  `${t}.agent_id = ${agent} AND ${t}.status IN ('${ASSIGN.to}', '${START.to}')`
+export const holdsSql = (t: string, agent: string) => `${t}.agent_id = ${agent} AND ${liveSql(t)}`
+
+/** The task is held by an agent (assigned or running): it takes one of its slots (and its key's). */
+export const liveSql = (t: string) => `${t}.status IN ('${ASSIGN.to}', '${START.to}')`
 
 /** Staff cancels, by the state table: those that end the task at once, and the one that asks its agent. */
 const CANCELS = TASK_MOVES.filter((m) => m.action === 'cancel' && m.by.includes('staff'))

@@ -3,6 +3,7 @@ import type { Db } from '../db/client'
 import { type Executor, rowsOf } from '../db/client'
 import { withTx } from '../db/tx'
 import { KEY_MAX_LENGTH } from '../domain/concurrency'
+import { liveSql } from '../domain/sql'
 
 /**
  * Concurrency keys at rest (src/domain/concurrency.ts holds the rules): the list
@@ -41,7 +42,7 @@ export async function listKeys(db: Executor, o: { limit: number; after?: string 
  */
 export async function reconcileKeys(db: Db, now: Date): Promise<number> {
   const live = sql`SELECT concurrency_key AS key, count(*)::int AS n FROM tasks
-                    WHERE concurrency_key IS NOT NULL AND status IN ('assigned', 'running') GROUP BY concurrency_key`
+                    WHERE concurrency_key IS NOT NULL AND ${sql.raw(liveSql('tasks'))} GROUP BY concurrency_key`
   const off = await rowsOf<{ key: string }>(
     db,
     sql`SELECT k.key FROM concurrency_keys k LEFT JOIN (${live}) c ON c.key = k.key
@@ -56,7 +57,7 @@ export async function reconcileKeys(db: Db, now: Date): Promise<number> {
       sql`UPDATE concurrency_keys k SET active = coalesce(c.n, 0), updated_at = ${now}
             FROM (SELECT key FROM unnest(${keys}::text[]) AS u(key)) u
             LEFT JOIN (SELECT concurrency_key AS key, count(*)::int AS n FROM tasks
-                        WHERE concurrency_key = ANY(${keys}::text[]) AND status IN ('assigned', 'running')
+                        WHERE concurrency_key = ANY(${keys}::text[]) AND ${sql.raw(liveSql('tasks'))}
                         GROUP BY concurrency_key) c ON c.key = u.key
            WHERE k.key = u.key AND k.active <> coalesce(c.n, 0)
           RETURNING k.key`,

@@ -19,7 +19,7 @@ import {
 } from '../domain/agent-states'
 import { releaseKeysSql } from '../domain/concurrency'
 import type { StreakEntry } from '../domain/model'
-import { releaseSlots, requeueSet } from '../domain/sql'
+import { liveSql, releaseSlots, requeueSet } from '../domain/sql'
 import { KILL_MARGIN_SECONDS, move } from '../domain/task-states'
 import { ApiError } from '../lib/errors'
 import { changed, type ServiceDeps } from './deps'
@@ -175,7 +175,7 @@ async function actAndTell(deps: ServiceDeps, where: SQL, action: FleetAction, p:
       deps.db,
       sql`UPDATE tasks SET drain_requested_at = NULL, version = version + 1, updated_at = ${deps.clock.now()}
            WHERE agent_id = ANY(${`{${moved.map((a) => a.id).join(',')}}`}::uuid[])
-             AND status IN ('assigned', 'running') AND drain_requested_at IS NOT NULL
+             AND ${sql.raw(liveSql('tasks'))} AND drain_requested_at IS NOT NULL
           RETURNING id`,
     )
     tasks = rows.map((r) => r.id)
@@ -371,7 +371,7 @@ export async function sweepFleet(tx: Tx, now: Date, d: ServiceDeps, limit: numbe
     WITH stop AS (
       SELECT t.id FROM tasks t JOIN agents a ON a.id = t.agent_id
        WHERE a.status = 'draining' AND a.drain_then IS NOT NULL AND a.drain_deadline <= ${now}
-         AND t.status IN ('assigned', 'running') AND t.drain_requested_at IS NULL
+         AND ${sql.raw(liveSql('t'))} AND t.drain_requested_at IS NULL
        ORDER BY t.id LIMIT ${limit} FOR UPDATE OF t SKIP LOCKED
     ), st AS (
       UPDATE tasks t SET drain_requested_at = ${now}, version = t.version + 1, updated_at = ${now}
@@ -379,7 +379,7 @@ export async function sweepFleet(tx: Tx, now: Date, d: ServiceDeps, limit: numbe
       RETURNING t.id, t.agent_id, t.status, t.attempt
     ), due AS (
       SELECT id, agent_id, status FROM tasks
-       WHERE drain_requested_at < ${graceCutoff} AND status IN ('assigned', 'running')
+       WHERE drain_requested_at < ${graceCutoff} AND ${sql.raw(liveSql('tasks'))}
        ORDER BY drain_requested_at LIMIT ${limit} FOR UPDATE SKIP LOCKED
     ), rq AS (
       UPDATE tasks t SET ${bind(requeueSet(DRAIN_REQUEUE, 't', '{{now}}', '{{until}}'), { now, until })},
