@@ -71,6 +71,21 @@ async function agentWith(
   return { agent, api, stateDir }
 }
 
+/** A handler that runs until its run is asked to stop (ctx.signal), and whether it was. */
+function stoppable() {
+  const out = {
+    aborted: false,
+    handler: (_task: unknown, ctx: { signal: AbortSignal }) =>
+      new Promise<string>((resolve) => {
+        ctx.signal.addEventListener('abort', () => {
+          out.aborted = true
+          resolve('stopped')
+        })
+      }),
+  }
+  return out
+}
+
 const taskIn = (id: string, statuses: string[]) =>
   until(`task ${id} in ${statuses.join('|')}`, async () => {
     const t = (await h.call('GET', `/api/v1/tasks/${id}`)).body
@@ -218,34 +233,18 @@ describe('Agent (library)', () => {
   })
 
   it('aborts ctx.signal on a cancel and reports the task cancelled', async () => {
-    let aborted = false
-    await agentWith({
-      long: (_task, ctx) =>
-        new Promise((resolve) => {
-          ctx.signal.addEventListener('abort', () => {
-            aborted = true
-            resolve('stopped')
-          })
-        }),
-    })
+    const stops = stoppable()
+    await agentWith({ long: stops.handler })
     const task = await h.task({ type: 'long' })
     await taskIn(task.id, ['running'])
     expect((await h.call('POST', `/api/v1/tasks/${task.id}/cancel`)).status).toBe(202)
     expect(await taskIn(task.id, ['cancelled', 'completed', 'failed'])).toMatchObject({ status: 'cancelled' })
-    expect(aborted).toBe(true)
+    expect(stops.aborted).toBe(true)
   })
 
   it('drained by an operator past its deadline: stops the run and reports it agent_drained (a loss, no attempt spent)', async () => {
-    let aborted = false
-    const { agent } = await agentWith({
-      long: (_task, ctx) =>
-        new Promise((resolve) => {
-          ctx.signal.addEventListener('abort', () => {
-            aborted = true
-            resolve('stopped')
-          })
-        }),
-    })
+    const stops = stoppable()
+    const { agent } = await agentWith({ long: stops.handler })
     const task = await h.task({ type: 'long' })
     await taskIn(task.id, ['running'])
     expect((await h.call('POST', `/api/v1/agents/${agent.id}/drain`, { body: { deadlineSeconds: 0 } })).status).toBe(
@@ -254,20 +253,12 @@ describe('Agent (library)', () => {
     await h.sweep() // the deadline passed: its task is asked to stop
     const stopped = await taskIn(task.id, ['failed', 'cancelled', 'completed'])
     expect(stopped).toMatchObject({ status: 'failed', failures: 0, lostCount: 1, error: { code: 'agent_drained' } })
-    expect(aborted).toBe(true)
+    expect(stops.aborted).toBe(true)
   })
 
   it('cancelled by a user while its agent is drained, before the drain is due: reports it cancelled, not drained', async () => {
-    let aborted = false
-    const { agent } = await agentWith({
-      long: (_task, ctx) =>
-        new Promise((resolve) => {
-          ctx.signal.addEventListener('abort', () => {
-            aborted = true
-            resolve('stopped')
-          })
-        }),
-    })
+    const stops = stoppable()
+    const { agent } = await agentWith({ long: stops.handler })
     const task = await h.task({ type: 'long' })
     await taskIn(task.id, ['running'])
     const drain = await h.call('POST', `/api/v1/agents/${agent.id}/drain`, { body: { deadlineSeconds: 3600 } })
@@ -275,7 +266,7 @@ describe('Agent (library)', () => {
     expect((await h.call('POST', `/api/v1/tasks/${task.id}/cancel`)).status).toBe(202)
     const ended = await taskIn(task.id, ['failed', 'cancelled', 'completed'])
     expect(ended).toMatchObject({ status: 'cancelled', lostCount: 0, failures: 0 })
-    expect(aborted).toBe(true)
+    expect(stops.aborted).toBe(true)
   })
 
   it('a handler that ignores the cancel is given up on after the grace and reported cancelled', async () => {
